@@ -1,0 +1,126 @@
+"""Encode one weight tensor under a quantization config, and decode it back.
+
+An ``Encoded`` tensor is what a packed artifact stores: the codes packed to
+exactly ``bits`` bits, plus what it takes to decode them (scales and zero
+points, or a k-means codebook). Decoding gives the float tensor the simulated
+model computes with, so the file and the simulation cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from squeezelab.engine.quant import (
+    choose_frac_bits,
+    choose_qparams,
+    dequantize,
+    fixed_point_qparams,
+    kmeans_quantize,
+    pack_codes,
+    quantize,
+    unpack_codes,
+)
+from squeezelab.engine.quant.linear import QParams
+from squeezelab.engine.recipe import (
+    FixedPoint,
+    Float16,
+    KMeansQuantization,
+    LinearQuantization,
+    PerChannel,
+    QuantizationConfig,
+)
+
+__all__ = ["Encoded", "encode_tensor", "encode_float"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tensor as stored: ``arrays`` go into the file, ``meta`` into its JSON header."""
+
+    kind: str  # "linear" | "kmeans" | "float16" | "float32" | "raw" (non-float buffers)
+    shape: tuple[int, ...]
+    arrays: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the stored arrays (the header is counted by the artifact)."""
+        return sum(int(a.nbytes) for a in self.arrays.values())
+
+    def decode(self) -> torch.Tensor:
+        """The float32 tensor these codes stand for."""
+        count = int(np.prod(self.shape)) if self.shape else 1
+        if self.kind == "raw":
+            return torch.from_numpy(self.arrays["values"].copy()).reshape(self.shape)
+        if self.kind in ("float32", "float16"):
+            return torch.from_numpy(self.arrays["values"].astype(np.float32)).reshape(self.shape)
+        codes = unpack_codes(self.arrays["codes"], self.meta["bits"], count).astype(np.int64)
+        if self.kind == "kmeans":
+            values = self.arrays["codebook"][codes]
+            return torch.from_numpy(values.astype(np.float32)).reshape(self.shape)
+        qp = QParams(
+            scale=torch.from_numpy(self.arrays["scale"]),
+            zero_point=torch.from_numpy(self.arrays["zero_point"]),
+            qmin=self.meta["qmin"],
+            qmax=self.meta["qmax"],
+            axis=self.meta["axis"],
+        )
+        # Codes were stored offset by qmin so they are non-negative.
+        q = torch.from_numpy(codes + qp.qmin).to(torch.int32).reshape(self.shape)
+        return dequantize(q, qp)
+
+
+def encode_float(w: torch.Tensor, *, half: bool = False) -> Encoded:
+    """A tensor stored as plain float32 (or float16)."""
+    dtype = np.float16 if half else np.float32
+    values = w.detach().to(torch.float32).contiguous().numpy().astype(dtype)
+    return Encoded("float16" if half else "float32", tuple(w.shape), {"values": values}, {})
+
+
+def _encode_linear(w: torch.Tensor, qp: QParams) -> Encoded:
+    q = quantize(w, qp)
+    bits = int(qp.qmax - qp.qmin).bit_length()
+    codes = (q - qp.qmin).reshape(-1).numpy()
+    return Encoded(
+        "linear",
+        tuple(w.shape),
+        {
+            "codes": pack_codes(codes, bits),
+            "scale": qp.scale.numpy().astype(np.float32),
+            "zero_point": qp.zero_point.numpy().astype(np.int32),
+        },
+        {"bits": bits, "qmin": qp.qmin, "qmax": qp.qmax, "axis": qp.axis},
+    )
+
+
+def encode_tensor(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
+    """Encode a weight tensor under ``config`` (linear, k-means, fixed point or float16)."""
+    w = w.detach().to(torch.float32)
+    if isinstance(config, LinearQuantization):
+        axis = config.granularity.axis if isinstance(config.granularity, PerChannel) else None
+        if axis is not None and w.ndim < 2:
+            axis = None  # a 1-d tensor has one channel per element: per-tensor is the meaningful choice
+        qp = choose_qparams(w, bits=config.bits, symmetric=config.symmetric, axis=axis)
+        return _encode_linear(w, qp)
+    if isinstance(config, FixedPoint):
+        frac = config.frac_bits
+        if frac is None:
+            frac = choose_frac_bits(w, total_bits=config.total_bits)
+        enc = _encode_linear(w, fixed_point_qparams(total_bits=config.total_bits, frac_bits=frac))
+        enc.meta["frac_bits"] = frac
+        return enc
+    if isinstance(config, KMeansQuantization):
+        codebook, codes = kmeans_quantize(w, bits=config.bits, seed=config.seed)
+        return Encoded(
+            "kmeans",
+            tuple(w.shape),
+            {"codes": pack_codes(codes.reshape(-1), config.bits), "codebook": codebook},
+            {"bits": config.bits},
+        )
+    if isinstance(config, Float16):
+        return encode_float(w, half=True)
+    raise TypeError(f"no encoder for {type(config).__name__}")  # Recipe validation prevents this

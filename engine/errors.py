@@ -1,0 +1,86 @@
+"""The ``SqueezeError`` hierarchy.
+
+Every error squeezelab raises on bad input is a ``SqueezeError`` subclass whose
+message says what was passed, what is allowed, and how to fix it. Where a
+built-in exception type describes the category too (``ValueError``,
+``TypeError``), the subclass inherits from it as well so callers who catch the
+built-in keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SqueezeError",
+    "ConfigError",
+    "ModelError",
+    "InvalidWeightsError",
+    "ExampleInputError",
+    "ExportError",
+    "UnexportableLayerError",
+    "CalibrationError",
+    "DataError",
+    "ProviderError",
+    "ProviderUnavailableError",
+    "ProviderFallbackError",
+    "ArtifactError",
+]
+
+
+class SqueezeError(Exception):
+    """Base class of every error squeezelab raises on purpose."""
+
+
+class ConfigError(SqueezeError, ValueError):
+    """A recipe or config value is outside what is allowed."""
+
+
+class ModelError(SqueezeError, TypeError):
+    """The model is not something squeezelab can work on."""
+
+
+class InvalidWeightsError(ModelError, ValueError):
+    """The model holds NaN or Inf weights."""
+
+
+class ExampleInputError(SqueezeError, ValueError):
+    """``example_inputs`` are missing or do not fit the model."""
+
+
+class ExportError(SqueezeError, RuntimeError):
+    """``torch.onnx.export`` failed."""
+
+
+class UnexportableLayerError(ExportError):
+    """A specific layer of the model cannot be exported to ONNX.
+
+    Attributes:
+        layer: fully qualified name of the first layer that fails on its own.
+    """
+
+    def __init__(self, message: str, layer: str) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+class CalibrationError(SqueezeError, ValueError):
+    """Static quantization was asked for without usable calibration data."""
+
+
+class DataError(SqueezeError, ValueError):
+    """Evaluation or calibration data has the wrong form."""
+
+
+class ProviderError(SqueezeError, RuntimeError):
+    """An ONNX Runtime execution provider problem."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The requested execution provider is not in this onnxruntime build."""
+
+
+class ProviderFallbackError(ProviderError):
+    """Nodes that should run on the requested provider run on the CPU instead."""
+
+
+class ArtifactError(SqueezeError, ValueError):
+    """A saved squeezelab artifact is corrupt or of an unknown version."""

@@ -1,0 +1,140 @@
+"""``measure(model_or_compressed, data) -> Metrics``: accuracy, size and latency, measured.
+
+Baseline and candidate are measured the same way: a plain PyTorch model is
+measured as its fp32 ONNX export (``compress(model, Recipe())``), so the
+baseline runs in the same runtime as the int8 candidates it is compared with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from squeezelab.engine.compress import Compressed, compress
+from squeezelab.engine.data import as_numpy, iter_batches
+from squeezelab.engine.errors import DataError, ExampleInputError
+from squeezelab.engine.latency import interleaved_latency, torch_threads
+from squeezelab.engine.recipe import Recipe
+
+__all__ = ["Metrics", "measure", "top1_accuracy", "latency_input"]
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def top1_accuracy(predictions: np.ndarray, targets: np.ndarray) -> float:
+    """Fraction of rows whose arg-max equals the target class."""
+    return float(np.mean(np.argmax(predictions, axis=1) == targets))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """Measured figures of one model. ``executable=False`` marks a simulation."""
+
+    label: str
+    accuracy: float | None
+    metric: str
+    n_samples: int
+    size_bytes: int
+    latency_ms: float
+    latency_batch_size: int
+    latency_repeats: int
+    threads: int | None
+    runtime: str
+    sparsity: float
+    bits: int
+    executable: bool
+
+    @property
+    def kind(self) -> str:
+        return "executable" if self.executable else "simulated"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "kind": self.kind}
+
+
+def latency_input(compressed: Compressed, batch_size: int, data: Any = None) -> Any:
+    """A batch of ``batch_size``: real samples from ``data`` when given, else tiled example inputs."""
+    if data is not None:
+        xs = []
+        have = 0
+        for x, _ in iter_batches(data, batch_size):
+            xs.append(x)
+            have += len(x)
+            if have >= batch_size:
+                break
+        x = np.concatenate(xs)
+        reps = -(-batch_size // len(x))  # ceil: cycle a small data set
+        return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size])
+    tiled = [np.repeat(as_numpy(e)[:1], batch_size, axis=0) for e in compressed.example_inputs]
+    return tiled[0] if len(tiled) == 1 else tuple(tiled)
+
+
+def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
+    """The metric over all of ``data``, and the number of samples it covered."""
+    preds, targets = [], []
+    for x, y in iter_batches(data, batch_size):
+        preds.append(compressed.predict(x))
+        targets.append(y)
+    p, t = np.concatenate(preds), np.concatenate(targets)
+    return float(metric(p, t)), len(t)
+
+
+def measure(
+    target: nn.Module | Compressed,
+    data: Any = None,
+    *,
+    metric: Metric = top1_accuracy,
+    example_inputs: Any = None,
+    batch_size: int = 1,
+    repeats: int = 30,
+    warmup: int = 5,
+    threads: int | None = 1,
+) -> Metrics:
+    """Measure a model or a ``Compressed`` result.
+
+    Args:
+        target: a ``Compressed`` result, or a PyTorch model (measured as its fp32 ONNX export).
+        data: ``(x, y)`` arrays, a Dataset or a DataLoader; ``None`` measures size and latency only.
+        metric: ``metric(predictions, targets) -> float``; default top-1 accuracy.
+        example_inputs: needed for a PyTorch model when ``data`` is None.
+        batch_size: batch size of the latency measurement.
+        repeats: timed runs; ``latency_ms`` is their median, after ``warmup`` untimed runs.
+        threads: intra-op threads for timing (recorded in the result); None = the runtime's default.
+    """
+    if not isinstance(target, Compressed):
+        if example_inputs is None:
+            if data is None:
+                raise ExampleInputError(
+                    "measuring a PyTorch model needs example_inputs or data to export it with."
+                )
+            example_inputs = next(iter_batches(data, 1))[0]
+        target = compress(target, Recipe(), example_inputs=example_inputs)
+    if batch_size < 1 or repeats < 1:
+        raise DataError(f"batch_size={batch_size!r} and repeats={repeats!r} must be at least 1.")
+    accuracy, n = (None, 0) if data is None else evaluate(target, data, metric)
+    x = latency_input(target, batch_size, data)
+    run = target.runner(threads=threads)
+    # ONNX Runtime sessions get their thread count from the session; PyTorch needs it set around the run.
+    with torch_threads(threads if target.onnx_bytes is None else None):
+        samples = interleaved_latency({"m": lambda: run(x)}, rounds=repeats, warmup=warmup)["m"]
+    return Metrics(
+        label=target.recipe.label,
+        accuracy=accuracy,
+        metric=getattr(metric, "__name__", type(metric).__name__),
+        n_samples=n,
+        size_bytes=target.size_bytes,
+        latency_ms=statistics.median(samples),
+        latency_batch_size=batch_size,
+        latency_repeats=repeats,
+        threads=threads,
+        runtime=target.runtime_name,
+        sparsity=target.sparsity,
+        bits=target.bits,
+        executable=target.executable,
+    )

@@ -1,0 +1,98 @@
+"""Quantize the weights of a PyTorch model (simulation on the PyTorch side).
+
+``quantize(model, config)`` returns a new model whose chosen weights are
+replaced by their decoded quantized values; ``quantize_`` does the same in
+place. ``encode_model`` returns what a packed artifact stores for every
+tensor, so the artifact's size is the size of real packed codes.
+
+Which weights: by default those of ``Linear`` and ``Conv1d/2d/3d`` layers.
+Biases, normalisation parameters and buffers stay float32 (as in every
+int8 runtime); with ``Float16()`` every float tensor is stored as float16.
+Pass ``filter_fn(module, fqn) -> bool`` to choose layers yourself.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from squeezelab.engine.encoding import Encoded, encode_float, encode_tensor
+from squeezelab.engine.recipe import Float16, QuantizationConfig
+
+__all__ = ["FilterFn", "default_filter", "encode_model", "quantize", "quantize_"]
+
+FilterFn = Callable[[nn.Module, str], bool]
+
+_QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def default_filter(module: nn.Module, fqn: str) -> bool:
+    """Linear and convolution layers."""
+    return isinstance(module, _QUANTIZABLE)
+
+
+def _weight_names(model: nn.Module, filter_fn: FilterFn) -> set[str]:
+    names = set()
+    for fqn, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and filter_fn(module, fqn):
+            names.add(f"{fqn}.weight" if fqn else "weight")
+    return names
+
+
+def encode_model(
+    model: nn.Module, config: QuantizationConfig | None, *, filter_fn: FilterFn | None = None
+) -> dict[str, Encoded]:
+    """Encode every entry of ``model.state_dict()``: chosen weights under ``config``, the rest as floats.
+
+    Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) are kept as they are.
+    """
+    chosen = _weight_names(model, filter_fn or default_filter) if config is not None else set()
+    half = isinstance(config, Float16)
+    out: dict[str, Encoded] = {}
+    for name, tensor in model.state_dict().items():
+        if name in chosen:
+            out[name] = encode_tensor(tensor, config)
+        elif tensor.is_floating_point():
+            out[name] = encode_float(tensor, half=half)
+        else:
+            values = tensor.detach().cpu().numpy()
+            out[name] = Encoded("raw", tuple(tensor.shape), {"values": values}, {"dtype": str(values.dtype)})
+    return out
+
+
+def _load_decoded_(model: nn.Module, encoded: dict[str, Encoded]) -> None:
+    state = model.state_dict()
+    with torch.no_grad():
+        for name, enc in encoded.items():
+            if enc.kind == "raw":
+                continue
+            state[name].copy_(enc.decode().to(state[name].dtype))
+
+
+def quantize_(
+    model: nn.Module, config: QuantizationConfig, *, filter_fn: FilterFn | None = None
+) -> None:
+    """Replace the chosen weights of ``model`` by their quantized values, in place."""
+    _load_decoded_(model, encode_model(model, config, filter_fn=filter_fn))
+
+
+def quantize(
+    model: nn.Module, config: QuantizationConfig, *, filter_fn: FilterFn | None = None
+) -> nn.Module:
+    """A quantized copy of ``model``; ``model`` itself is left unchanged.
+
+    Examples:
+        >>> import torch
+        >>> from squeezelab.engine.recipe import LinearQuantization
+        >>> m = torch.nn.Linear(4, 2)
+        >>> q = quantize(m, LinearQuantization(bits=2))
+        >>> all(len(set(row.abs().tolist())) <= 2 for row in q.weight)  # 2 bits: {-s, 0, +s}
+        True
+    """
+    out = copy.deepcopy(model)
+    quantize_(out, config, filter_fn=filter_fn)
+    return out

@@ -1,0 +1,508 @@
+"""What to do to a model: ``Recipe`` and the configs it is built from.
+
+A recipe holds at most one pruning step, at most one quantization step, and the
+runtime that will execute the result. Every config is a frozen, keyword-only
+dataclass validated on construction, so a recipe is hashable (it keys caches)
+and cannot be changed behind a caller's back; use ``dataclasses.replace``.
+
+``to_dict``/``from_dict`` round-trip through plain data (and TOML). Loading
+only accepts the config types registered in this module: a dict can never name
+an arbitrary class to construct.
+
+Examples:
+    >>> from squeezelab.engine.recipe import Recipe, LinearQuantization, Simulated
+    >>> r = Recipe(quantization=LinearQuantization(bits=4), runtime=Simulated())
+    >>> r.label
+    'linear4-sym-perchannel (simulated)'
+    >>> Recipe.from_dict(r.to_dict()) == r
+    True
+    >>> Recipe().label
+    'fp32'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from squeezelab.engine.errors import ConfigError
+
+__all__ = [
+    "PerTensor",
+    "PerChannel",
+    "QuantizationConfig",
+    "LinearQuantization",
+    "KMeansQuantization",
+    "FixedPoint",
+    "Float16",
+    "PruningConfig",
+    "Runtime",
+    "Onnx",
+    "Int8Dynamic",
+    "Int8Static",
+    "Simulated",
+    "MinMax",
+    "Percentile",
+    "Entropy",
+    "Recipe",
+]
+
+# Allowlist for from_dict: type name -> class. Filled by @_register.
+_REGISTRY: dict[str, type] = {}
+
+
+def _register(cls: type) -> type:
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"{owner}: {name}={value!r} is not allowed; {name} must be an integer in "
+            f"{low}..{high}."
+        )
+
+
+def _check_optional_bool(owner: str, name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {name}={value!r} must be True, False or None (decide for this machine).")
+
+
+class _Config:
+    """Shared plain-data behaviour of every config."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data: ``{"type": ClassName, field: value, ...}``; ``None`` fields omitted."""
+        out: dict[str, Any] = {"type": type(self).__name__}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            out[f.name] = value.to_dict() if isinstance(value, _Config) else value
+        return out
+
+
+def _from_dict(data: Any, expected: type) -> Any:
+    """Build a registered config from plain data, refusing unknown types and keys."""
+    if isinstance(data, _Config):
+        return data
+    if not isinstance(data, dict) or "type" not in data:
+        raise ConfigError(
+            f"expected a dict with a 'type' key for a {expected.__name__}, got {data!r}."
+        )
+    name = data["type"]
+    cls = _REGISTRY.get(name)
+    if cls is None or not issubclass(cls, expected):
+        allowed = sorted(k for k, v in _REGISTRY.items() if issubclass(v, expected))
+        raise ConfigError(
+            f"unknown {expected.__name__} type {name!r}; allowed: {', '.join(allowed)}."
+        )
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        if key == "type":
+            continue
+        if key not in known:
+            raise ConfigError(
+                f"{name} has no field {key!r}; valid fields: {', '.join(sorted(known)) or 'none'}."
+            )
+        nested = _NESTED.get((name, key))
+        kwargs[key] = _from_dict(value, nested) if nested else value
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a list where a tuple was expected
+        raise ConfigError(f"cannot build {name} from {data!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- granularity
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class PerTensor(_Config):
+    """One scale (and zero point) for the whole tensor."""
+
+    label: ClassVar[str] = "pertensor"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class PerChannel(_Config):
+    """One scale per slice along ``axis`` (0 = output channels of Conv/Linear weights)."""
+
+    axis: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("PerChannel", "axis", self.axis, -8, 8)
+
+    @property
+    def label(self) -> str:
+        return "perchannel" if self.axis == 0 else f"perchannel{self.axis}"
+
+
+Granularity = PerTensor | PerChannel
+
+# --------------------------------------------------------------------------- quantization
+
+
+class QuantizationConfig(_Config):
+    """Base of the weight quantization steps; ``bits`` is the stored width."""
+
+    bits: int
+
+    @property
+    def label(self) -> str:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class LinearQuantization(QuantizationConfig):
+    """Uniform (linear) quantization of weights, with ONNX ``QuantizeLinear`` semantics.
+
+    Args:
+        bits: stored width, 2..16.
+        symmetric: True: signed codes, zero point 0, narrow range
+            ``[-(2^(b-1)-1), 2^(b-1)-1]`` (ONNX Runtime's choice for weights).
+            False: unsigned codes ``[0, 2^b-1]`` with a zero point (affine).
+        granularity: ``PerChannel(axis=0)`` or ``PerTensor()``.
+    """
+
+    bits: int = 8
+    symmetric: bool = True
+    granularity: Granularity = field(default_factory=PerChannel)
+
+    def __post_init__(self) -> None:
+        _check_int("LinearQuantization", "bits", self.bits, 2, 16)
+        if not isinstance(self.symmetric, bool):
+            raise ConfigError(f"LinearQuantization: symmetric={self.symmetric!r} must be True or False.")
+        if not isinstance(self.granularity, (PerTensor, PerChannel)):
+            raise ConfigError(
+                f"LinearQuantization: granularity={self.granularity!r}; use PerTensor() or PerChannel(axis=0)."
+            )
+
+    @property
+    def label(self) -> str:
+        kind = "sym" if self.symmetric else "affine"
+        return f"linear{self.bits}-{kind}-{self.granularity.label}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class KMeansQuantization(QuantizationConfig):
+    """Weight sharing: ``2^bits`` centroids per layer (scikit-learn KMeans), codes packed to ``bits``."""
+
+    bits: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("KMeansQuantization", "bits", self.bits, 1, 8)
+        _check_int("KMeansQuantization", "seed", self.seed, 0, 2**32 - 1)
+
+    @property
+    def label(self) -> str:
+        return f"kmeans{self.bits}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class FixedPoint(QuantizationConfig):
+    """Signed fixed point Qm.n with ``total_bits`` = sign + m + n.
+
+    ``frac_bits=None`` is dynamic fixed point: each layer gets the fractional
+    length that just covers its largest magnitude (Ristretto's scheme).
+    """
+
+    total_bits: int = 8
+    frac_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("FixedPoint", "total_bits", self.total_bits, 2, 16)
+        if self.frac_bits is not None:
+            _check_int("FixedPoint", "frac_bits", self.frac_bits, -32, 32)
+
+    @property
+    def bits(self) -> int:  # type: ignore[override]
+        return self.total_bits
+
+    @property
+    def label(self) -> str:
+        if self.frac_bits is None:
+            return f"fixed{self.total_bits}-dynamic"
+        return f"fixed{self.total_bits}-q{self.total_bits - 1 - self.frac_bits}.{self.frac_bits}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Float16(QuantizationConfig):
+    """IEEE half precision weights (and, in ONNX, activations)."""
+
+    label: ClassVar[str] = "float16"
+
+    @property
+    def bits(self) -> int:  # type: ignore[override]
+        return 16
+
+
+# --------------------------------------------------------------------------- pruning
+
+
+class PruningConfig(_Config):
+    """Base of the pruning steps (the methods themselves arrive with the pruning issue)."""
+
+    @property
+    def label(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+class Calibration(_Config):
+    """How static quantization picks activation ranges from calibration data."""
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class MinMax(Calibration):
+    """Observed minimum and maximum of each activation."""
+
+    label: ClassVar[str] = "minmax"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Percentile(Calibration):
+    """Clip each activation range at the given percentile of |x|."""
+
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.percentile, (int, float)) or not 50.0 < self.percentile <= 100.0:
+            raise ConfigError(f"Percentile: percentile={self.percentile!r} must be in (50, 100].")
+
+    @property
+    def label(self) -> str:
+        return f"percentile{self.percentile:g}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Entropy(Calibration):
+    """KL-divergence (TensorRT-style) range selection over a histogram (ONNX Runtime's 128 bins)."""
+
+    label: ClassVar[str] = "entropy"
+
+
+_CALIBRATION_NAMES = {"minmax": MinMax, "percentile": Percentile, "entropy": Entropy}
+
+# --------------------------------------------------------------------------- runtimes
+
+
+class Runtime(_Config):
+    """Where the compressed model runs. ``executable`` says whether it is real low precision."""
+
+    onnx: ClassVar[bool] = True
+    label: ClassVar[str]
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Onnx(Runtime):
+    """Float ONNX model in ONNX Runtime (fp32, or fp16 with ``Float16()``). The baseline runtime."""
+
+    label: ClassVar[str] = "onnx"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Int8Dynamic(Runtime):
+    """ONNX Runtime dynamic int8: int8 weights, activations quantized on the fly.
+
+    Only ``MatMul``/``Gemm`` are quantized by default: dynamic int8 convolutions
+    become ``ConvInteger``, which is slower than fp32 on x86 and fails to load in
+    some builds. ``per_channel`` is a bool, not a ``PerChannel`` axis, because
+    ONNX Runtime picks the channel axis of each op itself.
+
+    ``reduce_range``: 7-bit weights, needed on x86 CPUs without VNNI, whose int8
+    kernels otherwise saturate (see ``squeezelab.engine.cpu``). ``None`` decides
+    for the machine that compresses; set it explicitly when the deployment CPU
+    differs. The value used is recorded in the saved metadata.
+    """
+
+    per_channel: bool = False
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    reduce_range: bool | None = None
+    label: ClassVar[str] = "int8-dynamic"
+
+    def __post_init__(self) -> None:
+        _check_optional_bool("Int8Dynamic", "reduce_range", self.reduce_range)
+        if isinstance(self.op_types, list):
+            object.__setattr__(self, "op_types", tuple(self.op_types))
+        if not self.op_types or not all(isinstance(o, str) for o in self.op_types):
+            raise ConfigError(f"Int8Dynamic: op_types={self.op_types!r} must be a non-empty tuple of ONNX op names.")
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Int8Static(Runtime):
+    """ONNX Runtime static int8 in QDQ format, activation ranges from calibration data.
+
+    Args:
+        calibration: ``MinMax()``, ``Percentile(...)``, ``Entropy(...)`` or the
+            strings ``"minmax"``, ``"percentile"``, ``"entropy"``.
+        per_channel: per-output-channel weight scales.
+        activations: ``"int8"`` (signed, ONNX Runtime's default S8S8) or ``"uint8"``.
+        reduce_range: 7-bit weights; ``None`` decides for this machine (see ``Int8Dynamic``).
+    """
+
+    calibration: Calibration = field(default_factory=MinMax)
+    per_channel: bool = True
+    activations: str = "int8"
+    reduce_range: bool | None = None
+    label: ClassVar[str] = "int8-static"
+
+    def __post_init__(self) -> None:
+        _check_optional_bool("Int8Static", "reduce_range", self.reduce_range)
+        if isinstance(self.calibration, str):
+            cls = _CALIBRATION_NAMES.get(self.calibration)
+            if cls is None:
+                raise ConfigError(
+                    f"Int8Static: calibration={self.calibration!r}; use one of "
+                    f"{', '.join(map(repr, _CALIBRATION_NAMES))} or MinMax()/Percentile()/Entropy()."
+                )
+            object.__setattr__(self, "calibration", cls())
+        if not isinstance(self.calibration, Calibration):
+            raise ConfigError(f"Int8Static: calibration={self.calibration!r} is not a calibration method.")
+        if self.activations not in ("int8", "uint8"):
+            raise ConfigError(f"Int8Static: activations={self.activations!r}; use 'int8' or 'uint8'.")
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Simulated(Runtime):
+    """Quantized weights stored packed, executed as dequantized floats in PyTorch.
+
+    Not a real low-precision kernel: results are labelled simulated. Size is the
+    byte count of the packed file, latency is PyTorch fp32 eager latency.
+    """
+
+    label: ClassVar[str] = "simulated"
+    onnx: ClassVar[bool] = False
+
+
+_NESTED: dict[tuple[str, str], type] = {
+    ("LinearQuantization", "granularity"): _Config,
+    ("Int8Static", "calibration"): Calibration,
+}
+
+# --------------------------------------------------------------------------- recipe
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class Recipe(_Config):
+    """At most one pruning step, at most one quantization step, and a runtime.
+
+    ``Recipe()`` is the fp32 baseline: the model exported to ONNX unchanged.
+    """
+
+    pruning: PruningConfig | None = None
+    quantization: QuantizationConfig | None = None
+    runtime: Runtime = field(default_factory=Onnx)
+
+    def __post_init__(self) -> None:
+        if self.pruning is not None and not isinstance(self.pruning, PruningConfig):
+            raise ConfigError(f"Recipe: pruning={self.pruning!r} is not a pruning config.")
+        q, rt = self.quantization, self.runtime
+        if q is not None and not isinstance(q, QuantizationConfig):
+            raise ConfigError(
+                f"Recipe: quantization={q!r} is not a quantization config; use e.g. "
+                "LinearQuantization(bits=4), KMeansQuantization(bits=4), FixedPoint(), Float16()."
+            )
+        if not isinstance(rt, Runtime):
+            raise ConfigError(
+                f"Recipe: runtime={rt!r}; use Onnx(), Int8Dynamic(), Int8Static() or Simulated()."
+            )
+        if isinstance(rt, (Int8Dynamic, Int8Static)) and q is not None:
+            raise ConfigError(
+                f"Recipe: {type(rt).__name__}() chooses its own int8 weight quantization, so "
+                f"quantization={q!r} cannot be combined with it; drop the quantization step, "
+                "or use runtime=Simulated() to study that quantizer."
+            )
+        if isinstance(rt, Onnx) and q is not None and not isinstance(q, Float16):
+            raise ConfigError(
+                f"Recipe: {q.label} has no ONNX Runtime kernel; use runtime=Simulated() for it "
+                "(results are labelled simulated), or Int8Static()/Int8Dynamic() for real int8."
+            )
+
+    @property
+    def executable(self) -> bool:
+        """True when the result runs as real kernels at the stored precision."""
+        return self.runtime.onnx
+
+    @property
+    def bits(self) -> int:
+        """Stored width of the weights."""
+        if self.quantization is not None:
+            return self.quantization.bits
+        if isinstance(self.runtime, (Int8Dynamic, Int8Static)):
+            return 8
+        return 32
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: what was done, and ``(simulated)`` when it is."""
+        parts = []
+        if self.pruning is not None:
+            parts.append(self.pruning.label)
+        if self.quantization is not None:
+            parts.append(self.quantization.label)
+        rt = self.runtime
+        if isinstance(rt, Int8Dynamic):
+            parts.append("int8-dynamic" + ("-perchannel" if rt.per_channel else ""))
+        elif isinstance(rt, Int8Static):
+            act = "" if rt.activations == "int8" else "-u8act"
+            pc = "-perchannel" if rt.per_channel else ""
+            parts.append(f"int8-static-{rt.calibration.label}{pc}{act}")
+        if not parts:
+            parts.append("fp32")
+        text = " + ".join(parts)
+        return text + " (simulated)" if not self.executable else text
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        del out["type"]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """Inverse of ``to_dict``; only registered config types are accepted."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"Recipe.from_dict needs a dict, got {type(data).__name__}.")
+        return _from_dict({"type": "Recipe", **data}, Recipe)
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    @classmethod
+    def from_toml(cls, text: str) -> Recipe:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"recipe TOML does not parse: {exc}") from exc
+        return cls.from_dict(data)
+
+
+_NESTED.update(
+    {
+        ("Recipe", "pruning"): PruningConfig,
+        ("Recipe", "quantization"): QuantizationConfig,
+        ("Recipe", "runtime"): Runtime,
+    }
+)

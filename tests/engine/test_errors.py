@@ -1,0 +1,128 @@
+"""Bad input gets a clear SqueezeError before any slow work, and never changes the caller's model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import squeezelab as sl
+from tests.conftest import state_hash
+
+
+class _Svd(torch.nn.Module):
+    """A layer with an op the ONNX exporter does not support (aten::linalg_svd)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svd(x)[1].unsqueeze(1)
+
+
+def test_unexportable_layer_is_named():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), _Svd()).eval()
+    with pytest.raises(sl.UnexportableLayerError) as info:
+        sl.compress(model, example_inputs=torch.randn(2, 4))
+    assert info.value.layer == "1"
+    assert "layer '1' (_Svd)" in str(info.value) and "linalg_svd" in str(info.value)
+    assert "Simulated()" in str(info.value)
+
+
+def test_unexportable_model_still_compresses_simulated():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), _Svd()).eval()
+    c = sl.compress(model, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()), example_inputs=torch.randn(2, 4))
+    assert c.predict(np.ones((3, 4), np.float32)).shape == (3, 1)
+
+
+@pytest.mark.parametrize("bad", [None, [], np.zeros((0, 1, 8, 8), np.float32)])
+def test_missing_or_empty_calibration_data_fails_before_export(digits_mlp, bad, monkeypatch):
+    model, split = digits_mlp
+    import importlib
+
+    # import_module, not `import ... as`: the package's `compress` function shadows the module name.
+    compress_module = importlib.import_module("squeezelab.engine.compress")
+
+    def never(*args, **kwargs):
+        raise AssertionError("export started before calibration data was checked")
+
+    monkeypatch.setattr(compress_module, "export_onnx", never)
+    with pytest.raises(sl.CalibrationError, match="calibration_data=.*Int8Dynamic"):
+        sl.compress(model, sl.Recipe(runtime=sl.Int8Static()), example_inputs=split.x_test[:1], calibration_data=bad)
+
+
+def test_calibration_data_of_the_wrong_shape_is_refused(digits_mlp):
+    model, split = digits_mlp
+    with pytest.raises(sl.CalibrationError, match=r"\(5, 1, 4, 4\).*\(batch, 1, 8, 8\)"):
+        sl.compress(model, sl.Recipe(runtime=sl.Int8Static()), example_inputs=split.x_test[:1], calibration_data=np.zeros((5, 1, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("poison", [float("nan"), float("inf")])
+def test_nan_or_inf_weights_are_refused_with_the_tensor_name(digits_mlp, poison):
+    model, split = digits_mlp
+    bad = sl.DigitsMLP()
+    bad.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        bad.net[3].weight[0, 0] = poison
+    with pytest.raises(sl.InvalidWeightsError, match="'net.3.weight' holds 1 NaN/Inf"):
+        sl.compress(bad, example_inputs=split.x_test[:1])
+
+
+def test_wrong_example_input_shape_is_explained(digits_cnn):
+    model, _ = digits_cnn
+    with pytest.raises(sl.ExampleInputError, match=r"shape \(1, 3, 32, 32\).*batch dimension first"):
+        sl.compress(model, example_inputs=torch.randn(1, 3, 32, 32))
+
+
+def test_missing_example_inputs_is_explained(digits_mlp):
+    model, _ = digits_mlp
+    with pytest.raises(sl.ExampleInputError, match="example_inputs is required"):
+        sl.compress(model, example_inputs=None)
+    with pytest.raises(sl.ExampleInputError, match="no batch dimension"):
+        sl.compress(model, example_inputs=torch.tensor(1.0))
+
+
+def test_not_a_module_and_not_a_recipe():
+    with pytest.raises(sl.ModelError, match="torch.nn.Module, got str"):
+        sl.compress("model.pt", example_inputs=torch.randn(1, 4))
+    with pytest.raises(sl.ConfigError, match="Recipe, got dict"):
+        sl.compress(torch.nn.Linear(4, 2), {"bits": 4}, example_inputs=torch.randn(1, 4))
+
+
+def test_model_with_several_outputs_is_refused():
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return x, x
+
+    with pytest.raises(sl.ModelError, match="returns tuple"):
+        sl.compress(Pair(), example_inputs=torch.randn(1, 4))
+
+
+def test_filter_fn_with_an_onnx_runtime_is_refused(digits_mlp):
+    model, split = digits_mlp
+    with pytest.raises(sl.ConfigError, match="filter_fn.*Simulated"):
+        sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1], filter_fn=lambda m, n: True)
+
+
+def test_caller_model_is_unchanged_by_every_entry_point(digits_cnn, tmp_path):
+    model, split = digits_cnn
+    model.train()  # a model in training mode must come back in training mode
+    before = state_hash(model)
+    recipes = [
+        sl.Recipe(),
+        sl.Recipe(runtime=sl.Int8Static()),
+        sl.Recipe(quantization=sl.KMeansQuantization(bits=2), runtime=sl.Simulated()),
+    ]
+    for recipe in recipes:
+        c = sl.compress(model, recipe, example_inputs=split.x_test[:1], calibration_data=split.x_train[:64])
+        sl.measure(c, split.test, repeats=2)
+    sl.measure(model, split.test, repeats=2)
+    sl.quantize(model, sl.FixedPoint())
+    assert state_hash(model) == before and model.training
+    model.eval()
+
+
+def test_load_packed_refuses_a_different_architecture(digits_mlp, tmp_path):
+    model, split = digits_mlp
+    c = sl.compress(model, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()), example_inputs=split.x_test[:1])
+    with pytest.raises(sl.ArtifactError, match="does not fit this model"):
+        sl.load_packed(c.artifact_bytes, sl.DigitsCNN())
+    with pytest.raises(sl.ArtifactError, match="not a squeezelab packed artifact"):
+        sl.load_packed(b"garbage" * 10, sl.DigitsMLP())

@@ -1,0 +1,80 @@
+"""Recipe and config validation, labels and plain-data / TOML round trips."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import squeezelab as sl
+from squeezelab.engine.errors import ConfigError
+
+ALL_RECIPES = [
+    sl.Recipe(),
+    sl.Recipe(quantization=sl.Float16()),
+    sl.Recipe(runtime=sl.Int8Dynamic(per_channel=True)),
+    sl.Recipe(runtime=sl.Int8Static(calibration="entropy", per_channel=False, activations="uint8")),
+    sl.Recipe(runtime=sl.Int8Static(calibration=sl.Percentile(percentile=99.9))),
+    sl.Recipe(quantization=sl.LinearQuantization(bits=3, symmetric=False, granularity=sl.PerTensor()), runtime=sl.Simulated()),
+    sl.Recipe(quantization=sl.KMeansQuantization(bits=5, seed=3), runtime=sl.Simulated()),
+    sl.Recipe(quantization=sl.FixedPoint(total_bits=8, frac_bits=5), runtime=sl.Simulated()),
+    sl.Recipe(quantization=sl.FixedPoint(total_bits=6), runtime=sl.Simulated()),
+]
+
+
+@pytest.mark.parametrize("recipe", ALL_RECIPES, ids=lambda r: r.label)
+def test_round_trips_through_dict_and_toml(recipe):
+    assert sl.Recipe.from_dict(recipe.to_dict()) == recipe
+    assert sl.Recipe.from_toml(recipe.to_toml()) == recipe
+    assert hash(sl.Recipe.from_dict(recipe.to_dict())) == hash(recipe)
+
+
+def test_labels_say_simulated_and_executable():
+    labels = {r.label: r.executable for r in ALL_RECIPES}
+    for label, executable in labels.items():
+        assert ("(simulated)" in label) is (not executable)
+    assert sl.Recipe().label == "fp32" and sl.Recipe().bits == 32
+    assert sl.Recipe(runtime=sl.Int8Static()).bits == 8
+
+
+def test_configs_are_frozen_and_replaceable():
+    r = sl.Recipe(runtime=sl.Int8Static())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.runtime = sl.Onnx()  # type: ignore[misc]
+    assert dataclasses.replace(r, runtime=sl.Onnx()) == sl.Recipe()
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: sl.LinearQuantization(bits=0), ["bits=0", "2..16"]),
+        (lambda: sl.LinearQuantization(bits=17), ["bits=17", "2..16"]),
+        (lambda: sl.LinearQuantization(bits=4.0), ["bits=4.0"]),
+        (lambda: sl.KMeansQuantization(bits=9), ["bits=9", "1..8"]),
+        (lambda: sl.FixedPoint(total_bits=1), ["total_bits=1"]),
+        (lambda: sl.Int8Static(calibration="histogram"), ["'histogram'", "'entropy'"]),
+        (lambda: sl.Int8Static(activations="int4"), ["'int4'", "'uint8'"]),
+        (lambda: sl.Percentile(percentile=20), ["percentile=20"]),
+        (lambda: sl.Recipe(quantization=sl.LinearQuantization(bits=4)), ["no ONNX Runtime kernel", "Simulated()"]),
+        (lambda: sl.Recipe(quantization=sl.LinearQuantization(bits=8), runtime=sl.Int8Static()), ["Int8Static", "Simulated()"]),
+        (lambda: sl.Recipe(runtime="int8"), ["runtime='int8'"]),
+        (lambda: sl.Recipe(quantization=4), ["quantization=4"]),
+    ],
+)
+def test_bad_values_raise_config_error_naming_value_and_fix(make, words):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert isinstance(info.value, sl.SqueezeError) and isinstance(info.value, ValueError)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_from_dict_loads_only_known_types_and_fields():
+    with pytest.raises(ConfigError, match="unknown QuantizationConfig type 'os.system'"):
+        sl.Recipe.from_dict({"quantization": {"type": "os.system"}})
+    with pytest.raises(ConfigError, match="unknown Runtime type 'LinearQuantization'"):
+        sl.Recipe.from_dict({"runtime": {"type": "LinearQuantization"}})
+    with pytest.raises(ConfigError, match="no field 'bitz'.*valid fields: bits, granularity, symmetric"):
+        sl.Recipe.from_dict({"quantization": {"type": "LinearQuantization", "bitz": 4}, "runtime": {"type": "Simulated"}})
+    with pytest.raises(ConfigError, match="does not parse"):
+        sl.Recipe.from_toml("quantization = {")
