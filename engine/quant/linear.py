@@ -13,10 +13,10 @@ zero (padding, pruned weights) is exact.
 
 Examples:
     >>> import torch
-    >>> x = torch.tensor([-1.0, -0.5, 0.0, 0.26, 1.0])
-    >>> qp = choose_qparams(x, bits=4, symmetric=True)
+    >>> x = torch.tensor([-127.0, 2.5, 3.5, 0.0, 127.0])
+    >>> qp = choose_qparams(x, bits=8, symmetric=True)  # scale 1.0: halves round to even
     >>> quantize(x, qp).tolist()
-    [-7, -4, 0, 2, 7]
+    [-127, 2, 4, 0, 127]
 """
 
 from __future__ import annotations

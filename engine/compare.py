@@ -1,0 +1,103 @@
+"""Compare recipes side by side on one model: accuracy, size, latency and ratios to fp32.
+
+All candidates are timed in the same interleaved rounds (shuffled every round),
+and each speedup is the median of per-round ratios ``baseline / candidate``, so
+a noisy phase of the machine hits both sides of every ratio. The baseline is
+the fp32 ONNX Runtime model (``Recipe()``), measured exactly like the others.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from squeezelab.engine.compress import Compressed, compress
+from squeezelab.engine.latency import interleaved_latency, ratio_median, torch_threads
+from squeezelab.engine.measure import Metric, evaluate, latency_input, top1_accuracy
+from squeezelab.engine.recipe import Recipe
+
+__all__ = ["compare", "format_table"]
+
+
+def compare(
+    model: nn.Module,
+    recipes: Sequence[Recipe],
+    data: Any,
+    *,
+    example_inputs: Any,
+    calibration_data: Any = None,
+    metric: Metric = top1_accuracy,
+    batch_sizes: Sequence[int] = (1, 32),
+    rounds: int = 30,
+    threads: int | None = 1,
+) -> Any:
+    """A pandas DataFrame, one row per recipe, the fp32 baseline first.
+
+    Columns: ``recipe``, ``kind`` (executable / simulated), ``accuracy``,
+    ``accuracy_drop`` (baseline minus candidate), ``size_bytes``,
+    ``size_ratio`` (candidate / baseline), and for each batch size ``b``:
+    ``latency_ms_b{b}`` (median) and ``speedup_b{b}`` (median per-round ratio;
+    below 1 means slower than fp32).
+    """
+    import pandas as pd
+
+    baseline = Recipe()
+    ordered = [baseline, *[r for r in recipes if r != baseline]]
+    results: dict[str, Compressed] = {}
+    for recipe in ordered:
+        results[recipe.label] = compress(
+            model, recipe, example_inputs=example_inputs, calibration_data=calibration_data
+        )
+    rows = {}
+    for label, c in results.items():
+        accuracy, n = evaluate(c, data, metric)
+        rows[label] = {
+            "recipe": label,
+            "kind": "executable" if c.executable else "simulated",
+            "bits": c.bits,
+            "accuracy": accuracy,
+            "n_samples": n,
+            "size_bytes": c.size_bytes,
+        }
+    base = rows[baseline.label]
+    for row in rows.values():
+        row["accuracy_drop"] = base["accuracy"] - row["accuracy"]
+        row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
+    for b in batch_sizes:
+        runners = {}
+        for label, c in results.items():
+            run, x = c.runner(threads=threads), latency_input(c, b, data)
+            runners[label] = lambda run=run, x=x: run(x)
+        with torch_threads(threads):  # affects only the simulated (PyTorch) rows
+            samples = interleaved_latency(runners, rounds=rounds, warmup=3)
+        for label, s in samples.items():
+            rows[label][f"latency_ms_b{b}"] = statistics.median(s)
+            rows[label][f"speedup_b{b}"] = ratio_median(samples[baseline.label], s)
+    table = pd.DataFrame(list(rows.values()))
+    table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": list(batch_sizes)})
+    return table
+
+
+def format_table(table: Any) -> str:
+    """Plain-text rendering: sizes in bytes, ratios with x, 'slower' where int8 loses."""
+    batch_sizes = table.attrs.get("batch_sizes", [])
+    lines = []
+    header = f"{'recipe':46s} {'kind':10s} {'acc':>7s} {'drop pp':>8s} {'bytes':>9s} {'size':>7s}"
+    for b in batch_sizes:
+        header += f" {'ms b' + str(b):>9s} {'speedup':>15s}"
+    lines.append(header)
+    lines.append("-" * len(header))
+    for _, row in table.iterrows():
+        line = (
+            f"{row['recipe']:46s} {row['kind']:10s} {row['accuracy']:7.4f} "
+            f"{100 * row['accuracy_drop']:8.2f} {row['size_bytes']:9,d} {row['size_ratio']:6.3f}x"
+        )
+        for b in batch_sizes:
+            speed = row[f"speedup_b{b}"]
+            note = " slower" if speed < 0.95 else ""
+            line += f" {row[f'latency_ms_b{b}']:9.3f} {speed:7.2f}x{note:7s}"
+        lines.append(line)
+    return "\n".join(lines)

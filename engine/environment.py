@@ -1,0 +1,45 @@
+"""The environment a measurement was taken in, recorded beside every figure."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from squeezelab._version import __version__
+from squeezelab.engine.cpu import cpu_flags, int8_dot_product_is_exact
+
+__all__ = ["environment"]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, object]:
+    """Versions, CPU and int8 capabilities, as plain data."""
+    versions = {}
+    for package in ("torch", "onnx", "onnxruntime", "numpy", "scikit-learn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    flags = cpu_flags()
+    return {
+        "squeezelab": __version__,
+        "python": platform.python_version(),
+        **versions,
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "avx2": "avx2" in flags,
+        "avx512": any(f.startswith("avx512") for f in flags),
+        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+        "int8_dot_product_exact": int8_dot_product_is_exact(),
+    }
