@@ -137,6 +137,7 @@ def quantize_static_onnx(
             out,
             _BatchReader(feeds),
             quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(runtime.op_types) if runtime.op_types else None,
             per_channel=runtime.per_channel,
             reduce_range=resolve_reduce_range(runtime),
             activation_type=act,

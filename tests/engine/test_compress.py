@@ -33,6 +33,7 @@ def cnn_results(digits_cnn):
         "static": sl.Recipe(runtime=sl.Int8Static()),
         "static_entropy": sl.Recipe(runtime=sl.Int8Static(calibration="entropy")),
         "static_percentile_u8": sl.Recipe(runtime=sl.Int8Static(calibration="percentile", activations="uint8", per_channel=False)),
+        "static_gemm_only": sl.Recipe(runtime=sl.Int8Static(op_types=("Gemm", "MatMul"))),
     }
     before = state_hash(model)
     out = {k: sl.compress(model, r, example_inputs=ex, calibration_data=split.x_train[:300]) for k, r in recipes.items()}
@@ -76,6 +77,14 @@ def test_static_int8_is_qdq_with_int8_weights_and_keeps_accuracy(digits_cnn, cnn
     assert len(weights) == 4 and all(w.data_type == onnx.TensorProto.INT8 for w in weights)
     base = _acc(model(torch.from_numpy(split.x_test)).detach().numpy(), split.y_test)
     assert base - _acc(c.predict(split.x_test), split.y_test) <= 0.02
+
+
+def test_static_op_types_keeps_convolutions_in_fp32(cnn_results):
+    ops = _ops(cnn_results["static_gemm_only"])
+    assert ops.count("Conv") == 2 and ops.count("Gemm") == 2
+    proto = onnx.load_from_string(cnn_results["static_gemm_only"].onnx_bytes)
+    quantized = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2}
+    assert quantized == {"classifier.1.weight_quantized", "classifier.3.weight_quantized"}
 
 
 def test_static_activation_type_is_what_was_asked(cnn_results):

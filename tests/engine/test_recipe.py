@@ -15,6 +15,7 @@ ALL_RECIPES = [
     sl.Recipe(runtime=sl.Int8Dynamic(per_channel=True)),
     sl.Recipe(runtime=sl.Int8Static(calibration="entropy", per_channel=False, activations="uint8")),
     sl.Recipe(runtime=sl.Int8Static(calibration=sl.Percentile(percentile=99.9))),
+    sl.Recipe(runtime=sl.Int8Static(op_types=("MatMul", "Gemm"), reduce_range=False)),
     sl.Recipe(quantization=sl.LinearQuantization(bits=3, symmetric=False, granularity=sl.PerTensor()), runtime=sl.Simulated()),
     sl.Recipe(quantization=sl.KMeansQuantization(bits=5, seed=3), runtime=sl.Simulated()),
     sl.Recipe(quantization=sl.FixedPoint(total_bits=8, frac_bits=5), runtime=sl.Simulated()),
