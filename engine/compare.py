@@ -15,11 +15,12 @@ from typing import Any
 from torch import nn
 
 from squeezelab.engine.compress import Compressed, compress
+from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.latency import interleaved_latency, ratio_median, torch_threads
 from squeezelab.engine.measure import Metric, evaluate, latency_input, top1_accuracy
 from squeezelab.engine.recipe import Recipe
 
-__all__ = ["compare", "format_table"]
+__all__ = ["compare", "compare_compressed", "format_table"]
 
 
 def compare(
@@ -34,49 +35,74 @@ def compare(
     rounds: int = 30,
     threads: int | None = 1,
 ) -> Any:
-    """A pandas DataFrame, one row per recipe, the fp32 baseline first.
+    """Compress ``model`` with each recipe and compare the results (see ``compare_compressed``).
 
-    Columns: ``recipe``, ``kind`` (executable / simulated), ``accuracy``,
-    ``accuracy_drop`` (baseline minus candidate), ``size_bytes``,
-    ``size_ratio`` (candidate / baseline), and for each batch size ``b``:
-    ``latency_ms_b{b}`` (median) and ``speedup_b{b}`` (median per-round ratio;
-    below 1 means slower than fp32).
+    The fp32 baseline ``Recipe()`` is added first if it is not among ``recipes``.
+    """
+    baseline = Recipe()
+    ordered = [baseline, *[r for r in recipes if r != baseline]]
+    labels = [r.label for r in ordered]
+    if len(set(labels)) != len(labels):
+        twice = sorted({label for label in labels if labels.count(label) > 1})
+        raise ConfigError(f"recipes {twice} appear more than once; each row needs its own recipe.")
+    results = [
+        compress(model, recipe, example_inputs=example_inputs, calibration_data=calibration_data)
+        for recipe in ordered
+    ]
+    return compare_compressed(
+        results, data, metric=metric, batch_sizes=batch_sizes, rounds=rounds, threads=threads
+    )
+
+
+def compare_compressed(
+    results: Sequence[Compressed],
+    data: Any,
+    *,
+    metric: Metric = top1_accuracy,
+    batch_sizes: Sequence[int] = (1, 32),
+    rounds: int = 30,
+    threads: int | None = 1,
+) -> Any:
+    """A pandas DataFrame, one row per result; the first result is the baseline.
+
+    Columns: ``recipe``, ``kind`` (executable / simulated), ``bits``,
+    ``accuracy``, ``n_samples``, ``accuracy_drop`` (baseline minus
+    candidate), ``size_bytes``, ``size_ratio`` (candidate / baseline), and for
+    each batch size ``b``: ``latency_ms_b{b}`` (median) and ``speedup_b{b}``
+    (median per-round ratio baseline / candidate; below 1 means slower).
     """
     import pandas as pd
 
-    baseline = Recipe()
-    ordered = [baseline, *[r for r in recipes if r != baseline]]
-    results: dict[str, Compressed] = {}
-    for recipe in ordered:
-        results[recipe.label] = compress(
-            model, recipe, example_inputs=example_inputs, calibration_data=calibration_data
-        )
-    rows = {}
-    for label, c in results.items():
+    if not results:
+        raise ConfigError("compare_compressed needs at least one result (the baseline first).")
+    rows = []
+    for c in results:
         accuracy, n = evaluate(c, data, metric)
-        rows[label] = {
-            "recipe": label,
-            "kind": "executable" if c.executable else "simulated",
-            "bits": c.bits,
-            "accuracy": accuracy,
-            "n_samples": n,
-            "size_bytes": c.size_bytes,
-        }
-    base = rows[baseline.label]
-    for row in rows.values():
+        rows.append(
+            {
+                "recipe": c.recipe.label,
+                "kind": "executable" if c.executable else "simulated",
+                "bits": c.bits,
+                "accuracy": accuracy,
+                "n_samples": n,
+                "size_bytes": c.size_bytes,
+            }
+        )
+    base = rows[0]
+    for row in rows:
         row["accuracy_drop"] = base["accuracy"] - row["accuracy"]
         row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
     for b in batch_sizes:
         runners = {}
-        for label, c in results.items():
+        for i, c in enumerate(results):
             run, x = c.runner(threads=threads), latency_input(c, b, data)
-            runners[label] = lambda run=run, x=x: run(x)
+            runners[i] = lambda run=run, x=x: run(x)
         with torch_threads(threads):  # affects only the simulated (PyTorch) rows
             samples = interleaved_latency(runners, rounds=rounds, warmup=3)
-        for label, s in samples.items():
-            rows[label][f"latency_ms_b{b}"] = statistics.median(s)
-            rows[label][f"speedup_b{b}"] = ratio_median(samples[baseline.label], s)
-    table = pd.DataFrame(list(rows.values()))
+        for i, row in enumerate(rows):
+            row[f"latency_ms_b{b}"] = statistics.median(samples[i])
+            row[f"speedup_b{b}"] = ratio_median(samples[0], samples[i])
+    table = pd.DataFrame(rows)
     table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": list(batch_sizes)})
     return table
 

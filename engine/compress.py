@@ -26,15 +26,18 @@ from squeezelab.engine.errors import (
     ArtifactError,
     CalibrationError,
     ConfigError,
+    DataError,
     ExampleInputError,
     ExportError,
     InvalidWeightsError,
     ModelError,
+    ProviderFallbackError,
+    SqueezeError,
 )
 from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.quantize import FilterFn, _load_decoded_, default_filter, encode_model
-from squeezelab.engine.recipe import Float16, Int8Dynamic, Int8Static, Recipe
+from squeezelab.engine.recipe import Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
 
@@ -63,7 +66,7 @@ def as_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     out = []
     for item in items:
         if isinstance(item, np.ndarray):
-            item = torch.from_numpy(np.ascontiguousarray(item))
+            item = torch.from_numpy(np.array(item, copy=True))
         if not isinstance(item, torch.Tensor):
             raise ExampleInputError(
                 f"example_inputs must be tensors or numpy arrays, got {type(item).__name__}."
@@ -73,7 +76,8 @@ def as_example_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
                 f"example input of shape {tuple(item.shape)} has no batch dimension; "
                 "add one, e.g. x.unsqueeze(0)."
             )
-        out.append(item.float() if item.is_floating_point() else item)
+        # A copy: a model that changes its input in place must not change the caller's tensor.
+        out.append(item.detach().float().clone() if item.is_floating_point() else item.detach().clone())
     return tuple(out)
 
 
@@ -140,6 +144,21 @@ def _sparsity(model: nn.Module) -> float:
             zeros += int((weight == 0).sum())
             total += weight.numel()
     return zeros / total if total else 0.0
+
+
+def _provider_name(provider: str | tuple[str, dict]) -> str:
+    return provider[0] if isinstance(provider, tuple) else provider
+
+
+def _freeze_providers(providers: Any) -> tuple | None:
+    """A hashable cache key for ``providers``, option dicts included."""
+    if not providers:
+        return None
+    if isinstance(providers, str):
+        return (providers,)
+    return tuple(
+        (p[0], json.dumps(p[1], sort_keys=True, default=str)) if isinstance(p, tuple) else p for p in providers
+    )
 
 
 class Compressed:
@@ -210,21 +229,29 @@ class Compressed:
     ) -> Any:
         """An ONNX Runtime session (CPU by default), cached per arguments.
 
-        When a provider other than the CPU is asked for, one profiled run checks
-        where the quantized nodes really execute and raises
-        ``ProviderFallbackError`` if any fell back, unless ``allow_fallback``.
+        When a provider other than the CPU is asked for, the session must
+        really use it (ONNX Runtime otherwise retries TensorRT -> CUDA -> CPU on
+        its own), and one profiled run checks where the quantized nodes
+        execute: a fallback raises ``ProviderFallbackError`` unless
+        ``allow_fallback``.
         """
         if self.onnx_bytes is None:
             raise ConfigError(
                 f"{self.recipe.label} is simulated and has no ONNX model; use .predict(), or compress "
                 "with runtime=Int8Static()/Int8Dynamic()/Onnx() for an ONNX Runtime session."
             )
-        key = (tuple(providers) if providers else None, threads, allow_fallback)
+        key = (_freeze_providers(providers), threads, allow_fallback)
         if key not in self._sessions:
             session = make_session(self.onnx_bytes, providers=providers, threads=threads)
-            wanted = session.get_providers()[0]
-            if wanted != CPU and not allow_fallback:
-                check_placement(self.placement(providers), wanted)
+            asked = _provider_name(providers[0] if providers else CPU) if not isinstance(providers, str) else providers
+            if asked != CPU and not allow_fallback:
+                got = session.get_providers()[0]
+                if got != asked:
+                    raise ProviderFallbackError(
+                        f"asked for {asked} but ONNX Runtime started the session on {got} (the provider "
+                        "failed to initialise); check its installation, or pass allow_fallback=True."
+                    )
+                check_placement(self.placement(providers), asked)
             self._sessions[key] = session
         return self._sessions[key]
 
@@ -232,35 +259,35 @@ class Compressed:
         """Which provider runs each node, read from a profiled run on the example inputs."""
         if self.onnx_bytes is None:
             raise ConfigError(f"{self.recipe.label} is simulated and has no ONNX graph to place.")
-        return node_placement(self.onnx_bytes, self._feeds(self.example_inputs), providers=providers)
+        return node_placement(self.onnx_bytes, self.prepare(self.example_inputs), providers=providers)
 
-    def _feeds(self, x: Any) -> dict[str, np.ndarray]:
+    def prepare(self, x: Any) -> Any:
+        """Inputs in the form the runner takes: ONNX feeds, or PyTorch tensors (copies, never views).
+
+        Done once outside any timed region, so latency measures the model, not Python glue.
+        """
         items = x if isinstance(x, (tuple, list)) else (x,)
         if len(items) != len(self.example_inputs):
             raise ExampleInputError(
                 f"the model takes {len(self.example_inputs)} input(s), got {len(items)}."
             )
-        names = input_names_for(len(items))
-        return {
-            n: np.ascontiguousarray(as_numpy(v), dtype=as_numpy(e).dtype)
-            for n, v, e in zip(names, items, self.example_inputs)
-        }
+        # Same dtype as the example inputs: float64 data (scikit-learn's default) becomes float32.
+        arrays = [
+            np.array(as_numpy(v), dtype=as_numpy(e).dtype, copy=True, order="C")
+            for v, e in zip(items, self.example_inputs)
+        ]
+        if self.onnx_bytes is not None:
+            return dict(zip(input_names_for(len(arrays)), arrays))
+        return tuple(torch.from_numpy(a) for a in arrays)
 
     def runner(self, threads: int | None = 1) -> Callable[[Any], Any]:
-        """A function running one batch with the least overhead, for timing."""
+        """A function running one prepared batch (see ``prepare``) with the least overhead, for timing."""
         if self.onnx_bytes is not None:
             session = self.session(threads=threads)
-
-            def run_onnx(x: Any) -> Any:
-                return session.run(None, self._feeds(x))
-
-            return run_onnx
-
+            return lambda feeds: session.run(None, feeds)
         model = self.model
 
-        def run_torch(x: Any) -> Any:
-            items = x if isinstance(x, (tuple, list)) else (x,)
-            tensors = [torch.as_tensor(as_numpy(i)) for i in items]
+        def run_torch(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
             with torch.no_grad():
                 return model(*tensors)
 
@@ -270,13 +297,15 @@ class Compressed:
         """Model output for ``x`` (an array, or a tuple of arrays for several inputs) as numpy."""
         items = x if isinstance(x, (tuple, list)) else (x,)
         n = len(as_numpy(items[0]))
-        step = batch_size or max(n, 1)
-        outs = []
+        if n == 0:
+            raise DataError("predict got an empty batch; pass at least one sample.")
+        step = batch_size or n
         run = self.runner(threads=None)
+        outs = []
         for i in range(0, n, step):
             chunk = tuple(as_numpy(it)[i : i + step] for it in items)
-            out = run(chunk if len(chunk) > 1 else chunk[0])
-            outs.append(out[0] if isinstance(out, list) else as_numpy(out))
+            out = run(self.prepare(chunk if len(chunk) > 1 else chunk[0]))
+            outs.append(out[0] if isinstance(out, list) else out.numpy())
         return np.concatenate(outs, axis=0)
 
     # ----------------------------------------------------------------- saving
@@ -350,9 +379,13 @@ def compress(
             "filter_fn chooses layers for simulated quantization; ONNX Runtime's int8 and float16 "
             "conversions apply to the whole graph. Use runtime=Simulated() with filter_fn."
         )
+    if exporter not in ("torchscript", "dynamo"):
+        raise ConfigError(f"exporter={exporter!r}; use 'torchscript' (default) or 'dynamo'.")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 23:
+        raise ConfigError(f"opset={opset!r}; use an ONNX opset from 13 to 23 (default {DEFAULT_OPSET}).")
     inputs = as_example_inputs(example_inputs)
     work = copy.deepcopy(model).eval()
-    _run_example(work, inputs)
+    _run_example(work, tuple(i.clone() for i in inputs))  # a model may change its input in place
     feeds = None
     if isinstance(recipe.runtime, Int8Static):
         feeds = _calibration_feeds(calibration_data, inputs)
@@ -367,23 +400,22 @@ def compress(
         return Compressed(model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact)
 
     onnx_bytes = export_onnx(work, inputs, opset=opset, exporter=exporter)
-    if isinstance(recipe.quantization, Float16):
-        from squeezelab.engine.ort_quant import convert_float16_onnx
+    from squeezelab.engine.ort_quant import convert_onnx, graph_facts
 
-        onnx_bytes = convert_float16_onnx(onnx_bytes)
-    details: dict[str, Any] = {"exporter": exporter, "opset": opset}
-    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
-        from squeezelab.engine.ort_quant import (
-            quantize_dynamic_onnx,
-            quantize_static_onnx,
-            resolve_reduce_range,
+    try:
+        onnx_bytes, details = convert_onnx(onnx_bytes, recipe, feeds)
+    except SqueezeError:
+        raise
+    except Exception as exc:  # onnxruntime.quantization raises many types
+        raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
+    facts = graph_facts(onnx_bytes)
+    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:
+        raise ConfigError(
+            f"{recipe.label} quantized nothing: the graph has no op ONNX Runtime quantizes with these "
+            f"settings (ops present: {', '.join(sorted(facts['op_counts']))}). Choose other op_types, "
+            "or Int8Static() without op_types."
         )
-
-        details["reduce_range"] = resolve_reduce_range(recipe.runtime)
-        if isinstance(recipe.runtime, Int8Dynamic):
-            onnx_bytes = quantize_dynamic_onnx(onnx_bytes, recipe.runtime)
-        else:
-            onnx_bytes = quantize_static_onnx(onnx_bytes, recipe.runtime, feeds or [])
+    details = {"exporter": exporter, **facts, **details}
     result = Compressed(
         model=work,
         recipe=recipe,

@@ -40,10 +40,15 @@ def as_numpy(x: Any) -> np.ndarray:
 
 
 def _is_pair_of_arrays(data: Any) -> bool:
+    """``(x, y)``: two arrays of equal length, the labels of lower rank than the inputs.
+
+    (Two input batches have the same rank, so they are not mistaken for a pair.)
+    """
     return (
         isinstance(data, (tuple, list))
         and len(data) == 2
         and all(isinstance(d, (np.ndarray, torch.Tensor)) for d in data)
+        and data[1].ndim < data[0].ndim
     )
 
 
@@ -80,7 +85,11 @@ def iter_batches(data: Any, batch_size: int = 256) -> Iterator[tuple[np.ndarray,
 
 
 def iter_inputs(data: Any, batch_size: int = 64) -> Iterator[np.ndarray]:
-    """Yield input batches (``x`` only) from arrays, ``(x, y)`` pairs, Datasets or DataLoaders."""
+    """Yield input batches (``x`` only).
+
+    Accepts an array or tensor of inputs, ``(x, y)`` arrays, a list of input
+    batches, a Dataset, or a DataLoader whose items are ``x``, ``(x,)`` or ``(x, y, ...)``.
+    """
     if data is None:
         return
     if isinstance(data, (np.ndarray, torch.Tensor)):
@@ -88,8 +97,22 @@ def iter_inputs(data: Any, batch_size: int = 64) -> Iterator[np.ndarray]:
         for i in range(0, len(x), batch_size):
             yield x[i : i + batch_size]
         return
-    for x, _ in iter_batches(data, batch_size):
-        yield x
+    if _is_pair_of_arrays(data):
+        yield from iter_inputs(data[0], batch_size)
+        return
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    if not isinstance(data, Iterable):
+        raise DataError(
+            f"cannot read inputs of type {type(data).__name__}; pass an array of inputs, (x, y) "
+            "arrays, a list of batches, a Dataset or a DataLoader."
+        )
+    for item in data:
+        if isinstance(item, (tuple, list)) and item and isinstance(item[0], (np.ndarray, torch.Tensor)):
+            item = item[0]  # (x,) or (x, y, ...): the inputs come first
+        if not isinstance(item, (np.ndarray, torch.Tensor)):
+            raise DataError(f"an input batch must be an array or tensor, got {type(item).__name__}.")
+        yield as_numpy(item)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from squeezelab.engine.quant import (
     quantize,
     unpack_codes,
 )
+from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.quant.linear import QParams
 from squeezelab.engine.recipe import (
     FixedPoint,
@@ -45,11 +46,6 @@ class Encoded:
     shape: tuple[int, ...]
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the stored arrays (the header is counted by the artifact)."""
-        return sum(int(a.nbytes) for a in self.arrays.values())
 
     def decode(self) -> torch.Tensor:
         """The float32 tensor these codes stand for."""
@@ -83,7 +79,7 @@ def encode_float(w: torch.Tensor, *, half: bool = False) -> Encoded:
 
 def _encode_linear(w: torch.Tensor, qp: QParams) -> Encoded:
     q = quantize(w, qp)
-    bits = int(qp.qmax - qp.qmin).bit_length()
+    bits = qp.bits
     codes = (q - qp.qmin).reshape(-1).numpy()
     return Encoded(
         "linear",
@@ -97,30 +93,50 @@ def _encode_linear(w: torch.Tensor, qp: QParams) -> Encoded:
     )
 
 
+def _encode_linear_config(w: torch.Tensor, config: LinearQuantization) -> Encoded:
+    axis = config.granularity.axis if isinstance(config.granularity, PerChannel) else None
+    if axis is not None and w.ndim < 2:
+        axis = None  # a 1-d tensor has one channel per element: per-tensor is the meaningful choice
+    if axis is not None and not -w.ndim <= axis < w.ndim:
+        raise ConfigError(
+            f"PerChannel(axis={axis}) does not exist on a weight of shape {tuple(w.shape)}; "
+            "use axis=0 (output channels) or PerTensor()."
+        )
+    qp = choose_qparams(w, bits=config.bits, symmetric=config.symmetric, axis=axis)
+    return _encode_linear(w, qp)
+
+
+def _encode_fixed_point(w: torch.Tensor, config: FixedPoint) -> Encoded:
+    frac = config.frac_bits
+    if frac is None:
+        frac = choose_frac_bits(w, total_bits=config.total_bits)
+    enc = _encode_linear(w, fixed_point_qparams(total_bits=config.total_bits, frac_bits=frac))
+    enc.meta["frac_bits"] = frac
+    return enc
+
+
+def _encode_kmeans(w: torch.Tensor, config: KMeansQuantization) -> Encoded:
+    codebook, codes = kmeans_quantize(w, bits=config.bits, seed=config.seed)
+    return Encoded(
+        "kmeans",
+        tuple(w.shape),
+        {"codes": pack_codes(codes.reshape(-1), config.bits), "codebook": codebook},
+        {"bits": config.bits},
+    )
+
+
+# Private registry: config type -> encoder.
+_ENCODERS = {
+    LinearQuantization: _encode_linear_config,
+    FixedPoint: _encode_fixed_point,
+    KMeansQuantization: _encode_kmeans,
+    Float16: lambda w, config: encode_float(w, half=True),
+}
+
+
 def encode_tensor(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
     """Encode a weight tensor under ``config`` (linear, k-means, fixed point or float16)."""
-    w = w.detach().to(torch.float32)
-    if isinstance(config, LinearQuantization):
-        axis = config.granularity.axis if isinstance(config.granularity, PerChannel) else None
-        if axis is not None and w.ndim < 2:
-            axis = None  # a 1-d tensor has one channel per element: per-tensor is the meaningful choice
-        qp = choose_qparams(w, bits=config.bits, symmetric=config.symmetric, axis=axis)
-        return _encode_linear(w, qp)
-    if isinstance(config, FixedPoint):
-        frac = config.frac_bits
-        if frac is None:
-            frac = choose_frac_bits(w, total_bits=config.total_bits)
-        enc = _encode_linear(w, fixed_point_qparams(total_bits=config.total_bits, frac_bits=frac))
-        enc.meta["frac_bits"] = frac
-        return enc
-    if isinstance(config, KMeansQuantization):
-        codebook, codes = kmeans_quantize(w, bits=config.bits, seed=config.seed)
-        return Encoded(
-            "kmeans",
-            tuple(w.shape),
-            {"codes": pack_codes(codes.reshape(-1), config.bits), "codebook": codebook},
-            {"bits": config.bits},
-        )
-    if isinstance(config, Float16):
-        return encode_float(w, half=True)
-    raise TypeError(f"no encoder for {type(config).__name__}")  # Recipe validation prevents this
+    encoder = _ENCODERS.get(type(config))
+    if encoder is None:
+        raise ConfigError(f"no encoder for {type(config).__name__}; use one of {', '.join(c.__name__ for c in _ENCODERS)}.")
+    return encoder(w.detach().to(torch.float32), config)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from squeezelab.engine.errors import ExportError, UnexportableLayerError
+from squeezelab.engine.errors import ConfigError, ExportError, UnexportableLayerError
 
 __all__ = ["export_onnx", "input_names_for", "DEFAULT_OPSET"]
 
@@ -134,7 +134,7 @@ def export_onnx(
         ExportError: export failed for a reason no single layer explains.
     """
     if exporter not in ("torchscript", "dynamo"):
-        raise ExportError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
+        raise ConfigError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
     was_training = model.training
     model.eval()
     try:

@@ -13,7 +13,7 @@ import contextlib
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -36,13 +36,13 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def interleaved_latency(
-    runners: Mapping[str, Callable[[], Any]],
+    runners: Mapping[Hashable, Callable[[], Any]],
     *,
     rounds: int = 30,
     warmup: int = 3,
     inner: int = 1,
     seed: int = 0,
-) -> dict[str, list[float]]:
+) -> dict[Hashable, list[float]]:
     """Milliseconds per call of each runner, one sample per round.
 
     Args:

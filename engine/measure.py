@@ -59,7 +59,7 @@ class Metrics:
 
 
 def latency_input(compressed: Compressed, batch_size: int, data: Any = None) -> Any:
-    """A batch of ``batch_size``: real samples from ``data`` when given, else tiled example inputs."""
+    """A prepared batch of ``batch_size``: real samples from ``data`` when given, else tiled example inputs."""
     if data is not None:
         xs = []
         have = 0
@@ -70,9 +70,9 @@ def latency_input(compressed: Compressed, batch_size: int, data: Any = None) -> 
                 break
         x = np.concatenate(xs)
         reps = -(-batch_size // len(x))  # ceil: cycle a small data set
-        return np.ascontiguousarray(np.concatenate([x] * reps)[:batch_size])
+        return compressed.prepare(np.concatenate([x] * reps)[:batch_size])
     tiled = [np.repeat(as_numpy(e)[:1], batch_size, axis=0) for e in compressed.example_inputs]
-    return tiled[0] if len(tiled) == 1 else tuple(tiled)
+    return compressed.prepare(tiled[0] if len(tiled) == 1 else tuple(tiled))
 
 
 def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
@@ -82,6 +82,14 @@ def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int 
         preds.append(compressed.predict(x))
         targets.append(y)
     p, t = np.concatenate(preds), np.concatenate(targets)
+    if metric is top1_accuracy:
+        if t.ndim == 2 and t.shape[1] == 1:
+            t = t[:, 0]  # (N, 1) labels: a common shape for class indices
+        if p.ndim != 2 or t.shape != (len(p),):
+            raise DataError(
+                f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
+                f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
+            )
     return float(metric(p, t)), len(t)
 
 
@@ -107,6 +115,14 @@ def measure(
         repeats: timed runs; ``latency_ms`` is their median, after ``warmup`` untimed runs.
         threads: intra-op threads for timing (recorded in the result); None = the runtime's default.
     """
+    settings = [("batch_size", batch_size), ("repeats", repeats)]
+    if threads is not None:
+        settings.append(("threads", threads))
+    for name, value in settings:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{name}={value!r} must be a positive integer.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise DataError(f"warmup={warmup!r} must be a non-negative integer.")
     if not isinstance(target, Compressed):
         if example_inputs is None:
             if data is None:
@@ -115,8 +131,6 @@ def measure(
                 )
             example_inputs = next(iter_batches(data, 1))[0]
         target = compress(target, Recipe(), example_inputs=example_inputs)
-    if batch_size < 1 or repeats < 1:
-        raise DataError(f"batch_size={batch_size!r} and repeats={repeats!r} must be at least 1.")
     accuracy, n = (None, 0) if data is None else evaluate(target, data, metric)
     x = latency_input(target, batch_size, data)
     run = target.runner(threads=threads)

@@ -13,14 +13,17 @@ import contextlib
 import io
 import logging
 import tempfile
-from collections.abc import Iterator, Sequence
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from squeezelab.engine.cpu import default_reduce_range
 from squeezelab.engine.errors import CalibrationError
-from squeezelab.engine.recipe import Entropy, Int8Dynamic, Int8Static, MinMax, Percentile
+from squeezelab.engine.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
 
@@ -34,12 +37,23 @@ class _DropPreprocessAdvice(logging.Filter):
         return "pre-processing" not in record.getMessage()
 
 
+# Redirecting stdout and filtering the root logger are process-wide: one quantization at a time.
+_TOOLS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _quiet_onnxruntime_tools() -> Iterator[None]:
     """Keep ONNX Runtime's quantizer from printing to stdout and advising on the root logger.
 
     Both are restored on exit; what was printed goes to this module's debug log.
+    Holds a lock meanwhile, so concurrent threads never interleave the redirection.
     """
+    with _TOOLS_LOCK, _quieted():
+        yield
+
+
+@contextlib.contextmanager
+def _quieted() -> Iterator[None]:
     root = logging.getLogger()
     advice_filter = _DropPreprocessAdvice()
     root.addFilter(advice_filter)
@@ -102,9 +116,6 @@ class _BatchReader:
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._iter, None)
 
-    def rewind(self) -> None:  # pragma: no cover - only some calibrators call it
-        raise NotImplementedError
-
 
 def quantize_static_onnx(
     onnx_bytes: bytes, runtime: Int8Static, feeds: Sequence[dict[str, np.ndarray]]
@@ -118,16 +129,14 @@ def quantize_static_onnx(
             "(a few hundred representative inputs), or use runtime=Int8Dynamic()."
         )
     calibration = runtime.calibration
+    method = {
+        MinMax: CalibrationMethod.MinMax,
+        Percentile: CalibrationMethod.Percentile,
+        Entropy: CalibrationMethod.Entropy,
+    }[type(calibration)]
     extra: dict[str, object] = {}
-    if isinstance(calibration, MinMax):
-        method = CalibrationMethod.MinMax
-    elif isinstance(calibration, Percentile):
-        method = CalibrationMethod.Percentile
+    if isinstance(calibration, Percentile):
         extra["CalibPercentile"] = float(calibration.percentile)
-    elif isinstance(calibration, Entropy):
-        method = CalibrationMethod.Entropy
-    else:  # pragma: no cover - Int8Static validates its calibration
-        raise CalibrationError(f"unknown calibration {calibration!r}")
     act = QuantType.QInt8 if runtime.activations == "int8" else QuantType.QUInt8
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnxruntime_tools():
         out = Path(tmp) / "int8.onnx"
@@ -155,3 +164,47 @@ def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
 
     model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
     return model.SerializeToString()
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_Convert = Callable[[bytes, Recipe, Sequence[dict[str, np.ndarray]] | None], bytes]
+
+# Private registry: runtime type -> conversion of the exported fp32 model.
+_CONVERSIONS: dict[type, _Convert] = {
+    Onnx: lambda b, r, f: convert_float16_onnx(b) if isinstance(r.quantization, Float16) else b,
+    Int8Dynamic: lambda b, r, f: quantize_dynamic_onnx(b, r.runtime),
+    Int8Static: lambda b, r, f: quantize_static_onnx(b, r.runtime, f or []),
+}
+
+
+def convert_onnx(
+    onnx_bytes: bytes, recipe: Recipe, feeds: Sequence[dict[str, np.ndarray]] | None
+) -> tuple[bytes, dict[str, Any]]:
+    """The exported fp32 model converted as ``recipe`` says, and the choices made on the way."""
+    details: dict[str, Any] = {}
+    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
+        details["reduce_range"] = resolve_reduce_range(recipe.runtime)
+    return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds), details
+
+
+def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
+    """Opset, op counts and the fraction of weight elements (initializers of rank >= 2) stored as int8."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes)
+    int8_types = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    int8 = total = 0
+    for init in proto.graph.initializer:
+        if len(init.dims) >= 2:
+            n = 1
+            for d in init.dims:
+                n *= d
+            total += n
+            int8 += n if init.data_type in int8_types else 0
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {
+        "opset": opset,
+        "op_counts": dict(Counter(node.op_type for node in proto.graph.node)),
+        "int8_weight_fraction": int8 / total if total else 0.0,
+    }

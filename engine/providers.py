@@ -10,7 +10,6 @@ nodes into a ``ProviderFallbackError`` that names them.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -93,7 +92,6 @@ def make_session(
     behind by one session slows whatever runs next on a small machine, which
     biased side-by-side timings by up to 2x here.
     """
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from squeezelab.engine.encoding import Encoded, encode_float, encode_tensor
+from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.recipe import Float16, QuantizationConfig
 
 __all__ = ["FilterFn", "default_filter", "encode_model", "quantize", "quantize_"]
@@ -73,10 +74,21 @@ def _load_decoded_(model: nn.Module, encoded: dict[str, Encoded]) -> None:
             state[name].copy_(enc.decode().to(state[name].dtype))
 
 
+def _check_args(model: object, config: object) -> None:
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(config, QuantizationConfig):
+        raise ConfigError(
+            f"config={config!r} is not a quantization config; use e.g. LinearQuantization(bits=4), "
+            "KMeansQuantization(bits=4), FixedPoint(), Float16()."
+        )
+
+
 def quantize_(
     model: nn.Module, config: QuantizationConfig, *, filter_fn: FilterFn | None = None
 ) -> None:
     """Replace the chosen weights of ``model`` by their quantized values, in place."""
+    _check_args(model, config)
     _load_decoded_(model, encode_model(model, config, filter_fn=filter_fn))
 
 
@@ -93,6 +105,7 @@ def quantize(
         >>> all(len(set(row.abs().tolist())) <= 2 for row in q.weight)  # 2 bits: {-s, 0, +s}
         True
     """
+    _check_args(model, config)
     out = copy.deepcopy(model)
     quantize_(out, config, filter_fn=filter_fn)
     return out

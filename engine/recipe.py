@@ -66,6 +66,11 @@ def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
         )
 
 
+def _check_bool(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {name}={value!r} must be True or False.")
+
+
 def _check_optional_bool(owner: str, name: str, value: Any) -> None:
     if value is not None and not isinstance(value, bool):
         raise ConfigError(f"{owner}: {name}={value!r} must be True, False or None (decide for this machine).")
@@ -110,7 +115,10 @@ def _from_dict(data: Any, expected: type) -> Any:
                 f"{name} has no field {key!r}; valid fields: {', '.join(sorted(known)) or 'none'}."
             )
         nested = _NESTED.get((name, key))
-        kwargs[key] = _from_dict(value, nested) if nested else value
+        if nested is Calibration and isinstance(value, str):
+            kwargs[key] = value  # Int8Static accepts "minmax" / "percentile" / "entropy" itself
+        else:
+            kwargs[key] = _from_dict(value, nested) if nested else value
     try:
         return cls(**kwargs)
     except TypeError as exc:  # e.g. a list where a tuple was expected
@@ -204,7 +212,7 @@ class KMeansQuantization(QuantizationConfig):
 
     @property
     def label(self) -> str:
-        return f"kmeans{self.bits}"
+        return f"kmeans{self.bits}" + (f"-seed{self.seed}" if self.seed else "")
 
 
 @_register
@@ -340,6 +348,7 @@ class Int8Dynamic(Runtime):
 
     def __post_init__(self) -> None:
         _check_optional_bool("Int8Dynamic", "reduce_range", self.reduce_range)
+        _check_bool("Int8Dynamic", "per_channel", self.per_channel)
         if isinstance(self.op_types, list):
             object.__setattr__(self, "op_types", tuple(self.op_types))
         if not self.op_types or not all(isinstance(o, str) for o in self.op_types):
@@ -372,6 +381,7 @@ class Int8Static(Runtime):
 
     def __post_init__(self) -> None:
         _check_optional_bool("Int8Static", "reduce_range", self.reduce_range)
+        _check_bool("Int8Static", "per_channel", self.per_channel)
         if isinstance(self.op_types, list):
             object.__setattr__(self, "op_types", tuple(self.op_types))
         if self.op_types is not None and (
@@ -475,13 +485,17 @@ class Recipe(_Config):
         if self.quantization is not None:
             parts.append(self.quantization.label)
         rt = self.runtime
+        if isinstance(rt, (Int8Dynamic, Int8Static)):
+            pc = "-perchannel" if rt.per_channel else ""
+            # reduce_range appears only when set explicitly; None is decided per machine.
+            rr = {None: "", True: "-7bit", False: "-8bit"}[rt.reduce_range]
         if isinstance(rt, Int8Dynamic):
-            parts.append("int8-dynamic" + ("-perchannel" if rt.per_channel else ""))
+            ops = "" if rt.op_types == ("MatMul", "Gemm") else "-" + "+".join(o.lower() for o in rt.op_types)
+            parts.append(f"int8-dynamic{pc}{ops}{rr}")
         elif isinstance(rt, Int8Static):
             act = "" if rt.activations == "int8" else "-u8act"
-            pc = "-perchannel" if rt.per_channel else ""
             ops = "" if rt.op_types is None else "-" + "+".join(o.lower() for o in rt.op_types)
-            parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}")
+            parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}{rr}")
         if not parts:
             parts.append("fp32")
         text = " + ".join(parts)

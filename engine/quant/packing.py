@@ -17,6 +17,8 @@ import numpy as np
 
 __all__ = ["pack_codes", "unpack_codes"]
 
+_CHUNK = 1 << 16
+
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
     """Pack non-negative integer ``codes`` (< 2**bits) into a little-endian bit stream (uint8)."""
@@ -25,15 +27,22 @@ def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
         raise ValueError(f"bits={bits!r} must be in 1..16")
     if codes.size and (codes.min() < 0 or codes.max() >= (1 << bits)):
         raise ValueError(f"codes must lie in [0, {1 << bits}) to pack into {bits} bits")
-    # (N, bits) matrix of bits, least significant first, flattened row by row.
-    shifts = np.arange(bits, dtype=np.uint32)
-    bit_matrix = (codes.astype(np.uint32)[:, None] >> shifts) & 1
-    return np.packbits(bit_matrix.astype(np.uint8).reshape(-1), bitorder="little")
+    # (N, bits) matrix of bits, least significant first, flattened row by row. Done in chunks
+    # of 2^16 codes (a multiple of 8, so every chunk ends on a byte boundary) to bound memory.
+    shifts = np.arange(bits, dtype=np.uint16)
+    codes = codes.astype(np.uint16)
+    chunks = [
+        np.packbits(((codes[i : i + _CHUNK, None] >> shifts) & 1).astype(np.uint8).reshape(-1), bitorder="little")
+        for i in range(0, codes.size, _CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)
 
 
 def unpack_codes(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Inverse of ``pack_codes``: the first ``count`` codes as uint16 (uint8 when bits <= 8)."""
     flat = np.unpackbits(np.asarray(packed, dtype=np.uint8), bitorder="little", count=count * bits)
-    bit_matrix = flat.reshape(count, bits).astype(np.uint32)
-    values = (bit_matrix << np.arange(bits, dtype=np.uint32)).sum(axis=1)
-    return values.astype(np.uint8 if bits <= 8 else np.uint16)
+    bit_matrix = flat.reshape(count, bits)  # one byte per bit; no wider temporaries
+    values = np.zeros(count, dtype=np.uint16)
+    for b in range(bits):
+        values |= bit_matrix[:, b].astype(np.uint16) << b
+    return values.astype(np.uint8) if bits <= 8 else values

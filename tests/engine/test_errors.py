@@ -102,7 +102,9 @@ def test_filter_fn_with_an_onnx_runtime_is_refused(digits_mlp):
 
 
 def test_caller_model_is_unchanged_by_every_entry_point(digits_cnn, tmp_path):
-    model, split = digits_cnn
+    shared, split = digits_cnn
+    model = sl.DigitsCNN()
+    model.load_state_dict(shared.state_dict())
     model.train()  # a model in training mode must come back in training mode
     before = state_hash(model)
     recipes = [
@@ -116,7 +118,55 @@ def test_caller_model_is_unchanged_by_every_entry_point(digits_cnn, tmp_path):
     sl.measure(model, split.test, repeats=2)
     sl.quantize(model, sl.FixedPoint())
     assert state_hash(model) == before and model.training
-    model.eval()
+
+
+class _DoublesInPlace(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.fc(x.mul_(2.0))
+
+
+@pytest.mark.parametrize("runtime", [sl.Onnx(), sl.Simulated()], ids=["onnx", "simulated"])
+def test_caller_inputs_are_unchanged_by_a_model_that_edits_its_input(runtime):
+    torch.manual_seed(0)
+    x = torch.randn(5, 4)
+    x_np = x.numpy().copy()
+    example = x[:1].clone()
+    c = sl.compress(_DoublesInPlace(), sl.Recipe(runtime=runtime), example_inputs=example)
+    data = x.numpy()
+    c.predict(data)
+    sl.measure(c, None, repeats=2)
+    np.testing.assert_array_equal(data, x_np)
+    torch.testing.assert_close(example, x[:1])
+
+
+def test_int8_recipe_that_quantizes_nothing_is_refused():
+    conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
+    with pytest.raises(sl.ConfigError, match="quantized nothing.*Conv"):
+        sl.compress(conv_only, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(1, 1, 6, 6))
+
+
+def test_bad_exporter_or_opset_fails_before_any_work():
+    with pytest.raises(sl.ConfigError, match="exporter='onnxscript'"):
+        sl.compress(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), exporter="onnxscript")
+    with pytest.raises(sl.ConfigError, match="opset=9"):
+        sl.compress(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), opset=9)
+
+
+def test_per_channel_axis_that_does_not_exist_is_refused():
+    recipe = sl.Recipe(quantization=sl.LinearQuantization(bits=4, granularity=sl.PerChannel(axis=3)), runtime=sl.Simulated())
+    with pytest.raises(sl.ConfigError, match=r"PerChannel\(axis=3\).*shape \(2, 4\)"):
+        sl.compress(torch.nn.Linear(4, 2), recipe, example_inputs=torch.randn(1, 4))
+
+
+def test_quantize_checks_its_arguments():
+    with pytest.raises(sl.ConfigError, match="config='int4' is not a quantization config"):
+        sl.quantize(torch.nn.Linear(4, 2), "int4")
+    with pytest.raises(sl.ModelError, match="got str"):
+        sl.quantize("model.pt", sl.LinearQuantization())
 
 
 def test_load_packed_refuses_a_different_architecture(digits_mlp, tmp_path):

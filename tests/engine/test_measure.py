@@ -18,7 +18,7 @@ def test_metrics_of_the_fp32_baseline(digits_cnn):
     assert m.n_samples == len(split.y_test) and m.metric == "top1_accuracy"
     assert m.executable and m.kind == "executable" and m.bits == 32 and m.label == "fp32"
     assert m.latency_ms > 0 and m.latency_batch_size == 8 and m.latency_repeats == 5 and m.threads == 1
-    assert m.size_bytes == len(sl.compress(model, example_inputs=split.x_test[:1]).onnx_bytes)
+    assert m.size_bytes == len(sl.compress(model, example_inputs=split.x_test[:1]).onnx_bytes) > 100_000
     assert m.sparsity == pytest.approx(float(sum((p == 0).sum() for n, p in model.named_parameters() if n.endswith("weight"))) / sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight")))
 
 
@@ -43,6 +43,37 @@ def test_custom_metric_and_size_only(digits_mlp):
     assert not m.executable and m.kind == "simulated" and m.runtime == "pytorch (simulated)" and m.bits == 3
     only = sl.measure(c, None, repeats=2)
     assert only.accuracy is None and only.n_samples == 0 and only.size_bytes == c.size_bytes
+
+
+def test_float64_data_is_accepted_on_every_runtime(digits_mlp):
+    model, split = digits_mlp
+    x64, y = split.x_test.astype(np.float64), split.y_test
+    for recipe in (sl.Recipe(), sl.Recipe(quantization=sl.LinearQuantization(bits=8), runtime=sl.Simulated())):
+        c = sl.compress(model, recipe, example_inputs=split.x_test[:1])
+        m = sl.measure(c, (x64, y), repeats=2)
+        assert m.accuracy > 0.9
+
+
+def test_column_labels_work_and_bad_shapes_are_explained(digits_mlp):
+    model, split = digits_mlp
+    c = sl.compress(model, example_inputs=split.x_test[:1])
+    flat = sl.measure(c, split.test, repeats=1).accuracy
+    assert sl.measure(c, (split.x_test, split.y_test[:, None]), repeats=1).accuracy == flat
+    with pytest.raises(sl.DataError, match=r"\(N, classes\) outputs and \(N,\) class labels"):
+        sl.measure(c, (split.x_test, np.zeros((len(split.y_test), 3))), repeats=1)
+
+
+@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"repeats": 0}, {"batch_size": -1}, {"warmup": -1}])
+def test_bad_measurement_settings_fail_before_export(kwargs):
+    with pytest.raises(sl.DataError, match="must be a"):
+        sl.measure(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), **kwargs)
+
+
+def test_predict_on_nothing_is_explained(digits_mlp):
+    model, split = digits_mlp
+    c = sl.compress(model, example_inputs=split.x_test[:1])
+    with pytest.raises(sl.DataError, match="empty batch"):
+        c.predict(split.x_test[:0])
 
 
 def test_measure_torch_model_needs_inputs():

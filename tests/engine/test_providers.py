@@ -16,6 +16,31 @@ def test_unavailable_provider_is_refused_with_the_available_list(digits_mlp):
         c.session(["NoSuchExecutionProvider"])
 
 
+def test_provider_options_are_accepted(digits_mlp):
+    model, split = digits_mlp
+    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
+    session = c.session([("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})])
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, monkeypatch):
+    """ONNX Runtime retries CUDA -> CPU on its own when CUDA fails to initialise; that must raise."""
+    import importlib
+
+    model, split = digits_mlp
+    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
+
+    class FellBack:
+        def get_providers(self):
+            return ["CPUExecutionProvider"]
+
+    compress_module = importlib.import_module("squeezelab.engine.compress")
+    monkeypatch.setattr(compress_module, "make_session", lambda *a, **k: FellBack())
+    with pytest.raises(sl.ProviderFallbackError, match="asked for CUDAExecutionProvider but .* CPUExecutionProvider"):
+        c.session(["CUDAExecutionProvider"])
+    assert isinstance(c.session(["CUDAExecutionProvider"], allow_fallback=True), FellBack)
+
+
 def test_fallback_of_quantized_nodes_raises_and_names_them():
     placement = Placement(
         {

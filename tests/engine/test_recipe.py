@@ -70,6 +70,23 @@ def test_bad_values_raise_config_error_naming_value_and_fix(make, words):
         assert word in str(info.value)
 
 
+def test_hand_written_toml_may_name_calibration_by_string():
+    text = '[runtime]\ntype = "Int8Static"\ncalibration = "entropy"\nper_channel = false\n'
+    assert sl.Recipe.from_toml(text) == sl.Recipe(runtime=sl.Int8Static(calibration=sl.Entropy(), per_channel=False))
+
+
+def test_labels_tell_apart_recipes_that_differ():
+    recipes = [
+        sl.Recipe(runtime=sl.Int8Dynamic()),
+        sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=False)),
+        sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)),
+        sl.Recipe(runtime=sl.Int8Dynamic(op_types=("MatMul",))),
+        sl.Recipe(quantization=sl.KMeansQuantization(bits=4), runtime=sl.Simulated()),
+        sl.Recipe(quantization=sl.KMeansQuantization(bits=4, seed=1), runtime=sl.Simulated()),
+    ]
+    assert len({r.label for r in recipes}) == len(recipes)
+
+
 def test_from_dict_loads_only_known_types_and_fields():
     with pytest.raises(ConfigError, match="unknown QuantizationConfig type 'os.system'"):
         sl.Recipe.from_dict({"quantization": {"type": "os.system"}})
