@@ -75,6 +75,33 @@ def bert_initialised_encoder(seed: int = 0) -> Encoder:
     return model.eval()
 
 
+def outlier_initialised_encoder(seed: int = 0, n_outliers: int = 6, gain: float = 12.0) -> Encoder:
+    """Harder to quantize, like trained encoders: weights scaled 1/sqrt(fan_in), small biases,
+    and a few LayerNorm "outlier channels" (large gain and shift in the same dimensions of every
+    LayerNorm), the activation outliers that make real BERT/MiniLM models hard for per-tensor int8.
+
+    With BERT's initialisation the residual stream dominates and every int8 variant scores a
+    cosine above 0.9999, which says nothing; this initialisation separates them.
+    """
+    model = Encoder()
+    gen = torch.Generator().manual_seed(seed)
+    dims = torch.randperm(HIDDEN, generator=gen)[:n_outliers]
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                fan_in = module.weight.shape[1]
+                module.weight.copy_(torch.randn(module.weight.shape, generator=gen) / math.sqrt(fan_in))
+                module.bias.copy_(torch.randn(module.bias.shape, generator=gen) * 0.02)
+            elif isinstance(module, nn.LayerNorm):
+                weight = 1.0 + 0.1 * torch.randn(HIDDEN, generator=gen)
+                bias = 0.05 * torch.randn(HIDDEN, generator=gen)
+                weight[dims] = gain * (1 + 0.2 * torch.rand(n_outliers, generator=gen))
+                bias[dims] = 2.0 * torch.randn(n_outliers, generator=gen)
+                module.weight.copy_(weight)
+                module.bias.copy_(bias)
+    return model.eval()
+
+
 def embeddings(n: int, seed: int) -> torch.Tensor:
     """Stand-in token embeddings: LayerNorm-scaled Gaussian vectors, (n, SEQ, HIDDEN)."""
     gen = torch.Generator().manual_seed(seed)

@@ -39,6 +39,7 @@ from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
 from squeezelab.engine.default_models import LeNet5, train_classifier  # noqa: E402
 from squeezelab.engine.environment import environment  # noqa: E402
 from squeezelab.engine.latency import interleaved_latency, ratio_median, torch_threads  # noqa: E402
+from squeezelab.engine.ort_quant import _BatchReader  # noqa: E402
 from squeezelab.engine.providers import make_session  # noqa: E402
 
 BASELINE = "fp32 ONNX Runtime"
@@ -84,14 +85,6 @@ def _onnx_variant(name: str, onnx_bytes: bytes, threads: int, notes: str = "") -
     return Variant(name, predict, run, len(onnx_bytes), notes)
 
 
-class _Reader:
-    def __init__(self, x: np.ndarray, batch: int) -> None:
-        self._it = iter([{"input": x[i : i + batch]} for i in range(0, len(x) - batch + 1, batch)])
-
-    def get_next(self) -> dict | None:
-        return next(self._it, None)
-
-
 def _ort_defaults(fp32: bytes, calibration: np.ndarray, batch: int) -> tuple[bytes, bytes]:
     """ONNX Runtime's quantize_dynamic / quantize_static with default arguments."""
     import onnx
@@ -102,7 +95,8 @@ def _ort_defaults(fp32: bytes, calibration: np.ndarray, batch: int) -> tuple[byt
         src = Path(tmp) / "fp32.onnx"
         src.write_bytes(fp32)
         quantize_dynamic(src, Path(tmp) / "dyn.onnx")
-        quantize_static(onnx.load(str(src)), Path(tmp) / "static.onnx", _Reader(calibration, batch))
+        feeds = [{"input": calibration[i : i + batch]} for i in range(0, len(calibration) - batch + 1, batch)]
+        quantize_static(onnx.load(str(src)), Path(tmp) / "static.onnx", _BatchReader(feeds))
         return (Path(tmp) / "dyn.onnx").read_bytes(), (Path(tmp) / "static.onnx").read_bytes()
 
 
@@ -113,7 +107,6 @@ def _torch_ao_dynamic(model: nn.Module) -> nn.Module:
 
 
 def build_variants(model: nn.Module, example: np.ndarray, calibration: np.ndarray, threads: int) -> list[Variant]:
-    model = model.eval()
     t0 = time.perf_counter()
     fp32 = sl.compress(model, sl.Recipe(), example_inputs=example)
     dyn = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example)
@@ -182,10 +175,10 @@ def classifier_benchmark(title: str, model: nn.Module, x_test, y_test, calibrati
     return variants
 
 
-def encoder_benchmark(threads, rounds, batches):
-    from encoder import bert_initialised_encoder, embeddings
+def encoder_benchmark(threads, rounds, batches, init):
+    from encoder import bert_initialised_encoder, embeddings, outlier_initialised_encoder
 
-    model = bert_initialised_encoder(seed=0)
+    model = bert_initialised_encoder(seed=0) if init == "bert" else outlier_initialised_encoder(seed=0)
     x_eval = embeddings(64, seed=1).numpy()
     calibration = embeddings(32, seed=2).numpy()
     with torch.no_grad():
@@ -199,7 +192,15 @@ def encoder_benchmark(threads, rounds, batches):
         v.figures["quality"] = float(token_cos.mean())
         v.figures["pooled_cosine"] = float(pooled_cos.mean())
     time_variants(variants, {b: np.ascontiguousarray(x_eval[:b]) for b in batches}, rounds, threads)
-    print_table("(c) transformer encoder, MiniLM shape (6x384, 12 heads, FFN 1536, seq 128) — mean token cosine vs fp32", variants, "cosine", batches)
+    print_table(
+        f"(c) transformer encoder, MiniLM shape (6x384, 12 heads, FFN 1536, seq 128), {init} init — "
+        "mean token cosine vs fp32 PyTorch",
+        variants,
+        "cosine",
+        batches,
+    )
+    for v in variants:
+        print(f"    {v.name:32s} mean-pooled cosine {v.figures['pooled_cosine']:.5f}")
     return variants
 
 
@@ -209,6 +210,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--encoder-init", choices=["bert", "outliers"], default="outliers",
+                        help="random weights: BERT's init, or with LayerNorm outlier channels like trained encoders")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
@@ -234,7 +237,7 @@ def main() -> None:
             "(b) LeNet-5 on Fashion-MNIST", model, data.x_test, data.y_test, data.x_train[:1024], args.threads, args.rounds, batches
         )
     if "encoder" in wanted:
-        results["encoder"] = encoder_benchmark(args.threads, args.rounds, batches)
+        results["encoder"] = encoder_benchmark(args.threads, args.rounds, batches, args.encoder_init)
 
     print("\ntargets (issue #2):")
     for key, variants in results.items():

@@ -16,8 +16,8 @@ from torch import nn
 
 from squeezelab.engine.compress import Compressed, compress
 from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.latency import interleaved_latency, ratio_median, torch_threads
-from squeezelab.engine.measure import Metric, evaluate, latency_input, top1_accuracy
+from squeezelab.engine.latency import ratio_median
+from squeezelab.engine.measure import Metric, evaluate, time_together, top1_accuracy
 from squeezelab.engine.recipe import Recipe
 
 __all__ = ["compare", "compare_compressed", "format_table"]
@@ -93,12 +93,7 @@ def compare_compressed(
         row["accuracy_drop"] = base["accuracy"] - row["accuracy"]
         row["size_ratio"] = row["size_bytes"] / base["size_bytes"]
     for b in batch_sizes:
-        runners = {}
-        for i, c in enumerate(results):
-            run, x = c.runner(threads=threads), latency_input(c, b, data)
-            runners[i] = lambda run=run, x=x: run(x)
-        with torch_threads(threads):  # affects only the simulated (PyTorch) rows
-            samples = interleaved_latency(runners, rounds=rounds, warmup=3)
+        samples = time_together(list(results), batch_size=b, data=data, repeats=rounds, warmup=3, threads=threads)
         for i, row in enumerate(rows):
             row[f"latency_ms_b{b}"] = statistics.median(samples[i])
             row[f"speedup_b{b}"] = ratio_median(samples[0], samples[i])

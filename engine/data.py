@@ -52,6 +52,15 @@ def _is_pair_of_arrays(data: Any) -> bool:
     )
 
 
+def _batches_of(data: Any, batch_size: int, accepted: str) -> Iterable[Any]:
+    """An iterable of batches: a sized Dataset is wrapped in an unshuffled DataLoader."""
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    if not isinstance(data, Iterable):
+        raise DataError(f"cannot read data of type {type(data).__name__}; pass {accepted}.")
+    return data
+
+
 def iter_batches(data: Any, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(x, y)`` numpy batches from any accepted evaluation-data form."""
     if _is_pair_of_arrays(data):
@@ -63,15 +72,8 @@ def iter_batches(data: Any, batch_size: int = 256) -> Iterator[tuple[np.ndarray,
         for i in range(0, len(x), batch_size):
             yield x[i : i + batch_size], y[i : i + batch_size]
         return
-    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-    if not isinstance(data, Iterable):
-        raise DataError(
-            f"cannot read evaluation data of type {type(data).__name__}; pass (x, y) arrays, "
-            "a torch Dataset of (x, y) pairs or a DataLoader."
-        )
     seen = 0
-    for item in data:
+    for item in _batches_of(data, batch_size, "(x, y) arrays, a torch Dataset of (x, y) pairs or a DataLoader"):
         if not (isinstance(item, (tuple, list)) and len(item) >= 2):
             raise DataError(
                 f"each batch must be an (x, y) pair, got {type(item).__name__}; "
@@ -100,14 +102,7 @@ def iter_inputs(data: Any, batch_size: int = 64) -> Iterator[np.ndarray]:
     if _is_pair_of_arrays(data):
         yield from iter_inputs(data[0], batch_size)
         return
-    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
-        data = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
-    if not isinstance(data, Iterable):
-        raise DataError(
-            f"cannot read inputs of type {type(data).__name__}; pass an array of inputs, (x, y) "
-            "arrays, a list of batches, a Dataset or a DataLoader."
-        )
-    for item in data:
+    for item in _batches_of(data, batch_size, "an array of inputs, (x, y) arrays, a list of batches, a Dataset or a DataLoader"):
         if isinstance(item, (tuple, list)) and item and isinstance(item[0], (np.ndarray, torch.Tensor)):
             item = item[0]  # (x,) or (x, y, ...): the inputs come first
         if not isinstance(item, (np.ndarray, torch.Tensor)):

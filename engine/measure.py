@@ -29,7 +29,7 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 
 def top1_accuracy(predictions: np.ndarray, targets: np.ndarray) -> float:
     """Fraction of rows whose arg-max equals the target class."""
-    return float(np.mean(np.argmax(predictions, axis=1) == targets))
+    return float(np.mean(top1_correct(predictions, targets)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,22 +75,98 @@ def latency_input(compressed: Compressed, batch_size: int, data: Any = None) -> 
     return compressed.prepare(tiled[0] if len(tiled) == 1 else tuple(tiled))
 
 
-def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
-    """The metric over all of ``data``, and the number of samples it covered."""
+def predictions(compressed: Compressed, data: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs over all of ``data`` and the targets, in order."""
     preds, targets = [], []
     for x, y in iter_batches(data, batch_size):
         preds.append(compressed.predict(x))
         targets.append(y)
-    p, t = np.concatenate(preds), np.concatenate(targets)
+    return np.concatenate(preds), np.concatenate(targets)
+
+
+def top1_correct(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per-sample top-1 correctness (bool, shape (N,)), after checking the shapes."""
+    if t.ndim == 2 and t.shape[1] == 1:
+        t = t[:, 0]  # (N, 1) labels: a common shape for class indices
+    if p.ndim != 2 or t.shape != (len(p),):
+        raise DataError(
+            f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
+            f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
+        )
+    return np.argmax(p, axis=1) == t
+
+
+def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
+    """The metric over all of ``data``, and the number of samples it covered."""
+    p, t = predictions(compressed, data, batch_size)
     if metric is top1_accuracy:
-        if t.ndim == 2 and t.shape[1] == 1:
-            t = t[:, 0]  # (N, 1) labels: a common shape for class indices
-        if p.ndim != 2 or t.shape != (len(p),):
-            raise DataError(
-                f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
-                f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
-            )
+        return float(np.mean(top1_correct(p, t))), len(t)
     return float(metric(p, t)), len(t)
+
+
+def check_settings(*, batch_size: int, repeats: int, warmup: int, threads: int | None) -> None:
+    """Raise ``DataError`` for measurement settings that cannot work."""
+    settings = [("batch_size", batch_size), ("repeats", repeats)]
+    if threads is not None:
+        settings.append(("threads", threads))
+    for name, value in settings:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DataError(f"{name}={value!r} must be a positive integer.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise DataError(f"warmup={warmup!r} must be a non-negative integer.")
+
+
+def as_compressed(target: nn.Module | Compressed, data: Any, example_inputs: Any) -> Compressed:
+    """A ``Compressed`` result as is; a PyTorch model as its fp32 ONNX export."""
+    if isinstance(target, Compressed):
+        return target
+    if example_inputs is None:
+        if data is None:
+            raise ExampleInputError("measuring a PyTorch model needs example_inputs or data to export it with.")
+        example_inputs = next(iter_batches(data, 1))[0]
+    return compress(target, Recipe(), example_inputs=example_inputs)
+
+
+def time_together(
+    targets: list[Compressed], *, batch_size: int, data: Any, repeats: int, warmup: int, threads: int | None
+) -> list[list[float]]:
+    """Latency samples (ms) of each target, all timed in the same interleaved rounds."""
+    runners = {}
+    for i, c in enumerate(targets):
+        run, x = c.runner(threads=threads), latency_input(c, batch_size, data)
+        runners[i] = lambda run=run, x=x: run(x)
+    # ONNX Runtime sessions take their thread count from the session; PyTorch needs it set around the run.
+    simulated = any(c.onnx_bytes is None for c in targets)
+    with torch_threads(threads if simulated else None):
+        samples = interleaved_latency(runners, rounds=repeats, warmup=warmup)
+    return [samples[i] for i in range(len(targets))]
+
+
+def metrics_of(
+    c: Compressed,
+    *,
+    accuracy: float | None,
+    metric: Metric,
+    n_samples: int,
+    samples: list[float],
+    batch_size: int,
+    threads: int | None,
+) -> Metrics:
+    return Metrics(
+        label=c.recipe.label,
+        accuracy=accuracy,
+        metric=getattr(metric, "__name__", type(metric).__name__),
+        n_samples=n_samples,
+        size_bytes=c.size_bytes,
+        latency_ms=statistics.median(samples),
+        latency_batch_size=batch_size,
+        latency_repeats=len(samples),
+        threads=threads,
+        runtime=c.runtime_name,
+        sparsity=c.sparsity,
+        bits=c.bits,
+        executable=c.executable,
+    )
 
 
 def measure(
@@ -115,40 +191,12 @@ def measure(
         repeats: timed runs; ``latency_ms`` is their median, after ``warmup`` untimed runs.
         threads: intra-op threads for timing (recorded in the result); None = the runtime's default.
     """
-    settings = [("batch_size", batch_size), ("repeats", repeats)]
-    if threads is not None:
-        settings.append(("threads", threads))
-    for name, value in settings:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name}={value!r} must be a positive integer.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise DataError(f"warmup={warmup!r} must be a non-negative integer.")
-    if not isinstance(target, Compressed):
-        if example_inputs is None:
-            if data is None:
-                raise ExampleInputError(
-                    "measuring a PyTorch model needs example_inputs or data to export it with."
-                )
-            example_inputs = next(iter_batches(data, 1))[0]
-        target = compress(target, Recipe(), example_inputs=example_inputs)
+    check_settings(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
+    target = as_compressed(target, data, example_inputs)
     accuracy, n = (None, 0) if data is None else evaluate(target, data, metric)
-    x = latency_input(target, batch_size, data)
-    run = target.runner(threads=threads)
-    # ONNX Runtime sessions get their thread count from the session; PyTorch needs it set around the run.
-    with torch_threads(threads if target.onnx_bytes is None else None):
-        samples = interleaved_latency({"m": lambda: run(x)}, rounds=repeats, warmup=warmup)["m"]
-    return Metrics(
-        label=target.recipe.label,
-        accuracy=accuracy,
-        metric=getattr(metric, "__name__", type(metric).__name__),
-        n_samples=n,
-        size_bytes=target.size_bytes,
-        latency_ms=statistics.median(samples),
-        latency_batch_size=batch_size,
-        latency_repeats=repeats,
-        threads=threads,
-        runtime=target.runtime_name,
-        sparsity=target.sparsity,
-        bits=target.bits,
-        executable=target.executable,
+    (samples,) = time_together(
+        [target], batch_size=batch_size, data=data, repeats=repeats, warmup=warmup, threads=threads
+    )
+    return metrics_of(
+        target, accuracy=accuracy, metric=metric, n_samples=n, samples=samples, batch_size=batch_size, threads=threads
     )

@@ -87,7 +87,7 @@ def test_measure_torch_model_needs_inputs():
         ((np.zeros((3, 1, 8, 8), np.float32), np.zeros(2)), "x has 3 samples but y has 2"),
         ((np.zeros((0, 1, 8, 8), np.float32), np.zeros(0)), "empty"),
         ([np.zeros((1, 1, 8, 8), np.float32)], "(x, y) pair"),
-        (42, "cannot read evaluation data of type int"),
+        (42, "cannot read data of type int; pass (x, y) arrays"),
     ],
 )
 def test_bad_data_is_explained(digits_mlp, data, words):

@@ -1,0 +1,142 @@
+"""A baseline and a candidate measured together: paired accuracy, interleaved latency.
+
+Comparing two accuracies measured separately is noisy; comparing them sample
+by sample is not. ``measure_pair`` evaluates both models on the same samples,
+keeps the per-sample difference ``d_i = correct_base_i - correct_cand_i``, and
+reports the accuracy drop (the mean of ``d``) with its standard error, so a
+gate can ask for a one-sided confidence bound instead of a bare point value.
+Latency is timed in the same interleaved rounds, and the speedup is the
+median of per-round ratios.
+
+Examples:
+    >>> import squeezelab as sl
+    >>> model, split = sl.default_model("mlp")
+    >>> int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
+    >>> pair = measure_pair(model, int8, split.test, repeats=3)
+    >>> pair.n_samples, pair.baseline.label, pair.candidate.label
+    (450, 'fp32', 'int8-dynamic')
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from squeezelab.engine.compress import Compressed
+from squeezelab.engine.errors import DataError
+from squeezelab.engine.latency import ratio_median
+from squeezelab.engine.measure import (
+    Metric,
+    Metrics,
+    as_compressed,
+    check_settings,
+    metrics_of,
+    predictions,
+    time_together,
+    top1_accuracy,
+    top1_correct,
+)
+
+__all__ = ["PairedMetrics", "measure_pair"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedMetrics:
+    """Baseline and candidate measured side by side on the same samples and rounds.
+
+    Attributes:
+        accuracy_drop: baseline minus candidate accuracy (negative: the candidate is better).
+        drop_std_error: standard error of the paired mean difference; ``None``
+            when the metric is not per-sample (a custom ``metric=``).
+        speedup: median of per-round ratios baseline / candidate latency.
+    """
+
+    baseline: Metrics
+    candidate: Metrics
+    n_samples: int
+    accuracy_drop: float | None
+    drop_std_error: float | None
+    discordant: tuple[int, int] | None  # (baseline right & candidate wrong, the reverse)
+    speedup: float
+    latency_rounds: int
+
+    def drop_lower_bound(self, confidence: float) -> float | None:
+        """One-sided lower confidence bound on the true accuracy drop.
+
+        The drop exceeds this bound with probability ``confidence`` (normal
+        approximation to the paired difference). ``confidence=0`` gives the point value.
+        """
+        if self.accuracy_drop is None:
+            return None
+        if confidence <= 0 or self.drop_std_error is None:
+            return self.accuracy_drop
+        z = statistics.NormalDist().inv_cdf(confidence)
+        return self.accuracy_drop - z * self.drop_std_error
+
+    @property
+    def relative_accuracy_drop(self) -> float | None:
+        base = self.baseline.accuracy
+        if self.accuracy_drop is None or not base:
+            return None
+        return self.accuracy_drop / base
+
+
+def measure_pair(
+    baseline: nn.Module | Compressed,
+    candidate: nn.Module | Compressed,
+    data: Any = None,
+    *,
+    metric: Metric = top1_accuracy,
+    example_inputs: Any = None,
+    batch_size: int = 1,
+    repeats: int = 30,
+    warmup: int = 5,
+    threads: int | None = 1,
+) -> PairedMetrics:
+    """Measure ``baseline`` and ``candidate`` the same way, together.
+
+    PyTorch models are measured as their fp32 ONNX export, as ``measure`` does.
+    With the default top-1 metric the accuracy drop comes with its paired
+    standard error; any other ``metric`` gives the point difference only.
+    """
+    check_settings(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
+    pair = [as_compressed(m, data, example_inputs) for m in (baseline, candidate)]
+    accuracies: list[float | None] = [None, None]
+    n = 0
+    drop = se = None
+    discordant = None
+    if data is not None:
+        (pb, tb), (pc, tc) = (predictions(c, data) for c in pair)
+        if not np.array_equal(tb, tc):
+            raise DataError("the data gave different targets on two passes; pass data that iterates deterministically.")
+        n = len(tb)
+        if metric is top1_accuracy:
+            cb, cc = top1_correct(pb, tb), top1_correct(pc, tc)
+            accuracies = [float(cb.mean()), float(cc.mean())]
+            d = cb.astype(np.float64) - cc.astype(np.float64)  # +1: baseline right, candidate wrong
+            drop = float(d.mean())
+            se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+            discordant = (int((d > 0).sum()), int((d < 0).sum()))
+        else:
+            accuracies = [float(metric(pb, tb)), float(metric(pc, tc))]
+            drop = accuracies[0] - accuracies[1]
+    samples = time_together(pair, batch_size=batch_size, data=data, repeats=repeats, warmup=warmup, threads=threads)
+    base_m, cand_m = (
+        metrics_of(c, accuracy=a, metric=metric, n_samples=n, samples=s, batch_size=batch_size, threads=threads)
+        for c, a, s in zip(pair, accuracies, samples)
+    )
+    return PairedMetrics(
+        baseline=base_m,
+        candidate=cand_m,
+        n_samples=n,
+        accuracy_drop=drop,
+        drop_std_error=se,
+        discordant=discordant,
+        speedup=ratio_median(samples[0], samples[1]),
+        latency_rounds=repeats,
+    )
