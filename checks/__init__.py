@@ -1,7 +1,10 @@
-"""squeezelab.checks: the ``pytest --compress-budget`` plugin (planned: issue 3).
+"""squeezelab.checks: the ``pytest --compress-budget`` plugin and its budget model.
 
-Nothing is exported yet; the package exists so the layout of the design map
-installs as one namespace.
+Light to import (no torch): the plugin loads in every pytest run of a project
+that has squeezelab installed.
 """
 
-__all__: list[str] = []
+from squeezelab.checks.budget import BUDGET_KEYS, Budget, BudgetError, load_budgets
+from squeezelab.checks.verdict import Figure, Verdict, judge
+
+__all__ = ["Budget", "BudgetError", "BUDGET_KEYS", "load_budgets", "Figure", "Verdict", "judge"]

@@ -1,45 +1,108 @@
 """squeezelab.engine: everything that transforms or measures a model.
 
-No ipywidgets, plotly or pytest imports here, and onnxruntime / onnx are
-imported only inside the functions that need them.
+No ipywidgets, plotly or pytest imports here. The public names load lazily
+(PEP 562): importing ``squeezelab.engine.errors`` or the pytest plugin does
+not import torch; the first use of ``compress`` does.
 """
 
-from squeezelab.engine.artifact import load_packed
-from squeezelab.engine.compress import Compressed, compress
-from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
-from squeezelab.engine.errors import (
-    ArtifactError,
-    CalibrationError,
-    ConfigError,
-    DataError,
-    ExampleInputError,
-    ExportError,
-    InvalidWeightsError,
-    ModelError,
-    ProviderError,
-    ProviderFallbackError,
-    ProviderUnavailableError,
-    SqueezeError,
-    UnexportableLayerError,
-)
-from squeezelab.engine.measure import Metrics, measure, top1_accuracy
-from squeezelab.engine.quantize import quantize, quantize_
-from squeezelab.engine.recipe import (
-    Entropy,
-    FixedPoint,
-    Float16,
-    Int8Dynamic,
-    Int8Static,
-    KMeansQuantization,
-    LinearQuantization,
-    MinMax,
-    Onnx,
-    PerChannel,
-    Percentile,
-    PerTensor,
-    Recipe,
-    Simulated,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "load_packed": "squeezelab.engine.artifact",
+    "Compressed": "squeezelab.engine.compressed",
+    "compress": "squeezelab.engine.compressed",
+    "DigitsCNN": "squeezelab.engine.default_models",
+    "DigitsMLP": "squeezelab.engine.default_models",
+    "LeNet5": "squeezelab.engine.default_models",
+    "default_model": "squeezelab.engine.default_models",
+    "ArtifactError": "squeezelab.engine.errors",
+    "CalibrationError": "squeezelab.engine.errors",
+    "ConfigError": "squeezelab.engine.errors",
+    "DataError": "squeezelab.engine.errors",
+    "ExampleInputError": "squeezelab.engine.errors",
+    "ExportError": "squeezelab.engine.errors",
+    "InvalidWeightsError": "squeezelab.engine.errors",
+    "ModelError": "squeezelab.engine.errors",
+    "ProviderError": "squeezelab.engine.errors",
+    "ProviderFallbackError": "squeezelab.engine.errors",
+    "ProviderUnavailableError": "squeezelab.engine.errors",
+    "SqueezeError": "squeezelab.engine.errors",
+    "UnexportableLayerError": "squeezelab.engine.errors",
+    "Metrics": "squeezelab.engine.metrics",
+    "measure": "squeezelab.engine.metrics",
+    "top1_accuracy": "squeezelab.engine.metrics",
+    "quantize": "squeezelab.engine.quantize_model",
+    "quantize_": "squeezelab.engine.quantize_model",
+    "Entropy": "squeezelab.engine.recipe",
+    "FixedPoint": "squeezelab.engine.recipe",
+    "Float16": "squeezelab.engine.recipe",
+    "Int8Dynamic": "squeezelab.engine.recipe",
+    "Int8Static": "squeezelab.engine.recipe",
+    "KMeansQuantization": "squeezelab.engine.recipe",
+    "LinearQuantization": "squeezelab.engine.recipe",
+    "MinMax": "squeezelab.engine.recipe",
+    "Onnx": "squeezelab.engine.recipe",
+    "PerChannel": "squeezelab.engine.recipe",
+    "Percentile": "squeezelab.engine.recipe",
+    "PerTensor": "squeezelab.engine.recipe",
+    "Recipe": "squeezelab.engine.recipe",
+    "Simulated": "squeezelab.engine.recipe",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'squeezelab.engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:  # static analysers see the real imports
+    from squeezelab.engine.artifact import load_packed
+    from squeezelab.engine.compressed import Compressed, compress
+    from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
+    from squeezelab.engine.errors import (
+        ArtifactError,
+        CalibrationError,
+        ConfigError,
+        DataError,
+        ExampleInputError,
+        ExportError,
+        InvalidWeightsError,
+        ModelError,
+        ProviderError,
+        ProviderFallbackError,
+        ProviderUnavailableError,
+        SqueezeError,
+        UnexportableLayerError,
+    )
+    from squeezelab.engine.metrics import Metrics, measure, top1_accuracy
+    from squeezelab.engine.quantize_model import quantize, quantize_
+    from squeezelab.engine.recipe import (
+        Entropy,
+        FixedPoint,
+        Float16,
+        Int8Dynamic,
+        Int8Static,
+        KMeansQuantization,
+        LinearQuantization,
+        MinMax,
+        Onnx,
+        PerChannel,
+        Percentile,
+        PerTensor,
+        Recipe,
+        Simulated,
+    )
 
 __all__ = [
     "Recipe",

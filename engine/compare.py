@@ -14,10 +14,10 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.compress import Compressed, compress
+from squeezelab.engine.compressed import Compressed, compress
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.latency import ratio_median
-from squeezelab.engine.measure import Metric, evaluate, time_together, top1_accuracy
+from squeezelab.engine.metrics import Metric, evaluate, time_together, top1_accuracy
 from squeezelab.engine.recipe import Recipe
 
 __all__ = ["compare", "compare_compressed", "format_table"]

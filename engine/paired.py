@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from squeezelab.engine.compress import Compressed
+from squeezelab.engine.compressed import Compressed
 from squeezelab.engine.errors import DataError
 from squeezelab.engine.latency import ratio_median
-from squeezelab.engine.measure import (
+from squeezelab.engine.metrics import (
     Metric,
     Metrics,
     as_compressed,

@@ -7,13 +7,23 @@ import subprocess
 import sys
 
 
-def test_import_squeezelab_does_not_load_heavy_or_optional_packages():
-    code = (
-        "import sys, json, squeezelab, squeezelab.widgets, squeezelab.checks; "
-        "print(json.dumps(sorted(m for m in ('onnxruntime', 'onnx', 'plotly', 'ipywidgets', 'sklearn', 'pandas') if m in sys.modules)))"
-    )
+HEAVY = ("torch", "onnxruntime", "onnx", "plotly", "ipywidgets", "sklearn", "pandas")
+
+
+def _loaded_after(statement: str) -> list[str]:
+    code = f"import sys, json; {statement}; print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_squeezelab_and_the_pytest_plugin_load_nothing_heavy():
+    # The pytest plugin loads in every pytest run of a project that installs squeezelab.
+    assert _loaded_after("import squeezelab, squeezelab.widgets, squeezelab.checks.plugin") == []
+    assert _loaded_after("import squeezelab as sl; sl.Recipe(runtime=sl.Int8Static())") == []
+
+
+def test_using_the_engine_loads_torch_but_not_onnxruntime():
+    assert _loaded_after("import squeezelab as sl; sl.compress") == ["torch"]
 
 
 def test_public_names_resolve():

@@ -35,10 +35,7 @@ def test_unexportable_model_still_compresses_simulated():
 @pytest.mark.parametrize("bad", [None, [], np.zeros((0, 1, 8, 8), np.float32)])
 def test_missing_or_empty_calibration_data_fails_before_export(digits_mlp, bad, monkeypatch):
     model, split = digits_mlp
-    import importlib
-
-    # import_module, not `import ... as`: the package's `compress` function shadows the module name.
-    compress_module = importlib.import_module("squeezelab.engine.compress")
+    import squeezelab.engine.compressed as compress_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before calibration data was checked")

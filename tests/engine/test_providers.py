@@ -25,7 +25,7 @@ def test_provider_options_are_accepted(digits_mlp):
 
 def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, monkeypatch):
     """ONNX Runtime retries CUDA -> CPU on its own when CUDA fails to initialise; that must raise."""
-    import importlib
+    import squeezelab.engine.compressed as compress_module
 
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
@@ -34,7 +34,6 @@ def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, mo
         def get_providers(self):
             return ["CPUExecutionProvider"]
 
-    compress_module = importlib.import_module("squeezelab.engine.compress")
     monkeypatch.setattr(compress_module, "make_session", lambda *a, **k: FellBack())
     with pytest.raises(sl.ProviderFallbackError, match="asked for CUDAExecutionProvider but .* CPUExecutionProvider"):
         c.session(["CUDAExecutionProvider"])

@@ -36,7 +36,7 @@ from squeezelab.engine.errors import (
 )
 from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
-from squeezelab.engine.quantize import FilterFn, _load_decoded_, default_filter, encode_model
+from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, default_filter, encode_model
 from squeezelab.engine.recipe import Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from squeezelab.engine.compress import Compressed, compress
+from squeezelab.engine.compressed import Compressed, compress
 from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import DataError, ExampleInputError
 from squeezelab.engine.latency import interleaved_latency, torch_threads

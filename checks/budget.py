@@ -1,0 +1,174 @@
+"""The budget model: what a compressed model may lose, and how it is read from TOML.
+
+A team writes its budget in ``pyproject.toml``::
+
+    [tool.squeezelab.budget]
+    max_accuracy_drop = 0.01     # absolute, same units as the metric
+    max_size_mb = 2.0            # 1 MB = 1,000,000 bytes
+    min_compression = 4.0        # baseline bytes / candidate bytes
+    min_speedup = 1.5            # baseline latency / candidate latency, same run
+
+    [tool.squeezelab.budget.encoder]   # a named budget: inherits the keys above, overrides some
+    max_accuracy_drop = 0.005
+
+Unknown keys, wrong types and negative limits are refused with a ``BudgetError``
+that names the key, the file and the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from squeezelab.engine.errors import SqueezeError
+
+__all__ = ["Budget", "BudgetError", "BUDGET_KEYS", "load_budgets", "budgets_from_table"]
+
+
+class BudgetError(SqueezeError, ValueError):
+    """A budget file or marker is malformed."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """Limits for one gated model. ``None`` means "not gated".
+
+    Attributes:
+        max_accuracy_drop: largest allowed baseline-minus-candidate accuracy (absolute).
+        max_relative_accuracy_drop: the same as a fraction of the baseline accuracy.
+        max_size_mb: largest candidate artifact, in MB of 1,000,000 bytes.
+        min_compression: smallest baseline bytes / candidate bytes.
+        min_speedup: smallest baseline / candidate latency, timed interleaved in one run.
+        max_latency_ms: largest candidate median latency.
+        require_executable: the candidate must run as real low-precision kernels.
+        confidence: one-sided confidence of the accuracy gate: it fails only when
+            the drop exceeds the limit at this confidence (paired over the samples).
+            ``0`` compares the point values strictly.
+        latency_batch_size, latency_rounds, threads: how latency is measured.
+    """
+
+    max_accuracy_drop: float | None = None
+    max_relative_accuracy_drop: float | None = None
+    max_size_mb: float | None = None
+    min_compression: float | None = None
+    min_speedup: float | None = None
+    max_latency_ms: float | None = None
+    require_executable: bool = False
+    confidence: float = 0.95
+    latency_batch_size: int = 1
+    latency_rounds: int = 30
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_value(f.name, getattr(self, f.name), "Budget(...)")
+
+    def replace(self, source: str = "override", **changes: Any) -> Budget:
+        """A copy with ``changes`` validated (unknown keys refused, naming ``source``)."""
+        for key, value in changes.items():
+            _check_key(key, source)
+            _check_value(key, value, source)
+        return dataclasses.replace(self, **changes)
+
+    def gates(self) -> dict[str, Any]:
+        """The limits that are set (``require_executable`` only when True)."""
+        out = {k: getattr(self, k) for k in _LIMIT_KEYS if getattr(self, k) is not None}
+        if self.require_executable:
+            out["require_executable"] = True
+        return out
+
+
+# key -> (type, lower bound, bound inclusive?, upper bound)
+_RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
+    "max_accuracy_drop": (float, 0.0, True, None),
+    "max_relative_accuracy_drop": (float, 0.0, True, 1.0),
+    "max_size_mb": (float, 0.0, False, None),
+    "min_compression": (float, 0.0, False, None),
+    "min_speedup": (float, 0.0, False, None),
+    "max_latency_ms": (float, 0.0, False, None),
+    "require_executable": (bool, None, True, None),
+    "confidence": (float, 0.0, True, 0.9999),
+    "latency_batch_size": (int, 1, True, None),
+    "latency_rounds": (int, 1, True, None),
+    "threads": (int, 1, True, None),
+}
+BUDGET_KEYS = tuple(_RULES)
+_LIMIT_KEYS = (
+    "max_accuracy_drop",
+    "max_relative_accuracy_drop",
+    "max_size_mb",
+    "min_compression",
+    "min_speedup",
+    "max_latency_ms",
+)
+
+
+def _check_key(key: str, source: str) -> None:
+    if key not in _RULES:
+        raise BudgetError(
+            f"{source}: unknown budget key {key!r}; valid keys: {', '.join(BUDGET_KEYS)}."
+        )
+
+
+def _check_value(key: str, value: Any, source: str) -> None:
+    kind, low, inclusive, high = _RULES[key]
+    if value is None and kind is float:
+        return
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise BudgetError(f"{source}: {key} = {value!r} must be true or false.")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        want = "a number" if kind is float else "an integer"
+        raise BudgetError(f"{source}: {key} = {value!r} must be {want}, not {type(value).__name__}.")
+    if low is not None and (value < low or (value == low and not inclusive)):
+        sign = ">=" if inclusive else ">"
+        raise BudgetError(f"{source}: {key} = {value!r} must be {sign} {low:g}.")
+    if high is not None and value > high:
+        raise BudgetError(f"{source}: {key} = {value!r} must be <= {high:g}.")
+
+
+def budgets_from_table(table: Any, source: str) -> dict[str, Budget]:
+    """``{"default": Budget, name: Budget, ...}`` from a ``[...budget]`` table.
+
+    Keys whose values are tables are named budgets; they inherit the default's keys.
+    """
+    if not isinstance(table, dict):
+        raise BudgetError(f"{source}: the budget must be a table of keys, got {type(table).__name__}.")
+    top = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    named = {k: v for k, v in table.items() if isinstance(v, dict)}
+    default = Budget().replace(source, **top)
+    budgets = {"default": default}
+    for name, sub in named.items():
+        nested = [k for k, v in sub.items() if isinstance(v, dict)]
+        if nested:
+            raise BudgetError(f"{source}: budget {name!r} nests tables {nested}; one level of names only.")
+        budgets[name] = default.replace(f"{source} [budget.{name}]", **sub)
+    return budgets
+
+
+def load_budgets(path: str | Path) -> dict[str, Budget]:
+    """Read budgets from ``pyproject.toml`` (``[tool.squeezelab.budget]``) or a budget file.
+
+    A budget file may hold the same ``[tool.squeezelab.budget]`` table, a
+    ``[budget]`` table, or the keys at its top level.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BudgetError(f"budget file {str(path)!r} not found; create it or pass --compress-budget=PATH.")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BudgetError(f"budget file {str(path)!r} is not valid TOML: {exc}.") from exc
+    table = data.get("tool", {}).get("squeezelab", {}).get("budget")
+    if table is None and path.name == "pyproject.toml":
+        raise BudgetError(
+            f"{str(path)!r} has no [tool.squeezelab.budget] table; add one (e.g. max_accuracy_drop = 0.01) "
+            "or pass --compress-budget=PATH."
+        )
+    if table is None:
+        table = data.get("budget", data)
+    return budgets_from_table(table, str(path))

@@ -1,0 +1,110 @@
+"""The ``compress_budget`` fixture object: measure a baseline and a candidate, judge them.
+
+    def test_int8_model_fits_the_budget(compress_budget):
+        model, split = squeezelab.default_model("cnn")
+        int8 = squeezelab.compress(model, squeezelab.Recipe(runtime=squeezelab.Int8Static()), ...)
+        compress_budget.check(model, int8, data=split.test)
+
+Baseline and candidate may be PyTorch models, ``Compressed`` results or
+``Metrics``. Models and results are measured together by the engine (paired
+accuracy, interleaved latency); two ``Metrics`` measured elsewhere are
+compared as given (point accuracy, latency ratio of separate runs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from squeezelab.checks.budget import Budget, BudgetError
+from squeezelab.checks.verdict import Verdict, judge
+from squeezelab.engine.metrics import Metrics, top1_accuracy
+from squeezelab.engine.paired import PairedMetrics, measure_pair
+
+__all__ = ["BudgetGate", "pair_from_metrics"]
+
+
+def pair_from_metrics(baseline: Metrics, candidate: Metrics) -> PairedMetrics:
+    """A ``PairedMetrics`` from two separately measured ``Metrics`` (no paired statistics)."""
+    drop = None
+    if baseline.accuracy is not None and candidate.accuracy is not None:
+        drop = baseline.accuracy - candidate.accuracy
+    return PairedMetrics(
+        baseline=baseline,
+        candidate=candidate,
+        n_samples=min(baseline.n_samples, candidate.n_samples),
+        accuracy_drop=drop,
+        drop_std_error=None,
+        discordant=None,
+        speedup=baseline.latency_ms / candidate.latency_ms,
+        latency_rounds=min(baseline.latency_repeats, candidate.latency_repeats),
+    )
+
+
+class BudgetGate:
+    """What the ``compress_budget`` fixture returns."""
+
+    def __init__(
+        self,
+        budgets: dict[str, Budget],
+        *,
+        name: str | None,
+        overrides: dict[str, Any],
+        record: Callable[[Verdict], None],
+    ) -> None:
+        self._budgets = budgets
+        self._name = name or "default"
+        self._overrides = overrides
+        self._record = record
+
+    def budget_for(self, name: str | None = None) -> Budget:
+        """The budget in force: the named (or default) one with the marker's overrides."""
+        name = name or self._name
+        if name not in self._budgets:
+            raise BudgetError(
+                f"no budget named {name!r}; defined: {', '.join(sorted(self._budgets))}. "
+                f"Add [tool.squeezelab.budget.{name}] to the budget file."
+            )
+        return self._budgets[name].replace("@pytest.mark.compress_budget", **self._overrides)
+
+    @property
+    def budget(self) -> Budget:
+        return self.budget_for()
+
+    def check(
+        self,
+        baseline: Any,
+        candidate: Any,
+        data: Any = None,
+        *,
+        name: str | None = None,
+        metric: Callable = top1_accuracy,
+        example_inputs: Any = None,
+    ) -> Verdict:
+        """Measure both the same way, judge the candidate, fail the test if the budget is broken."""
+        budget = self.budget_for(name)
+        if isinstance(baseline, Metrics) and isinstance(candidate, Metrics):
+            pair = pair_from_metrics(baseline, candidate)
+        elif isinstance(baseline, Metrics) or isinstance(candidate, Metrics):
+            raise BudgetError(
+                "pass baseline and candidate both as Metrics, or both as models / Compressed results "
+                "(then they are measured together)."
+            )
+        else:
+            pair = measure_pair(
+                baseline,
+                candidate,
+                data,
+                metric=metric,
+                example_inputs=example_inputs,
+                batch_size=budget.latency_batch_size,
+                repeats=budget.latency_rounds,
+                threads=budget.threads,
+            )
+        verdict = judge(pair, budget, budget_name=name or self._name)
+        self._record(verdict)
+        if not verdict.passed:
+            pytest.fail(verdict.failure_message(), pytrace=False)
+        return verdict
