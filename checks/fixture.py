@@ -20,6 +20,7 @@ import pytest
 
 from squeezelab.checks.budget import Budget, BudgetError
 from squeezelab.checks.verdict import Verdict, judge
+from squeezelab.engine.errors import SqueezeError
 from squeezelab.engine.metrics import Metrics, top1_accuracy
 from squeezelab.engine.paired import PairedMetrics, measure_pair
 
@@ -41,6 +42,15 @@ def pair_from_metrics(baseline: Metrics, candidate: Metrics) -> PairedMetrics:
         speedup=baseline.latency_ms / candidate.latency_ms,
         latency_rounds=min(baseline.latency_repeats, candidate.latency_repeats),
     )
+
+
+def _label(model: Any) -> str:
+    """How a baseline or candidate is named in messages."""
+    from torch import nn
+
+    if isinstance(model, nn.Module):
+        return f"{type(model).__name__} (fp32 ONNX)"
+    return model.label if isinstance(model, Metrics) else model.recipe.label
 
 
 class BudgetGate:
@@ -84,6 +94,18 @@ class BudgetGate:
         example_inputs: Any = None,
     ) -> Verdict:
         """Measure both the same way, judge the candidate, fail the test if the budget is broken."""
+        try:
+            verdict = self._measure_and_judge(baseline, candidate, data, name, metric, example_inputs)
+        except SqueezeError as exc:  # bad input: a clear failure, not a traceback from the plugin
+            pytest.fail(f"compress budget check could not run: {exc}", pytrace=False)
+        self._record(verdict)
+        if not verdict.passed:
+            pytest.fail(verdict.failure_message(), pytrace=False)
+        return verdict
+
+    def _measure_and_judge(
+        self, baseline: Any, candidate: Any, data: Any, name: str | None, metric: Callable, example_inputs: Any
+    ) -> Verdict:
         budget = self.budget_for(name)
         if isinstance(baseline, Metrics) and isinstance(candidate, Metrics):
             pair = pair_from_metrics(baseline, candidate)
@@ -103,8 +125,4 @@ class BudgetGate:
                 repeats=budget.latency_rounds,
                 threads=budget.threads,
             )
-        verdict = judge(pair, budget, budget_name=name or self._name)
-        self._record(verdict)
-        if not verdict.passed:
-            pytest.fail(verdict.failure_message(), pytrace=False)
-        return verdict
+        return judge(pair, budget, budget_name=name or self._name, labels=(_label(baseline), _label(candidate)))

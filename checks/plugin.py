@@ -215,10 +215,14 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr = terminalreporter
     tr.section("compress budget")
     tr.write_line(f"budget: {state.source}")
+    tr.write_line("judged = the value each gate compared: for accuracy, a one-sided confidence bound on the paired drop")
     if not state.results:
         tr.write_line("no gated checks ran")
         return
-    header = f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'limit':>13s} {'headroom':>11s}  result"
+    header = (
+        f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'judged':>11s} "
+        f"{'limit':>13s} {'headroom':>11s}  result"
+    )
     tr.write_line(header)
     failed = 0
     for result in sorted(state.results, key=lambda r: r["test"]):
@@ -229,7 +233,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             test = result["test"] if len(result["test"]) <= 50 else "..." + result["test"][-47:]
             tr.write_line(
                 f"{test:50s} {result['budget_name']:10s} {fig['name']:24s} {fig['value']:11.4f} "
-                f"{op} {fig['limit']:10.4f} {fig['headroom']:11.4f}  {ok}",
+                f"{fig['judged']:11.4f} {op} {fig['limit']:10.4f} {fig['headroom']:11.4f}  {ok}",
                 red=not fig["passed"],
                 green=fig["passed"],
             )

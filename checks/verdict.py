@@ -46,7 +46,8 @@ class Figure:
             rel = f"{self.op} {word} {_fmt(self.limit)} (headroom {_fmt(self.headroom)}"
         else:
             bad = ">" if self.op == "<=" else "<"
-            rel = f"{bad} {word} {_fmt(self.limit)} (over by {_fmt(-self.headroom)}"
+            over = self.value - self.limit if self.op == "<=" else self.limit - self.value
+            rel = f"{bad} {word} {_fmt(self.limit)} (over by {_fmt(over)}"
         extra = f", {self.note}" if self.note else ""
         return f"{self.name} {shown} {rel}{extra})"
 
@@ -84,15 +85,26 @@ class Verdict:
         return {**asdict(self), "passed": self.passed}
 
 
-def judge(pair: PairedMetrics, budget: Budget, *, budget_name: str = "default") -> Verdict:
-    """Compare measured figures with the budget's limits."""
+def judge(
+    pair: PairedMetrics,
+    budget: Budget,
+    *,
+    budget_name: str = "default",
+    labels: tuple[str, str] | None = None,
+) -> Verdict:
+    """Compare measured figures with the budget's limits.
+
+    ``labels`` names baseline and candidate in messages (default: their recipe labels).
+    """
     base, cand = pair.baseline, pair.candidate
     figures: list[Figure] = []
     pct = f"{budget.confidence:.0%}"
 
     def upper_limit(name: str, value: float, limit: float, judged: float | None = None, note: str = "") -> None:
+        # The gate compares `judged` (a confidence bound where there is one); headroom follows it,
+        # so its sign always agrees with the verdict.
         judged = value if judged is None else judged
-        figures.append(Figure(name, value, limit, "<=", judged <= limit, limit - value, judged, note))
+        figures.append(Figure(name, value, limit, "<=", judged <= limit, limit - judged, judged, note))
 
     def lower_limit(name: str, value: float, limit: float, note: str = "") -> None:
         figures.append(Figure(name, value, limit, ">=", value >= limit, value - limit, value, note))
@@ -146,8 +158,8 @@ def judge(pair: PairedMetrics, budget: Budget, *, budget_name: str = "default") 
         figures.append(Figure("executable", float(ok), 1.0, ">=", ok, float(ok) - 1.0, float(ok)))
     return Verdict(
         budget_name=budget_name,
-        baseline=base.label,
-        candidate=cand.label,
+        baseline=labels[0] if labels else base.label,
+        candidate=labels[1] if labels else cand.label,
         executable=cand.executable,
         n_samples=pair.n_samples,
         figures=tuple(figures),

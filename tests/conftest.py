@@ -11,6 +11,15 @@ import torch
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
+pytest_plugins = ["pytester"]
+
+# pytester runs pytest in-process and restores sys.modules after each run. Extension modules
+# (onnx, onnxruntime, torch, scikit-learn) cannot be imported twice in one process, so they are
+# imported here, outside any pytester run, and stay loaded.
+import onnx  # noqa: E402, F401
+import onnxruntime  # noqa: E402, F401
+import sklearn  # noqa: E402, F401
+
 
 def state_hash(model: torch.nn.Module) -> str:
     """SHA-256 over every tensor of a state_dict: equal hashes mean an unchanged model."""

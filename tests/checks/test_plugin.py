@@ -1,0 +1,298 @@
+"""The pytest plugin, run in-process with pytester: gates, budgets, output, xdist."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+# Metrics with exact figures, so each gate can be put just inside or just outside its limit.
+HELPERS = '''
+import pytest
+from squeezelab.engine.metrics import Metrics
+
+def _make(acc=0.95, size=1_000_000, ms=5.0, executable=True, label="int8", n=1000):
+    return Metrics(label=label, accuracy=acc, metric="top1_accuracy", n_samples=n, size_bytes=size,
+                   latency_ms=ms, latency_batch_size=1, latency_repeats=30, threads=1,
+                   runtime="onnxruntime", sparsity=0.0, bits=8, executable=executable)
+
+@pytest.fixture
+def make():
+    return _make
+
+@pytest.fixture
+def base():
+    return _make(acc=0.95, size=4_000_000, ms=10.0, label="fp32")
+'''
+
+
+def _project(pytester: pytest.Pytester, budget: str, test: str) -> None:
+    pytester.makepyprojecttoml("[tool.squeezelab.budget]\n" + budget)
+    pytester.makeconftest(HELPERS)
+    pytester.makepyfile(test_gate=test)
+
+
+def _check(candidate: str) -> str:
+    return f"def test_gate(compress_budget, base, make):\n    compress_budget.check(base, make({candidate}))\n"
+
+
+CASES = [
+    # budget line, candidate that passes, candidate that fails, words of the failure
+    ("max_accuracy_drop = 0.01", "acc=0.945", "acc=0.93", "accuracy_drop 0.0200 > max 0.0100 (over by 0.0100, n=1000)"),
+    ("max_relative_accuracy_drop = 0.01", "acc=0.945", "acc=0.93", "relative_accuracy_drop 0.0211 > max 0.0100"),
+    ("max_size_mb = 2.0", "size=1_500_000", "size=2_500_000", "size_mb 2.5000 > max 2.0000 (over by 0.5000, 2,500,000 bytes)"),
+    ("min_compression = 4.0", "size=1_000_000", "size=2_000_000", "compression 2.0000 < min 4.0000 (over by 2.0000"),
+    ("min_speedup = 1.5", "ms=5.0", "ms=8.0", "speedup 1.2500 < min 1.5000 (over by 0.2500"),
+    ("max_latency_ms = 6", "ms=5.0", "ms=8.0", "latency_ms 8.0000 > max 6.0000"),
+    ("require_executable = true", "executable=True", "executable=False", "candidate is SIMULATED"),
+]
+
+
+@pytest.mark.parametrize(("budget", "good", "bad", "words"), CASES, ids=[c[0].split()[0] for c in CASES])
+def test_each_gate_passes_inside_and_fails_outside_its_limit(pytester, budget, good, bad, words):
+    _project(pytester, budget, _check(good) + "\n\n" + _check(bad).replace("test_gate", "test_gate_bad"))
+    result = pytester.runpytest("--compress-budget", "-p", "no:randomly")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([f"*{words}*"])
+    assert "Traceback" not in result.stdout.str() and "plugin.py" not in result.stdout.str()
+
+
+def test_bad_input_to_check_fails_cleanly(pytester):
+    test = (
+        "def test_no_data(compress_budget, base, make):\n"
+        "    import torch\n"
+        "    compress_budget.check(torch.nn.Linear(4, 2), torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4))\n"
+        "\n\ndef test_mixed(compress_budget, base):\n"
+        "    import torch\n"
+        "    compress_budget.check(base, torch.nn.Linear(4, 2))\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(
+        [
+            "*compress budget check could not run: the budget gates accuracy but no data was given*",
+            "*compress budget check could not run: pass baseline and candidate both as Metrics*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_improvement_never_fails(pytester):
+    _project(pytester, "max_accuracy_drop = 0.0\nmin_speedup = 1.0\n", _check("acc=0.99, ms=2.0"))
+    pytester.runpytest("--compress-budget").assert_outcomes(passed=1)
+
+
+def test_marker_overrides_the_file(pytester):
+    test = (
+        "@pytest.mark.compress_budget(max_accuracy_drop=0.05)\n" + _check("acc=0.93")
+        + "\n\ndef test_unmarked(compress_budget, base, make):\n    compress_budget.check(base, make(acc=0.93))\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.001\n", "import pytest\n" + test)
+    pytester.runpytest("--compress-budget").assert_outcomes(passed=1, failed=1)
+
+
+def test_named_budgets_inherit_and_override(pytester):
+    budget = "max_size_mb = 1.0\nmin_compression = 2.0\n\n[tool.squeezelab.budget.big]\nmax_size_mb = 10.0\n"
+    test = (
+        "@pytest.mark.compress_budget(name='big')\n" + _check("size=1_500_000").replace("test_gate", "test_marked")
+        + "\n\ndef test_by_argument(compress_budget, base, make):\n"
+        "    v = compress_budget.check(base, make(size=1_500_000), name='big')\n"
+        "    assert v.budget['min_compression'] == 2.0 and v.budget_name == 'big'\n"
+        "\n\ndef test_default(compress_budget, base, make):\n    compress_budget.check(base, make(size=1_500_000))\n"
+    )
+    _project(pytester, budget, "import pytest\n" + test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*compress budget 'default' broken*", "*size_mb 1.5000 > max 1.0000*"])
+
+
+@pytest.mark.parametrize(
+    ("budget", "words"),
+    [
+        ("max_acuracy_drop = 0.01", "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop, "),
+        ("max_size_mb = 'big'", "max_size_mb = 'big' must be a number, not str"),
+        ("max_accuracy_drop = -0.01", "max_accuracy_drop = -0.01 must be >= 0"),
+        ("min_speedup = 0", "min_speedup = 0 must be > 0"),
+        ("require_executable = 1", "require_executable = 1 must be true or false"),
+    ],
+    ids=["unknown-key", "wrong-type", "negative", "zero-speedup", "not-bool"],
+)
+def test_bad_budgets_are_usage_errors_at_start_up(pytester, budget, words):
+    _project(pytester, budget, _check("acc=0.95"))
+    result = pytester.runpytest("--compress-budget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{words}*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_malformed_budget_file(pytester):
+    _project(pytester, "max_size_mb = 1.0\n", _check("acc=0.95"))
+    pytester.makefile(".toml", broken="max_size_mb = [\n")
+    result = pytester.runpytest("--compress-budget=broken.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budget file*broken.toml* is not valid TOML*"])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_missing_budget_file_and_missing_table(pytester):
+    _project(pytester, "max_size_mb = 1.0\n", _check("acc=0.95"))
+    result = pytester.runpytest("--compress-budget=nowhere.toml")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*budget file*nowhere.toml* not found*"])
+    pytester.makepyprojecttoml("[tool.other]\nx = 1\n")
+    result = pytester.runpytest("--compress-budget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*has no [[]tool.squeezelab.budget[]] table*"])
+
+
+def test_another_budget_file_by_path(pytester):
+    _project(pytester, "max_size_mb = 0.1\n", _check("size=3_000_000"))
+    pytester.makefile(".toml", team_budget="[budget]\nmax_size_mb = 5.0\n")
+    pytester.runpytest("--compress-budget=team_budget.toml").assert_outcomes(passed=1)
+    pytester.runpytest("--compress-budget").assert_outcomes(failed=1)
+
+
+def test_bad_marker_arguments_are_usage_errors(pytester):
+    test = "import pytest\n@pytest.mark.compress_budget(max_size=1)\n" + _check("acc=0.95")
+    _project(pytester, "max_size_mb = 1.0\n", test)
+    result = pytester.runpytest("--compress-budget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*compress_budget mark can't have 'max_size' keyword argument*"])
+    test = "import pytest\n@pytest.mark.compress_budget(name='nope')\n" + _check("acc=0.95")
+    pytester.makepyfile(test_gate=test)
+    result = pytester.runpytest("--compress-budget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no budget named 'nope'*defined: default*"])
+
+
+def test_without_the_flag_gated_tests_are_skipped_with_the_way_to_enable_them(pytester):
+    test = (
+        "import pytest\n" + _check("acc=0.5")
+        + "\n\n@pytest.mark.compress_budget(max_size_mb=1)\ndef test_marked_only():\n    pass\n"
+        + "\n\ndef test_plain():\n    pass\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["*compress budget gates are off: run `pytest --compress-budget`*"])
+
+
+def test_bare_flag_does_not_swallow_the_test_path(pytester):
+    _project(pytester, "max_size_mb = 2.0\n", "def test_outside():\n    assert False\n")
+    sub = pytester.mkdir("gated")
+    (sub / "test_inside.py").write_text(_check("size=1_000_000"))
+    result = pytester.runpytest("--compress-budget", "gated")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*budget: *pyproject.toml", "*1 gated check(s)*"])
+
+
+def test_summary_json_report_and_junit_properties(pytester):
+    test = _check("size=1_000_000") + "\n\n" + _check("size=3_000_000").replace("test_gate", "test_gate_bad")
+    _project(pytester, "max_size_mb = 2.0\nmin_compression = 2.0\n", test)
+    result = pytester.runpytest("--compress-budget", "--compress-budget-report=out/budget.json", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= compress budget =*",
+            "*test_gate.py::test_gate *default*size_mb*1.0000*1.0000 <=*2.0000*1.0000  pass",
+            "*test_gate.py::test_gate_bad *default*size_mb*3.0000*3.0000 <=*2.0000*-1.0000  FAIL",
+            "*2 gated check(s), 4 figure(s): 2 within budget, 2 over*",
+        ]
+    )
+    report = json.loads((pytester.path / "out" / "budget.json").read_text())
+    by_test = {c["test"]: c for c in report["checks"]}
+    assert by_test["test_gate.py::test_gate"]["passed"] is True
+    bad = by_test["test_gate.py::test_gate_bad"]
+    assert bad["passed"] is False and {f["name"] for f in bad["figures"]} == {"size_mb", "compression"}
+    assert bad["figures"][0]["limit"] == 2.0 and report["budget_source"].endswith("pyproject.toml")
+    properties = {
+        p.get("name"): p.get("value")
+        for p in ET.parse(pytester.path / "junit.xml").getroot().iter("property")
+    }
+    assert float(properties["compress_budget.default.size_mb"]) in (1.0, 3.0)
+    assert "compress_budget.default.compression" in properties
+
+
+def test_works_under_xdist(pytester):
+    tests = "\n\n".join(_check(f"size={s}").replace("test_gate", f"test_gate_{i}") for i, s in enumerate([1_000_000, 1_500_000, 3_000_000]))
+    _project(pytester, "max_size_mb = 2.0\n", tests)
+    result = pytester.runpytest("--compress-budget", "-n", "2", "--compress-budget-report=x.json")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*3 gated check(s), 3 figure(s): 2 within budget, 1 over*"])
+    assert len(json.loads((pytester.path / "x.json").read_text())["checks"]) == 3
+
+
+# --------------------------------------------------------------------------- real models, paired statistics
+
+PAIRED = '''
+import numpy as np
+import pytest
+import torch
+
+
+class Pick(torch.nn.Module):
+    """Logits are features 1..4; for samples whose index (feature 0) is below k they are negated."""
+
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        out = x[:, 1:5]
+        if self.k:
+            wrong = (x[:, :1] < self.k).float()
+            out = out * (1 - 2 * wrong)
+        return out
+
+
+@pytest.fixture
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)).astype(np.float32)
+    x[:, 0] = np.arange(400)
+    return x, x[:, 1:5].argmax(1)
+
+
+@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3)
+def test_paired(compress_budget, data):
+    compress_budget.check(Pick(0), Pick(6), data=data)
+
+
+@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3, confidence=0)
+def test_strict(compress_budget, data):
+    compress_budget.check(Pick(0), Pick(6), data=data)
+'''
+
+
+def test_paired_bound_tolerates_noise_and_strict_mode_does_not(pytester):
+    """6 of 400 samples lost: drop 0.015 over a 0.01 limit, but its 95% lower bound is 0.005."""
+    pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_size_mb = 1.0\n")
+    pytester.makepyfile(test_gate_paired=PAIRED)
+    result = pytester.runpytest("--compress-budget", "--compress-budget-report=r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    checks = {c["test"]: c for c in json.loads((pytester.path / "r.json").read_text())["checks"]}
+    drop = checks["test_gate_paired.py::test_paired"]["figures"][0]
+    assert drop["name"] == "accuracy_drop" and drop["value"] == pytest.approx(0.015)
+    assert drop["judged"] == pytest.approx(0.015 - 1.6448536 * (6 / 400 * 394 / 399) ** 0.5 / 20, abs=1e-6)
+    assert checks["test_gate_paired.py::test_strict"]["figures"][0]["judged"] == pytest.approx(0.015)
+    result.stdout.fnmatch_lines(
+        [
+            "*compress budget 'default' broken by Pick (fp32 ONNX) (executable) vs Pick (fp32 ONNX)*",
+            "*accuracy_drop 0.0150 > max 0.0100 (over by 0.0050, n=400)*",
+            "*test_gate_paired.py::test_paired *accuracy_drop*0.0150*0.0050 <=*0.0100*0.0050  pass",
+        ]
+    )
+
+
+def test_verdict_is_identical_across_runs(pytester):
+    pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_size_mb = 1.0\n")
+    pytester.makepyfile(test_gate_paired=PAIRED)
+    verdicts = set()
+    for i in range(5):
+        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", "test_gate_paired.py::test_paired")
+        result.assert_outcomes(passed=1)
+        (check,) = json.loads((pytester.path / f"r{i}.json").read_text())["checks"]
+        verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["passed"]) for f in check["figures"]]]))
+    assert len(verdicts) == 1
