@@ -11,6 +11,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
+    "prune": "squeezelab.engine.pruning",
+    "prune_": "squeezelab.engine.pruning",
+    "bake_masks_": "squeezelab.engine.pruning",
+    "MagnitudePruning": "squeezelab.engine.recipe",
+    "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
     "Compressed": "squeezelab.engine.compressed",
     "compress": "squeezelab.engine.compressed",
@@ -67,6 +72,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers see the real imports
+    from squeezelab.engine.pruning import bake_masks_, prune, prune_
+    from squeezelab.engine.recipe import MagnitudePruning, NMPruning
     from squeezelab.engine.artifact import load_packed
     from squeezelab.engine.compressed import Compressed, compress
     from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
@@ -106,6 +113,11 @@ if TYPE_CHECKING:  # static analysers see the real imports
 
 __all__ = [
     "Recipe",
+    "MagnitudePruning",
+    "NMPruning",
+    "prune",
+    "prune_",
+    "bake_masks_",
     "LinearQuantization",
     "KMeansQuantization",
     "FixedPoint",

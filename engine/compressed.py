@@ -36,7 +36,8 @@ from squeezelab.engine.errors import (
 )
 from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
-from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, default_filter, encode_model
+from squeezelab.engine.pruning import weight_sparsity
+from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
 from squeezelab.engine.recipe import Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
@@ -136,16 +137,6 @@ def _calibration_feeds(data: Any, example: tuple[torch.Tensor, ...]) -> list[dic
     return [{"input": np.ascontiguousarray(x[i : i + step])} for i in range(0, len(x), step)]
 
 
-def _sparsity(model: nn.Module) -> float:
-    zeros = total = 0
-    for fqn, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and default_filter(module, fqn):
-            zeros += int((weight == 0).sum())
-            total += weight.numel()
-    return zeros / total if total else 0.0
-
-
 def _provider_name(provider: str | tuple[str, dict]) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
@@ -208,7 +199,7 @@ class Compressed:
 
     @property
     def sparsity(self) -> float:
-        return _sparsity(self.model)
+        return weight_sparsity(self.model)
 
     @property
     def runtime_name(self) -> str:
@@ -374,10 +365,10 @@ def compress(
     recipe = Recipe() if recipe is None else recipe
     if not isinstance(recipe, Recipe):
         raise ConfigError(f"recipe must be a squeezelab Recipe, got {type(recipe).__name__}.")
-    if filter_fn is not None and recipe.runtime.onnx:
+    if filter_fn is not None and recipe.runtime.onnx and recipe.pruning is None:
         raise ConfigError(
-            "filter_fn chooses layers for simulated quantization; ONNX Runtime's int8 and float16 "
-            "conversions apply to the whole graph. Use runtime=Simulated() with filter_fn."
+            "filter_fn chooses layers for pruning and simulated quantization; ONNX Runtime's int8 and "
+            "float16 conversions apply to the whole graph. Use runtime=Simulated() with filter_fn."
         )
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"exporter={exporter!r}; use 'torchscript' (default) or 'dynamo'.")
@@ -390,8 +381,11 @@ def compress(
     if isinstance(recipe.runtime, Int8Static):
         feeds = _calibration_feeds(calibration_data, inputs)
 
-    if recipe.pruning is not None:  # pragma: no cover - no pruning config exists yet
-        raise ConfigError(f"pruning {recipe.pruning.label} is not implemented in this version.")
+    if recipe.pruning is not None:
+        from squeezelab.engine.pruning import bake_masks_, prune_
+
+        prune_(work, recipe.pruning, filter_fn=filter_fn)
+        bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
         encoded = encode_model(work, recipe.quantization, filter_fn=filter_fn)

@@ -38,6 +38,8 @@ __all__ = [
     "FixedPoint",
     "Float16",
     "PruningConfig",
+    "MagnitudePruning",
+    "NMPruning",
     "Runtime",
     "Onnx",
     "Int8Dynamic",
@@ -259,11 +261,66 @@ class Float16(QuantizationConfig):
 
 
 class PruningConfig(_Config):
-    """Base of the pruning steps (the methods themselves arrive with the pruning issue)."""
+    """Base of the pruning steps."""
 
     @property
     def label(self) -> str:  # pragma: no cover
         raise NotImplementedError
+
+
+_SCOPES = ("layer", "global")
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class MagnitudePruning(PruningConfig):
+    """Unstructured pruning: zero the smallest-magnitude weights.
+
+    Args:
+        sparsity: fraction of weights set to zero, in [0, 1).
+        scope: ``"layer"`` (each layer to ``sparsity``) or ``"global"``
+            (one threshold over all chosen layers; layers end up uneven).
+    """
+
+    sparsity: float
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        s = self.sparsity
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
+            raise ConfigError(
+                f"MagnitudePruning: sparsity={s!r} must be a number in [0, 1) (0.9 = 90% of weights zero)."
+            )
+        if self.scope not in _SCOPES:
+            raise ConfigError(f"MagnitudePruning: scope={self.scope!r}; use 'layer' or 'global'.")
+
+    @property
+    def label(self) -> str:
+        return f"magnitude{self.sparsity:.0%}-{self.scope}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class NMPruning(PruningConfig):
+    """Semi-structured N:M sparsity: keep the ``n`` largest of every ``m`` consecutive weights.
+
+    Groups run along the input dimension of each output row (``in_features``,
+    or ``in_channels x kh x kw`` for a convolution), as sparse tensor cores
+    expect for 2:4. Layers whose row length is not a multiple of ``m`` are left dense.
+    """
+
+    n: int = 2
+    m: int = 4
+
+    def __post_init__(self) -> None:
+        _check_int("NMPruning", "m", self.m, 1, 1024)
+        _check_int("NMPruning", "n", self.n, 1, 1024)
+        if self.n > self.m:
+            raise ConfigError(f"NMPruning: n={self.n} > m={self.m}; keep n of every m weights, n <= m.")
+
+    @property
+    def label(self) -> str:
+        return f"{self.n}:{self.m}-sparse"
 
 
 # --------------------------------------------------------------------------- calibration

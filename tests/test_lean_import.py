@@ -29,6 +29,11 @@ def test_using_the_engine_loads_torch_but_not_onnxruntime():
 def test_public_names_resolve():
     import squeezelab as sl
 
+    import types
+
     missing = [name for name in sl.__all__ if not hasattr(sl, name)]
     assert missing == []
+    # A submodule named like the function it holds would shadow it in a lazy package.
+    modules = [name for name in sl.__all__ if isinstance(getattr(sl, name), types.ModuleType)]
+    assert modules == []
     assert issubclass(sl.CalibrationError, sl.SqueezeError)

@@ -1,0 +1,141 @@
+"""Unstructured and N:M pruning with masks applied through ``torch.nn.utils.parametrize``.
+
+``prune(model, config)`` returns a pruned copy; ``prune_(model, config)``
+prunes in place. The weights stay dense tensors: a mask parametrization
+multiplies each chosen weight by a 0/1 mask, so fine-tuning keeps pruned
+weights at zero. ``bake_masks_(model)`` writes the masked values into plain
+weights and removes the parametrizations (for export, or saving).
+
+The sparsity is exact: magnitude pruning zeros ``round(sparsity * n)``
+weights of each layer (layer scope) or of all chosen layers together (global
+scope), ties broken by position, so the count never depends on ties.
+
+Examples:
+    >>> import torch
+    >>> from squeezelab.engine.recipe import MagnitudePruning
+    >>> layer = torch.nn.Linear(10, 10)
+    >>> pruned = prune(layer, MagnitudePruning(sparsity=0.3))
+    >>> int((pruned.weight == 0).sum())
+    30
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from squeezelab.engine.errors import ConfigError, ModelError
+from squeezelab.engine.quantize_model import FilterFn, default_filter
+from squeezelab.engine.recipe import MagnitudePruning, NMPruning, PruningConfig
+
+__all__ = ["WeightMask", "prune", "prune_", "bake_masks_", "weight_sparsity", "magnitude_masks", "nm_mask"]
+
+
+class WeightMask(nn.Module):
+    """Parametrization ``weight -> weight * mask`` (the mask is a buffer, saved with the model)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", mask)
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask
+
+
+def _chosen(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:
+    filter_fn = filter_fn or default_filter
+    return [
+        (fqn, m)
+        for fqn, m in model.named_modules()
+        if isinstance(getattr(m, "weight", None), torch.Tensor) and filter_fn(m, fqn)
+    ]
+
+
+def _keep_mask(scores: torch.Tensor, n_zero: int) -> torch.Tensor:
+    """1 everywhere except the ``n_zero`` lowest scores (ties broken by position: stable sort)."""
+    flat = scores.reshape(-1)
+    mask = torch.ones_like(flat)
+    if n_zero > 0:
+        order = torch.sort(flat, stable=True).indices
+        mask[order[:n_zero]] = 0.0
+    return mask.reshape(scores.shape)
+
+
+def magnitude_masks(weights: list[torch.Tensor], sparsity: float, scope: str) -> list[torch.Tensor]:
+    """0/1 masks zeroing the smallest |w|: ``round(sparsity * n)`` per tensor, or over all together."""
+    if scope == "layer":
+        return [_keep_mask(w.detach().abs(), round(sparsity * w.numel())) for w in weights]
+    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights])
+    mask = _keep_mask(flat, round(sparsity * flat.numel()))
+    parts = torch.split(mask, [w.numel() for w in weights])
+    return [part.reshape(w.shape) for part, w in zip(parts, weights)]
+
+
+def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor | None:
+    """Keep the ``n`` largest |w| of every ``m`` consecutive weights of each output row.
+
+    ``None`` when the row length is not a multiple of ``m`` (the layer stays dense).
+    """
+    rows = weight.detach().reshape(weight.shape[0], -1)  # (out, in * kh * kw)
+    if rows.shape[1] % m:
+        return None
+    groups = rows.abs().reshape(rows.shape[0], -1, m)  # (out, in / m, m)
+    keep = torch.topk(groups, n, dim=-1).indices
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
+    return mask.reshape(weight.shape)
+
+
+def prune_(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> None:
+    """Prune ``model`` in place: register a mask parametrization on each chosen weight."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    layers = _chosen(model, filter_fn)
+    if not layers:
+        raise ConfigError("no layer to prune: the model has no Linear/Conv layer the filter accepts.")
+    if isinstance(config, MagnitudePruning):
+        masks = magnitude_masks([m.weight for _, m in layers], config.sparsity, config.scope)
+    elif isinstance(config, NMPruning):
+        masks = [nm_mask(m.weight, config.n, config.m) for _, m in layers]
+        if all(mask is None for mask in masks):
+            raise ConfigError(
+                f"{config.label}: no layer has rows whose length is a multiple of m={config.m}; "
+                f"row lengths: {sorted({m.weight[0].numel() for _, m in layers})}."
+            )
+    else:
+        raise ConfigError(f"config={config!r} is not a pruning config; use MagnitudePruning(...) or NMPruning(...).")
+    for (_, module), mask in zip(layers, masks):
+        if mask is None:
+            continue
+        if parametrize.is_parametrized(module, "weight"):
+            # Pruning twice keeps both masks: the new mask is computed on the masked weight.
+            mask = mask * module.parametrizations.weight[0].mask
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        parametrize.register_parametrization(module, "weight", WeightMask(mask.to(module.weight.dtype)))
+
+
+def prune(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> nn.Module:
+    """A pruned copy of ``model`` (masks as parametrizations); ``model`` is unchanged."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    out = copy.deepcopy(model)
+    prune_(out, config, filter_fn=filter_fn)
+    return out
+
+
+def bake_masks_(model: nn.Module) -> None:
+    """Replace every mask parametrization by a plain weight holding the masked values."""
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+
+
+def weight_sparsity(model: nn.Module, *, filter_fn: FilterFn | None = None) -> float:
+    """Fraction of exact zeros over the chosen layers' weights (masks applied)."""
+    zeros = total = 0
+    for _, module in _chosen(model, filter_fn):
+        zeros += int((module.weight == 0).sum())
+        total += module.weight.numel()
+    return zeros / total if total else 0.0
