@@ -13,7 +13,7 @@ from tests.conftest import state_hash
 
 
 def _weights(model):
-    return [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    return [m.weight.detach() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
 
 
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.5, 0.9, 0.97])
