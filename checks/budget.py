@@ -18,6 +18,7 @@ that names the key, the file and the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "min_speedup": (float, 0.0, False, None),
     "max_latency_ms": (float, 0.0, False, None),
     "require_executable": (bool, None, True, None),
-    "confidence": (float, 0.0, True, 0.9999),
+    "confidence": (float, 0.0, True, 0.9999),  # and 0 or >= 0.5: see _check_value
     "latency_batch_size": (int, 1, True, None),
     "latency_rounds": (int, 1, True, None),
     "threads": (int, 1, True, None),
@@ -124,6 +125,11 @@ def _check_value(key: str, value: Any, source: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         want = "a number" if kind is float else "an integer"
         raise BudgetError(f"{source}: {key} = {value!r} must be {want}, not {type(value).__name__}.")
+    if not math.isfinite(value):
+        raise BudgetError(f"{source}: {key} = {value!r} must be a finite number.")
+    if key == "confidence" and 0 < value < 0.5:
+        # Below 0.5 the bound would lie above the point value: stricter than no statistics at all.
+        raise BudgetError(f"{source}: confidence = {value!r} must be 0 (strict point comparison) or in [0.5, 0.9999].")
     if low is not None and (value < low or (value == low and not inclusive)):
         sign = ">=" if inclusive else ">"
         raise BudgetError(f"{source}: {key} = {value!r} must be {sign} {low:g}.")
@@ -142,6 +148,8 @@ def budgets_from_table(table: Any, source: str) -> dict[str, Budget]:
     named = {k: v for k, v in table.items() if isinstance(v, dict)}
     default = Budget().replace(source, **top)
     budgets = {"default": default}
+    if "default" in named:
+        raise BudgetError(f"{source}: 'default' is the name of the top-level budget; name the sub-table otherwise.")
     for name, sub in named.items():
         nested = [k for k, v in sub.items() if isinstance(v, dict)]
         if nested:
@@ -163,7 +171,9 @@ def load_budgets(path: str | Path) -> dict[str, Budget]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise BudgetError(f"budget file {str(path)!r} is not valid TOML: {exc}.") from exc
-    table = data.get("tool", {}).get("squeezelab", {}).get("budget")
+    tool = data.get("tool")
+    squeezelab = tool.get("squeezelab") if isinstance(tool, dict) else None
+    table = squeezelab.get("budget") if isinstance(squeezelab, dict) else None
     if table is None and path.name == "pyproject.toml":
         raise BudgetError(
             f"{str(path)!r} has no [tool.squeezelab.budget] table; add one (e.g. max_accuracy_drop = 0.01) "

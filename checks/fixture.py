@@ -39,7 +39,8 @@ def pair_from_metrics(baseline: Metrics, candidate: Metrics) -> PairedMetrics:
         accuracy_drop=drop,
         drop_std_error=None,
         discordant=None,
-        speedup=baseline.latency_ms / candidate.latency_ms,
+        # Separate runs, not interleaved; judge() refuses to gate speed on non-positive latencies.
+        speedup=baseline.latency_ms / candidate.latency_ms if candidate.latency_ms > 0 else float("nan"),
         latency_rounds=min(baseline.latency_repeats, candidate.latency_repeats),
     )
 

@@ -27,7 +27,8 @@ from squeezelab.checks.budget import BUDGET_KEYS, Budget, BudgetError, load_budg
 
 __all__ = ["SKIP_REASON", "STATE"]
 
-AUTO = "pyproject.toml"
+# What a bare --compress-budget means; angle brackets keep it from ever being a real path.
+AUTO = "<pyproject.toml>"
 SKIP_REASON = (
     "compress budget gates are off: run `pytest --compress-budget` (or --compress-budget=PATH) to enable them"
 )
@@ -48,6 +49,12 @@ class GateState:
 STATE = pytest.StashKey[GateState]()
 
 
+def _budget_path(value: str) -> str:
+    if not value.strip():
+        raise pytest.UsageError("--compress-budget= needs a path, e.g. --compress-budget=budget.toml")
+    return value
+
+
 def _report_path(value: str) -> str:
     if not value or value.endswith(("/", "\\")):
         raise pytest.UsageError(f"--compress-budget-report={value!r} must name a file, e.g. budget.json")
@@ -63,6 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         const=AUTO,
         default=None,
         metavar="PATH",
+        type=_budget_path,
         dest="compress_budget",
         help="turn on compression budget gates: [tool.squeezelab.budget] from pyproject.toml, "
         "or the budget file given as --compress-budget=PATH.",
@@ -97,51 +105,83 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     state = GateState(report_path=config.getoption("compress_budget_report"))
     value = config.getoption("compress_budget")
+    if value is None and state.report_path:
+        raise pytest.UsageError("--compress-budget-report needs --compress-budget (the gates are off).")
     if value is not None:
-        path = Path(config.rootpath) / AUTO if value == AUTO else Path(config.invocation_params.dir) / value
+        if value == AUTO:
+            path = Path(config.rootpath) / "pyproject.toml"
+        else:
+            path = Path(config.invocation_params.dir) / value
+            if path.is_dir() or path.suffix == ".py":
+                # Only reachable when the plugin was loaded too late to rewrite a bare flag.
+                raise pytest.UsageError(
+                    f"--compress-budget took {value!r}, a test path, as its budget file; write "
+                    "--compress-budget=FILE for a budget file, or put the flag after the test paths."
+                )
         try:
             state.budgets = load_budgets(path)
         except BudgetError as exc:
             raise pytest.UsageError(f"--compress-budget: {exc}") from None
         state.enabled, state.source = True, str(path)
     config.stash[STATE] = state
+    if not _is_xdist_worker(config):
+        config.pluginmanager.register(_Recorder(config, state), "squeezelab-compress-budget-recorder")
 
 
-def marker_settings(marker: pytest.Mark | None, where: str) -> tuple[str | None, dict[str, Any]]:
-    """``(budget name, limit overrides)`` from a ``compress_budget`` marker, validated."""
-    if marker is None:
-        return None, {}
-    if len(marker.args) > 1 or (marker.args and not isinstance(marker.args[0], str)):
-        raise BudgetError(f"{where}: compress_budget mark takes one positional argument, the budget name.")
-    kwargs = dict(marker.kwargs)
-    name = kwargs.pop("name", marker.args[0] if marker.args else None)
-    for key in kwargs:
-        if key not in BUDGET_KEYS:
-            raise BudgetError(
-                f"{where}: compress_budget mark can't have {key!r} keyword argument; "
-                f"valid: name, {', '.join(BUDGET_KEYS)}."
-            )
-    Budget().replace(f"{where}: compress_budget mark", **kwargs)  # types and ranges
+def marker_settings(item: pytest.Item) -> tuple[str | None, dict[str, Any]]:
+    """``(budget name, limit overrides)`` from the ``compress_budget`` markers of ``item``, validated.
+
+    Markers on a module, class and function merge; the closest one wins per key.
+    """
+    name: str | None = None
+    kwargs: dict[str, Any] = {}
+    for marker in reversed(list(item.iter_markers("compress_budget"))):  # farthest first
+        if len(marker.args) > 1 or (marker.args and not isinstance(marker.args[0], str)):
+            raise BudgetError(f"{item.nodeid}: compress_budget mark takes one positional argument, the budget name.")
+        these = dict(marker.kwargs)
+        name = these.pop("name", marker.args[0] if marker.args else name)
+        for key in these:
+            if key not in BUDGET_KEYS:
+                raise BudgetError(
+                    f"{item.nodeid}: compress_budget mark can't have {key!r} keyword argument; "
+                    f"valid: name, {', '.join(BUDGET_KEYS)}."
+                )
+        kwargs.update(these)
+    Budget().replace(f"{item.nodeid}: compress_budget mark", **kwargs)  # types and ranges
     return name, kwargs
+
+
+_MARK_ERROR = pytest.StashKey[str]()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     state = config.stash[STATE]
     skip = pytest.mark.skip(reason=SKIP_REASON)
     for item in items:
-        marker = item.get_closest_marker("compress_budget")
-        try:
-            name, _ = marker_settings(marker, item.nodeid)
-        except BudgetError as exc:
-            raise pytest.UsageError(str(exc)) from None
-        if state.enabled and name is not None and name not in state.budgets:
-            raise pytest.UsageError(
-                f"{item.nodeid}: no budget named {name!r} in {state.source}; "
-                f"defined: {', '.join(sorted(state.budgets))}."
-            )
-        gated = marker is not None or PROPERTY in getattr(item, "fixturenames", ())
-        if gated and not state.enabled:
+        gated = item.get_closest_marker("compress_budget") is not None or PROPERTY in getattr(item, "fixturenames", ())
+        if not gated:
+            continue
+        if not state.enabled:
             item.add_marker(skip)
+            continue
+        try:
+            name, _ = marker_settings(item)
+            if name is not None and name not in state.budgets:
+                raise BudgetError(
+                    f"{item.nodeid}: no budget named {name!r} in {state.source}; "
+                    f"defined: {', '.join(sorted(state.budgets))}."
+                )
+        except BudgetError as exc:
+            # Failing the test (not raising here) keeps the message clean under xdist, whose
+            # workers collect: an exception from this hook would crash a worker.
+            item.stash[_MARK_ERROR] = str(exc)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    error = item.stash.get(_MARK_ERROR, None)
+    if error is not None:
+        pytest.fail(error, pytrace=False)
 
 
 @pytest.fixture
@@ -152,7 +192,7 @@ def compress_budget(request: pytest.FixtureRequest) -> Any:
         pytest.skip(SKIP_REASON)
     from squeezelab.checks.fixture import BudgetGate  # imports the engine (torch) only now
 
-    name, overrides = marker_settings(request.node.get_closest_marker("compress_budget"), request.node.nodeid)
+    name, overrides = marker_settings(request.node)
 
     def record(verdict: Any) -> None:
         entry = {"test": request.node.nodeid, **verdict.to_dict()}
@@ -167,77 +207,63 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-@pytest.hookimpl
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    # Collected from reports, not from items, so results from xdist workers arrive too.
-    if report.when != "call":
-        return
-    config = _CONFIGS[-1] if _CONFIGS else None
-    if config is None or _is_xdist_worker(config):
-        return
-    state = config.stash.get(STATE, None)
-    if state is None or not state.enabled:
-        return
-    for key, value in report.user_properties:
-        if key == PROPERTY:
-            state.results.append(json.loads(value))
+class _Recorder:
+    """Collects verdicts from test reports (so xdist workers' results arrive too), then reports them."""
 
+    def __init__(self, config: pytest.Config, state: GateState) -> None:
+        self.config = config
+        self.state = state
 
-# pytest_runtest_logreport gets no config argument; remember the active one.
-_CONFIGS: list[pytest.Config] = []
+    @pytest.hookimpl
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call" or not self.state.enabled:
+            return
+        for key, value in report.user_properties:
+            if key == PROPERTY:
+                self.state.results.append(json.loads(value))
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        state = self.state
+        if state.enabled and state.report_path:
+            path = Path(self.config.invocation_params.dir) / state.report_path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload = {"budget_source": state.source, "checks": sorted(state.results, key=lambda r: r["test"])}
+            path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIGS.append(session.config)
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    config = session.config
-    state = config.stash.get(STATE, None)
-    if state is not None and state.enabled and state.report_path and not _is_xdist_worker(config):
-        path = Path(config.invocation_params.dir) / state.report_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"budget_source": state.source, "checks": sorted(state.results, key=lambda r: r["test"])}
-        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if config in _CONFIGS:
-        _CONFIGS.remove(config)
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    state = config.stash.get(STATE, None)
-    if state is None or not state.enabled or _is_xdist_worker(config):
-        return
-    tr = terminalreporter
-    tr.section("compress budget")
-    tr.write_line(f"budget: {state.source}")
-    tr.write_line("judged = the value each gate compared: for accuracy, a one-sided confidence bound on the paired drop")
-    if not state.results:
-        tr.write_line("no gated checks ran")
-        return
-    header = (
-        f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'judged':>11s} "
-        f"{'limit':>13s} {'headroom':>11s}  result"
-    )
-    tr.write_line(header)
-    failed = 0
-    for result in sorted(state.results, key=lambda r: r["test"]):
-        for fig in result["figures"]:
-            op = fig["op"]
-            ok = "pass" if fig["passed"] else "FAIL"
-            failed += not fig["passed"]
-            test = result["test"] if len(result["test"]) <= 50 else "..." + result["test"][-47:]
-            tr.write_line(
-                f"{test:50s} {result['budget_name']:10s} {fig['name']:24s} {fig['value']:11.4f} "
-                f"{fig['judged']:11.4f} {op} {fig['limit']:10.4f} {fig['headroom']:11.4f}  {ok}",
-                red=not fig["passed"],
-                green=fig["passed"],
-            )
-        kind = "executable" if result["executable"] else "SIMULATED"
-        tr.write_line(f"{'':50s} candidate {result['candidate']} ({kind}), n={result['n_samples']}")
-    total = sum(len(r["figures"]) for r in state.results)
-    tr.write_line(f"{len(state.results)} gated check(s), {total} figure(s): {total - failed} within budget, {failed} over")
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        state = self.state
+        if not state.enabled:
+            return
+        tr = terminalreporter
+        tr.section("compress budget")
+        tr.write_line(f"budget: {state.source}")
+        if not state.results:
+            tr.write_line("no gated checks ran")
+            return
+        tr.write_line(
+            "judged = the value each gate compared (for accuracy, a one-sided confidence bound on the "
+            "paired drop); headroom = limit - judged"
+        )
+        tr.write_line(
+            f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'judged':>11s} "
+            f"{'limit':>13s} {'headroom':>11s}  result"
+        )
+        failed = 0
+        for result in sorted(state.results, key=lambda r: r["test"]):
+            for fig in result["figures"]:
+                failed += not fig["passed"]
+                test = result["test"] if len(result["test"]) <= 50 else "..." + result["test"][-47:]
+                tr.write_line(
+                    f"{test:50s} {result['budget_name']:10s} {fig['name']:24s} {fig['value']:11.4f} "
+                    f"{fig['judged']:11.4f} {fig['op']} {fig['limit']:10.4f} {fig['headroom']:11.4f}  "
+                    f"{'pass' if fig['passed'] else 'FAIL'}",
+                    red=not fig["passed"],
+                    green=fig["passed"],
+                )
+            kind = "executable" if result["executable"] else "SIMULATED"
+            tr.write_line(f"{'':50s} candidate {result['candidate']} ({kind}), n={result['n_samples']}")
+        total = sum(len(r["figures"]) for r in state.results)
+        tr.write_line(
+            f"{len(state.results)} gated check(s), {total} figure(s): {total - failed} within budget, {failed} over"
+        )

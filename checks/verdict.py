@@ -8,6 +8,7 @@ Nothing here measures; an improvement never fails a gate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,12 +99,14 @@ def judge(
     """
     base, cand = pair.baseline, pair.candidate
     figures: list[Figure] = []
-    pct = f"{budget.confidence:.0%}"
+    pct = f"{budget.confidence * 100:g}%"
 
     def upper_limit(name: str, value: float, limit: float, judged: float | None = None, note: str = "") -> None:
         # The gate compares `judged` (a confidence bound where there is one); headroom follows it,
         # so its sign always agrees with the verdict.
         judged = value if judged is None else judged
+        if value > limit >= judged:
+            note += f"; point value over the limit but within sampling noise at {pct}"
         figures.append(Figure(name, value, limit, "<=", judged <= limit, limit - judged, judged, note))
 
     def lower_limit(name: str, value: float, limit: float, note: str = "") -> None:
@@ -113,9 +116,18 @@ def judge(
     if "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates:
         if pair.accuracy_drop is None:
             raise DataError(
-                "the budget gates accuracy but no data was given; pass data=(x, y) to "
-                "compress_budget.check(...) so both models are evaluated on it."
+                "the budget gates accuracy but there is no accuracy to judge: pass data=(x, y) to "
+                "compress_budget.check(...), or Metrics measured with data."
             )
+    if ("min_compression" in gates or "max_size_mb" in gates) and cand.size_bytes <= 0:
+        raise DataError(f"the candidate's size is {cand.size_bytes} bytes; a shipped model has at least one byte.")
+    if ("min_speedup" in gates or "max_latency_ms" in gates) and not (
+        base.latency_ms > 0 and cand.latency_ms > 0 and math.isfinite(pair.speedup)
+    ):
+        raise DataError(
+            f"latency must be positive to gate speed; got baseline {base.latency_ms!r} ms and "
+            f"candidate {cand.latency_ms!r} ms."
+        )
     if "max_accuracy_drop" in gates:
         bound = pair.drop_lower_bound(budget.confidence)
         note = f"n={pair.n_samples}"

@@ -52,7 +52,7 @@ CASES = [
 @pytest.mark.parametrize(("budget", "good", "bad", "words"), CASES, ids=[c[0].split()[0] for c in CASES])
 def test_each_gate_passes_inside_and_fails_outside_its_limit(pytester, budget, good, bad, words):
     _project(pytester, budget, _check(good) + "\n\n" + _check(bad).replace("test_gate", "test_gate_bad"))
-    result = pytester.runpytest("--compress-budget", "-p", "no:randomly")
+    result = pytester.runpytest("--compress-budget")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines([f"*{words}*"])
     assert "Traceback" not in result.stdout.str() and "plugin.py" not in result.stdout.str()
@@ -72,7 +72,7 @@ def test_bad_input_to_check_fails_cleanly(pytester):
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*compress budget check could not run: the budget gates accuracy but no data was given*",
+            "*compress budget check could not run: the budget gates accuracy but there is no accuracy to judge*",
             "*compress budget check could not run: pass baseline and candidate both as Metrics*",
         ]
     )
@@ -111,13 +111,21 @@ def test_named_budgets_inherit_and_override(pytester):
 @pytest.mark.parametrize(
     ("budget", "words"),
     [
-        ("max_acuracy_drop = 0.01", "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop, "),
+        (
+            "max_acuracy_drop = 0.01",
+            "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop, max_relative_accuracy_drop, "
+            "max_size_mb, min_compression, min_speedup, max_latency_ms, require_executable, confidence, "
+            "latency_batch_size, latency_rounds, threads.",
+        ),
         ("max_size_mb = 'big'", "max_size_mb = 'big' must be a number, not str"),
         ("max_accuracy_drop = -0.01", "max_accuracy_drop = -0.01 must be >= 0"),
         ("min_speedup = 0", "min_speedup = 0 must be > 0"),
         ("require_executable = 1", "require_executable = 1 must be true or false"),
+        ("max_accuracy_drop = nan", "max_accuracy_drop = nan must be a finite number"),
+        ("confidence = 0.3", "confidence = 0.3 must be 0 (strict point comparison) or in [[]0.5, 0.9999]"),
+        ("max_size_mb = 1.0\n[tool.squeezelab.budget.default]\nmax_size_mb = 2.0", "'default' is the name of the top-level budget"),
     ],
-    ids=["unknown-key", "wrong-type", "negative", "zero-speedup", "not-bool"],
+    ids=["unknown-key", "wrong-type", "negative", "zero-speedup", "not-bool", "nan", "low-confidence", "default-subtable"],
 )
 def test_bad_budgets_are_usage_errors_at_start_up(pytester, budget, words):
     _project(pytester, budget, _check("acc=0.95"))
@@ -154,17 +162,52 @@ def test_another_budget_file_by_path(pytester):
     pytester.runpytest("--compress-budget").assert_outcomes(failed=1)
 
 
-def test_bad_marker_arguments_are_usage_errors(pytester):
-    test = "import pytest\n@pytest.mark.compress_budget(max_size=1)\n" + _check("acc=0.95")
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["in-process", "xdist"])
+def test_bad_marker_arguments_fail_the_test_with_a_clear_message(pytester, xdist):
+    test = (
+        "import pytest\n@pytest.mark.compress_budget(max_size=1)\n" + _check("acc=0.95")
+        + "\n\n@pytest.mark.compress_budget(name='nope')\n" + _check("acc=0.95").replace("test_gate", "test_named")
+        + "\n\n" + _check("acc=0.95").replace("test_gate", "test_fine")
+    )
     _project(pytester, "max_size_mb = 1.0\n", test)
+    result = pytester.runpytest("--compress-budget", *xdist)
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "*compress_budget mark can't have 'max_size' keyword argument; valid: name, max_accuracy_drop*",
+            "*no budget named 'nope'*defined: default*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
+
+
+def test_class_and_function_markers_merge_closest_wins(pytester):
+    test = (
+        "import pytest\n\n@pytest.mark.compress_budget(max_size_mb=0.5, min_compression=8.0)\nclass TestGates:\n"
+        "    @pytest.mark.compress_budget(min_compression=2.0)\n"
+        "    def test_gate(self, compress_budget, base, make):\n"
+        "        v = compress_budget.check(base, make(size=1_000_000))\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
     result = pytester.runpytest("--compress-budget")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*compress_budget mark can't have 'max_size' keyword argument*"])
-    test = "import pytest\n@pytest.mark.compress_budget(name='nope')\n" + _check("acc=0.95")
-    pytester.makepyfile(test_gate=test)
+    result.assert_outcomes(failed=1)  # the class's max_size_mb=0.5 still applies; its min_compression is overridden
+    result.stdout.fnmatch_lines(["*1 of 3 gate(s) failed*", "*size_mb 1.0000 > max 0.5000*"])
+
+
+@pytest.mark.parametrize(
+    ("candidate", "budget", "words"),
+    [
+        ("ms=0.0", "min_speedup = 1.0", "latency must be positive to gate speed"),
+        ("size=0", "min_compression = 2.0", "the candidate's size is 0 bytes"),
+        ("acc=None", "max_accuracy_drop = 0.01", "no accuracy to judge"),
+    ],
+)
+def test_degenerate_figures_fail_cleanly(pytester, candidate, budget, words):
+    _project(pytester, budget, _check(candidate))
     result = pytester.runpytest("--compress-budget")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*no budget named 'nope'*defined: default*"])
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*compress budget check could not run: *{words}*"])
+    assert "Traceback" not in result.stdout.str()
 
 
 def test_without_the_flag_gated_tests_are_skipped_with_the_way_to_enable_them(pytester):
@@ -179,13 +222,30 @@ def test_without_the_flag_gated_tests_are_skipped_with_the_way_to_enable_them(py
     result.stdout.fnmatch_lines(["*compress budget gates are off: run `pytest --compress-budget`*"])
 
 
-def test_bare_flag_does_not_swallow_the_test_path(pytester):
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [
+        (["--compress-budget", "gated"], ""),
+        (["gated", "--compress-budget"], ""),  # the flag last
+        (["gated"], "--compress-budget"),  # from PYTEST_ADDOPTS
+    ],
+    ids=["before-path", "last", "addopts"],
+)
+def test_bare_flag_does_not_swallow_the_test_path(pytester, monkeypatch, args, env):
     _project(pytester, "max_size_mb = 2.0\n", "def test_outside():\n    assert False\n")
     sub = pytester.mkdir("gated")
     (sub / "test_inside.py").write_text(_check("size=1_000_000"))
-    result = pytester.runpytest("--compress-budget", "gated")
+    monkeypatch.setenv("PYTEST_ADDOPTS", env)
+    result = pytester.runpytest(*args)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*budget: *pyproject.toml", "*1 gated check(s)*"])
+
+
+def test_report_without_the_gates_is_a_usage_error(pytester):
+    _project(pytester, "max_size_mb = 2.0\n", _check("size=1_000_000"))
+    result = pytester.runpytest("--compress-budget-report=r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--compress-budget-report needs --compress-budget*"])
 
 
 def test_summary_json_report_and_junit_properties(pytester):
@@ -208,20 +268,27 @@ def test_summary_json_report_and_junit_properties(pytester):
     assert bad["passed"] is False and {f["name"] for f in bad["figures"]} == {"size_mb", "compression"}
     assert bad["figures"][0]["limit"] == 2.0 and report["budget_source"].endswith("pyproject.toml")
     properties = {
-        p.get("name"): p.get("value")
-        for p in ET.parse(pytester.path / "junit.xml").getroot().iter("property")
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     }
-    assert float(properties["compress_budget.default.size_mb"]) in (1.0, 3.0)
-    assert "compress_budget.default.compression" in properties
+    assert float(properties["test_gate"]["compress_budget.default.size_mb"]) == 1.0
+    assert float(properties["test_gate_bad"]["compress_budget.default.size_mb"]) == 3.0
+    assert float(properties["test_gate_bad"]["compress_budget.default.compression"]) == pytest.approx(4 / 3)
 
 
 def test_works_under_xdist(pytester):
     tests = "\n\n".join(_check(f"size={s}").replace("test_gate", f"test_gate_{i}") for i, s in enumerate([1_000_000, 1_500_000, 3_000_000]))
     _project(pytester, "max_size_mb = 2.0\n", tests)
-    result = pytester.runpytest("--compress-budget", "-n", "2", "--compress-budget-report=x.json")
+    result = pytester.runpytest("--compress-budget", "-n", "2", "--compress-budget-report=x.json", "--junitxml=j.xml")
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*3 gated check(s), 3 figure(s): 2 within budget, 1 over*"])
     assert len(json.loads((pytester.path / "x.json").read_text())["checks"]) == 3
+    sizes = sorted(
+        float(p.get("value"))
+        for p in ET.parse(pytester.path / "j.xml").getroot().iter("property")
+        if p.get("name") == "compress_budget.default.size_mb"
+    )
+    assert sizes == [1.0, 1.5, 3.0]
 
 
 # --------------------------------------------------------------------------- real models, paired statistics
