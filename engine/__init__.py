@@ -15,6 +15,8 @@ _LAZY = {
     "prune_": "squeezelab.engine.pruning",
     "bake_masks_": "squeezelab.engine.pruning",
     "MagnitudePruning": "squeezelab.engine.recipe",
+    "ChannelPruning": "squeezelab.engine.recipe",
+    "prune_channels": "squeezelab.engine.structured",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
     "Compressed": "squeezelab.engine.compressed",
@@ -73,7 +75,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
-    from squeezelab.engine.recipe import MagnitudePruning, NMPruning
+    from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
     from squeezelab.engine.compressed import Compressed, compress
     from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
@@ -114,7 +117,9 @@ if TYPE_CHECKING:  # static analysers see the real imports
 __all__ = [
     "Recipe",
     "MagnitudePruning",
+    "ChannelPruning",
     "NMPruning",
+    "prune_channels",
     "prune",
     "prune_",
     "bake_masks_",

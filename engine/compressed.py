@@ -38,7 +38,7 @@ from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.pruning import weight_sparsity
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
-from squeezelab.engine.recipe import Int8Static, Recipe
+from squeezelab.engine.recipe import ChannelPruning, Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
 
@@ -381,7 +381,11 @@ def compress(
     if isinstance(recipe.runtime, Int8Static):
         feeds = _calibration_feeds(calibration_data, inputs)
 
-    if recipe.pruning is not None:
+    if isinstance(recipe.pruning, ChannelPruning):
+        from squeezelab.engine.structured import prune_channels
+
+        work = prune_channels(work, recipe.pruning, example_inputs=inputs, filter_fn=filter_fn)
+    elif recipe.pruning is not None:
         from squeezelab.engine.pruning import bake_masks_, prune_
 
         prune_(work, recipe.pruning, filter_fn=filter_fn)

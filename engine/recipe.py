@@ -39,6 +39,7 @@ __all__ = [
     "Float16",
     "PruningConfig",
     "MagnitudePruning",
+    "ChannelPruning",
     "NMPruning",
     "Runtime",
     "Onnx",
@@ -297,6 +298,35 @@ class MagnitudePruning(PruningConfig):
     @property
     def label(self) -> str:
         return f"magnitude{self.sparsity:.0%}-{self.scope}"
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class ChannelPruning(PruningConfig):
+    """Structured pruning: physically remove output channels (Conv2d) and neurons (Linear).
+
+    Args:
+        ratio: fraction of each prunable layer's output channels removed, in [0, 1).
+        importance: ``"l1"`` or ``"l2"`` norm of each channel's weights; pass a
+            callable to ``prune_channels`` for others (e.g. Taylor).
+    """
+
+    ratio: float
+    importance: str = "l1"
+
+    def __post_init__(self) -> None:
+        r = self.ratio
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 <= r < 1.0:
+            raise ConfigError(f"ChannelPruning: ratio={r!r} must be a number in [0, 1) (0.5 = half the channels).")
+        if self.importance not in ("l1", "l2"):
+            raise ConfigError(
+                f"ChannelPruning: importance={self.importance!r}; use 'l1' or 'l2', or pass a callable "
+                "to squeezelab.engine.structured.prune_channels."
+            )
+
+    @property
+    def label(self) -> str:
+        return f"channels{self.ratio:.0%}-{self.importance}"
 
 
 @_register
