@@ -17,6 +17,8 @@ _LAZY = {
     "MagnitudePruning": "squeezelab.engine.recipe",
     "ChannelPruning": "squeezelab.engine.recipe",
     "prune_channels": "squeezelab.engine.structured",
+    "finetune": "squeezelab.engine.training",
+    "GradualPruning": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
     "Compressed": "squeezelab.engine.compressed",
@@ -76,6 +78,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.training import GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
     from squeezelab.engine.compressed import Compressed, compress
@@ -120,6 +123,8 @@ __all__ = [
     "ChannelPruning",
     "NMPruning",
     "prune_channels",
+    "finetune",
+    "GradualPruning",
     "prune",
     "prune_",
     "bake_masks_",

@@ -1,0 +1,165 @@
+"""Fine-tuning, and gradual magnitude pruning during it (Zhu & Gupta 2017).
+
+``finetune(model, train_data, ...)`` trains a copy of ``model`` and returns it:
+deterministic for a given ``seed`` (the global RNG state is forked and
+restored), with an optional progress bar. Pruning masks registered by
+``prune``/``prune_`` are parametrizations, so pruned weights stay zero while
+the rest learns (post-training prune + fine-tune).
+
+``GradualPruning`` raises sparsity during training on the polynomial-decay
+schedule TensorFlow Model Optimization uses:
+``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3``, applied every
+``frequency`` steps between ``begin_step`` and ``end_step``.
+
+Examples:
+    >>> schedule = GradualPruning(final_sparsity=0.9, begin_step=0, end_step=100, frequency=10)
+    >>> [round(schedule.sparsity_at(t), 3) for t in (0, 50, 100, 200)]
+    [0.0, 0.787, 0.9, 0.9]
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from squeezelab.engine.data import as_numpy, iter_batches
+from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.latency import torch_threads
+from squeezelab.engine.pruning import prune_
+from squeezelab.engine.quantize_model import FilterFn
+from squeezelab.engine.recipe import MagnitudePruning
+
+__all__ = ["GradualPruning", "finetune"]
+
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradualPruning:
+    """Polynomial-decay sparsity schedule (cubic), as in TF Model Optimization's ``PolynomialDecay``."""
+
+    final_sparsity: float
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int
+    frequency: int = 100
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        for name in ("final_sparsity", "initial_sparsity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"GradualPruning: {name}={value!r} must be in [0, 1).")
+        if self.initial_sparsity > self.final_sparsity:
+            raise ConfigError("GradualPruning: initial_sparsity must not exceed final_sparsity.")
+        if not 0 <= self.begin_step < self.end_step:
+            raise ConfigError(
+                f"GradualPruning: need 0 <= begin_step < end_step, got {self.begin_step} and {self.end_step}."
+            )
+        if self.frequency < 1:
+            raise ConfigError(f"GradualPruning: frequency={self.frequency!r} must be at least 1.")
+        MagnitudePruning(sparsity=self.final_sparsity, scope=self.scope)  # validates scope
+
+    def sparsity_at(self, step: int) -> float:
+        """Target sparsity after ``step`` optimizer steps."""
+        if step < self.begin_step:
+            return 0.0
+        progress = min(1.0, (step - self.begin_step) / (self.end_step - self.begin_step))
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def prunes_at(self, step: int) -> bool:
+        """Whether masks are updated at ``step`` (every ``frequency`` steps, and at ``end_step``)."""
+        if not self.begin_step <= step <= self.end_step:
+            return False
+        return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+
+
+def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator):
+    """(x, y) tensor batches: arrays are shuffled with ``gen``; loaders are used as given."""
+    if isinstance(train_data, (tuple, list)) and len(train_data) == 2 and not isinstance(train_data[0], (tuple, list)):
+        x, y = (torch.from_numpy(np.ascontiguousarray(as_numpy(d))) for d in train_data)
+        if len(x) != len(y) or len(x) == 0:
+            raise DataError(f"train_data has {len(x)} inputs and {len(y)} targets; pass (x, y) of equal, non-zero length.")
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch_size):
+            idx = order[i : i + batch_size]
+            yield x[idx].float(), y[idx]
+        return
+    for xb, yb in iter_batches(train_data, batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(xb)).float(), torch.from_numpy(np.ascontiguousarray(yb))
+
+
+def finetune(
+    model: nn.Module,
+    train_data: Any,
+    *,
+    epochs: int = 1,
+    optimizer: OptimizerFactory | None = None,
+    loss: Loss | None = None,
+    batch_size: int = 64,
+    schedule: GradualPruning | None = None,
+    filter_fn: FilterFn | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = False,
+    on_step: Callable[[int, nn.Module], None] | None = None,
+) -> nn.Module:
+    """A fine-tuned copy of ``model``; ``model`` itself is unchanged.
+
+    Args:
+        train_data: ``(x, y)`` arrays (shuffled each epoch with ``seed``), a Dataset or a DataLoader.
+        optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; default Adam, lr 1e-3.
+        loss: ``loss(outputs, targets) -> scalar``; default cross-entropy.
+        schedule: ``GradualPruning`` to raise sparsity during training.
+        filter_fn: layers the schedule prunes (default: Linear and Conv layers).
+        threads: PyTorch threads while training (restored afterwards); None leaves them.
+        progress: show a tqdm progress bar.
+        on_step: ``on_step(step, model)`` after every optimizer step (for logging or tests).
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs={epochs!r} must be a positive integer.")
+    work = copy.deepcopy(model)
+    loss = loss or nn.functional.cross_entropy
+    with torch.random.fork_rng(devices=[]), torch_threads(threads):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3)))(work.parameters())
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, desc="fine-tuning", unit="epoch")
+        step = 0
+        if schedule is not None and schedule.prunes_at(0):
+            _prune_to(work, schedule, 0, filter_fn)
+        work.train()
+        for _ in range(epochs):
+            for xb, yb in _shuffled_batches(train_data, batch_size, gen):
+                opt.zero_grad()
+                loss(work(xb), yb).backward()
+                opt.step()
+                step += 1
+                if schedule is not None and schedule.prunes_at(step):
+                    _prune_to(work, schedule, step, filter_fn)
+                if on_step is not None:
+                    on_step(step, work)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    return work.eval()
+
+
+def _prune_to(model: nn.Module, schedule: GradualPruning, step: int, filter_fn: FilterFn | None) -> None:
+    target = schedule.sparsity_at(step)
+    if target > 0:
+        prune_(model, MagnitudePruning(sparsity=target, scope=schedule.scope), filter_fn=filter_fn)

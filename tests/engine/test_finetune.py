@@ -1,0 +1,77 @@
+"""finetune(): deterministic, leaves the input alone, keeps masks; gradual pruning follows its schedule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import squeezelab as sl
+from squeezelab.engine.pruning import weight_sparsity
+from tests.conftest import state_hash
+
+
+def _acc(model, split):
+    return float((model(torch.from_numpy(split.x_test)).argmax(1).numpy() == split.y_test).mean())
+
+
+def test_finetune_is_deterministic_and_leaves_the_model_and_rng_alone(digits_mlp):
+    model, split = digits_mlp
+    before, rng_before = state_hash(model), torch.random.get_rng_state()
+    a = sl.finetune(model, split.train, epochs=1, seed=3)
+    b = sl.finetune(model, split.train, epochs=1, seed=3)
+    c = sl.finetune(model, split.train, epochs=1, seed=4)
+    assert state_hash(model) == before and torch.equal(torch.random.get_rng_state(), rng_before)
+    assert state_hash(a) == state_hash(b) != state_hash(c)
+    assert not a.training
+
+
+def test_post_training_prune_then_finetune_keeps_zeros_and_recovers(digits_mlp):
+    model, split = digits_mlp
+    pruned = sl.prune(model, sl.MagnitudePruning(sparsity=0.9))
+    tuned = sl.finetune(pruned, split.train, epochs=4, optimizer=lambda p: torch.optim.Adam(p, lr=2e-3))
+    assert weight_sparsity(tuned) == pytest.approx(weight_sparsity(pruned)) == pytest.approx(0.9, abs=1e-3)
+    assert _acc(tuned, split) > _acc(pruned, split) + 0.02
+    assert _acc(tuned, split) > 0.9
+
+
+def test_schedule_is_the_cubic_polynomial_decay():
+    s = sl.GradualPruning(final_sparsity=0.8, initial_sparsity=0.2, begin_step=10, end_step=110, frequency=25)
+    for t in (10, 35, 60, 85, 110):
+        expected = 0.8 + (0.2 - 0.8) * (1 - (t - 10) / 100) ** 3
+        assert s.sparsity_at(t) == pytest.approx(expected)
+    assert s.sparsity_at(5) == 0.0 and s.sparsity_at(500) == pytest.approx(0.8)
+    assert [t for t in range(0, 200) if s.prunes_at(t)] == [10, 35, 60, 85, 110]
+
+
+def test_gradual_pruning_during_training_reaches_the_target_on_schedule(digits_mlp):
+    model, split = digits_mlp
+    schedule = sl.GradualPruning(final_sparsity=0.9, begin_step=0, end_step=40, frequency=10)
+    seen = {}
+    tuned = sl.finetune(model, split.train, epochs=6, schedule=schedule, optimizer=lambda p: torch.optim.Adam(p, lr=2e-3),
+                        on_step=lambda step, m: seen.__setitem__(step, weight_sparsity(m)))
+    for step in (10, 20, 30, 40):
+        assert seen[step] == pytest.approx(schedule.sparsity_at(step), abs=1e-3)
+    assert seen[9] == pytest.approx(schedule.sparsity_at(0), abs=1e-3)  # held between updates
+    assert weight_sparsity(tuned) == pytest.approx(0.9, abs=1e-3) and max(seen) > 40
+    assert _acc(tuned, split) > 0.85
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"final_sparsity": 1.0, "end_step": 10}, "final_sparsity=1.0"),
+        ({"final_sparsity": 0.5, "initial_sparsity": 0.6, "end_step": 10}, "initial_sparsity must not exceed"),
+        ({"final_sparsity": 0.5, "begin_step": 10, "end_step": 10}, "begin_step < end_step"),
+        ({"final_sparsity": 0.5, "end_step": 10, "frequency": 0}, "frequency=0"),
+    ],
+)
+def test_bad_schedules(kwargs, words):
+    with pytest.raises(sl.ConfigError, match=words):
+        sl.GradualPruning(**kwargs)
+
+
+def test_bad_training_input():
+    with pytest.raises(sl.ConfigError, match="epochs=0"):
+        sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), epochs=0)
+    with pytest.raises(sl.DataError, match="3 inputs and 2 targets"):
+        sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(3, 2), torch.zeros(2)))
