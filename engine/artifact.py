@@ -10,7 +10,6 @@ file back into a model given a module of the same architecture.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
 from squeezelab.engine.encoding import Encoded
 from squeezelab.engine.errors import ArtifactError
@@ -84,7 +84,7 @@ def load_packed(source: str | Path | bytes, model: nn.Module) -> nn.Module:
     """
     data = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
     encoded, _ = unpack_encoded(data)
-    out = copy.deepcopy(model)
+    out = copy_model(model)
     state = out.state_dict()
     missing = sorted(set(state) - set(encoded))
     unexpected = sorted(set(encoded) - set(state))

@@ -8,7 +8,6 @@ seconds, not a finished calibration.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
 from squeezelab.engine.artifact import pack_encoded
 from squeezelab.engine.data import as_numpy, iter_inputs
@@ -375,7 +375,10 @@ def compress(
     if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 23:
         raise ConfigError(f"opset={opset!r}; use an ONNX opset from 13 to 23 (default {DEFAULT_OPSET}).")
     inputs = as_example_inputs(example_inputs)
-    work = copy.deepcopy(model).eval()
+    work = copy_model(model).eval()
+    from squeezelab.engine.pruning import bake_masks_
+
+    bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     _run_example(work, tuple(i.clone() for i in inputs))  # a model may change its input in place
     feeds = None
     if isinstance(recipe.runtime, Int8Static):

@@ -10,13 +10,13 @@ result is cached per process and every call returns its own copy.
 
 from __future__ import annotations
 
-import copy
 import functools
 
 import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab.engine.data import Split, load_digits_split
 from squeezelab.engine.latency import torch_threads
 
@@ -106,7 +106,7 @@ def train_classifier(
     Training runs on one thread (restored afterwards): these models are too small to gain
     from more, and a second thread competing for a busy core slowed training 20x here.
     """
-    model = copy.deepcopy(model)
+    model = copy_model(model)
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     with torch.random.fork_rng(devices=[]), torch_threads(1):
         torch.manual_seed(seed)
@@ -147,4 +147,4 @@ def default_model(kind: str = "cnn", *, seed: int = 0) -> tuple[nn.Module, Split
 
         raise ConfigError(f"default_model: kind={kind!r}; use 'cnn' or 'mlp'.")
     model, split = _trained(kind, seed)
-    return copy.deepcopy(model), split
+    return copy_model(model), split

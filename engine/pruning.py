@@ -21,12 +21,12 @@ Examples:
 
 from __future__ import annotations
 
-import copy
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from squeezelab.engine._copy import copy_model
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quantize_model import FilterFn, default_filter
 from squeezelab.engine.recipe import MagnitudePruning, NMPruning, PruningConfig
@@ -120,7 +120,7 @@ def prune(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None
     """A pruned copy of ``model`` (masks as parametrizations); ``model`` is unchanged."""
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
-    out = copy.deepcopy(model)
+    out = copy_model(model)
     prune_(out, config, filter_fn=filter_fn)
     return out
 

@@ -13,12 +13,12 @@ Pass ``filter_fn(module, fqn) -> bool`` to choose layers yourself.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab.engine.encoding import Encoded, encode_float, encode_tensor
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.recipe import Float16, QuantizationConfig
@@ -106,6 +106,6 @@ def quantize(
         True
     """
     _check_args(model, config)
-    out = copy.deepcopy(model)
+    out = copy_model(model)
     quantize_(out, config, filter_fn=filter_fn)
     return out

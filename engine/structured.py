@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quantize_model import FilterFn
 from squeezelab.engine.recipe import ChannelPruning
@@ -66,7 +67,7 @@ def taylor_importance(model: nn.Module, data: tuple[Any, Any], loss: Callable | 
     returns an importance callable that looks the scores up by module.
     """
     loss = loss or nn.functional.cross_entropy
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     x, y = (torch.as_tensor(d) for d in data)
     work.zero_grad()
     loss(work(x.float()), y.long()).backward()
@@ -260,7 +261,10 @@ def prune_channels(
     score = importance or _IMPORTANCE[config.importance]
     inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     inputs = tuple(torch.as_tensor(i).float() for i in inputs)
-    work = copy.deepcopy(model).eval()
+    work = copy_model(model).eval()
+    from squeezelab.engine.pruning import bake_masks_
+
+    bake_masks_(work)  # masks (from prune) become plain weights before modules are sliced
     try:
         gm = fx.symbolic_trace(work)
         fx.passes.shape_prop.ShapeProp(gm).propagate(*inputs)

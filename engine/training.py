@@ -19,7 +19,6 @@ Examples:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine._copy import copy_model
 from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.latency import torch_threads
@@ -127,7 +127,7 @@ def finetune(
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs={epochs!r} must be a positive integer.")
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     loss = loss or nn.functional.cross_entropy
     with torch.random.fork_rng(devices=[]), torch_threads(threads):
         torch.manual_seed(seed)

@@ -126,3 +126,21 @@ def test_pruned_recipes_export_what_the_pruned_model_computes(digits_mlp, runtim
     m = sl.measure(c, split.test, repeats=2)
     assert m.sparsity == pytest.approx(0.7, abs=1e-3) and c.sparsity == m.sparsity
     assert sl.Recipe.from_dict(recipe.to_dict()) == recipe and recipe.label.startswith("magnitude70%-layer")
+
+
+def test_copies_of_a_pruned_model_are_independent(digits_mlp):
+    """deepcopy shares parametrized classes; baking a copy must not break the caller's model."""
+    model, split = digits_mlp
+    pruned = sl.prune(model, sl.MagnitudePruning(sparsity=0.5))
+    x = torch.from_numpy(split.x_test)
+    expected = pruned(x).detach()
+    copy_ = sl.prune(pruned, sl.MagnitudePruning(sparsity=0.7))  # re-prunes a copy: removes/adds parametrizations
+    sl.bake_masks_(copy_)
+    c = sl.compress(pruned, sl.Recipe(pruning=sl.MagnitudePruning(sparsity=0.8)), example_inputs=split.x_test[:1])
+    tuned = sl.finetune(pruned, split.train, epochs=1)
+    sl.bake_masks_(tuned)
+    small = sl.prune_channels(pruned, sl.ChannelPruning(ratio=0.5), example_inputs=split.x_test[:1])
+    torch.testing.assert_close(pruned(x).detach(), expected)  # the caller's model still works, unchanged
+    assert parametrize.is_parametrized(pruned.net[1], "weight")
+    np.testing.assert_allclose(sl.compress(pruned, example_inputs=split.x_test[:1]).predict(split.x_test), expected.numpy(), atol=1e-4)
+    assert weight_sparsity(c.model) == pytest.approx(0.8, abs=1e-3) and small.net[1].out_features == 64
