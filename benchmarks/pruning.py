@@ -107,9 +107,7 @@ def main() -> None:
     }
     compressed = {}
     for name, model in candidates.items():
-        plain = copy.deepcopy(model)
-        sl.bake_masks_(plain)  # export plain weights, not mask parametrizations
-        compressed[name] = sl.compress(plain, sl.Recipe(), example_inputs=example)
+        compressed[name] = sl.compress(model, sl.Recipe(), example_inputs=example)  # bakes masks on its copy
     xb = {64: np.ascontiguousarray(x_te[:64]), 1: np.ascontiguousarray(x_te[:1])}
     speed = {}
     for b, x in xb.items():

@@ -16,16 +16,25 @@ from typing import TypeVar
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["copy_model"]
+__all__ = ["copy_model", "own_class"]
 
 M = TypeVar("M", bound=nn.Module)
+
+
+def own_class(module: nn.Module) -> None:
+    """Give a parametrized module a class of its own, so changing it cannot reach other modules.
+
+    Called before removing a parametrization: the module may be a ``copy.deepcopy``
+    of another (made by the user), sharing its class.
+    """
+    if parametrize.is_parametrized(module):
+        cls = type(module)
+        module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
 
 
 def copy_model(model: M) -> M:
     """A deep copy of ``model`` that shares no mutable state with it, parametrized classes included."""
     out = copy.deepcopy(model)
     for module in out.modules():
-        if parametrize.is_parametrized(module):
-            cls = type(module)
-            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+        own_class(module)
     return out

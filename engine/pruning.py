@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from squeezelab.engine._copy import copy_model
+from squeezelab.engine._copy import copy_model, own_class
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quantize_model import FilterFn, default_filter
 from squeezelab.engine.recipe import MagnitudePruning, NMPruning, PruningConfig
@@ -112,6 +112,7 @@ def prune_(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | Non
         if parametrize.is_parametrized(module, "weight"):
             # Pruning twice keeps both masks: the new mask is computed on the masked weight.
             mask = mask * module.parametrizations.weight[0].mask
+            own_class(module)
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
         parametrize.register_parametrization(module, "weight", WeightMask(mask.to(module.weight.dtype)))
 
@@ -129,6 +130,7 @@ def bake_masks_(model: nn.Module) -> None:
     """Replace every mask parametrization by a plain weight holding the masked values."""
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
+            own_class(module)  # the module may share its class with a deepcopy of it
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 
 

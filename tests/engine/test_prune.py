@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -140,6 +142,8 @@ def test_copies_of_a_pruned_model_are_independent(digits_mlp):
     tuned = sl.finetune(pruned, split.train, epochs=1)
     sl.bake_masks_(tuned)
     small = sl.prune_channels(pruned, sl.ChannelPruning(ratio=0.5), example_inputs=split.x_test[:1])
+    user_copy = copy.deepcopy(pruned)  # a plain deepcopy, made by the user, shares the class
+    sl.bake_masks_(user_copy)
     torch.testing.assert_close(pruned(x).detach(), expected)  # the caller's model still works, unchanged
     assert parametrize.is_parametrized(pruned.net[1], "weight")
     np.testing.assert_allclose(sl.compress(pruned, example_inputs=split.x_test[:1]).predict(split.x_test), expected.numpy(), atol=1e-4)
