@@ -17,7 +17,6 @@ file of LeNet-300-100, 4-bit QAT vs PTQ, SNIP vs random at initialisation.
 from __future__ import annotations
 
 import copy
-import io
 import os
 import statistics
 import time
@@ -92,15 +91,20 @@ def main() -> None:
     channels = sl.finetune(channels, sub, epochs=1, **tune)
     print(f"structured 50% + fine-tune in {time.perf_counter() - t0:.0f} s")
 
-    one_shot = sl.finetune(sl.prune(base, sl.MagnitudePruning(sparsity=0.9)), sub, epochs=1, **tune)
+    # Global scope throughout, like the peer's global_unstructured: one threshold over all layers.
+    one_shot_raw = sl.prune(base, sl.MagnitudePruning(sparsity=0.9, scope="global"))
+    one_shot = sl.finetune(one_shot_raw, sub, epochs=1, **tune)
     steps = -(-len(sub[0]) // 128)
-    schedule = sl.GradualPruning(final_sparsity=0.9, begin_step=0, end_step=int(steps * 0.6), frequency=max(1, steps // 20))
+    schedule = sl.GradualPruning(
+        final_sparsity=0.9, begin_step=0, end_step=int(steps * 0.6), frequency=max(1, steps // 20), scope="global"
+    )
     gradual = sl.finetune(base, sub, epochs=1, schedule=schedule, **tune)
     peer = torch_prune_peer(base, 0.9)
 
     candidates = {
         "fp32 baseline": base,
         "structured 50% channels + fine-tune": channels,
+        "unstructured 90% global, no fine-tune": one_shot_raw,
         "unstructured 90% one-shot + fine-tune": one_shot,
         "unstructured 90% gradual (poly decay)": gradual,
         "torch.nn.utils.prune 90% (peer, no fine-tune)": peer,
@@ -118,8 +122,6 @@ def main() -> None:
         samples = interleaved_latency(runners, rounds=30, warmup=3)
         speed[b] = {n: (statistics.median(s), ratio_median(samples["fp32 baseline"], s)) for n, s in samples.items()}
     for name, model in candidates.items():
-        buffer = io.BytesIO()
-        torch.save(model.state_dict(), buffer)
         rows.append(
             (
                 name,

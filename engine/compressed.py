@@ -349,7 +349,8 @@ def compress(
         recipe: what to do; ``Recipe()`` (the default) is the fp32 ONNX baseline.
         example_inputs: one batch the model accepts (tensor, array, or a tuple of them).
         calibration_data: inputs (or ``(x, y)`` data) for ``Int8Static`` calibration.
-        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers for simulated quantization.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers, for pruning and for
+            simulated quantization alike (a layer it rejects is neither pruned nor quantized).
         exporter: ``"torchscript"`` (default) or ``"dynamo"``.
         opset: ONNX opset of the export.
 

@@ -75,17 +75,22 @@ def magnitude_masks(weights: list[torch.Tensor], sparsity: float, scope: str) ->
 
 
 def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor | None:
-    """Keep the ``n`` largest |w| of every ``m`` consecutive weights of each output row.
+    """Keep the ``n`` largest |w| of every ``m`` consecutive input channels.
 
-    ``None`` when the row length is not a multiple of ``m`` (the layer stays dense).
+    Groups run along the input dimension at each output row and kernel position
+    (``(out, kh, kw, in)`` order for a convolution), the layout sparse tensor
+    cores expect for 2:4. ``None`` when the input count is not a multiple of ``m``
+    (the layer stays dense).
     """
-    rows = weight.detach().reshape(weight.shape[0], -1)  # (out, in * kh * kw)
-    if rows.shape[1] % m:
+    w = weight.detach()
+    if w.ndim > 2:
+        w = w.movedim(1, -1)  # (out, in, kh, kw) -> (out, kh, kw, in)
+    if w.shape[-1] % m:
         return None
-    groups = rows.abs().reshape(rows.shape[0], -1, m)  # (out, in / m, m)
+    groups = w.abs().reshape(*w.shape[:-1], w.shape[-1] // m, m)
     keep = torch.topk(groups, n, dim=-1).indices
-    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0)
-    return mask.reshape(weight.shape)
+    mask = torch.zeros_like(groups).scatter_(-1, keep, 1.0).reshape(w.shape)
+    return mask.movedim(-1, 1) if weight.ndim > 2 else mask
 
 
 def prune_(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> None:
@@ -101,20 +106,28 @@ def prune_(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | Non
         masks = [nm_mask(m.weight, config.n, config.m) for _, m in layers]
         if all(mask is None for mask in masks):
             raise ConfigError(
-                f"{config.label}: no layer has rows whose length is a multiple of m={config.m}; "
-                f"row lengths: {sorted({m.weight[0].numel() for _, m in layers})}."
+                f"{config.label}: no layer has an input count that is a multiple of m={config.m}; "
+                f"input counts: {sorted({m.weight.shape[1] for _, m in layers})}."
             )
     else:
         raise ConfigError(f"config={config!r} is not a pruning config; use MagnitudePruning(...) or NMPruning(...).")
     for (_, module), mask in zip(layers, masks):
         if mask is None:
             continue
-        if parametrize.is_parametrized(module, "weight"):
-            # Pruning twice keeps both masks: the new mask is computed on the masked weight.
-            mask = mask * module.parametrizations.weight[0].mask
-            own_class(module)
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-        parametrize.register_parametrization(module, "weight", WeightMask(mask.to(module.weight.dtype)))
+        existing = _weight_mask(module)
+        if existing is not None:
+            # Pruning again keeps the zeros already there (a lower target cannot un-prune):
+            # the new mask was computed on the masked weight, and is folded into the old one in
+            # place, so optimizer state and other parametrizations stay as they are.
+            existing.mask.mul_(mask.to(existing.mask.dtype))
+        else:
+            parametrize.register_parametrization(module, "weight", WeightMask(mask.to(module.weight.dtype)))
+
+
+def _weight_mask(module: nn.Module) -> WeightMask | None:
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations.weight if isinstance(p, WeightMask)), None)
 
 
 def prune(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> nn.Module:
@@ -127,9 +140,13 @@ def prune(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None
 
 
 def bake_masks_(model: nn.Module) -> None:
-    """Replace every mask parametrization by a plain weight holding the masked values."""
-    for module in model.modules():
-        if parametrize.is_parametrized(module, "weight"):
+    """Replace the parametrizations of masked weights by plain weights holding the values they compute.
+
+    Only weights carrying a ``WeightMask`` are baked (with any other parametrization
+    stacked on the same weight, since PyTorch removes them together).
+    """
+    for module in list(model.modules()):
+        if _weight_mask(module) is not None:
             own_class(module)  # the module may share its class with a deepcopy of it
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
 

@@ -334,9 +334,9 @@ class ChannelPruning(PruningConfig):
 class NMPruning(PruningConfig):
     """Semi-structured N:M sparsity: keep the ``n`` largest of every ``m`` consecutive weights.
 
-    Groups run along the input dimension of each output row (``in_features``,
-    or ``in_channels x kh x kw`` for a convolution), as sparse tensor cores
-    expect for 2:4. Layers whose row length is not a multiple of ``m`` are left dense.
+    Groups run along the input channels, at each output row and kernel position,
+    as sparse tensor cores expect for 2:4. Layers whose input count is not a
+    multiple of ``m`` are left dense.
     """
 
     n: int = 2

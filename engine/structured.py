@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import fx, nn
 
@@ -66,15 +67,20 @@ def taylor_importance(model: nn.Module, data: tuple[Any, Any], loss: Callable | 
     Computes gradients once on ``data = (x, y)`` over a copy of ``model`` and
     returns an importance callable that looks the scores up by module.
     """
+    from squeezelab.engine.pruning import bake_masks_
+
     loss = loss or nn.functional.cross_entropy
     work = copy_model(model)
-    x, y = (torch.as_tensor(d) for d in data)
+    bake_masks_(work)  # plain weights, whose .grad exists
+    x, y = (torch.as_tensor(np.asarray(d) if not isinstance(d, torch.Tensor) else d) for d in data)
     work.zero_grad()
     loss(work(x.float()), y.long()).backward()
+    copied = dict(work.named_modules())
     scores = {}
-    for (name, original), (_, copied) in zip(model.named_modules(), work.named_modules()):
-        if isinstance(original, (nn.Conv2d, nn.Linear)) and copied.weight.grad is not None:
-            contribution = (copied.weight.detach() * copied.weight.grad).abs()
+    for name, original in model.named_modules():
+        twin = copied.get(name)
+        if isinstance(twin, (nn.Conv2d, nn.Linear)) and twin.weight.grad is not None:
+            contribution = (twin.weight.detach() * twin.weight.grad).abs()
             scores[id(original)] = contribution.reshape(contribution.shape[0], -1).sum(1)
 
     def importance(module: nn.Module) -> torch.Tensor:
@@ -97,7 +103,9 @@ _PASS_THROUGH_MODULES = (
     nn.MaxPool2d,
     nn.AvgPool2d,
     nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
     nn.Dropout,
+    nn.Dropout2d,
     nn.Identity,
 )
 _PASS_THROUGH_FUNCTIONS = {
@@ -107,8 +115,12 @@ _PASS_THROUGH_FUNCTIONS = {
     nn.functional.silu,
     torch.sigmoid,
     torch.tanh,
+    nn.functional.relu6,
+    nn.functional.leaky_relu,
+    nn.functional.hardswish,
     nn.functional.max_pool2d,
     nn.functional.avg_pool2d,
+    nn.functional.adaptive_avg_pool2d,
     nn.functional.dropout,
 }
 
@@ -135,7 +147,8 @@ def _follow(gm: fx.GraphModule, start: fx.Node) -> _Chain | None:
     factor = 1
     node = start
     while True:
-        users = list(node.users)
+        # x.size(0) / x.shape only read the shape (as in x.view(x.size(0), -1)): not a data path.
+        users = [u for u in node.users if not _reads_shape_only(u)]
         if len(users) != 1:
             if not users:
                 return None
@@ -175,7 +188,18 @@ def _follow(gm: fx.GraphModule, start: fx.Node) -> _Chain | None:
         node = user
 
 
+def _reads_shape_only(node: fx.Node) -> bool:
+    if node.op == "call_method" and node.target in ("size", "dim"):
+        return True
+    return node.op == "call_function" and node.target is getattr and node.args[1:] == ("shape",)
+
+
 def _flatten_factor(before: fx.Node, start: fx.Node) -> int:
+    if start.meta.get("_producer_kind") != "conv":
+        raise StructuredPruningError(
+            f"layer {start.target!r}: a Linear output that is flattened (e.g. (B, T, F) -> (B, T*F)) "
+            "mixes its features with another dimension; exclude it with filter_fn."
+        )
     shape = _shape(before)
     if shape is None or len(shape) < 2:
         raise StructuredPruningError(f"layer {start.target!r}: cannot tell the shape flattened after it.")
@@ -259,12 +283,14 @@ def prune_channels(
     if not isinstance(config, ChannelPruning):
         raise ConfigError(f"config={config!r}; use ChannelPruning(ratio=...).")
     score = importance or _IMPORTANCE[config.importance]
-    inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
-    inputs = tuple(torch.as_tensor(i).float() for i in inputs)
+    from squeezelab.engine.compressed import _run_example, as_example_inputs
+
+    inputs = as_example_inputs(example_inputs)
     work = copy_model(model).eval()
     from squeezelab.engine.pruning import bake_masks_
 
     bake_masks_(work)  # masks (from prune) become plain weights before modules are sliced
+    _run_example(work, tuple(i.clone() for i in inputs))  # ExampleInputError if they do not fit
     try:
         gm = fx.symbolic_trace(work)
         fx.passes.shape_prop.ShapeProp(gm).propagate(*inputs)
@@ -274,6 +300,10 @@ def prune_channels(
             "pruning needs a traceable forward (no data-dependent control flow)."
         ) from exc
     modules = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
     chains = []
     for node in gm.graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
@@ -281,9 +311,22 @@ def prune_channels(
         layer = work.get_submodule(node.target)
         if filter_fn is not None and not filter_fn(layer, node.target):
             continue
+        node.meta["_producer_kind"] = "conv" if isinstance(layer, nn.Conv2d) else "linear"
         chain = _follow(gm, node)
-        if chain is not None:
-            chains.append(chain)
+        if chain is None:
+            continue
+        if isinstance(layer, nn.Conv2d) and layer.groups != 1:
+            raise StructuredPruningError(
+                f"layer {node.target!r} is a grouped convolution (groups={layer.groups}); removing its "
+                "channels would unbalance the groups. Exclude it with filter_fn."
+            )
+        for name in (chain.producer, *chain.norms, chain.consumer):
+            if calls.get(name, 0) > 1:
+                raise StructuredPruningError(
+                    f"layer {name!r} is called {calls[name]} times in forward (shared weights); its "
+                    f"channels cannot follow one path. Exclude {chain.producer!r} with filter_fn."
+                )
+        chains.append(chain)
     if not chains:
         raise StructuredPruningError(
             "no layer can have channels removed: every Conv2d/Linear either feeds the output or is excluded."
@@ -291,7 +334,7 @@ def prune_channels(
     for chain in chains:
         producer = work.get_submodule(chain.producer)
         channels = producer.weight.shape[0]
-        n_keep = channels - int(config.ratio * channels)
+        n_keep = channels - round(config.ratio * channels)
         if n_keep < 1:
             raise StructuredPruningError(f"layer {chain.producer!r} would be left with zero channels.")
         scores = score(model.get_submodule(chain.producer))

@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,10 @@ class GradualPruning:
                 raise ConfigError(f"GradualPruning: {name}={value!r} must be in [0, 1).")
         if self.initial_sparsity > self.final_sparsity:
             raise ConfigError("GradualPruning: initial_sparsity must not exceed final_sparsity.")
+        for name in ("begin_step", "end_step", "frequency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"GradualPruning: {name}={value!r} must be an integer number of steps.")
         if not 0 <= self.begin_step < self.end_step:
             raise ConfigError(
                 f"GradualPruning: need 0 <= begin_step < end_step, got {self.begin_step} and {self.end_step}."
@@ -92,6 +97,8 @@ def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator):
             idx = order[i : i + batch_size]
             yield x[idx].float(), y[idx]
         return
+    if isinstance(train_data, torch.utils.data.Dataset) and hasattr(train_data, "__len__"):
+        train_data = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
     for xb, yb in iter_batches(train_data, batch_size):
         yield torch.from_numpy(np.ascontiguousarray(xb)).float(), torch.from_numpy(np.ascontiguousarray(yb))
 
@@ -125,12 +132,15 @@ def finetune(
     """
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs={epochs!r} must be a positive integer.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer.")
+    if schedule is not None and not isinstance(schedule, GradualPruning):
+        raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
     work = copy_model(model)
     loss = loss or nn.functional.cross_entropy
     with torch.random.fork_rng(devices=[]), torch_threads(threads):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
         gen = torch.Generator().manual_seed(seed)
         opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3)))(work.parameters())
         bar = None
@@ -145,7 +155,7 @@ def finetune(
         for _ in range(epochs):
             for xb, yb in _shuffled_batches(train_data, batch_size, gen):
                 opt.zero_grad()
-                loss(work(xb), yb).backward()
+                loss(work(xb), yb.long() if not yb.is_floating_point() else yb).backward()
                 opt.step()
                 step += 1
                 if schedule is not None and schedule.prunes_at(step):
@@ -156,6 +166,13 @@ def finetune(
                 bar.update(1)
         if bar is not None:
             bar.close()
+    if schedule is not None and step < schedule.end_step:
+        warnings.warn(
+            f"training stopped at step {step}, before the schedule's end_step={schedule.end_step}: "
+            f"sparsity is {schedule.sparsity_at(step):.3f}, not {schedule.final_sparsity}. "
+            "Train longer or lower end_step.",
+            stacklevel=2,
+        )
     return work.eval()
 
 

@@ -70,7 +70,19 @@ def test_bad_schedules(kwargs, words):
         sl.GradualPruning(**kwargs)
 
 
+def test_a_schedule_that_does_not_finish_warns(digits_mlp):
+    model, split = digits_mlp
+    with pytest.warns(UserWarning, match="before the schedule's end_step=1000"):
+        sl.finetune(model, split.train, schedule=sl.GradualPruning(final_sparsity=0.5, end_step=1000))
+
+
 def test_bad_training_input():
+    with pytest.raises(sl.ConfigError, match="batch_size=0"):
+        sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), batch_size=0)
+    with pytest.raises(sl.ConfigError, match="schedule=0.5"):
+        sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), schedule=0.5)
+    with pytest.raises(sl.ConfigError, match="frequency='10'"):
+        sl.GradualPruning(final_sparsity=0.5, end_step=10, frequency="10")
     with pytest.raises(sl.ConfigError, match="epochs=0"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), epochs=0)
     with pytest.raises(sl.DataError, match="3 inputs and 2 targets"):

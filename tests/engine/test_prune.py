@@ -70,26 +70,51 @@ def test_prune_copies_prune_underscore_mutates_and_masks_survive_training(digits
     assert weight_sparsity(net) == pytest.approx(0.8, abs=1e-3)
 
 
+def _groups(w, m):
+    """Groups of m consecutive input channels at each (output, kernel position)."""
+    w = w.movedim(1, -1) if w.ndim > 2 else w
+    return w.reshape(*w.shape[:-1], -1, m)
+
+
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8), (1, 2)])
 def test_n_m_keeps_the_n_largest_of_every_m(digits_mlp, n, m):
     model, _ = digits_mlp
+    before = state_hash(model)
     pruned = sl.prune(model, sl.NMPruning(n=n, m=m))
+    assert state_hash(model) == before  # prune (no underscore) leaves its argument alone
     for original, w in zip(_weights(model), _weights(pruned)):
-        groups = w.detach().reshape(w.shape[0], -1, m)
+        groups = _groups(w, m)
         assert int((groups != 0).sum(-1).max()) <= n
         assert int((groups == 0).sum()) == groups.numel() // m * (m - n)
-        og = original.detach().abs().reshape(w.shape[0], -1, m)
+        og = _groups(original.abs(), m)
         kept_min = torch.where(groups != 0, og, torch.inf).min(-1).values
         dropped_max = torch.where(groups == 0, og, -torch.inf).max(-1).values
         assert (dropped_max <= kept_min).all()
 
 
-def test_n_m_leaves_layers_with_indivisible_rows_dense(digits_cnn):
+def test_n_m_on_convolutions_groups_input_channels_and_skips_indivisible_layers(digits_cnn):
     model, _ = digits_cnn
     pruned = sl.prune(model, sl.NMPruning(n=2, m=4))
-    first = pruned.features[0].weight  # 1 x 3 x 3 = 9 weights per row: not a multiple of 4
+    first = pruned.features[0].weight  # 1 input channel: not a multiple of 4
     assert int((first == 0).sum()) == 0 and not parametrize.is_parametrized(pruned.features[0])
-    assert float((pruned.features[2].weight == 0).float().mean()) == 0.5
+    second = pruned.features[2].weight.detach()  # (32, 16, 3, 3): 2 of every 4 input channels per position
+    nonzero = (second != 0).reshape(32, 4, 4, 3, 3).sum(2)
+    assert int(nonzero.max()) == 2 and int(nonzero.min()) == 2
+
+
+def test_repruning_keeps_other_parametrizations(digits_mlp):
+    model, split = digits_mlp
+    net = sl.DigitsMLP()
+    net.load_state_dict(model.state_dict())
+    torch.nn.utils.parametrizations.weight_norm(net.net[3])
+    x = torch.from_numpy(split.x_test)
+    sl.prune_(net, sl.MagnitudePruning(sparsity=0.5))
+    sl.prune_(net, sl.MagnitudePruning(sparsity=0.7))
+    assert weight_sparsity(net) == pytest.approx(0.7, abs=1e-3)
+    assert len(net.net[3].parametrizations.weight) == 2  # weight_norm and one mask
+    out = net(x)
+    sl.bake_masks_(net)
+    torch.testing.assert_close(net(x), out)
 
 
 @pytest.mark.parametrize(
@@ -111,7 +136,7 @@ def test_bad_pruning_configs(make, words):
 def test_nothing_to_prune_is_explained():
     with pytest.raises(sl.ConfigError, match="no layer to prune"):
         sl.prune(torch.nn.Sequential(torch.nn.ReLU()), sl.MagnitudePruning(sparsity=0.5))
-    with pytest.raises(sl.ConfigError, match="multiple of m=4; row lengths: \\[9\\]"):
+    with pytest.raises(sl.ConfigError, match="multiple of m=4; input counts: \\[1\\]"):
         sl.prune(torch.nn.Conv2d(1, 4, 3), sl.NMPruning())
 
 

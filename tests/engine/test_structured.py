@@ -161,3 +161,46 @@ def test_bad_ratio_and_nothing_to_prune():
         sl.ChannelPruning(ratio=0.5, importance="taylor")
     with pytest.raises(StructuredPruningError, match="no layer can have channels removed"):
         sl.prune_channels(nn.Linear(4, 2), sl.ChannelPruning(ratio=0.5), example_inputs=torch.randn(1, 4))
+
+
+def test_shape_reads_are_not_branches_and_ratio_rounds():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 10, 3, padding=1)
+            self.fc = nn.Linear(10 * 4 * 4, 2)
+
+        def forward(self, x):
+            x = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 4)
+            return self.fc(x.view(x.size(0), -1))
+
+    pruned = sl.prune_channels(Net(), sl.ChannelPruning(ratio=0.29), example_inputs=torch.randn(1, 3, 8, 8))
+    assert pruned.conv.out_channels == 7 and pruned.fc.in_features == 7 * 16  # round(2.9) = 3 removed
+
+
+def test_shared_layers_grouped_producers_and_flattened_linears_are_refused():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.h = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.h(self.b(torch.relu(self.b(self.a(x)))))
+
+    with pytest.raises(StructuredPruningError, match="'b' is called 2 times"):
+        sl.prune_channels(Twice(), sl.ChannelPruning(ratio=0.5), example_inputs=torch.randn(1, 4))
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    with pytest.raises(StructuredPruningError, match="'0' is a grouped convolution"):
+        sl.prune_channels(grouped, sl.ChannelPruning(ratio=0.5), example_inputs=torch.randn(1, 4, 8, 8))
+    tokens = nn.Sequential(nn.Linear(5, 5), nn.Flatten(), nn.Linear(15, 2))
+    with pytest.raises(StructuredPruningError, match="a Linear output that is flattened"):
+        sl.prune_channels(tokens, sl.ChannelPruning(ratio=0.4), example_inputs=torch.randn(1, 3, 5))
+
+
+def test_taylor_works_on_a_masked_model_and_bad_inputs_are_explained(digits_cnn):
+    model, split = digits_cnn
+    masked = sl.prune(model, sl.MagnitudePruning(sparsity=0.5))
+    scores = taylor_importance(masked, (split.x_train[:64], split.y_train[:64]))
+    assert scores(masked.features[0]).shape == (16,)
+    with pytest.raises(sl.ExampleInputError, match="shape \\(1, 3, 8, 8\\)"):
+        sl.prune_channels(model, sl.ChannelPruning(ratio=0.5), example_inputs=torch.randn(1, 3, 8, 8))
