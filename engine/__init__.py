@@ -18,6 +18,7 @@ _LAZY = {
     "ChannelPruning": "squeezelab.engine.recipe",
     "prune_channels": "squeezelab.engine.structured",
     "finetune": "squeezelab.engine.training",
+    "prune_at_init": "squeezelab.engine.at_init",
     "GradualPruning": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
@@ -78,6 +79,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.training import GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
@@ -125,6 +127,7 @@ __all__ = [
     "prune_channels",
     "finetune",
     "GradualPruning",
+    "prune_at_init",
     "prune",
     "prune_",
     "bake_masks_",
