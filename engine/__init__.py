@@ -19,6 +19,7 @@ _LAZY = {
     "prune_channels": "squeezelab.engine.structured",
     "finetune": "squeezelab.engine.training",
     "prune_at_init": "squeezelab.engine.at_init",
+    "find_lottery_ticket": "squeezelab.engine.lottery",
     "GradualPruning": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
@@ -80,6 +81,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
     from squeezelab.engine.at_init import prune_at_init
+    from squeezelab.engine.lottery import find_lottery_ticket
     from squeezelab.engine.training import GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
@@ -128,6 +130,7 @@ __all__ = [
     "finetune",
     "GradualPruning",
     "prune_at_init",
+    "find_lottery_ticket",
     "prune",
     "prune_",
     "bake_masks_",
