@@ -8,8 +8,9 @@ interleaved rounds, 1 thread, speedup = median per-round ratio vs fp32 ONNX Runt
   (polynomial decay) during fine-tuning, with the same number of training steps;
 - torch.nn.utils.prune at 90%: same dense size, no speedup, as the peer.
 
-Not yet in this benchmark (the features are not built yet): the Deep-Compression
-file of LeNet-300-100, 4-bit QAT vs PTQ, SNIP vs random at initialisation.
+Not yet in this benchmark: the Deep-Compression file of LeNet-300-100 and 4-bit
+QAT vs PTQ (not built yet), and SNIP vs random at initialisation (built; measured
+on the digits MLP so far, see the README).
 
     python benchmarks/pruning.py
 """
