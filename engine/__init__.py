@@ -20,6 +20,7 @@ _LAZY = {
     "finetune": "squeezelab.engine.training",
     "prune_at_init": "squeezelab.engine.at_init",
     "find_lottery_ticket": "squeezelab.engine.lottery",
+    "factorize": "squeezelab.engine.lowrank",
     "GradualPruning": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
@@ -82,6 +83,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
     from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.lottery import find_lottery_ticket
+    from squeezelab.engine.lowrank import factorize
     from squeezelab.engine.training import GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
@@ -131,6 +133,7 @@ __all__ = [
     "GradualPruning",
     "prune_at_init",
     "find_lottery_ticket",
+    "factorize",
     "prune",
     "prune_",
     "bake_masks_",
