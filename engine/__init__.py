@@ -22,6 +22,7 @@ _LAZY = {
     "find_lottery_ticket": "squeezelab.engine.lottery",
     "factorize": "squeezelab.engine.lowrank",
     "GradualPruning": "squeezelab.engine.training",
+    "Distillation": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
     "Compressed": "squeezelab.engine.compressed",
@@ -84,7 +85,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.lottery import find_lottery_ticket
     from squeezelab.engine.lowrank import factorize
-    from squeezelab.engine.training import GradualPruning, finetune
+    from squeezelab.engine.training import Distillation, GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
     from squeezelab.engine.compressed import Compressed, compress
@@ -131,6 +132,7 @@ __all__ = [
     "prune_channels",
     "finetune",
     "GradualPruning",
+    "Distillation",
     "prune_at_init",
     "find_lottery_ticket",
     "factorize",

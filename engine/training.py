@@ -36,7 +36,7 @@ from squeezelab.engine.pruning import prune_
 from squeezelab.engine.quantize_model import FilterFn
 from squeezelab.engine.recipe import MagnitudePruning
 
-__all__ = ["GradualPruning", "finetune"]
+__all__ = ["Distillation", "GradualPruning", "finetune"]
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -86,6 +86,45 @@ class GradualPruning:
         return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
 
 
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation (Hinton et al. 2015): learn from a teacher's softened outputs.
+
+    ``loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * task_loss``,
+    the ``T^2`` keeping gradient magnitudes comparable across temperatures.
+
+    >>> import torch
+    >>> d = Distillation(teacher=torch.nn.Identity(), temperature=2.0, alpha=1.0)
+    >>> logits = torch.tensor([[1.0, 2.0, 3.0]])
+    >>> float(d.loss(logits, logits, torch.tensor([2]), torch.nn.functional.cross_entropy))
+    0.0
+    """
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, nn.Module):
+            raise ModelError(f"Distillation: teacher must be a torch.nn.Module, got {type(self.teacher).__name__}.")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ConfigError(f"Distillation: temperature={self.temperature!r} must be > 0.")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ConfigError(f"Distillation: alpha={self.alpha!r} must be in [0, 1].")
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, task_loss: Loss) -> torch.Tensor:
+        t = self.temperature
+        soft = nn.functional.kl_div(
+            nn.functional.log_softmax(student / t, dim=-1),
+            nn.functional.log_softmax(teacher / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        ) * (t * t)
+        if self.alpha == 1.0:
+            return soft
+        return self.alpha * soft + (1.0 - self.alpha) * task_loss(student, targets)
+
+
 def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator):
     """(x, y) tensor batches: arrays are shuffled with ``gen``; loaders are used as given."""
     if isinstance(train_data, (tuple, list)) and len(train_data) == 2 and not isinstance(train_data[0], (tuple, list)):
@@ -112,6 +151,7 @@ def finetune(
     loss: Loss | None = None,
     batch_size: int = 64,
     schedule: GradualPruning | None = None,
+    distill: Distillation | None = None,
     filter_fn: FilterFn | None = None,
     seed: int = 0,
     threads: int | None = None,
@@ -125,6 +165,7 @@ def finetune(
         optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; default Adam, lr 1e-3.
         loss: ``loss(outputs, targets) -> scalar``; default cross-entropy.
         schedule: ``GradualPruning`` to raise sparsity during training.
+        distill: ``Distillation(teacher, temperature, alpha)`` to learn from a teacher model.
         filter_fn: layers the schedule prunes (default: Linear and Conv layers).
         threads: PyTorch threads while training (restored afterwards); None leaves them.
         progress: show a tqdm progress bar.
@@ -135,6 +176,8 @@ def finetune(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name}={value!r} must be a positive integer.")
+    if distill is not None and not isinstance(distill, Distillation):
+        raise ConfigError(f"distill={distill!r}; use Distillation(teacher=..., temperature=..., alpha=...).")
     if schedule is not None and not isinstance(schedule, GradualPruning):
         raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
     work = copy_model(model)
@@ -155,7 +198,14 @@ def finetune(
         for _ in range(epochs):
             for xb, yb in _shuffled_batches(train_data, batch_size, gen):
                 opt.zero_grad()
-                loss(work(xb), yb.long() if not yb.is_floating_point() else yb).backward()
+                yb = yb.long() if not yb.is_floating_point() else yb
+                out = work(xb)
+                if distill is not None:
+                    with torch.no_grad():
+                        teacher_out = distill.teacher(xb)
+                    distill.loss(out, teacher_out, yb, loss).backward()
+                else:
+                    loss(out, yb).backward()
                 opt.step()
                 step += 1
                 if schedule is not None and schedule.prunes_at(step):

@@ -87,3 +87,31 @@ def test_bad_training_input():
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), epochs=0)
     with pytest.raises(sl.DataError, match="3 inputs and 2 targets"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(3, 2), torch.zeros(2)))
+
+
+def test_distillation_loss_is_the_tempered_kl_plus_the_task_loss():
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
+    d = sl.Distillation(teacher=torch.nn.Identity(), temperature=3.0, alpha=0.7)
+    p_t = torch.softmax(t / 3, -1)
+    kl = (p_t * (p_t.log() - torch.log_softmax(s / 3, -1))).sum(-1).mean() * 9
+    expected = 0.7 * kl + 0.3 * torch.nn.functional.cross_entropy(s, y)
+    torch.testing.assert_close(d.loss(s, t, y, torch.nn.functional.cross_entropy), expected)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(digits_cnn, digits_mlp):
+    teacher, split = digits_cnn
+    student, _ = digits_mlp
+    x = torch.from_numpy(split.x_test)
+
+    @torch.no_grad()
+    def gap(m):
+        return float(torch.nn.functional.kl_div(torch.log_softmax(m(x), -1), torch.log_softmax(teacher(x), -1),
+                                                reduction="batchmean", log_target=True))
+
+    tuned = sl.finetune(student, split.train, epochs=3, distill=sl.Distillation(teacher=teacher, temperature=4.0, alpha=1.0))
+    assert gap(tuned) < gap(student)
+    with pytest.raises(sl.ConfigError, match="alpha=2"):
+        sl.Distillation(teacher=teacher, alpha=2)
+    with pytest.raises(sl.ModelError, match="teacher must be a torch.nn.Module"):
+        sl.Distillation(teacher="cnn.pt")
