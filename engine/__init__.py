@@ -21,6 +21,8 @@ _LAZY = {
     "prune_at_init": "squeezelab.engine.at_init",
     "find_lottery_ticket": "squeezelab.engine.lottery",
     "factorize": "squeezelab.engine.lowrank",
+    "share_weights": "squeezelab.engine.shared_weights",
+    "bake_shared_weights_": "squeezelab.engine.shared_weights",
     "GradualPruning": "squeezelab.engine.training",
     "Distillation": "squeezelab.engine.training",
     "NMPruning": "squeezelab.engine.recipe",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.lottery import find_lottery_ticket
     from squeezelab.engine.lowrank import factorize
+    from squeezelab.engine.shared_weights import bake_shared_weights_, share_weights
     from squeezelab.engine.training import Distillation, GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
@@ -136,6 +139,8 @@ __all__ = [
     "prune_at_init",
     "find_lottery_ticket",
     "factorize",
+    "share_weights",
+    "bake_shared_weights_",
     "prune",
     "prune_",
     "bake_masks_",
