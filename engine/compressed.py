@@ -396,7 +396,7 @@ def compress(
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
-        encoded = encode_model(work, recipe.quantization, filter_fn=filter_fn)
+        encoded = encode_model(work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding)
         _load_decoded_(work, encoded)
         artifact = pack_encoded(encoded, recipe=recipe.to_dict())
         return Compressed(model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact)

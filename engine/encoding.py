@@ -35,14 +35,14 @@ from squeezelab.engine.recipe import (
     QuantizationConfig,
 )
 
-__all__ = ["Encoded", "encode_tensor", "encode_float"]
+__all__ = ["Encoded", "encode_tensor", "encode_float", "encode_huffman"]
 
 
 @dataclass(frozen=True)
 class Encoded:
     """A tensor as stored: ``arrays`` go into the file, ``meta`` into its JSON header."""
 
-    kind: str  # "linear" | "kmeans" | "float16" | "float32" | "raw" (non-float buffers)
+    kind: str  # "linear" | "kmeans" | "float16" | "float32" | "raw" (non-float buffers) | "huffman"
     shape: tuple[int, ...]
     arrays: dict[str, np.ndarray]
     meta: dict[str, Any]
@@ -50,6 +50,8 @@ class Encoded:
     def decode(self) -> torch.Tensor:
         """The float32 tensor these codes stand for."""
         count = int(np.prod(self.shape)) if self.shape else 1
+        if self.kind == "huffman":
+            return _decode_huffman(self, count)
         if self.kind == "raw":
             return torch.from_numpy(self.arrays["values"].copy()).reshape(self.shape)
         if self.kind in ("float32", "float16"):
@@ -140,3 +142,69 @@ def encode_tensor(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
     if encoder is None:
         raise ConfigError(f"no encoder for {type(config).__name__}; use one of {', '.join(c.__name__ for c in _ENCODERS)}.")
     return encoder(w.detach().to(torch.float32), config)
+
+
+# --------------------------------------------------------------------------- Deep Compression
+
+
+def encode_huffman(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
+    """Deep Compression storage: nonzero positions as Huffman-coded gaps, their codes Huffman-coded.
+
+    Zero weights (pruned) stay exactly zero and cost only their share of the gaps.
+    K-means clusters the nonzero weights alone, as the paper does; linear and
+    fixed-point codes come from the usual quantizer (0.0 maps to the zero point).
+    """
+    from squeezelab.engine.quant.huffman import huffman_encode
+
+    w = w.detach().to(torch.float32)
+    flat = w.reshape(-1)
+    nz = torch.nonzero(flat).reshape(-1).numpy()
+    gaps = np.diff(np.concatenate([[-1], nz])) if nz.size else np.zeros(0, np.int64)  # >= 1
+    if isinstance(config, KMeansQuantization):
+        if nz.size:
+            codebook, codes = kmeans_quantize(flat[nz], bits=config.bits, seed=config.seed)
+        else:
+            codebook, codes = np.zeros(1, np.float32), np.zeros(0, np.uint8)
+        extra, meta = {"codebook": codebook}, {"inner": "kmeans"}
+    elif isinstance(config, (LinearQuantization, FixedPoint)):
+        inner = encode_tensor(w, config)
+        full = unpack_codes(inner.arrays["codes"], inner.meta["bits"], flat.numel()).astype(np.int64)
+        codes = full[nz]
+        extra = {"scale": inner.arrays["scale"], "zero_point": inner.arrays["zero_point"]}
+        meta = {"inner": "linear", **{k: inner.meta[k] for k in ("qmin", "qmax", "axis")}}
+    else:
+        raise ConfigError(f"Huffman coding stores k-means, linear or fixed-point codes, not {type(config).__name__}.")
+    arrays = dict(extra)
+    for name, symbols in (("gaps", gaps), ("codes", codes)):
+        bits, table_symbols, table_lengths = huffman_encode(symbols)
+        arrays[f"{name}_bits"] = bits
+        arrays[f"{name}_symbols"] = table_symbols
+        arrays[f"{name}_lengths"] = table_lengths
+    return Encoded("huffman", tuple(w.shape), arrays, {**meta, "nnz": int(nz.size)})
+
+
+def _decode_huffman(enc: Encoded, count: int) -> torch.Tensor:
+    from squeezelab.engine.quant.huffman import huffman_decode
+
+    nnz = enc.meta["nnz"]
+    a = enc.arrays
+    gaps = huffman_decode(a["gaps_bits"], a["gaps_symbols"], a["gaps_lengths"], nnz)
+    codes = huffman_decode(a["codes_bits"], a["codes_symbols"], a["codes_lengths"], nnz)
+    positions = np.cumsum(gaps) - 1
+    if enc.meta["inner"] == "kmeans":
+        flat = np.zeros(count, np.float32)
+        flat[positions] = a["codebook"][codes]
+        return torch.from_numpy(flat).reshape(enc.shape)
+    qp = QParams(
+        scale=torch.from_numpy(a["scale"]),
+        zero_point=torch.from_numpy(a["zero_point"]),
+        qmin=enc.meta["qmin"],
+        qmax=enc.meta["qmax"],
+        axis=enc.meta["axis"],
+    )
+    # Codes were stored offset by qmin; zeros take their channel's zero point (which decodes to 0.0).
+    _, zp = qp.broadcast(len(enc.shape))
+    full = (torch.zeros(enc.shape, dtype=torch.int64) + zp.to(torch.int64) - qp.qmin).reshape(-1).numpy().copy()
+    full[positions] = codes
+    q = torch.from_numpy(full + qp.qmin).to(torch.int32).reshape(enc.shape)
+    return dequantize(q, qp)

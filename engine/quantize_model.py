@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from squeezelab.engine._copy import copy_model
-from squeezelab.engine.encoding import Encoded, encode_float, encode_tensor
+from squeezelab.engine.encoding import Encoded, encode_float, encode_huffman, encode_tensor
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.recipe import Float16, QuantizationConfig
 
@@ -45,7 +45,11 @@ def _weight_names(model: nn.Module, filter_fn: FilterFn) -> set[str]:
 
 
 def encode_model(
-    model: nn.Module, config: QuantizationConfig | None, *, filter_fn: FilterFn | None = None
+    model: nn.Module,
+    config: QuantizationConfig | None,
+    *,
+    filter_fn: FilterFn | None = None,
+    coding: str = "packed",
 ) -> dict[str, Encoded]:
     """Encode every entry of ``model.state_dict()``: chosen weights under ``config``, the rest as floats.
 
@@ -56,7 +60,7 @@ def encode_model(
     out: dict[str, Encoded] = {}
     for name, tensor in model.state_dict().items():
         if name in chosen:
-            out[name] = encode_tensor(tensor, config)
+            out[name] = encode_huffman(tensor, config) if coding == "huffman" else encode_tensor(tensor, config)
         elif tensor.is_floating_point():
             out[name] = encode_float(tensor, half=half)
         else:

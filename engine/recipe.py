@@ -498,10 +498,19 @@ class Simulated(Runtime):
 
     Not a real low-precision kernel: results are labelled simulated. Size is the
     byte count of the packed file, latency is PyTorch fp32 eager latency.
+
+    ``coding="huffman"`` stores each quantized weight as Deep Compression does:
+    nonzero positions as Huffman-coded gaps and their codes Huffman-coded (pair it
+    with pruning); ``"packed"`` stores every code at ``bits`` bits.
     """
 
+    coding: str = "packed"
     label: ClassVar[str] = "simulated"
     onnx: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if self.coding not in ("packed", "huffman"):
+            raise ConfigError(f"Simulated: coding={self.coding!r}; use 'packed' or 'huffman'.")
 
 
 _NESTED: dict[tuple[str, str], type] = {
@@ -543,6 +552,13 @@ class Recipe(_Config):
                 f"quantization={q!r} cannot be combined with it; drop the quantization step, "
                 "or use runtime=Simulated() to study that quantizer."
             )
+        if isinstance(rt, Simulated) and rt.coding == "huffman" and not isinstance(
+            q, (LinearQuantization, KMeansQuantization, FixedPoint)
+        ):
+            raise ConfigError(
+                "Recipe: Simulated(coding='huffman') codes quantized weights; add "
+                "quantization=KMeansQuantization(...) (Deep Compression) or LinearQuantization(...)."
+            )
         if isinstance(rt, Onnx) and q is not None and not isinstance(q, Float16):
             raise ConfigError(
                 f"Recipe: {q.label} has no ONNX Runtime kernel; use runtime=Simulated() for it "
@@ -583,6 +599,8 @@ class Recipe(_Config):
             act = "" if rt.activations == "int8" else "-u8act"
             ops = "" if rt.op_types is None else "-" + "+".join(o.lower() for o in rt.op_types)
             parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}{rr}")
+        if isinstance(rt, Simulated) and rt.coding == "huffman":
+            parts.append("huffman")
         if not parts:
             parts.append("fp32")
         text = " + ".join(parts)

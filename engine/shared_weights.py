@@ -36,13 +36,16 @@ __all__ = ["SharedWeights", "share_weights", "bake_shared_weights_"]
 class SharedWeights(nn.Module):
     """Parametrization ``weight -> codebook[codes]`` (the stored weight itself is ignored)."""
 
-    def __init__(self, codebook: np.ndarray, codes: np.ndarray) -> None:
+    def __init__(self, codebook: np.ndarray, codes: np.ndarray, keep: torch.Tensor | None = None) -> None:
         super().__init__()
         self.codebook = nn.Parameter(torch.from_numpy(np.asarray(codebook, dtype=np.float32)).clone())
         self.register_buffer("codes", torch.from_numpy(np.asarray(codes, dtype=np.int64)).clone())
+        # Pruned (zero) weights stay zero: they belong to no cluster.
+        self.register_buffer("keep", keep.float().clone() if keep is not None else None)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return self.codebook[self.codes]  # gradient per centroid: the sum over its cluster
+        shared = self.codebook[self.codes]  # gradient per centroid: the sum over its cluster
+        return shared * self.keep if self.keep is not None else shared
 
 
 def share_weights(
@@ -67,8 +70,17 @@ def share_weights(
                 f"{type(module).__name__} already has a weight parametrization (a pruning mask?); "
                 "bake it first with bake_masks_."
             )
-        codebook, codes = kmeans_quantize(module.weight, bits=config.bits, seed=config.seed)
-        parametrize.register_parametrization(module, "weight", SharedWeights(codebook, codes), unsafe=True)
+        weight = module.weight.detach()
+        keep = weight != 0
+        if bool(keep.all()):
+            codebook, codes = kmeans_quantize(weight, bits=config.bits, seed=config.seed)
+            shared = SharedWeights(codebook, codes)
+        else:  # a pruned layer: cluster the surviving weights only, as Deep Compression does
+            codebook, nz_codes = kmeans_quantize(weight[keep], bits=config.bits, seed=config.seed)
+            codes = np.zeros(weight.shape, dtype=np.int64)
+            codes[keep.numpy()] = nz_codes
+            shared = SharedWeights(codebook, codes, keep)
+        parametrize.register_parametrization(module, "weight", shared, unsafe=True)
     return work
 
 
