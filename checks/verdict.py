@@ -113,12 +113,12 @@ def judge(
         figures.append(Figure(name, value, limit, ">=", value >= limit, value - limit, value, note))
 
     gates = budget.gates()
-    if "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates:
-        if pair.accuracy_drop is None:
-            raise DataError(
-                "the budget gates accuracy but there is no accuracy to judge: pass data=(x, y) to "
-                "compress_budget.check(...), or Metrics measured with data."
-            )
+    accuracy_gated = "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates
+    if accuracy_gated and pair.accuracy_drop is None:
+        raise DataError(
+            "the budget gates accuracy but there is no accuracy to judge: pass data=(x, y) to "
+            "compress_budget.check(...), or Metrics measured with data."
+        )
     if ("min_compression" in gates or "max_size_mb" in gates) and cand.size_bytes <= 0:
         raise DataError(f"the candidate's size is {cand.size_bytes} bytes; a shipped model has at least one byte.")
     if ("min_speedup" in gates or "max_latency_ms" in gates) and not (
