@@ -22,6 +22,9 @@ _LAZY = {
     "find_lottery_ticket": "squeezelab.engine.lottery",
     "factorize": "squeezelab.engine.lowrank",
     "share_weights": "squeezelab.engine.shared_weights",
+    "prepare_qat": "squeezelab.engine.qat",
+    "calibrate_": "squeezelab.engine.qat",
+    "export_qat": "squeezelab.engine.qat",
     "bake_shared_weights_": "squeezelab.engine.shared_weights",
     "GradualPruning": "squeezelab.engine.training",
     "Distillation": "squeezelab.engine.training",
@@ -87,6 +90,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.lottery import find_lottery_ticket
     from squeezelab.engine.lowrank import factorize
+    from squeezelab.engine.qat import calibrate_, export_qat, prepare_qat
     from squeezelab.engine.shared_weights import bake_shared_weights_, share_weights
     from squeezelab.engine.training import Distillation, GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
@@ -140,6 +144,9 @@ __all__ = [
     "find_lottery_ticket",
     "factorize",
     "share_weights",
+    "prepare_qat",
+    "calibrate_",
+    "export_qat",
     "bake_shared_weights_",
     "prune",
     "prune_",
