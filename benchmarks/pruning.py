@@ -8,9 +8,9 @@ interleaved rounds, 1 thread, speedup = median per-round ratio vs fp32 ONNX Runt
   (polynomial decay) during fine-tuning, with the same number of training steps;
 - torch.nn.utils.prune at 90%: same dense size, no speedup, as the peer.
 
-Not yet in this benchmark: the Deep-Compression file of LeNet-300-100 and 4-bit
-QAT vs PTQ (not built yet), and SNIP vs random at initialisation (built; measured
-on the digits MLP so far, see the README).
+Then it runs benchmarks/deep_compression.py (LeNet-300-100 through prune ->
+trained k-means -> Huffman) and benchmarks/qat_snip.py (4-bit QAT vs PTQ, 8-bit
+QAT as int8 ONNX, SNIP vs random at initialisation); each also runs on its own.
 
     python benchmarks/pruning.py
 """
@@ -152,4 +152,16 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
     main()
+    # The rest of the pruning issue's table: Deep Compression, QAT vs PTQ, SNIP vs random.
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import deep_compression
+    import qat_snip
+
+    print("\n" + "=" * 100)
+    deep_compression.main()
+    print("\n" + "=" * 100)
+    qat_snip.main()
