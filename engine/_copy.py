@@ -16,7 +16,7 @@ from typing import TypeVar
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["copy_model", "own_class"]
+__all__ = ["copy_model", "own_class", "replace_module"]
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -38,3 +38,9 @@ def copy_model(model: M) -> M:
     for module in out.modules():
         own_class(module)
     return out
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule called ``name`` (dotted path) was."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import nn
 
-from squeezelab.engine._copy import copy_model
+from squeezelab.engine._copy import copy_model, replace_module
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quantize_model import FilterFn
 
@@ -113,6 +113,5 @@ def factorize(
         pair = _factorize_linear(layer, r) if isinstance(layer, nn.Linear) else _factorize_conv(layer, r)
         if not name:  # the model is itself one layer
             return pair
-        parent, _, child = name.rpartition(".")
-        setattr(work.get_submodule(parent) if parent else work, child, pair)
+        replace_module(work, name, pair)
     return work

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from squeezelab.engine._copy import copy_model, own_class
+from squeezelab.engine._copy import copy_model, own_class, replace_module
 from squeezelab.engine.cpu import default_reduce_range
 from squeezelab.engine.data import iter_inputs
 from squeezelab.engine.errors import ConfigError, ModelError
@@ -108,8 +108,7 @@ def prepare_qat(model: nn.Module, *, bits: int = 8, reduce_range: bool | None = 
         wrapped = QATLayer(layer, bits)
         if not name:
             return wrapped
-        parent, _, child = name.rpartition(".")
-        setattr(work.get_submodule(parent) if parent else work, child, wrapped)
+        replace_module(work, name, wrapped)
     return work
 
 

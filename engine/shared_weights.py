@@ -27,7 +27,8 @@ from torch.nn.utils import parametrize
 from squeezelab.engine._copy import copy_model, own_class
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quant import kmeans_quantize
-from squeezelab.engine.quantize_model import FilterFn, default_filter
+from squeezelab.engine.pruning import _chosen
+from squeezelab.engine.quantize_model import FilterFn
 from squeezelab.engine.recipe import KMeansQuantization
 
 __all__ = ["SharedWeights", "share_weights", "bake_shared_weights_"]
@@ -57,11 +58,7 @@ def share_weights(
     if not isinstance(config, KMeansQuantization):
         raise ConfigError(f"config={config!r}; use KMeansQuantization(bits=...).")
     work = copy_model(model)
-    filter_fn = filter_fn or default_filter
-    chosen = [
-        m for name, m in work.named_modules()
-        if isinstance(getattr(m, "weight", None), torch.Tensor) and filter_fn(m, name)
-    ]
+    chosen = [m for _, m in _chosen(work, filter_fn)]
     if not chosen:
         raise ConfigError("no layer to share weights in: the model has no Linear/Conv layer the filter accepts.")
     for module in chosen:

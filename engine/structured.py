@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
-from squeezelab.engine._copy import copy_model
+from squeezelab.engine._copy import copy_model, replace_module
 from squeezelab.engine.errors import ConfigError, ModelError
 from squeezelab.engine.quantize_model import FilterFn
 from squeezelab.engine.recipe import ChannelPruning
@@ -217,11 +217,6 @@ def _unknown(start: fx.Node, user: fx.Node) -> StructuredPruningError:
     )
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
-
-
 def _slice_out(module: nn.Module, keep: torch.Tensor) -> nn.Module:
     """A copy of a Conv2d/Linear with only the ``keep`` output channels."""
     new = copy.deepcopy(module)
@@ -339,10 +334,10 @@ def prune_channels(
             raise StructuredPruningError(f"layer {chain.producer!r} would be left with zero channels.")
         scores = score(model.get_submodule(chain.producer))
         keep = torch.sort(torch.topk(scores, n_keep).indices).values  # keep the original order
-        _replace(work, chain.producer, _slice_out(producer, keep))
+        replace_module(work, chain.producer, _slice_out(producer, keep))
         for norm in chain.norms:
-            _replace(work, norm, _slice_norm(work.get_submodule(norm), keep))
-        _replace(work, chain.consumer, _slice_in(work.get_submodule(chain.consumer), keep, chain.flatten_factor))
+            replace_module(work, norm, _slice_norm(work.get_submodule(norm), keep))
+        replace_module(work, chain.consumer, _slice_in(work.get_submodule(chain.consumer), keep, chain.flatten_factor))
     try:
         with torch.no_grad():
             work(*inputs)
