@@ -388,15 +388,19 @@ def compress(
     if isinstance(recipe.pruning, ChannelPruning):
         from squeezelab.engine.structured import prune_channels
 
-        work = prune_channels(work, recipe.pruning, example_inputs=inputs, filter_fn=filter_fn)
+        work = prune_channels(
+            work, recipe.pruning, example_inputs=inputs, filter_fn=filter_fn, layer_ratios=recipe.layer_sparsity()
+        )
     elif recipe.pruning is not None:
         from squeezelab.engine.pruning import bake_masks_, prune_
 
-        prune_(work, recipe.pruning, filter_fn=filter_fn)
+        prune_(work, recipe.pruning, filter_fn=filter_fn, layer_sparsity=recipe.layer_sparsity())
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
-        encoded = encode_model(work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding)
+        encoded = encode_model(
+            work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
+        )
         _load_decoded_(work, encoded)
         artifact = pack_encoded(encoded, recipe=recipe.to_dict())
         return Compressed(model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact)

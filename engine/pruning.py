@@ -93,14 +93,47 @@ def nm_mask(weight: torch.Tensor, n: int, m: int) -> torch.Tensor | None:
     return mask.movedim(-1, 1) if weight.ndim > 2 else mask
 
 
-def prune_(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> None:
-    """Prune ``model`` in place: register a mask parametrization on each chosen weight."""
+def _magnitude_masks_mixed(
+    layers: list[tuple[str, nn.Module]], config: MagnitudePruning, layer_sparsity: dict[str, float]
+) -> list[torch.Tensor]:
+    """Layers named in ``layer_sparsity`` at their own amount; the others under ``config`` together."""
+    unknown = sorted(set(layer_sparsity) - {name for name, _ in layers})
+    if unknown:
+        raise ConfigError(
+            f"per-layer sparsity names layers that are not pruned here: {unknown}; prunable layers: "
+            f"{[name for name, _ in layers]}."
+        )
+    rest = [i for i, (name, _) in enumerate(layers) if name not in layer_sparsity]
+    masks: list[torch.Tensor | None] = [None] * len(layers)
+    for i, mask in zip(rest, magnitude_masks([layers[i][1].weight for i in rest], config.sparsity, config.scope)):
+        masks[i] = mask
+    for i, (name, module) in enumerate(layers):
+        if name in layer_sparsity:
+            (masks[i],) = magnitude_masks([module.weight], layer_sparsity[name], "layer")
+    return masks  # type: ignore[return-value]
+
+
+def prune_(
+    model: nn.Module,
+    config: PruningConfig,
+    *,
+    filter_fn: FilterFn | None = None,
+    layer_sparsity: dict[str, float] | None = None,
+) -> None:
+    """Prune ``model`` in place: register a mask parametrization on each chosen weight.
+
+    ``layer_sparsity`` (magnitude pruning only) gives named layers their own amount.
+    """
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
     layers = _chosen(model, filter_fn)
     if not layers:
         raise ConfigError("no layer to prune: the model has no Linear/Conv layer the filter accepts.")
-    if isinstance(config, MagnitudePruning):
+    if layer_sparsity and not isinstance(config, MagnitudePruning):
+        raise ConfigError(f"per-layer sparsity applies to MagnitudePruning, not {config.label}.")
+    if isinstance(config, MagnitudePruning) and layer_sparsity:
+        masks = _magnitude_masks_mixed(layers, config, layer_sparsity)
+    elif isinstance(config, MagnitudePruning):
         masks = magnitude_masks([m.weight for _, m in layers], config.sparsity, config.scope)
     elif isinstance(config, NMPruning):
         masks = [nm_mask(m.weight, config.n, config.m) for _, m in layers]

@@ -13,6 +13,7 @@ Pass ``filter_fn(module, fqn) -> bool`` to choose layers yourself.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 from squeezelab.engine._copy import copy_model
 from squeezelab.engine.encoding import Encoded, encode_float, encode_huffman, encode_tensor
 from squeezelab.engine.errors import ConfigError, ModelError
-from squeezelab.engine.recipe import Float16, QuantizationConfig
+from squeezelab.engine.recipe import FixedPoint, Float16, QuantizationConfig
 
 __all__ = ["FilterFn", "default_filter", "encode_model", "quantize", "quantize_"]
 
@@ -50,22 +51,52 @@ def encode_model(
     *,
     filter_fn: FilterFn | None = None,
     coding: str = "packed",
+    layer_bits: dict[str, int] | None = None,
 ) -> dict[str, Encoded]:
     """Encode every entry of ``model.state_dict()``: chosen weights under ``config``, the rest as floats.
 
-    Integer buffers (e.g. BatchNorm's ``num_batches_tracked``) are kept as they are.
+    ``layer_bits`` maps layer names to their own width (32 keeps that layer
+    float32): mixed precision. Integer buffers (e.g. BatchNorm's
+    ``num_batches_tracked``) are kept as they are.
     """
     chosen = _weight_names(model, filter_fn or default_filter) if config is not None else set()
+    per_weight = _per_weight_configs(model, config, chosen, layer_bits or {})
     half = isinstance(config, Float16)
     out: dict[str, Encoded] = {}
     for name, tensor in model.state_dict().items():
-        if name in chosen:
-            out[name] = encode_huffman(tensor, config) if coding == "huffman" else encode_tensor(tensor, config)
+        cfg = per_weight.get(name)
+        if cfg is not None:
+            out[name] = encode_huffman(tensor, cfg) if coding == "huffman" else encode_tensor(tensor, cfg)
         elif tensor.is_floating_point():
             out[name] = encode_float(tensor, half=half)
         else:
             values = tensor.detach().cpu().numpy()
             out[name] = Encoded("raw", tuple(tensor.shape), {"values": values}, {"dtype": str(values.dtype)})
+    return out
+
+
+def _per_weight_configs(
+    model: nn.Module, config: QuantizationConfig | None, chosen: set[str], layer_bits: dict[str, int]
+) -> dict[str, QuantizationConfig]:
+    """The config of each chosen weight: ``config``, or a copy at the layer's own width."""
+    layers = dict(model.named_modules())
+    unknown = sorted(set(layer_bits) - set(layers))
+    if unknown:
+        raise ConfigError(
+            f"per-layer bits name layers the model does not have: {unknown}; known layers with weights: "
+            f"{sorted(n.rsplit('.', 1)[0] for n in chosen)}."
+        )
+    out = {}
+    for name in chosen:
+        layer = name.rsplit(".", 1)[0] if "." in name else ""
+        bits = layer_bits.get(layer)
+        if bits == 32:
+            continue  # kept float32: stored like any unquantized tensor
+        if bits is None:
+            out[name] = config
+        else:
+            field = "total_bits" if isinstance(config, FixedPoint) else "bits"
+            out[name] = dataclasses.replace(config, **{field: bits})
     return out
 
 

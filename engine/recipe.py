@@ -49,6 +49,7 @@ __all__ = [
     "MinMax",
     "Percentile",
     "Entropy",
+    "LayerSetting",
     "Recipe",
 ]
 
@@ -518,6 +519,46 @@ _NESTED: dict[tuple[str, str], type] = {
     ("Int8Static", "calibration"): Calibration,
 }
 
+# --------------------------------------------------------------------------- per-layer settings
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class LayerSetting(_Config):
+    """Override the recipe's quantization width or pruning amount for one layer (mixed precision).
+
+    Args:
+        name: the layer's name in ``model.named_modules()``, e.g. ``"features.0"``.
+        bits: weight width for this layer (2..16), or 32 to keep it float32.
+            Applies to simulated quantizers (linear, k-means, fixed point).
+        sparsity: this layer's pruning amount in [0, 1): the fraction of its
+            weights zeroed (``MagnitudePruning``) or of its output channels removed
+            (``ChannelPruning``). 0 leaves the layer unpruned.
+    """
+
+    name: str
+    bits: int | None = None
+    sparsity: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"LayerSetting: name={self.name!r} must be a layer name from model.named_modules().")
+        if self.bits is not None and self.bits != 32:
+            _check_int(f"LayerSetting({self.name!r})", "bits", self.bits, 2, 16)
+        s = self.sparsity
+        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0):
+            raise ConfigError(f"LayerSetting({self.name!r}): sparsity={s!r} must be a number in [0, 1).")
+        if self.bits is None and self.sparsity is None:
+            raise ConfigError(f"LayerSetting({self.name!r}) sets nothing; give bits= and/or sparsity=.")
+
+    @property
+    def label(self) -> str:
+        parts = [] if self.bits is None else ["fp32" if self.bits == 32 else f"{self.bits}b"]
+        if self.sparsity is not None:
+            parts.append(f"{self.sparsity:.0%}")
+        return f"{self.name}={'/'.join(parts)}"
+
+
 # --------------------------------------------------------------------------- recipe
 
 
@@ -527,13 +568,17 @@ class Recipe(_Config):
     """At most one pruning step, at most one quantization step, and a runtime.
 
     ``Recipe()`` is the fp32 baseline: the model exported to ONNX unchanged.
+    ``layers`` overrides the width or pruning amount of named layers (see
+    ``LayerSetting``); every other layer follows the recipe-wide steps.
     """
 
     pruning: PruningConfig | None = None
     quantization: QuantizationConfig | None = None
     runtime: Runtime = field(default_factory=Onnx)
+    layers: tuple[LayerSetting, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_layers()
         if self.pruning is not None and not isinstance(self.pruning, PruningConfig):
             raise ConfigError(f"Recipe: pruning={self.pruning!r} is not a pruning config.")
         q, rt = self.quantization, self.runtime
@@ -564,6 +609,39 @@ class Recipe(_Config):
                 f"Recipe: {q.label} has no ONNX Runtime kernel; use runtime=Simulated() for it "
                 "(results are labelled simulated), or Int8Static()/Int8Dynamic() for real int8."
             )
+
+    def _check_layers(self) -> None:
+        layers = self.layers
+        if isinstance(layers, list):  # from_dict / TOML give lists; the recipe must stay hashable
+            layers = tuple(_from_dict(item, LayerSetting) for item in layers)
+            object.__setattr__(self, "layers", layers)
+        if not isinstance(layers, tuple) or not all(isinstance(item, LayerSetting) for item in layers):
+            raise ConfigError(f"Recipe: layers={layers!r} must be a tuple of LayerSetting(name=..., ...).")
+        names = [item.name for item in layers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Recipe: layers names {sorted({n for n in names if names.count(n) > 1})} twice.")
+        if any(item.bits is not None for item in layers) and not isinstance(
+            self.quantization, (LinearQuantization, KMeansQuantization, FixedPoint)
+        ):
+            raise ConfigError(
+                "Recipe: per-layer bits need a simulated weight quantizer to override; add "
+                "quantization=LinearQuantization(...), KMeansQuantization(...) or FixedPoint(...) with runtime=Simulated()."
+            )
+        if any(item.sparsity is not None for item in layers) and not isinstance(
+            self.pruning, (MagnitudePruning, ChannelPruning)
+        ):
+            raise ConfigError(
+                "Recipe: per-layer sparsity needs a pruning step to override; add "
+                "pruning=MagnitudePruning(sparsity=0.0) (or ChannelPruning(ratio=0.0))."
+            )
+
+    def layer_bits(self) -> dict[str, int]:
+        """Per-layer widths set by ``layers`` (32 = kept float32)."""
+        return {item.name: item.bits for item in self.layers if item.bits is not None}
+
+    def layer_sparsity(self) -> dict[str, float]:
+        """Per-layer pruning amounts set by ``layers``."""
+        return {item.name: float(item.sparsity) for item in self.layers if item.sparsity is not None}
 
     @property
     def executable(self) -> bool:
@@ -599,6 +677,8 @@ class Recipe(_Config):
             act = "" if rt.activations == "int8" else "-u8act"
             ops = "" if rt.op_types is None else "-" + "+".join(o.lower() for o in rt.op_types)
             parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}{rr}")
+        if self.layers:
+            parts.append("[" + " ".join(item.label for item in self.layers) + "]")
         if isinstance(rt, Simulated) and rt.coding == "huffman":
             parts.append("huffman")
         if not parts:
@@ -609,6 +689,10 @@ class Recipe(_Config):
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         del out["type"]
+        if self.layers:
+            out["layers"] = [item.to_dict() for item in self.layers]
+        else:
+            del out["layers"]
         return out
 
     @classmethod

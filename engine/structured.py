@@ -262,6 +262,7 @@ def prune_channels(
     example_inputs: Any,
     filter_fn: FilterFn | None = None,
     importance: Importance | None = None,
+    layer_ratios: dict[str, float] | None = None,
 ) -> nn.Module:
     """A copy of ``model`` with ``config.ratio`` of each prunable layer's output channels removed.
 
@@ -272,6 +273,7 @@ def prune_channels(
         filter_fn: ``filter_fn(module, fqn) -> bool``; layers it rejects keep all channels.
         importance: a callable scoring each output channel, overriding ``config.importance``
             (e.g. ``taylor_importance(model, (x, y))``).
+        layer_ratios: named layers' own ratios, overriding ``config.ratio`` (0 keeps a layer whole).
     """
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
@@ -326,10 +328,17 @@ def prune_channels(
         raise StructuredPruningError(
             "no layer can have channels removed: every Conv2d/Linear either feeds the output or is excluded."
         )
+    layer_ratios = layer_ratios or {}
+    unknown = sorted(set(layer_ratios) - {c.producer for c in chains})
+    if unknown:
+        raise ConfigError(
+            f"per-layer ratios name layers whose channels cannot be removed here: {unknown}; "
+            f"prunable layers: {[c.producer for c in chains]}."
+        )
     for chain in chains:
         producer = work.get_submodule(chain.producer)
         channels = producer.weight.shape[0]
-        n_keep = channels - round(config.ratio * channels)
+        n_keep = channels - round(layer_ratios.get(chain.producer, config.ratio) * channels)
         if n_keep < 1:
             raise StructuredPruningError(f"layer {chain.producer!r} would be left with zero channels.")
         scores = score(model.get_submodule(chain.producer))

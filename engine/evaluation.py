@@ -1,0 +1,224 @@
+"""Measure one recipe on one model and data set, through the on-disk cache.
+
+``Evaluator`` is what ``sweep``, ``layer_sensitivity``, ``search`` and the
+JupyterLab explorer share: it fixes the model, the data and the measurement
+settings, fingerprints them once, and then answers ``cached(recipe)`` (no
+work: a dict or None) and ``evaluate(recipe)`` (compress, measure, store).
+
+The work itself is a plain function of plain data (``PointTask`` ->
+``run_point``), so any ``concurrent.futures.Executor`` can run it: a process
+pool, or Dask's ``Client.get_executor()``. Workers never touch the cache: the
+caller stores each result as it arrives, so a cluster needs no shared disk
+and an interrupted sweep keeps every finished point.
+
+A row holds the recipe, the measured ``Metrics`` and, for every recipe but
+the baseline, ``speedup``: the median of per-round latency ratios baseline /
+candidate, both timed in the same interleaved rounds in the same process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from squeezelab.engine.cache import ResultCache, data_fingerprint, fingerprint, model_fingerprint
+from squeezelab.engine.compressed import check_model
+from squeezelab.engine.data import iter_batches
+from squeezelab.engine.errors import DataError
+from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
+from squeezelab.engine.recipe import Recipe
+
+__all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of"]
+
+
+def materialize(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` numpy arrays from arrays, a Dataset or a DataLoader (so work can be pickled and hashed)."""
+    xs, ys = [], []
+    for x, y in iter_batches(data, 4096):
+        xs.append(np.asarray(x))
+        ys.append(np.asarray(y))
+    if not xs or sum(len(x) for x in xs) == 0:
+        raise DataError(f"{what} is empty; pass (x, y) arrays with at least one sample.")
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+@dataclass(frozen=True)
+class PointTask:
+    """Everything one measurement needs, as picklable data."""
+
+    model: nn.Module
+    recipe: Recipe
+    data: tuple[np.ndarray, np.ndarray]
+    calibration: np.ndarray | None
+    metric: Metric
+    latency_batch_size: int
+    latency_repeats: int
+    threads: int | None
+
+
+# One baseline export per process and model: every point of a sweep is timed against it.
+_BASELINES: dict[str, Any] = {}
+
+
+def _baseline(task: PointTask, key: str) -> Any:
+    from squeezelab.engine.compressed import compress
+
+    if key not in _BASELINES:
+        _BASELINES.clear()  # one model at a time is plenty; a sweep never alternates
+        _BASELINES[key] = compress(task.model, Recipe(), example_inputs=task.data[0][:1])
+    return _BASELINES[key]
+
+
+def run_point(task: PointTask, baseline_key: str = "") -> dict[str, Any]:
+    """Compress ``task.model`` with ``task.recipe`` and measure it: one row of plain data."""
+    from squeezelab.engine.compressed import compress
+    from squeezelab.engine.latency import ratio_median
+    from squeezelab.engine.metrics import evaluate, metrics_of, time_together
+
+    started = time.perf_counter()
+    c = compress(task.model, task.recipe, example_inputs=task.data[0][:1], calibration_data=task.calibration)
+    accuracy, n = evaluate(c, task.data, task.metric)
+    samples: list[float] = [float("nan")]
+    speedup = None
+    if task.latency_repeats:
+        is_baseline = task.recipe == Recipe()
+        targets = [c] if is_baseline else [_baseline(task, baseline_key), c]
+        timed = time_together(
+            targets,
+            batch_size=task.latency_batch_size,
+            data=task.data,
+            repeats=task.latency_repeats,
+            warmup=3,
+            threads=task.threads,
+        )
+        samples = timed[-1]
+        if not is_baseline:
+            speedup = ratio_median(timed[0], timed[1])
+    m = metrics_of(
+        c,
+        accuracy=accuracy,
+        metric=task.metric,
+        n_samples=n,
+        samples=samples,
+        batch_size=task.latency_batch_size,
+        threads=task.threads,
+    )
+    row = m.to_dict()
+    row["weight_sparsity"] = row.pop("sparsity")
+    row.update(
+        recipe=json.dumps(task.recipe.to_dict(), sort_keys=True),
+        speedup=speedup,
+        seconds=round(time.perf_counter() - started, 4),
+    )
+    if not task.latency_repeats:
+        row["latency_ms"] = None
+    return row
+
+
+class Evaluator:
+    """Measures recipes of one model on one data set, reusing results from ``cache``.
+
+    Args:
+        model: the PyTorch model (never changed).
+        data: ``(x, y)`` evaluation data (arrays, a Dataset or a DataLoader).
+        calibration_data: inputs for ``Int8Static`` calibration (default: the first 256 of ``data``).
+        metric: ``metric(predictions, targets) -> float``, higher is better.
+        latency_batch_size, latency_repeats, threads: latency settings;
+            ``latency_repeats=0`` skips timing (accuracy and size only).
+        cache: True (``~/.cache/squeezelab``), False, a folder, or a ``ResultCache``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: Any,
+        *,
+        calibration_data: Any = None,
+        metric: Metric = top1_accuracy,
+        latency_batch_size: int = 1,
+        latency_repeats: int = 20,
+        threads: int | None = 1,
+        cache: Any = True,
+    ) -> None:
+        check_model(model)
+        check_settings(batch_size=latency_batch_size, repeats=max(latency_repeats, 1), warmup=0, threads=threads)
+        self.model = model
+        self.data = materialize(data)
+        if calibration_data is None:
+            self.calibration = self.data[0][:256]
+        else:
+            from squeezelab.engine.data import iter_inputs
+
+            self.calibration = np.concatenate([np.asarray(b) for b in iter_inputs(calibration_data)])
+        self.metric = metric
+        self.latency_batch_size = latency_batch_size
+        self.latency_repeats = latency_repeats
+        self.threads = threads
+        self.cache = ResultCache.of(cache)
+        self.model_key = model_fingerprint(model)
+        self._context = fingerprint(
+            self.model_key,
+            data_fingerprint(self.data),
+            self.calibration,
+            getattr(metric, "__module__", ""),
+            getattr(metric, "__qualname__", repr(metric)),
+            latency_batch_size,
+            latency_repeats,
+            threads,
+        )
+
+    def key(self, recipe: Recipe) -> str:
+        """The cache key of ``recipe`` under this evaluator's model, data and settings."""
+        return fingerprint(self._context, recipe.to_dict())
+
+    def task(self, recipe: Recipe) -> PointTask:
+        return PointTask(
+            model=self.model,
+            recipe=recipe,
+            data=self.data,
+            calibration=self.calibration,
+            metric=self.metric,
+            latency_batch_size=self.latency_batch_size,
+            latency_repeats=self.latency_repeats,
+            threads=self.threads,
+        )
+
+    def cached(self, recipe: Recipe) -> dict[str, Any] | None:
+        """The stored row of ``recipe`` (marked ``cached=True``), or None; never computes."""
+        row = self.cache.get(self.key(recipe))
+        return None if row is None else {**row, "cached": True}
+
+    def store(self, recipe: Recipe, row: dict[str, Any]) -> dict[str, Any]:
+        row = {k: v for k, v in row.items() if k != "cached"}
+        self.cache.put(self.key(recipe), row)
+        return {**row, "cached": False}
+
+    def evaluate(self, recipe: Recipe) -> dict[str, Any]:
+        """The row of ``recipe``: from the cache, or measured now and stored."""
+        row = self.cached(recipe)
+        if row is not None:
+            return row
+        return self.store(recipe, run_point(self.task(recipe), self.model_key))
+
+    def with_settings(self, **changes: Any) -> Evaluator:
+        """A copy with other measurement settings (same model, data and cache), e.g. ``latency_repeats=0``."""
+        other = object.__new__(Evaluator)
+        other.__dict__.update(self.__dict__)
+        for name, value in changes.items():
+            if name not in ("latency_batch_size", "latency_repeats", "threads"):
+                raise TypeError(f"with_settings() got an unexpected setting {name!r}")
+            setattr(other, name, value)
+        other._context = fingerprint(
+            self._context, "settings", other.latency_batch_size, other.latency_repeats, other.threads
+        )
+        return other
+
+
+def recipe_of(row: dict[str, Any]) -> Recipe:
+    """The ``Recipe`` a row was measured with."""
+    return Recipe.from_dict(json.loads(row["recipe"]))

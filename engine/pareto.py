@@ -1,0 +1,120 @@
+"""Pareto frontiers of measured tables, and the table type sweeps and searches return.
+
+A point is on the frontier when no other point is at least as good on both
+axes and strictly better on one: smaller ``x`` (bytes, milliseconds) and
+larger ``y`` (accuracy). Rows with a missing value on either axis are left out.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from squeezelab.engine.errors import ConfigError
+
+__all__ = ["pareto_front", "SweepTable"]
+
+_MINIMISE = ("size_bytes", "latency_ms", "accuracy_drop", "bits", "seconds")
+
+
+def pareto_front(table: Any, x: str = "size_bytes", y: str = "accuracy", *, minimize_x: bool = True, maximize_y: bool = True) -> Any:
+    """The rows of ``table`` (a DataFrame) on the Pareto frontier of ``x`` against ``y``, sorted by ``x``.
+
+    Examples:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"size_bytes": [10, 20, 30, 25], "accuracy": [0.5, 0.9, 0.95, 0.8]})
+        >>> pareto_front(t).index.tolist()
+        [0, 1, 2]
+    """
+    for column in (x, y):
+        if column not in table.columns:
+            raise ConfigError(f"no column {column!r} in the table; columns: {', '.join(map(str, table.columns))}.")
+    valid = table[table[x].notna() & table[y].notna()]
+    xs = valid[x].to_numpy(dtype=float) * (1 if minimize_x else -1)
+    ys = valid[y].to_numpy(dtype=float) * (1 if maximize_y else -1)
+    keep = []
+    for i in range(len(valid)):
+        no_worse = (xs <= xs[i]) & (ys >= ys[i])
+        better = (xs < xs[i]) | (ys > ys[i])
+        keep.append(not np.any(no_worse & better))
+    front = valid[np.array(keep, dtype=bool)] if len(valid) else valid
+    return front.sort_values([x, y], ascending=[minimize_x, not maximize_y], kind="stable")
+
+
+class SweepTable:
+    """A measured table (``.table``, a pandas DataFrame) with the baseline as its first row."""
+
+    def __init__(self, table: Any, *, hits: int = 0, misses: int = 0, complete: bool = True) -> None:
+        self.table = table
+        self.hits = hits
+        self.misses = misses
+        self.complete = complete
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]], **kwargs: Any) -> Any:
+        """Build the table from measured rows (the first is the baseline) and add the relative columns."""
+        import pandas as pd
+
+        table = pd.DataFrame(rows)
+        if len(table):
+            base = table.iloc[0]
+            table.insert(0, "is_baseline", [True] + [False] * (len(table) - 1))
+            table["accuracy_drop"] = base["accuracy"] - table["accuracy"]
+            table["compression"] = base["size_bytes"] / table["size_bytes"]
+            table.loc[0, "speedup"] = 1.0
+            order = [
+                "is_baseline", "label", "kind", "executable", "bits", "sparsity", "weight_sparsity",
+                "accuracy", "accuracy_drop", "size_bytes", "compression", "latency_ms", "speedup",
+            ]
+            table = table[[c for c in order if c in table] + [c for c in table if c not in order]]
+        return cls(table, **kwargs)
+
+    @property
+    def baseline(self) -> Any:
+        """The fp32 baseline row."""
+        return self.table.iloc[0]
+
+    def pareto(self, x: str = "size_bytes", y: str = "accuracy", *, executable_only: bool = False) -> Any:
+        """Frontier rows: smallest ``x`` (``"size_bytes"`` or ``"latency_ms"``) for the largest ``y``.
+
+        ``executable_only=True`` leaves simulated rows out (what can ship today).
+        """
+        table = self.table[self.table["executable"]] if executable_only else self.table
+        return pareto_front(table, x, y, minimize_x=x in _MINIMISE, maximize_y=y not in _MINIMISE)
+
+    def best(self, *, max_accuracy_drop: float, objective: str = "size", executable_only: bool = False) -> Any:
+        """The row with the smallest size (or latency) whose accuracy drop is within ``max_accuracy_drop``."""
+        column = {"size": "size_bytes", "latency": "latency_ms"}.get(objective)
+        if column is None:
+            raise ConfigError(f"objective={objective!r}; use 'size' or 'latency'.")
+        table = self.table[self.table["accuracy_drop"] <= max_accuracy_drop + 1e-12]
+        if executable_only:
+            table = table[table["executable"]]
+        return table.sort_values([column, "accuracy"], ascending=[True, False], kind="stable").iloc[0]
+
+    def recipe(self, row: int | Any) -> Any:
+        """The ``Recipe`` of a row (by position, or a row of ``table``)."""
+        from squeezelab.engine.recipe import Recipe
+
+        row = self.table.iloc[row] if isinstance(row, (int, np.integer)) else row
+        return Recipe.from_dict(json.loads(row["recipe"]))
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def summary(self) -> Any:
+        """The table's main columns, for reading."""
+        columns = ["label", "kind", "accuracy", "accuracy_drop", "size_bytes", "compression", "latency_ms", "speedup"]
+        return self.table[[c for c in columns if c in self.table]]
+
+    def __repr__(self) -> str:
+        state = "" if self.complete else ", INCOMPLETE"
+        return (
+            f"{type(self).__name__}({len(self.table)} rows, {self.hits} from cache, {self.misses} measured{state})\n"
+            f"{self.summary().to_string(index=False)}"
+        )
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()  # type: ignore[no-any-return]

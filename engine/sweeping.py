@@ -1,0 +1,285 @@
+"""``sweep(model, data, bits=[...], sparsity=[...]) -> Sweep``: many recipes, measured and cached.
+
+Every grid point is a ``Recipe`` built by ``grid_recipe`` (the JupyterLab
+explorer builds its slider positions the same way, so a slider landing on a
+swept point is a cache hit). Points are measured by an ``Evaluator``: already
+cached ones cost a file read; the rest are handed to ``executor`` (default:
+this process, one after the other) and stored the moment each finishes.
+
+Ctrl-C (or a killed process) loses at most the points still running: the
+next call with the same arguments reads the finished ones from the cache and
+computes only the rest. In this process, Ctrl-C raises ``SweepInterrupted``
+(a ``KeyboardInterrupt``) carrying the partial ``Sweep``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.evaluation import Evaluator, run_point
+from squeezelab.engine.metrics import Metric, top1_accuracy
+from squeezelab.engine.pareto import SweepTable
+from squeezelab.engine.recipe import (
+    ChannelPruning,
+    FixedPoint,
+    Float16,
+    Int8Dynamic,
+    Int8Static,
+    KMeansQuantization,
+    LinearQuantization,
+    MagnitudePruning,
+    NMPruning,
+    Onnx,
+    PerTensor,
+    PruningConfig,
+    QuantizationConfig,
+    Recipe,
+    Runtime,
+    Simulated,
+)
+
+__all__ = ["sweep", "Sweep", "SweepInterrupted", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
+
+QUANTIZATION_METHODS: dict[str, QuantizationConfig] = {
+    "linear-symmetric": LinearQuantization(symmetric=True),
+    "linear-affine": LinearQuantization(symmetric=False),
+    "linear-pertensor": LinearQuantization(granularity=PerTensor()),
+    "kmeans": KMeansQuantization(),
+    "fixed-point": FixedPoint(),
+    "float16": Float16(),
+}
+PRUNING_METHODS = ("magnitude", "structured", "n:m")
+RUNTIMES: dict[str, Runtime] = {
+    "simulated": Simulated(),
+    "int8-dynamic": Int8Dynamic(),
+    "int8-static": Int8Static(),
+}
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``sweep``: ``.sweep`` holds the finished points (all of them cached)."""
+
+    def __init__(self, partial: Sweep, missing: int) -> None:
+        super().__init__(
+            f"sweep interrupted: {len(partial.table) - 1} points finished and cached, {missing} not run; "
+            "call sweep() again with the same arguments to resume."
+        )
+        self.sweep = partial
+
+
+def _quantizer(quantization: str | QuantizationConfig, bits: int) -> QuantizationConfig | None:
+    template = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
+    if not isinstance(template, QuantizationConfig):
+        raise ConfigError(
+            f"quantization={quantization!r}; use one of {sorted(QUANTIZATION_METHODS)} or a config "
+            "such as LinearQuantization(bits=4, symmetric=False)."
+        )
+    if bits == 32:
+        return None
+    if isinstance(template, Float16):
+        if bits != 16:
+            raise ConfigError(f"float16 stores 16 bits; bits={bits} does not apply (use bits=[16] or 32).")
+        return template
+    if bits == 16 and not isinstance(template, (LinearQuantization, FixedPoint)):
+        raise ConfigError(f"{type(template).__name__} goes up to 8 bits; bits=16 does not apply.")
+    field = "total_bits" if isinstance(template, FixedPoint) else "bits"
+    return dataclasses.replace(template, **{field: bits})
+
+
+def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | None:
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise ConfigError(f"sparsity={sparsity!r} must be a number in [0, 1) (0.9 = 90% pruned).")
+    if sparsity == 0:
+        return None
+    if pruning in ("magnitude", "unstructured"):
+        return MagnitudePruning(sparsity=sparsity)
+    if isinstance(pruning, MagnitudePruning):
+        return dataclasses.replace(pruning, sparsity=sparsity)
+    if pruning in ("structured", "channels"):
+        return ChannelPruning(ratio=sparsity)
+    if isinstance(pruning, ChannelPruning):
+        return dataclasses.replace(pruning, ratio=sparsity)
+    if pruning in ("n:m", "nm") or isinstance(pruning, NMPruning):
+        m = pruning.m if isinstance(pruning, NMPruning) else 4
+        n = round((1 - sparsity) * m)
+        if not 1 <= n <= m or abs((m - n) / m - sparsity) > 1e-9:
+            allowed = [f"{(m - k) / m:g}" for k in range(1, m)]
+            raise ConfigError(f"N:M pruning with m={m} gives sparsity {', '.join(allowed)}; got {sparsity}.")
+        return NMPruning(n=n, m=m)
+    raise ConfigError(f"pruning={pruning!r}; use one of {list(PRUNING_METHODS)} or a pruning config.")
+
+
+def _runtime(runtime: str | Runtime) -> Runtime:
+    rt = RUNTIMES.get(runtime) if isinstance(runtime, str) else runtime
+    if not isinstance(rt, Runtime):
+        raise ConfigError(f"runtime={runtime!r}; use one of {sorted(RUNTIMES)} or a Runtime config.")
+    return rt
+
+
+def grid_recipe(
+    bits: int,
+    sparsity: float = 0.0,
+    *,
+    quantization: str | QuantizationConfig = "linear-symmetric",
+    pruning: str | PruningConfig = "magnitude",
+    runtime: str | Runtime = "simulated",
+) -> Recipe:
+    """The recipe at one grid point: weights at ``bits`` (32 = float), ``sparsity`` pruned.
+
+    With an int8 runtime the quantizer is ONNX Runtime's, so ``bits`` must be 8
+    (or 32: the float model, pruned, as an ONNX model). Float weights with the
+    simulated runtime are measured as an ONNX model too, so every float point
+    is executable.
+
+    Examples:
+        >>> grid_recipe(4, 0.5).label
+        'magnitude50%-layer + linear4-sym-perchannel (simulated)'
+        >>> grid_recipe(8, 0.0, runtime="int8-dynamic").label
+        'int8-dynamic-perchannel'
+    """
+    rt = _runtime(runtime)
+    prune = _pruner(pruning, sparsity)
+    if isinstance(rt, (Int8Dynamic, Int8Static)):
+        if bits not in (8, 32):
+            raise ConfigError(
+                f"bits={bits} with runtime {type(rt).__name__}: ONNX Runtime's int8 path stores 8 bits. "
+                "Use bits 8 (or 32 for the float model), or runtime='simulated' for other widths."
+            )
+        return Recipe(pruning=prune, runtime=rt if bits == 8 else Onnx())
+    quant = _quantizer(quantization, bits)
+    if quant is None or isinstance(quant, Float16):  # float32 and float16 run for real in ORT
+        return Recipe(pruning=prune, quantization=quant, runtime=Onnx())
+    return Recipe(pruning=prune, quantization=quant, runtime=rt)
+
+
+class Sweep(SweepTable):
+    """The measured grid: ``table`` (a pandas DataFrame) and its Pareto frontier.
+
+    ``table`` has one row per recipe, the fp32 baseline first (``is_baseline``):
+    ``label``, ``kind`` (executable / simulated), ``executable``, ``bits``,
+    ``sparsity`` (asked), ``weight_sparsity`` (measured zeros), ``accuracy``,
+    ``accuracy_drop``, ``size_bytes``, ``compression``, ``latency_ms``,
+    ``speedup`` (paired with the baseline), ``cached``, and ``recipe`` (JSON;
+    ``Sweep.recipe(i)`` rebuilds it).
+    """
+
+
+def _resolve_points(
+    bits: Sequence[int],
+    sparsity: Sequence[float],
+    recipes: Iterable[Recipe],
+    quantization: Any,
+    pruning: Any,
+    runtime: Any,
+) -> list[tuple[Recipe, dict[str, Any]]]:
+    points: list[tuple[Recipe, dict[str, Any]]] = [(Recipe(), {"bits": 32, "sparsity": 0.0})]
+    seen = {Recipe()}
+    for b in bits:
+        for s in sparsity:
+            recipe = grid_recipe(b, s, quantization=quantization, pruning=pruning, runtime=runtime)
+            if recipe not in seen:
+                seen.add(recipe)
+                points.append((recipe, {"bits": b, "sparsity": float(s)}))
+    for recipe in recipes:
+        if not isinstance(recipe, Recipe):
+            raise ConfigError(f"recipes must hold Recipe objects, got {type(recipe).__name__}.")
+        if recipe not in seen:
+            seen.add(recipe)
+            sparsity_of = recipe.pruning
+            asked = getattr(sparsity_of, "sparsity", getattr(sparsity_of, "ratio", 0.0)) if sparsity_of else 0.0
+            points.append((recipe, {"bits": recipe.bits, "sparsity": float(asked)}))
+    return points
+
+
+def sweep(
+    model: nn.Module,
+    data: Any,
+    *,
+    bits: Sequence[int] = (8, 6, 4, 3, 2),
+    sparsity: Sequence[float] = (0.0, 0.5, 0.75, 0.9),
+    quantization: str | QuantizationConfig = "linear-symmetric",
+    pruning: str | PruningConfig = "magnitude",
+    runtime: str | Runtime = "simulated",
+    recipes: Iterable[Recipe] = (),
+    calibration_data: Any = None,
+    metric: Metric = top1_accuracy,
+    latency_batch_size: int = 1,
+    latency_repeats: int = 20,
+    threads: int | None = 1,
+    executor: cf.Executor | None = None,
+    cache: Any = True,
+    progress: bool = True,
+    evaluator: Evaluator | None = None,
+) -> Sweep:
+    """Measure every (bits, sparsity) combination of ``model`` on ``data``, plus the fp32 baseline.
+
+    Args:
+        model: the PyTorch model (never changed).
+        data: ``(x, y)`` evaluation data; held-out data, not the training set.
+        bits: weight widths (2..8, 16; 32 = float weights).
+        sparsity: fractions pruned, in [0, 1).
+        quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
+            ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
+        pruning: ``"magnitude"``, ``"structured"`` (channels removed) or ``"n:m"``, or a config.
+        runtime: ``"simulated"``, ``"int8-dynamic"``, ``"int8-static"`` or a Runtime config.
+        recipes: more recipes to measure alongside the grid.
+        executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
+            ``Client.get_executor()``); None runs the points here, one by one.
+        cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
+        progress: show a tqdm bar (a notebook bar in Jupyter).
+        evaluator: reuse an ``Evaluator`` (its model, data, settings and cache win).
+    """
+    from tqdm.auto import tqdm
+
+    ev = evaluator or Evaluator(
+        model,
+        data,
+        calibration_data=calibration_data,
+        metric=metric,
+        latency_batch_size=latency_batch_size,
+        latency_repeats=latency_repeats,
+        threads=threads,
+        cache=cache,
+    )
+    points = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
+    rows: dict[int, dict[str, Any]] = {}
+    todo = []
+    for i, (recipe, grid) in enumerate(points):
+        hit = ev.cached(recipe)
+        if hit is None:
+            todo.append(i)
+        else:
+            rows[i] = {**hit, **grid}
+
+    def finish() -> Sweep:
+        ordered = [rows[i] for i in sorted(rows)]
+        return Sweep.from_rows(ordered, hits=len(points) - len(todo), misses=len(todo), complete=len(rows) == len(points))
+
+    bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", disable=not progress, unit="point")
+    pending: dict[cf.Future, int] = {}
+    try:
+        if executor is None:
+            for i in todo:
+                recipe, grid = points[i]
+                rows[i] = {**ev.store(recipe, run_point(ev.task(recipe), ev.model_key)), **grid}
+                bar.update()
+        else:
+            pending = {executor.submit(run_point, ev.task(points[i][0]), ev.model_key): i for i in todo}
+            for future in cf.as_completed(pending):
+                i = pending.pop(future)
+                recipe, grid = points[i]
+                rows[i] = {**ev.store(recipe, future.result()), **grid}
+                bar.update()
+    except KeyboardInterrupt:
+        for future in pending:
+            future.cancel()
+        raise SweepInterrupted(finish(), len(points) - len(rows)) from None
+    finally:
+        bar.close()
+    return finish()
