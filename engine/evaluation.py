@@ -33,7 +33,7 @@ from squeezelab.engine.errors import DataError
 from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
 from squeezelab.engine.recipe import Recipe
 
-__all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of"]
+__all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of", "correct_of", "paired_drop_bound"]
 
 
 def materialize(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
@@ -78,11 +78,17 @@ def run_point(task: PointTask, baseline_key: str = "") -> dict[str, Any]:
     """Compress ``task.model`` with ``task.recipe`` and measure it: one row of plain data."""
     from squeezelab.engine.compressed import compress
     from squeezelab.engine.latency import ratio_median
-    from squeezelab.engine.metrics import evaluate, metrics_of, time_together
+    from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
 
     started = time.perf_counter()
     c = compress(task.model, task.recipe, example_inputs=task.data[0][:1], calibration_data=task.calibration)
-    accuracy, n = evaluate(c, task.data, task.metric)
+    correct = None
+    if task.metric is top1_accuracy:  # keep per-sample outcomes: paired statistics need them
+        p, t = predictions(c, task.data)
+        hits = top1_correct(p, t)
+        accuracy, n, correct = float(np.mean(hits)), len(t), np.packbits(hits).tobytes().hex()
+    else:
+        accuracy, n = evaluate(c, task.data, task.metric)
     samples: list[float] = [float("nan")]
     speedup = None
     if task.latency_repeats:
@@ -113,6 +119,7 @@ def run_point(task: PointTask, baseline_key: str = "") -> dict[str, Any]:
     row.update(
         recipe=json.dumps(task.recipe.to_dict(), sort_keys=True),
         speedup=speedup,
+        correct=correct,
         seconds=round(time.perf_counter() - started, 4),
     )
     if not task.latency_repeats:
@@ -217,6 +224,30 @@ class Evaluator:
             self._context, "settings", other.latency_batch_size, other.latency_repeats, other.threads
         )
         return other
+
+
+def correct_of(row: dict[str, Any]) -> np.ndarray | None:
+    """Per-sample top-1 outcomes (bool array) stored in a row, or None for other metrics."""
+    if not row.get("correct"):
+        return None
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(row["correct"]), dtype=np.uint8))
+    return bits[: row["n_samples"]].astype(bool)
+
+
+def paired_drop_bound(baseline: dict[str, Any], row: dict[str, Any], confidence: float) -> float:
+    """One-sided upper confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
+
+    ``confidence=0`` (or a metric without per-sample outcomes) gives the plain drop.
+    """
+    from statistics import NormalDist
+
+    drop = baseline["accuracy"] - row["accuracy"]
+    a, b = correct_of(baseline), correct_of(row)
+    if confidence <= 0 or a is None or b is None or len(a) != len(b) or len(a) < 2:
+        return float(drop)
+    d = a.astype(float) - b.astype(float)
+    se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
+    return float(d.mean() + NormalDist().inv_cdf(confidence) * se)
 
 
 def recipe_of(row: dict[str, Any]) -> Recipe:

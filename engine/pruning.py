@@ -163,12 +163,18 @@ def _weight_mask(module: nn.Module) -> WeightMask | None:
     return next((p for p in module.parametrizations.weight if isinstance(p, WeightMask)), None)
 
 
-def prune(model: nn.Module, config: PruningConfig, *, filter_fn: FilterFn | None = None) -> nn.Module:
+def prune(
+    model: nn.Module,
+    config: PruningConfig,
+    *,
+    filter_fn: FilterFn | None = None,
+    layer_sparsity: dict[str, float] | None = None,
+) -> nn.Module:
     """A pruned copy of ``model`` (masks as parametrizations); ``model`` is unchanged."""
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
     out = copy_model(model)
-    prune_(out, config, filter_fn=filter_fn)
+    prune_(out, config, filter_fn=filter_fn, layer_sparsity=layer_sparsity)
     return out
 
 

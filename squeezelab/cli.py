@@ -4,17 +4,24 @@
 scikit-learn's digits in seconds) with several recipes, measures every result
 on the held-out digits side by side with the fp32 ONNX Runtime baseline,
 prints the table, and writes a report, the figures and the int8 model.
+
+``squeezelab lab`` copies the explorer notebook into a working folder (never
+over an existing copy) and opens it in JupyterLab.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
+import shlex
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["main", "demo_recipes"]
+__all__ = ["main", "demo_recipes", "notebooks_dir"]
 
 
 def demo_recipes() -> list:
@@ -114,6 +121,48 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` folder, beside the (editable-installed) ``squeezelab`` package."""
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    source = notebooks_dir() / "explore.ipynb"
+    if not source.is_file():
+        print(
+            f"squeezelab lab: cannot find the explorer notebook {source}. The notebooks ship with the "
+            "source tree, not the wheel: install squeezelab from a clone with `pip install -e '.[widgets]'`.",
+            file=sys.stderr,
+        )
+        return 2
+    if importlib.util.find_spec("jupyterlab") is None:
+        print(
+            "squeezelab lab: JupyterLab is not installed in this environment "
+            f"({sys.executable}); install it with `pip install 'squeezelab[widgets]'`.",
+            file=sys.stderr,
+        )
+        return 2
+    folder = Path(args.dir)
+    target = folder / source.name
+    if target.exists():
+        print(f"using your existing {target} (not overwritten; delete it to get a fresh copy)", flush=True)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        print(f"copied {source.name} to {target}", flush=True)
+    command = [sys.executable, "-m", "jupyterlab", str(target)]
+    if args.no_browser:
+        command.append("--no-browser")
+    if args.port is not None:
+        command.append(f"--port={args.port}")
+    print("$ " + shlex.join(command), flush=True)
+    if args.print_command:
+        return 0
+    if os.name == "posix":
+        os.execv(sys.executable, command)  # pragma: no cover - replaces this process
+    return subprocess.call(command)  # pragma: no cover - Windows has no real exec
+
+
 def main(argv: list[str] | None = None) -> int:
     from squeezelab._version import __version__
 
@@ -126,9 +175,18 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (default 30)")
     demo.add_argument("--batch-sizes", default="1,256", help="comma-separated latency batch sizes")
     demo.add_argument("--threads", type=int, default=1, help="intra-op threads for timing (default 1)")
+    lab = sub.add_parser("lab", help="open the explorer notebook in JupyterLab")
+    lab.add_argument("--dir", default="squeezelab-notebooks",
+                     help="working folder for the notebook copy (default ./squeezelab-notebooks)")
+    lab.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    lab.add_argument("--port", type=int, default=None, help="port for JupyterLab (default: its own, 8888)")
+    lab.add_argument("--print-command", action="store_true",
+                     help="copy the notebook and print the JupyterLab command without running it")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return run_demo(args)
+    if args.command == "lab":
+        return run_lab(args)
     return 2  # pragma: no cover
 
 

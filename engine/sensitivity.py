@@ -1,0 +1,114 @@
+"""Per-layer sensitivity: how much accuracy each layer loses alone, at each width and sparsity.
+
+For every prunable/quantizable layer (``Linear``, ``Conv``) and every value,
+one layer is changed while all others stay float32 and dense, and the model
+is evaluated on ``data``. The result is a table — the data of the explorer's
+heatmap and the map ``search`` plans its moves with.
+
+Each probe is an ordinary ``Recipe`` (``LayerSetting`` keeps the other layers
+float), so probes go through the same cache and executor as ``sweep``: a
+second call costs file reads. Latency is not measured (one layer's width
+changes no kernel in a simulation).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from torch import nn
+
+from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.evaluation import Evaluator
+from squeezelab.engine.metrics import Metric, top1_accuracy
+from squeezelab.engine.pruning import _chosen
+from squeezelab.engine.recipe import (
+    FixedPoint,
+    Float16,
+    LayerSetting,
+    MagnitudePruning,
+    QuantizationConfig,
+    Recipe,
+    Simulated,
+)
+
+__all__ = ["layer_sensitivity", "prunable_layers", "bits_probe", "sparsity_probe"]
+
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, int]]:
+    """``(name, weight count)`` of the Linear/Conv layers, in model order."""
+    return [(name, int(m.weight.numel())) for name, m in _chosen(model, None)]
+
+
+def bits_probe(quantizer: QuantizationConfig, layer: str, bits: int, others: Sequence[str]) -> Recipe:
+    """Quantize ``layer`` to ``bits``; every layer in ``others`` stays float32."""
+    field = "total_bits" if isinstance(quantizer, FixedPoint) else "bits"
+    base = dataclasses.replace(quantizer, **{field: bits})
+    keep = tuple(LayerSetting(name=o, bits=32) for o in others if o != layer)
+    return Recipe(quantization=base, runtime=Simulated(), layers=keep)
+
+
+def sparsity_probe(layer: str, sparsity: float) -> Recipe:
+    """Prune ``layer`` alone to ``sparsity`` (magnitude); the others stay dense."""
+    return Recipe(
+        pruning=MagnitudePruning(sparsity=0.0),
+        runtime=Simulated(),
+        layers=(LayerSetting(name=layer, sparsity=sparsity),),
+    )
+
+
+def layer_sensitivity(
+    model: nn.Module,
+    data: Any,
+    *,
+    bits: Sequence[int] = (2, 3, 4, 6, 8),
+    sparsity: Sequence[float] = (0.5, 0.75, 0.9),
+    quantization: str | QuantizationConfig = "linear-symmetric",
+    metric: Metric = top1_accuracy,
+    executor: cf.Executor | None = None,
+    cache: Any = True,
+    progress: bool = True,
+    evaluator: Evaluator | None = None,
+) -> Any:
+    """A pandas DataFrame: one row per (layer, axis, value).
+
+    Columns: ``layer``, ``parameters`` (weights in the layer), ``axis``
+    (``"bits"`` or ``"sparsity"``), ``value``, ``accuracy``, ``accuracy_drop``
+    (baseline minus this), ``size_bytes`` (of the whole simulated model).
+    Higher drop = more sensitive; ``table.pivot(index="layer", columns="value",
+    values="accuracy_drop")`` on one axis is the heatmap.
+    """
+    import pandas as pd
+
+    from squeezelab.engine.sweeping import QUANTIZATION_METHODS, sweep
+
+    quantizer = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
+    if not isinstance(quantizer, QuantizationConfig) or isinstance(quantizer, Float16):
+        raise ConfigError(
+            f"quantization={quantization!r}; use a width-based quantizer ({', '.join(k for k in QUANTIZATION_METHODS if k != 'float16')})."
+        )
+    layers = prunable_layers(model)
+    if not layers:
+        raise ConfigError("the model has no Linear/Conv layer to probe.")
+    names = [name for name, _ in layers]
+    probes: list[tuple[Recipe, dict[str, Any]]] = []
+    for name, count in layers:
+        for b in bits:
+            probes.append((bits_probe(quantizer, name, b, names), {"layer": name, "parameters": count, "axis": "bits", "value": b}))
+        for s in sparsity:
+            probes.append((sparsity_probe(name, s), {"layer": name, "parameters": count, "axis": "sparsity", "value": s}))
+    ev = (evaluator or Evaluator(model, data, metric=metric, cache=cache)).with_settings(latency_repeats=0)
+    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor, progress=progress)
+    by_recipe = {row["recipe"]: row for _, row in result.table.iterrows()}
+    base = result.baseline["accuracy"]
+    rows = []
+    for recipe, info in probes:
+        row = by_recipe[json.dumps(recipe.to_dict(), sort_keys=True)]
+        rows.append({**info, "accuracy": row["accuracy"], "accuracy_drop": base - row["accuracy"], "size_bytes": row["size_bytes"]})
+    table = pd.DataFrame(rows)
+    table.attrs["baseline_accuracy"] = float(base)
+    table.attrs["quantization"] = quantizer.label
+    return table

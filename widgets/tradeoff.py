@@ -1,0 +1,138 @@
+"""The trade-off figure: accuracy against size and against latency, with the Pareto frontier.
+
+One figure, two panels, a fixed set of traces per panel, each tagged in
+``meta`` with its ``role`` and ``panel`` so code (and browser tests) can find
+them without relying on their order:
+
+=============  =====================================================
+role           what it draws
+=============  =====================================================
+executable     measured points that run as real kernels (filled circles)
+simulated      simulated points (open diamonds, "simulated" in the legend)
+pareto         the frontier over all points (a step line)
+baseline       the fp32 baseline (a star)
+current        the point the sliders select (a large ring)
+=============  =====================================================
+
+``tradeoff_figure()`` builds the empty figure once (as a ``FigureWidget``
+for the explorer, a plain ``Figure`` for reports); ``update_tradeoff``
+rewrites the traces' data from a sweep table inside one ``batch_update``.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from squeezelab.engine.pareto import pareto_front
+
+__all__ = ["tradeoff_figure", "update_tradeoff", "traces_by_role", "PANELS", "ROLES"]
+
+PANELS = (("size", "size_bytes", "size (bytes, log scale)"), ("latency", "latency_ms", "latency (ms, batch 1)"))
+ROLES = ("executable", "simulated", "pareto", "baseline", "current")
+
+_STYLE = {
+    "executable": dict(mode="markers", marker=dict(symbol="circle", size=8, color="#1f77b4"), name="executable (ONNX Runtime)"),
+    "simulated": dict(
+        mode="markers",
+        marker=dict(symbol="diamond-open", size=9, color="#ff7f0e", line=dict(width=2)),
+        name="simulated (PyTorch, not real kernels)",
+    ),
+    "pareto": dict(mode="lines", line=dict(shape="hv", color="#2ca02c", width=2), name="Pareto frontier"),
+    "baseline": dict(mode="markers", marker=dict(symbol="star", size=14, color="#7f7f7f"), name="fp32 baseline"),
+    "current": dict(
+        mode="markers",
+        marker=dict(symbol="circle-open", size=20, color="#d62728", line=dict(width=3)),
+        name="current point",
+    ),
+}
+
+
+def tradeoff_figure(*, widget: bool = False, title: str = "Accuracy trade-off") -> Any:
+    """An empty two-panel trade-off figure; ``widget=True`` gives a ``plotly.graph_objects.FigureWidget``."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"accuracy vs {p[0]}" for p in PANELS], horizontal_spacing=0.08)
+    for col, (panel, _, axis_title) in enumerate(PANELS, start=1):
+        for role in ROLES:
+            style = _STYLE[role]
+            fig.add_trace(
+                go.Scatter(
+                    x=[],
+                    y=[],
+                    meta={"role": role, "panel": panel},
+                    legendgroup=role,
+                    showlegend=col == 1,
+                    hovertemplate="%{text}<extra></extra>",
+                    **style,
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(title_text=axis_title, type="log" if panel == "size" else "linear", row=1, col=col)
+        fig.update_yaxes(title_text="accuracy", row=1, col=col)
+    fig.update_layout(
+        title=html.escape(title),
+        height=420,
+        margin=dict(l=60, r=20, t=70, b=50),
+        legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0),
+        template="plotly_white",
+    )
+    return go.FigureWidget(fig) if widget else fig
+
+
+def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
+    """``{role: trace}`` of one panel (``"size"`` or ``"latency"``)."""
+    return {t.meta["role"]: t for t in fig.data if t.meta and t.meta.get("panel") == panel}
+
+
+def _hover(row: Any) -> str:
+    def fmt(value: Any, spec: str) -> str:
+        try:
+            return format(float(value), spec)
+        except (TypeError, ValueError):
+            return "n/a"
+
+    return (
+        f"<b>{html.escape(str(row['label']))}</b><br>"
+        f"accuracy {fmt(row['accuracy'], '.2%')} (drop {fmt(row['accuracy_drop'] * 100, '.2f')} pp)<br>"
+        f"size {int(row['size_bytes']):,} B ({fmt(row['compression'], '.2f')}×)<br>"
+        f"latency {fmt(row['latency_ms'], '.3f')} ms ({fmt(row['speedup'], '.2f')}×)<br>"
+        f"{row['kind']}"
+    )
+
+
+def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
+    """Show ``table`` (a sweep table) in ``fig``; ``current`` is the position of the selected row.
+
+    Everything changes inside one ``batch_update`` (one message to the browser).
+    """
+    import contextlib
+
+    rows = table.reset_index(drop=True)
+    text = [_hover(r) for _, r in rows.iterrows()]
+    batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
+    with batch:
+        for panel, column, _ in PANELS:
+            traces = traces_by_role(fig, panel)
+            valid = rows[column].notna() & rows["accuracy"].notna()
+            for role in ("executable", "simulated"):
+                pick = valid & (rows["executable"] == (role == "executable")) & ~rows["is_baseline"]
+                traces[role].x = rows.loc[pick, column].tolist()
+                traces[role].y = rows.loc[pick, "accuracy"].tolist()
+                traces[role].text = [text[i] for i in rows.index[pick]]
+            front = pareto_front(rows[valid], column, "accuracy")
+            traces["pareto"].x = front[column].tolist()
+            traces["pareto"].y = front["accuracy"].tolist()
+            traces["pareto"].text = [text[i] for i in front.index]
+            base = rows[rows["is_baseline"] & valid]
+            traces["baseline"].x = base[column].tolist()
+            traces["baseline"].y = base["accuracy"].tolist()
+            traces["baseline"].text = [text[i] for i in base.index]
+            if current is not None and bool(valid.iloc[current]):
+                traces["current"].x = [rows[column].iloc[current]]
+                traces["current"].y = [rows["accuracy"].iloc[current]]
+                traces["current"].text = [text[current]]
+            else:
+                traces["current"].x, traces["current"].y, traces["current"].text = [], [], []
