@@ -57,6 +57,7 @@ QUANTIZATION_METHODS: dict[str, QuantizationConfig] = {
 PRUNING_METHODS = ("magnitude", "structured", "n:m")
 RUNTIMES: dict[str, Runtime] = {
     "simulated": Simulated(),
+    "simulated-huffman": Simulated(coding="huffman"),
     "int8-dynamic": Int8Dynamic(),
     "int8-static": Int8Static(),
 }
@@ -227,7 +228,9 @@ def sweep(
         quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
             ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
         pruning: ``"magnitude"``, ``"structured"`` (channels removed) or ``"n:m"``, or a config.
-        runtime: ``"simulated"``, ``"int8-dynamic"``, ``"int8-static"`` or a Runtime config.
+        runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
+            ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
+            less), ``"int8-dynamic"``, ``"int8-static"``, or a Runtime config.
         recipes: more recipes to measure alongside the grid.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.

@@ -109,6 +109,8 @@ def lab(tmp_path):
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
         "--ServerApp.disable_check_xsrf=True",
+        "--ServerApp.terminals_enabled=False",
+        "--ServerApp.allow_root=True",  # CI containers run as root; Jupyter refuses root without it
     ]
     log = tmp_path / "jupyterlab.log"
     with log.open("wb") as sink:
