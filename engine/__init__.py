@@ -11,6 +11,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
+    "sweep": "squeezelab.engine.sweeping",
+    "Sweep": "squeezelab.engine.sweeping",
+    "SweepInterrupted": "squeezelab.engine.sweeping",
+    "grid_recipe": "squeezelab.engine.sweeping",
+    "layer_sensitivity": "squeezelab.engine.sensitivity",
+    "search": "squeezelab.engine.budget_search",
+    "SearchResult": "squeezelab.engine.budget_search",
+    "LayerSetting": "squeezelab.engine.recipe",
+    "ResultCache": "squeezelab.engine.cache",
+    "Evaluator": "squeezelab.engine.evaluation",
+    "pareto_front": "squeezelab.engine.pareto",
     "prune": "squeezelab.engine.pruning",
     "prune_": "squeezelab.engine.pruning",
     "bake_masks_": "squeezelab.engine.pruning",
@@ -85,6 +96,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static analysers see the real imports
+    from squeezelab.engine.sweeping import Sweep, SweepInterrupted, grid_recipe, sweep
+    from squeezelab.engine.sensitivity import layer_sensitivity
+    from squeezelab.engine.budget_search import SearchResult, search
+    from squeezelab.engine.recipe import LayerSetting
+    from squeezelab.engine.cache import ResultCache
+    from squeezelab.engine.evaluation import Evaluator
+    from squeezelab.engine.pareto import pareto_front
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
     from squeezelab.engine.at_init import prune_at_init
@@ -133,6 +151,17 @@ if TYPE_CHECKING:  # static analysers see the real imports
 
 __all__ = [
     "Recipe",
+    "LayerSetting",
+    "sweep",
+    "Sweep",
+    "SweepInterrupted",
+    "grid_recipe",
+    "pareto_front",
+    "layer_sensitivity",
+    "search",
+    "SearchResult",
+    "Evaluator",
+    "ResultCache",
     "MagnitudePruning",
     "ChannelPruning",
     "NMPruning",

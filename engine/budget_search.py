@@ -189,10 +189,12 @@ def search(
     repeats = 20 if objective == "latency" else 0
     ev = Evaluator(model, data, metric=metric, cache=cache, latency_repeats=repeats)
     baseline = ev.evaluate(Recipe())
-    sens = layer_sensitivity(
-        model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev, progress=False
-    )
-    drop_of = {(r.layer, r.axis, r.value): max(r.accuracy_drop, 0.0) for r in sens.itertuples()}
+    drop_of: dict[tuple[str, str, Any], float] = {}
+    if objective == "size":  # channel removal has no cheap probe: latency moves are ordered by size alone
+        sens = layer_sensitivity(
+            model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev, progress=False
+        )
+        drop_of = {(r.layer, r.axis, r.value): max(r.accuracy_drop, 0.0) for r in sens.itertuples()}
     sizes = dict(prunable_layers(model))
 
     if objective == "size":

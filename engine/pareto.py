@@ -68,7 +68,7 @@ class SweepTable:
                 "is_baseline", "label", "kind", "executable", "bits", "sparsity", "weight_sparsity",
                 "accuracy", "accuracy_drop", "size_bytes", "compression", "latency_ms", "speedup",
             ]
-            table = table[[c for c in order if c in table] + [c for c in table if c not in order]]
+            table = table[[c for c in order if c in table] + sorted(c for c in table if c not in order)]
         return cls(table, **kwargs)
 
     @property

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -142,8 +143,13 @@ def grid_recipe(
         >>> grid_recipe(4, 0.5).label
         'magnitude50%-layer + linear4-sym-perchannel (simulated)'
         >>> grid_recipe(8, 0.0, runtime="int8-dynamic").label
-        'int8-dynamic-perchannel'
+        'int8-dynamic'
     """
+    # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
+    if isinstance(bits, numbers.Integral) and not isinstance(bits, bool):
+        bits = int(bits)
+    if isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool):
+        sparsity = float(sparsity)
     rt = _runtime(runtime)
     prune = _pruner(pruning, sparsity)
     if isinstance(rt, (Int8Dynamic, Int8Static)):

@@ -1,0 +1,258 @@
+"""sweep(): the grid, the cache (hits, resume after a kill, corrupt entries), executors, Pareto."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import squeezelab as sl
+from squeezelab.engine.cache import ResultCache
+from squeezelab.engine.pareto import pareto_front
+from squeezelab.engine.sweeping import SweepInterrupted, grid_recipe, sweep
+
+from tests.conftest import state_hash
+
+# Measured figures that must not depend on where a point ran (latency and timing do).
+DETERMINISTIC = ["label", "kind", "executable", "bits", "sparsity", "weight_sparsity", "accuracy", "accuracy_drop", "size_bytes", "compression", "n_samples", "recipe", "correct"]
+GRID = dict(bits=(8, 4, 2), sparsity=(0.0, 0.5))
+
+
+@pytest.fixture(scope="module")
+def small(digits_mlp):
+    """The digits MLP and 200 held-out samples: quick points."""
+    model, split = digits_mlp
+    x, y = split.test
+    return model, (x[:200], y[:200])
+
+
+def test_grid_has_baseline_first_and_every_point(small, tmp_path):
+    model, data = small
+    s = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    t = s.table
+    assert len(t) == 1 + 3 * 2
+    assert t["is_baseline"].tolist() == [True] + [False] * 6
+    assert t.iloc[0]["label"] == "fp32" and t.iloc[0]["accuracy_drop"] == 0
+    assert set(zip(t["bits"][1:], t["sparsity"][1:])) == {(b, s) for b in (8, 4, 2) for s in (0.0, 0.5)}
+    assert t["executable"].dtype == bool and not t["executable"][1:].any()  # simulated points, labelled
+    assert all("(simulated)" in label for label in t["label"][1:])
+    # compression is the real byte ratio to the fp32 ONNX file
+    assert np.allclose(t["compression"], t.iloc[0]["size_bytes"] / t["size_bytes"])
+    assert (t["size_bytes"][t["bits"] == 2] < t["size_bytes"][t["bits"] == 8].to_numpy()).all()
+    pruned = t[t["sparsity"] == 0.5]
+    assert (pruned["weight_sparsity"] >= 0.49).all()  # narrow codes round more weights to zero on top
+    assert np.allclose(pruned[pruned["bits"] == 8]["weight_sparsity"], 0.5, atol=0.01)
+    assert s.recipe(3) == grid_recipe(t.iloc[3]["bits"], t.iloc[3]["sparsity"])
+
+
+def test_second_run_is_served_from_the_cache(small, tmp_path, monkeypatch):
+    model, data = small
+    first = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    assert (first.hits, first.misses) == (0, 7)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a cached point was recomputed")
+
+    monkeypatch.setattr("squeezelab.engine.sweeping.run_point", boom)
+    again = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    assert (again.hits, again.misses) == (7, 0)
+    assert again.table["cached"].all()
+    pd.testing.assert_frame_equal(first.table.drop(columns="cached"), again.table.drop(columns="cached"))
+
+
+def test_cache_key_changes_with_weights_data_recipe_and_settings(small, tmp_path):
+    model, (x, y) = small
+    ev = sl.Evaluator(model, (x, y), cache=tmp_path)
+    r = grid_recipe(4, 0.0)
+    key = ev.key(r)
+    changed = type(model)()
+    changed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        next(changed.parameters())[0, 0] += 1e-3
+    assert sl.Evaluator(changed, (x, y), cache=tmp_path).key(r) != key
+    assert sl.Evaluator(model, (x[:-1], y[:-1]), cache=tmp_path).key(r) != key
+    assert sl.Evaluator(model, (x, y), cache=tmp_path, latency_batch_size=8).key(r) != key
+    assert ev.key(grid_recipe(3, 0.0)) != key
+    assert sl.Evaluator(model, (x.copy(), y.copy()), cache=tmp_path).key(r) == key  # content, not identity
+
+
+def test_corrupt_entry_is_detected_and_recomputed(small, tmp_path):
+    model, data = small
+    first = sweep(model, data, bits=(4,), sparsity=(0.0,), cache=tmp_path, progress=False, latency_repeats=3)
+    cache = ResultCache(tmp_path)
+    ev = sl.Evaluator(model, data, cache=tmp_path, latency_repeats=3)
+    path = cache.path(ev.key(grid_recipe(4, 0.0)))
+    text = path.read_text()
+    path.write_text(text.replace('"accuracy": 0.', '"accuracy": 1.', 1))  # edited: checksum no longer matches
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        again = sweep(model, data, bits=(4,), sparsity=(0.0,), cache=tmp_path, progress=False, latency_repeats=3)
+    assert (again.hits, again.misses) == (1, 1)
+    assert again.table.iloc[1]["accuracy"] == first.table.iloc[1]["accuracy"]
+    path.write_text(text[: len(text) // 2])  # truncated
+    with pytest.warns(RuntimeWarning, match="corrupt"):
+        third = sweep(model, data, bits=(4,), sparsity=(0.0,), cache=tmp_path, progress=False, latency_repeats=3)
+    assert third.misses == 1 and json.loads(path.read_text())["payload"]["accuracy"] == first.table.iloc[1]["accuracy"]
+
+
+_KILLED_SWEEP = """
+import sys, time, torch
+import squeezelab.engine.sweeping as sw
+from squeezelab.engine.default_models import DigitsMLP
+from squeezelab.engine.data import load_digits_split
+model = DigitsMLP()
+model.load_state_dict(torch.load(sys.argv[1]))
+x, y = load_digits_split().test
+real = sw.run_point
+def slow(*args, **kwargs):  # slow enough that the parent can kill it mid-sweep
+    time.sleep(0.4)
+    return real(*args, **kwargs)
+sw.run_point = slow
+sw.sweep(model, (x[:200], y[:200]), bits=(8, 6, 4, 3, 2), sparsity=(0.0, 0.5), cache=sys.argv[2], progress=False, latency_repeats=3)
+print("FINISHED")
+"""
+
+
+def test_sweep_killed_mid_way_resumes_where_it_stopped(small, tmp_path):
+    model, data = small
+    weights = tmp_path / "model.pt"
+    torch.save(model.state_dict(), weights)
+    cache_dir = tmp_path / "cache"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SWEEP, str(weights), str(cache_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    deadline = time.monotonic() + 120
+    while len(ResultCache(cache_dir)) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate()
+    assert b"FINISHED" not in out, "the sweep finished before it could be killed"
+    done = len(ResultCache(cache_dir))
+    assert 4 <= done < 11, err.decode()[-2000:]
+    resumed = sweep(model, data, bits=(8, 6, 4, 3, 2), sparsity=(0.0, 0.5), cache=cache_dir, progress=False, latency_repeats=3)
+    assert (resumed.hits, resumed.misses) == (done, 11 - done)
+    assert resumed.complete and len(resumed.table) == 11
+    fresh = sweep(model, data, bits=(8, 6, 4, 3, 2), sparsity=(0.0, 0.5), cache=False, progress=False, latency_repeats=3)
+    pd.testing.assert_frame_equal(resumed.table[DETERMINISTIC], fresh.table[DETERMINISTIC])
+
+
+def test_ctrl_c_keeps_finished_points(small, tmp_path, monkeypatch):
+    model, data = small
+    import squeezelab.engine.sweeping as sw
+
+    real, calls = sw.run_point, []
+
+    def interrupted_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sw, "run_point", interrupted_on_third)
+    with pytest.raises(SweepInterrupted, match="2 points finished|1 points finished") as info:
+        sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    assert isinstance(info.value, KeyboardInterrupt)
+    partial = info.value.sweep
+    assert not partial.complete and len(partial.table) == 2  # the baseline and the first point
+    monkeypatch.setattr(sw, "run_point", real)
+    resumed = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    assert (resumed.hits, resumed.misses) == (2, 5)
+
+
+def test_process_pool_gives_the_serial_results(small, tmp_path):
+    import concurrent.futures as cf
+    import multiprocessing
+
+    model, data = small
+    serial = sweep(model, data, **GRID, cache=False, progress=False, latency_repeats=3)
+    with cf.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pooled = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3, executor=pool)
+    pd.testing.assert_frame_equal(serial.table[DETERMINISTIC], pooled.table[DETERMINISTIC])
+    assert len(ResultCache(tmp_path)) == 7  # the parent stored every result as it arrived
+
+
+def test_dask_executor_gives_the_serial_results(small, tmp_path):
+    distributed = pytest.importorskip("distributed")  # the [distributed] extra; installed by the dev set-up
+    model, data = small
+    serial = sweep(model, data, **GRID, cache=False, progress=False, latency_repeats=3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            dask = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3, executor=client.get_executor())
+    pd.testing.assert_frame_equal(serial.table[DETERMINISTIC], dask.table[DETERMINISTIC])
+
+
+def test_pareto_on_a_hand_made_table():
+    t = pd.DataFrame(
+        {
+            "size_bytes": [100, 50, 50, 30, 80, 10, 30],
+            "accuracy": [0.98, 0.97, 0.95, 0.90, 0.96, 0.50, np.nan],
+            "latency_ms": [1.0, 2.0, 0.5, 0.5, 3.0, 0.4, 0.1],
+        }
+    )
+    # 4 (80, 0.96) is beaten by 1 (50, 0.97); 2 (50, 0.95) ties on size with 1 and is less accurate;
+    # the NaN row is left out.
+    assert pareto_front(t, "size_bytes", "accuracy").index.tolist() == [5, 3, 1, 0]
+    assert pareto_front(t, "latency_ms", "accuracy").index.tolist() == [5, 2, 0]
+    dup = pd.DataFrame({"size_bytes": [10, 10], "accuracy": [0.9, 0.9]})
+    assert len(pareto_front(dup)) == 2  # equal points do not dominate each other
+    with pytest.raises(sl.ConfigError, match="no column 'bytes'"):
+        pareto_front(t, "bytes", "accuracy")
+
+
+def test_sweep_pareto_and_best(small, tmp_path):
+    model, data = small
+    s = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
+    front = s.pareto()
+    assert front["size_bytes"].is_monotonic_increasing and front["accuracy"].is_monotonic_increasing
+    for _, row in s.table.iterrows():  # nothing off the frontier beats a frontier point on both axes
+        assert not ((front["size_bytes"] > row["size_bytes"]) & (front["accuracy"] < row["accuracy"])).any()
+    assert s.pareto(executable_only=True)["executable"].all()
+    best = s.best(max_accuracy_drop=0.02)
+    ok = s.table[s.table["accuracy_drop"] <= 0.02]
+    assert best["size_bytes"] == ok["size_bytes"].min()
+
+
+def test_sweep_never_changes_the_model_or_data(small, tmp_path):
+    model, (x, y) = small
+    before, xb = state_hash(model), x.copy()
+    sweep(model, (x, y), bits=(4,), sparsity=(0.5,), pruning="structured", cache=tmp_path, progress=False, latency_repeats=3)
+    assert state_hash(model) == before and np.array_equal(x, xb)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(bits=(4,), runtime="int8-static"), "stores 8 bits"),
+        (dict(sparsity=(1.0,)), r"sparsity=1.0 must be a number in \[0, 1\)"),
+        (dict(quantization="linear-int"), "quantization='linear-int'; use one of"),
+        (dict(pruning="random"), "pruning='random'"),
+        (dict(pruning="n:m", sparsity=(0.6,)), "N:M pruning with m=4 gives sparsity"),
+        (dict(cache=42), "cache=42"),
+    ],
+)
+def test_bad_sweep_arguments_fail_before_any_work(small, kwargs, message):
+    model, data = small
+    with pytest.raises(sl.ConfigError, match=message):
+        sweep(model, data, progress=False, **{"cache": False, **kwargs})
+
+
+def test_executable_grids_int8_and_structured(small, tmp_path):
+    model, data = small
+    s = sweep(model, data, bits=(8, 32), sparsity=(0.0, 0.5), pruning="structured", runtime="int8-dynamic", cache=tmp_path, progress=False, latency_repeats=3)
+    assert s.table["executable"].all()
+    labels = s.table["label"].tolist()
+    assert labels[0] == "fp32" and "int8-dynamic" in labels and "channels50%-l1" in labels
+    assert s.table.set_index("label").loc["channels50%-l1", "size_bytes"] < s.table.iloc[0]["size_bytes"] * 0.6
+    assert s.table["speedup"].notna().all()
