@@ -19,11 +19,13 @@ candidate, both timed in the same interleaved rounds in the same process.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from squeezelab.engine.cache import ResultCache, data_fingerprint, fingerprint, model_fingerprint
@@ -81,6 +83,10 @@ def run_point(task: PointTask, baseline_key: str = "") -> dict[str, Any]:
     from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
 
     started = time.perf_counter()
+    if multiprocessing.parent_process() is not None:
+        # a worker of a process pool (or a Dask nanny): N workers share the cores, so one thread
+        # each; PyTorch's default of one thread per core would oversubscribe them N times.
+        torch.set_num_threads(1)
     c = compress(task.model, task.recipe, example_inputs=task.data[0][:1], calibration_data=task.calibration)
     correct = None
     if task.metric is top1_accuracy:  # keep per-sample outcomes: paired statistics need them
