@@ -1,7 +1,38 @@
-"""squeezelab.widgets: JupyterLab explorer and HTML reports (planned: issue 6).
+"""squeezelab.widgets: the JupyterLab explorer and self-contained HTML reports.
 
-Nothing is exported yet; the package exists so the layout of the design map
-installs as one namespace.
+Names load lazily, so ``import squeezelab.widgets`` does not import plotly,
+ipywidgets or torch until one is used.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "Explorer": "squeezelab.widgets.explorer",
+    "report": "squeezelab.widgets.report",
+    "tradeoff_figure": "squeezelab.widgets.tradeoff",
+    "update_tradeoff": "squeezelab.widgets.tradeoff",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'squeezelab.widgets' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:
+    from squeezelab.widgets.explorer import Explorer
+    from squeezelab.widgets.report import report
+    from squeezelab.widgets.tradeoff import tradeoff_figure, update_tradeoff
+
+__all__ = ["Explorer", "report", "tradeoff_figure", "update_tradeoff"]
