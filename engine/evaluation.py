@@ -204,12 +204,12 @@ class Evaluator:
     def cached(self, recipe: Recipe) -> dict[str, Any] | None:
         """The stored row of ``recipe`` (marked ``cached=True``), or None; never computes."""
         row = self.cache.get(self.key(recipe))
-        return None if row is None else {**row, "cached": True}
+        return None if row is None else {"sparsity": asked_sparsity(recipe), **row, "cached": True}
 
     def store(self, recipe: Recipe, row: dict[str, Any]) -> dict[str, Any]:
         row = {k: v for k, v in row.items() if k != "cached"}
         self.cache.put(self.key(recipe), row)
-        return {**row, "cached": False}
+        return {"sparsity": asked_sparsity(recipe), **row, "cached": False}
 
     def evaluate(self, recipe: Recipe) -> dict[str, Any]:
         """The row of ``recipe``: from the cache, or measured now and stored."""
@@ -230,6 +230,20 @@ class Evaluator:
             self._context, "settings", other.latency_batch_size, other.latency_repeats, other.threads
         )
         return other
+
+
+def asked_sparsity(recipe: Recipe) -> float:
+    """The pruning amount a recipe asks for (fraction of weights or channels; N:M as 1 - n/m)."""
+    from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+
+    p = recipe.pruning
+    if isinstance(p, MagnitudePruning):
+        return float(p.sparsity)
+    if isinstance(p, ChannelPruning):
+        return float(p.ratio)
+    if isinstance(p, NMPruning):
+        return 1.0 - p.n / p.m
+    return 0.0
 
 
 def correct_of(row: dict[str, Any]) -> np.ndarray | None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["main", "demo_recipes", "notebooks_dir"]
+__all__ = ["demo_recipes", "main", "notebooks_dir"]
 
 
 def demo_recipes() -> list:
@@ -126,7 +126,7 @@ def notebooks_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run_lab(args: argparse.Namespace) -> int:
+def run_lab(args: argparse.Namespace, jupyter_args: list[str] | None = None) -> int:
     source = notebooks_dir() / "explore.ipynb"
     if not source.is_file():
         print(
@@ -155,6 +155,7 @@ def run_lab(args: argparse.Namespace) -> int:
         command.append("--no-browser")
     if args.port is not None:
         command.append(f"--port={args.port}")
+    command += jupyter_args or []  # anything else goes to JupyterLab as it is, e.g. --allow-root
     print("$ " + shlex.join(command), flush=True)
     if args.print_command:
         return 0
@@ -175,18 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (default 30)")
     demo.add_argument("--batch-sizes", default="1,256", help="comma-separated latency batch sizes")
     demo.add_argument("--threads", type=int, default=1, help="intra-op threads for timing (default 1)")
-    lab = sub.add_parser("lab", help="open the explorer notebook in JupyterLab")
+    lab = sub.add_parser(
+        "lab",
+        help="open the explorer notebook in JupyterLab",
+        description="Copy notebooks/explore.ipynb into a working folder (never over an existing copy) and "
+        "open it in JupyterLab. Other options (e.g. --allow-root, --ServerApp.token=...) go to JupyterLab.",
+    )
     lab.add_argument("--dir", default="squeezelab-notebooks",
                      help="working folder for the notebook copy (default ./squeezelab-notebooks)")
     lab.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
     lab.add_argument("--port", type=int, default=None, help="port for JupyterLab (default: its own, 8888)")
     lab.add_argument("--print-command", action="store_true",
                      help="copy the notebook and print the JupyterLab command without running it")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "lab":
+        return run_lab(args, extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":
         return run_demo(args)
-    if args.command == "lab":
-        return run_lab(args)
     return 2  # pragma: no cover
 
 

@@ -37,3 +37,17 @@ def test_public_names_resolve():
     modules = [name for name in sl.__all__ if isinstance(getattr(sl, name), types.ModuleType)]
     assert modules == []
     assert issubclass(sl.CalibrationError, sl.SqueezeError)
+
+
+def test_widget_names_resolve_to_functions_even_after_their_modules_load():
+    # Importing every submodule first is what makes a same-named module shadow a lazy name.
+    code = (
+        "import importlib, pkgutil, types, squeezelab.widgets as w, squeezelab.engine as e\n"
+        "for pkg in (w, e):\n"
+        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
+        "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+        "bad = [f'{p.__name__}.{n}' for p in (w, e) for n in p.__all__ if isinstance(getattr(p, n), types.ModuleType)]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

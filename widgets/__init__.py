@@ -11,9 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 _LAZY = {
     "Explorer": "squeezelab.widgets.explorer",
-    "report": "squeezelab.widgets.report",
+    "report": "squeezelab.widgets.html_report",
     "tradeoff_figure": "squeezelab.widgets.tradeoff",
     "update_tradeoff": "squeezelab.widgets.tradeoff",
+    "layer_figure": "squeezelab.widgets.layer_views",
+    "update_layer_views": "squeezelab.widgets.layer_views",
+    "quantization_levels": "squeezelab.widgets.layer_views",
+    "sensitivity_heatmap": "squeezelab.widgets.layer_views",
+    "weight_histogram": "squeezelab.widgets.layer_views",
 }
 
 
@@ -32,7 +37,24 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from squeezelab.widgets.explorer import Explorer
-    from squeezelab.widgets.report import report
+    from squeezelab.widgets.html_report import report
+    from squeezelab.widgets.layer_views import (
+        layer_figure,
+        quantization_levels,
+        sensitivity_heatmap,
+        update_layer_views,
+        weight_histogram,
+    )
     from squeezelab.widgets.tradeoff import tradeoff_figure, update_tradeoff
 
-__all__ = ["Explorer", "report", "tradeoff_figure", "update_tradeoff"]
+__all__ = [
+    "Explorer",
+    "report",
+    "tradeoff_figure",
+    "update_tradeoff",
+    "layer_figure",
+    "update_layer_views",
+    "quantization_levels",
+    "sensitivity_heatmap",
+    "weight_histogram",
+]

@@ -250,7 +250,7 @@ class Explorer:
 
     def save_report(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write a self-contained HTML report of everything explored, the current point selected."""
-        from squeezelab.widgets.report import report
+        from squeezelab.widgets.html_report import report
 
         self.wait()
         sweep = self.sweep()

@@ -32,11 +32,18 @@ import contextlib
 import html
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from squeezelab.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+    import torch
+
+    from squeezelab.engine.recipe import FixedPoint, KMeansQuantization, LinearQuantization
 
 __all__ = [
     "QuantizationLevels",
@@ -182,12 +189,12 @@ def _update_heatmap(fig: Any, table: Any, axis: str) -> None:
         xaxis.update(type="category", title=dict(text=f"{axis} (this layer only)"), side="bottom")
         # First layer on top; category type because names such as "0" or "2" would read as numbers.
         yaxis.update(type="category", autorange="reversed", title=dict(text="layer"), automargin=True)
-        where = "bits" if axis == "bits" else "pruned"
+        where = "quantized" if axis == "bits" else "pruned"
         title = f"per-layer sensitivity: accuracy drop (pp), one layer {where} at a time"
         _set_panel_title(fig, "sensitivity", title if layers else f"no per-layer sensitivity for {axis}")
 
 
-def sensitivity_heatmap(table: Any, axis: str = "bits", *, figure: Any = None) -> Any:
+def sensitivity_heatmap(table: pd.DataFrame, axis: str = "bits", *, figure: go.Figure | None = None) -> go.Figure:
     """Heatmap of per-layer accuracy drops: layers down, ``axis`` values across, drops in pp.
 
     Args:
@@ -247,7 +254,9 @@ class QuantizationLevels:
         return int(self.values.size)
 
 
-def quantization_levels(weight: Any, config: Any) -> QuantizationLevels:
+def quantization_levels(
+    weight: torch.Tensor | np.ndarray, config: LinearQuantization | KMeansQuantization | FixedPoint
+) -> QuantizationLevels:
     """The distinct values ``weight`` can take after quantization under ``config``.
 
     * ``LinearQuantization``: the full decoded grid (every code from qmin to
@@ -393,7 +402,14 @@ def _update_histogram(fig: Any, weight: Any, levels: Any, layer: str, method: st
         _set_panel_title(fig, "histogram", title)
 
 
-def weight_histogram(weight: Any, levels: Any, *, layer: str, method: str, figure: Any = None) -> Any:
+def weight_histogram(
+    weight: torch.Tensor | np.ndarray,
+    levels: QuantizationLevels | np.ndarray | list[float],
+    *,
+    layer: str,
+    method: str,
+    figure: go.Figure | None = None,
+) -> go.Figure:
     """Histogram of a layer's weights with its quantization levels as vertical lines.
 
     Args:
@@ -423,7 +439,7 @@ def weight_histogram(weight: Any, levels: Any, *, layer: str, method: str, figur
 # --------------------------------------------------------------------------- both panels
 
 
-def layer_figure(*, widget: bool = False) -> Any:
+def layer_figure(*, widget: bool = False) -> go.Figure:
     """An empty two-panel figure: sensitivity heatmap (left), weight histogram (right).
 
     ``widget=True`` gives a ``plotly.graph_objects.FigureWidget`` for the explorer,
@@ -460,7 +476,13 @@ def layer_figure(*, widget: bool = False) -> Any:
 
 
 def update_layer_views(
-    fig: Any, sensitivity_table: Any, axis: str, weight: Any, levels: Any, layer: str, method: str
+    fig: go.Figure,
+    sensitivity_table: pd.DataFrame,
+    axis: str,
+    weight: torch.Tensor | np.ndarray,
+    levels: QuantizationLevels | np.ndarray | list[float],
+    layer: str,
+    method: str,
 ) -> None:
     """Refresh both panels of a ``layer_figure`` in place, in one ``batch_update``.
 

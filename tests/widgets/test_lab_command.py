@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import squeezelab.cli as cli
+import pytest
+
+from squeezelab import cli
 from squeezelab.cli import main
 
 EXPLORE = Path(__file__).resolve().parents[2] / "notebooks" / "explore.ipynb"
@@ -40,6 +42,18 @@ def test_lab_never_overwrites_an_existing_notebook(tmp_path, capsys):
     assert _command(out) == [sys.executable, "-m", "jupyterlab", str(mine)]
 
 
+def test_lab_passes_other_options_to_jupyterlab(tmp_path, capsys):
+    assert main(["lab", "--dir", str(tmp_path), "--print-command", "--allow-root", "--ServerApp.token=abc"]) == 0
+    assert _command(capsys.readouterr().out)[4:] == ["--allow-root", "--ServerApp.token=abc"]
+
+
+def test_other_commands_still_refuse_unknown_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--allow-root"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --allow-root" in capsys.readouterr().err
+
+
 def test_lab_default_folder_is_relative_to_the_working_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["lab", "--print-command"]) == 0
@@ -61,6 +75,7 @@ def test_lab_command_line_entry_point(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert _command(done.stdout)[1:3] == ["-m", "jupyterlab"]

@@ -18,6 +18,12 @@ import pytest
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 ALL = sorted(NOTEBOOKS.glob("*.ipynb"))
 CELL_TIMEOUT_S = 300
+# Appended in memory after a notebook's own cells: checks that need the kernel's state.
+EXTRA_CHECKS = {
+    # The explorer measures its first point on a background thread: wait for it, then its panel
+    # must show that point's figures (an error in the thread would leave it empty).
+    "explore.ipynb": "ex.wait()\nassert ex.panel.value, 'the explorer drew no figures for its first point'",
+}
 
 
 def test_the_notebooks_exist():
@@ -62,6 +68,8 @@ def test_notebook_runs_without_errors(path, tmp_path, monkeypatch):
     monkeypatch.setenv("SQUEEZELAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("ORT_DISABLE_TELEMETRY", "1")
     nb = nbformat.read(path, as_version=4)
+    if path.name in EXTRA_CHECKS:
+        nb.cells.append(nbformat.v4.new_code_cell(EXTRA_CHECKS[path.name]))
     # Appended in memory only: proves the kernel is this interpreter, not some other python3.
     nb.cells.append(
         nbformat.v4.new_code_cell(

@@ -29,18 +29,23 @@ import tempfile
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from squeezelab.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import plotly.graph_objects as go
+
+    from squeezelab.engine.pareto import SweepTable
+    from squeezelab.engine.recipe import Recipe
 
 __all__ = ["report", "explore_figure", "PLOTLY_CONFIG"]
 
 # The modebar without the Plotly logo link or cloud buttons: nothing in the page points outside it.
 PLOTLY_CONFIG = {
     "displaylogo": False,
-    "showLink": False,
     "showSendToCloud": False,
-    "showEditInChartStudio": False,
     "responsive": True,
 }
 # No network of any kind: scripts and styles are inline; plotly.js draws heatmaps as data: images.
@@ -67,8 +72,9 @@ h1{margin:24px 0 4px}h2{margin-top:36px;border-bottom:1px solid #ddd;padding-bot
 .meta{color:#666;font-size:13px}nav a{margin-right:12px;font-size:14px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}th,td{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
 th{background:#f6f6f6}td.text,th.text{text-align:left}
-tr.simulated td{background:#fff8ef}tr.current td{font-weight:600;outline:2px solid #d62728}
-.badge{display:inline-block;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600}
+td{white-space:nowrap}td.text{white-space:normal}
+tr.simulated td{background:#fff8ef}tr.current td{font-weight:600;background:#fde2e2;border-bottom:2px solid #d62728}
+.badge{display:inline-block;white-space:nowrap;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600}
 .badge.simulated{background:#ff7f0e;color:#fff}.badge.executable{background:#1f77b4;color:#fff}.badge.baseline{background:#7f7f7f;color:#fff}
 pre{background:#f6f6f6;padding:8px 12px;overflow-x:auto}.warn{color:#b35900}
 """
@@ -110,7 +116,7 @@ def _badge(row: Any) -> str:
     return f'<span class="badge {css}">{html.escape(text)}</span>'
 
 
-def _html_table(rows: Any, *, current_label: str | None = None, positions: Sequence[int] | None = None) -> str:
+def _html_table(rows: Any, *, current_row: str | None = None, positions: Sequence[int] | None = None) -> str:
     """An escaped HTML table of sweep rows; simulated rows carry the ``simulated`` class and badge."""
     columns = [(c, h) for c, h in _TABLE_COLUMNS if c in rows.columns]
     head = '<th class="text">#</th>' + "".join(
@@ -122,7 +128,7 @@ def _html_table(rows: Any, *, current_label: str | None = None, positions: Seque
         classes = []
         if str(row.get("kind")) == "simulated" and not bool(row.get("is_baseline", False)):
             classes.append("simulated")
-        if current_label is not None and pos == current_label:
+        if current_row is not None and pos == current_row:
             classes.append("current")
         cells = [f'<td class="text">{pos}</td>']
         for column, _ in columns:
@@ -160,7 +166,7 @@ def _slim_template(fig: Any) -> None:
 # --------------------------------------------------------------------------- the grid explorer
 
 
-def explore_figure(table: Any, *, current: int | None = None) -> Any:
+def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Figure:
     """Accuracy against sparsity (one line per bit width) and against size, with two sliders.
 
     The ``bits`` slider shows the highlighted line and point of one bit width
@@ -336,10 +342,16 @@ def _environment_html() -> str:
     return f"<table>{rows}</table>"
 
 
-def _recipe_of(table: Any, position: int) -> Any:
+def _recipe_of(table: pd.DataFrame, position: int) -> Recipe:
     from squeezelab.engine.recipe import Recipe
 
     return Recipe.from_dict(json.loads(table["recipe"].iloc[position]))
+
+
+def _exists(path: Path) -> ConfigError:
+    return ConfigError(
+        f"report path {str(path)!r} already exists; pass overwrite=True to replace it, or choose another path."
+    )
 
 
 def _check_path(path: Path, overwrite: bool) -> None:
@@ -348,9 +360,7 @@ def _check_path(path: Path, overwrite: bool) -> None:
     if not path.parent.is_dir():
         raise ConfigError(f"the folder of report path {str(path)!r} does not exist; create {str(path.parent)!r} first.")
     if path.exists() and not overwrite:
-        raise ConfigError(
-            f"report path {str(path)!r} already exists; pass overwrite=True to replace it, or choose another path."
-        )
+        raise _exists(path)
 
 
 def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
@@ -368,14 +378,10 @@ def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
             try:
                 os.link(tmp, path)  # fails if the path appeared meanwhile: never clobber without overwrite=True
             except FileExistsError:
-                raise ConfigError(
-                    f"report path {str(path)!r} already exists; pass overwrite=True to replace it, or choose another path."
-                ) from None
-            except OSError:  # a file system without hard links
+                raise _exists(path) from None
+            except OSError:  # a file system without hard links: check, then move
                 if path.exists():
-                    raise ConfigError(
-                        f"report path {str(path)!r} already exists; pass overwrite=True to replace it."
-                    ) from None
+                    raise _exists(path) from None
                 os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -383,13 +389,13 @@ def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
 
 
 def report(
-    sweep: Any,
+    sweep: SweepTable | pd.DataFrame,
     path: str | os.PathLike[str],
     *,
     title: str = "squeezelab report",
-    recipe: Any = None,
+    recipe: Recipe | None = None,
     current: int | None = None,
-    sensitivity: Any = None,
+    sensitivity: pd.DataFrame | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a self-contained HTML report of a sweep to ``path`` and return its absolute path.
@@ -448,32 +454,38 @@ def report(
     update_tradeoff(trade, table, current=current)
     figures.append((
         "tradeoff", "Trade-off",
-        "Accuracy against stored size and batch-1 latency. Filled circles run as real ONNX Runtime kernels; "
-        "open diamonds are <b>simulated</b> (PyTorch, not real kernels: their size is the packed file, their "
-        "latency is not a deployable number). The green step line is the Pareto frontier; the red ring is the chosen point.",
+        (
+            "Accuracy against stored size and batch-1 latency. Filled circles run as real ONNX Runtime kernels; "
+            "open diamonds are <b>simulated</b> (PyTorch, not real kernels: their size is the packed file, their "
+            "latency is not a deployable number). The green step line is the Pareto frontier; the red ring is "
+            "the chosen point."
+        ),
         trade,
     ))
     if len(table) > 1:
         figures.append((
             "explore", "Explore the grid",
-            "Move the <b>bits</b> slider to highlight one bit width, the <b>sparsity</b> slider to move the "
-            "selected point along it. Hover for numbers. Runs in the page: no kernel needed.",
+            (
+                "Move the <b>bits</b> slider to highlight one bit width, the <b>sparsity</b> slider to move the "
+                "selected point along it. Hover for numbers. Runs in the page: no kernel needed."
+            ),
             explore_figure(table, current=current),
         ))
     if sensitivity is not None:
-        axes = [a for a in ("bits", "sparsity") if a in set(sensitivity["axis"])] if "axis" in getattr(
-            sensitivity, "columns", ()
-        ) else ["bits"]
+        present = set(sensitivity["axis"]) if "axis" in getattr(sensitivity, "columns", ()) else {"bits"}
+        axes = [a for a in ("bits", "sparsity") if a in present]  # a malformed table fails in the heatmap
         for axis in axes:
             figures.append((
                 f"sensitivity-{axis}", f"Per-layer sensitivity: {axis}",
-                "Each cell: accuracy drop in percentage points when only that layer is compressed to that "
-                f"{'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32.",
+                (
+                    "Each cell: accuracy drop in percentage points when only that layer is compressed to that "
+                    f"{'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32."
+                ),
                 sensitivity_heatmap(sensitivity, axis),
             ))
 
     esc_title = html.escape(str(title))
-    stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    stamp = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     figure_ids = {section: f"squeezelab-{section}" for section, *_ in figures}
     parts = [
         "<!DOCTYPE html>",
@@ -487,8 +499,10 @@ def report(
         f"<script>{plotly.offline.get_plotlyjs()}</script>",
         "</head><body>",
         f"<header><h1>{esc_title}</h1>",
-        f'<p class="meta">Generated <time datetime="{stamp}">{stamp}</time> by squeezelab {html.escape(__version__)}. '
-        "A single file: it opens offline and fetches nothing.</p>",
+        (
+            f'<p class="meta">Generated <time datetime="{stamp}">{stamp}</time> by squeezelab '
+            f"{html.escape(__version__)}. A single file: it opens offline and fetches nothing.</p>"
+        ),
     ]
     if getattr(sweep, "complete", True) is False:
         parts.append('<p class="warn">This sweep was interrupted: the table holds only the finished points.</p>')
@@ -509,7 +523,7 @@ def report(
     for column, what in (("size_bytes", "size"), ("latency_ms", "latency")):
         front = pareto_front(table, column, "accuracy")
         parts.append(f"<h3>accuracy vs {what}</h3>")
-        parts.append(_html_table(front, current_label=current, positions=list(front.index)))
+        parts.append(_html_table(front, current_row=current, positions=list(front.index)))
     parts.append("</section>")
 
     parts.append('<section id="recipe"><h2>Chosen recipe</h2>')
@@ -534,7 +548,7 @@ def report(
         '<section id="table"><h2>All results</h2>'
         f"<p>{n} rows, the fp32 baseline first; {n_simulated} simulated "
         '(<span class="badge simulated">simulated</span>: measured in PyTorch, not as real low-bit kernels).</p>'
-        + _html_table(table, current_label=current)
+        + _html_table(table, current_row=current)
         + "</section>"
     )
     parts.append(f'<section id="environment"><h2>Environment</h2>{_environment_html()}</section>')

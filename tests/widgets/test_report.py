@@ -1,0 +1,219 @@
+"""The HTML report: one self-contained file, escaped, offline, never clobbering by accident (no browser here).
+
+The browser half (it renders, the sliders work, nothing is fetched) is test_report_browser.py.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import plotly.offline
+import pytest
+
+from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.pareto import SweepTable
+from squeezelab.engine.recipe import LayerSetting, LinearQuantization, Recipe, Simulated
+from squeezelab.engine.sensitivity import layer_sensitivity
+from squeezelab.engine.sweeping import sweep
+from squeezelab.widgets.html_report import explore_figure, report
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def small(digits_cnn, tmp_path_factory):
+    """A 2x2 sweep and a real per-layer sensitivity table of the digits CNN (seconds, cached in tmp)."""
+    model, split = digits_cnn
+    cache = tmp_path_factory.mktemp("cache")
+    result = sweep(model, split.test, bits=(8, 4), sparsity=(0.0, 0.5), cache=cache, progress=False)
+    sens = layer_sensitivity(model, split.test, bits=(8, 4), sparsity=(0.5,), cache=cache, progress=False)
+    return result, sens
+
+
+class Tags(HTMLParser):
+    """Every start tag with its attributes (script bodies are not parsed as markup)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def parse(text: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = Tags()
+    parser.feed(text)
+    return parser.tags
+
+
+def json_unescaped(text: str) -> str:
+    """The page with the JSON escapes Plotly uses undone: what plotly.js will see as strings."""
+    return text.replace("\\u003c", "<").replace("\\u003e", ">").replace("\\u002f", "/").replace("\\/", "/")
+
+
+def test_report_is_one_file_with_every_section(small, tmp_path, capsys):
+    result, sens = small
+    path = report(result, tmp_path / "r.html", current=3, sensitivity=sens)
+    assert path == (tmp_path / "r.html").absolute() and path.is_file()
+    text = path.read_text(encoding="utf-8")
+    plotlyjs = plotly.offline.get_plotlyjs()
+    assert text.count(plotlyjs) == 1
+    scripts = [a for t, a in parse(text) if t == "script"]
+    assert all("src" not in a for a in scripts)
+    # Figures: trade-off, grid explorer, one heatmap per sensitivity axis; each drawn once.
+    ids = re.findall(r'<div id="(squeezelab-[\w-]+)" class="plotly-graph-div"', text)
+    assert ids == ["squeezelab-tradeoff", "squeezelab-explore", "squeezelab-sensitivity-bits", "squeezelab-sensitivity-sparsity"]
+    assert text.count("Plotly.newPlot(") == len(ids)
+    assert f'<meta name="squeezelab-figures" content="{len(ids)}">' in text
+    for section in ("tradeoff", "explore", "pareto", "recipe", "sensitivity-bits", "table", "environment"):
+        assert f'<section id="{section}">' in text
+    # Pareto rows, the chosen recipe as TOML, environment, timestamp.
+    for label in result.pareto("size_bytes")["label"]:
+        assert html.escape(label) in text.split('<section id="pareto">')[1].split("</section>")[0]
+    recipe = result.recipe(3)
+    assert html.escape(recipe.to_toml().strip()) in text
+    assert Recipe.from_toml(html.unescape(re.search(r"<pre><code>(.*?)</code></pre>", text, re.DOTALL).group(1))) == recipe
+    assert "onnxruntime" in text and "int8_dot_product_exact" in text and "plotly" in text
+    assert re.search(r'<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00">', text)
+    assert '"displaylogo": false' in text
+    size = path.stat().st_size
+    rest = size - len(plotlyjs.encode())
+    assert rest < 150_000  # the report proper stays small next to plotly.js
+    with capsys.disabled():
+        print(f"\n[report] {size:,} bytes in all, {rest:,} bytes without plotly.js ({len(plotlyjs.encode()):,})")
+
+
+def test_simulated_rows_are_labelled(small, tmp_path):
+    result, _ = small
+    text = report(result, tmp_path / "r.html").read_text(encoding="utf-8")
+    table_html = text.split('<section id="table">')[1].split("</section>")[0]
+    simulated = int(((result.table["kind"] == "simulated") & ~result.table["is_baseline"]).sum())
+    assert simulated > 0
+    assert table_html.count('<tr class="simulated') == simulated
+    assert table_html.count('<span class="badge simulated">simulated</span>') == simulated + 1  # + the legend
+    assert table_html.count("<tr") == len(result.table) + 1  # + header
+
+
+def test_every_user_string_is_escaped_in_the_page_and_in_the_figures(small, tmp_path):
+    result, sens = small
+    table = result.table.copy()
+    table.loc[1, "label"] = EVIL
+    hostile = SweepTable(table)
+    sens = sens.copy()
+    sens.loc[sens["layer"] == "features.0", "layer"] = EVIL
+    recipe = Recipe(
+        quantization=LinearQuantization(bits=4), runtime=Simulated(), layers=(LayerSetting(name=EVIL, bits=8),)
+    )
+    text = report(hostile, tmp_path / "r.html", title=EVIL, recipe=recipe, current=1, sensitivity=sens).read_text(
+        encoding="utf-8"
+    )
+    plotlyjs = plotly.offline.get_plotlyjs()
+    page = json_unescaped(text.replace(plotlyjs, ""))
+    assert "alert(1)" not in plotlyjs
+    assert EVIL not in page and "<script>alert" not in page.lower()
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert f"<title>{escaped}</title>" in page and f"<h1>{escaped}</h1>" in page
+    # In the figures' JSON: the hover text of the row, the heatmap's layer names.
+    figures = page.split('<section id="table">')[0]
+    assert figures.count(escaped) >= 3
+    assert re.search(r'"y":\[[^\]]*"' + re.escape(escaped), figures)  # a heatmap row
+    # In the recipe's TOML and label.
+    recipe_html = page.split('<section id="recipe">')[1].split("</section>")[0]
+    assert escaped in recipe_html and "layers" in recipe_html
+    # The only scripts are plotly.js and Plotly's own newPlot calls.
+    assert len([t for t, _ in parse(text) if t == "script"]) == 1 + text.count("Plotly.newPlot(")
+
+
+def test_nothing_points_outside_the_file(small, tmp_path):
+    result, sens = small
+    text = report(result, tmp_path / "r.html", current=2, sensitivity=sens).read_text(encoding="utf-8")
+    tags = parse(text)
+    assert not [t for t, _ in tags if t in ("link", "iframe", "img", "object", "embed", "base")]
+    for tag, attrs in tags:
+        for name in ("src", "href", "action", "data", "poster"):
+            value = (attrs.get(name) or "").strip().lower()
+            assert not value.startswith(("http:", "https:", "//", "ftp:")), (tag, name, value)
+    outside = json_unescaped(text.replace(plotly.offline.get_plotlyjs(), ""))
+    assert "http://" not in outside and "https://" not in outside
+    assert "mathjax" not in outside.lower()
+    csp = [a["content"] for t, a in tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0]
+
+
+def test_existing_file_is_refused_then_replaced_on_request(small, tmp_path):
+    result, _ = small
+    path = tmp_path / "r.html"
+    path.write_text("keep me")
+    with pytest.raises(ConfigError) as error:
+        report(result, path)
+    assert str(path) in str(error.value) and "overwrite=True" in str(error.value)
+    assert path.read_text() == "keep me"
+    assert report(result, path, overwrite=True) == path
+    assert "Plotly.newPlot(" in path.read_text(encoding="utf-8")
+    assert sorted(os.listdir(tmp_path)) == ["r.html"]  # no temporary file left behind
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_bad_arguments_name_the_fix(small, tmp_path):
+    result, _ = small
+    with pytest.raises(ConfigError, match="current=99"):
+        report(result, tmp_path / "a.html", current=99)
+    with pytest.raises(ConfigError, match="does not exist"):
+        report(result, tmp_path / "missing" / "a.html")
+    with pytest.raises(ConfigError, match="folder"):
+        report(result, tmp_path)
+    with pytest.raises(ConfigError, match="not a Recipe"):
+        report(result, tmp_path / "a.html", recipe="linear4")
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_callers_sweep_is_unchanged(small, tmp_path):
+    result, sens = small
+    table, before, sens_before = result.table, result.table.copy(deep=True), sens.copy(deep=True)
+    report(result, tmp_path / "r.html", current=4, sensitivity=sens)
+    assert result.table is table
+    pd.testing.assert_frame_equal(result.table, before)
+    pd.testing.assert_frame_equal(sens, sens_before)
+
+
+def test_a_recipe_finds_its_row(small, tmp_path):
+    result, _ = small
+    text = report(result, tmp_path / "r.html", recipe=result.recipe(2)).read_text(encoding="utf-8")
+    assert "(row 2)" in text and '<tr class="simulated current">' in text
+    figure = json.loads(
+        json_unescaped(re.search(r'Plotly.newPlot\(\s*"squeezelab-tradeoff",\s*(\[.*?\]),\s*\{', text, re.DOTALL).group(1))
+    )
+    ring = next(t for t in figure if t["meta"]["role"] == "current" and t["meta"]["panel"] == "size")
+    assert ring["x"] == [float(result.table["size_bytes"].iloc[2])]
+
+
+def test_the_sliders_steps_show_each_grid_point(small):
+    """The explorer's slider steps, read as data: what each step would show is the table's numbers."""
+    result, _ = small
+    table = result.table
+    fig = explore_figure(table, current=4)
+    bits_slider, sparsity_slider = fig.layout.sliders
+    assert [s.label for s in bits_slider.steps] == ["8", "4"]
+    assert [s.label for s in sparsity_slider.steps] == ["0%", "50%"]
+    # current=4 is 4 bits at 50%: the sliders start there and the figure shows it.
+    assert (bits_slider.active, sparsity_slider.active) == (1, 1)
+    roles = [(t.meta["role"], t.meta.get("panel"), t.meta.get("bits")) for t in fig.data]
+    visible = [t.meta["bits"] for t in fig.data if t.meta["role"].startswith("selected") and t.visible]
+    assert visible == [4, 4, 4]
+    for step, bits in zip(bits_slider.steps, (8, 4)):
+        flags, indices = step.args
+        assert [roles[i][2] for i, on in zip(indices, flags["visible"]) if on] == [bits] * 3
+    for step, s in zip(sparsity_slider.steps, (0.0, 0.5)):
+        update, indices = step.args
+        for i, x, y in zip(indices, update["x"], update["y"]):
+            role, panel, bits = roles[i]
+            row = table[(table["bits"] == bits) & (table["sparsity"] == s) & ~table["is_baseline"]].iloc[0]
+            assert role == "selected_point"
+            assert x == [float(row["sparsity"] if panel == "sparsity" else row["size_bytes"])]
+            assert y == [float(row["accuracy"])]
