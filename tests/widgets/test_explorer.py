@@ -186,3 +186,38 @@ def test_explorer_leaves_model_and_data_alone_and_closes(digits_cnn, tmp_path):
     ex.close()
     assert not set(ids) & set(w.widgets.widget._instances)  # closed widgets leave the registry
     assert state_hash(model) == before and (split.x_test == x0).all()
+
+
+def test_per_layer_views_open_lazily_and_follow_the_controls(explorer):
+    ex = explorer
+    assert ex._layer_views is None  # no second FigureWidget until the views are opened
+    ex.layers.selected_index = 0
+    heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
+    table = ex._sensitivity
+    assert list(heatmap.y) == list(dict.fromkeys(table["layer"]))
+    bits = table[table["axis"] == "bits"]
+    row = bits[(bits["layer"] == heatmap.y[-1]) & (bits["value"] == 2)].iloc[0]
+    assert heatmap.z[-1][list(heatmap.x).index("2")] == pytest.approx(row["accuracy_drop"] * 100)
+    figure = ex.layer_figure
+    ex.quantization.value = "kmeans"
+    ex.bits_slider.value = 3
+    ex.wait()
+    ex.layer_choice.value = "classifier.1"
+    levels = next(t for t in ex.layer_figure.data if t.meta["role"] == "levels")
+    assert len(levels.meta["values"]) == 8  # 3-bit k-means: the layer's 8 centroids
+    ex.axis_choice.value = "sparsity"
+    heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
+    assert heatmap.meta["axis"] == "sparsity"
+    assert ex.layer_figure is figure
+
+
+def test_save_report_writes_the_explored_points(explorer, tmp_path):
+    ex = explorer
+    ex.bits_slider.value = 4
+    ex.wait()
+    path = ex.save_report(tmp_path / "explored.html")
+    text = path.read_text()
+    assert "linear4-sym-perchannel (simulated)" in text and "linear8-sym-perchannel (simulated)" in text
+    assert text.count("plotly.js v") <= 2  # inlined once (its banner), never linked
+    with pytest.raises(Exception, match="overwrite=True"):
+        ex.save_report(path)
