@@ -183,6 +183,8 @@ def search(
     if not isinstance(time_budget_s, (int, float)) or time_budget_s <= 0:
         raise ConfigError(f"time_budget_s={time_budget_s!r} must be a positive number of seconds.")
     quantizer = _quantizer(quantization)
+    if not bits or not sparsity:
+        raise ConfigError(f"bits={bits!r} and sparsity={sparsity!r} each need at least one value to choose from.")
     runtime = runtime or (Simulated(coding="huffman") if objective == "size" else Onnx())
     bits = tuple(sorted(set(bits), reverse=True))
     sparsity = tuple(sorted(set(sparsity)))
@@ -222,7 +224,7 @@ def search(
     best_recipe, best_model = Recipe(), model
     current = measure(state, "start", ev)
     current["accepted"] = current["drop_bound"] <= max_accuracy_drop
-    if current["accepted"]:
+    if current["accepted"] and score(current) <= score(best_row):
         best_row, best_recipe = current, _recipe(objective, quantizer, state, runtime)
     ruled_out: set[tuple[str, str]] = set()
     stopped = "converged"
@@ -257,6 +259,7 @@ def search(
         bar.update()
         ok = row["drop_bound"] <= max_accuracy_drop
         if not ok and train_data is not None and knob.axis == "sparsity" and objective == "size":
+            row["accepted"] = False
             tuned = _finetuned(work_model, trial, train_data, finetune_epochs, seed, finetune)
             tuned_ev = Evaluator(tuned, data, metric=metric, cache=ev.cache, latency_repeats=repeats)
             row = measure(trial, how + " + fine-tune", tuned_ev)

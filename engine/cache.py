@@ -1,8 +1,12 @@
 """An on-disk cache of measured results, keyed by what they were measured from.
 
-A key is a SHA-256 over (model weights and structure, recipe, data, settings,
-squeezelab version): change any of them and the key changes, so a stale
-figure can never be served. Each entry is one small JSON file holding its own
+A key is a SHA-256 over the model (weights, buffers, module tree, the source
+of its class), the data, the recipe, the measurement settings, the metric's
+code, the versions of squeezelab, torch, onnx and onnxruntime, and the CPU:
+change any of these and the key changes. What it cannot see (a model
+changed through plain attributes its ``repr`` does not show, code edited
+without a version change) is the caller's to invalidate: use another cache
+folder, or ``cache=False``. Each entry is one small JSON file holding its own
 key and a checksum of its payload:
 
 - writes are atomic (a temporary file in the same folder, then ``os.replace``),
@@ -16,7 +20,9 @@ every point finished before the interruption is already on disk.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -31,7 +37,15 @@ import numpy as np
 from squeezelab._version import __version__
 from squeezelab.engine.errors import ConfigError
 
-__all__ = ["ResultCache", "fingerprint", "model_fingerprint", "data_fingerprint", "default_cache_dir"]
+__all__ = [
+    "ResultCache",
+    "fingerprint",
+    "model_fingerprint",
+    "data_fingerprint",
+    "callable_fingerprint",
+    "runtime_fingerprint",
+    "default_cache_dir",
+]
 
 _FORMAT = 1  # bump when the entry layout changes: old entries then simply miss
 
@@ -49,7 +63,10 @@ def _feed(h: Any, value: Any) -> None:
     import torch
 
     if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
+        t = value.detach().cpu().contiguous()
+        h.update(f"tensor{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # raw bytes: bfloat16 has no numpy dtype
+        return
     if isinstance(value, np.ndarray):
         h.update(f"nd{value.dtype.str}{value.shape}".encode())
         h.update(np.ascontiguousarray(value).tobytes())
@@ -76,11 +93,54 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _source(obj: Any) -> str:
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError):  # built in, or defined where no source is kept
+        return ""
+
+
 def model_fingerprint(model: Any) -> str:
-    """Weights, buffers and structure (``repr`` of the module tree and its class) of a PyTorch model."""
-    cls = type(model)
-    state = {k: v for k, v in model.state_dict().items()}
-    return fingerprint(f"{cls.__module__}.{cls.__qualname__}", repr(model), state)
+    """Weights, buffers, the module tree (``repr``) and the source of every module class in it."""
+    classes = sorted({f"{type(m).__module__}.{type(m).__qualname__}": type(m) for m in model.modules()}.items())
+    sources = [(name, _source(cls)) for name, cls in classes]
+    return fingerprint(repr(model), sources, dict(model.state_dict()))
+
+
+def callable_fingerprint(fn: Any) -> str:
+    """A key for a metric function that is stable across processes: its name and its code.
+
+    Functions (lambdas included) are keyed by bytecode, constants, defaults and
+    the values their closures capture, so two lambdas computing different things
+    never share a key. Other callables are keyed by their ``repr`` (an object whose
+    ``repr`` holds a memory address then simply never hits the cache).
+    """
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    code = getattr(target, "__code__", None)
+    parts: list[Any] = [getattr(target, "__module__", ""), getattr(target, "__qualname__", type(target).__name__)]
+    if code is not None:
+        closure = [repr(c.cell_contents) for c in (target.__closure__ or ())]
+        parts += [code.co_code.hex(), repr(code.co_consts), repr(target.__defaults__), closure]
+    else:
+        parts.append(repr(target))
+    if isinstance(fn, functools.partial):
+        parts += [repr(fn.args), repr(sorted(fn.keywords.items()))]
+    return fingerprint(*parts)
+
+
+def runtime_fingerprint() -> str:
+    """Versions of the libraries that compute the figures, and the CPU they were measured on."""
+    from importlib import metadata
+
+    from squeezelab.engine.environment import _cpu_name
+
+    versions = []
+    for package in ("torch", "onnx", "onnxruntime", "numpy", "scikit-learn"):
+        try:
+            versions.append((package, metadata.version(package)))
+        except metadata.PackageNotFoundError:
+            versions.append((package, None))
+    return fingerprint(versions, _cpu_name(), os.cpu_count())
 
 
 def data_fingerprint(data: Any) -> str:
@@ -137,23 +197,23 @@ class ResultCache:
             return None
         path = self.path(key)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except FileNotFoundError:
             self.misses += 1
             return None
-        payload = self._check(path, key, text)
+        payload = self._check(path, key, raw)
         if payload is None:
             self.misses += 1
             return None
         self.hits += 1
         return payload
 
-    def _check(self, path: Path, key: str, text: str) -> Any | None:
+    def _check(self, path: Path, key: str, raw: bytes) -> Any | None:
         try:
-            entry = json.loads(text)
+            entry = json.loads(raw.decode("utf-8"))
             body = json.dumps(entry["payload"], sort_keys=True)
             ok = entry["key"] == key and entry["sha256"] == hashlib.sha256(body.encode()).hexdigest()
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
             ok = False
         if ok:
             return entry["payload"]

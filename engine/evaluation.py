@@ -19,16 +19,23 @@ candidate, both timed in the same interleaved rounds in the same process.
 from __future__ import annotations
 
 import json
-import multiprocessing
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from squeezelab.engine.cache import ResultCache, data_fingerprint, fingerprint, model_fingerprint
+from squeezelab.engine._copy import copy_model
+from squeezelab.engine.cache import (
+    ResultCache,
+    callable_fingerprint,
+    data_fingerprint,
+    fingerprint,
+    model_fingerprint,
+    runtime_fingerprint,
+)
 from squeezelab.engine.compressed import check_model
 from squeezelab.engine.data import iter_batches
 from squeezelab.engine.errors import DataError
@@ -61,32 +68,41 @@ class PointTask:
     latency_batch_size: int
     latency_repeats: int
     threads: int | None
+    worker_threads: int | None = None  # PyTorch threads while measuring (1 in a pool of processes)
 
 
 # One baseline export per process and model: every point of a sweep is timed against it.
 _BASELINES: dict[str, Any] = {}
+_BASELINES_LOCK = threading.Lock()
 
 
 def _baseline(task: PointTask, key: str) -> Any:
     from squeezelab.engine.compressed import compress
 
-    if key not in _BASELINES:
-        _BASELINES.clear()  # one model at a time is plenty; a sweep never alternates
-        _BASELINES[key] = compress(task.model, Recipe(), example_inputs=task.data[0][:1])
-    return _BASELINES[key]
+    with _BASELINES_LOCK:
+        if key not in _BASELINES:
+            _BASELINES.clear()  # one model at a time is plenty; a sweep never alternates
+            _BASELINES[key] = compress(task.model, Recipe(), example_inputs=task.data[0][:1])
+        return _BASELINES[key]
 
 
-def run_point(task: PointTask, baseline_key: str = "") -> dict[str, Any]:
-    """Compress ``task.model`` with ``task.recipe`` and measure it: one row of plain data."""
+def run_point(task: PointTask, baseline_key: str | None = None) -> dict[str, Any]:
+    """Compress ``task.model`` with ``task.recipe`` and measure it: one row of plain data.
+
+    ``baseline_key`` names the model for the per-process baseline export (default: its fingerprint).
+    """
+    from squeezelab.engine.latency import torch_threads
+
+    with torch_threads(task.worker_threads):
+        return _run_point(task, baseline_key or model_fingerprint(task.model))
+
+
+def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     from squeezelab.engine.compressed import compress
     from squeezelab.engine.latency import ratio_median
     from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
 
     started = time.perf_counter()
-    if multiprocessing.parent_process() is not None:
-        # a worker of a process pool (or a Dask nanny): N workers share the cores, so one thread
-        # each; PyTorch's default of one thread per core would oversubscribe them N times.
-        torch.set_num_threads(1)
     c = compress(task.model, task.recipe, example_inputs=task.data[0][:1], calibration_data=task.calibration)
     correct = None
     if task.metric is top1_accuracy:  # keep per-sample outcomes: paired statistics need them
@@ -159,8 +175,12 @@ class Evaluator:
         cache: Any = True,
     ) -> None:
         check_model(model)
+        if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
+            raise DataError(f"latency_repeats={latency_repeats!r} must be a non-negative integer (0 skips timing).")
         check_settings(batch_size=latency_batch_size, repeats=max(latency_repeats, 1), warmup=0, threads=threads)
-        self.model = model
+        # A private copy: results are cached under these weights, so they must not change later
+        # (a notebook that trains the model further would otherwise poison the cache).
+        self.model = copy_model(model).eval()
         self.data = materialize(data)
         if calibration_data is None:
             self.calibration = self.data[0][:256]
@@ -172,18 +192,20 @@ class Evaluator:
         self.latency_batch_size = latency_batch_size
         self.latency_repeats = latency_repeats
         self.threads = threads
+        self.worker_threads: int | None = None
         self.cache = ResultCache.of(cache)
-        self.model_key = model_fingerprint(model)
-        self._context = fingerprint(
+        self.model_key = model_fingerprint(self.model)
+        self._inputs_key = fingerprint(
             self.model_key,
             data_fingerprint(self.data),
             self.calibration,
-            getattr(metric, "__module__", ""),
-            getattr(metric, "__qualname__", repr(metric)),
-            latency_batch_size,
-            latency_repeats,
-            threads,
+            callable_fingerprint(metric),
+            runtime_fingerprint(),
         )
+        self._context = self._make_context()
+
+    def _make_context(self) -> str:
+        return fingerprint(self._inputs_key, self.latency_batch_size, self.latency_repeats, self.threads)
 
     def key(self, recipe: Recipe) -> str:
         """The cache key of ``recipe`` under this evaluator's model, data and settings."""
@@ -199,6 +221,7 @@ class Evaluator:
             latency_batch_size=self.latency_batch_size,
             latency_repeats=self.latency_repeats,
             threads=self.threads,
+            worker_threads=self.worker_threads,
         )
 
     def cached(self, recipe: Recipe) -> dict[str, Any] | None:
@@ -226,9 +249,7 @@ class Evaluator:
             if name not in ("latency_batch_size", "latency_repeats", "threads"):
                 raise TypeError(f"with_settings() got an unexpected setting {name!r}")
             setattr(other, name, value)
-        other._context = fingerprint(
-            self._context, "settings", other.latency_batch_size, other.latency_repeats, other.threads
-        )
+        other._context = other._make_context()  # equal settings, equal keys, however they were reached
         return other
 
 

@@ -92,6 +92,12 @@ class SweepTable:
         table = self.table[self.table["accuracy_drop"] <= max_accuracy_drop + 1e-12]
         if executable_only:
             table = table[table["executable"]]
+        table = table[table[column].notna()]
+        if table.empty:
+            raise ConfigError(
+                f"no row has an accuracy drop within {max_accuracy_drop} and a measured {column}"
+                + (" among executable rows" if executable_only else "") + "; loosen the budget or sweep more points."
+            )
         return table.sort_values([column, "accuracy"], ascending=[True, False], kind="stable").iloc[0]
 
     def recipe(self, row: int | Any) -> Any:

@@ -105,8 +105,9 @@ def _magnitude_masks_mixed(
         )
     rest = [i for i, (name, _) in enumerate(layers) if name not in layer_sparsity]
     masks: list[torch.Tensor | None] = [None] * len(layers)
-    for i, mask in zip(rest, magnitude_masks([layers[i][1].weight for i in rest], config.sparsity, config.scope)):
-        masks[i] = mask
+    if rest:  # every layer may have its own amount
+        for i, mask in zip(rest, magnitude_masks([layers[i][1].weight for i in rest], config.sparsity, config.scope)):
+            masks[i] = mask
     for i, (name, module) in enumerate(layers):
         if name in layer_sparsity:
             (masks[i],) = magnitude_masks([module.weight], layer_sparsity[name], "layer")

@@ -79,12 +79,12 @@ def _per_weight_configs(
     model: nn.Module, config: QuantizationConfig | None, chosen: set[str], layer_bits: dict[str, int]
 ) -> dict[str, QuantizationConfig]:
     """The config of each chosen weight: ``config``, or a copy at the layer's own width."""
-    layers = dict(model.named_modules())
-    unknown = sorted(set(layer_bits) - set(layers))
+    quantized = {name.rsplit(".", 1)[0] if "." in name else "" for name in chosen}
+    unknown = sorted(set(layer_bits) - quantized)
     if unknown:
         raise ConfigError(
-            f"per-layer bits name layers the model does not have: {unknown}; known layers with weights: "
-            f"{sorted(n.rsplit('.', 1)[0] for n in chosen)}."
+            f"per-layer bits name layers that are not quantized here: {unknown}; known layers with weights: "
+            f"{sorted(quantized)}."
         )
     out = {}
     for name in chosen:

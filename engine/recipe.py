@@ -550,6 +550,8 @@ class LayerSetting(_Config):
             raise ConfigError(f"LayerSetting({self.name!r}): sparsity={s!r} must be a number in [0, 1).")
         if self.bits is None and self.sparsity is None:
             raise ConfigError(f"LayerSetting({self.name!r}) sets nothing; give bits= and/or sparsity=.")
+        if s is not None:
+            object.__setattr__(self, "sparsity", float(s))  # 0 and 0.0 are one setting, with one cache key
 
     @property
     def label(self) -> str:
@@ -627,6 +629,14 @@ class Recipe(_Config):
                 "Recipe: per-layer bits need a simulated weight quantizer to override; add "
                 "quantization=LinearQuantization(...), KMeansQuantization(...) or FixedPoint(...) with runtime=Simulated()."
             )
+        q = self.quantization
+        low, high = (1, 8) if isinstance(q, KMeansQuantization) else (2, 16)
+        for item in layers:
+            if item.bits is not None and item.bits != 32 and not low <= item.bits <= high:
+                raise ConfigError(
+                    f"Recipe: LayerSetting({item.name!r}, bits={item.bits}) is outside {type(q).__name__}'s "
+                    f"{low}..{high} bits (or 32 to keep the layer float)."
+                )
         if any(item.sparsity is not None for item in layers) and not isinstance(
             self.pruning, (MagnitudePruning, ChannelPruning)
         ):

@@ -22,8 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.evaluation import Evaluator, run_point
+from squeezelab.engine.errors import ConfigError, SqueezeError
+from squeezelab.engine.evaluation import Evaluator, PointTask, asked_sparsity, run_point
 from squeezelab.engine.metrics import Metric, top1_accuracy
 from squeezelab.engine.pareto import SweepTable
 from squeezelab.engine.recipe import (
@@ -45,7 +45,7 @@ from squeezelab.engine.recipe import (
     Simulated,
 )
 
-__all__ = ["sweep", "Sweep", "SweepInterrupted", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
+__all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
 
 QUANTIZATION_METHODS: dict[str, QuantizationConfig] = {
     "linear-symmetric": LinearQuantization(symmetric=True),
@@ -67,12 +67,25 @@ RUNTIMES: dict[str, Runtime] = {
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``sweep``: ``.sweep`` holds the finished points (all of them cached)."""
 
-    def __init__(self, partial: Sweep, missing: int) -> None:
+    def __init__(self, partial: Sweep, done: int, total: int) -> None:
         super().__init__(
-            f"sweep interrupted: {len(partial.table) - 1} points finished and cached, {missing} not run; "
+            f"sweep interrupted: {done} of {total} points finished and cached; "
             "call sweep() again with the same arguments to resume."
         )
         self.sweep = partial
+
+
+class SweepError(SqueezeError, RuntimeError):
+    """Some points failed: ``.failures`` maps their labels to the errors; ``.sweep`` holds the rest (cached)."""
+
+    def __init__(self, partial: Sweep, failures: dict[str, BaseException], total: int) -> None:
+        first = "; ".join(f"{label}: {type(e).__name__}: {e}" for label, e in list(failures.items())[:3])
+        super().__init__(
+            f"{len(failures)} of {total} sweep points failed ({first}). The {total - len(failures)} that "
+            "succeeded are cached and in .sweep; fix or drop the failing recipes and run again."
+        )
+        self.sweep = partial
+        self.failures = failures
 
 
 def _quantizer(quantization: str | QuantizationConfig, bits: int) -> QuantizationConfig | None:
@@ -165,6 +178,21 @@ def grid_recipe(
     return Recipe(pruning=prune, quantization=quant, runtime=rt)
 
 
+def check_layer_names(model: nn.Module, recipe: Recipe) -> None:
+    """Raise ``ConfigError`` when ``recipe.layers`` names a layer without weights in ``model``."""
+    if not recipe.layers:
+        return
+    from squeezelab.engine.pruning import _chosen
+
+    known = [name for name, _ in _chosen(model, None)]
+    unknown = sorted({item.name for item in recipe.layers} - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{recipe.label}: per-layer settings name {unknown}, which are not Linear/Conv layers of "
+            f"{type(model).__name__}; its layers are {known}."
+        )
+
+
 class Sweep(SweepTable):
     """The measured grid: ``table`` (a pandas DataFrame) and its Pareto frontier.
 
@@ -198,9 +226,7 @@ def _resolve_points(
             raise ConfigError(f"recipes must hold Recipe objects, got {type(recipe).__name__}.")
         if recipe not in seen:
             seen.add(recipe)
-            sparsity_of = recipe.pruning
-            asked = getattr(sparsity_of, "sparsity", getattr(sparsity_of, "ratio", 0.0)) if sparsity_of else 0.0
-            points.append((recipe, {"bits": recipe.bits, "sparsity": float(asked)}))
+            points.append((recipe, {"bits": recipe.bits, "sparsity": asked_sparsity(recipe)}))
     return points
 
 
@@ -257,7 +283,10 @@ def sweep(
         cache=cache,
     )
     points = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
+    for recipe, _ in points:  # a misspelt layer name fails now, not after the other points ran
+        check_layer_names(ev.model, recipe)
     rows: dict[int, dict[str, Any]] = {}
+    failures: dict[str, BaseException] = {}
     todo = []
     for i, (recipe, grid) in enumerate(points):
         hit = ev.cached(recipe)
@@ -267,28 +296,47 @@ def sweep(
             rows[i] = {**hit, **grid}
 
     def finish() -> Sweep:
-        ordered = [rows[i] for i in sorted(rows)]
+        # Relative columns need the baseline: without it (interrupted before it finished) no row is shown.
+        ordered = [rows[i] for i in sorted(rows)] if 0 in rows else []
         return Sweep.from_rows(ordered, hits=len(points) - len(todo), misses=len(todo), complete=len(rows) == len(points))
+
+    def task(i: int) -> PointTask:
+        t = ev.task(points[i][0])
+        # N worker processes share the cores: one PyTorch thread each, or they oversubscribe them N times.
+        return t if executor is None else dataclasses.replace(t, worker_threads=1)
+
+    def keep(i: int, outcome: Any) -> None:
+        recipe, grid = points[i]
+        if isinstance(outcome, BaseException):
+            failures[recipe.label] = outcome
+        else:
+            rows[i] = {**ev.store(recipe, outcome), **grid}
+        bar.update()
 
     bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", disable=not progress, unit="point")
     pending: dict[cf.Future, int] = {}
     try:
         if executor is None:
             for i in todo:
-                recipe, grid = points[i]
-                rows[i] = {**ev.store(recipe, run_point(ev.task(recipe), ev.model_key)), **grid}
-                bar.update()
+                try:
+                    outcome: Any = run_point(task(i), ev.model_key)
+                except Exception as exc:  # one bad point must not cost the others
+                    outcome = exc
+                keep(i, outcome)
         else:
-            pending = {executor.submit(run_point, ev.task(points[i][0]), ev.model_key): i for i in todo}
+            pending = {executor.submit(run_point, task(i), ev.model_key): i for i in todo}
             for future in cf.as_completed(pending):
                 i = pending.pop(future)
-                recipe, grid = points[i]
-                rows[i] = {**ev.store(recipe, future.result()), **grid}
-                bar.update()
+                keep(i, future.exception() or future.result())
     except KeyboardInterrupt:
-        for future in pending:
-            future.cancel()
-        raise SweepInterrupted(finish(), len(points) - len(rows)) from None
+        for future, i in list(pending.items()):  # keep what finished meanwhile, cancel the rest
+            if future.done() and not future.cancelled() and future.exception() is None:
+                keep(i, future.result())
+            else:
+                future.cancel()
+        raise SweepInterrupted(finish(), len(rows), len(points)) from None
     finally:
         bar.close()
+    if failures:
+        raise SweepError(finish(), failures, len(points))
     return finish()

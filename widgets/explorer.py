@@ -87,6 +87,8 @@ class Explorer:
         self._lock = threading.RLock()
         self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="squeezelab-explorer")
         self._generation = 0
+        self._closed = False
+        self._sensitivity: dict[str, Any] = {}  # quantizer name -> layer sensitivity table
         self._pending: cf.Future | None = None
         self._rows: dict[str, dict[str, Any]] = {}  # recipe JSON -> measured row, in evaluation order
         self.current_row: dict[str, Any] | None = None
@@ -171,14 +173,17 @@ class Explorer:
         try:
             row = self.evaluator.evaluate(recipe)
         except Exception as exc:  # shown in the widget: a kernel-side traceback helps no one here
-            if generation == self._generation:
-                self.error = f"{type(exc).__name__}: {exc}"
-                self._set_status(f"<span style='color:#b00'>{html.escape(self.error)}</span>")
+            with self._lock:
+                if generation == self._generation and not self._closed:
+                    self.error = f"{type(exc).__name__}: {exc}"
+                    self._set_status(f"<span style='color:#b00'>{html.escape(self.error)}</span>")
             return
         self._show(row, generation)
 
     def _show(self, row: dict[str, Any], generation: int) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._rows[row["recipe"]] = row
             latest = generation == self._generation
             if latest:
@@ -214,7 +219,8 @@ class Explorer:
                     continue
                 row = self.evaluator.cached(recipe)
                 if row is not None:
-                    self._rows[row["recipe"]] = row
+                    with self._lock:  # the worker thread may be drawing from _rows
+                        self._rows[row["recipe"]] = row
 
     def _panel_html(self, row: dict[str, Any]) -> str:
         base = self.baseline
@@ -264,15 +270,22 @@ class Explorer:
 
     # ------------------------------------------------------------------ per-layer views
 
+    def _sensitivity_quantizer(self) -> str:
+        q = self.quantization.value
+        return q if q in QUANTIZATION_METHODS and q != "float16" else "linear-symmetric"
+
     def _sensitivity_table(self, compute: bool) -> Any:
-        if getattr(self, "_sensitivity", None) is None and compute:
+        """The layer sensitivity under the selected quantizer (computed once per quantizer, cached on disk)."""
+        q = self._sensitivity_quantizer()
+        if q not in self._sensitivity and compute:
             from squeezelab.engine.sensitivity import layer_sensitivity
 
-            q = self.quantization.value if self.quantization.value in QUANTIZATION_METHODS and self.quantization.value != "float16" else "linear-symmetric"
-            self._sensitivity = layer_sensitivity(
+            self._set_status(f"measuring layer sensitivity ({html.escape(q)}) …", busy=True)
+            self._sensitivity[q] = layer_sensitivity(
                 self.evaluator.model, self.evaluator.data, quantization=q, evaluator=self.evaluator, progress=False
             )
-        return getattr(self, "_sensitivity", None)
+            self._set_status(f"layer sensitivity ({html.escape(q)}) ready")
+        return self._sensitivity.get(q)
 
     def _on_layers_open(self, change: Any) -> None:
         if change["new"] is None or self._layer_views is not None:
@@ -315,9 +328,15 @@ class Explorer:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def close(self) -> None:
-        """Close every widget and stop the background worker."""
+        """Close every widget and stop the background worker (a point being measured is dropped)."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
-        for item in (self.widget, self.figure, self.bits_slider, self.sparsity_slider, self.quantization, self.pruning, self.runtime, self.panel, self.status, self.progress, self.layers):
+        items = [self.widget, self.figure, self.bits_slider, self.sparsity_slider, self.quantization, self.pruning, self.runtime]
+        items += [self.panel, self.status, self.progress, self.layers, self._layer_box]
+        if self._layer_views is not None:
+            items += [self._layer_views, self.layer_figure, self.layer_choice, self.axis_choice, *self._layer_views.children]
+        for item in items:
             item.close()
 
     def __enter__(self) -> Explorer:

@@ -39,7 +39,7 @@ def test_initial_point_and_labels(explorer):
     row = ex.current_row
     assert row["label"] == "linear8-sym-perchannel (simulated)"
     assert current(ex) == ([row["size_bytes"]], [row["accuracy"]])
-    assert "SIMULATED" in ex.panel.value and "42,064 B" in ex.panel.value
+    assert "SIMULATED" in ex.panel.value and f"{row['size_bytes']:,} B" in ex.panel.value
     baseline = traces_by_role(ex.figure, "size")["baseline"]
     assert list(baseline.x) == [ex.baseline["size_bytes"]] and list(baseline.y) == [ex.baseline["accuracy"]]
 
@@ -193,7 +193,7 @@ def test_per_layer_views_open_lazily_and_follow_the_controls(explorer):
     assert ex._layer_views is None  # no second FigureWidget until the views are opened
     ex.layers.selected_index = 0
     heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
-    table = ex._sensitivity
+    table = ex._sensitivity_table(False)
     assert list(heatmap.y) == list(dict.fromkeys(table["layer"]))
     bits = table[table["axis"] == "bits"]
     row = bits[(bits["layer"] == heatmap.y[-1]) & (bits["value"] == 2)].iloc[0]
