@@ -118,7 +118,29 @@ def run_demo(args: argparse.Namespace) -> int:
     (out / "report.md").write_text(_report(table, env, args.model, saved, static.details["reduce_range"]))
     print("\nsimulated rows compute in PyTorch with dequantized weights; executable rows run in ONNX Runtime.")
     print(f"report: {out / 'report.md'}   figures: {out / 'results.json'}   model: {saved}")
+    html = _html_report(model, split, out, args.model)
+    if html is not None:
+        print(f"trade-off report (one HTML file, opens offline): {html}")
     return 0
+
+
+def _html_report(model, split, out: Path, kind: str) -> Path | None:
+    """Sweep widths x sparsities (plus the int8 runtimes) and write the self-contained HTML report."""
+    if importlib.util.find_spec("plotly") is None:
+        print("(install squeezelab[widgets] for the HTML trade-off report)")
+        return None
+    import squeezelab as sl
+    from squeezelab.widgets import report
+
+    print("sweeping bit widths x sparsities for the trade-off report ...", flush=True)
+    cache = out / "cache"
+    int8 = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.Int8Static())]
+    sweep = sl.sweep(model, split.test, bits=[8, 6, 4, 3, 2], sparsity=[0.0, 0.5, 0.75], runtime="simulated-huffman",
+                     recipes=int8, calibration_data=split.x_train[:512], cache=cache, progress=False)
+    sensitivity = sl.layer_sensitivity(model, split.test, bits=[2, 3, 4, 8], sparsity=[0.5, 0.75, 0.9], cache=cache, progress=False)
+    best = sweep.table.index.get_loc(sweep.best(max_accuracy_drop=0.01).name)
+    return report(sweep, out / "report.html", title=f"squeezelab demo: digits {kind.upper()}", current=best,
+                  sensitivity=sensitivity, overwrite=True)
 
 
 def notebooks_dir() -> Path:

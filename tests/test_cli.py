@@ -24,3 +24,7 @@ def test_demo_prints_table_and_writes_report(tmp_path, capsys):
     meta = json.loads((out / "digits.int8.onnx.json").read_text())
     assert meta["executable"] is True and meta["size_bytes"] == (out / "digits.int8.onnx").stat().st_size
     assert (out / "results.csv").read_text().startswith("recipe,")
+    html = (out / "report.html").read_text()  # the trade-off sweep, as one offline HTML file
+    assert "squeezelab demo: digits MLP" in html and "int8-static-minmax-perchannel" in html
+    assert "magnitude50%-layer + linear4-sym-perchannel + huffman (simulated)" in html
+    assert "<script src=" not in html
