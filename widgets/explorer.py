@@ -192,6 +192,8 @@ class Explorer:
             if latest:
                 self.panel.value = self._panel_html(row)
                 self._set_status(f"showing <b>{html.escape(row['label'])}</b>" + (" (from cache)" if row.get("cached") else ""))
+        if latest:
+            self._update_layer_views()  # the histogram's levels follow the selected quantizer and width
 
     def _redraw(self) -> None:
         from squeezelab.widgets.tradeoff import update_tradeoff
@@ -309,18 +311,32 @@ class Explorer:
         self._update_layer_views()
 
     def _update_layer_views(self) -> None:
+        """Redraw the per-layer views; a sensitivity table not yet measured is computed on the worker."""
+        if self._layer_views is None or self._closed:
+            return
+        if self._sensitivity_quantizer() in self._sensitivity:
+            self._draw_layer_views()
+        else:
+            self._pending = self._pool.submit(self._draw_layer_views)
+
+    def _draw_layer_views(self) -> None:
         from squeezelab.engine.recipe import Float16, LinearQuantization
         from squeezelab.widgets.layer_views import quantization_levels, update_layer_views
 
-        table = self._sensitivity_table(True)
+        try:
+            table = self._sensitivity_table(True)
+            config = self.recipe().quantization
+        except Exception as exc:  # shown, not raised: this may run on the worker thread
+            self._set_status(f"<span style='color:#b00'>per-layer views: {html.escape(f'{type(exc).__name__}: {exc}')}</span>")
+            return
         layer = self.layer_choice.value
         weight = self.evaluator.model.get_submodule(layer).weight.detach().cpu().numpy()
-        recipe = self.recipe()
-        config = recipe.quantization
         if config is None or isinstance(config, Float16):  # int8 runtimes and float16: show the 8-bit linear grid
-            config = LinearQuantization(bits=self.bits_slider.value if config is None else 8)
+            config = LinearQuantization(bits=8)
         levels = quantization_levels(weight, config)
-        update_layer_views(self.layer_figure, table, self.axis_choice.value, weight, levels, layer, config.label)
+        with self._lock:
+            if not self._closed:
+                update_layer_views(self.layer_figure, table, self.axis_choice.value, weight, levels, layer, config.label)
 
     # ------------------------------------------------------------------ display and lifetime
 

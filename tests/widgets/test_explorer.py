@@ -192,6 +192,7 @@ def test_per_layer_views_open_lazily_and_follow_the_controls(explorer):
     ex = explorer
     assert ex._layer_views is None  # no second FigureWidget until the views are opened
     ex.layers.selected_index = 0
+    ex.wait()  # the sensitivity table is measured on the worker thread
     heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
     table = ex._sensitivity_table(False)
     assert list(heatmap.y) == list(dict.fromkeys(table["layer"]))
@@ -203,6 +204,7 @@ def test_per_layer_views_open_lazily_and_follow_the_controls(explorer):
     ex.bits_slider.value = 3
     ex.wait()
     ex.layer_choice.value = "classifier.1"
+    ex.wait()
     levels = next(t for t in ex.layer_figure.data if t.meta["role"] == "levels")
     assert len(levels.meta["values"]) == 8  # 3-bit k-means: the layer's 8 centroids
     ex.axis_choice.value = "sparsity"
