@@ -7,8 +7,9 @@ not import torch; the first use of ``compress`` does.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from squeezelab._lazy import lazy_attributes
 
 _LAZY = {
     "sweep": "squeezelab.engine.sweeping",
@@ -82,17 +83,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'squeezelab.engine' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes("squeezelab.engine", globals(), _LAZY)
 
 
 if TYPE_CHECKING:  # static analysers see the real imports

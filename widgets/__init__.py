@@ -6,8 +6,9 @@ ipywidgets or torch until one is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from squeezelab._lazy import lazy_attributes
 
 _LAZY = {
     "Explorer": "squeezelab.widgets.explorer",
@@ -22,17 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'squeezelab.widgets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes("squeezelab.widgets", globals(), _LAZY)
 
 
 if TYPE_CHECKING:

@@ -28,18 +28,9 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+from tests.widgets._browser import CHROMIUM, CHROMIUM_ARGS, require_browser
+
 EXPLORE = Path(__file__).resolve().parents[2] / "notebooks" / "explore.ipynb"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 SERVER_START_S = 60
 RENDER_S = 180  # kernel start + training the default model + the explorer's first evaluation
 MOVE_S = 30
@@ -69,14 +60,6 @@ KERNEL_IDLE_JS = """
 """
 
 
-def _require_browser() -> None:
-    if CHROMIUM.exists():
-        return
-    if os.environ.get("SQUEEZELAB_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"SQUEEZELAB_REQUIRE_BROWSER=1 but {CHROMIUM} is missing (apt-get install chromium)")
-    pytest.skip(f"{CHROMIUM} is not installed (set SQUEEZELAB_REQUIRE_BROWSER=1 to make this a failure)")
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,7 +77,7 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path):
-    _require_browser()
+    require_browser()
     root = tmp_path / "root"
     root.mkdir()
     (root / "explore.ipynb").write_bytes(EXPLORE.read_bytes())

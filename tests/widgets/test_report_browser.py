@@ -6,26 +6,15 @@ when /usr/bin/chromium is absent and SQUEEZELAB_REQUIRE_BROWSER is not "1" (CI s
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 
 from squeezelab.engine.sensitivity import layer_sensitivity
 from squeezelab.engine.sweeping import sweep
 from squeezelab.widgets.html_report import report
+from tests.widgets._browser import CHROMIUM, CHROMIUM_ARGS, require_browser
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Records Content-Security-Policy violations: the page's CSP would stop a fetch before any route sees it.
 CSP_PROBE = """
 window.__cspViolations = [];
@@ -52,14 +41,9 @@ RENDERED = """(expected) => {
 }"""
 
 
-def _require_browser() -> None:
-    if not Path(CHROMIUM).exists() and os.environ.get("SQUEEZELAB_REQUIRE_BROWSER") != "1":
-        pytest.skip(f"{CHROMIUM} is absent (set SQUEEZELAB_REQUIRE_BROWSER=1 to make this a failure)")
-
-
 @pytest.fixture(scope="module")
 def saved_report(digits_cnn, tmp_path_factory):
-    _require_browser()
+    require_browser()
     model, split = digits_cnn
     folder = tmp_path_factory.mktemp("report")
     result = sweep(model, split.test, bits=(8, 4), sparsity=(0.0, 0.5), cache=folder / "cache", progress=False)
@@ -98,7 +82,7 @@ def test_report_renders_offline_and_its_sliders_move_the_highlight(saved_report,
 
     start = time.perf_counter()
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.route("**/*", route)
