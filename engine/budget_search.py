@@ -11,7 +11,7 @@ without the training of a policy):
    the whole model with it, and keep it if the measured accuracy drop is
    within the budget; a move that breaks the budget is, when ``train_data`` is
    given, retried after a short fine-tune of the pruned model, and otherwise
-   ruled out for that layer;
+   set aside (it gets one more try once other moves have been kept);
 4. stop when no move is left or ``time_budget_s`` is spent.
 
 It always returns a result: the best recipe measured within the budget (at
@@ -226,7 +226,11 @@ def search(
     current["accepted"] = current["drop_bound"] <= max_accuracy_drop
     if current["accepted"] and score(current) <= score(best_row):
         best_row, best_recipe = current, _recipe(objective, quantizer, state, runtime)
-    ruled_out: set[tuple[str, str]] = set()
+    # knob -> how many steps had been kept when it broke the budget. Accuracy is not monotone in
+    # compression (coarser weights sometimes generalise better), so a knob ruled out earlier gets
+    # one more try after other steps have been kept; the search ends when no such retry is left.
+    ruled_out: dict[tuple[str, str], int] = {}
+    kept = 0
     stopped = "converged"
     from tqdm.auto import tqdm
 
@@ -250,7 +254,12 @@ def search(
                 gain = sizes[k.layer] * (new - state[key]) * width / 8
             moves.append((gain / (max(cost, 0.0) + 1e-3), k, new))
         if not moves:
-            break
+            retry = [key for key, at in ruled_out.items() if at < kept]
+            if not retry:
+                break
+            for key in retry:
+                del ruled_out[key]
+            continue
         moves.sort(key=lambda m: -m[0])
         _, knob, new = moves[0]
         trial = {**state, (knob.layer, knob.axis): new}
@@ -269,10 +278,11 @@ def search(
         row["accepted"] = ok
         if ok:
             state = trial
+            kept += 1
             if score(row) <= score(best_row):
                 best_row, best_recipe, best_model = row, _recipe(objective, quantizer, state, runtime), work_model
         else:
-            ruled_out.add((knob.layer, knob.axis))
+            ruled_out[(knob.layer, knob.axis)] = kept
     bar.close()
     import pandas as pd
 
