@@ -40,7 +40,7 @@ from squeezelab.engine.compressed import check_model
 from squeezelab.engine.data import iter_batches
 from squeezelab.engine.errors import DataError
 from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
-from squeezelab.engine.recipe import Recipe
+from squeezelab.engine.recipe import Int8Static, Recipe
 
 __all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of", "correct_of", "paired_drop_bound"]
 
@@ -196,12 +196,10 @@ class Evaluator:
         self.cache = ResultCache.of(cache)
         self.model_key = model_fingerprint(self.model)
         self._inputs_key = fingerprint(
-            self.model_key,
-            data_fingerprint(self.data),
-            self.calibration,
-            callable_fingerprint(metric),
-            runtime_fingerprint(),
+            self.model_key, data_fingerprint(self.data), callable_fingerprint(metric), runtime_fingerprint()
         )
+        # Only static int8 reads the calibration data: other recipes share entries whatever it is.
+        self._calibration_key = fingerprint(self.calibration)
         self._context = self._make_context()
 
     def _make_context(self) -> str:
@@ -209,7 +207,8 @@ class Evaluator:
 
     def key(self, recipe: Recipe) -> str:
         """The cache key of ``recipe`` under this evaluator's model, data and settings."""
-        return fingerprint(self._context, recipe.to_dict())
+        calibration = self._calibration_key if isinstance(recipe.runtime, Int8Static) else None
+        return fingerprint(self._context, recipe.to_dict(), calibration)
 
     def task(self, recipe: Recipe) -> PointTask:
         return PointTask(

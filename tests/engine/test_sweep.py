@@ -83,6 +83,11 @@ def test_cache_key_changes_with_weights_data_recipe_and_settings(small, tmp_path
     assert sl.Evaluator(model, (x, y), cache=tmp_path, latency_batch_size=8).key(r) != key
     assert ev.key(grid_recipe(3, 0.0)) != key
     assert sl.Evaluator(model, (x.copy(), y.copy()), cache=tmp_path).key(r) == key  # content, not identity
+    # calibration data matters to static int8 only
+    other_calibration = sl.Evaluator(model, (x, y), cache=tmp_path, calibration_data=x[::-1])
+    assert other_calibration.key(r) == key
+    static = grid_recipe(8, 0.0, runtime="int8-static")
+    assert other_calibration.key(static) != ev.key(static)
 
 
 def test_cache_key_covers_the_metric_and_a_model_changed_later(small, tmp_path):
