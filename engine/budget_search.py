@@ -25,7 +25,6 @@ Deep-Compression file whose real byte count is the size) and ``"latency"``
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,7 +37,6 @@ from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.metrics import Metric, top1_accuracy
 from squeezelab.engine.recipe import (
     ChannelPruning,
-    FixedPoint,
     LayerSetting,
     MagnitudePruning,
     Onnx,
@@ -90,15 +88,6 @@ class _Knob:
     values: tuple  # from gentlest to most aggressive
 
 
-def _quantizer(quantization: Any) -> QuantizationConfig:
-    from squeezelab.engine.sweeping import QUANTIZATION_METHODS
-
-    q = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
-    if not isinstance(q, QuantizationConfig) or not hasattr(q, "bits") or q.label == "float16":
-        raise ConfigError(f"quantization={quantization!r}; use 'linear-symmetric', 'linear-affine', 'kmeans' or 'fixed-point'.")
-    return q
-
-
 def _recipe(objective: str, quantizer: QuantizationConfig, state: dict[tuple[str, str], Any], runtime: Runtime) -> Recipe:
     per_layer: dict[str, dict[str, Any]] = {}
     for (layer, axis), value in state.items():
@@ -109,9 +98,7 @@ def _recipe(objective: str, quantizer: QuantizationConfig, state: dict[tuple[str
     if objective == "latency":
         layers = tuple(item for item in layers if item.sparsity)  # 0 keeps the layer whole
         return Recipe(pruning=ChannelPruning(ratio=0.0), runtime=runtime, layers=layers)
-    top = max(quantizer.bits, 8)
-    field_name = "total_bits" if isinstance(quantizer, FixedPoint) else "bits"
-    base = dataclasses.replace(quantizer, **{field_name: top})
+    base = quantizer.with_bits(max(quantizer.bits, 8))
     return Recipe(pruning=MagnitudePruning(sparsity=0.0), quantization=base, runtime=runtime, layers=layers)
 
 
@@ -182,7 +169,9 @@ def search(
         raise ConfigError(f"confidence={confidence!r} must be in [0, 1) (0.9 = 90% one-sided bound; 0 = plain drop).")
     if not isinstance(time_budget_s, (int, float)) or time_budget_s <= 0:
         raise ConfigError(f"time_budget_s={time_budget_s!r} must be a positive number of seconds.")
-    quantizer = _quantizer(quantization)
+    from squeezelab.engine.sweeping import weight_quantizer
+
+    quantizer = weight_quantizer(quantization, width_based=True)
     if not bits or not sparsity:
         raise ConfigError(f"bits={bits!r} and sparsity={sparsity!r} each need at least one value to choose from.")
     runtime = runtime or (Simulated(coding="huffman") if objective == "size" else Onnx())

@@ -7,7 +7,6 @@ larger ``y`` (accuracy). Rows with a missing value on either axis are left out.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -102,10 +101,9 @@ class SweepTable:
 
     def recipe(self, row: int | Any) -> Any:
         """The ``Recipe`` of a row (by position, or a row of ``table``)."""
-        from squeezelab.engine.recipe import Recipe
+        from squeezelab.engine.evaluation import recipe_of
 
-        row = self.table.iloc[row] if isinstance(row, (int, np.integer)) else row
-        return Recipe.from_dict(json.loads(row["recipe"]))
+        return recipe_of(self.table.iloc[row] if isinstance(row, (int, np.integer)) else row)
 
     def __len__(self) -> int:
         return len(self.table)

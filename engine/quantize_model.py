@@ -13,7 +13,6 @@ Pass ``filter_fn(module, fqn) -> bool`` to choose layers yourself.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 from squeezelab.engine._copy import copy_model
 from squeezelab.engine.encoding import Encoded, encode_float, encode_huffman, encode_tensor
 from squeezelab.engine.errors import ConfigError, ModelError
-from squeezelab.engine.recipe import FixedPoint, Float16, QuantizationConfig
+from squeezelab.engine.recipe import Float16, QuantizationConfig
 
 __all__ = ["FilterFn", "default_filter", "encode_model", "quantize", "quantize_"]
 
@@ -95,8 +94,7 @@ def _per_weight_configs(
         if bits is None:
             out[name] = config
         else:
-            field = "total_bits" if isinstance(config, FixedPoint) else "bits"
-            out[name] = dataclasses.replace(config, **{field: bits})
+            out[name] = config.with_bits(bits)
     return out
 
 

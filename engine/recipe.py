@@ -169,6 +169,10 @@ class QuantizationConfig(_Config):
     def label(self) -> str:  # pragma: no cover - every subclass overrides
         raise NotImplementedError
 
+    def with_bits(self, bits: int) -> QuantizationConfig:
+        """The same quantizer at another stored width (validated like a new config)."""
+        return dataclasses.replace(self, bits=bits)  # type: ignore[call-arg]
+
 
 @_register
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +244,9 @@ class FixedPoint(QuantizationConfig):
     def bits(self) -> int:  # type: ignore[override]
         return self.total_bits
 
+    def with_bits(self, bits: int) -> FixedPoint:
+        return dataclasses.replace(self, total_bits=bits)
+
     @property
     def label(self) -> str:
         if self.frac_bits is None:
@@ -253,6 +260,11 @@ class Float16(QuantizationConfig):
     """IEEE half precision weights (and, in ONNX, activations)."""
 
     label: ClassVar[str] = "float16"
+
+    def with_bits(self, bits: int) -> Float16:
+        if bits != 16:
+            raise ConfigError(f"float16 stores 16 bits; bits={bits} does not apply.")
+        return self
 
     @property
     def bits(self) -> int:  # type: ignore[override]

@@ -14,7 +14,6 @@ changes no kernel in a simulation).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -26,8 +25,6 @@ from squeezelab.engine.evaluation import Evaluator
 from squeezelab.engine.metrics import Metric, top1_accuracy
 from squeezelab.engine.pruning import _chosen
 from squeezelab.engine.recipe import (
-    FixedPoint,
-    Float16,
     LayerSetting,
     MagnitudePruning,
     QuantizationConfig,
@@ -45,8 +42,7 @@ def prunable_layers(model: nn.Module) -> list[tuple[str, int]]:
 
 def bits_probe(quantizer: QuantizationConfig, layer: str, bits: int, others: Sequence[str]) -> Recipe:
     """Quantize ``layer`` to ``bits``; every layer in ``others`` stays float32."""
-    field = "total_bits" if isinstance(quantizer, FixedPoint) else "bits"
-    base = dataclasses.replace(quantizer, **{field: bits})
+    base = quantizer.with_bits(bits)
     keep = tuple(LayerSetting(name=o, bits=32) for o in others if o != layer)
     return Recipe(quantization=base, runtime=Simulated(), layers=keep)
 
@@ -83,13 +79,9 @@ def layer_sensitivity(
     """
     import pandas as pd
 
-    from squeezelab.engine.sweeping import QUANTIZATION_METHODS, sweep
+    from squeezelab.engine.sweeping import sweep, weight_quantizer
 
-    quantizer = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
-    if not isinstance(quantizer, QuantizationConfig) or isinstance(quantizer, Float16):
-        raise ConfigError(
-            f"quantization={quantization!r}; use a width-based quantizer ({', '.join(k for k in QUANTIZATION_METHODS if k != 'float16')})."
-        )
+    quantizer = weight_quantizer(quantization, width_based=True)
     layers = prunable_layers(model)
     if not layers:
         raise ConfigError("the model has no Linear/Conv layer to probe.")

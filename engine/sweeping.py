@@ -88,13 +88,27 @@ class SweepError(SqueezeError, RuntimeError):
         self.failures = failures
 
 
-def _quantizer(quantization: str | QuantizationConfig, bits: int) -> QuantizationConfig | None:
+def weight_quantizer(quantization: str | QuantizationConfig, *, width_based: bool = False) -> QuantizationConfig:
+    """The quantizer a name (see ``QUANTIZATION_METHODS``) or config stands for.
+
+    ``width_based=True`` refuses float16, whose width cannot be chosen (sensitivity, search).
+    """
     template = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
     if not isinstance(template, QuantizationConfig):
         raise ConfigError(
             f"quantization={quantization!r}; use one of {sorted(QUANTIZATION_METHODS)} or a config "
             "such as LinearQuantization(bits=4, symmetric=False)."
         )
+    if width_based and isinstance(template, Float16):
+        raise ConfigError(
+            f"quantization={quantization!r} has no width to choose; use a width-based quantizer "
+            f"({', '.join(k for k in QUANTIZATION_METHODS if k != 'float16')})."
+        )
+    return template
+
+
+def _quantizer(quantization: str | QuantizationConfig, bits: int) -> QuantizationConfig | None:
+    template = weight_quantizer(quantization)
     if bits == 32:
         return None
     if isinstance(template, Float16):
@@ -103,8 +117,7 @@ def _quantizer(quantization: str | QuantizationConfig, bits: int) -> Quantizatio
         return template
     if bits == 16 and not isinstance(template, (LinearQuantization, FixedPoint)):
         raise ConfigError(f"{type(template).__name__} goes up to 8 bits; bits=16 does not apply.")
-    field = "total_bits" if isinstance(template, FixedPoint) else "bits"
-    return dataclasses.replace(template, **{field: bits})
+    return template.with_bits(bits)
 
 
 def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import json
 import math
 import os
 import tempfile
@@ -343,9 +342,9 @@ def _environment_html() -> str:
 
 
 def _recipe_of(table: pd.DataFrame, position: int) -> Recipe:
-    from squeezelab.engine.recipe import Recipe
+    from squeezelab.engine.evaluation import recipe_of
 
-    return Recipe.from_dict(json.loads(table["recipe"].iloc[position]))
+    return recipe_of(table.iloc[position])
 
 
 def _exists(path: Path) -> ConfigError:
