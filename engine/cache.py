@@ -14,7 +14,9 @@ payload:
 - writes are atomic (a temporary file in the same folder, then ``os.replace``),
   so a process killed mid-write leaves either the old entry or none;
 - a truncated, hand-edited or otherwise corrupt entry fails its checksum, is
-  reported once (a warning naming the file), deleted and recomputed.
+  reported once (a warning naming the file), deleted and recomputed;
+- a folder that cannot be created, written or read raises ``CacheError``
+  naming it (``check_writable`` probes it before any work starts).
 
 Entries are independent, which is what makes an interrupted sweep resumable:
 every point finished before the interruption is already on disk.
@@ -38,7 +40,7 @@ import numpy as np
 
 from squeezelab._version import __version__
 from squeezelab.engine._code_key import class_key, function_key, is_simple, is_versioned, value_key
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.errors import CacheError, ConfigError
 
 __all__ = [
     "ResultCache",
@@ -199,9 +201,38 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.recovered: list[Path] = []
+        self._writable = False
         if self.root is not None:
             if self.root.exists() and not self.root.is_dir():
                 raise ConfigError(f"cache={str(self.root)!r} is a file; pass a folder (or cache=None).")
+
+    def _error(self, action: str, path: Path, exc: OSError) -> CacheError:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return CacheError(
+            f"cannot {action} the result cache at {str(path)!r}: {reason}. Pass another folder "
+            "(cache='/a/writable/folder', or set $SQUEEZELAB_CACHE), or cache=False to measure "
+            "without caching.",
+            path=path,
+        )
+
+    def check_writable(self) -> None:
+        """Create the folder and write a small probe file in it: ``CacheError`` now rather than mid-sweep.
+
+        Cheap (one tiny file written and removed) and done once per cache object.
+        """
+        if self.root is None or self._writable:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-probe-")
+            try:
+                os.write(fd, b"squeezelab cache probe\n")  # a full disk fails here, not only on open
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as exc:
+            raise self._error("write to", self.root, exc) from exc
+        self._writable = True
 
     @classmethod
     def of(cls, cache: Any) -> ResultCache:
@@ -231,6 +262,8 @@ class ResultCache:
         except FileNotFoundError:
             self.misses += 1
             return None
+        except OSError as exc:  # unreadable (permissions, an I/O error): say which file, not a raw traceback
+            raise self._error("read", path, exc) from exc
         payload = self._check(path, key, raw)
         if payload is None:
             self.misses += 1
@@ -258,12 +291,19 @@ class ResultCache:
         return None
 
     def put(self, key: str, payload: Any) -> None:
-        """Store ``payload`` (plain JSON data) under ``key``, atomically."""
+        """Store ``payload`` (plain JSON data) under ``key``, atomically; ``CacheError`` if it cannot."""
         if self.root is None:
             return
         body = json.dumps(payload, sort_keys=True)
         entry = {"key": key, "sha256": hashlib.sha256(body.encode()).hexdigest(), "payload": json.loads(body)}
         path = self.path(key)
+        try:
+            self._write(path, entry)
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise self._error("write to", path, exc) from exc
+
+    @staticmethod
+    def _write(path: Path, entry: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:

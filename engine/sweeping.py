@@ -22,7 +22,7 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError, SqueezeError
+from squeezelab.engine.errors import CacheError, ConfigError, SqueezeError
 from squeezelab.engine.evaluation import Evaluator, PointTask, asked_sparsity, run_point
 from squeezelab.engine.metrics import Metric, top1_accuracy
 from squeezelab.engine.pareto import SweepTable
@@ -282,6 +282,12 @@ def sweep(
         cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
         progress: show a tqdm bar (a notebook bar in Jupyter).
         evaluator: reuse an ``Evaluator`` (its model, data, settings and cache win).
+
+    Raises:
+        ConfigError: bad arguments, before any work.
+        CacheError: the cache folder cannot be written (before any work), or a point could not be
+            stored (disk full): ``.sweep`` then holds the points finished so far.
+        SweepError: some points failed; ``.sweep`` holds the others.
     """
     from tqdm.auto import tqdm
 
@@ -323,7 +329,11 @@ def sweep(
         if isinstance(outcome, BaseException):
             failures[recipe.label] = outcome
         else:
-            rows[i] = {**ev.store(recipe, outcome), **grid}
+            try:
+                rows[i] = {**ev.store(recipe, outcome), **grid}
+            except CacheError:  # measured but not stored (disk full): still one of the finished points
+                rows[i] = {"sparsity": asked_sparsity(recipe), **outcome, "cached": False, **grid}
+                raise
         bar.update()
 
     bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", disable=not progress, unit="point")
@@ -348,6 +358,11 @@ def sweep(
             else:
                 future.cancel()
         raise SweepInterrupted(finish(), len(rows), len(points)) from None
+    except CacheError as exc:  # storing failed: stop, hand back what was measured
+        for future in pending:
+            future.cancel()
+        exc.sweep = finish()
+        raise
     finally:
         bar.close()
     if failures:

@@ -1,6 +1,9 @@
-"""The result cache: its key follows what the model computes."""
+"""The result cache: its key follows what the model computes; a folder it cannot use is a CacheError."""
 
 from __future__ import annotations
+
+import errno
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +11,10 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.cache import _source, model_fingerprint
+from squeezelab.engine.cache import ResultCache, _source, model_fingerprint
+from squeezelab.engine.sweeping import sweep
+
+GRID = dict(bits=(8, 4, 2), sparsity=(0.0, 0.5))
 
 _NET = """
 def helper(x):
@@ -99,3 +105,71 @@ def test_forward_hooks_are_in_the_key():
     hooked = _Scaled()
     hooked.fc.register_forward_hook(lambda module, args, out: -out)
     assert model_fingerprint(hooked) != model_fingerprint(_Scaled())
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if any point is measured."""
+    import squeezelab.engine.evaluation as evaluation
+    import squeezelab.engine.sweeping as sweeping
+
+    def never(*args, **kwargs):
+        raise AssertionError("a point was measured before the bad argument was refused")
+
+    monkeypatch.setattr(evaluation, "run_point", never)
+    monkeypatch.setattr(sweeping, "run_point", never)
+
+
+@pytest.fixture(scope="module")
+def small(digits_mlp):
+    model, split = digits_mlp
+    x, y = split.test
+    return model, (x[:200], y[:200])
+
+
+def test_a_cache_folder_that_cannot_be_created_fails_before_any_work(small, tmp_path, no_work):
+    model, data = small
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    folder = blocker / "cache"
+    with pytest.raises(sl.CacheError, match=r"cannot write to the result cache at .*a-file/cache.*cache=False") as info:
+        sweep(model, data, **GRID, cache=folder, progress=False)
+    assert isinstance(info.value, sl.SqueezeError) and isinstance(info.value, OSError)
+    assert info.value.path == folder
+
+
+def test_a_read_only_cache_folder_fails_before_any_work(small, tmp_path, no_work):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders; the folder-under-a-file test covers the probe")
+    model, data = small
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(sl.CacheError, match=r"read-only.*cache=False"):
+            sweep(model, data, **GRID, cache=folder, progress=False)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_full_disk_mid_sweep_raises_cache_error_and_keeps_the_finished_points(small, tmp_path, monkeypatch):
+    model, data = small
+    real, writes = ResultCache._write, []
+
+    def fills_up(path, entry):
+        writes.append(path)
+        if len(writes) == 3:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(path, entry)
+
+    monkeypatch.setattr(ResultCache, "_write", staticmethod(fills_up))
+    with pytest.raises(sl.CacheError, match=r"No space left on device.*another folder.*cache=False") as info:
+        sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=0)
+    partial = info.value.sweep
+    assert not partial.complete and len(partial.table) == 3  # two stored, and the one that could not be
+    assert partial.table["cached"].tolist() == [False, False, False]
+    assert len(ResultCache(tmp_path)) == 2
+    monkeypatch.setattr(ResultCache, "_write", staticmethod(real))
+    resumed = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=0)
+    assert (resumed.hits, resumed.misses) == (2, 5)
+    assert resumed.table["accuracy"][:3].tolist() == partial.table["accuracy"].tolist()
