@@ -37,11 +37,13 @@ def is_versioned(cls: type) -> bool:
 
 
 def is_simple(value: Any) -> bool:
-    """Numbers, strings, bools, None, and tuples/lists of them: values cheap to key by content."""
+    """Numbers, strings, bools, None, and tuples/lists/str-keyed dicts of them: cheap to key by content."""
     if value is None or isinstance(value, (str, bytes, numbers.Number)):
         return True
     if isinstance(value, (tuple, list)):
         return all(is_simple(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_simple(v) for k, v in value.items())
     return False
 
 
