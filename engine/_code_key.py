@@ -6,8 +6,8 @@ where it is, it can be the wrong text (a class of the same name elsewhere in the
 file). So classes and functions are keyed by their code objects: bytecode,
 constants, the names they use, recursively through nested code objects (inner
 functions, lambdas, comprehensions), their default values and closures, the
-module-level helpers and simple module-level constants they refer to, and the
-class's own simple attributes.
+helper functions, classes and simple constants of the same module they refer
+to, and the class's own simple attributes.
 
 Keys are stable across processes: line numbers, file names and memory
 addresses are left out, and set constants are sorted (their order follows the
@@ -130,6 +130,8 @@ def function_key(fn: Any, seen: set[int] | None = None) -> list[Any]:
         target = module_globals.get(global_name)
         if isinstance(target, types.FunctionType) and target.__globals__ is module_globals:
             used.append((global_name, function_key(target, seen)))
+        elif isinstance(target, type) and target.__module__ == module_globals.get("__name__") and not is_versioned(target):
+            used.append((global_name, class_key(target, seen)))  # a same-module class it builds or calls
         elif is_simple(target) and global_name in module_globals:
             used.append((global_name, target))
     key.append(used)
@@ -151,10 +153,14 @@ def _member_key(value: Any, seen: set[int]) -> Any:
 def class_key(cls: type, seen: set[int] | None = None) -> list[Any]:
     """Every class in ``cls``'s MRO that is not torch's or Python's own: methods by code, simple attributes."""
     seen = set() if seen is None else seen
-    key = []
+    key: list[Any] = []
     for klass in cls.__mro__:
         if is_versioned(klass):
             continue
+        if id(klass) in seen:  # a method that names its own class, or a base met twice
+            key.append(["seen", klass.__qualname__])
+            continue
+        seen.add(id(klass))
         members = []
         for name, value in sorted(vars(klass).items()):
             member = _member_key(value, seen)

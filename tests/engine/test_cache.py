@@ -177,3 +177,13 @@ def test_a_full_disk_mid_sweep_raises_cache_error_and_keeps_the_finished_points(
     resumed = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=0)
     assert (resumed.hits, resumed.misses) == (2, 5)
     assert resumed.table["accuracy"][:3].tolist() == partial.table["accuracy"].tolist()
+
+
+def test_a_changed_same_module_class_or_constant_changes_the_key():
+    source = _NET.replace("def helper(x):\n    return x", (
+        "SCALE = 1.0\n\nclass Helper:\n    @staticmethod\n    def apply(x):\n        return x * SCALE\n"
+    )).replace("return helper(self.fc(x))", "return Helper.apply(self.fc(x))")
+    base = model_fingerprint(_exec_model(source))
+    assert model_fingerprint(_exec_model(source)) == base
+    assert model_fingerprint(_exec_model(source.replace("return x * SCALE", "return -x * SCALE"))) != base
+    assert model_fingerprint(_exec_model(source.replace("SCALE = 1.0", "SCALE = 2.0"))) != base
