@@ -178,6 +178,8 @@ class Evaluator:
         if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
             raise DataError(f"latency_repeats={latency_repeats!r} must be a non-negative integer (0 skips timing).")
         check_settings(batch_size=latency_batch_size, repeats=max(latency_repeats, 1), warmup=0, threads=threads)
+        self.cache = ResultCache.of(cache)
+        self.cache.check_writable()  # an unwritable or full folder fails now, not after the first point
         # A private copy: results are cached under these weights, so they must not change later
         # (a notebook that trains the model further would otherwise poison the cache).
         self.model = copy_model(model).eval()
@@ -193,7 +195,6 @@ class Evaluator:
         self.latency_repeats = latency_repeats
         self.threads = threads
         self.worker_threads: int | None = None
-        self.cache = ResultCache.of(cache)
         self.model_key = model_fingerprint(self.model)
         self._inputs_key = fingerprint(
             self.model_key, data_fingerprint(self.data), callable_fingerprint(metric), runtime_fingerprint()

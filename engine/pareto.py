@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine._arguments import finite_number
 from squeezelab.engine.errors import ConfigError
 
 __all__ = ["pareto_front", "SweepTable"]
@@ -84,7 +85,11 @@ class SweepTable:
         return pareto_front(table, x, y, minimize_x=x in _MINIMISE, maximize_y=y not in _MINIMISE)
 
     def best(self, *, max_accuracy_drop: float, objective: str = "size", executable_only: bool = False) -> Any:
-        """The row with the smallest size (or latency) whose accuracy drop is within ``max_accuracy_drop``."""
+        """The row with the smallest size (or latency) whose accuracy drop is within ``max_accuracy_drop``.
+
+        ``max_accuracy_drop`` is a finite number >= 0 (0.01 = 1 point); NaN or inf raise ``ConfigError``.
+        """
+        max_accuracy_drop = finite_number("max_accuracy_drop", max_accuracy_drop, low=0, hint=" (0.01 = 1 point)")
         column = {"size": "size_bytes", "latency": "latency_ms"}.get(objective)
         if column is None:
             raise ConfigError(f"objective={objective!r}; use 'size' or 'latency'.")
