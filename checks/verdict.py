@@ -222,7 +222,7 @@ def _speed_figure(pair: PairedMetrics, limit: float) -> Figure:
         return Figure("speedup", value, limit, ">=", value >= limit, value - limit, value, note)
     pct = f"{speed.confidence * 100:g}%"
     spread = f"{pct} interval {speed.low:.4f}-{speed.high:.4f}" if math.isfinite(speed.high) else f"too few rounds for a {pct} interval"
-    interval = f"{speed} over {speed.rounds} rounds ({spread})"
+    interval = str(speed) + (f", {pct} interval of the median of {speed.rounds} rounds" if math.isfinite(speed.high) else "")
     return Figure(
         "speedup", value, limit, ">=", value >= limit, value - limit, value, f"{note}; {spread}: {speed.reading}",
         low=speed.low, high=_finite(speed.high), confidence=speed.confidence, method="order statistics",

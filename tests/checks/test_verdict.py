@@ -92,6 +92,7 @@ def test_speedup_is_judged_on_its_median_and_shows_its_interval_and_reading():
     (figure,) = verdict.figures
     assert figure.passed and figure.value == slower.speedup and figure.reading == "slower"
     assert "95% interval 0.7890-0.8000: slower" in figure.note
+    assert figure.detail() == "speedup: 0.79x (0.79-0.80), 95% interval of the median of 30 rounds: slower"
     failed = judge(slower, Budget(min_speedup=1.5)).failure_message()
     assert "speedup 0.7945 < min 1.5000 (over by 0.7055, median of 30 interleaved rounds, batch 1; 95% interval" in failed
     noisy = _pair(0, 0, 100, ratios=[0.8, 1.2] * 15)
