@@ -51,7 +51,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-_FORMAT = 1  # bump when the entry layout changes: old entries then simply miss
+_FORMAT = 2  # 2: rows carry speedup_low / speedup_high. Bump when the entry layout changes: old entries then simply miss
 
 
 def default_cache_dir() -> Path:

@@ -13,7 +13,9 @@ and an interrupted sweep keeps every finished point.
 
 A row holds the recipe, the measured ``Metrics`` and, for every recipe but
 the baseline, ``speedup``: the median of per-round latency ratios baseline /
-candidate, both timed in the same interleaved rounds in the same process.
+candidate, both timed in the same interleaved rounds in the same process,
+with ``speedup_low`` / ``speedup_high``, the 95% interval of that median
+(``stats.ratio_interval``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from squeezelab.engine.data import iter_batches
 from squeezelab.engine.errors import DataError
 from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
 from squeezelab.engine.recipe import Int8Static, Recipe
+from squeezelab.engine.stats import paired_drop_interval, ratio_interval
 
 __all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of", "correct_of", "paired_drop_bound"]
 
@@ -99,7 +102,6 @@ def run_point(task: PointTask, baseline_key: str | None = None) -> dict[str, Any
 
 def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     from squeezelab.engine.compressed import compress
-    from squeezelab.engine.latency import ratio_median
     from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
 
     started = time.perf_counter()
@@ -112,7 +114,7 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     else:
         accuracy, n = evaluate(c, task.data, task.metric)
     samples: list[float] = [float("nan")]
-    speedup = None
+    speed = None
     if task.latency_repeats:
         is_baseline = task.recipe == Recipe()
         targets = [c] if is_baseline else [_baseline(task, baseline_key), c]
@@ -126,7 +128,7 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
         )
         samples = timed[-1]
         if not is_baseline:
-            speedup = ratio_median(timed[0], timed[1])
+            speed = ratio_interval(timed[0], timed[1])
     m = metrics_of(
         c,
         accuracy=accuracy,
@@ -140,7 +142,9 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     row["weight_sparsity"] = row.pop("sparsity")
     row.update(
         recipe=json.dumps(task.recipe.to_dict(), sort_keys=True),
-        speedup=speedup,
+        speedup=None if speed is None else speed.median,
+        speedup_low=None if speed is None else speed.low,
+        speedup_high=None if speed is None else speed.high,
         correct=correct,
         seconds=round(time.perf_counter() - started, 4),
     )
@@ -276,19 +280,17 @@ def correct_of(row: dict[str, Any]) -> np.ndarray | None:
 
 
 def paired_drop_bound(baseline: dict[str, Any], row: dict[str, Any], confidence: float) -> float:
-    """One-sided upper confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
+    """One-sided *upper* confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
 
+    The true drop exceeds it with probability at most ``1 - confidence``
+    (``stats.paired_drop_interval(..., sided="upper")``: exact on the discordant samples).
     ``confidence=0`` (or a metric without per-sample outcomes) gives the plain drop.
     """
-    from statistics import NormalDist
-
     drop = baseline["accuracy"] - row["accuracy"]
     a, b = correct_of(baseline), correct_of(row)
-    if confidence <= 0 or a is None or b is None or len(a) != len(b) or len(a) < 2:
+    if confidence <= 0 or a is None or b is None or len(a) != len(b):
         return float(drop)
-    d = a.astype(float) - b.astype(float)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
-    return float(d.mean() + NormalDist().inv_cdf(confidence) * se)
+    return paired_drop_interval(a, b, confidence, sided="upper").high
 
 
 def recipe_of(row: dict[str, Any]) -> Recipe:

@@ -63,10 +63,12 @@ class SweepTable:
             table.insert(0, "is_baseline", [True] + [False] * (len(table) - 1))
             table["accuracy_drop"] = base["accuracy"] - table["accuracy"]
             table["compression"] = base["size_bytes"] / table["size_bytes"]
-            table.loc[0, "speedup"] = 1.0
+            for column in ("speedup", "speedup_low", "speedup_high"):
+                table.loc[0, column] = 1.0  # the baseline against itself
             order = [
                 "is_baseline", "label", "kind", "executable", "bits", "sparsity", "weight_sparsity",
                 "accuracy", "accuracy_drop", "size_bytes", "compression", "latency_ms", "speedup",
+                "speedup_low", "speedup_high",
             ]
             table = table[[c for c in order if c in table] + sorted(c for c in table if c not in order)]
         return cls(table, **kwargs)

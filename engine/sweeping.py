@@ -208,7 +208,9 @@ class Sweep(SweepTable):
     ``label``, ``kind`` (executable / simulated), ``executable``, ``bits``,
     ``sparsity`` (asked), ``weight_sparsity`` (measured zeros), ``accuracy``,
     ``accuracy_drop``, ``size_bytes``, ``compression``, ``latency_ms``,
-    ``speedup`` (paired with the baseline), ``cached``, and ``recipe`` (JSON;
+    ``speedup`` (paired with the baseline: the median of per-round ratios),
+    ``speedup_low`` / ``speedup_high`` (its 95% interval; a reading of "faster" or
+    "slower" needs the whole interval on one side of 1.0), ``cached``, and ``recipe`` (JSON;
     ``Sweep.recipe(i)`` rebuilds it).
     """
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from squeezelab._cli_args import OneLineParser, batch_sizes, fail, output_folder, port_number, positive_int
 from squeezelab.engine.errors import SqueezeError
 
-__all__ = ["build_parser", "demo_recipes", "main", "notebooks_dir"]
+__all__ = ["build_parser", "demo_recipes", "main", "notebooks_dir", "speed_lines"]
 
 
 def demo_recipes() -> list:
@@ -44,18 +44,53 @@ def demo_recipes() -> list:
 
 
 
+def _cpu_kind(env: dict) -> str:
+    if env.get("vnni"):
+        return "with VNNI"
+    return "AVX2 only, no VNNI" if env.get("avx2") else "without AVX2 or VNNI"
+
+
+def speed_lines(table, env: dict) -> list[str]:
+    """What the speedup intervals say, per batch size, about the executable recipes.
+
+    A recipe is called faster or slower only where the whole 95% interval of its speedup
+    is on one side of 1.0; nothing is concluded from batch 1 alone.
+    """
+    batch_sizes = list(table.attrs.get("batch_sizes", []))
+    rows = table.iloc[1:]
+    rows = rows[rows["kind"] == "executable"]
+    lines = [
+        f"- Speed of the executable rows on this CPU ({env.get('cpu', 'unknown')}, {_cpu_kind(env)}; int8 "
+        "speed differs between CPU kinds), read from the 95% interval of each speedup:"
+    ]
+    for b in batch_sizes:
+        groups = {reading: [] for reading in ("slower", "about the same", "faster")}
+        for _, row in rows.iterrows():
+            groups[row[f"speedup_b{b}_reading"]].append(row["recipe"])
+        said = "; ".join(f"{reading}: {', '.join(names)}" for reading, names in groups.items() if names)
+        lines.append(f"  - batch {b}: {said or 'no executable rows'}.")
+    if batch_sizes == [1]:
+        lines.append(
+            "  - Only batch 1 was measured, and batch 1 alone is not conclusive: per-call overhead dominates "
+            "it. Measure larger batches too (e.g. `--batch-sizes 1,256`) before drawing a conclusion."
+        )
+    else:
+        lines.append("  - No conclusion is drawn from batch 1 alone; compare the larger batch sizes.")
+    return lines
+
+
 def _report(table, env: dict, model_kind: str, saved: Path, reduce_range: bool) -> str:
     from squeezelab.engine.compare import format_table
 
     threads = table.attrs.get("threads")
-    slower = table[(table["kind"] == "executable") & (table[[c for c in table if c.startswith("speedup_")]].min(axis=1) < 0.95)]
     lines = [
         "# squeezelab demo report",
         "",
         f"Model: built-in digits {model_kind.upper()} (scikit-learn `load_digits`, trained in process); "
         f"accuracy on the {int(table['n_samples'].iloc[0])} held-out test digits.",
         f"Latency: median of {table.attrs.get('rounds')} interleaved rounds, {threads} thread(s); "
-        "speedup is the median per-round ratio fp32 / candidate, all in one process.",
+        "speedup is the median per-round ratio fp32 / candidate, all in one process, with the 95% "
+        "interval of that median in brackets.",
         "",
         "```",
         format_table(table),
@@ -65,15 +100,7 @@ def _report(table, env: dict, model_kind: str, saved: Path, reduce_range: bool) 
         "- **simulated** rows store packed sub-8-bit / k-means / fixed-point weights (their size is the real "
         "packed file) but compute with dequantized float weights in PyTorch: their latency is PyTorch's "
         "fp32 latency, not a low-precision kernel's.",
-    ]
-    if len(slower):
-        lines.append(
-            "- Slower than fp32 here: "
-            + ", ".join(slower["recipe"])
-            + ". On a model this small, quantize/dequantize overhead outweighs the int8 arithmetic; "
-            "that is a measured loss, not a win."
-        )
-    lines += [
+        *speed_lines(table, env),
         f"- reduce_range (7-bit int8 weights) was {'on' if reduce_range else 'off'}; this CPU "
         f"{'lacks' if not env['int8_dot_product_exact'] else 'has'} an exact int8 dot product (VNNI/ARM).",
         f"- Saved: `{saved.name}` (static int8 ONNX) with its recipe in `{saved.name}.json`.",

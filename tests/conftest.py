@@ -14,10 +14,11 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 pytest_plugins = ["pytester"]
 
 # pytester runs pytest in-process and restores sys.modules after each run. Extension modules
-# (onnx, onnxruntime, torch, scikit-learn) cannot be imported twice in one process, so they are
+# (onnx, onnxruntime, torch, scipy, scikit-learn) cannot be imported twice in one process, so they are
 # imported here, outside any pytester run, and stay loaded.
 import onnx  # noqa: E402, F401
 import onnxruntime  # noqa: E402, F401
+import scipy.stats  # noqa: E402, F401
 import sklearn  # noqa: E402, F401
 
 # Audit switch: SQUEEZELAB_TEST_ASSUME_CPU=vnni (or avx2) makes squeezelab take the int8 choices it takes on

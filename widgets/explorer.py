@@ -31,6 +31,7 @@ from typing import Any
 from squeezelab.engine._arguments import count, fraction, scalar, width
 from squeezelab.engine.errors import ConfigError, SqueezeError
 from squeezelab.engine.evaluation import Evaluator
+from squeezelab.engine.stats import speedup_text
 from squeezelab.engine.sweeping import QUANTIZATION_METHODS, Sweep, grid_recipe
 
 __all__ = ["Explorer"]
@@ -269,7 +270,7 @@ class Explorer:
             ("size", f"{row['size_bytes']:,} B"),
             ("compression", f"{base['size_bytes'] / row['size_bytes']:.2f}×"),
             ("latency", latency),
-            ("speedup", "n/a" if speedup is None else f"{speedup:.2f}×"),
+            ("speedup", speedup_text(speedup, row.get("speedup_low"), row.get("speedup_high"), "×")),
             ("kind", kind),
         ]
         body = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th><td>{v}</td></tr>" for k, v in cells)
