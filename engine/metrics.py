@@ -19,6 +19,7 @@ from torch import nn
 from squeezelab.engine.compressed import Compressed, compress
 from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import DataError, ExampleInputError
+from squeezelab.engine.labels import as_class_indices
 from squeezelab.engine.latency import interleaved_latency, torch_threads
 from squeezelab.engine.recipe import Recipe
 
@@ -93,7 +94,8 @@ def top1_correct(p: np.ndarray, t: np.ndarray) -> np.ndarray:
             f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
             f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
         )
-    return np.argmax(p, axis=1) == t
+    # Labels that can never equal an arg-max would read as accuracy 0.0 on both sides of a comparison.
+    return np.argmax(p, axis=1) == as_class_indices(t, p.shape[1], what="top-1 accuracy")
 
 
 def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
