@@ -40,7 +40,7 @@ from squeezelab.engine.pruning import weight_sparsity
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
 from squeezelab.engine.recipe import ChannelPruning, Int8Static, Recipe
 
-__all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
+__all__ = ["Compressed", "compress", "as_example_inputs", "check_model", "check_input_shapes", "expected_shape"]
 
 
 def check_model(model: Any) -> None:
@@ -98,6 +98,28 @@ def _run_example(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Te
             "output. Wrap it in a module that returns the tensor to evaluate."
         )
     return out
+
+
+def expected_shape(example: torch.Tensor) -> str:
+    """The shape a model input must have, batch axis named: ``"(batch, 1, 8, 8)"``."""
+    return "(" + ", ".join(["batch", *map(str, example.shape[1:])]) + ")"
+
+
+def check_input_shapes(arrays: Sequence[np.ndarray], examples: Sequence[torch.Tensor]) -> None:
+    """Raise ``DataError`` unless each array has its example input's rank and non-batch sizes.
+
+    Only the batch axis (0) may differ: the ONNX export fixes every other axis, and the simulated
+    model is held to the same contract so both kinds of result accept the same inputs. The one
+    place that decides which axes are free (issue #11 will free sequence axes).
+    """
+    for i, (array, example) in enumerate(zip(arrays, examples)):
+        if array.ndim == example.ndim and tuple(array.shape[1:]) == tuple(example.shape[1:]):
+            continue
+        which = f"input {i} " if len(examples) > 1 else "input "
+        raise DataError(
+            f"{which}of shape {tuple(array.shape)} does not fit the model, which takes {expected_shape(example)} "
+            f"(the shape of example_inputs, any batch size); reshape the data to {expected_shape(example)}."
+        )
 
 
 def _equal_batch_size(n: int, cap: int = 64) -> int:
@@ -257,19 +279,27 @@ class Compressed:
 
         Done once outside any timed region, so latency measures the model, not Python glue.
         """
-        items = x if isinstance(x, (tuple, list)) else (x,)
-        if len(items) != len(self.example_inputs):
-            raise ExampleInputError(
-                f"the model takes {len(self.example_inputs)} input(s), got {len(items)}."
-            )
+        items = self._checked_inputs(x)
         # Same dtype as the example inputs: float64 data (scikit-learn's default) becomes float32.
         arrays = [
-            np.array(as_numpy(v), dtype=as_numpy(e).dtype, copy=True, order="C")
-            for v, e in zip(items, self.example_inputs)
+            np.array(v, dtype=as_numpy(e).dtype, copy=True, order="C") for v, e in zip(items, self.example_inputs)
         ]
         if self.onnx_bytes is not None:
             return dict(zip(input_names_for(len(arrays)), arrays))
         return tuple(torch.from_numpy(a) for a in arrays)
+
+    def _checked_inputs(self, x: Any) -> list[np.ndarray]:
+        """``x`` as one numpy view per model input, after checking their number and shapes."""
+        items = x if isinstance(x, (tuple, list)) else (x,)
+        if len(items) != len(self.example_inputs):
+            expected = ", ".join(expected_shape(e) for e in self.example_inputs)
+            raise DataError(
+                f"the model takes {len(self.example_inputs)} input(s) shaped {expected}, got {len(items)}; "
+                "pass one array per input (a tuple of arrays for several)."
+            )
+        arrays = [as_numpy(v) for v in items]
+        check_input_shapes(arrays, self.example_inputs)
+        return arrays
 
     def runner(self, threads: int | None = 1) -> Callable[[Any], Any]:
         """A function running one prepared batch (see ``prepare``) with the least overhead, for timing."""
@@ -285,16 +315,21 @@ class Compressed:
         return run_torch
 
     def predict(self, x: Any, *, batch_size: int | None = None) -> np.ndarray:
-        """Model output for ``x`` (an array, or a tuple of arrays for several inputs) as numpy."""
-        items = x if isinstance(x, (tuple, list)) else (x,)
-        n = len(as_numpy(items[0]))
+        """Model output for ``x`` (an array, or a tuple of arrays for several inputs) as numpy.
+
+        Raises:
+            DataError: ``x`` has another number of inputs, rank or non-batch size than the
+                example inputs the result was made with (the message names the expected shape).
+        """
+        items = self._checked_inputs(x)
+        n = len(items[0])
         if n == 0:
             raise DataError("predict got an empty batch; pass at least one sample.")
         step = batch_size or n
         run = self.runner(threads=None)
         outs = []
         for i in range(0, n, step):
-            chunk = tuple(as_numpy(it)[i : i + step] for it in items)
+            chunk = tuple(it[i : i + step] for it in items)
             out = run(self.prepare(chunk if len(chunk) > 1 else chunk[0]))
             outs.append(out[0] if isinstance(out, list) else out.numpy())
         return np.concatenate(outs, axis=0)
