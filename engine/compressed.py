@@ -20,7 +20,7 @@ from torch import nn
 
 from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
-from squeezelab.engine.artifact import pack_encoded
+from squeezelab.engine.artifact import class_path, pack_encoded
 from squeezelab.engine.data import as_numpy, iter_inputs
 from squeezelab.engine.errors import (
     ArtifactError,
@@ -437,8 +437,11 @@ def compress(
             work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
         )
         _load_decoded_(work, encoded)
-        artifact = pack_encoded(encoded, recipe=recipe.to_dict())
-        return Compressed(model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact)
+        artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=class_path(model))
+        details = {"model_class": class_path(model)}
+        return Compressed(
+            model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact, details=details
+        )
 
     onnx_bytes = export_onnx(work, inputs, opset=opset, exporter=exporter)
     from squeezelab.engine.ort_quant import convert_onnx, graph_facts
@@ -456,7 +459,7 @@ def compress(
             f"settings (ops present: {', '.join(sorted(facts['op_counts']))}). Choose other op_types, "
             "or Int8Static() without op_types."
         )
-    details = {"exporter": exporter, **facts, **details}
+    details = {"exporter": exporter, "model_class": class_path(model), **facts, **details}
     result = Compressed(
         model=work,
         recipe=recipe,
