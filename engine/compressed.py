@@ -21,6 +21,7 @@ from torch import nn
 from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
 from squeezelab.engine.artifact import class_path, pack_encoded
+from squeezelab.engine.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
 from squeezelab.engine.data import as_numpy, iter_inputs
 from squeezelab.engine.errors import (
     ArtifactError,
@@ -38,7 +39,7 @@ from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.pruning import weight_sparsity
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
-from squeezelab.engine.recipe import ChannelPruning, Int8Static, Recipe
+from squeezelab.engine.recipe import ChannelPruning, Int8Dynamic, Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model", "check_input_shapes", "expected_shape"]
 
@@ -222,6 +223,25 @@ class Compressed:
     @property
     def sparsity(self) -> float:
         return weight_sparsity(self.model)
+
+    @property
+    def quantized_weight_fraction(self) -> float:
+        """Fraction of weight elements (tensors of rank >= 2) stored below 32 bits in the artifact.
+
+        int8 initializers of an int8 ONNX model, float16 ones of a float16 model, sub-32-bit
+        codes of a packed file; 0.0 for the fp32 baseline.
+        """
+        if "quantized_weight_fraction" not in self.details:  # made elsewhere than compress()
+            if self.onnx_bytes is not None:
+                from squeezelab.engine.ort_quant import graph_facts
+
+                fraction = graph_facts(self.onnx_bytes)["quantized_weight_fraction"]
+            else:
+                from squeezelab.engine.artifact import unpack_encoded
+
+                fraction = encoded_weight_fraction(unpack_encoded(self.artifact_bytes)[0])
+            self.details["quantized_weight_fraction"] = fraction
+        return float(self.details["quantized_weight_fraction"])
 
     @property
     def runtime_name(self) -> str:
@@ -416,6 +436,7 @@ def compress(
 
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     _run_example(work, tuple(i.clone() for i in inputs))  # a model may change its input in place
+    check_recipe_reaches_layers(work, recipe, filter_fn)
     feeds = None
     if isinstance(recipe.runtime, Int8Static):
         feeds = _calibration_feeds(calibration_data, inputs)
@@ -438,7 +459,7 @@ def compress(
         )
         _load_decoded_(work, encoded)
         artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=class_path(model))
-        details = {"model_class": class_path(model)}
+        details = {"model_class": class_path(model), "quantized_weight_fraction": encoded_weight_fraction(encoded)}
         return Compressed(
             model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact, details=details
         )
@@ -446,6 +467,8 @@ def compress(
     onnx_bytes = export_onnx(work, inputs, opset=opset, exporter=exporter)
     from squeezelab.engine.ort_quant import convert_onnx, graph_facts
 
+    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
+        check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
         onnx_bytes, details = convert_onnx(onnx_bytes, recipe, feeds)
     except SqueezeError:

@@ -35,7 +35,11 @@ def top1_accuracy(predictions: np.ndarray, targets: np.ndarray) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class Metrics:
-    """Measured figures of one model. ``executable=False`` marks a simulation."""
+    """Measured figures of one model. ``executable=False`` marks a simulation.
+
+    ``quantized_weight_fraction``: the share of weight elements stored below 32 bits
+    (``Compressed.quantized_weight_fraction``); ``None`` when not known (hand-made figures).
+    """
 
     label: str
     accuracy: float | None
@@ -50,6 +54,7 @@ class Metrics:
     sparsity: float
     bits: int
     executable: bool
+    quantized_weight_fraction: float | None = None
 
     @property
     def kind(self) -> str:
@@ -168,6 +173,7 @@ def metrics_of(
         sparsity=c.sparsity,
         bits=c.bits,
         executable=c.executable,
+        quantized_weight_fraction=c.quantized_weight_fraction,
     )
 
 

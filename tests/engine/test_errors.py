@@ -142,9 +142,15 @@ def test_caller_inputs_are_unchanged_by_a_model_that_edits_its_input(runtime):
     torch.testing.assert_close(example, x[:1])
 
 
-def test_int8_recipe_that_quantizes_nothing_is_refused():
+def test_int8_recipe_that_quantizes_nothing_is_refused_before_quantizing(monkeypatch):
+    import squeezelab.engine.ort_quant as ort_quant
+
+    def never(*args, **kwargs):
+        raise AssertionError("quantization started before the recipe's reach was checked")
+
+    monkeypatch.setattr(ort_quant, "convert_onnx", never)
     conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
-    with pytest.raises(sl.ConfigError, match="quantized nothing.*Conv"):
+    with pytest.raises(sl.ConfigError, match=r"quantize nothing.*Conv 100%.*Int8Static\(\)"):
         sl.compress(conv_only, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(1, 1, 6, 6))
 
 
