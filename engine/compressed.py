@@ -22,7 +22,7 @@ from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
 from squeezelab.engine.artifact import class_path, pack_encoded
 from squeezelab.engine.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
-from squeezelab.engine.data import as_numpy, iter_inputs
+from squeezelab.engine.data import as_numpy, check_input_shapes, expected_shape, iter_inputs
 from squeezelab.engine.errors import (
     ArtifactError,
     CalibrationError,
@@ -41,7 +41,7 @@ from squeezelab.engine.pruning import weight_sparsity
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
 from squeezelab.engine.recipe import ChannelPruning, Int8Dynamic, Int8Static, Recipe
 
-__all__ = ["Compressed", "compress", "as_example_inputs", "check_model", "check_input_shapes", "expected_shape"]
+__all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
 
 
 def check_model(model: Any) -> None:
@@ -99,28 +99,6 @@ def _run_example(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Te
             "output. Wrap it in a module that returns the tensor to evaluate."
         )
     return out
-
-
-def expected_shape(example: torch.Tensor) -> str:
-    """The shape a model input must have, batch axis named: ``"(batch, 1, 8, 8)"``."""
-    return "(" + ", ".join(["batch", *map(str, example.shape[1:])]) + ")"
-
-
-def check_input_shapes(arrays: Sequence[np.ndarray], examples: Sequence[torch.Tensor]) -> None:
-    """Raise ``DataError`` unless each array has its example input's rank and non-batch sizes.
-
-    Only the batch axis (0) may differ: the ONNX export fixes every other axis, and the simulated
-    model is held to the same contract so both kinds of result accept the same inputs. The one
-    place that decides which axes are free (issue #11 will free sequence axes).
-    """
-    for i, (array, example) in enumerate(zip(arrays, examples)):
-        if array.ndim == example.ndim and tuple(array.shape[1:]) == tuple(example.shape[1:]):
-            continue
-        which = f"input {i} " if len(examples) > 1 else "input "
-        raise DataError(
-            f"{which}of shape {tuple(array.shape)} does not fit the model, which takes {expected_shape(example)} "
-            f"(the shape of example_inputs, any batch size); reshape the data to {expected_shape(example)}."
-        )
 
 
 def _equal_batch_size(n: int, cap: int = 64) -> int:
@@ -454,16 +432,36 @@ def compress(
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
-        encoded = encode_model(
-            work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
-        )
-        _load_decoded_(work, encoded)
-        artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=class_path(model))
-        details = {"model_class": class_path(model), "quantized_weight_fraction": encoded_weight_fraction(encoded)}
-        return Compressed(
-            model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact, details=details
-        )
+        return _simulated_result(work, recipe, inputs, filter_fn, model_class=class_path(model))
+    return _onnx_result(work, recipe, inputs, feeds, exporter=exporter, opset=opset, model_class=class_path(model))
 
+
+def _simulated_result(
+    work: nn.Module, recipe: Recipe, inputs: tuple[torch.Tensor, ...], filter_fn: FilterFn | None, *, model_class: str
+) -> Compressed:
+    """Quantized weights packed into the artifact, and loaded back into ``work`` as the floats they decode to."""
+    encoded = encode_model(
+        work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
+    )
+    _load_decoded_(work, encoded)
+    artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=model_class)
+    details = {"model_class": model_class, "quantized_weight_fraction": encoded_weight_fraction(encoded)}
+    return Compressed(
+        model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact, details=details
+    )
+
+
+def _onnx_result(
+    work: nn.Module,
+    recipe: Recipe,
+    inputs: tuple[torch.Tensor, ...],
+    feeds: list[dict[str, np.ndarray]] | None,
+    *,
+    exporter: str,
+    opset: int,
+    model_class: str,
+) -> Compressed:
+    """``work`` exported, converted by ONNX Runtime's tools as the recipe says, and checked to run."""
     onnx_bytes = export_onnx(work, inputs, opset=opset, exporter=exporter)
     from squeezelab.engine.ort_quant import convert_onnx, graph_facts
 
@@ -476,20 +474,15 @@ def compress(
     except Exception as exc:  # onnxruntime.quantization raises many types
         raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
     facts = graph_facts(onnx_bytes)
-    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:
+    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:  # ONNX Runtime declined every op
         raise ConfigError(
             f"{recipe.label} quantized nothing: the graph has no op ONNX Runtime quantizes with these "
             f"settings (ops present: {', '.join(sorted(facts['op_counts']))}). Choose other op_types, "
             "or Int8Static() without op_types."
         )
-    details = {"exporter": exporter, "model_class": class_path(model), **facts, **details}
+    details = {"exporter": exporter, "model_class": model_class, **facts, **details}
     result = Compressed(
-        model=work,
-        recipe=recipe,
-        example_inputs=inputs,
-        onnx_bytes=onnx_bytes,
-        artifact_bytes=onnx_bytes,
-        details=details,
+        model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=onnx_bytes, artifact_bytes=onnx_bytes, details=details
     )
     try:  # every produced model must load and run on the CPU provider
         result.predict(inputs)
