@@ -188,6 +188,8 @@ class Evaluator:
         # (a notebook that trains the model further would otherwise poison the cache).
         self.model = copy_model(model).eval()
         self.data = materialize(data)
+        if metric is top1_accuracy:
+            check_labels_early(self.model, self.data)
         if calibration_data is None:
             self.calibration = self.data[0][:256]
         else:
@@ -255,6 +257,29 @@ class Evaluator:
             setattr(other, name, value)
         other._context = other._make_context()  # equal settings, equal keys, however they were reached
         return other
+
+
+def check_labels_early(model: nn.Module, data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Top-1 labels against the model's number of outputs, once, before any point is compressed.
+
+    The same check runs wherever top-1 is computed (``top1_correct``); here it spares a sweep
+    from failing once per point. A model that fails on the first sample is left to ``compress``
+    to explain.
+    """
+    import torch
+
+    from squeezelab.engine.labels import as_class_indices
+
+    x, y = data
+    labels = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    first = np.ascontiguousarray(x[:1], dtype=np.float32 if np.issubdtype(x.dtype, np.floating) else x.dtype)
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(first))
+    except Exception:  # noqa: BLE001 - compress() names what the model expected
+        return
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and labels.ndim == 1:
+        as_class_indices(labels, int(out.shape[1]), what="top-1 accuracy")
 
 
 def asked_sparsity(recipe: Recipe) -> float:

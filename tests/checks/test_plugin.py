@@ -79,6 +79,27 @@ def test_bad_input_to_check_fails_cleanly(pytester):
     assert "Traceback" not in result.stdout.str()
 
 
+def test_labels_the_model_cannot_predict_fail_the_gate_instead_of_passing(pytester):
+    """Regression targets under the top-1 metric once read as accuracy 0 - 0 = no drop: a pass."""
+    test = (
+        "import numpy as np\n"
+        "import torch\n\n\n"
+        "def test_regression_targets(compress_budget):\n"
+        "    torch.manual_seed(0)\n"
+        "    model = torch.nn.Linear(4, 3).eval()\n"
+        "    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)\n"
+        "    y = x.sum(axis=1) * 0.5  # continuous targets, not class indices\n"
+        "    compress_budget.check(model, model, data=(x, y))\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "compress budget check could not run: top-1 accuracy needs integer class indices in [0, 3)" in out
+    assert "(the model has 3 outputs); 40 label(s) are not whole numbers" in out and "pass metric=" in out
+    assert "Traceback" not in out
+
+
 def test_improvement_never_fails(pytester):
     _project(pytester, "max_accuracy_drop = 0.0\nmin_speedup = 1.0\n", _check("acc=0.99, ms=2.0"))
     pytester.runpytest("--compress-budget").assert_outcomes(passed=1)
