@@ -38,7 +38,8 @@ import squeezelab as sl  # noqa: E402
 from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
 from squeezelab.engine.default_models import LeNet5, train_classifier  # noqa: E402
 from squeezelab.engine.environment import environment  # noqa: E402
-from squeezelab.engine.latency import interleaved_latency, ratio_median, torch_threads  # noqa: E402
+from squeezelab.engine.latency import interleaved_latency, torch_threads  # noqa: E402
+from squeezelab.engine.stats import ratio_interval, speedup_text  # noqa: E402
 from squeezelab.engine.ort_quant import _BatchReader  # noqa: E402
 from squeezelab.engine.providers import make_session  # noqa: E402
 
@@ -147,7 +148,9 @@ def time_variants(variants: list[Variant], inputs: dict[int, np.ndarray], rounds
             samples = interleaved_latency(runners, rounds=n, warmup=2)
         for v in variants:
             v.figures[f"ms_b{batch}"] = statistics.median(samples[v.name])
-            v.figures[f"speedup_b{batch}"] = ratio_median(samples[BASELINE], samples[v.name])
+            speed = ratio_interval(samples[BASELINE], samples[v.name])
+            v.figures[f"speedup_b{batch}"] = speed.median
+            v.figures[f"speedup_b{batch}_low"], v.figures[f"speedup_b{batch}_high"] = speed.low, speed.high
             v.figures[f"rounds_b{batch}"] = n
 
 
@@ -156,13 +159,14 @@ def print_table(title: str, variants: list[Variant], quality: str, batches: list
     print(f"\n{title}")
     head = f"  {'variant':32s} {quality:>10s} {'bytes':>11s} {'size':>7s}"
     for b in batches:
-        head += f" {'ms b' + str(b):>9s} {'vs ORT fp32':>12s}"
+        head += f" {'ms b' + str(b):>9s} {'vs ORT fp32 (95% interval)':<33s}"
     print(head)
     for v in variants:
         line = f"  {v.name:32s} {v.figures['quality']:10.4f} {v.size_bytes:11,d} {v.size_bytes / base.size_bytes:6.3f}x"
         for b in batches:
-            s = v.figures[f"speedup_b{b}"]
-            line += f" {v.figures[f'ms_b{b}']:9.3f} {s:6.2f}x{' slower' if s < 0.95 else '':6s}"
+            # "slower" / "faster" only when the whole interval of the median is on one side of 1.0
+            speed = speedup_text(v.figures[f"speedup_b{b}"], v.figures[f"speedup_b{b}_low"], v.figures[f"speedup_b{b}_high"])
+            line += f" {v.figures[f'ms_b{b}']:9.3f} {speed:33s}"
         print(line + (f"   [{v.notes}]" if v.notes else ""))
 
 

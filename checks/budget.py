@@ -10,6 +10,7 @@ A team writes its budget in ``pyproject.toml``::
 
     [tool.squeezelab.budget.encoder]   # a named budget: inherits the keys above, overrides some
     max_accuracy_drop = 0.005
+    accuracy_gate = "strict"     # pass only when the whole confidence interval is within the limit
 
 Unknown keys, wrong types and negative limits are refused with a ``BudgetError``
 that names the key, the file and the valid keys.
@@ -26,7 +27,14 @@ from typing import Any
 
 from squeezelab.engine.errors import SqueezeError
 
-__all__ = ["Budget", "BudgetError", "BUDGET_KEYS", "load_budgets", "budgets_from_table"]
+__all__ = ["Budget", "BudgetError", "BUDGET_KEYS", "ACCURACY_GATES", "load_budgets", "budgets_from_table"]
+
+# How the accuracy gates read the paired drop and its two-sided interval at `confidence`.
+ACCURACY_GATES = {
+    "measured": "fail when the measured drop is over the limit (the default)",
+    "lenient": "fail only when the whole interval is over the limit",
+    "strict": "pass only when the whole interval is within the limit",
+}
 
 
 class BudgetError(SqueezeError, ValueError):
@@ -45,9 +53,11 @@ class Budget:
         min_speedup: smallest baseline / candidate latency, timed interleaved in one run.
         max_latency_ms: largest candidate median latency.
         require_executable: the candidate must run as real low-precision kernels.
-        confidence: one-sided confidence of the accuracy gate: it fails only when
-            the drop exceeds the limit at this confidence (paired over the samples).
-            ``0`` compares the point values strictly.
+        accuracy_gate: how the accuracy gates judge the paired drop: ``"measured"``
+            (default: fail iff the measured drop > limit), ``"lenient"`` (fail only when
+            the interval's low end > limit) or ``"strict"`` (pass only when its high end
+            <= limit). Every mode shows the interval and says when it contains the limit.
+        confidence: two-sided confidence of that interval, in [0.5, 0.9999] (default 0.95).
         latency_batch_size, latency_rounds, threads: how latency is measured.
     """
 
@@ -58,6 +68,7 @@ class Budget:
     min_speedup: float | None = None
     max_latency_ms: float | None = None
     require_executable: bool = False
+    accuracy_gate: str = "measured"
     confidence: float = 0.95
     latency_batch_size: int = 1
     latency_rounds: int = 30
@@ -91,7 +102,8 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "min_speedup": (float, 0.0, False, None),
     "max_latency_ms": (float, 0.0, False, None),
     "require_executable": (bool, None, True, None),
-    "confidence": (float, 0.0, True, 0.9999),  # and 0 or >= 0.5: see _check_value
+    "accuracy_gate": (str, None, True, None),  # one of ACCURACY_GATES
+    "confidence": (float, 0.5, True, 0.9999),
     "latency_batch_size": (int, 1, True, None),
     "latency_rounds": (int, 1, True, None),
     "threads": (int, 1, True, None),
@@ -122,14 +134,23 @@ def _check_value(key: str, value: Any, source: str) -> None:
         if not isinstance(value, bool):
             raise BudgetError(f"{source}: {key} = {value!r} must be true or false.")
         return
+    if kind is str:
+        if not isinstance(value, str) or value not in ACCURACY_GATES:
+            modes = "; ".join(f"{mode!r}: {what}" for mode, what in ACCURACY_GATES.items())
+            raise BudgetError(f"{source}: {key} = {value!r} is not a gate mode; valid modes: {modes}.")
+        return
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         want = "a number" if kind is float else "an integer"
         raise BudgetError(f"{source}: {key} = {value!r} must be {want}, not {type(value).__name__}.")
     if not math.isfinite(value):
         raise BudgetError(f"{source}: {key} = {value!r} must be a finite number.")
-    if key == "confidence" and 0 < value < 0.5:
-        # Below 0.5 the bound would lie above the point value: stricter than no statistics at all.
-        raise BudgetError(f"{source}: confidence = {value!r} must be 0 (strict point comparison) or in [0.5, 0.9999].")
+    if key == "confidence" and value == 0:
+        # Before accuracy_gate existed, 0 meant "compare the measured drop": that is the default mode now.
+        raise BudgetError(
+            f"{source}: confidence = 0 no longer means a point comparison; the default "
+            "accuracy_gate = \"measured\" already judges the measured drop. Remove the key, or set "
+            "confidence in [0.5, 0.9999] (the two-sided level of the interval shown beside the drop)."
+        )
     if low is not None and (value < low or (value == low and not inclusive)):
         sign = ">=" if inclusive else ">"
         raise BudgetError(f"{source}: {key} = {value!r} must be {sign} {low:g}.")

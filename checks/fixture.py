@@ -7,8 +7,10 @@
 
 Baseline and candidate may be PyTorch models, ``Compressed`` results or
 ``Metrics``. Models and results are measured together by the engine (paired
-accuracy, interleaved latency); two ``Metrics`` measured elsewhere are
-compared as given (point accuracy, latency ratio of separate runs).
+accuracy with its confidence interval, interleaved latency); two ``Metrics``
+measured elsewhere are compared as given (point accuracy, latency ratio of
+separate runs, no intervals: only the default ``accuracy_gate = "measured"``
+can judge them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 from squeezelab.checks.budget import Budget, BudgetError
 from squeezelab.checks.verdict import Verdict, judge
-from squeezelab.engine.errors import SqueezeError
+from squeezelab.engine.errors import DataError, SqueezeError
 from squeezelab.engine.metrics import Metrics, top1_accuracy
 from squeezelab.engine.paired import PairedMetrics, measure_pair
 
@@ -37,10 +39,11 @@ def pair_from_metrics(baseline: Metrics, candidate: Metrics) -> PairedMetrics:
         candidate=candidate,
         n_samples=min(baseline.n_samples, candidate.n_samples),
         accuracy_drop=drop,
-        drop_std_error=None,
+        drop_interval=None,
         discordant=None,
         # Separate runs, not interleaved; judge() refuses to gate speed on non-positive latencies.
         speedup=baseline.latency_ms / candidate.latency_ms if candidate.latency_ms > 0 else float("nan"),
+        speedup_interval=None,
         latency_rounds=min(baseline.latency_repeats, candidate.latency_repeats),
     )
 
@@ -52,6 +55,18 @@ def _label(model: Any) -> str:
     if isinstance(model, nn.Module):
         return f"{type(model).__name__} (fp32 ONNX)"
     return model.label if isinstance(model, Metrics) else model.recipe.label
+
+
+def _check_metric(budget: Budget, metric: Callable) -> None:
+    """Before measuring: a "lenient" / "strict" accuracy gate needs per-sample outcomes (top-1 today)."""
+    gated = budget.max_accuracy_drop is not None or budget.max_relative_accuracy_drop is not None
+    if gated and budget.accuracy_gate != "measured" and metric is not top1_accuracy:
+        name = getattr(metric, "__name__", type(metric).__name__)
+        raise DataError(
+            f"accuracy_gate = {budget.accuracy_gate!r} judges the confidence interval of the paired drop, "
+            f"which needs per-sample outcomes; metric {name!r} returns one number. Use the default top-1 "
+            "metric, or accuracy_gate = \"measured\"."
+        )
 
 
 class BudgetGate:
@@ -116,6 +131,7 @@ class BudgetGate:
                 "(then they are measured together)."
             )
         else:
+            _check_metric(budget, metric)
             pair = measure_pair(
                 baseline,
                 candidate,
@@ -125,5 +141,6 @@ class BudgetGate:
                 batch_size=budget.latency_batch_size,
                 repeats=budget.latency_rounds,
                 threads=budget.threads,
+                confidence=budget.confidence,
             )
         return judge(pair, budget, budget_name=name or self._name, labels=(_label(baseline), _label(candidate)))

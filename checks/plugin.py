@@ -10,8 +10,11 @@ torch): the engine loads when a gated test first measures something.
 - Tests opt in with the ``compress_budget`` fixture, and may override limits or
   pick a named budget with ``@pytest.mark.compress_budget(name=..., **limits)``.
 - Without the flag those tests are skipped, saying how to enable them.
-- The run ends with a table of every gated figure; ``--compress-budget-report=PATH``
-  writes it as JSON; each figure is also a JUnit XML property. Works under xdist.
+- The run ends with a table of every gated figure, the interval of each accuracy
+  drop and speedup, and, where a test set cannot resolve a budget, how many
+  samples would; ``--compress-budget-report=PATH`` writes it as JSON; each figure
+  (with its mode, interval, method and samples needed) is also a JUnit XML
+  property. Works under xdist.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import pytest
 
 from squeezelab.checks.budget import BUDGET_KEYS, Budget, BudgetError, load_budgets
+from squeezelab.checks.verdict import figure_detail
 
 __all__ = ["SKIP_REASON", "STATE"]
 
@@ -198,9 +202,27 @@ def compress_budget(request: pytest.FixtureRequest) -> Any:
         entry = {"test": request.node.nodeid, **verdict.to_dict()}
         request.node.user_properties.append((PROPERTY, json.dumps(entry, sort_keys=True)))
         for figure in verdict.figures:
-            request.node.user_properties.append((f"{PROPERTY}.{verdict.budget_name}.{figure.name}", figure.value))
+            key = f"{PROPERTY}.{verdict.budget_name}.{figure.name}"
+            request.node.user_properties.append((key, figure.value))
+            for part, value in _statistics(figure).items():
+                request.node.user_properties.append((f"{key}.{part}", value))
 
     return BudgetGate(state.budgets, name=name, overrides=overrides, record=record)
+
+
+def _statistics(figure: Any) -> dict[str, Any]:
+    """The JUnit properties beside a figure's value: its gate mode, interval, method, samples needed."""
+    parts = {
+        "mode": figure.mode,
+        "low": figure.low,
+        "high": figure.high,
+        "confidence": figure.confidence,
+        "method": figure.method,
+        "reading": figure.reading,
+    }
+    if figure.resolved is False:
+        parts["samples_needed"] = "none would" if figure.samples_needed is None else figure.samples_needed
+    return {k: v for k, v in parts.items() if v not in (None, "")}
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -242,14 +264,15 @@ class _Recorder:
             tr.write_line("no gated checks ran")
             return
         tr.write_line(
-            "judged = the value each gate compared (for accuracy, a one-sided confidence bound on the "
-            "paired drop); headroom = limit - judged"
+            "judged = the value each gate compared (for accuracy: the measured drop in accuracy_gate "
+            "'measured', the interval's low end in 'lenient', its high end in 'strict'); "
+            "headroom = limit - judged"
         )
         tr.write_line(
             f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'judged':>11s} "
             f"{'limit':>13s} {'headroom':>11s}  result"
         )
-        failed = 0
+        failed = unresolved = 0
         for result in sorted(state.results, key=lambda r: r["test"]):
             for fig in result["figures"]:
                 failed += not fig["passed"]
@@ -263,7 +286,14 @@ class _Recorder:
                 )
             kind = "executable" if result["executable"] else "SIMULATED"
             tr.write_line(f"{'':50s} candidate {result['candidate']} ({kind}), n={result['n_samples']}")
+            for fig in result["figures"]:
+                unresolved += fig.get("resolved") is False
+                detail = figure_detail(fig)
+                if detail:
+                    tr.write_line(f"{'':50s} {detail}", yellow=fig.get("resolved") is False)
         total = sum(len(r["figures"]) for r in state.results)
+        tail = f"; {unresolved} the test set cannot resolve (samples needed above)" if unresolved else ""
         tr.write_line(
-            f"{len(state.results)} gated check(s), {total} figure(s): {total - failed} within budget, {failed} over"
+            f"{len(state.results)} gated check(s), {total} figure(s): {total - failed} within budget, "
+            f"{failed} over{tail}"
         )

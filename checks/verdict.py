@@ -3,7 +3,11 @@
 ``judge(pair, budget)`` compares a ``PairedMetrics`` (baseline and candidate
 measured together by the engine) with a ``Budget`` and returns a ``Verdict``:
 one ``Figure`` per gate, each with its value, limit, headroom and outcome.
-Nothing here measures; an improvement never fails a gate.
+Accuracy figures are read in the budget's ``accuracy_gate`` mode ("measured",
+"lenient" or "strict") against the paired drop's confidence interval, which
+every accuracy line shows, saying so when the interval contains the limit (the
+test set cannot resolve the budget) and how many samples would. Nothing here
+measures; an improvement never fails a gate.
 """
 
 from __future__ import annotations
@@ -18,14 +22,20 @@ from squeezelab.engine.errors import DataError
 if TYPE_CHECKING:  # importing the engine's measurement pulls in torch; the plugin stays light
     from squeezelab.engine.paired import PairedMetrics
 
-__all__ = ["Figure", "Verdict", "judge"]
+__all__ = ["Figure", "Verdict", "figure_detail", "judge"]
 
 MB = 1_000_000
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One gated figure. ``headroom`` is how far the value is inside its limit (negative: over)."""
+    """One gated figure. ``headroom`` is how far the judged value is inside its limit (negative: over).
+
+    Accuracy figures also carry their gate ``mode``, the interval of the paired drop
+    (``low``, ``high``, ``confidence``, ``method`` and ``interval`` in words), whether the
+    interval ``resolved`` the limit and, when it did not, ``samples_needed`` (None: no
+    count would). The speedup carries the interval of its median and its ``reading``.
+    """
 
     name: str
     value: float
@@ -33,15 +43,26 @@ class Figure:
     op: str  # "<=" or ">="
     passed: bool
     headroom: float
-    judged: float  # the value the gate compared: a confidence bound where there is one
+    judged: float  # the value the gate compared: the measured value, or an end of the interval
     note: str = ""
+    mode: str = ""
+    low: float | None = None
+    high: float | None = None
+    confidence: float | None = None
+    method: str = ""
+    interval: str = ""
+    resolved: bool | None = None
+    samples_needed: int | None = None
+    reading: str = ""
 
     def line(self) -> str:
-        """``accuracy_drop 0.0182 > max 0.0100 (over by 0.0082, n=1797, 95% bound 0.0151)``."""
+        """``size_mb 2.5000 > max 2.0000 (over by 0.5000, 2,500,000 bytes)``; accuracy lines add interval and mode."""
         word = "max" if self.op == "<=" else "min"
         if self.name == "executable":
             state = "executable" if self.value else "SIMULATED (no low-precision kernel)"
             return f"executable: candidate is {state}; the budget requires an executable model"
+        if self.mode:
+            return self._accuracy_line()
         shown = _fmt(self.value)
         if self.passed:
             rel = f"{self.op} {word} {_fmt(self.limit)} (headroom {_fmt(self.headroom)}"
@@ -51,6 +72,42 @@ class Figure:
             rel = f"{bad} {word} {_fmt(self.limit)} (over by {_fmt(over)}"
         extra = f", {self.note}" if self.note else ""
         return f"{self.name} {shown} {rel}{extra})"
+
+    def _accuracy_line(self) -> str:
+        # accuracy_drop 0.0200 > max 0.0100 (over by 0.0100): FAIL, gate 'measured'; 95% CI [...], ...
+        end = {"lenient": "interval low end", "strict": "interval high end"}.get(self.mode)
+        shown = _fmt(self.value) + (f", {end} {_fmt(self.judged)}" if end else "")
+        if self.passed:
+            rel = f"<= max {_fmt(self.limit)} (headroom {_fmt(self.headroom)}): pass"
+        else:
+            rel = f"> max {_fmt(self.limit)} (over by {_fmt(-self.headroom)}): FAIL"
+        return f"{self.name} {shown} {rel}, gate {self.mode!r}; {self.interval or self.note}{_unresolved(asdict(self))}"
+
+    def detail(self) -> str:
+        """The interval, mode and reading in words (what the end-of-run summary prints)."""
+        return figure_detail(asdict(self))
+
+
+def figure_detail(figure: dict[str, Any]) -> str:
+    """``accuracy_drop: 95% CI [...], exact binomial, ...; gate 'measured'`` from a figure's dict; "" when plain."""
+    if figure.get("mode"):
+        return f"{figure['name']}: {figure['interval'] or figure['note']}; gate {figure['mode']!r}{_unresolved(figure)}"
+    if figure.get("reading"):
+        return f"{figure['name']}: {figure['interval']}: {figure['reading']}"
+    return ""
+
+
+def _unresolved(figure: dict[str, Any]) -> str:
+    if figure.get("resolved") is not False:
+        return ""
+    needed = figure.get("samples_needed")
+    rate = "disagreement rate" if figure.get("method") == "exact-binomial" else "spread of the differences"
+    more = (
+        f"about {needed:,} samples would (at the observed {rate})"
+        if needed is not None
+        else "no sample count would (the measured drop sits on the limit)"
+    )
+    return f"; the interval contains the limit: this test set cannot resolve the budget, {more}"
 
 
 def _fmt(x: float) -> str:
@@ -68,6 +125,8 @@ class Verdict:
     n_samples: int
     figures: tuple[Figure, ...]
     budget: dict[str, Any] = field(default_factory=dict)
+    accuracy_gate: str = "measured"
+    confidence: float = 0.95
 
     @property
     def passed(self) -> bool:
@@ -86,38 +145,32 @@ class Verdict:
         return {**asdict(self), "passed": self.passed}
 
 
-def judge(
-    pair: PairedMetrics,
-    budget: Budget,
-    *,
-    budget_name: str = "default",
-    labels: tuple[str, str] | None = None,
-) -> Verdict:
-    """Compare measured figures with the budget's limits.
-
-    ``labels`` names baseline and candidate in messages (default: their recipe labels).
-    """
+def _check_inputs(pair: PairedMetrics, budget: Budget, gates: dict[str, Any]) -> None:
+    """Refuse figures that cannot be judged, naming what is missing and how to get it."""
     base, cand = pair.baseline, pair.candidate
-    figures: list[Figure] = []
-    pct = f"{budget.confidence * 100:g}%"
-
-    def upper_limit(name: str, value: float, limit: float, judged: float | None = None, note: str = "") -> None:
-        # The gate compares `judged` (a confidence bound where there is one); headroom follows it,
-        # so its sign always agrees with the verdict.
-        judged = value if judged is None else judged
-        if value > limit >= judged:
-            note += f"; point value over the limit but within sampling noise at {pct}"
-        figures.append(Figure(name, value, limit, "<=", judged <= limit, limit - judged, judged, note))
-
-    def lower_limit(name: str, value: float, limit: float, note: str = "") -> None:
-        figures.append(Figure(name, value, limit, ">=", value >= limit, value - limit, value, note))
-
-    gates = budget.gates()
     accuracy_gated = "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates
     if accuracy_gated and pair.accuracy_drop is None:
         raise DataError(
             "the budget gates accuracy but there is no accuracy to judge: pass data=(x, y) to "
             "compress_budget.check(...), or Metrics measured with data."
+        )
+    interval = pair.drop_interval
+    if accuracy_gated and budget.accuracy_gate != "measured" and interval is None:
+        raise DataError(
+            f"accuracy_gate = {budget.accuracy_gate!r} judges the confidence interval of the paired drop, "
+            "and there is none: it needs per-sample outcomes of both models on the same samples (Metrics "
+            "measured separately, or a metric that returns one number, have none). Pass both models or "
+            "Compressed results with data and the default top-1 metric, or use accuracy_gate = \"measured\"."
+        )
+    if accuracy_gated and interval is not None and interval.confidence != budget.confidence:
+        raise DataError(
+            f"the paired drop's interval is at confidence {interval.confidence:g} but the budget asks for "
+            f"{budget.confidence:g}; measure with measure_pair(..., confidence={budget.confidence:g})."
+        )
+    if "max_relative_accuracy_drop" in gates and not base.accuracy:
+        raise DataError(
+            f"the baseline's accuracy is {base.accuracy!r}: a drop relative to it is undefined; "
+            "gate max_accuracy_drop (absolute) instead."
         )
     if ("min_compression" in gates or "max_size_mb" in gates) and cand.size_bytes <= 0:
         raise DataError(f"the candidate's size is {cand.size_bytes} bytes; a shipped model has at least one byte.")
@@ -128,20 +181,90 @@ def judge(
             f"latency must be positive to gate speed; got baseline {base.latency_ms!r} ms and "
             f"candidate {cand.latency_ms!r} ms."
         )
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _accuracy_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, scale: float, note: str) -> Figure:
+    """Judge the paired drop (times ``scale``: 1, or 1 / baseline accuracy) in the budget's mode."""
+    from squeezelab.engine.stats import samples_to_resolve
+
+    value = pair.accuracy_drop * scale
+    mode = budget.accuracy_gate
+    iv = pair.drop_interval
+    if iv is None:  # measured mode only (see _check_inputs)
+        note += "; no interval (no per-sample outcomes measured together)"
+        return Figure(name, value, limit, "<=", value <= limit, limit - value, value, note, mode=mode)
+    low, high = iv.low * scale, iv.high * scale
+    judged = {"measured": value, "lenient": low, "strict": high}[mode]
+    resolved = not iv.contains(limit / scale)
+    return Figure(
+        name, value, limit, "<=", judged <= limit, limit - judged, judged, note,
+        mode=mode,
+        low=_finite(low),
+        high=_finite(high),
+        confidence=iv.confidence,
+        method=iv.method,
+        interval=iv.describe(scale) + (f", {note}" if name.startswith("relative") else ""),
+        resolved=resolved,
+        samples_needed=None if resolved else samples_to_resolve(iv, limit / scale),
+    )
+
+
+def _speed_figure(pair: PairedMetrics, limit: float) -> Figure:
+    """``min_speedup`` is judged on the median ratio; the line shows its interval and reading."""
+    value, speed = pair.speedup, pair.speedup_interval
+    note = f"median of {pair.latency_rounds} interleaved rounds, batch {pair.candidate.latency_batch_size}"
+    if speed is None:
+        note += "; separate runs: no interval"
+        return Figure("speedup", value, limit, ">=", value >= limit, value - limit, value, note)
+    pct = f"{speed.confidence * 100:g}%"
+    spread = f"{pct} interval {speed.low:.4f}-{speed.high:.4f}" if math.isfinite(speed.high) else f"too few rounds for a {pct} interval"
+    interval = str(speed) + (f", {pct} interval of the median of {speed.rounds} rounds" if math.isfinite(speed.high) else "")
+    return Figure(
+        "speedup", value, limit, ">=", value >= limit, value - limit, value, f"{note}; {spread}: {speed.reading}",
+        low=speed.low, high=_finite(speed.high), confidence=speed.confidence, method="order statistics",
+        interval=interval, reading=speed.reading,
+    )
+
+
+def judge(
+    pair: PairedMetrics,
+    budget: Budget,
+    *,
+    budget_name: str = "default",
+    labels: tuple[str, str] | None = None,
+) -> Verdict:
+    """Compare measured figures with the budget's limits.
+
+    Accuracy figures are judged in ``budget.accuracy_gate`` mode on the pair's
+    interval (at ``budget.confidence``); every other figure on its measured value.
+    ``labels`` names baseline and candidate in messages (default: their recipe labels).
+
+    Raises:
+        DataError: a gated figure cannot be judged (no accuracy, no interval for a
+            "lenient" / "strict" gate, an interval at another confidence, no size, no latency).
+    """
+    base, cand = pair.baseline, pair.candidate
+    gates = budget.gates()
+    _check_inputs(pair, budget, gates)
+    figures: list[Figure] = []
+
+    def upper_limit(name: str, value: float, limit: float, note: str = "") -> None:
+        figures.append(Figure(name, value, limit, "<=", value <= limit, limit - value, value, note))
+
+    def lower_limit(name: str, value: float, limit: float, note: str = "") -> None:
+        figures.append(Figure(name, value, limit, ">=", value >= limit, value - limit, value, note))
+
     if "max_accuracy_drop" in gates:
-        bound = pair.drop_lower_bound(budget.confidence)
         note = f"n={pair.n_samples}"
-        if budget.confidence > 0 and pair.drop_std_error is not None:
-            note += f", {pct} bound {_fmt(bound)}"
-        upper_limit("accuracy_drop", pair.accuracy_drop, gates["max_accuracy_drop"], bound, note)
+        figures.append(_accuracy_figure("accuracy_drop", gates["max_accuracy_drop"], pair, budget, 1.0, note))
     if "max_relative_accuracy_drop" in gates:
-        rel = pair.relative_accuracy_drop or 0.0
-        bound = pair.drop_lower_bound(budget.confidence)
-        rel_bound = bound / base.accuracy if base.accuracy else rel
-        note = f"n={pair.n_samples}, baseline accuracy {base.accuracy:.4f}"
-        if budget.confidence > 0 and pair.drop_std_error is not None:
-            note += f", {pct} bound {_fmt(rel_bound)}"
-        upper_limit("relative_accuracy_drop", rel, gates["max_relative_accuracy_drop"], rel_bound, note)
+        note = f"relative to baseline accuracy {base.accuracy:.4f}"
+        limit = gates["max_relative_accuracy_drop"]
+        figures.append(_accuracy_figure("relative_accuracy_drop", limit, pair, budget, 1 / base.accuracy, note))
     if "max_size_mb" in gates:
         upper_limit("size_mb", cand.size_bytes / MB, gates["max_size_mb"], note=f"{cand.size_bytes:,} bytes")
     if "min_compression" in gates:
@@ -152,12 +275,7 @@ def judge(
             note=f"{base.size_bytes:,} -> {cand.size_bytes:,} bytes",
         )
     if "min_speedup" in gates:
-        lower_limit(
-            "speedup",
-            pair.speedup,
-            gates["min_speedup"],
-            note=f"median of {pair.latency_rounds} interleaved rounds, batch {cand.latency_batch_size}",
-        )
+        figures.append(_speed_figure(pair, gates["min_speedup"]))
     if "max_latency_ms" in gates:
         upper_limit(
             "latency_ms",
@@ -176,4 +294,6 @@ def judge(
         n_samples=pair.n_samples,
         figures=tuple(figures),
         budget=gates,
+        accuracy_gate=budget.accuracy_gate,
+        confidence=budget.confidence,
     )

@@ -49,6 +49,7 @@ _LAZY = {
     "LeNet5": "squeezelab.engine.default_models",
     "default_model": "squeezelab.engine.default_models",
     "ArtifactError": "squeezelab.engine.errors",
+    "CacheError": "squeezelab.engine.errors",
     "CalibrationError": "squeezelab.engine.errors",
     "ConfigError": "squeezelab.engine.errors",
     "DataError": "squeezelab.engine.errors",
@@ -108,6 +109,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
     from squeezelab.engine.errors import (
         ArtifactError,
+        CacheError,
         CalibrationError,
         ConfigError,
         DataError,
@@ -209,4 +211,5 @@ __all__ = [
     "ProviderUnavailableError",
     "ProviderFallbackError",
     "ArtifactError",
+    "CacheError",
 ]

@@ -32,6 +32,7 @@ from typing import Any
 
 from torch import nn
 
+from squeezelab.engine._arguments import count, finite_number, grid_lists
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.metrics import Metric, top1_accuracy
@@ -124,8 +125,8 @@ def search(
     max_accuracy_drop: float = 0.01,
     objective: str = "size",
     time_budget_s: float = 120.0,
-    bits: Sequence[int] = (8, 6, 5, 4, 3, 2),
-    sparsity: Sequence[float] = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9),
+    bits: int | Sequence[int] = (8, 6, 5, 4, 3, 2),
+    sparsity: float | Sequence[float] = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9),
     quantization: str | QuantizationConfig = "linear-symmetric",
     runtime: Runtime | None = None,
     train_data: Any = None,
@@ -142,10 +143,12 @@ def search(
     Args:
         model: the PyTorch model (never changed).
         data: the data every decision is measured on (keep a separate test set for the final check).
-        max_accuracy_drop: allowed drop of ``metric`` below the fp32 baseline (0.01 = 1 point).
+        max_accuracy_drop: allowed drop of ``metric`` below the fp32 baseline (0.01 = 1 point),
+            a finite number >= 0.
         objective: ``"size"`` (bytes of the compressed file) or ``"latency"`` (channel pruning, ORT).
-        time_budget_s: wall-clock budget; when spent, the best result so far is returned.
-        bits, sparsity: the values each layer may take (``bits`` only for ``"size"``).
+        time_budget_s: wall-clock budget, finite and > 0; when spent, the best result so far is returned.
+        bits, sparsity: the values each layer may take (``bits`` only for ``"size"``): one value
+            or a non-empty list each.
         quantization: the weight quantizer whose width is chosen per layer.
         runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency.
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
@@ -163,17 +166,20 @@ def search(
     started = time.monotonic()
     if objective not in ("size", "latency"):
         raise ConfigError(f"objective={objective!r}; use 'size' or 'latency'.")
-    if isinstance(max_accuracy_drop, bool) or not isinstance(max_accuracy_drop, (int, float)) or max_accuracy_drop < 0:
-        raise ConfigError(f"max_accuracy_drop={max_accuracy_drop!r} must be a number >= 0 (0.01 = 1 point).")
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 <= confidence < 1:
-        raise ConfigError(f"confidence={confidence!r} must be in [0, 1) (0.9 = 90% one-sided bound; 0 = plain drop).")
-    if not isinstance(time_budget_s, (int, float)) or time_budget_s <= 0:
-        raise ConfigError(f"time_budget_s={time_budget_s!r} must be a positive number of seconds.")
+    max_accuracy_drop = finite_number("max_accuracy_drop", max_accuracy_drop, low=0, hint=" (0.01 = 1 point)")
+    confidence = finite_number(
+        "confidence", confidence, low=0, high=1, high_open=True, hint=" (0.9 = 90% one-sided bound; 0 = plain drop)"
+    )
+    time_budget_s = finite_number("time_budget_s", time_budget_s, low=0, low_open=True, hint=" seconds")
+    finetune_epochs = count("finetune_epochs", finetune_epochs, low=1, hint=" (passes over train_data)")
     from squeezelab.engine.sweeping import weight_quantizer
 
     quantizer = weight_quantizer(quantization, width_based=True)
-    if not bits or not sparsity:
-        raise ConfigError(f"bits={bits!r} and sparsity={sparsity!r} each need at least one value to choose from.")
+    bits, sparsity = grid_lists(bits, sparsity, layout="each")
+    for b in bits:  # every width must suit the quantizer: refused now, not after the baseline ran
+        quantizer.with_bits(b)
+    if objective == "latency" and not any(s < 0.95 for s in sparsity):
+        raise ConfigError(f"sparsity={list(sparsity)!r}: channel pruning (objective='latency') takes ratios below 0.95.")
     runtime = runtime or (Simulated(coding="huffman") if objective == "size" else Onnx())
     bits = tuple(sorted(set(bits), reverse=True))
     sparsity = tuple(sorted(set(sparsity)))

@@ -1,18 +1,22 @@
 """An on-disk cache of measured results, keyed by what they were measured from.
 
-A key is a SHA-256 over the model (weights, buffers, module tree, the source
-of its class), the data, the recipe, the measurement settings, the metric's
-code, the versions of squeezelab, torch, onnx and onnxruntime, and the CPU:
-change any of these and the key changes. What it cannot see (a model
-changed through plain attributes its ``repr`` does not show, code edited
-without a version change) is the caller's to invalidate: use another cache
-folder, or ``cache=False``. Each entry is one small JSON file holding its own
-key and a checksum of its payload:
+A key is a SHA-256 over the model (see ``model_fingerprint``: weights, all
+buffers, module tree, plain attributes, the code of its classes), the data,
+the recipe, the measurement settings, the metric's code, the versions of
+squeezelab, torch, onnx and onnxruntime, and the CPU: change any of these and
+the key changes. What it cannot see (state outside the model that forward
+reads: objects held in attributes other than tensors and plain values, other
+modules' functions and globals; library code edited without a version change)
+is the caller's to invalidate: use another cache folder, or ``cache=False``.
+Each entry is one small JSON file holding its own key and a checksum of its
+payload:
 
 - writes are atomic (a temporary file in the same folder, then ``os.replace``),
   so a process killed mid-write leaves either the old entry or none;
 - a truncated, hand-edited or otherwise corrupt entry fails its checksum, is
-  reported once (a warning naming the file), deleted and recomputed.
+  reported once (a warning naming the file), deleted and recomputed;
+- a folder that cannot be created, written or read raises ``CacheError``
+  naming it (``check_writable`` probes it before any work starts).
 
 Entries are independent, which is what makes an interrupted sweep resumable:
 every point finished before the interruption is already on disk.
@@ -22,7 +26,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -35,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from squeezelab._version import __version__
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine._code_key import class_key, function_key, is_simple, value_key
+from squeezelab.engine.errors import CacheError, ConfigError
 
 __all__ = [
     "ResultCache",
@@ -47,7 +51,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-_FORMAT = 1  # bump when the entry layout changes: old entries then simply miss
+_FORMAT = 2  # 2: rows carry speedup_low / speedup_high. Bump when the entry layout changes: old entries then simply miss
 
 
 def default_cache_dir() -> Path:
@@ -93,38 +97,59 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def _source(obj: Any) -> str:
-    try:
-        return inspect.getsource(obj)
-    except (OSError, TypeError):  # built in, or defined where no source is kept
-        return ""
+def _module_state(module: Any) -> dict[str, Any]:
+    """A module's plain attributes (``self.scale = 2.0``), tensors kept outside parameters/buffers, and hooks."""
+    import torch
+
+    state: dict[str, Any] = {}
+    for attr, value in vars(module).items():
+        if is_simple(value) or isinstance(value, torch.Tensor):
+            state[attr] = value
+    for kind in ("_forward_pre_hooks", "_forward_hooks"):  # hooks change what forward returns
+        hooks = getattr(module, kind, None) or {}
+        if hooks:
+            state[kind] = [value_key(hook) for hook in hooks.values()]
+    return state
 
 
 def model_fingerprint(model: Any) -> str:
-    """Weights, buffers, the module tree (``repr``) and the source of every module class in it."""
-    classes = sorted({f"{type(m).__module__}.{type(m).__qualname__}": type(m) for m in model.modules()}.items())
-    sources = [(name, _source(cls)) for name, cls in classes]
-    return fingerprint(repr(model), sources, dict(model.state_dict()))
+    """What a model computes: everything its figures could depend on that can be read cheaply.
+
+    Covered: parameters and persistent buffers (``state_dict``), non-persistent buffers,
+    the module tree (``repr``), each module's plain attributes (numbers, strings, bools,
+    tuples, lists and str-keyed dicts of them; tensors stored as attributes) and forward hooks, and, for every class
+    in each module's MRO that is not torch's, its code (bytecode, constants, names, nested
+    code, defaults, closures, same-module helpers and constants) and simple class
+    attributes (torch's classes are keyed by torch's version). Source text is not read: it
+    is missing for notebook and ``exec`` classes, and parsing a large module's source took
+    ~0.5 s per fingerprint.
+    """
+    classes = {type(m) for m in model.modules()}
+    # Two classes may share a qualified name (two notebook cells, two exec calls): key each class object.
+    codes = sorted(fingerprint(f"{cls.__module__}.{cls.__qualname__}", class_key(cls)) for cls in classes)
+    state = dict(model.state_dict())
+    hidden = {name: b for name, b in model.named_buffers() if name not in state}  # persistent=False
+    attributes = {name: _module_state(m) for name, m in model.named_modules()}
+    return fingerprint(repr(model), codes, state, hidden, attributes)
 
 
 def callable_fingerprint(fn: Any) -> str:
     """A key for a metric function that is stable across processes: its name and its code.
 
-    Functions (lambdas included) are keyed by bytecode, constants, defaults and
-    the values their closures capture, so two lambdas computing different things
-    never share a key. Other callables are keyed by their ``repr`` (an object whose
-    ``repr`` holds a memory address then simply never hits the cache).
+    Functions (lambdas included) are keyed by bytecode, constants, defaults, the
+    values their closures capture and the same-module helpers they call, so two
+    lambdas computing different things never share a key. Other callables are keyed
+    by their class's code and their ``repr`` (an object whose ``repr`` holds a memory
+    address then simply never hits the cache).
     """
     target = fn.func if isinstance(fn, functools.partial) else fn
-    code = getattr(target, "__code__", None)
     parts: list[Any] = [getattr(target, "__module__", ""), getattr(target, "__qualname__", type(target).__name__)]
-    if code is not None:
-        closure = [repr(c.cell_contents) for c in (target.__closure__ or ())]
-        parts += [code.co_code.hex(), repr(code.co_consts), repr(target.__defaults__), closure]
+    if getattr(target, "__code__", None) is not None:
+        parts.append(function_key(target))
     else:
-        parts.append(repr(target))
+        parts += [repr(target), class_key(type(target))]
     if isinstance(fn, functools.partial):
-        parts += [repr(fn.args), repr(sorted(fn.keywords.items()))]
+        parts += [[value_key(a) for a in fn.args], sorted((k, value_key(v)) for k, v in fn.keywords.items())]
     return fingerprint(*parts)
 
 
@@ -169,9 +194,38 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self.recovered: list[Path] = []
+        self._writable = False
         if self.root is not None:
             if self.root.exists() and not self.root.is_dir():
                 raise ConfigError(f"cache={str(self.root)!r} is a file; pass a folder (or cache=None).")
+
+    def _error(self, action: str, path: Path, exc: OSError) -> CacheError:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        return CacheError(
+            f"cannot {action} the result cache at {str(path)!r}: {reason}. Pass another folder "
+            "(cache='/a/writable/folder', or set $SQUEEZELAB_CACHE), or cache=False to measure "
+            "without caching.",
+            path=path,
+        )
+
+    def check_writable(self) -> None:
+        """Create the folder and write a small probe file in it: ``CacheError`` now rather than mid-sweep.
+
+        Cheap (one tiny file written and removed) and done once per cache object.
+        """
+        if self.root is None or self._writable:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-probe-")
+            try:
+                os.write(fd, b"squeezelab cache probe\n")  # a full disk fails here, not only on open
+            finally:
+                os.close(fd)
+                os.unlink(tmp)
+        except OSError as exc:
+            raise self._error("write to", self.root, exc) from exc
+        self._writable = True
 
     @classmethod
     def of(cls, cache: Any) -> ResultCache:
@@ -201,6 +255,8 @@ class ResultCache:
         except FileNotFoundError:
             self.misses += 1
             return None
+        except OSError as exc:  # unreadable (permissions, an I/O error): say which file, not a raw traceback
+            raise self._error("read", path, exc) from exc
         payload = self._check(path, key, raw)
         if payload is None:
             self.misses += 1
@@ -228,12 +284,19 @@ class ResultCache:
         return None
 
     def put(self, key: str, payload: Any) -> None:
-        """Store ``payload`` (plain JSON data) under ``key``, atomically."""
+        """Store ``payload`` (plain JSON data) under ``key``, atomically; ``CacheError`` if it cannot."""
         if self.root is None:
             return
         body = json.dumps(payload, sort_keys=True)
         entry = {"key": key, "sha256": hashlib.sha256(body.encode()).hexdigest(), "payload": json.loads(body)}
         path = self.path(key)
+        try:
+            self._write(path, entry)
+        except OSError as exc:  # a full disk, a folder made read-only meanwhile
+            raise self._error("write to", path, exc) from exc
+
+    @staticmethod
+    def _write(path: Path, entry: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:

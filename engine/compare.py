@@ -2,8 +2,11 @@
 
 All candidates are timed in the same interleaved rounds (shuffled every round),
 and each speedup is the median of per-round ratios ``baseline / candidate``, so
-a noisy phase of the machine hits both sides of every ratio. The baseline is
-the fp32 ONNX Runtime model (``Recipe()``), measured exactly like the others.
+a noisy phase of the machine hits both sides of every ratio. Every speedup
+carries the 95% interval of that median and its reading: "faster" or "slower"
+only when the whole interval is on one side of 1.0, otherwise "about the same".
+The baseline is the fp32 ONNX Runtime model (``Recipe()``), measured exactly
+like the others.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ from torch import nn
 
 from squeezelab.engine.compressed import Compressed, compress
 from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.latency import ratio_median
 from squeezelab.engine.metrics import Metric, evaluate, time_together, top1_accuracy
 from squeezelab.engine.recipe import Recipe
+from squeezelab.engine.stats import ratio_interval
 
 __all__ = ["compare", "compare_compressed", "format_table"]
 
@@ -68,8 +71,10 @@ def compare_compressed(
     Columns: ``recipe``, ``kind`` (executable / simulated), ``bits``,
     ``accuracy``, ``n_samples``, ``accuracy_drop`` (baseline minus
     candidate), ``size_bytes``, ``size_ratio`` (candidate / baseline), and for
-    each batch size ``b``: ``latency_ms_b{b}`` (median) and ``speedup_b{b}``
-    (median per-round ratio baseline / candidate; below 1 means slower).
+    each batch size ``b``: ``latency_ms_b{b}`` (median), ``speedup_b{b}``
+    (median per-round ratio baseline / candidate), ``speedup_b{b}_low`` /
+    ``speedup_b{b}_high`` (its 95% interval) and ``speedup_b{b}_reading``
+    ("faster", "slower" or "about the same": the interval includes 1.0).
     """
     import pandas as pd
 
@@ -96,29 +101,40 @@ def compare_compressed(
         samples = time_together(list(results), batch_size=b, data=data, repeats=rounds, warmup=3, threads=threads)
         for i, row in enumerate(rows):
             row[f"latency_ms_b{b}"] = statistics.median(samples[i])
-            row[f"speedup_b{b}"] = ratio_median(samples[0], samples[i])
+            speed = ratio_interval(samples[0], samples[i])
+            row[f"speedup_b{b}"] = speed.median
+            row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"] = speed.low, speed.high
+            row[f"speedup_b{b}_reading"] = speed.reading
     table = pd.DataFrame(rows)
     table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": list(batch_sizes)})
     return table
 
 
 def format_table(table: Any) -> str:
-    """Plain-text rendering: sizes in bytes, ratios with x, 'slower' where int8 loses."""
+    """Plain-text rendering: sizes in bytes, each speedup with its interval and reading.
+
+    A row says "slower" only when the whole interval of its speedup is below 1.0 and
+    "faster" only when it is above; otherwise "about the same". The baseline row
+    (the first) carries no reading.
+    """
+    from squeezelab.engine.stats import speed_reading
+
     batch_sizes = table.attrs.get("batch_sizes", [])
     lines = []
     header = f"{'recipe':46s} {'kind':10s} {'acc':>7s} {'drop pp':>8s} {'bytes':>9s} {'size':>7s}"
     for b in batch_sizes:
-        header += f" {'ms b' + str(b):>9s} {'speedup':>15s}"
-    lines.append(header)
-    lines.append("-" * len(header))
-    for _, row in table.iterrows():
+        header += f" {'ms b' + str(b):>9s} {'speedup (95% interval)':<37s}"
+    lines.append(header.rstrip())
+    lines.append("-" * len(header.rstrip()))
+    for position, (_, row) in enumerate(table.iterrows()):
         line = (
             f"{row['recipe']:46s} {row['kind']:10s} {row['accuracy']:7.4f} "
             f"{100 * row['accuracy_drop']:8.2f} {row['size_bytes']:9,d} {row['size_ratio']:6.3f}x"
         )
         for b in batch_sizes:
-            speed = row[f"speedup_b{b}"]
-            note = " slower" if speed < 0.95 else ""
-            line += f" {row[f'latency_ms_b{b}']:9.3f} {speed:7.2f}x{note:7s}"
-        lines.append(line)
+            speed, low, high = row[f"speedup_b{b}"], row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"]
+            spread = f"({low:.2f}-{high:.2f})" if high < float("inf") else "(too few rounds)"
+            reading = "" if position == 0 else speed_reading(low, high)
+            line += f" {row[f'latency_ms_b{b}']:9.3f} {f'{speed:.2f}x {spread} {reading}':<37s}"
+        lines.append(line.rstrip())
     return "\n".join(lines)

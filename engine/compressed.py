@@ -20,8 +20,9 @@ from torch import nn
 
 from squeezelab.engine._copy import copy_model
 from squeezelab._version import __version__
-from squeezelab.engine.artifact import pack_encoded
-from squeezelab.engine.data import as_numpy, iter_inputs
+from squeezelab.engine.artifact import class_path, pack_encoded
+from squeezelab.engine.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
+from squeezelab.engine.data import as_numpy, check_input_shapes, expected_shape, iter_inputs
 from squeezelab.engine.errors import (
     ArtifactError,
     CalibrationError,
@@ -38,7 +39,7 @@ from squeezelab.engine.export import DEFAULT_OPSET, export_onnx, input_names_for
 from squeezelab.engine.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.pruning import weight_sparsity
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
-from squeezelab.engine.recipe import ChannelPruning, Int8Static, Recipe
+from squeezelab.engine.recipe import ChannelPruning, Int8Dynamic, Int8Static, Recipe
 
 __all__ = ["Compressed", "compress", "as_example_inputs", "check_model"]
 
@@ -202,6 +203,25 @@ class Compressed:
         return weight_sparsity(self.model)
 
     @property
+    def quantized_weight_fraction(self) -> float:
+        """Fraction of weight elements (tensors of rank >= 2) stored below 32 bits in the artifact.
+
+        int8 initializers of an int8 ONNX model, float16 ones of a float16 model, sub-32-bit
+        codes of a packed file; 0.0 for the fp32 baseline.
+        """
+        if "quantized_weight_fraction" not in self.details:  # made elsewhere than compress()
+            if self.onnx_bytes is not None:
+                from squeezelab.engine.ort_quant import graph_facts
+
+                fraction = graph_facts(self.onnx_bytes)["quantized_weight_fraction"]
+            else:
+                from squeezelab.engine.artifact import unpack_encoded
+
+                fraction = encoded_weight_fraction(unpack_encoded(self.artifact_bytes)[0])
+            self.details["quantized_weight_fraction"] = fraction
+        return float(self.details["quantized_weight_fraction"])
+
+    @property
     def runtime_name(self) -> str:
         return "onnxruntime" if self.onnx_bytes is not None else "pytorch (simulated)"
 
@@ -257,19 +277,27 @@ class Compressed:
 
         Done once outside any timed region, so latency measures the model, not Python glue.
         """
-        items = x if isinstance(x, (tuple, list)) else (x,)
-        if len(items) != len(self.example_inputs):
-            raise ExampleInputError(
-                f"the model takes {len(self.example_inputs)} input(s), got {len(items)}."
-            )
+        items = self._checked_inputs(x)
         # Same dtype as the example inputs: float64 data (scikit-learn's default) becomes float32.
         arrays = [
-            np.array(as_numpy(v), dtype=as_numpy(e).dtype, copy=True, order="C")
-            for v, e in zip(items, self.example_inputs)
+            np.array(v, dtype=as_numpy(e).dtype, copy=True, order="C") for v, e in zip(items, self.example_inputs)
         ]
         if self.onnx_bytes is not None:
             return dict(zip(input_names_for(len(arrays)), arrays))
         return tuple(torch.from_numpy(a) for a in arrays)
+
+    def _checked_inputs(self, x: Any) -> list[np.ndarray]:
+        """``x`` as one numpy view per model input, after checking their number and shapes."""
+        items = x if isinstance(x, (tuple, list)) else (x,)
+        if len(items) != len(self.example_inputs):
+            expected = ", ".join(expected_shape(e) for e in self.example_inputs)
+            raise DataError(
+                f"the model takes {len(self.example_inputs)} input(s) shaped {expected}, got {len(items)}; "
+                "pass one array per input (a tuple of arrays for several)."
+            )
+        arrays = [as_numpy(v) for v in items]
+        check_input_shapes(arrays, self.example_inputs)
+        return arrays
 
     def runner(self, threads: int | None = 1) -> Callable[[Any], Any]:
         """A function running one prepared batch (see ``prepare``) with the least overhead, for timing."""
@@ -285,16 +313,21 @@ class Compressed:
         return run_torch
 
     def predict(self, x: Any, *, batch_size: int | None = None) -> np.ndarray:
-        """Model output for ``x`` (an array, or a tuple of arrays for several inputs) as numpy."""
-        items = x if isinstance(x, (tuple, list)) else (x,)
-        n = len(as_numpy(items[0]))
+        """Model output for ``x`` (an array, or a tuple of arrays for several inputs) as numpy.
+
+        Raises:
+            DataError: ``x`` has another number of inputs, rank or non-batch size than the
+                example inputs the result was made with (the message names the expected shape).
+        """
+        items = self._checked_inputs(x)
+        n = len(items[0])
         if n == 0:
             raise DataError("predict got an empty batch; pass at least one sample.")
         step = batch_size or n
         run = self.runner(threads=None)
         outs = []
         for i in range(0, n, step):
-            chunk = tuple(as_numpy(it)[i : i + step] for it in items)
+            chunk = tuple(it[i : i + step] for it in items)
             out = run(self.prepare(chunk if len(chunk) > 1 else chunk[0]))
             outs.append(out[0] if isinstance(out, list) else out.numpy())
         return np.concatenate(outs, axis=0)
@@ -381,6 +414,7 @@ def compress(
 
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     _run_example(work, tuple(i.clone() for i in inputs))  # a model may change its input in place
+    check_recipe_reaches_layers(work, recipe, filter_fn)
     feeds = None
     if isinstance(recipe.runtime, Int8Static):
         feeds = _calibration_feeds(calibration_data, inputs)
@@ -398,16 +432,41 @@ def compress(
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
-        encoded = encode_model(
-            work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
-        )
-        _load_decoded_(work, encoded)
-        artifact = pack_encoded(encoded, recipe=recipe.to_dict())
-        return Compressed(model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact)
+        return _simulated_result(work, recipe, inputs, filter_fn, model_class=class_path(model))
+    return _onnx_result(work, recipe, inputs, feeds, exporter=exporter, opset=opset, model_class=class_path(model))
 
+
+def _simulated_result(
+    work: nn.Module, recipe: Recipe, inputs: tuple[torch.Tensor, ...], filter_fn: FilterFn | None, *, model_class: str
+) -> Compressed:
+    """Quantized weights packed into the artifact, and loaded back into ``work`` as the floats they decode to."""
+    encoded = encode_model(
+        work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
+    )
+    _load_decoded_(work, encoded)
+    artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=model_class)
+    details = {"model_class": model_class, "quantized_weight_fraction": encoded_weight_fraction(encoded)}
+    return Compressed(
+        model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=None, artifact_bytes=artifact, details=details
+    )
+
+
+def _onnx_result(
+    work: nn.Module,
+    recipe: Recipe,
+    inputs: tuple[torch.Tensor, ...],
+    feeds: list[dict[str, np.ndarray]] | None,
+    *,
+    exporter: str,
+    opset: int,
+    model_class: str,
+) -> Compressed:
+    """``work`` exported, converted by ONNX Runtime's tools as the recipe says, and checked to run."""
     onnx_bytes = export_onnx(work, inputs, opset=opset, exporter=exporter)
     from squeezelab.engine.ort_quant import convert_onnx, graph_facts
 
+    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
+        check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
         onnx_bytes, details = convert_onnx(onnx_bytes, recipe, feeds)
     except SqueezeError:
@@ -415,20 +474,15 @@ def compress(
     except Exception as exc:  # onnxruntime.quantization raises many types
         raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
     facts = graph_facts(onnx_bytes)
-    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:
+    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:  # ONNX Runtime declined every op
         raise ConfigError(
             f"{recipe.label} quantized nothing: the graph has no op ONNX Runtime quantizes with these "
             f"settings (ops present: {', '.join(sorted(facts['op_counts']))}). Choose other op_types, "
             "or Int8Static() without op_types."
         )
-    details = {"exporter": exporter, **facts, **details}
+    details = {"exporter": exporter, "model_class": model_class, **facts, **details}
     result = Compressed(
-        model=work,
-        recipe=recipe,
-        example_inputs=inputs,
-        onnx_bytes=onnx_bytes,
-        artifact_bytes=onnx_bytes,
-        details=details,
+        model=work, recipe=recipe, example_inputs=inputs, onnx_bytes=onnx_bytes, artifact_bytes=onnx_bytes, details=details
     )
     try:  # every produced model must load and run on the CPU provider
         result.predict(inputs)

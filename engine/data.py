@@ -8,7 +8,7 @@ yielding ``(x, y)`` pairs, or any iterable of ``(x, y)`` batches (a
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from squeezelab.engine.errors import DataError
 __all__ = [
     "Split",
     "as_numpy",
+    "check_input_shapes",
+    "expected_shape",
     "iter_batches",
     "iter_inputs",
     "load_digits_split",
@@ -37,6 +39,28 @@ def as_numpy(x: Any) -> np.ndarray:
         x = x.detach().cpu()
         return (x.float() if x.is_floating_point() else x).numpy()
     return np.asarray(x)
+
+
+def expected_shape(example: torch.Tensor) -> str:
+    """The shape a model input must have, batch axis named: ``"(batch, 1, 8, 8)"``."""
+    return "(" + ", ".join(["batch", *map(str, example.shape[1:])]) + ")"
+
+
+def check_input_shapes(arrays: Sequence[np.ndarray], examples: Sequence[torch.Tensor]) -> None:
+    """Raise ``DataError`` unless each array has its example input's rank and non-batch sizes.
+
+    Only the batch axis (0) may differ: the ONNX export fixes every other axis, and the simulated
+    model is held to the same contract so both kinds of result accept the same inputs. The one
+    place that decides which axes are free (issue #11 will free sequence axes).
+    """
+    for i, (array, example) in enumerate(zip(arrays, examples)):
+        if array.ndim == example.ndim and tuple(array.shape[1:]) == tuple(example.shape[1:]):
+            continue
+        which = f"input {i} " if len(examples) > 1 else "input "
+        raise DataError(
+            f"{which}of shape {tuple(array.shape)} does not fit the model, which takes {expected_shape(example)} "
+            f"(the shape of example_inputs, any batch size); reshape the data to {expected_shape(example)}."
+        )
 
 
 def _is_pair_of_arrays(data: Any) -> bool:

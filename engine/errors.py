@@ -23,6 +23,7 @@ __all__ = [
     "ProviderUnavailableError",
     "ProviderFallbackError",
     "ArtifactError",
+    "CacheError",
 ]
 
 
@@ -84,3 +85,18 @@ class ProviderFallbackError(ProviderError):
 
 class ArtifactError(SqueezeError, ValueError):
     """A saved squeezelab artifact is corrupt or of an unknown version."""
+
+
+class CacheError(SqueezeError, OSError):
+    """The result cache folder cannot be created, written to or read.
+
+    Attributes:
+        path: the folder or file that failed.
+        sweep: when raised by ``sweep``, the points finished before the failure (like
+            ``SweepError.sweep``); otherwise None.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.sweep: object = None

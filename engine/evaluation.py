@@ -13,7 +13,9 @@ and an interrupted sweep keeps every finished point.
 
 A row holds the recipe, the measured ``Metrics`` and, for every recipe but
 the baseline, ``speedup``: the median of per-round latency ratios baseline /
-candidate, both timed in the same interleaved rounds in the same process.
+candidate, both timed in the same interleaved rounds in the same process,
+with ``speedup_low`` / ``speedup_high``, the 95% interval of that median
+(``stats.ratio_interval``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from squeezelab.engine.data import iter_batches
 from squeezelab.engine.errors import DataError
 from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
 from squeezelab.engine.recipe import Int8Static, Recipe
+from squeezelab.engine.stats import paired_drop_interval, ratio_interval
 
 __all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of", "correct_of", "paired_drop_bound"]
 
@@ -99,7 +102,6 @@ def run_point(task: PointTask, baseline_key: str | None = None) -> dict[str, Any
 
 def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     from squeezelab.engine.compressed import compress
-    from squeezelab.engine.latency import ratio_median
     from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
 
     started = time.perf_counter()
@@ -112,7 +114,7 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     else:
         accuracy, n = evaluate(c, task.data, task.metric)
     samples: list[float] = [float("nan")]
-    speedup = None
+    speed = None
     if task.latency_repeats:
         is_baseline = task.recipe == Recipe()
         targets = [c] if is_baseline else [_baseline(task, baseline_key), c]
@@ -126,7 +128,7 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
         )
         samples = timed[-1]
         if not is_baseline:
-            speedup = ratio_median(timed[0], timed[1])
+            speed = ratio_interval(timed[0], timed[1])
     m = metrics_of(
         c,
         accuracy=accuracy,
@@ -140,7 +142,9 @@ def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
     row["weight_sparsity"] = row.pop("sparsity")
     row.update(
         recipe=json.dumps(task.recipe.to_dict(), sort_keys=True),
-        speedup=speedup,
+        speedup=None if speed is None else speed.median,
+        speedup_low=None if speed is None else speed.low,
+        speedup_high=None if speed is None else speed.high,
         correct=correct,
         seconds=round(time.perf_counter() - started, 4),
     )
@@ -178,10 +182,14 @@ class Evaluator:
         if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
             raise DataError(f"latency_repeats={latency_repeats!r} must be a non-negative integer (0 skips timing).")
         check_settings(batch_size=latency_batch_size, repeats=max(latency_repeats, 1), warmup=0, threads=threads)
+        self.cache = ResultCache.of(cache)
+        self.cache.check_writable()  # an unwritable or full folder fails now, not after the first point
         # A private copy: results are cached under these weights, so they must not change later
         # (a notebook that trains the model further would otherwise poison the cache).
         self.model = copy_model(model).eval()
         self.data = materialize(data)
+        if metric is top1_accuracy:
+            check_labels_early(self.model, self.data)
         if calibration_data is None:
             self.calibration = self.data[0][:256]
         else:
@@ -193,7 +201,6 @@ class Evaluator:
         self.latency_repeats = latency_repeats
         self.threads = threads
         self.worker_threads: int | None = None
-        self.cache = ResultCache.of(cache)
         self.model_key = model_fingerprint(self.model)
         self._inputs_key = fingerprint(
             self.model_key, data_fingerprint(self.data), callable_fingerprint(metric), runtime_fingerprint()
@@ -252,6 +259,29 @@ class Evaluator:
         return other
 
 
+def check_labels_early(model: nn.Module, data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Top-1 labels against the model's number of outputs, once, before any point is compressed.
+
+    The same check runs wherever top-1 is computed (``top1_correct``); here it spares a sweep
+    from failing once per point. A model that fails on the first sample is left to ``compress``
+    to explain.
+    """
+    import torch
+
+    from squeezelab.engine.labels import as_class_indices
+
+    x, y = data
+    labels = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    first = np.ascontiguousarray(x[:1], dtype=np.float32 if np.issubdtype(x.dtype, np.floating) else x.dtype)
+    try:
+        with torch.no_grad():
+            out = model(torch.from_numpy(first))
+    except Exception:  # noqa: BLE001 - compress() names what the model expected
+        return
+    if isinstance(out, torch.Tensor) and out.ndim == 2 and labels.ndim == 1:
+        as_class_indices(labels, int(out.shape[1]), what="top-1 accuracy")
+
+
 def asked_sparsity(recipe: Recipe) -> float:
     """The pruning amount a recipe asks for (fraction of weights or channels; N:M as 1 - n/m)."""
     from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
@@ -275,19 +305,17 @@ def correct_of(row: dict[str, Any]) -> np.ndarray | None:
 
 
 def paired_drop_bound(baseline: dict[str, Any], row: dict[str, Any], confidence: float) -> float:
-    """One-sided upper confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
+    """One-sided *upper* confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
 
+    The true drop exceeds it with probability at most ``1 - confidence``
+    (``stats.paired_drop_interval(..., sided="upper")``: exact on the discordant samples).
     ``confidence=0`` (or a metric without per-sample outcomes) gives the plain drop.
     """
-    from statistics import NormalDist
-
     drop = baseline["accuracy"] - row["accuracy"]
     a, b = correct_of(baseline), correct_of(row)
-    if confidence <= 0 or a is None or b is None or len(a) != len(b) or len(a) < 2:
+    if confidence <= 0 or a is None or b is None or len(a) != len(b):
         return float(drop)
-    d = a.astype(float) - b.astype(float)
-    se = float(np.std(d, ddof=1) / np.sqrt(len(d)))
-    return float(d.mean() + NormalDist().inv_cdf(confidence) * se)
+    return paired_drop_interval(a, b, confidence, sided="upper").high
 
 
 def recipe_of(row: dict[str, Any]) -> Recipe:

@@ -4,14 +4,14 @@ On a small machine, running variants in a fixed order biases results (a
 runtime's worker threads keep a core busy after a run and slow whatever runs
 next). ``interleaved_latency`` therefore runs every variant once per round in
 a freshly shuffled order, and ``ratio_median`` compares two variants round by
-round, so slow phases of the machine hit both sides of a ratio alike.
+round, so slow phases of the machine hit both sides of a ratio alike
+(``stats.ratio_interval`` adds the interval of that median and its reading).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import statistics
 import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
@@ -70,5 +70,10 @@ def interleaved_latency(
 
 
 def ratio_median(numerator: Sequence[float], denominator: Sequence[float]) -> float:
-    """Median of per-round ratios ``numerator[i] / denominator[i]`` (e.g. baseline / candidate = speedup)."""
-    return statistics.median(n / d for n, d in zip(numerator, denominator, strict=True))
+    """Median of per-round ratios ``numerator[i] / denominator[i]`` (e.g. baseline / candidate = speedup).
+
+    The median of ``stats.ratio_interval``, which also gives its interval and reading.
+    """
+    from squeezelab.engine.stats import ratio_interval
+
+    return ratio_interval(numerator, denominator).median

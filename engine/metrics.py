@@ -19,6 +19,7 @@ from torch import nn
 from squeezelab.engine.compressed import Compressed, compress
 from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import DataError, ExampleInputError
+from squeezelab.engine.labels import as_class_indices
 from squeezelab.engine.latency import interleaved_latency, torch_threads
 from squeezelab.engine.recipe import Recipe
 
@@ -34,7 +35,11 @@ def top1_accuracy(predictions: np.ndarray, targets: np.ndarray) -> float:
 
 @dataclass(frozen=True, kw_only=True)
 class Metrics:
-    """Measured figures of one model. ``executable=False`` marks a simulation."""
+    """Measured figures of one model. ``executable=False`` marks a simulation.
+
+    ``quantized_weight_fraction``: the share of weight elements stored below 32 bits
+    (``Compressed.quantized_weight_fraction``); ``None`` when not known (hand-made figures).
+    """
 
     label: str
     accuracy: float | None
@@ -49,6 +54,7 @@ class Metrics:
     sparsity: float
     bits: int
     executable: bool
+    quantized_weight_fraction: float | None = None
 
     @property
     def kind(self) -> str:
@@ -93,7 +99,8 @@ def top1_correct(p: np.ndarray, t: np.ndarray) -> np.ndarray:
             f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
             f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
         )
-    return np.argmax(p, axis=1) == t
+    # Labels that can never equal an arg-max would read as accuracy 0.0 on both sides of a comparison.
+    return np.argmax(p, axis=1) == as_class_indices(t, p.shape[1], what="top-1 accuracy")
 
 
 def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
@@ -166,6 +173,7 @@ def metrics_of(
         sparsity=c.sparsity,
         bits=c.bits,
         executable=c.executable,
+        quantized_weight_fraction=c.quantized_weight_fraction,
     )
 
 

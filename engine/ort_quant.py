@@ -99,7 +99,7 @@ def quantize_dynamic_onnx(onnx_bytes: bytes, runtime: Int8Dynamic) -> bytes:
         quantize_dynamic(
             _preprocessed(onnx_bytes, Path(tmp)),
             out,
-            op_types_to_quantize=list(runtime.op_types),
+            op_types_to_quantize=list(runtime.quantized_op_types),
             per_channel=runtime.per_channel,
             reduce_range=resolve_reduce_range(runtime),
             weight_type=QuantType.QInt8,
@@ -189,12 +189,15 @@ def convert_onnx(
 
 
 def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
-    """Opset, op counts and the fraction of weight elements (initializers of rank >= 2) stored as int8."""
+    """Opset, op counts, and the fractions of weight elements (initializers of rank >= 2) stored as
+    int8 (``int8_weight_fraction``) and below 32 bits (``quantized_weight_fraction``: int8 or float16)."""
     import onnx
 
     proto = onnx.load_from_string(onnx_bytes)
-    int8_types = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
-    int8 = total = 0
+    tp = onnx.TensorProto
+    int8_types = {tp.INT8, tp.UINT8}
+    low_types = int8_types | {tp.FLOAT16, tp.BFLOAT16, tp.INT4, tp.UINT4}
+    int8 = low = total = 0
     for init in proto.graph.initializer:
         if len(init.dims) >= 2:
             n = 1
@@ -202,9 +205,11 @@ def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
                 n *= d
             total += n
             int8 += n if init.data_type in int8_types else 0
+            low += n if init.data_type in low_types else 0
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {
         "opset": opset,
         "op_counts": dict(Counter(node.op_type for node in proto.graph.node)),
         "int8_weight_fraction": int8 / total if total else 0.0,
+        "quantized_weight_fraction": low / total if total else 0.0,
     }

@@ -2,11 +2,12 @@
 
 Comparing two accuracies measured separately is noisy; comparing them sample
 by sample is not. ``measure_pair`` evaluates both models on the same samples,
-keeps the per-sample difference ``d_i = correct_base_i - correct_cand_i``, and
-reports the accuracy drop (the mean of ``d``) with its standard error, so a
-gate can ask for a one-sided confidence bound instead of a bare point value.
-Latency is timed in the same interleaved rounds, and the speedup is the
-median of per-round ratios.
+keeps the per-sample outcomes, and reports the accuracy drop (the mean of
+``correct_base_i - correct_cand_i``) with its confidence interval
+(``squeezelab.engine.stats.paired_drop_interval``: exact on the discordant
+samples). Latency is timed in the same interleaved rounds; the speedup is the
+median of per-round ratios, with its interval and reading
+(``stats.ratio_interval``).
 
 Examples:
     >>> import squeezelab as sl
@@ -19,8 +20,6 @@ Examples:
 
 from __future__ import annotations
 
-import math
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,6 @@ from torch import nn
 
 from squeezelab.engine.compressed import Compressed
 from squeezelab.engine.errors import DataError
-from squeezelab.engine.latency import ratio_median
 from squeezelab.engine.metrics import (
     Metric,
     Metrics,
@@ -41,6 +39,13 @@ from squeezelab.engine.metrics import (
     top1_accuracy,
     top1_correct,
 )
+from squeezelab.engine.stats import (
+    DropInterval,
+    RatioInterval,
+    check_confidence,
+    paired_drop_interval,
+    ratio_interval,
+)
 
 __all__ = ["PairedMetrics", "measure_pair"]
 
@@ -50,33 +55,25 @@ class PairedMetrics:
     """Baseline and candidate measured side by side on the same samples and rounds.
 
     Attributes:
-        accuracy_drop: baseline minus candidate accuracy (negative: the candidate is better).
-        drop_std_error: standard error of the paired mean difference; ``None``
-            when the metric is not per-sample (a custom ``metric=``).
+        accuracy_drop: baseline minus candidate accuracy, as measured (negative: the candidate is better).
+        drop_interval: that drop with its two-sided confidence interval, paired by sample;
+            ``None`` when the metric is not per-sample (a custom ``metric=``) or the two
+            were measured separately.
+        discordant: ``(baseline right & candidate wrong, the reverse)`` for top-1 accuracy.
         speedup: median of per-round ratios baseline / candidate latency.
+        speedup_interval: that median with its interval and reading ("faster", "slower",
+            "about the same"); ``None`` when the two were not timed in the same rounds.
     """
 
     baseline: Metrics
     candidate: Metrics
     n_samples: int
     accuracy_drop: float | None
-    drop_std_error: float | None
-    discordant: tuple[int, int] | None  # (baseline right & candidate wrong, the reverse)
+    drop_interval: DropInterval | None
+    discordant: tuple[int, int] | None
     speedup: float
+    speedup_interval: RatioInterval | None
     latency_rounds: int
-
-    def drop_lower_bound(self, confidence: float) -> float | None:
-        """One-sided lower confidence bound on the true accuracy drop.
-
-        The drop exceeds this bound with probability ``confidence`` (normal
-        approximation to the paired difference). ``confidence=0`` gives the point value.
-        """
-        if self.accuracy_drop is None:
-            return None
-        if confidence <= 0 or self.drop_std_error is None:
-            return self.accuracy_drop
-        z = statistics.NormalDist().inv_cdf(confidence)
-        return self.accuracy_drop - z * self.drop_std_error
 
     @property
     def relative_accuracy_drop(self) -> float | None:
@@ -97,19 +94,21 @@ def measure_pair(
     repeats: int = 30,
     warmup: int = 5,
     threads: int | None = 1,
+    confidence: float = 0.95,
 ) -> PairedMetrics:
     """Measure ``baseline`` and ``candidate`` the same way, together.
 
     PyTorch models are measured as their fp32 ONNX export, as ``measure`` does.
     With the default top-1 metric the accuracy drop comes with its paired
-    standard error; any other ``metric`` gives the point difference only.
+    interval at ``confidence`` (two-sided); any other ``metric`` gives the
+    point difference only.
     """
     check_settings(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
+    check_confidence(confidence)
     pair = [as_compressed(m, data, example_inputs) for m in (baseline, candidate)]
     accuracies: list[float | None] = [None, None]
     n = 0
-    drop = se = None
-    discordant = None
+    drop = interval = discordant = None
     if data is not None:
         (pb, tb), (pc, tc) = (predictions(c, data) for c in pair)
         if not np.array_equal(tb, tc):
@@ -118,14 +117,13 @@ def measure_pair(
         if metric is top1_accuracy:
             cb, cc = top1_correct(pb, tb), top1_correct(pc, tc)
             accuracies = [float(cb.mean()), float(cc.mean())]
-            d = cb.astype(np.float64) - cc.astype(np.float64)  # +1: baseline right, candidate wrong
-            drop = float(d.mean())
-            se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
-            discordant = (int((d > 0).sum()), int((d < 0).sum()))
+            interval = paired_drop_interval(cb, cc, confidence)
+            drop, discordant = interval.drop, interval.discordant
         else:
             accuracies = [float(metric(pb, tb)), float(metric(pc, tc))]
             drop = accuracies[0] - accuracies[1]
     samples = time_together(pair, batch_size=batch_size, data=data, repeats=repeats, warmup=warmup, threads=threads)
+    speed = ratio_interval(samples[0], samples[1])
     base_m, cand_m = (
         metrics_of(c, accuracy=a, metric=metric, n_samples=n, samples=s, batch_size=batch_size, threads=threads)
         for c, a, s in zip(pair, accuracies, samples)
@@ -135,8 +133,9 @@ def measure_pair(
         candidate=cand_m,
         n_samples=n,
         accuracy_drop=drop,
-        drop_std_error=se,
+        drop_interval=interval,
         discordant=discordant,
-        speedup=ratio_median(samples[0], samples[1]),
+        speedup=speed.median,
+        speedup_interval=speed,
         latency_rounds=repeats,
     )

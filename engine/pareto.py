@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine._arguments import finite_number
 from squeezelab.engine.errors import ConfigError
 
 __all__ = ["pareto_front", "SweepTable"]
@@ -62,10 +63,12 @@ class SweepTable:
             table.insert(0, "is_baseline", [True] + [False] * (len(table) - 1))
             table["accuracy_drop"] = base["accuracy"] - table["accuracy"]
             table["compression"] = base["size_bytes"] / table["size_bytes"]
-            table.loc[0, "speedup"] = 1.0
+            for column in ("speedup", "speedup_low", "speedup_high"):
+                table.loc[0, column] = 1.0  # the baseline against itself
             order = [
                 "is_baseline", "label", "kind", "executable", "bits", "sparsity", "weight_sparsity",
                 "accuracy", "accuracy_drop", "size_bytes", "compression", "latency_ms", "speedup",
+                "speedup_low", "speedup_high",
             ]
             table = table[[c for c in order if c in table] + sorted(c for c in table if c not in order)]
         return cls(table, **kwargs)
@@ -84,7 +87,11 @@ class SweepTable:
         return pareto_front(table, x, y, minimize_x=x in _MINIMISE, maximize_y=y not in _MINIMISE)
 
     def best(self, *, max_accuracy_drop: float, objective: str = "size", executable_only: bool = False) -> Any:
-        """The row with the smallest size (or latency) whose accuracy drop is within ``max_accuracy_drop``."""
+        """The row with the smallest size (or latency) whose accuracy drop is within ``max_accuracy_drop``.
+
+        ``max_accuracy_drop`` is a finite number >= 0 (0.01 = 1 point); NaN or inf raise ``ConfigError``.
+        """
+        max_accuracy_drop = finite_number("max_accuracy_drop", max_accuracy_drop, low=0, hint=" (0.01 = 1 point)")
         column = {"size": "size_bytes", "latency": "latency_ms"}.get(objective)
         if column is None:
             raise ConfigError(f"objective={objective!r}; use 'size' or 'latency'.")

@@ -53,6 +53,9 @@ __all__ = [
     "Recipe",
 ]
 
+# What Int8Dynamic() quantizes when op_types is None.
+DYNAMIC_OP_TYPES: tuple[str, ...] = ("MatMul", "Gemm")
+
 # Allowlist for from_dict: type name -> class. Filled by @_register.
 _REGISTRY: dict[str, type] = {}
 
@@ -430,10 +433,14 @@ class Onnx(Runtime):
 class Int8Dynamic(Runtime):
     """ONNX Runtime dynamic int8: int8 weights, activations quantized on the fly.
 
-    Only ``MatMul``/``Gemm`` are quantized by default: dynamic int8 convolutions
+    ``op_types=None`` quantizes ``MatMul``/``Gemm``: dynamic int8 convolutions
     become ``ConvInteger``, which is slower than fp32 on x86 and fails to load in
-    some builds. ``per_channel`` is a bool, not a ``PerChannel`` axis, because
-    ONNX Runtime picks the channel axis of each op itself.
+    some builds. Left at that default, ``compress`` refuses a model whose
+    ``MatMul``/``Gemm`` weights are under half of its weight elements (a CNN)
+    and says what would quantize it; pass ``op_types=("MatMul", "Gemm")``
+    explicitly to quantize only those layers anyway. ``per_channel`` is a bool,
+    not a ``PerChannel`` axis, because ONNX Runtime picks the channel axis of
+    each op itself.
 
     ``reduce_range``: 7-bit weights, needed on x86 CPUs without VNNI, whose int8
     kernels otherwise saturate (see ``squeezelab.engine.cpu``). ``None`` decides
@@ -442,7 +449,7 @@ class Int8Dynamic(Runtime):
     """
 
     per_channel: bool = False
-    op_types: tuple[str, ...] = ("MatMul", "Gemm")
+    op_types: tuple[str, ...] | None = None
     reduce_range: bool | None = None
     label: ClassVar[str] = "int8-dynamic"
 
@@ -451,8 +458,18 @@ class Int8Dynamic(Runtime):
         _check_bool("Int8Dynamic", "per_channel", self.per_channel)
         if isinstance(self.op_types, list):
             object.__setattr__(self, "op_types", tuple(self.op_types))
-        if not self.op_types or not all(isinstance(o, str) for o in self.op_types):
-            raise ConfigError(f"Int8Dynamic: op_types={self.op_types!r} must be a non-empty tuple of ONNX op names.")
+        if self.op_types is not None and (
+            not self.op_types or not all(isinstance(o, str) for o in self.op_types)
+        ):
+            raise ConfigError(
+                f"Int8Dynamic: op_types={self.op_types!r} must be None ({DYNAMIC_OP_TYPES}) or a non-empty "
+                "tuple of ONNX op names."
+            )
+
+    @property
+    def quantized_op_types(self) -> tuple[str, ...]:
+        """The op types given, or the default ``("MatMul", "Gemm")``."""
+        return DYNAMIC_OP_TYPES if self.op_types is None else self.op_types
 
 
 @_register
@@ -693,7 +710,8 @@ class Recipe(_Config):
             # reduce_range appears only when set explicitly; None is decided per machine.
             rr = {None: "", True: "-7bit", False: "-8bit"}[rt.reduce_range]
         if isinstance(rt, Int8Dynamic):
-            ops = "" if rt.op_types == ("MatMul", "Gemm") else "-" + "+".join(o.lower() for o in rt.op_types)
+            # The explicit default makes the same model as None, so it reads the same.
+            ops = "" if rt.quantized_op_types == DYNAMIC_OP_TYPES else "-" + "+".join(o.lower() for o in rt.op_types)
             parts.append(f"int8-dynamic{pc}{ops}{rr}")
         elif isinstance(rt, Int8Static):
             act = "" if rt.activations == "int8" else "-u8act"

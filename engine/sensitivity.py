@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from squeezelab.engine._arguments import check_executor, grid_lists
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator
 from squeezelab.engine.metrics import Metric, top1_accuracy
@@ -60,8 +61,8 @@ def layer_sensitivity(
     model: nn.Module,
     data: Any,
     *,
-    bits: Sequence[int] = (2, 3, 4, 6, 8),
-    sparsity: Sequence[float] = (0.5, 0.75, 0.9),
+    bits: int | Sequence[int] = (2, 3, 4, 6, 8),
+    sparsity: float | Sequence[float] = (0.5, 0.75, 0.9),
     quantization: str | QuantizationConfig = "linear-symmetric",
     metric: Metric = top1_accuracy,
     executor: cf.Executor | None = None,
@@ -76,11 +77,16 @@ def layer_sensitivity(
     (baseline minus this), ``size_bytes`` (of the whole simulated model).
     Higher drop = more sensitive; ``table.pivot(index="layer", columns="value",
     values="accuracy_drop")`` on one axis is the heatmap.
+
+    ``bits`` and ``sparsity`` take one value or a list each; one of them may be empty (that
+    axis is not probed), not both. ``executor`` is as for ``sweep``.
     """
     import pandas as pd
 
     from squeezelab.engine.sweeping import sweep, weight_quantizer
 
+    bits, sparsity = grid_lists(bits, sparsity, layout="separate")
+    check_executor(executor)
     quantizer = weight_quantizer(quantization, width_based=True)
     layers = prunable_layers(model)
     if not layers:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError, SqueezeError
+from squeezelab.engine._arguments import check_executor, fraction, grid_lists, scalar, width
+from squeezelab.engine.errors import CacheError, ConfigError, SqueezeError
 from squeezelab.engine.evaluation import Evaluator, PointTask, asked_sparsity, run_point
 from squeezelab.engine.metrics import Metric, top1_accuracy
 from squeezelab.engine.pareto import SweepTable
@@ -121,8 +121,6 @@ def _quantizer(quantization: str | QuantizationConfig, bits: int) -> Quantizatio
 
 
 def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | None:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
-        raise ConfigError(f"sparsity={sparsity!r} must be a number in [0, 1) (0.9 = 90% pruned).")
     if sparsity == 0:
         return None
     if pruning in ("magnitude", "unstructured"):
@@ -172,10 +170,7 @@ def grid_recipe(
         'int8-dynamic'
     """
     # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
-    if isinstance(bits, numbers.Integral) and not isinstance(bits, bool):
-        bits = int(bits)
-    if isinstance(sparsity, numbers.Real) and not isinstance(sparsity, bool):
-        sparsity = float(sparsity)
+    bits, sparsity = width(scalar(bits)), fraction(scalar(sparsity))
     rt = _runtime(runtime)
     prune = _pruner(pruning, sparsity)
     if isinstance(rt, (Int8Dynamic, Int8Static)):
@@ -213,9 +208,22 @@ class Sweep(SweepTable):
     ``label``, ``kind`` (executable / simulated), ``executable``, ``bits``,
     ``sparsity`` (asked), ``weight_sparsity`` (measured zeros), ``accuracy``,
     ``accuracy_drop``, ``size_bytes``, ``compression``, ``latency_ms``,
-    ``speedup`` (paired with the baseline), ``cached``, and ``recipe`` (JSON;
+    ``speedup`` (paired with the baseline: the median of per-round ratios),
+    ``speedup_low`` / ``speedup_high`` (its 95% interval; a reading of "faster" or
+    "slower" needs the whole interval on one side of 1.0), ``cached``, and ``recipe`` (JSON;
     ``Sweep.recipe(i)`` rebuilds it).
     """
+
+
+def _recipe_list(recipes: Any) -> tuple[Recipe, ...]:
+    try:
+        items = tuple(recipes)
+    except TypeError:
+        raise ConfigError(f"recipes={recipes!r}; pass a Recipe or a list of Recipe objects.") from None
+    for recipe in items:
+        if not isinstance(recipe, Recipe):
+            raise ConfigError(f"recipes must hold Recipe objects, got {type(recipe).__name__}.")
+    return items
 
 
 def _resolve_points(
@@ -235,8 +243,6 @@ def _resolve_points(
                 seen.add(recipe)
                 points.append((recipe, {"bits": b, "sparsity": float(s)}))
     for recipe in recipes:
-        if not isinstance(recipe, Recipe):
-            raise ConfigError(f"recipes must hold Recipe objects, got {type(recipe).__name__}.")
         if recipe not in seen:
             seen.add(recipe)
             points.append((recipe, {"bits": recipe.bits, "sparsity": asked_sparsity(recipe)}))
@@ -247,12 +253,12 @@ def sweep(
     model: nn.Module,
     data: Any,
     *,
-    bits: Sequence[int] = (8, 6, 4, 3, 2),
-    sparsity: Sequence[float] = (0.0, 0.5, 0.75, 0.9),
+    bits: int | Sequence[int] = (8, 6, 4, 3, 2),
+    sparsity: float | Sequence[float] = (0.0, 0.5, 0.75, 0.9),
     quantization: str | QuantizationConfig = "linear-symmetric",
     pruning: str | PruningConfig = "magnitude",
     runtime: str | Runtime = "simulated",
-    recipes: Iterable[Recipe] = (),
+    recipes: Recipe | Iterable[Recipe] = (),
     calibration_data: Any = None,
     metric: Metric = top1_accuracy,
     latency_batch_size: int = 1,
@@ -268,23 +274,34 @@ def sweep(
     Args:
         model: the PyTorch model (never changed).
         data: ``(x, y)`` evaluation data; held-out data, not the training set.
-        bits: weight widths (2..8, 16; 32 = float weights).
-        sparsity: fractions pruned, in [0, 1).
+        bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one.
+        sparsity: fractions pruned, in [0, 1); one value means a list of one. ``bits`` and
+            ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
         quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
             ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
         pruning: ``"magnitude"``, ``"structured"`` (channels removed) or ``"n:m"``, or a config.
         runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
             less), ``"int8-dynamic"``, ``"int8-static"``, or a Runtime config.
-        recipes: more recipes to measure alongside the grid.
+        recipes: more recipes (or one) to measure alongside the grid.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.
         cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
         progress: show a tqdm bar (a notebook bar in Jupyter).
         evaluator: reuse an ``Evaluator`` (its model, data, settings and cache win).
+
+    Raises:
+        ConfigError: bad arguments, before any work.
+        CacheError: the cache folder cannot be written (before any work), or a point could not be
+            stored (disk full): ``.sweep`` then holds the points finished so far.
+        SweepError: some points failed; ``.sweep`` holds the others.
     """
     from tqdm.auto import tqdm
 
+    recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
+    bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
+    points = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
+    check_executor(executor)
     ev = evaluator or Evaluator(
         model,
         data,
@@ -295,7 +312,6 @@ def sweep(
         threads=threads,
         cache=cache,
     )
-    points = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
     for recipe, _ in points:  # a misspelt layer name fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
     rows: dict[int, dict[str, Any]] = {}
@@ -323,7 +339,11 @@ def sweep(
         if isinstance(outcome, BaseException):
             failures[recipe.label] = outcome
         else:
-            rows[i] = {**ev.store(recipe, outcome), **grid}
+            try:
+                rows[i] = {**ev.store(recipe, outcome), **grid}
+            except CacheError:  # measured but not stored (disk full): still one of the finished points
+                rows[i] = {"sparsity": asked_sparsity(recipe), **outcome, "cached": False, **grid}
+                raise
         bar.update()
 
     bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", disable=not progress, unit="point")
@@ -348,6 +368,11 @@ def sweep(
             else:
                 future.cancel()
         raise SweepInterrupted(finish(), len(rows), len(points)) from None
+    except CacheError as exc:  # storing failed: stop, hand back what was measured
+        for future in pending:
+            future.cancel()
+        exc.sweep = finish()
+        raise
     finally:
         bar.close()
     if failures:

@@ -31,6 +31,7 @@ from torch import nn
 from squeezelab.engine._copy import copy_model
 from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.labels import as_class_indices
 from squeezelab.engine.latency import torch_threads
 from squeezelab.engine.pruning import prune_
 from squeezelab.engine.quantize_model import FilterFn
@@ -127,7 +128,7 @@ class Distillation:
 
 def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator):
     """(x, y) tensor batches: arrays are shuffled with ``gen``; loaders are used as given."""
-    if isinstance(train_data, (tuple, list)) and len(train_data) == 2 and not isinstance(train_data[0], (tuple, list)):
+    if _is_array_pair(train_data):
         x, y = (torch.from_numpy(np.ascontiguousarray(as_numpy(d))) for d in train_data)
         if len(x) != len(y) or len(x) == 0:
             raise DataError(f"train_data has {len(x)} inputs and {len(y)} targets; pass (x, y) of equal, non-zero length.")
@@ -170,6 +171,12 @@ def finetune(
         threads: PyTorch threads while training (restored afterwards); None leaves them.
         progress: show a tqdm progress bar.
         on_step: ``on_step(step, model)`` after every optimizer step (for logging or tests).
+
+    Raises:
+        DataError: with the default cross-entropy, labels that are not class indices in
+            ``[0, outputs)`` (checked on the first forward pass, before any optimizer step, for
+            all ``(x, y)`` labels; batch by batch for a DataLoader). Whole-number float labels
+            are taken as class indices.
     """
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
@@ -181,6 +188,9 @@ def finetune(
     if schedule is not None and not isinstance(schedule, GradualPruning):
         raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
     work = copy_model(model)
+    # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
+    class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
+    all_labels = _array_labels(train_data) if class_targets else None
     loss = loss or nn.functional.cross_entropy
     with torch.random.fork_rng(devices=[]), torch_threads(threads):
         torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
@@ -200,6 +210,10 @@ def finetune(
                 opt.zero_grad()
                 yb = yb.long() if not yb.is_floating_point() else yb
                 out = work(xb)
+                if class_targets:
+                    if all_labels is not None and step == 0:  # every label, before the first step
+                        _check_class_targets(out, all_labels)
+                    yb = _check_class_targets(out, yb)
                 if distill is not None:
                     with torch.no_grad():
                         teacher_out = distill.teacher(xb)
@@ -224,6 +238,31 @@ def finetune(
             stacklevel=2,
         )
     return work.eval()
+
+
+def _is_array_pair(train_data: Any) -> bool:
+    return isinstance(train_data, (tuple, list)) and len(train_data) == 2 and not isinstance(train_data[0], (tuple, list))
+
+
+def _array_labels(train_data: Any) -> np.ndarray | None:
+    """The labels of ``(x, y)`` array data (all known up front); None for a Dataset or DataLoader."""
+    return as_numpy(train_data[1]) if _is_array_pair(train_data) else None
+
+
+def _check_class_targets(out: torch.Tensor, targets: Any) -> Any:
+    """Class indices for cross-entropy, checked against the model's outputs ``out`` (N, classes, ...).
+
+    PyTorch fails mid-run on a label >= classes and silently skips -100, so they are refused here,
+    before the optimizer steps on them. Targets shaped like ``out`` are class probabilities and
+    pass as they are; whole-number float labels become class indices.
+    """
+    if out.ndim < 2 or tuple(targets.shape) == tuple(out.shape):
+        return targets
+    labels = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    indices = as_class_indices(labels.reshape(-1), int(out.shape[1]), what="cross-entropy (finetune's default loss)")
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+        return torch.from_numpy(indices.reshape(labels.shape))
+    return targets
 
 
 def _prune_to(model: nn.Module, schedule: GradualPruning, step: int, filter_fn: FilterFn | None) -> None:

@@ -14,11 +14,53 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 pytest_plugins = ["pytester"]
 
 # pytester runs pytest in-process and restores sys.modules after each run. Extension modules
-# (onnx, onnxruntime, torch, scikit-learn) cannot be imported twice in one process, so they are
+# (onnx, onnxruntime, torch, scipy, scikit-learn) cannot be imported twice in one process, so they are
 # imported here, outside any pytester run, and stay loaded.
 import onnx  # noqa: E402, F401
 import onnxruntime  # noqa: E402, F401
+import scipy.stats  # noqa: E402, F401
 import sklearn  # noqa: E402, F401
+
+# Audit switch: SQUEEZELAB_TEST_ASSUME_CPU=vnni (or avx2) makes squeezelab take the int8 choices it takes on
+# that CPU kind (reduce_range, the recorded environment) on whatever CPU runs the suite. Tests must pass
+# both ways; the int8 *numerics* stay this CPU's, so this finds tests that hard-wire one kind's choices.
+# (Perturbing PyTorch's float kernels the same way: ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA=SSE41.)
+import squeezelab.engine.cpu as _cpu  # noqa: E402
+
+# Read from the hardware directly, not through squeezelab.engine.cpu, which the switch below replaces
+# (this module can be imported twice: as pytest's conftest and as ``tests.conftest``).
+_HARDWARE_FLAGS = _cpu.cpu_flags.__wrapped__() if hasattr(_cpu.cpu_flags, "__wrapped__") else frozenset()
+
+
+def hardware_int8_exact() -> bool:
+    """Whether *this machine's* int8 dot product is exact (VNNI/ARM), whatever the audit switch assumes.
+
+    For the few tests about the hardware itself (e.g. that AVX2-only CPUs saturate full-range weights).
+    """
+    import platform
+
+    return bool({"avx512_vnni", "avx_vnni", "avx512vnni"} & _HARDWARE_FLAGS) or platform.machine().lower() in (
+        "arm64",
+        "aarch64",
+    )
+
+
+_ASSUMED_CPU = os.environ.get("SQUEEZELAB_TEST_ASSUME_CPU")
+if _ASSUMED_CPU:
+    import squeezelab.engine.environment as _environment
+
+    if _ASSUMED_CPU not in ("vnni", "avx2"):
+        raise pytest.UsageError(f"SQUEEZELAB_TEST_ASSUME_CPU={_ASSUMED_CPU!r}; use 'vnni' or 'avx2'.")
+    _base = {f for f in _cpu.cpu_flags() if "vnni" not in f}
+    _flags = frozenset(_base | {"avx2", "avx512f", "avx512_vnni"} if _ASSUMED_CPU == "vnni" else _base | {"avx2"})
+    _hardware_reader = _cpu.cpu_flags.__wrapped__
+
+    def _assumed_flags() -> frozenset[str]:
+        return _flags
+
+    _assumed_flags.__wrapped__ = _hardware_reader  # type: ignore[attr-defined]  # the hardware stays readable
+    _cpu.cpu_flags = _assumed_flags
+    _environment.cpu_flags = _cpu.cpu_flags
 
 
 def state_hash(model: torch.nn.Module) -> str:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
-from squeezelab.cli import main
+import pytest
+
+from squeezelab import cli
+from squeezelab.cli import main, speed_lines
+from squeezelab.engine.stats import speed_reading
 
 
 def test_demo_prints_table_and_writes_report(tmp_path, capsys):
@@ -21,6 +26,7 @@ def test_demo_prints_table_and_writes_report(tmp_path, capsys):
     assert results["environment"]["onnxruntime"] and results["threads"] == 1
     report = (out / "report.md").read_text()
     assert "simulated" in report and "Environment" in report
+    assert "batch 8:" in report and "No conclusion is drawn from batch 1 alone" in report
     meta = json.loads((out / "digits.int8.onnx.json").read_text())
     assert meta["executable"] is True and meta["size_bytes"] == (out / "digits.int8.onnx").stat().st_size
     assert (out / "results.csv").read_text().startswith("recipe,")
@@ -28,3 +34,116 @@ def test_demo_prints_table_and_writes_report(tmp_path, capsys):
     assert "squeezelab demo: digits MLP" in html and "int8-static-minmax-perchannel" in html
     assert "magnitude50%-layer + linear4-sym-perchannel + huffman (simulated)" in html
     assert "<script src=" not in html
+
+
+# ---------------------------------------------------------------- arguments checked before any work
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["demo", "--rounds", "0"], ["--rounds", "0 is not allowed", ">= 1"]),
+        (["demo", "--rounds", "many"], ["--rounds", "'many' is not an integer"]),
+        (["demo", "--batch-sizes", "abc"], ["--batch-sizes", "'abc' is not an integer", "1,256"]),
+        (["demo", "--batch-sizes", "1,,8"], ["--batch-sizes", "not a list of batch sizes"]),
+        (["demo", "--batch-sizes", "1,-4"], ["--batch-sizes", "batch size -4", ">= 1"]),
+        (["demo", "--threads", "0"], ["--threads", "0 is not allowed"]),
+        (["demo", "--model", "resnet"], ["--model", "invalid choice: 'resnet'"]),
+        (["demo", "--allow-root"], ["unrecognized arguments: --allow-root"]),
+        (["lab", "--port", "99999"], ["--port", "99999 is not a port number", "1-65535"]),
+        ([], ["required", "COMMAND"]),
+    ],
+)
+def test_bad_arguments_are_one_line_on_stderr_with_exit_status_2(argv, words, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "run_demo", lambda args: pytest.fail("work started despite a bad argument"))
+    monkeypatch.setattr(cli, "run_lab", lambda args, extra=None: pytest.fail("work started despite a bad argument"))
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    err_lines = captured.err.strip().splitlines()
+    assert len(err_lines) == 1, captured.err  # one line, no usage block, no traceback
+    assert err_lines[0].startswith("squeezelab") and "error:" in err_lines[0]
+    for word in words:
+        assert word in err_lines[0]
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_an_out_folder_that_is_a_file_or_cannot_be_created_is_refused_before_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "run_demo", lambda args: pytest.fail("work started despite a bad --out"))
+    a_file = tmp_path / "results.txt"
+    a_file.write_text("keep me")
+    for out, words in [(a_file, "is a file, not a folder"), (a_file / "sub", "cannot be written")]:
+        with pytest.raises(SystemExit) as exc:
+            main(["demo", "--out", str(out)])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and words in err and str(a_file) in err
+    assert a_file.read_text() == "keep me"
+
+
+def test_a_squeeze_error_during_the_work_is_one_line_with_exit_status_2(tmp_path, capsys, monkeypatch):
+    from squeezelab.engine.errors import DataError
+
+    def broken(args):
+        raise DataError("the evaluation data is empty; pass at least one sample.")
+
+    monkeypatch.setattr(cli, "run_demo", broken)
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "squeezelab demo: error: the evaluation data is empty; pass at least one sample."
+
+
+def test_every_command_and_option_has_help_text_and_the_description_says_what_the_tool_does(capsys):
+    parser = cli.build_parser()
+    assert "int8" in parser.description and "CI" in parser.description
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"demo", "lab"}
+    helps = {c.dest: c.help for c in sub._choices_actions}
+    assert all(helps[name] for name in sub.choices), helps
+    for name, command in sub.choices.items():
+        assert command.description, name
+        for action in command._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+        with pytest.raises(SystemExit) as exc:
+            main([name, "--help"])
+        assert exc.value.code == 0
+        shown = capsys.readouterr().out
+        assert "(default:" in shown  # defaults are shown beside the options that have one
+
+def _demo_table(batch_sizes, intervals):
+    """A demo table by hand: fp32, then int8 rows whose speedup interval per batch size is given."""
+    import pandas as pd
+
+    rows = [{"recipe": "fp32", "kind": "executable"}]
+    rows += [{"recipe": name, "kind": "executable"} for name in intervals]
+    rows.append({"recipe": "kmeans4 (simulated)", "kind": "simulated"})
+    for row in rows:
+        for b in batch_sizes:
+            low, high = intervals.get(row["recipe"], {}).get(b, (0.5, 0.6))  # simulated/fp32: never read
+            row[f"speedup_b{b}_reading"] = speed_reading(low, high)
+    table = pd.DataFrame(rows)
+    table.attrs["batch_sizes"] = list(batch_sizes)
+    return table
+
+
+ENV = {"cpu": "AMD EPYC 7B13", "avx2": True, "vnni": False}
+
+
+def test_demo_draws_no_speed_conclusion_from_batch_1_alone():
+    table = _demo_table([1], {"int8-static": {1: (0.7, 0.9)}, "int8-dynamic": {1: (0.9, 1.1)}})
+    text = "\n".join(speed_lines(table, ENV))
+    assert "AMD EPYC 7B13, AVX2 only, no VNNI" in text
+    assert "batch 1: slower: int8-static; about the same: int8-dynamic." in text
+    assert "Only batch 1 was measured, and batch 1 alone is not conclusive" in text
+    assert "kmeans4" not in text  # simulated rows time PyTorch, not a kernel: no speed claim
+
+
+def test_demo_states_per_batch_size_what_each_interval_says():
+    intervals = {"int8-static": {1: (0.7, 0.9), 256: (0.95, 1.2)}, "int8-dynamic": {1: (0.9, 1.1), 256: (1.2, 1.4)}}
+    text = "\n".join(speed_lines(_demo_table([1, 256], intervals), {**ENV, "vnni": True}))
+    assert "with VNNI" in text
+    assert "batch 1: slower: int8-static; about the same: int8-dynamic." in text
+    assert "batch 256: about the same: int8-static; faster: int8-dynamic." in text
+    assert "No conclusion is drawn from batch 1 alone" in text and "not conclusive" not in text

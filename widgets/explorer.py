@@ -28,8 +28,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import SqueezeError
+from squeezelab.engine._arguments import count, fraction, scalar, width
+from squeezelab.engine.errors import ConfigError, SqueezeError
 from squeezelab.engine.evaluation import Evaluator
+from squeezelab.engine.stats import speedup_text
 from squeezelab.engine.sweeping import QUANTIZATION_METHODS, Sweep, grid_recipe
 
 __all__ = ["Explorer"]
@@ -44,6 +46,31 @@ _QUANTIZATION_CHOICES = [
 ]
 _PRUNING_CHOICES = [("magnitude (unstructured)", "magnitude"), ("structured (channels removed)", "structured"), ("N:M (of 4)", "n:m")]
 _RUNTIME_CHOICES = [("simulated (packed file)", "simulated"), ("simulated, Deep-Compression coded", "simulated-huffman"), ("int8 dynamic (ONNX Runtime)", "int8-dynamic"), ("int8 static (ONNX Runtime)", "int8-static")]
+_BITS_RANGE = (2, 8)  # the bit-width slider
+_SPARSITY_RANGE = (0.0, 0.95)  # the sparsity slider
+
+
+def _choice(name: str, value: Any, choices: list[tuple[str, str]]) -> str:
+    allowed = [v for _, v in choices]
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not one of the explorer's {name} choices: {', '.join(map(repr, allowed))}.")
+    return value
+
+
+def _check_arguments(bits: Any, sparsity: Any, quantization: Any, pruning: Any, runtime: Any, latency_repeats: Any) -> tuple[int, float]:
+    """Refuse what the controls cannot show, before anything is measured (a slider would clamp it silently)."""
+    _choice("quantization", quantization, _QUANTIZATION_CHOICES)
+    _choice("pruning", pruning, _PRUNING_CHOICES)
+    _choice("runtime", runtime, _RUNTIME_CHOICES)
+    low, high = _BITS_RANGE
+    bits = width(scalar(bits))
+    if not low <= bits <= high:
+        raise ConfigError(f"bits={bits} is outside the bit-width slider's range {low}..{high}; pass one of {list(range(low, high + 1))}.")
+    sparsity = fraction(scalar(sparsity))
+    if not _SPARSITY_RANGE[0] <= sparsity <= _SPARSITY_RANGE[1]:
+        raise ConfigError(f"sparsity={sparsity} is outside the sparsity slider's range 0..{_SPARSITY_RANGE[1]}; pass a number in [0, 0.95].")
+    count("latency_repeats", latency_repeats, low=0, hint=" (timed rounds per point; 0 skips latency)")
+    return bits, sparsity
 
 
 class Explorer:
@@ -58,6 +85,11 @@ class Explorer:
             measured by a sweep or an earlier session are drawn without recomputation.
         latency_repeats: timed rounds per point (0 skips latency).
         progress: show a progress bar while a point is measured.
+
+    Raises:
+        ConfigError: a dropdown value that is not one of its choices, ``bits`` or ``sparsity``
+            outside the sliders' ranges (2..8, 0..0.95), a bad ``latency_repeats``: before anything
+            is measured.
     """
 
     def __init__(
@@ -80,6 +112,7 @@ class Explorer:
 
         from squeezelab.widgets.tradeoff import tradeoff_figure
 
+        bits, sparsity = _check_arguments(bits, sparsity, quantization, pruning, runtime, latency_repeats)
         self.title = title
         self.evaluator = Evaluator(
             model, data, calibration_data=calibration_data, cache=cache, latency_repeats=latency_repeats
@@ -100,9 +133,9 @@ class Explorer:
 
         style = {"description_width": "110px"}
         layout = w.Layout(width="420px")
-        self.bits_slider = w.IntSlider(value=bits, min=2, max=8, step=1, description="bit width", style=style, layout=layout, continuous_update=False)
+        self.bits_slider = w.IntSlider(value=bits, min=_BITS_RANGE[0], max=_BITS_RANGE[1], step=1, description="bit width", style=style, layout=layout, continuous_update=False)
         self.sparsity_slider = w.FloatSlider(
-            value=sparsity, min=0.0, max=0.95, step=0.05, description="sparsity", readout_format=".0%", style=style, layout=layout, continuous_update=False
+            value=sparsity, min=_SPARSITY_RANGE[0], max=_SPARSITY_RANGE[1], step=0.05, description="sparsity", readout_format=".0%", style=style, layout=layout, continuous_update=False
         )
         self.quantization = w.Dropdown(options=_QUANTIZATION_CHOICES, value=quantization, description="quantization", style=style, layout=layout)
         self.pruning = w.Dropdown(options=_PRUNING_CHOICES, value=pruning, description="pruning", style=style, layout=layout)
@@ -237,7 +270,7 @@ class Explorer:
             ("size", f"{row['size_bytes']:,} B"),
             ("compression", f"{base['size_bytes'] / row['size_bytes']:.2f}×"),
             ("latency", latency),
-            ("speedup", "n/a" if speedup is None else f"{speedup:.2f}×"),
+            ("speedup", speedup_text(speedup, row.get("speedup_low"), row.get("speedup_high"), "×")),
             ("kind", kind),
         ]
         body = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th><td>{v}</td></tr>" for k, v in cells)

@@ -108,6 +108,19 @@ def _cell(column: str, value: Any) -> str:
     return html.escape(str(value))
 
 
+def _speedup_cell(row: Any) -> str:
+    """The median speedup, its 95% interval and what it says ("about the same" when it includes 1.0)."""
+    from squeezelab.engine.stats import speedup_text
+
+    def number(column: str) -> float | None:
+        try:
+            return float(row.get(column))
+        except (TypeError, ValueError):
+            return None
+
+    return html.escape(speedup_text(number("speedup"), number("speedup_low"), number("speedup_high"), "×"))
+
+
 def _badge(row: Any) -> str:
     kind = "baseline" if bool(row.get("is_baseline", False)) else str(row.get("kind", ""))
     css = kind if kind in ("simulated", "executable", "baseline") else ""
@@ -135,6 +148,8 @@ def _html_table(rows: Any, *, current_row: str | None = None, positions: Sequenc
                 cells.append(f'<td class="text">{_badge(row)}</td>')
             elif column == "label":
                 cells.append(f'<td class="text">{_cell(column, row[column])}</td>')
+            elif column == "speedup" and not bool(row.get("is_baseline", False)):
+                cells.append(f"<td>{_speedup_cell(row)}</td>")
             else:
                 cells.append(f"<td>{_cell(column, row[column])}</td>")
         css = f' class="{" ".join(classes)}"' if classes else ""

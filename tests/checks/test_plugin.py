@@ -39,7 +39,7 @@ def _check(candidate: str) -> str:
 
 CASES = [
     # budget line, candidate that passes, candidate that fails, words of the failure
-    ("max_accuracy_drop = 0.01", "acc=0.945", "acc=0.93", "accuracy_drop 0.0200 > max 0.0100 (over by 0.0100, n=1000)"),
+    ("max_accuracy_drop = 0.01", "acc=0.945", "acc=0.93", "accuracy_drop 0.0200 > max 0.0100 (over by 0.0100): FAIL, gate 'measured'; n=1000"),
     ("max_relative_accuracy_drop = 0.01", "acc=0.945", "acc=0.93", "relative_accuracy_drop 0.0211 > max 0.0100"),
     ("max_size_mb = 2.0", "size=1_500_000", "size=2_500_000", "size_mb 2.5000 > max 2.0000 (over by 0.5000, 2,500,000 bytes)"),
     ("min_compression = 4.0", "size=1_000_000", "size=2_000_000", "compression 2.0000 < min 4.0000 (over by 2.0000"),
@@ -79,6 +79,27 @@ def test_bad_input_to_check_fails_cleanly(pytester):
     assert "Traceback" not in result.stdout.str()
 
 
+def test_labels_the_model_cannot_predict_fail_the_gate_instead_of_passing(pytester):
+    """Regression targets under the top-1 metric once read as accuracy 0 - 0 = no drop: a pass."""
+    test = (
+        "import numpy as np\n"
+        "import torch\n\n\n"
+        "def test_regression_targets(compress_budget):\n"
+        "    torch.manual_seed(0)\n"
+        "    model = torch.nn.Linear(4, 3).eval()\n"
+        "    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)\n"
+        "    y = x.sum(axis=1) * 0.5  # continuous targets, not class indices\n"
+        "    compress_budget.check(model, model, data=(x, y))\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "compress budget check could not run: top-1 accuracy needs integer class indices in [0, 3)" in out
+    assert "(the model has 3 outputs); 40 label(s) are not whole numbers" in out and "pass metric=" in out
+    assert "Traceback" not in out
+
+
 def test_improvement_never_fails(pytester):
     _project(pytester, "max_accuracy_drop = 0.0\nmin_speedup = 1.0\n", _check("acc=0.99, ms=2.0"))
     pytester.runpytest("--compress-budget").assert_outcomes(passed=1)
@@ -114,18 +135,23 @@ def test_named_budgets_inherit_and_override(pytester):
         (
             "max_acuracy_drop = 0.01",
             "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop, max_relative_accuracy_drop, "
-            "max_size_mb, min_compression, min_speedup, max_latency_ms, require_executable, confidence, "
-            "latency_batch_size, latency_rounds, threads.",
+            "max_size_mb, min_compression, min_speedup, max_latency_ms, require_executable, accuracy_gate, "
+            "confidence, latency_batch_size, latency_rounds, threads.",
         ),
         ("max_size_mb = 'big'", "max_size_mb = 'big' must be a number, not str"),
         ("max_accuracy_drop = -0.01", "max_accuracy_drop = -0.01 must be >= 0"),
         ("min_speedup = 0", "min_speedup = 0 must be > 0"),
         ("require_executable = 1", "require_executable = 1 must be true or false"),
         ("max_accuracy_drop = nan", "max_accuracy_drop = nan must be a finite number"),
-        ("confidence = 0.3", "confidence = 0.3 must be 0 (strict point comparison) or in [[]0.5, 0.9999]"),
+        ("confidence = 0.3", "confidence = 0.3 must be >= 0.5"),
+        ("confidence = 0", "confidence = 0 no longer means a point comparison; the default accuracy_gate = \"measured\""),
+        ("accuracy_gate = 'loose'", "accuracy_gate = 'loose' is not a gate mode; valid modes: 'measured': fail when the "
+         "measured drop is over the limit (the default); 'lenient': *; 'strict': *"),
+        ("accuracy_gate = 1", "accuracy_gate = 1 is not a gate mode"),
         ("max_size_mb = 1.0\n[tool.squeezelab.budget.default]\nmax_size_mb = 2.0", "'default' is the name of the top-level budget"),
     ],
-    ids=["unknown-key", "wrong-type", "negative", "zero-speedup", "not-bool", "nan", "low-confidence", "default-subtable"],
+    ids=["unknown-key", "wrong-type", "negative", "zero-speedup", "not-bool", "nan", "low-confidence", "zero-confidence",
+         "unknown-gate-mode", "gate-mode-not-text", "default-subtable"],
 )
 def test_bad_budgets_are_usage_errors_at_start_up(pytester, budget, words):
     _project(pytester, budget, _check("acc=0.95"))
@@ -167,15 +193,17 @@ def test_bad_marker_arguments_fail_the_test_with_a_clear_message(pytester, xdist
     test = (
         "import pytest\n@pytest.mark.compress_budget(max_size=1)\n" + _check("acc=0.95")
         + "\n\n@pytest.mark.compress_budget(name='nope')\n" + _check("acc=0.95").replace("test_gate", "test_named")
+        + "\n\n@pytest.mark.compress_budget(accuracy_gate='exact')\n" + _check("acc=0.95").replace("test_gate", "test_mode")
         + "\n\n" + _check("acc=0.95").replace("test_gate", "test_fine")
     )
     _project(pytester, "max_size_mb = 1.0\n", test)
     result = pytester.runpytest("--compress-budget", *xdist)
-    result.assert_outcomes(passed=1, errors=2)
+    result.assert_outcomes(passed=1, errors=3)
     result.stdout.fnmatch_lines_random(
         [
             "*compress_budget mark can't have 'max_size' keyword argument; valid: name, max_accuracy_drop*",
             "*no budget named 'nope'*defined: default*",
+            "*compress_budget mark: accuracy_gate = 'exact' is not a gate mode; valid modes: 'measured'*",
         ]
     )
     assert "Traceback" not in result.stdout.str() and "INTERNALERROR" not in result.stdout.str()
@@ -291,6 +319,32 @@ def test_works_under_xdist(pytester):
     assert sizes == [1.0, 1.5, 3.0]
 
 
+def test_interval_gates_refuse_metrics_measured_separately(pytester):
+    test = "import pytest\n@pytest.mark.compress_budget(accuracy_gate='strict')\n" + _check("acc=0.95")
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*could not run: accuracy_gate = 'strict' judges the confidence interval of the paired drop, and there is none*"]
+    )
+
+
+def test_interval_gates_refuse_a_metric_without_per_sample_scores_before_measuring(pytester):
+    test = (
+        "import pytest, torch\n"
+        "def error_rate(p, y):\n    raise AssertionError('measured although the gate could not judge it')\n\n"
+        "@pytest.mark.compress_budget(accuracy_gate='lenient')\n"
+        "def test_gate(compress_budget):\n"
+        "    m = torch.nn.Linear(4, 2)\n"
+        "    compress_budget.check(m, m, data=(torch.randn(8, 4).numpy(), [0] * 8), metric=error_rate)\n"
+    )
+    _project(pytester, "max_accuracy_drop = 0.01\n", test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*could not run: accuracy_gate = 'lenient' *metric 'error_rate' returns one number*"])
+    assert "measured although" not in result.stdout.str()
+
+
 # --------------------------------------------------------------------------- real models, paired statistics
 
 PAIRED = '''
@@ -300,57 +354,110 @@ import torch
 
 
 class Pick(torch.nn.Module):
-    """Logits are features 1..4; for samples whose index (feature 0) is below k they are negated."""
+    """Logits are features 1..4, negated (a wrong answer) for samples whose index (feature 0) is in [lo, hi)."""
 
-    def __init__(self, k):
+    def __init__(self, lo=0, hi=0):
         super().__init__()
-        self.k = k
+        self.lo, self.hi = lo, hi
 
     def forward(self, x):
-        out = x[:, 1:5]
-        if self.k:
-            wrong = (x[:, :1] < self.k).float()
-            out = out * (1 - 2 * wrong)
-        return out
+        wrong = ((x[:, :1] >= self.lo) & (x[:, :1] < self.hi)).float()
+        return x[:, 1:5] * (1 - 2 * wrong)
 
 
-@pytest.fixture
-def data():
+def digits(n):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(400, 5)).astype(np.float32)
-    x[:, 0] = np.arange(400)
+    x = rng.normal(size=(n, 5)).astype(np.float32)
+    x[:, 0] = np.arange(n)
     return x, x[:, 1:5].argmax(1)
 
 
+# 9 of 450 samples lost, none won: a measured drop of 2.0 pp.
 @pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3)
-def test_paired(compress_budget, data):
-    compress_budget.check(Pick(0), Pick(6), data=data)
+def test_measured(compress_budget):
+    compress_budget.check(Pick(), Pick(0, 9), data=digits(450))
 
 
-@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3, confidence=0)
-def test_strict(compress_budget, data):
-    compress_budget.check(Pick(0), Pick(6), data=data)
+@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3, accuracy_gate="lenient")
+def test_lenient(compress_budget):
+    compress_budget.check(Pick(), Pick(0, 9), data=digits(450))
+
+
+# 6 lost and 4 won of 400: a measured drop of 0.5 pp, but the interval reaches 2 pp.
+@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3, accuracy_gate="strict")
+def test_strict(compress_budget):
+    compress_budget.check(Pick(0, 4), Pick(4, 10), data=digits(400))
+
+
+@pytest.mark.compress_budget(max_accuracy_drop=0.01, latency_rounds=3)
+def test_small_drop(compress_budget):
+    compress_budget.check(Pick(0, 4), Pick(4, 10), data=digits(400))
 '''
 
 
-def test_paired_bound_tolerates_noise_and_strict_mode_does_not(pytester):
-    """6 of 400 samples lost: drop 0.015 over a 0.01 limit, but its 95% lower bound is 0.005."""
+def _drop_interval(b: int, c: int, n: int) -> tuple[float, float]:
+    """The oracle: scipy's Clopper-Pearson interval on the discordant pairs, widened by the t-interval."""
+    import numpy as np
+    from scipy.stats import binomtest, ttest_1samp
+
+    ci = binomtest(b, b + c).proportion_ci(confidence_level=0.95, method="exact")
+    t = ttest_1samp(np.array([1.0] * b + [-1.0] * c + [0.0] * (n - b - c)), 0.0).confidence_interval(0.95)
+    return min((b + c) / n * (2 * ci.low - 1), t.low), max((b + c) / n * (2 * ci.high - 1), t.high)
+
+
+def test_gate_modes_on_real_paired_measurements(pytester):
+    """A measured 2.0 pp drop on 450 samples fails a 1 pp budget by default and passes "lenient";
+    "strict" fails a 0.5 pp drop whose interval reaches past 1 pp, which "measured" passes."""
     pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_size_mb = 1.0\n")
     pytester.makepyfile(test_gate_paired=PAIRED)
-    result = pytester.runpytest("--compress-budget", "--compress-budget-report=r.json")
-    result.assert_outcomes(passed=1, failed=1)
-    checks = {c["test"]: c for c in json.loads((pytester.path / "r.json").read_text())["checks"]}
-    drop = checks["test_gate_paired.py::test_paired"]["figures"][0]
-    assert drop["name"] == "accuracy_drop" and drop["value"] == pytest.approx(0.015)
-    assert drop["judged"] == pytest.approx(0.015 - 1.6448536 * (6 / 400 * 394 / 399) ** 0.5 / 20, abs=1e-6)
-    assert checks["test_gate_paired.py::test_strict"]["figures"][0]["judged"] == pytest.approx(0.015)
+    result = pytester.runpytest("--compress-budget", "--compress-budget-report=r.json", "--junitxml=j.xml")
+    result.assert_outcomes(passed=2, failed=2)
+    checks = {c["test"].split("::")[1]: c for c in json.loads((pytester.path / "r.json").read_text())["checks"]}
+    assert {name: c["passed"] for name, c in checks.items()} == {
+        "test_measured": False, "test_lenient": True, "test_strict": False, "test_small_drop": True,
+    }
+    low, high = _drop_interval(9, 0, 450)
+    for name, judged in (("test_measured", 0.02), ("test_lenient", low)):
+        drop = checks[name]["figures"][0]
+        assert drop["value"] == pytest.approx(0.02) and drop["judged"] == pytest.approx(judged)
+        assert (drop["low"], drop["high"]) == pytest.approx((low, high))
+        assert drop["method"] == "exact-binomial" and drop["resolved"] is False and drop["samples_needed"] > 450
+    assert low < 0.01 < high  # 450 samples cannot resolve a 1 pp budget for this candidate
+    strict = checks["test_strict"]["figures"][0]
+    low4, high4 = _drop_interval(6, 4, 400)
+    assert strict["mode"] == "strict" and strict["value"] == pytest.approx(0.005)
+    assert strict["judged"] == pytest.approx(high4) and high4 > 0.01
+    needed = checks["test_measured"]["figures"][0]["samples_needed"]
     result.stdout.fnmatch_lines(
         [
             "*compress budget 'default' broken by Pick (fp32 ONNX) (executable) vs Pick (fp32 ONNX)*",
-            "*accuracy_drop 0.0150 > max 0.0100 (over by 0.0050, n=400)*",
-            "*test_gate_paired.py::test_paired *accuracy_drop*0.0150*0.0050 <=*0.0100*0.0050  pass",
+            f"*accuracy_drop 0.0200 > max 0.0100 (over by 0.0100): FAIL, gate 'measured'; 95% CI [[]{low:.4f}, "
+            f"{high:.4f}], exact binomial, 9 vs 0 discordant of n=450; the interval contains the limit: this test "
+            f"set cannot resolve the budget, about {needed:,} samples would (at the observed disagreement rate)*",
+            f"*accuracy_drop 0.0050, interval high end {high4:.4f} > max 0.0100 (over by {high4 - 0.01:.4f}): FAIL, "
+            f"gate 'strict'; 95% CI [[]{low4:.4f}, {high4:.4f}], exact binomial, 6 vs 4 discordant of n=400*",
         ]
     )
+    # the end-of-run summary: the lenient pass, with its interval and the samples it would take
+    result.stdout.fnmatch_lines(
+        [
+            f"*test_gate_paired.py::test_lenient *accuracy_drop*0.0200*{low:.4f} <=*0.0100*{0.01 - low:.4f}  pass",
+            "*candidate Pick (fp32 ONNX) (executable), n=450",
+            f"*accuracy_drop: 95% CI [[]{low:.4f}, {high:.4f}], exact binomial, 9 vs 0 discordant of n=450; gate "
+            f"'lenient'; the interval contains the limit: this test set cannot resolve the budget, about {needed:,} samples*",
+            "*4 gated check(s), 8 figure(s): 6 within budget, 2 over; 4 the test set cannot resolve*",
+        ]
+    )
+    properties = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")
+    }
+    lenient = properties["test_lenient"]
+    assert lenient["compress_budget.default.accuracy_drop.mode"] == "lenient"
+    assert lenient["compress_budget.default.accuracy_drop.method"] == "exact-binomial"
+    assert float(lenient["compress_budget.default.accuracy_drop.low"]) == pytest.approx(low)
+    assert float(lenient["compress_budget.default.accuracy_drop.high"]) == pytest.approx(high)
+    assert int(lenient["compress_budget.default.accuracy_drop.samples_needed"]) == needed
 
 
 def test_verdict_is_identical_across_runs(pytester):
@@ -358,7 +465,7 @@ def test_verdict_is_identical_across_runs(pytester):
     pytester.makepyfile(test_gate_paired=PAIRED)
     verdicts = set()
     for i in range(5):
-        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", "test_gate_paired.py::test_paired")
+        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", "test_gate_paired.py::test_lenient")
         result.assert_outcomes(passed=1)
         (check,) = json.loads((pytester.path / f"r{i}.json").read_text())["checks"]
         verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["passed"]) for f in check["figures"]]]))

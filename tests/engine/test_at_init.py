@@ -58,7 +58,8 @@ def test_snip_trains_better_than_random_at_high_sparsity(digits_mlp):
     for method in ("snip", "random"):
         sparse = sl.prune_at_init(_fresh(), method, sparsity=0.97, data=batch, seed=0)
         results[method] = _acc(sl.finetune(sparse, split.train, epochs=8, optimizer=lambda p: torch.optim.Adam(p, lr=3e-3)), split)
-    assert results["snip"] > results["random"]
+    # measured 54.9% vs 22.9%: a 32-point gap, not a coin flip between two training runs
+    assert results["snip"] >= results["random"] + 0.1
 
 
 def test_bad_arguments():

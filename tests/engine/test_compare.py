@@ -30,3 +30,38 @@ def test_duplicate_recipes_are_refused(digits_mlp):
     twice = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.Int8Dynamic())]
     with pytest.raises(sl.ConfigError, match="int8-dynamic.*more than once"):
         compare(model, twice, split.test, example_inputs=split.x_test[:1])
+
+
+def _table(speedups):
+    """A compare table by hand: fp32 first, then one row per (median, low, high) at batch 1."""
+    import pandas as pd
+
+    rows = []
+    for i, (median, low, high) in enumerate([(1.0, 1.0, 1.0), *speedups]):
+        rows.append({"recipe": f"r{i}", "kind": "executable", "accuracy": 0.98, "accuracy_drop": 0.0,
+                     "size_bytes": 1000, "size_ratio": 1.0, "latency_ms_b1": 0.1,
+                     "speedup_b1": median, "speedup_b1_low": low, "speedup_b1_high": high})
+    table = pd.DataFrame(rows)
+    table.attrs["batch_sizes"] = [1]
+    return table
+
+
+def test_format_table_reads_each_speedup_from_its_whole_interval():
+    text = format_table(_table([(0.80, 0.70, 1.05), (0.80, 0.70, 0.90), (1.30, 1.10, 1.50), (1.30, 0.95, 1.50)]))
+    lines = text.splitlines()[2:]
+    assert lines[0].endswith("1.00x (1.00-1.00)")  # the baseline: no reading
+    assert lines[1].endswith("0.80x (0.70-1.05) about the same")  # a median below 1 is not "slower"
+    assert lines[2].endswith("0.80x (0.70-0.90) slower")
+    assert lines[3].endswith("1.30x (1.10-1.50) faster")
+    assert lines[4].endswith("1.30x (0.95-1.50) about the same")
+    assert sum("slower" in line for line in lines) == 1 and sum("faster" in line for line in lines) == 1
+
+
+def test_compare_columns_carry_the_interval(digits_mlp):
+    model, split = digits_mlp
+    table = compare(model, [sl.Recipe(runtime=sl.Int8Dynamic())], split.test, example_inputs=split.x_test[:1],
+                    batch_sizes=(2,), rounds=8)
+    row = table.iloc[1]
+    assert row["speedup_b2_low"] <= row["speedup_b2"] <= row["speedup_b2_high"]
+    assert row["speedup_b2_reading"] in ("faster", "slower", "about the same")
+    assert table.iloc[0][["speedup_b2", "speedup_b2_low", "speedup_b2_high"]].tolist() == [1.0, 1.0, 1.0]

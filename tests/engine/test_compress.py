@@ -210,7 +210,8 @@ def test_multi_input_model_exports_and_predicts():
     torch.manual_seed(0)
     m = Two().eval()
     x, z = torch.randn(6, 4), torch.randn(6, 5)
-    c = sl.compress(m, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=(x[:1], z[:1]))
+    # 7-bit weights: exact on AVX2-only and VNNI CPUs alike, so the tolerance means the same on both.
+    c = sl.compress(m, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=(x[:1], z[:1]))
     np.testing.assert_allclose(c.predict((x.numpy(), z.numpy())), m(x, z).detach().numpy(), atol=0.05)
 
 

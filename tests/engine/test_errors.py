@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -140,9 +142,15 @@ def test_caller_inputs_are_unchanged_by_a_model_that_edits_its_input(runtime):
     torch.testing.assert_close(example, x[:1])
 
 
-def test_int8_recipe_that_quantizes_nothing_is_refused():
+def test_int8_recipe_that_quantizes_nothing_is_refused_before_quantizing(monkeypatch):
+    import squeezelab.engine.ort_quant as ort_quant
+
+    def never(*args, **kwargs):
+        raise AssertionError("quantization started before the recipe's reach was checked")
+
+    monkeypatch.setattr(ort_quant, "convert_onnx", never)
     conv_only = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten())
-    with pytest.raises(sl.ConfigError, match="quantized nothing.*Conv"):
+    with pytest.raises(sl.ConfigError, match=r"quantize nothing.*Conv 100%.*Int8Static\(\)"):
         sl.compress(conv_only, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(1, 1, 6, 6))
 
 
@@ -173,3 +181,35 @@ def test_load_packed_refuses_a_different_architecture(digits_mlp, tmp_path):
         sl.load_packed(c.artifact_bytes, sl.DigitsCNN())
     with pytest.raises(sl.ArtifactError, match="not a squeezelab packed artifact"):
         sl.load_packed(b"garbage" * 10, sl.DigitsMLP())
+
+
+@pytest.fixture(scope="module")
+def mlp_both_kinds(digits_mlp):
+    model, split = digits_mlp
+    recipes = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated())]
+    return [sl.compress(model, r, example_inputs=split.x_test[:1]) for r in recipes]
+
+
+@pytest.mark.parametrize("kind", [0, 1], ids=["onnx", "simulated"])
+@pytest.mark.parametrize("shape", [(5, 64), (5, 1, 8, 9), (1, 8, 8)], ids=["flat", "wrong-size", "no-batch-axis"])
+def test_predict_names_the_expected_shape(mlp_both_kinds, kind, shape):
+    # The simulated MLP (Flatten first) silently accepted flat (5, 64) rows; ONNX Runtime raised its own error.
+    c = mlp_both_kinds[kind]
+    expected = r"input of shape " + re.escape(str(shape)) + r" does not fit the model, which takes \(batch, 1, 8, 8\)"
+    with pytest.raises(sl.DataError, match=expected):
+        c.predict(np.zeros(shape, np.float32))
+
+
+def test_predict_checks_the_number_of_inputs(mlp_both_kinds):
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    for c in mlp_both_kinds:
+        with pytest.raises(sl.DataError, match=r"takes 1 input\(s\) shaped \(batch, 1, 8, 8\), got 2"):
+            c.predict((x, x))
+        assert c.predict(x).shape == (3, 10)  # any batch size fits
+
+
+def test_measure_with_data_of_the_wrong_shape_is_explained(digits_mlp, mlp_both_kinds):
+    _, split = digits_mlp
+    x, y = split.test
+    with pytest.raises(sl.DataError, match=r"\(256, 64\) does not fit.*\(batch, 1, 8, 8\)"):
+        sl.measure(mlp_both_kinds[1], (x.reshape(len(x), 64), y), repeats=1)

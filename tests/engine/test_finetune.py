@@ -110,7 +110,7 @@ def test_distillation_pulls_the_student_towards_the_teacher(digits_cnn, digits_m
                                                 reduction="batchmean", log_target=True))
 
     tuned = sl.finetune(student, split.train, epochs=3, distill=sl.Distillation(teacher=teacher, temperature=4.0, alpha=1.0))
-    assert gap(tuned) < gap(student)
+    assert gap(tuned) < 0.95 * gap(student)  # measured 0.84x: a margin, not a sign that one CPU could flip
     with pytest.raises(sl.ConfigError, match="alpha=2"):
         sl.Distillation(teacher=teacher, alpha=2)
     with pytest.raises(sl.ModelError, match="teacher must be a torch.nn.Module"):

@@ -4,6 +4,11 @@ ONNX Runtime with every graph optimisation off executes the QDQ graph literally
 (DequantizeLinear, then the float op): that is the reference semantics of the
 quantized model. With optimisations on (what users run) the QDQ pairs are fused
 into int8 kernels, which must give the same outputs.
+
+Numeric tests pin ``reduce_range=True`` (7-bit weights): the one int8 path that is
+exact on every x86 CPU, AVX2-only and VNNI alike, so they assert the same thing on
+both. Full-range weights are tested where the hardware computes them exactly (VNNI,
+ARM), and shown to saturate where it does not (AVX2-only).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import torch
 
 import squeezelab as sl
 from squeezelab.engine.cpu import int8_dot_product_is_exact
+from tests.conftest import hardware_int8_exact
 
 
 def _unfused(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
@@ -37,7 +43,11 @@ def wide_mlp():
 
 @pytest.mark.parametrize(
     "runtime",
-    [sl.Int8Static(), sl.Int8Static(activations="uint8", per_channel=False), sl.Int8Static(calibration="entropy")],
+    [
+        sl.Int8Static(reduce_range=True),
+        sl.Int8Static(activations="uint8", per_channel=False, reduce_range=True),
+        sl.Int8Static(calibration="entropy", reduce_range=True),
+    ],
     ids=lambda r: sl.Recipe(runtime=r).label,
 )
 def test_fused_int8_kernels_match_the_qdq_reference(wide_mlp, runtime):
@@ -53,15 +63,31 @@ def test_fused_int8_kernels_match_the_qdq_reference(wide_mlp, runtime):
 
 def test_dynamic_int8_stays_close_to_fp32(wide_mlp):
     model, x = wide_mlp
-    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=x[:1])
+    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=x[:1])
     fp32 = model(torch.from_numpy(x)).detach().numpy()
     assert np.abs(c.predict(x) - fp32).max() <= np.abs(fp32).max() / 20
-    assert c.details["reduce_range"] is (not int8_dot_product_is_exact())
+    assert c.details["reduce_range"] is True
+
+
+def test_reduce_range_left_to_the_machine_follows_its_int8_dot_product(wide_mlp):
+    model, x = wide_mlp
+    for runtime in (sl.Int8Dynamic(), sl.Int8Static()):
+        c = sl.compress(model, sl.Recipe(runtime=runtime), example_inputs=x[:1], calibration_data=x[:64])
+        assert c.details["reduce_range"] is (not int8_dot_product_is_exact())  # recorded with the result
+
+
+def test_full_range_weights_match_the_qdq_reference_where_the_cpu_is_exact(wide_mlp):
+    if not hardware_int8_exact():
+        pytest.skip("this CPU lacks an exact int8 dot product (AVX2-only): full-range weights saturate here")
+    model, x = wide_mlp
+    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Static(reduce_range=False)), example_inputs=x[:1], calibration_data=x)
+    reference = _unfused(c.onnx_bytes, x)
+    assert np.abs(c.predict(x) - reference).max() <= np.abs(reference).max() / 100
 
 
 def test_without_vnni_full_range_weights_saturate(wide_mlp):
     """Why reduce_range defaults to True on AVX2-only CPUs: full-range weights overflow there."""
-    if int8_dot_product_is_exact():
+    if hardware_int8_exact():
         pytest.skip("this CPU has VNNI (or is ARM): its int8 kernels do not saturate")
     model, x = wide_mlp
     errors = {}

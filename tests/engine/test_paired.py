@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pytest
 import torch
 
 import squeezelab as sl
 from squeezelab.engine.paired import measure_pair
+from squeezelab.engine.stats import paired_drop_interval
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +28,26 @@ def test_paired_drop_is_the_difference_of_accuracies(pair):
     assert p.relative_accuracy_drop == pytest.approx(p.accuracy_drop / base)
 
 
-def test_lower_bound_from_the_paired_standard_error(pair):
+def test_drop_interval_is_the_paired_interval_of_the_per_sample_outcomes(pair):
+    model, split, two_bit, p = pair
+    base = model(torch.from_numpy(split.x_test)).argmax(1).numpy() == split.y_test
+    cand = two_bit.predict(split.x_test).argmax(1) == split.y_test
+    assert p.drop_interval == paired_drop_interval(base, cand, 0.95)  # the same object, not recomputed
+    assert p.drop_interval.discordant == p.discordant and p.drop_interval.method == "exact-binomial"
+    assert p.drop_interval.low < p.accuracy_drop < p.drop_interval.high
+
+
+def test_speedup_carries_its_interval(pair):
     *_, p = pair
-    n, (b, c) = p.n_samples, p.discordant
-    d = np.array([1.0] * b + [-1.0] * c + [0.0] * (n - b - c))
-    assert p.drop_std_error == pytest.approx(d.std(ddof=1) / math.sqrt(n))
-    assert p.drop_lower_bound(0.95) == pytest.approx(p.accuracy_drop - 1.6448536 * p.drop_std_error, abs=1e-6)
-    assert p.drop_lower_bound(0.99) < p.drop_lower_bound(0.95) < p.accuracy_drop
-    assert p.drop_lower_bound(0.0) == p.accuracy_drop
+    speed = p.speedup_interval
+    assert speed.median == p.speedup and speed.rounds == 3
+    assert speed.reading == "about the same"  # 3 rounds give no 95% interval: no claim either way
+
+
+def test_confidence_is_checked_before_measuring(digits_mlp):
+    model, split = digits_mlp
+    with pytest.raises(sl.ConfigError, match=r"confidence=1\.5 must be a number in \(0, 1\)"):
+        measure_pair(model, model, split.test, confidence=1.5)
 
 
 def test_same_samples_same_rounds(pair):
@@ -54,5 +64,4 @@ def test_custom_metric_gives_point_difference_only(digits_mlp):
         return float((pred.argmax(1) != y).mean())
 
     p = measure_pair(model, model, split.test, metric=error_rate, repeats=2)
-    assert p.accuracy_drop == 0.0 and p.drop_std_error is None and p.discordant is None
-    assert p.drop_lower_bound(0.95) == 0.0
+    assert p.accuracy_drop == 0.0 and p.drop_interval is None and p.discordant is None

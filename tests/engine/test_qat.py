@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.cpu import default_reduce_range
 from tests.conftest import state_hash
 
 
@@ -22,7 +21,8 @@ def _acc(model, split):
 def qat8(digits_cnn):
     model, split = digits_cnn
     before = state_hash(model)
-    prepared = sl.prepare_qat(model, bits=8)
+    # 7-bit weights: the int8 path that is exact on every x86 CPU, so the export test holds on AVX2 and VNNI.
+    prepared = sl.prepare_qat(model, bits=8, reduce_range=True)
     sl.calibrate_(prepared, split.x_train[:512])
     trained = sl.finetune(prepared, split.train, epochs=2, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
     assert state_hash(model) == before
@@ -32,20 +32,24 @@ def qat8(digits_cnn):
 def test_weights_and_inputs_are_fake_quantized(qat8, digits_cnn):
     _, split = digits_cnn
     layer = qat8.classifier[1].layer
-    qmax = 63 if default_reduce_range() else 127
+    qmax = 63  # reduce_range=True: 7-bit weights
     w = layer.weight.detach()
     scale = w.abs().amax(1, keepdim=True) / qmax
     torch.testing.assert_close(w / scale, torch.round(w / scale), atol=1e-4, rtol=0)  # on the grid
     assert bool(qat8.classifier[1].seen) and float(qat8.classifier[1].high) > 0
 
 
-def test_four_bit_qat_beats_four_bit_ptq(digits_cnn):
+def test_two_bit_qat_recovers_what_two_bit_ptq_loses(digits_cnn):
+    # At 4 bits PTQ loses ~0.2-0.7 pp here and QAT's edge is 1-4 test digits, which flips with the CPU's
+    # float kernels (0.9778 vs 0.9778 on a VNNI machine). At 2 bits PTQ loses ~43 pp and QAT wins back
+    # 30+ pp on AVX2 and on the portable kernels alike (ATEN_CPU_CAPABILITY=default): a margin, not a sign.
     model, split = digits_cnn
-    ptq = sl.prepare_qat(model, bits=4)
+    ptq = sl.prepare_qat(model, bits=2)
     sl.calibrate_(ptq, split.x_train[:512])
     ptq.eval()
     qat = sl.finetune(ptq, split.train, epochs=3, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
-    assert _acc(qat, split) > _acc(ptq, split)
+    assert _acc(ptq, split) < 0.8  # 2-bit PTQ really loses accuracy (the premise)
+    assert _acc(qat, split) >= _acc(ptq, split) + 0.15
 
 
 def test_exported_int8_model_matches_the_qat_model(qat8, digits_cnn):

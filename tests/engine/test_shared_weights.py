@@ -29,17 +29,19 @@ def test_centroid_gradient_is_the_sum_of_its_cluster_gradients():
 
 
 def test_training_the_codebook_keeps_sharing_and_beats_untrained_kmeans(digits_mlp):
+    # 1 bit (two shared values per layer): untrained k-means loses ~58 pp, training the codebooks wins
+    # back ~46 pp. (At 2 bits the gain was 0.4 pp, two test digits: a sign that could flip with the CPU.)
     model, split = digits_mlp
     before = state_hash(model)
-    config = sl.KMeansQuantization(bits=2)
+    config = sl.KMeansQuantization(bits=1)
     shared = sl.share_weights(model, config)
     untrained_acc = _acc(shared, split)
     tuned = sl.finetune(shared, split.train, epochs=3, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
     sl.bake_shared_weights_(tuned)
     assert state_hash(model) == before
     for i in (1, 3, 5):
-        assert len(torch.unique(tuned.net[i].weight)) <= 4
-    assert _acc(tuned, split) > untrained_acc
+        assert len(torch.unique(tuned.net[i].weight)) <= 2
+    assert untrained_acc < 0.6 and _acc(tuned, split) >= untrained_acc + 0.2
     # The packed k-means file stores the trained codebook exactly: outputs are identical.
     c = sl.compress(tuned, sl.Recipe(quantization=config, runtime=sl.Simulated()), example_inputs=split.x_test[:1])
     x = torch.from_numpy(split.x_test)

@@ -313,9 +313,12 @@ def test_bad_sweep_arguments_fail_before_any_work(small, kwargs, message):
 
 def test_executable_grids_int8_and_structured(small, tmp_path):
     model, data = small
-    s = sweep(model, data, bits=(8, 32), sparsity=(0.0, 0.5), pruning="structured", runtime="int8-dynamic", cache=tmp_path, progress=False, latency_repeats=3)
+    s = sweep(model, data, bits=(8, 32), sparsity=(0.0, 0.5), pruning="structured", runtime="int8-dynamic", cache=tmp_path, progress=False, latency_repeats=6)
     assert s.table["executable"].all()
     labels = s.table["label"].tolist()
     assert labels[0] == "fp32" and "int8-dynamic" in labels and "channels50%-l1" in labels
     assert s.table.set_index("label").loc["channels50%-l1", "size_bytes"] < s.table.iloc[0]["size_bytes"] * 0.6
     assert s.table["speedup"].notna().all()
+    # every speedup carries the interval of its median (6 rounds: the extremes at 95%)
+    assert (s.table["speedup_low"] <= s.table["speedup"]).all() and (s.table["speedup"] <= s.table["speedup_high"]).all()
+    assert s.table.iloc[0][["speedup", "speedup_low", "speedup_high"]].tolist() == [1.0, 1.0, 1.0]

@@ -223,3 +223,33 @@ def test_save_report_writes_the_explored_points(explorer, tmp_path):
     assert text.count("plotly.js v") <= 2  # inlined once (its banner), never linked
     with pytest.raises(Exception, match="overwrite=True"):
         ex.save_report(path)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(quantization="int4"), r"quantization='int4' is not one of the explorer's quantization choices: 'linear-symmetric', .*'float16'"),
+        (dict(pruning="random"), r"pruning='random' is not one of .* 'magnitude', 'structured', 'n:m'"),
+        (dict(runtime="tensorrt"), r"runtime='tensorrt' is not one of .* 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static'"),
+        (dict(bits=1), r"bits=1 is outside the bit-width slider's range 2..8; pass one of \[2, 3, 4, 5, 6, 7, 8\]"),
+        (dict(bits=16), r"bits=16 is outside the bit-width slider's range 2..8"),
+        (dict(bits="8"), r"bits='8' is not allowed"),
+        (dict(sparsity=0.99), r"sparsity=0.99 is outside the sparsity slider's range 0..0.95"),
+        (dict(sparsity=float("nan")), r"sparsity=nan must be a number in \[0, 1\)"),
+        (dict(latency_repeats=-1), r"latency_repeats=-1 is not allowed: it must be an integer >= 0"),
+        (dict(latency_repeats=2.5), r"latency_repeats=2.5 is not allowed"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_path, monkeypatch, kwargs, message):
+    import squeezelab as sl
+    import squeezelab.engine.evaluation as evaluation
+
+    def never(*args, **kwargs):
+        raise AssertionError("the explorer measured a point before refusing its arguments")
+
+    monkeypatch.setattr(evaluation, "run_point", never)
+    model, split = digits_cnn
+    folder = tmp_path / "cache"
+    with pytest.raises(sl.ConfigError, match=message):
+        Explorer(model, split.test, cache=folder, progress=False, **kwargs)
+    assert not folder.exists()  # not even the baseline was looked up

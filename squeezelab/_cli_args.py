@@ -1,0 +1,94 @@
+"""Argument checking for the ``squeezelab`` command: every value is checked before any work starts.
+
+A bad argument ends the command with one line on stderr (``squeezelab demo: error: ...``) and exit
+status 2, never a traceback and never after minutes of work. Each parser here is an argparse ``type=``:
+it raises ``argparse.ArgumentTypeError`` with a message that says what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = ["OneLineParser", "positive_int", "port_number", "batch_sizes", "output_folder", "fail"]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line on stderr and exit status 2.
+
+    argparse prints the whole usage block before the error; in a CI log the one line that says what
+    was wrong is what a reader needs (``--help`` still shows the usage).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, message)
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    """Print ``PROG: error: MESSAGE`` (one line) and exit with status 2."""
+    one_line = " ".join(str(message).split())
+    print(f"{prog}: error: {one_line}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (rounds, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass a whole number >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; pass a whole number >= 1")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; pass 1-65535") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port number; pass 1-65535")
+    return value
+
+
+def batch_sizes(text: str) -> list[int]:
+    """Comma-separated positive integers, e.g. ``1,256``."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of batch sizes; pass e.g. 1,256")
+    out = []
+    for part in parts:
+        try:
+            value = int(part)
+        except ValueError:
+            where = "" if part == text.strip() else f" in {text!r}"
+            raise argparse.ArgumentTypeError(
+                f"{part!r}{where} is not an integer; pass comma-separated whole numbers >= 1, e.g. 1,256"
+            ) from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"batch size {value} in {text!r} is not allowed; each must be >= 1")
+        out.append(value)
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a batch size; list each once")
+    return out
+
+
+def output_folder(text: str) -> Path:
+    """A folder that exists or can be created, and is writable (checked now, not after the work)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder; pass a folder path")
+    probe = path
+    while not probe.exists():  # the nearest existing ancestor decides whether it can be created
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not (probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)):
+        what = "a file" if not probe.is_dir() else "not writable"
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be written: {str(probe)!r} is {what}; pass another folder")
+    return path
