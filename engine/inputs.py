@@ -175,7 +175,7 @@ class Inputs:
         shapes = []
         for a in self.arrays:
             dims: list[int | None] = [None, *a.shape[1:]]
-            if a.dtype.kind in "iub" and a.ndim == 2 and self.kind != "tensor":
+            if a.dtype.kind in "iub" and a.ndim == 2:
                 dims[1] = None  # token ids, masks: the sequence length varies between batches
             shapes.append(tuple(dims))
         return InputSpec(self.kind, self.names, tuple(str(a.dtype) for a in self.arrays), tuple(shapes))

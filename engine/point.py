@@ -197,7 +197,7 @@ class Point:
         row["kind"] = self.kind
         row["recipe"] = json.dumps(self.recipe, sort_keys=True)
         row["scores"] = pack_scores(self.scores)
-        row[self.metric_key] = self.value
+        row[self.metric_key] = self.value  # the figure, under its metric's own name too
         row.update(_drop_columns(self.drop, self.metric_key))
         row.update(_speed_columns(self.speedup))
         return row
@@ -218,6 +218,7 @@ def _drop_columns(drop: DropInterval | None, key: str) -> dict[str, Any]:
     if drop is None:
         return {}
     return {
+        "drop": drop.drop,
         f"{key}_drop": drop.drop,
         "drop_low": drop.low if math.isfinite(drop.low) else None,
         "drop_high": drop.high if math.isfinite(drop.high) else None,

@@ -84,7 +84,7 @@ def _targets(value: Any) -> np.ndarray | None:
 
 
 def _is_input_form(x: Any) -> bool:
-    return is_array(x) or isinstance(x, Mapping) or (isinstance(x, (tuple, list)) and bool(x) and all(is_array(v) for v in x))
+    return isinstance(x, Inputs) or is_array(x) or isinstance(x, Mapping) or (isinstance(x, (tuple, list)) and bool(x) and all(is_array(v) for v in x))
 
 
 def _is_pair(item: Any) -> bool:
@@ -155,6 +155,8 @@ def read_samples(data: Any, what: str = "the evaluation data") -> Samples:
 
 def read_inputs(data: Any, spec: InputSpec | None = None, what: str = "calibration_data") -> Inputs:
     """Inputs only (calibration): any evaluation form, or bare inputs in the form ``spec`` describes."""
+    if isinstance(data, Inputs):
+        return data
     try:
         if spec is not None and spec.kind != "tensor" and isinstance(data, (tuple, list)) and len(data) == len(spec.names) and all(is_array(v) for v in data):
             return Inputs.of(tuple(data), what)  # the model's own positional inputs
