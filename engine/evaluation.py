@@ -83,36 +83,39 @@ def _baseline(task: PointTask, key: str) -> Any:
         return _BASELINES[key]
 
 
-def run_point(task: PointTask, baseline_key: str | None = None) -> Point:
+def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = None) -> Point:
     """Compress ``task.model`` with ``task.recipe`` and measure it: one ``Point``.
 
     ``baseline_key`` names the model for the per-process baseline (default: its fingerprint).
+    ``progress(stage, fraction)`` is told how far the work is ("compressing", "evaluating",
+    "timing"), in this process only (a display's hook; it never changes a figure).
     """
     from squeezelab.engine.latency import torch_threads
 
     key = baseline_key or (model_fingerprint(task.model) if isinstance(task.model, nn.Module) else fingerprint(task.model))
     with torch_threads(task.worker_threads):
-        return _run_point(task, key)
+        return _run_point(task, key, progress or (lambda stage, fraction: None))
 
 
-def _run_point(task: PointTask, baseline_key: str) -> Point:
+def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
     from squeezelab.engine.compression import compress
     from squeezelab.engine.metrics import outputs_of, point_of, scores_of, time_together
 
     started = time.perf_counter()
     settings, samples = task.settings, task.samples
     metric = settings.resolved_metric(has_targets=samples.targets is not None)
+    progress("compressing", 0.0)
     c = compress(
         task.model, task.recipe, example_inputs=samples.inputs.slice(0, 1), calibration_data=task.calibration,
         output=None if isinstance(task.model, bytes) else settings.output,
     )
-    outputs = outputs_of(c, samples, settings.eval_batch_size)
+    outputs = outputs_of(c, samples, settings.eval_batch_size, progress)
     value, scores = scores_of(metric, outputs, samples, outputs if task.reference is None else task.reference)
     latency, speed = None, None
     if settings.rounds:
         is_baseline = task.recipe == Recipe()
         targets = [c] if is_baseline else [_baseline(task, baseline_key), c]
-        timed = time_together(targets, settings, samples)
+        timed = time_together(targets, settings, samples, progress)
         latency = timed[-1]
         if not is_baseline:
             speed = ratio_interval(timed[0], timed[1], confidence=settings.confidence)
@@ -212,12 +215,15 @@ class Evaluator:
             self._baseline_point = point
         return self._paired(point.replace(cached=False), recipe)
 
-    def evaluate(self, recipe: Recipe) -> Point:
-        """The point of ``recipe``: from the cache, or measured now and stored; paired with the baseline."""
+    def evaluate(self, recipe: Recipe, progress: Any = None) -> Point:
+        """The point of ``recipe``: from the cache, or measured now and stored; paired with the baseline.
+
+        ``progress(stage, fraction)`` hears how far an uncached point is (see ``run_point``).
+        """
         point = self.cached(recipe)
         if point is not None:
             return point
-        return self.store(recipe, run_point(self.task(recipe), self.model_key))
+        return self.store(recipe, run_point(self.task(recipe), self.model_key, progress))
 
     def baseline(self) -> Point:
         """The fp32 baseline's point (evaluated once)."""

@@ -11,7 +11,7 @@ and the sweep's evaluator use too.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -59,9 +59,18 @@ def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, out
     return compress(target, Recipe(), example_inputs=example_inputs, output=output)
 
 
-def outputs_of(c: Compressed, samples: Samples, batch_size: int = 256) -> np.ndarray:
+Progress = Callable[[str, float], None]  # progress(stage, fraction done): for a display, never for results
+
+
+def outputs_of(c: Compressed, samples: Samples, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
     """The selected output of ``c`` over every sample, in order."""
-    return c.predict(samples.inputs, batch_size=batch_size)
+    if progress is None:
+        return c.predict(samples.inputs, batch_size=batch_size)
+    parts = []
+    for start in range(0, len(samples), batch_size):
+        parts.append(c.predict(samples.inputs.slice(start, start + batch_size)))
+        progress("evaluating", min(start + batch_size, len(samples)) / len(samples))
+    return np.concatenate(parts, axis=0)
 
 
 def scores_of(metric: Metric, outputs: np.ndarray, samples: Samples, reference: np.ndarray | None) -> tuple[float, np.ndarray | None]:
@@ -82,7 +91,9 @@ def latency_feeds(c: Compressed, batch_size: int, samples: Samples | None) -> An
     return c.prepare(source.tile(batch_size))
 
 
-def time_together(targets: Sequence[Compressed], settings: Settings, samples: Samples | None) -> list[list[float]]:
+def time_together(
+    targets: Sequence[Compressed], settings: Settings, samples: Samples | None, progress: Progress | None = None
+) -> list[list[float]]:
     """Latency samples (ms) of each target, all timed in the same interleaved rounds."""
     runners = {}
     for i, c in enumerate(targets):
@@ -91,7 +102,8 @@ def time_together(targets: Sequence[Compressed], settings: Settings, samples: Sa
     # ONNX Runtime sessions take their thread count from the session; PyTorch needs it set around the run.
     simulated = any(c.onnx_bytes is None for c in targets)
     with torch_threads(settings.threads if simulated else None):
-        timed = interleaved_latency(runners, rounds=settings.rounds, warmup=settings.warmup)
+        on_round = None if progress is None else (lambda done, total: progress("timing", done / total))
+        timed = interleaved_latency(runners, rounds=settings.rounds, warmup=settings.warmup, on_round=on_round)
     return [timed[i] for i in range(len(targets))]
 
 
