@@ -39,20 +39,11 @@ from squeezelab.engine.stats import paired_drop_interval, ratio_interval
 
 __all__ = ["Evaluator", "PointTask", "run_point", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
-# The older keyword names of the settings, still accepted by sweep, layer_sensitivity, search and Evaluator.
-_ALIASES = {"latency_batch_size": "batch_size", "latency_repeats": "rounds", "repeats": "rounds"}
-
-
 def evaluator_settings(settings: Settings | None, overrides: dict[str, Any], *, rounds: int = 20) -> Settings:
     """``settings`` with keyword overrides (older names accepted); sweeps time 20 rounds by default."""
-    overrides = {_ALIASES.get(k, k): v for k, v in overrides.items() if v is not None or k in ("metric", "output", "threads")}
-    unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {unknown}; settings are {sorted(Settings.__dataclass_fields__)}.")
-    base = settings if settings is not None else Settings(rounds=rounds, warmup=3)
-    if not isinstance(base, Settings):
-        raise ConfigError(f"settings={base!r}; pass a squeezelab Settings(...) or keyword settings.")
-    return base.replace(**overrides) if overrides else base
+    from squeezelab.engine.metrics import settings_of
+
+    return settings_of(settings if settings is not None else Settings(rounds=rounds, warmup=3), overrides)
 
 
 @dataclass(frozen=True)

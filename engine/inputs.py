@@ -114,8 +114,8 @@ class Inputs:
         sizes = {len(a) if a.ndim else None for a in self.arrays}
         if None in sizes:
             raise DataError(
-                f"input {self.names[[a.ndim for a in self.arrays].index(0)]!r} is a scalar; every input needs a "
-                "batch dimension first (e.g. x[None] or x.unsqueeze(0))."
+                f"input {self.names[[a.ndim for a in self.arrays].index(0)]!r} is a scalar: it has no batch "
+                "dimension; every input needs one first (e.g. x[None] or x.unsqueeze(0))."
             )
         if len(sizes) > 1:
             shown = ", ".join(f"{n}: {len(a)}" for n, a in zip(self.names, self.arrays))
@@ -196,14 +196,13 @@ class Inputs:
     def check(self, spec: InputSpec, what: str = "inputs") -> Inputs:
         """These inputs, cast to the spec's dtypes, or an ``ExampleInputError`` naming the expected form."""
         expected = spec.describe()
-        if self.kind != spec.kind and not (spec.kind == "dict" and self.kind == "tuple" and len(self.names) == len(spec.names)):
-            raise ExampleInputError(
-                f"the model takes {_form_words(spec)} ({expected}); {what} are {self.form()}."
-            )
         if len(self.arrays) != len(spec.names):
             raise ExampleInputError(
-                f"the model takes {len(spec.names)} input(s) ({expected}); {what} have {len(self.arrays)} ({self.form()})."
+                f"the model takes {len(spec.names)} input(s) shaped {expected}, got {len(self.arrays)} ({self.form()}); "
+                "pass one array per input: a tuple of them, or a dict by name."
             )
+        if self.kind != spec.kind and not (self.kind == "tuple" and spec.kind == "dict"):
+            raise ExampleInputError(f"the model takes {_form_words(spec)} ({expected}); {what} are {self.form()}.")
         if self.kind == "dict" and set(self.names) != set(spec.names):
             raise ExampleInputError(
                 f"the model takes the inputs {list(spec.names)}; {what} have {list(self.names)}."
@@ -214,9 +213,10 @@ class Inputs:
             a, shape = self.arrays[j], spec.shapes[i]
             ok = a.ndim == len(shape) and all(s is None or s == d for s, d in zip(shape, a.shape))
             if not ok:
+                label = "input" if spec.kind == "tensor" else f"input {spec.names[i]!r}"
                 raise ExampleInputError(
-                    f"{what} {spec.names[i]!r} has shape {tuple(a.shape)}; the model takes {expected}. "
-                    "Pass inputs shaped like the example inputs, with the batch dimension first."
+                    f"{label} of shape {tuple(a.shape)} does not fit the model, which takes {expected} (the shape "
+                    "of the example inputs, any batch size); pass inputs of that shape, with the batch dimension first."
                 )
             arrays.append(_cast(a, spec.dtypes[i], spec.names[i], what))
         return Inputs(spec.kind, spec.names, arrays)

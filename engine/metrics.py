@@ -29,14 +29,16 @@ __all__ = ["Metrics", "measure", "top1_accuracy", "as_compressed", "settings_of"
 
 Metrics = Point  # the measured figures of one model: one type everywhere (see engine.point)
 
+# The older keyword names of settings, still accepted wherever settings are.
+_ALIASES = {"latency_batch_size": "batch_size", "latency_repeats": "rounds", "repeats": "rounds"}
+
 
 def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
     """``settings`` (default ``Settings()``) with keyword overrides such as ``metric=`` or ``rounds=``."""
     if settings is not None and not isinstance(settings, Settings):
         raise ConfigError(f"settings={settings!r}; pass a squeezelab Settings(...) or keyword settings.")
     base = settings or Settings()
-    if "repeats" in overrides:  # the older name of rounds
-        overrides = {**overrides, "rounds": overrides.pop("repeats")}
+    overrides = {_ALIASES.get(k, k): v for k, v in overrides.items()}
     unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; settings are {sorted(Settings.__dataclass_fields__)}.")

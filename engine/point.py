@@ -202,12 +202,23 @@ class Point:
         row.update(_speed_columns(self.speedup))
         return row
 
+    def to_dict(self) -> dict[str, Any]:
+        """The same flat dict as ``to_row`` (the name ``Metrics.to_dict`` had)."""
+        return self.to_row()
+
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Point:
         names = {f.name for f in dataclasses.fields(cls)} - {"scores", "drop", "speedup", "recipe"}
         kwargs = {k: row[k] for k in names if k in row}
         recipe = row.get("recipe", "{}")
-        return cls(recipe=json.loads(recipe) if isinstance(recipe, str) else dict(recipe), scores=unpack_scores(row.get("scores")), **kwargs)
+        speed = None
+        if row.get("speedup_confidence") is not None:  # a candidate timed against the baseline
+            speed = RatioInterval(
+                float(row["speedup"]), float(row["speedup_low"]), float(row["speedup_high"]),
+                int(row.get("latency_rounds") or 0), float(row["speedup_confidence"]),
+            )
+        recipe = json.loads(recipe) if isinstance(recipe, str) else dict(recipe)
+        return cls(recipe=recipe, scores=unpack_scores(row.get("scores")), speedup=speed, **kwargs)
 
     def __repr__(self) -> str:
         value = "n/a" if self.value is None else f"{self.value:.4f}"
@@ -229,4 +240,10 @@ def _drop_columns(drop: DropInterval | None, key: str) -> dict[str, Any]:
 def _speed_columns(speedup: RatioInterval | None) -> dict[str, Any]:
     if speedup is None:
         return {}
-    return {"speedup": speedup.median, "speedup_low": speedup.low, "speedup_high": speedup.high, "speed_reading": speedup.reading}
+    return {
+        "speedup": speedup.median,
+        "speedup_low": speedup.low,
+        "speedup_high": speedup.high,
+        "speedup_confidence": speedup.confidence,
+        "speed_reading": speedup.reading,
+    }

@@ -106,8 +106,8 @@ def _one_batch(item: Any, what: str) -> tuple[Inputs, np.ndarray | None]:
         return Inputs.of(inputs, what), _targets(item[labels]) if labels else None
     if _is_pair(item):
         return Inputs.of(item[0], what), _targets(item[1])
-    if is_array(item):
-        return Inputs.of(item, what), None
+    if is_array(item) or (isinstance(item, (tuple, list)) and len(item) == 1 and is_array(item[0])):
+        return Inputs.of(item, what), None  # inputs without targets ((x,) from a DataLoader of one tensor)
     raise DataError(
         f"cannot read a batch of {what} of the form {describe_form(item)}; each batch must be (inputs, targets), "
         "a dict of inputs (optionally with 'labels'), or an input array."
