@@ -8,12 +8,15 @@ only fuses the eager attention graph (FIELD-NOTES).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.zoo._deps import require
+
+if TYPE_CHECKING:  # an optional package: imported at run time only inside the functions
+    from transformers import BertConfig, BertModel
 
 __all__ = ["tiny_bert", "tiny_bert_inputs", "TINY_BERT_CONFIG"]
 
@@ -28,7 +31,7 @@ TINY_BERT_CONFIG: dict[str, Any] = {
 }
 
 
-def _config(overrides: dict[str, Any]) -> Any:
+def _config(overrides: dict[str, Any]) -> BertConfig:
     transformers = require("transformers", "transformers", "tiny_bert()")
     known = set(transformers.BertConfig().to_dict()) | {"attn_implementation"}
     unknown = sorted(set(overrides) - known)
@@ -40,7 +43,7 @@ def _config(overrides: dict[str, Any]) -> Any:
     return transformers.BertConfig(**settings)
 
 
-def tiny_bert(seed: int = 0, **config_overrides: Any) -> Any:
+def tiny_bert(seed: int = 0, **config_overrides: Any) -> BertModel:
     """A seeded, randomly initialised ``transformers.BertModel`` in eval mode (139,456 parameters).
 
     Args:

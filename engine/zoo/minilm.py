@@ -17,7 +17,7 @@ import json
 import zipfile
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,10 @@ from torch import nn
 
 from squeezelab.engine.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.zoo._deps import package_dir, require
+
+if TYPE_CHECKING:  # optional packages: imported at run time only inside load_minilm
+    from tokenizers import Tokenizer
+    from transformers import BertModel
 
 __all__ = ["load_minilm", "SentenceEncoder", "tokenize", "sentences", "MINILM_PACKAGE"]
 
@@ -58,7 +62,7 @@ def _check_pipeline(files: dict[str, bytes]) -> None:
         )
 
 
-def load_minilm() -> tuple[Any, Any]:
+def load_minilm() -> tuple[BertModel, Tokenizer]:
     """The pretrained all-MiniLM-L6-v2 ``BertModel`` (eval mode, eager attention) and its tokenizer.
 
     Returns:
@@ -140,7 +144,7 @@ def _check_tokenize_args(tokenizer: Any, texts: Any, max_length: int, padding: s
 
 
 def tokenize(
-    tokenizer: Any, sentences: Sequence[str], max_length: int = 128, padding: str = "longest"
+    tokenizer: Tokenizer, sentences: Sequence[str], max_length: int = 128, padding: str = "longest"
 ) -> dict[str, torch.Tensor]:
     """Token ids and attention masks for ``SentenceEncoder``: ``[CLS] tokens [SEP]`` then ``[PAD]``s.
 

@@ -79,7 +79,10 @@ def test_docstring_examples(module):
 
 
 def test_fashion_mnist_images_resize_replicate_and_normalise_deterministically():
+    from squeezelab.engine.data import load_fashion_mnist
+
     raw, y_raw = zoo.fashion_mnist_images(n=5, size=28, channels=1, normalize=None)
+    np.testing.assert_array_equal(raw, load_fashion_mnist().x_test[:5])  # the engine's loader's pixels
     x, y = zoo.fashion_mnist_images(n=5, size=224)
     again, _ = zoo.fashion_mnist_images(n=5, size=224)
     assert x.shape == (5, 3, 224, 224) and x.dtype == np.float32 and y.dtype == np.int64
