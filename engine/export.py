@@ -66,6 +66,7 @@ def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str
             warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
             torch.onnx.export(
                 model,
                 args,

@@ -31,10 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class _DropPreprocessAdvice(logging.Filter):
-    """Drops ONNX Runtime's "consider pre-processing" advice, which squeezelab has followed or tried."""
+    """Moves what ONNX Runtime's quantizer says on the root logger to this module's debug log.
+
+    Its "consider pre-processing" advice (followed or tried) and its notes on LayerNorm axes and
+    non-constant biases of transformer graphs are about choices squeezelab made on purpose.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
+        if "pre-processing" in record.getMessage() or "quantization" in record.pathname.replace("\\", "/"):
+            log.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
 
 
 # Redirecting stdout and filtering the root logger are process-wide: one quantization at a time.
