@@ -211,10 +211,12 @@ def search(
     base_point = ev.baseline()
     drop_of: dict[tuple[str, str, Any], float] = {}
     if objective == "size":  # channel removal has no cheap probe: latency moves are ordered by size alone
+        # Probing gets at most half the time budget; probes not measured by then count as harmless.
         sens = layer_sensitivity(
-            model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev, progress=False
+            model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev,
+            progress=False, deadline=started + time_budget_s / 2,
         )
-        drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples()}
+        drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples() if r.drop == r.drop}
     sizes = dict(prunable_layers(model))
 
     if objective == "size":
@@ -284,7 +286,8 @@ def search(
         row = measure(trial, how, work_ev)
         bar.update()
         ok = row["drop_bound"] <= max_accuracy_drop
-        if not ok and train_data is not None and knob.axis == "sparsity" and objective == "size":
+        out_of_time = time.monotonic() - started > time_budget_s
+        if not ok and train_data is not None and knob.axis == "sparsity" and objective == "size" and not out_of_time:
             row["accepted"] = False
             tuned = _finetuned(work_model, trial, train_data, finetune_epochs, seed, finetune)
             tuned_ev = ev.for_model(tuned)

@@ -67,6 +67,7 @@ def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
+            warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
             torch.onnx.export(
                 model,
                 args,

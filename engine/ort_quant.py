@@ -64,12 +64,18 @@ def _quieted() -> Iterator[None]:
     root = logging.getLogger()
     advice_filter = _DropPreprocessAdvice()
     root.addFilter(advice_filter)
+    # Symbolic shape inference warns about each broadcast it cannot prove on transformer graphs
+    # (e.g. "Min(512, sequence)"); the graph is then quantized as exported, which is fine.
+    shape_log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    shape_level = shape_log.level
+    shape_log.setLevel(logging.ERROR)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
             yield
     finally:
         root.removeFilter(advice_filter)
+        shape_log.setLevel(shape_level)
         if printed.getvalue():
             log.debug("onnxruntime.quantization printed:\n%s", printed.getvalue())
 

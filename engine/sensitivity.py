@@ -69,6 +69,7 @@ def layer_sensitivity(
     cache: Any = True,
     progress: bool = True,
     evaluator: Evaluator | None = None,
+    deadline: float | None = None,
     **overrides: Any,
 ) -> Any:
     """A pandas DataFrame: one row per (layer, axis, value).
@@ -80,7 +81,8 @@ def layer_sensitivity(
     simulated model). Higher drop = more sensitive; ``table.pivot(index="layer",
     columns="value", values="drop")`` on one axis is the heatmap. ``table.attrs`` names the
     metric (``metric``, ``metric_key``, ``percent``). ``settings`` / keyword overrides as for ``sweep``
-    (timing is skipped: one layer's width changes no kernel in a simulation).
+    (timing is skipped: one layer's width changes no kernel in a simulation). ``deadline``
+    (a ``time.monotonic()`` value) stops probing; probes not measured by then have no figures (NaN).
 
     ``bits`` and ``sparsity`` take one value or a list each; one of them may be empty (that
     axis is not probed), not both. ``executor`` is as for ``sweep``.
@@ -106,14 +108,16 @@ def layer_sensitivity(
         for s in sparsity:
             probes.append((sparsity_probe(name, s), {"layer": name, "parameters": count, "axis": "sparsity", "value": s}))
     ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
-    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor, progress=progress)
+    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor,
+                   progress=progress, deadline=deadline)
     by_recipe = {row["recipe"]: row for _, row in result.table.iterrows()}
     key = result.metric_key
     base = result.baseline["value"]
     rows = []
     for recipe, info in probes:
-        row = by_recipe[json.dumps(recipe.to_dict(), sort_keys=True)]
-        figure, drop = row["value"], base - row["value"]
+        row = by_recipe.get(json.dumps(recipe.to_dict(), sort_keys=True))
+        figure = float("nan") if row is None else row["value"]  # not probed before the deadline
+        drop = base - figure
         rows.append({**info, key: figure, "drop": drop, f"{key}_drop": drop, "size_bytes": row["size_bytes"]})
     table = pd.DataFrame(rows)
     table.attrs.update(result.table.attrs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -265,6 +266,7 @@ def sweep(
     cache: Any = True,
     progress: bool = True,
     evaluator: Evaluator | None = None,
+    deadline: float | None = None,
     **overrides: Any,
 ) -> Sweep:
     """Measure every (bits, sparsity) combination of ``model`` on ``data``, plus the fp32 baseline.
@@ -290,6 +292,8 @@ def sweep(
         cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
         progress: show a tqdm bar (a notebook bar in Jupyter).
         evaluator: reuse an ``Evaluator`` (its model, data, settings and cache win).
+        deadline: a ``time.monotonic()`` value after which no new point is started; the
+            result is then marked incomplete (``Sweep.complete``) and holds the points measured.
 
     Raises:
         ConfigError: bad arguments, before any work.
@@ -344,6 +348,8 @@ def sweep(
     try:
         if executor is None:
             for i in todo:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
                 try:
                     outcome: Any = run_point(task(i), ev.model_key)
                 except Exception as exc:  # one bad point must not cost the others
@@ -354,6 +360,10 @@ def sweep(
             for future in cf.as_completed(pending):
                 i = pending.pop(future)
                 keep(i, future.exception() or future.result())
+                if deadline is not None and time.monotonic() > deadline:
+                    for rest in pending:
+                        rest.cancel()
+                    break
     except KeyboardInterrupt:
         for future, i in list(pending.items()):  # keep what finished meanwhile, cancel the rest
             if future.done() and not future.cancelled() and future.exception() is None:
