@@ -14,6 +14,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -90,12 +91,39 @@ def _preprocessed(model_bytes: bytes, tmp: Path) -> object:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = tmp / "preprocessed.onnx"
+    leftover = Path(_SHAPE_INFERENCE_LEFTOVER)
+    had_leftover, started = leftover.exists(), time.time()
     try:
         quant_pre_process(onnx.load_from_string(model_bytes), out)
         return onnx.load(str(out))
     except Exception as exc:  # noqa: BLE001 - any failure means: quantize the raw export
         log.info("quant_pre_process failed (%s); quantizing the model as exported", exc)
+        if not had_leftover:
+            _remove_shape_inference_leftover(leftover, started)
         return onnx.load_from_string(model_bytes)
+
+
+# ONNX Runtime's symbolic shape inference saves the half-inferred model under this name in the
+# *working directory* when it fails (with its weights in a uuid-named file beside it): the user's folder.
+_SHAPE_INFERENCE_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def _remove_shape_inference_leftover(path: Path, since: float) -> None:
+    """Delete the file a failed shape inference just wrote, and the external-data files it names."""
+    import onnx
+
+    if not path.is_file() or path.stat().st_mtime < since - 1:
+        return  # not ours
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - unreadable: remove only the file itself
+        locations = set()
+    for location in locations:
+        data = path.parent / location
+        if data.is_file() and data.stat().st_mtime >= since - 1:
+            data.unlink()
+    path.unlink()
 
 
 def resolve_reduce_range(runtime: Int8Dynamic | Int8Static) -> bool:
