@@ -117,3 +117,13 @@ def test_an_onnx_file_goes_through_compress_measure_and_sweep(bert, tmp_path):
         sl.compress(path, output="logits")
     with pytest.raises(sl.ModelError, match="not a readable ONNX model"):
         sl.compress(tmp_path / "bert.onnx.json")
+
+
+def test_quantizing_a_transformer_leaves_nothing_in_the_working_directory(bert, tmp_path, monkeypatch):
+    # ONNX Runtime's symbolic shape inference fails on BERT graphs and then saves its half-inferred
+    # model as ./sym_shape_infer_temp.onnx plus a uuid-named weights file: the user's folder.
+    model, inputs = bert
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.txt").write_text("the user's own file")
+    sl.compress(model, sl.Recipe(runtime=DYNAMIC), example_inputs=_one(inputs))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
