@@ -96,7 +96,11 @@ class BudgetGate:
         try:
             verdict = self._measure_and_judge(baseline, candidate, data, name, metric, output, example_inputs, settings)
         except SqueezeError as exc:  # bad input: a clear failure, not a traceback from the plugin
-            pytest.fail(f"compress budget check could not run: {exc}", pytrace=False)
+            problem = str(exc)
+        else:
+            problem = None
+        if problem is not None:  # failed outside the handler, so the message is not shown twice (chained)
+            pytest.fail(f"compress budget check could not run: {problem}", pytrace=False)
         self._record(verdict)
         if not verdict.passed:
             pytest.fail(verdict.failure_message(), pytrace=False)

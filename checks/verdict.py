@@ -230,11 +230,23 @@ def _drop_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, s
         high=_finite(high),
         confidence=iv.confidence,
         method=iv.method,
-        interval=iv.describe(scale) + (f", {note}" if name.startswith("relative_") else ""),
+        interval=_interval_text(iv, scale) + (f", {note}" if name.startswith("relative_") else ""),
         resolved=resolved,
         samples_needed=None if resolved else samples_to_resolve(iv, limit / scale),
         metric=metric,
     )
+
+
+def _interval_text(iv: Any, scale: float) -> str:
+    """``95% CI [2.95e-05, 3.07e-05], t on paired differences, n=64``: the ends as the figures are shown.
+
+    Like ``DropInterval.describe``, with ends that stay readable for drops below 0.001 (a cosine's).
+    """
+    words = iv.describe(scale)
+    if iv.sided != "two":
+        return words
+    tail = words.split("], ", 1)[1]  # "exact binomial, 9 vs 0 discordant of n=450" or "t on paired differences, n=64"
+    return f"{iv.confidence * 100:g}% CI [{_fmt(iv.low * scale)}, {_fmt(iv.high * scale)}], {tail}"
 
 
 def _speed_figure(pair: PairedMetrics, limit: float) -> Figure:

@@ -479,13 +479,134 @@ def test_gate_modes_on_real_paired_measurements(pytester):
     assert int(lenient["compress_budget.default.accuracy_drop.samples_needed"]) == needed
 
 
-def test_verdict_is_identical_across_runs(pytester):
+# A continuous per-sample metric: dynamic int8 of a small MLP judged by its cosine to the fp32 outputs.
+FIDELITY = '''
+import numpy as np
+import pytest
+import torch
+
+import squeezelab as sl
+
+
+@pytest.mark.compress_budget(max_drop=0.01, latency_rounds=3, accuracy_gate="lenient")
+def test_fidelity(compress_budget):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    x = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=x[:1])
+    verdict = compress_budget.check(model, int8, data=(x, None))
+    assert verdict.figures[0].name == "cosine_drop" and verdict.figures[0].method == "t"
+'''
+
+
+@pytest.mark.parametrize(("source", "test"), [(PAIRED, "test_lenient"), (FIDELITY, "test_fidelity")], ids=["top-1", "cosine"])
+def test_verdict_is_identical_across_runs(pytester, source, test):
     pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_size_mb = 1.0\n")
-    pytester.makepyfile(test_gate_paired=PAIRED)
+    pytester.makepyfile(test_gate_paired=source)
     verdicts = set()
     for i in range(5):
-        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", "test_gate_paired.py::test_lenient")
+        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", f"test_gate_paired.py::{test}")
         result.assert_outcomes(passed=1)
         (check,) = json.loads((pytester.path / f"r{i}.json").read_text())["checks"]
-        verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["passed"]) for f in check["figures"]]]))
+        verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["low"] if "low" in f else None,
+                                                    f["passed"]) for f in check["figures"]]]))
     assert len(verdicts) == 1
+
+
+# --------------------------------------------------------------------------- settings, names, Points, refusals
+
+SMALL = '''
+import numpy as np
+import pytest
+import torch
+
+import squeezelab as sl
+from squeezelab.engine.paired import measure_pair
+from squeezelab.engine.point import Settings
+
+
+class Exploding(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("the model ran although the check should have been refused first")
+
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+
+
+def data():
+    x = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    return x, None
+
+
+def int8(model):
+    return sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=data()[0][:1])
+
+
+def test_settings_that_fight_the_budget(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), settings=Settings(rounds=5))
+
+
+def test_settings_not_a_settings(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), settings={"metric": "cosine"})
+
+
+def test_settings_for_the_rest(compress_budget):
+    model = mlp()
+    v = compress_budget.check(model, int8(model), data=data(), settings=Settings(metric="kl_to_baseline", eval_batch_size=7))
+    assert v.figures[0].name == "neg_kl_drop" and v.metric == "negative KL to fp32"
+
+
+@pytest.mark.compress_budget(max_relative_drop=0.1, max_drop=None)
+def test_relative_drop_of_a_negative_metric(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), metric="kl_to_baseline")
+
+
+@pytest.mark.compress_budget(max_drop=0.01, max_accuracy_drop=0.02)
+def test_both_names_in_one_marker(compress_budget):
+    pass
+
+
+@pytest.mark.compress_budget(max_accuracy_drop=0.5)
+class TestClosestWins:
+    @pytest.mark.compress_budget(max_drop=0.001)
+    def test_alias_overrides(self, compress_budget):
+        assert compress_budget.budget.max_accuracy_drop == 0.001
+
+
+@pytest.mark.compress_budget(accuracy_gate="strict")
+def test_points_measured_together(compress_budget):
+    model = mlp()
+    pair = measure_pair(model, int8(model), data(), rounds=0)
+    v = compress_budget.check(pair.baseline, pair.candidate)
+    figure = v.figures[0]
+    assert figure.name == "cosine_drop" and figure.method == "t" and figure.value == pair.accuracy_drop
+    assert (figure.low, figure.high) == (pair.drop_interval.low, pair.drop_interval.high)
+
+
+def test_points_measured_apart(compress_budget):
+    model = mlp()
+    base, cand = sl.measure(model, data(), rounds=0), sl.measure(int8(model), data(), rounds=0, baseline=model)
+    v = compress_budget.check(base, cand)
+    assert v.figures[0].name == "cosine_drop" and v.figures[0].low is None and "no interval" in v.figures[0].note
+'''
+
+
+def test_settings_aliases_points_and_refusals(pytester):
+    pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_drop = 0.01\n")
+    pytester.makepyfile(test_small=SMALL)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(passed=4, failed=3, errors=1)
+    out = result.stdout.str()
+    assert "the model ran although" not in out and "Traceback" not in out
+    result.stdout.fnmatch_lines_random(
+        [
+            "*could not run: settings.rounds=5 differs from the budget's latency_rounds = 30; the budget decides how "
+            "the gate measures: set latency_rounds in the budget*",
+            "*could not run: settings={'metric': 'cosine'}; pass a squeezelab Settings(...)*",
+            "*could not run: max_relative_accuracy_drop divides the drop by the baseline's negative KL to fp32, whose "
+            "values are <= 0*Gate max_accuracy_drop (absolute, in the metric's units) instead.",
+            "*compress_budget mark: max_drop and max_accuracy_drop are two names of one limit*set one of them.",
+        ]
+    )
