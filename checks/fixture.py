@@ -112,6 +112,13 @@ class BudgetGate:
     ) -> Verdict:
         budget = self.budget_for(name)
         if isinstance(baseline, Point) and isinstance(candidate, Point):
+            given = {"data": data, "metric": metric, "output": output, "example_inputs": example_inputs, "settings": settings}
+            ignored = [key for key, value in given.items() if value is not None]
+            if ignored:  # they would change nothing: Points are already measured
+                raise BudgetError(
+                    f"{', '.join(f'{k}=' for k in ignored)} given with two Points, which are judged as measured; "
+                    "leave it out, or pass the models, ONNX files or Compressed results to measure them with it."
+                )
             pair = points_pair(baseline, candidate, budget)
         elif isinstance(baseline, Point) or isinstance(candidate, Point):
             raise BudgetError(

@@ -590,6 +590,11 @@ def test_points_measured_apart(compress_budget):
     base, cand = sl.measure(model, data(), rounds=0), sl.measure(int8(model), data(), rounds=0, baseline=model)
     v = compress_budget.check(base, cand)
     assert v.figures[0].name == "cosine_drop" and v.figures[0].low is None and "no interval" in v.figures[0].note
+
+
+def test_points_with_data(compress_budget):
+    point = sl.measure(mlp(), data(), rounds=0)
+    compress_budget.check(point, point, data=data(), metric="agreement")
 '''
 
 
@@ -597,7 +602,7 @@ def test_settings_aliases_points_and_refusals(pytester):
     pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_drop = 0.01\n")
     pytester.makepyfile(test_small=SMALL)
     result = pytester.runpytest("--compress-budget")
-    result.assert_outcomes(passed=4, failed=3, errors=1)
+    result.assert_outcomes(passed=4, failed=4, errors=1)
     out = result.stdout.str()
     assert "the model ran although" not in out and "Traceback" not in out
     result.stdout.fnmatch_lines_random(
@@ -608,5 +613,6 @@ def test_settings_aliases_points_and_refusals(pytester):
             "*could not run: max_relative_accuracy_drop divides the drop by the baseline's negative KL to fp32, whose "
             "values are <= 0*Gate max_accuracy_drop (absolute, in the metric's units) instead.",
             "*compress_budget mark: max_drop and max_accuracy_drop are two names of one limit*set one of them.",
+            "*could not run: data=, metric= given with two Points, which are judged as measured; leave it out*",
         ]
     )
