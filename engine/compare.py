@@ -108,12 +108,26 @@ def compare_compressed(
             row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"] = speed.low, speed.high
             row[f"speedup_b{b}_reading"] = speed.reading
     table = pd.DataFrame(rows)
-    table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": list(batch_sizes), **m.describe()})
+    table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": list(batch_sizes), **m.describe(),
+                        "metric": m.name, "metric_key": m.key})  # the names a Sweep table's attrs use
     return table
 
 
+def _metric_columns(table: Any) -> tuple[str, str, Any]:
+    """Headers of the value and drop columns, named after the metric, and how a number is shown.
+
+    Percent metrics (top-1 accuracy, agreement) read ``accuracy %`` / ``drop pp``; any other
+    metric reads by its key (``cosine`` / ``drop``), with six decimals: a cosine's drop after
+    int8 is often below 0.0001.
+    """
+    key = table.attrs.get("metric_key", table.attrs.get("key", "accuracy"))
+    if table.attrs.get("percent", True):
+        return f"{key} %", "drop pp", lambda x: f"{100 * x:.2f}"
+    return key, "drop", lambda x: f"{x:.6f}"
+
+
 def format_table(table: Any) -> str:
-    """Plain-text rendering: sizes in bytes, each speedup with its interval and reading.
+    """Plain-text rendering: the metric by its name, sizes in bytes, each speedup with its interval and reading.
 
     A row says "slower" only when the whole interval of its speedup is below 1.0 and
     "faster" only when it is above; otherwise "about the same". The baseline row
@@ -122,23 +136,18 @@ def format_table(table: Any) -> str:
     from squeezelab.engine.stats import speed_reading
 
     batch_sizes = table.attrs.get("batch_sizes", [])
-    percent = table.attrs.get("percent", True)
-    key = table.attrs.get("key", "accuracy")
-    shown, drop_head = ("acc %", "drop pp") if percent else (key[:7], "drop")
+    shown, drop_head, number = _metric_columns(table)
+    width = max(8, len(shown))
     lines = []
-    header = f"{'recipe':46s} {'kind':10s} {shown:>7s} {drop_head:>8s} {'bytes':>9s} {'size':>7s}"
+    header = f"{'recipe':46s} {'kind':10s} {shown:>{width}s} {drop_head:>9s} {'bytes':>9s} {'size':>7s}"
     for b in batch_sizes:
         header += f" {'ms b' + str(b):>9s} {'speedup (95% interval)':<37s}"
     lines.append(header.rstrip())
     lines.append("-" * len(header.rstrip()))
     for position, (_, row) in enumerate(table.iterrows()):
-        value, drop = (100 * row["value"], 100 * row["drop"]) if percent else (row["value"], row["drop"])
         line = (
-            f"{row['recipe']:46s} {row['kind']:10s} {value:7.2f} "
-            f"{drop:8.2f} {row['size_bytes']:9,d} {row['size_ratio']:6.3f}x"
-        ) if percent else (
-            f"{row['recipe']:46s} {row['kind']:10s} {value:7.4f} "
-            f"{drop:8.4f} {row['size_bytes']:9,d} {row['size_ratio']:6.3f}x"
+            f"{row['recipe']:46s} {row['kind']:10s} {number(row['value']):>{width}s} "
+            f"{number(row['drop']):>9s} {row['size_bytes']:9,d} {row['size_ratio']:6.3f}x"
         )
         for b in batch_sizes:
             speed, low, high = row[f"speedup_b{b}"], row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"]
