@@ -71,6 +71,14 @@ _RUNTIME_CHOICES = [
 # most of its weights; plain int8-dynamic refuses to leave them float32 silently, this choice
 # quantizes them too (the recipe a sweep with the same runtime config measures: a cache hit).
 _RUNTIME_CONFIGS = {"int8-dynamic-embeddings": Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))}
+# An ONNX file has no PyTorch layers to prune or to quantize in simulation: ONNX Runtime's choices
+# only, float16 among them (for a PyTorch model it is a quantization choice).
+_ONNX_RUNTIME_CHOICES = [
+    ("int8 dynamic (ONNX Runtime)", "int8-dynamic"),
+    ("int8 dynamic + embeddings (ONNX Runtime)", "int8-dynamic-embeddings"),
+    ("int8 static (ONNX Runtime)", "int8-static"),
+    ("float16 (ONNX Runtime)", "float16"),
+]
 _BITS_RANGE = (2, 8)  # the bit-width slider
 _SPARSITY_RANGE = (0.0, 0.95)  # the sparsity slider
 
@@ -82,11 +90,16 @@ def _choice(name: str, value: Any, choices: list[tuple[str, str]]) -> str:
     return value
 
 
-def _check_arguments(bits: Any, sparsity: Any, quantization: Any, pruning: Any, runtime: Any, overrides: dict[str, Any]) -> tuple[int, float]:
+def _check_arguments(
+    bits: Any, sparsity: Any, quantization: Any, pruning: Any, runtime: Any, overrides: dict[str, Any], onnx: bool
+) -> tuple[int, float]:
     """Refuse what the controls cannot show, before anything is measured (a slider would clamp it silently)."""
     _choice("quantization", quantization, _QUANTIZATION_CHOICES)
     _choice("pruning", pruning, _PRUNING_CHOICES)
-    _choice("runtime", runtime, _RUNTIME_CHOICES)
+    if onnx:
+        _check_onnx_arguments(sparsity, quantization, pruning, runtime)
+    else:
+        _choice("runtime", runtime, _RUNTIME_CHOICES)
     low, high = _BITS_RANGE
     bits = width(scalar(bits))
     if not low <= bits <= high:
@@ -98,6 +111,24 @@ def _check_arguments(bits: Any, sparsity: Any, quantization: Any, pruning: Any, 
         if name in overrides:
             count(name, overrides[name], low=0, hint=" (timed rounds per point; 0 skips latency)")
     return bits, sparsity
+
+
+def _check_onnx_arguments(sparsity: Any, quantization: str, pruning: str, runtime: Any) -> None:
+    """An ONNX file takes ONNX Runtime's choices; pruning and simulated widths need the PyTorch model."""
+    allowed = [v for _, v in _ONNX_RUNTIME_CHOICES]
+    if not isinstance(runtime, str) or runtime not in allowed:
+        raise ConfigError(
+            f"runtime={runtime!r} is not one of the explorer's runtime choices for an ONNX file: "
+            f"{', '.join(map(repr, allowed))}. The simulated runtimes need the PyTorch model: pass the nn.Module."
+        )
+    asked = {"sparsity": scalar(sparsity) != 0, "quantization": quantization != "linear-symmetric", "pruning": pruning != "magnitude"}
+    for name, changed in asked.items():
+        if changed:
+            value = {"sparsity": sparsity, "quantization": quantization, "pruning": pruning}[name]
+            raise ConfigError(
+                f"{name}={value!r} needs the PyTorch model: an ONNX file cannot be pruned or quantized to other "
+                "widths here. Pass the nn.Module, or leave the argument out and choose an ONNX Runtime runtime."
+            )
 
 
 def _recipe_key(point: Point) -> str:
@@ -117,7 +148,9 @@ class Explorer:
             hover text and panel of the explorer is named after it.
         output: which model output is evaluated (a key such as ``"pooler_output"``, an index or a callable).
         calibration_data: inputs for int8 static calibration (default: the first 256 of ``data``).
-        bits, sparsity, quantization, pruning, runtime: the starting point.
+        bits, sparsity, quantization, pruning, runtime: the starting point (``runtime`` default:
+            ``"simulated"``, or ``"int8-static"`` for an ONNX file, which takes ONNX Runtime's
+            choices only: its sliders and method dropdowns stay disabled).
         cache: as for ``sweep`` (True: ``~/.cache/squeezelab``); slider positions already
             measured by a sweep or an earlier session are drawn without recomputation.
         progress: show a progress bar while a point is measured (the status line always says).
@@ -145,13 +178,17 @@ class Explorer:
         sparsity: float = 0.0,
         quantization: str = "linear-symmetric",
         pruning: str = "magnitude",
-        runtime: str = "simulated",
+        runtime: str | None = None,
         cache: Any = True,
         progress: bool = True,
         title: str = "squeezelab explorer",
         **overrides: Any,
     ) -> None:
-        bits, sparsity = _check_arguments(bits, sparsity, quantization, pruning, runtime, overrides)
+        from squeezelab.engine.onnx_input import is_onnx_model
+
+        self._onnx = is_onnx_model(model)
+        runtime = runtime if runtime is not None else ("int8-static" if self._onnx else "simulated")
+        bits, sparsity = _check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
         overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})
         settings = evaluator_settings(settings, overrides)  # a bad setting fails here, before the cache is touched
         self.title = title
@@ -191,7 +228,8 @@ class Explorer:
         )
         self.quantization = w.Dropdown(options=_QUANTIZATION_CHOICES, value=quantization, description="quantization", style=style, layout=layout)
         self.pruning = w.Dropdown(options=_PRUNING_CHOICES, value=pruning, description="pruning", style=style, layout=layout)
-        self.runtime = w.Dropdown(options=_RUNTIME_CHOICES, value=runtime, description="runtime", style=style, layout=layout)
+        choices = _ONNX_RUNTIME_CHOICES if self._onnx else _RUNTIME_CHOICES
+        self.runtime = w.Dropdown(options=choices, value=runtime, description="runtime", style=style, layout=layout)
         self.status = w.HTML(value="")
         self.progress = w.FloatProgress(value=0, min=0, max=1, description="", style=style, layout=w.Layout(width="420px", visibility="visible" if progress else "hidden"))
         self._show_progress = progress
@@ -229,21 +267,26 @@ class Explorer:
 
     def recipe(self) -> Recipe:
         """The ``Recipe`` the controls select now (raises ``ConfigError`` for an impossible combination)."""
-        runtime = self.runtime.value
-        bits = self.bits_slider.value
-        if runtime.startswith("int8"):
+        return self._recipe_at(self.bits_slider.value, self.sparsity_slider.value, self.runtime.value)
+
+    def _recipe_at(self, bits: int, sparsity: float, runtime: str) -> Recipe:
+        quantization, pruning = self.quantization.value, self.pruning.value
+        if runtime == "float16":  # an ONNX file's float16 choice: float16 weights, run by ONNX Runtime
+            bits, quantization, runtime = 16, "float16", "simulated"
+        elif runtime.startswith("int8"):
             bits = 8  # ONNX Runtime's int8 path chooses its own 8-bit weights
-        elif self.quantization.value == "float16":
+        elif quantization == "float16":
             bits = 16
-        sparsity = round(self.sparsity_slider.value, 4)
-        if self.pruning.value == "n:m":
+        sparsity = round(sparsity, 4)
+        if pruning == "n:m":
             sparsity = min((0.0, 0.25, 0.5, 0.75), key=lambda s: abs(s - sparsity))
-        return grid_recipe(bits, sparsity, quantization=self.quantization.value, pruning=self.pruning.value, runtime=_RUNTIME_CONFIGS.get(runtime, runtime))
+        return grid_recipe(bits, sparsity, quantization=quantization, pruning=pruning, runtime=_RUNTIME_CONFIGS.get(runtime, runtime))
 
     def _sync_controls(self) -> None:
         int8 = self.runtime.value.startswith("int8")
-        self.bits_slider.disabled = int8 or self.quantization.value == "float16"
-        self.quantization.disabled = int8
+        self.bits_slider.disabled = self._onnx or int8 or self.quantization.value == "float16"
+        self.quantization.disabled = self._onnx or int8
+        self.sparsity_slider.disabled = self.pruning.disabled = self._onnx
 
     def _on_change(self, change: Any) -> None:
         started = time.perf_counter()
@@ -342,18 +385,25 @@ class Explorer:
             self.progress.description = stage
 
     def _load_cached_grid(self) -> None:
-        """Plot every point of the current methods' grid already in the cache (file reads only)."""
-        runtime = _RUNTIME_CONFIGS.get(self.runtime.value, self.runtime.value)
-        for b in range(2, 9):
-            for s in [round(0.05 * i, 2) for i in range(20)]:
-                try:
-                    recipe = grid_recipe(b, s, quantization=self.quantization.value, pruning=self.pruning.value, runtime=runtime)
-                except SqueezeError:
-                    continue
-                point = self.evaluator.cached(recipe)
-                if point is not None:
-                    with self._lock:  # the worker thread may be drawing from _points
-                        self._points[_recipe_key(point)] = point
+        """Plot every point of the current methods' grid already in the cache (file reads only).
+
+        For an ONNX file: every runtime choice, the only thing its controls can change.
+        """
+        if self._onnx:
+            grid = [(8, 0.0, runtime) for _, runtime in _ONNX_RUNTIME_CHOICES]
+        else:
+            grid = [(b, round(0.05 * i, 2), self.runtime.value) for b in range(2, 9) for i in range(20)]
+        recipes: dict[Recipe, None] = {}  # int8 and float16 ignore the width: one lookup each
+        for bits, sparsity, runtime in grid:
+            try:
+                recipes[self._recipe_at(bits, sparsity, runtime)] = None
+            except SqueezeError:
+                continue
+        for recipe in recipes:
+            point = self.evaluator.cached(recipe)
+            if point is not None:
+                with self._lock:  # the worker thread may be drawing from _points
+                    self._points[_recipe_key(point)] = point
 
     def _panel_html(self, point: Point) -> str:
         base = self.baseline
