@@ -38,98 +38,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine._arguments import count, fraction, scalar, width
-from squeezelab.engine.errors import ConfigError, SqueezeError
+from squeezelab.engine.errors import SqueezeError
 from squeezelab.engine.evaluation import Evaluator, asked_sparsity, evaluator_settings
 from squeezelab.engine.point import Point, Settings
-from squeezelab.engine.recipe import Int8Dynamic, Recipe
-from squeezelab.engine.stats import speedup_text
-from squeezelab.engine.sweeping import Sweep, grid_recipe
+from squeezelab.engine.recipe import Recipe
+from squeezelab.engine.sweeping import Sweep
+from squeezelab.widgets._explorer_choices import (
+    BITS_RANGE,
+    ONNXRUNTIME_CHOICES,
+    PRUNING_CHOICES,
+    QUANTIZATION_CHOICES,
+    RUNTIME_CHOICES,
+    SPARSITY_RANGE,
+    check_arguments,
+    control_recipe,
+)
 from squeezelab.widgets._explorer_layers import LayerViews
 from squeezelab.widgets._labels import MetricLabels
+from squeezelab.widgets._panel import figures_panel
 from squeezelab.widgets._progress import StageProgress
 
 __all__ = ["Explorer"]
-
-_QUANTIZATION_CHOICES = [
-    ("linear, symmetric", "linear-symmetric"),
-    ("linear, affine", "linear-affine"),
-    ("linear, per-tensor", "linear-pertensor"),
-    ("k-means (weight sharing)", "kmeans"),
-    ("fixed point", "fixed-point"),
-    ("float16", "float16"),
-]
-_PRUNING_CHOICES = [("magnitude (unstructured)", "magnitude"), ("structured (channels removed)", "structured"), ("N:M (of 4)", "n:m")]
-_RUNTIME_CHOICES = [
-    ("simulated (packed file)", "simulated"),
-    ("simulated, Deep-Compression coded", "simulated-huffman"),
-    ("int8 dynamic (ONNX Runtime)", "int8-dynamic"),
-    ("int8 static (ONNX Runtime)", "int8-static"),
-    ("int8 dynamic + embeddings (ONNX Runtime)", "int8-dynamic-embeddings"),
-]
-# Choices that are not one of grid_recipe's runtime names. A transformer's word embeddings can hold
-# most of its weights; plain int8-dynamic refuses to leave them float32 silently, this choice
-# quantizes them too (the recipe a sweep with the same runtime config measures: a cache hit).
-_RUNTIME_CONFIGS = {"int8-dynamic-embeddings": Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))}
-# An ONNX file has no PyTorch layers to prune or to quantize in simulation: ONNX Runtime's choices
-# only, float16 among them (for a PyTorch model it is a quantization choice).
-_ONNX_RUNTIME_CHOICES = [
-    ("int8 dynamic (ONNX Runtime)", "int8-dynamic"),
-    ("int8 dynamic + embeddings (ONNX Runtime)", "int8-dynamic-embeddings"),
-    ("int8 static (ONNX Runtime)", "int8-static"),
-    ("float16 (ONNX Runtime)", "float16"),
-]
-_BITS_RANGE = (2, 8)  # the bit-width slider
-_SPARSITY_RANGE = (0.0, 0.95)  # the sparsity slider
-
-
-def _choice(name: str, value: Any, choices: list[tuple[str, str]]) -> str:
-    allowed = [v for _, v in choices]
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not one of the explorer's {name} choices: {', '.join(map(repr, allowed))}.")
-    return value
-
-
-def _check_arguments(
-    bits: Any, sparsity: Any, quantization: Any, pruning: Any, runtime: Any, overrides: dict[str, Any], onnx: bool
-) -> tuple[int, float]:
-    """Refuse what the controls cannot show, before anything is measured (a slider would clamp it silently)."""
-    _choice("quantization", quantization, _QUANTIZATION_CHOICES)
-    _choice("pruning", pruning, _PRUNING_CHOICES)
-    if onnx:
-        _check_onnx_arguments(sparsity, quantization, pruning, runtime)
-    else:
-        _choice("runtime", runtime, _RUNTIME_CHOICES)
-    low, high = _BITS_RANGE
-    bits = width(scalar(bits))
-    if not low <= bits <= high:
-        raise ConfigError(f"bits={bits} is outside the bit-width slider's range {low}..{high}; pass one of {list(range(low, high + 1))}.")
-    sparsity = fraction(scalar(sparsity))
-    if not _SPARSITY_RANGE[0] <= sparsity <= _SPARSITY_RANGE[1]:
-        raise ConfigError(f"sparsity={sparsity} is outside the sparsity slider's range 0..{_SPARSITY_RANGE[1]}; pass a number in [0, 0.95].")
-    for name in ("latency_repeats", "rounds"):
-        if name in overrides:
-            count(name, overrides[name], low=0, hint=" (timed rounds per point; 0 skips latency)")
-    return bits, sparsity
-
-
-def _check_onnx_arguments(sparsity: Any, quantization: str, pruning: str, runtime: Any) -> None:
-    """An ONNX file takes ONNX Runtime's choices; pruning and simulated widths need the PyTorch model."""
-    allowed = [v for _, v in _ONNX_RUNTIME_CHOICES]
-    if not isinstance(runtime, str) or runtime not in allowed:
-        raise ConfigError(
-            f"runtime={runtime!r} is not one of the explorer's runtime choices for an ONNX file: "
-            f"{', '.join(map(repr, allowed))}. The simulated runtimes need the PyTorch model: pass the nn.Module."
-        )
-    asked = {"sparsity": scalar(sparsity) != 0, "quantization": quantization != "linear-symmetric", "pruning": pruning != "magnitude"}
-    for name, changed in asked.items():
-        if changed:
-            value = {"sparsity": sparsity, "quantization": quantization, "pruning": pruning}[name]
-            raise ConfigError(
-                f"{name}={value!r} needs the PyTorch model: an ONNX file cannot be pruned or quantized to other "
-                "widths here. Pass the nn.Module, or leave the argument out and choose an ONNX Runtime runtime."
-            )
-
 
 def _recipe_key(point: Point) -> str:
     return json.dumps(point.recipe, sort_keys=True)
@@ -188,7 +117,7 @@ class Explorer:
 
         self._onnx = is_onnx_model(model)
         runtime = runtime if runtime is not None else ("int8-static" if self._onnx else "simulated")
-        bits, sparsity = _check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
+        bits, sparsity = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
         overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})
         settings = evaluator_settings(settings, overrides)  # a bad setting fails here, before the cache is touched
         self.title = title
@@ -222,13 +151,13 @@ class Explorer:
 
         style = {"description_width": "110px"}
         layout = w.Layout(width="420px")
-        self.bits_slider = w.IntSlider(value=bits, min=_BITS_RANGE[0], max=_BITS_RANGE[1], step=1, description="bit width", style=style, layout=layout, continuous_update=False)
+        self.bits_slider = w.IntSlider(value=bits, min=BITS_RANGE[0], max=BITS_RANGE[1], step=1, description="bit width", style=style, layout=layout, continuous_update=False)
         self.sparsity_slider = w.FloatSlider(
-            value=sparsity, min=_SPARSITY_RANGE[0], max=_SPARSITY_RANGE[1], step=0.05, description="sparsity", readout_format=".0%", style=style, layout=layout, continuous_update=False
+            value=sparsity, min=SPARSITY_RANGE[0], max=SPARSITY_RANGE[1], step=0.05, description="sparsity", readout_format=".0%", style=style, layout=layout, continuous_update=False
         )
-        self.quantization = w.Dropdown(options=_QUANTIZATION_CHOICES, value=quantization, description="quantization", style=style, layout=layout)
-        self.pruning = w.Dropdown(options=_PRUNING_CHOICES, value=pruning, description="pruning", style=style, layout=layout)
-        choices = _ONNX_RUNTIME_CHOICES if self._onnx else _RUNTIME_CHOICES
+        self.quantization = w.Dropdown(options=QUANTIZATION_CHOICES, value=quantization, description="quantization", style=style, layout=layout)
+        self.pruning = w.Dropdown(options=PRUNING_CHOICES, value=pruning, description="pruning", style=style, layout=layout)
+        choices = ONNXRUNTIME_CHOICES if self._onnx else RUNTIME_CHOICES
         self.runtime = w.Dropdown(options=choices, value=runtime, description="runtime", style=style, layout=layout)
         self.status = w.HTML(value="")
         self.progress = w.FloatProgress(value=0, min=0, max=1, description="", style=style, layout=w.Layout(width="420px", visibility="visible" if progress else "hidden"))
@@ -270,17 +199,7 @@ class Explorer:
         return self._recipe_at(self.bits_slider.value, self.sparsity_slider.value, self.runtime.value)
 
     def _recipe_at(self, bits: int, sparsity: float, runtime: str) -> Recipe:
-        quantization, pruning = self.quantization.value, self.pruning.value
-        if runtime == "float16":  # an ONNX file's float16 choice: float16 weights, run by ONNX Runtime
-            bits, quantization, runtime = 16, "float16", "simulated"
-        elif runtime.startswith("int8"):
-            bits = 8  # ONNX Runtime's int8 path chooses its own 8-bit weights
-        elif quantization == "float16":
-            bits = 16
-        sparsity = round(sparsity, 4)
-        if pruning == "n:m":
-            sparsity = min((0.0, 0.25, 0.5, 0.75), key=lambda s: abs(s - sparsity))
-        return grid_recipe(bits, sparsity, quantization=quantization, pruning=pruning, runtime=_RUNTIME_CONFIGS.get(runtime, runtime))
+        return control_recipe(bits, sparsity, self.quantization.value, self.pruning.value, runtime)
 
     def _sync_controls(self) -> None:
         int8 = self.runtime.value.startswith("int8")
@@ -360,7 +279,7 @@ class Explorer:
                 self.current_point = point
             self._redraw()
             if latest:
-                self.panel.value = self._panel_html(point)
+                self.panel.value = figures_panel(point, self.baseline, self.labels)
                 self._set_status(f"showing <b>{html.escape(point.label)}</b>" + (" (from cache)" if point.cached else ""))
         if latest:
             self.layer_views.update()  # the histogram's levels follow the selected quantizer and width
@@ -390,7 +309,7 @@ class Explorer:
         For an ONNX file: every runtime choice, the only thing its controls can change.
         """
         if self._onnx:
-            grid = [(8, 0.0, runtime) for _, runtime in _ONNX_RUNTIME_CHOICES]
+            grid = [(8, 0.0, runtime) for _, runtime in ONNXRUNTIME_CHOICES]
         else:
             grid = [(b, round(0.05 * i, 2), self.runtime.value) for b in range(2, 9) for i in range(20)]
         recipes: dict[Recipe, None] = {}  # int8 and float16 ignore the width: one lookup each
@@ -404,39 +323,6 @@ class Explorer:
             if point is not None:
                 with self._lock:  # the worker thread may be drawing from _points
                     self._points[_recipe_key(point)] = point
-
-    def _panel_html(self, point: Point) -> str:
-        base = self.baseline
-        kind = "executable (ONNX Runtime)" if point.executable else "SIMULATED (PyTorch with decoded weights)"
-        latency = "not measured" if point.latency_ms is None else f"{point.latency_ms:.3f} ms"
-        speed = point.speedup
-        cells = [
-            ("recipe", html.escape(point.label)),
-            (html.escape(self.labels.name), html.escape(self.labels.value(point.value))),
-            ("drop", html.escape(self._drop_text(point))),
-            ("size", f"{point.size_bytes:,} B"),
-            ("compression", f"{base.size_bytes / point.size_bytes:.2f}×" if base is not None else "n/a"),
-            ("latency", latency),
-            ("speedup", "1.00× (the baseline)" if self._is_baseline(point) else speedup_text(
-                speed.median if speed else None, speed.low if speed else None, speed.high if speed else None, "×")),
-            ("kind", kind),
-        ]
-        body = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{k}</th><td>{v}</td></tr>" for k, v in cells)
-        return f"<table class='squeezelab-figures'>{body}</table>"
-
-    def _is_baseline(self, point: Point) -> bool:
-        return self.baseline is not None and _recipe_key(point) == _recipe_key(self.baseline)
-
-    def _drop_text(self, point: Point) -> str:
-        """The paired drop against the baseline with its interval, in the metric's units."""
-        if self._is_baseline(point):
-            return f"{self.labels.drop(0.0)} (the baseline)"
-        d = point.drop
-        if d is None:
-            base = self.baseline.value if self.baseline is not None else None
-            plain = None if base is None or point.value is None else base - point.value
-            return self.labels.drop(plain)
-        return f"{self.labels.drop(d.drop)} ({d.confidence:.0%} interval {self.labels.drop(d.low)} to {self.labels.drop(d.high)})"
 
     # ------------------------------------------------------------------ results
 

@@ -95,6 +95,8 @@ def tradeoff_figure(*, widget: bool = False, title: str = "Trade-off", metric: M
 def name_axes(fig: Any, labels: MetricLabels) -> None:
     """Title the y axes and panels after the metric (``"cosine to fp32 vs size"``), % ticks only for percent metrics."""
     name = html.escape(labels.name)
+    if fig.layout.yaxis.title.text == name and (fig.layout.yaxis.tickformat or "") == labels.tickformat:
+        return  # already named: skip the relayout (a cached point is redrawn in tens of milliseconds)
     fig.update_yaxes(title_text=name, tickformat=labels.tickformat)
     for annotation, (panel, _, _) in zip(fig.layout.annotations, PANELS):
         annotation.text = f"{name} vs {panel}"

@@ -27,6 +27,13 @@ from tests.conftest import state_hash  # noqa: E402
 UNITS = re.compile(r"\bpp\b|accuracy", re.IGNORECASE)
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_path(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference, failing on BERT graphs during int8 quantization, writes
+    sym_shape_infer_temp.onnx and a <uuid>.data file into the working directory: keep them out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def bert():
     """One encoder layer (7 Linear layers named encoder.layer.0...), 32 padded sequences, no targets."""
