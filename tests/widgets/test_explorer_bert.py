@@ -226,3 +226,16 @@ def test_an_onnx_file_is_explored_with_onnx_runtimes_choices(bert, tmp_path):
         assert "No per-layer views" in ex.layer_views._box.children[0].value
     finally:
         ex.close()
+
+
+def test_a_metric_that_needs_targets_is_refused_before_anything_is_measured(bert, tmp_path, monkeypatch):
+    import squeezelab as sl
+    import squeezelab.engine.evaluation as evaluation
+
+    def never(*args, **kwargs):
+        raise AssertionError("the explorer measured a point before refusing its metric")
+
+    monkeypatch.setattr(evaluation, "run_point", never)
+    model, data = bert
+    with pytest.raises(sl.DataError, match=r"metric 'top-1 accuracy' compares with targets, and the data has none.*cosine_to_baseline"):
+        Explorer(model, data, metric="top1", cache=tmp_path / "cache")
