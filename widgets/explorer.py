@@ -245,11 +245,9 @@ class Explorer:
                 latest = generation is None or generation == self._generation
                 if not latest and self._waiting is None:
                     return  # the newest choice was cached and is shown: leave its status alone
-                who = html.escape(recipe.label or "fp32")
-                if not latest:
-                    who += "</b> (an earlier choice; yours is next)<b>"
+                earlier = "" if latest else " (an earlier choice; yours is next)"
                 line = self._stages.text(stage, done, baseline=recipe == Recipe())
-                text = f"measuring <b>{who}</b>: {html.escape(line)}"
+                text = f"measuring <b>{html.escape(recipe.label)}</b>{earlier}: {html.escape(line)}"
                 self._set_status(text, busy=True, fraction=self._stages.fraction(stage, done), stage=stage)
 
         return hook

@@ -84,13 +84,16 @@ def test_cached_point_updates_synchronously_and_fast(explorer):
 def test_latest_choice_wins_and_stale_results_never_overwrite_it(explorer, monkeypatch):
     ex = explorer
     real = ex.evaluator.evaluate
-    started, release = threading.Event(), threading.Event()
+    started, poke, poked, release = (threading.Event() for _ in range(4))
 
     def slow_for_two_bits(recipe, progress=None):
         if recipe == grid_recipe(2, 0.0):
             started.set()
+            poke.wait(10)
+            progress("evaluating", 0.5)  # while the newest choice waits: it says whose progress this is
+            poked.set()
             release.wait(10)
-            progress("timing", 0.5)  # a stale point's progress must not overwrite the newest choice's status
+            progress("timing", 0.5)  # once the newest choice is shown: it must not overwrite its status
         return real(recipe, progress=progress)
 
     monkeypatch.setattr(ex.evaluator, "evaluate", slow_for_two_bits)
@@ -99,6 +102,9 @@ def test_latest_choice_wins_and_stale_results_never_overwrite_it(explorer, monke
     for b in (3, 5, 6):  # rapid changes while it runs: only the newest is measured next
         ex.bits_slider.value = b
     assert "an earlier choice" not in ex.status.value and "linear6" in ex.status.value  # the newest choice waits
+    poke.set()
+    assert poked.wait(10)
+    assert "measuring <b>linear2-sym-perchannel (simulated)</b> (an earlier choice; yours is next): evaluating" in ex.status.value
     ex.bits_slider.value = 8  # cached: shown at once
     assert ex.current_point.label == "linear8-sym-perchannel (simulated)"
     release.set()
