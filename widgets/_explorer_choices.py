@@ -43,7 +43,7 @@ RUNTIME_CHOICES = [
 RUNTIME_CONFIGS = {"int8-dynamic-embeddings": Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))}
 # An ONNX file has no PyTorch layers to prune or to quantize in simulation: ONNX Runtime's choices
 # only, float16 among them (for a PyTorch model it is a quantization choice).
-ONNXRUNTIME_CHOICES = [
+ONNX_RUNTIME_CHOICES = [
     ("int8 dynamic (ONNX Runtime)", "int8-dynamic"),
     ("int8 dynamic + embeddings (ONNX Runtime)", "int8-dynamic-embeddings"),
     ("int8 static (ONNX Runtime)", "int8-static"),
@@ -85,7 +85,7 @@ def check_arguments(
 
 def _check_onnx_arguments(sparsity: Any, quantization: str, pruning: str, runtime: Any) -> None:
     """An ONNX file takes ONNX Runtime's choices; pruning and simulated widths need the PyTorch model."""
-    allowed = [v for _, v in ONNXRUNTIME_CHOICES]
+    allowed = [v for _, v in ONNX_RUNTIME_CHOICES]
     if not isinstance(runtime, str) or runtime not in allowed:
         raise ConfigError(
             f"runtime={runtime!r} is not one of the explorer's runtime choices for an ONNX file: "

@@ -45,7 +45,7 @@ from squeezelab.engine.recipe import Recipe
 from squeezelab.engine.sweeping import Sweep
 from squeezelab.widgets._explorer_choices import (
     BITS_RANGE,
-    ONNXRUNTIME_CHOICES,
+    ONNX_RUNTIME_CHOICES,
     PRUNING_CHOICES,
     QUANTIZATION_CHOICES,
     RUNTIME_CHOICES,
@@ -157,7 +157,7 @@ class Explorer:
         )
         self.quantization = w.Dropdown(options=QUANTIZATION_CHOICES, value=quantization, description="quantization", style=style, layout=layout)
         self.pruning = w.Dropdown(options=PRUNING_CHOICES, value=pruning, description="pruning", style=style, layout=layout)
-        choices = ONNXRUNTIME_CHOICES if self._onnx else RUNTIME_CHOICES
+        choices = ONNX_RUNTIME_CHOICES if self._onnx else RUNTIME_CHOICES
         self.runtime = w.Dropdown(options=choices, value=runtime, description="runtime", style=style, layout=layout)
         self.status = w.HTML(value="")
         self.progress = w.FloatProgress(value=0, min=0, max=1, description="", style=style, layout=w.Layout(width="420px", visibility="visible" if progress else "hidden"))
@@ -307,7 +307,7 @@ class Explorer:
         For an ONNX file: every runtime choice, the only thing its controls can change.
         """
         if self._onnx:
-            grid = [(8, 0.0, runtime) for _, runtime in ONNXRUNTIME_CHOICES]
+            grid = [(8, 0.0, runtime) for _, runtime in ONNX_RUNTIME_CHOICES]
         else:
             grid = [(b, round(0.05 * i, 2), self.runtime.value) for b in range(2, 9) for i in range(20)]
         recipes: dict[Recipe, None] = {}  # int8 and float16 ignore the width: one lookup each

@@ -59,3 +59,10 @@ def test_the_progress_bar_moves_forward_through_the_stages():
     assert timed.fraction("timing", 2.0) == 1.0 and timed.fraction("compressing", -1) == 0.0  # clamped
     assert timed.text("timing", 1.0, baseline=True) == "timing: round 20 of 20"
     assert untimed.text("evaluating", 1.0) == "evaluating cosine: 64 of 64 samples"
+
+
+def test_the_private_modules_define_what_they_export():
+    from squeezelab.widgets import _panel
+
+    for module in (_labels, _progress, _explorer_choices, _panel):
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
