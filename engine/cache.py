@@ -74,6 +74,9 @@ def _feed(h: Any, value: Any) -> None:
     if isinstance(value, np.ndarray):
         h.update(f"nd{value.dtype.str}{value.shape}".encode())
         h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (bytes, bytearray)):  # an ONNX model: its bytes, not their repr (90 MB for MiniLM)
+        h.update(f"bytes{len(value)}".encode())
+        h.update(value)
     elif isinstance(value, (list, tuple)):
         h.update(f"seq{len(value)}[".encode())
         for item in value:
