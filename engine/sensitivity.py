@@ -118,7 +118,8 @@ def layer_sensitivity(
         row = by_recipe.get(json.dumps(recipe.to_dict(), sort_keys=True))
         figure = float("nan") if row is None else row["value"]  # not probed before the deadline
         drop = base - figure
-        rows.append({**info, key: figure, "drop": drop, f"{key}_drop": drop, "size_bytes": row["size_bytes"]})
+        size = None if row is None else row["size_bytes"]
+        rows.append({**info, key: figure, "drop": drop, f"{key}_drop": drop, "size_bytes": size})
     table = pd.DataFrame(rows)
     table.attrs.update(result.table.attrs)
     table.attrs["baseline_value"] = float(base)
