@@ -3,14 +3,20 @@
 A team writes its budget in ``pyproject.toml``::
 
     [tool.squeezelab.budget]
-    max_accuracy_drop = 0.01     # absolute, same units as the metric
+    max_accuracy_drop = 0.01     # the drop of whatever metric is measured, absolute, in its units
     max_size_mb = 2.0            # 1 MB = 1,000,000 bytes
     min_compression = 4.0        # baseline bytes / candidate bytes
     min_speedup = 1.5            # baseline latency / candidate latency, same run
 
     [tool.squeezelab.budget.encoder]   # a named budget: inherits the keys above, overrides some
-    max_accuracy_drop = 0.005
+    max_drop = 0.002             # metric-neutral name of max_accuracy_drop (e.g. a cosine's drop)
     accuracy_gate = "strict"     # pass only when the whole confidence interval is within the limit
+
+``max_accuracy_drop`` is the allowed drop (baseline minus candidate) of the
+metric the check measures, in that metric's units: top-1 accuracy as a
+fraction, a cosine as a cosine. ``max_drop`` / ``max_relative_drop`` are
+metric-neutral names of the same two limits; setting both names of one limit
+in one place is refused.
 
 Unknown keys, wrong types and negative limits are refused with a ``BudgetError``
 that names the key, the file and the valid keys.
@@ -27,7 +33,17 @@ from typing import Any
 
 from squeezelab.engine.errors import SqueezeError
 
-__all__ = ["Budget", "BudgetError", "BUDGET_KEYS", "ACCURACY_GATES", "load_budgets", "budgets_from_table"]
+__all__ = [
+    "Budget",
+    "BudgetError",
+    "BUDGET_KEYS",
+    "BUDGET_ALIASES",
+    "ACCURACY_GATES",
+    "canonical_keys",
+    "valid_keys",
+    "load_budgets",
+    "budgets_from_table",
+]
 
 # How the accuracy gates read the paired drop and its two-sided interval at `confidence`.
 ACCURACY_GATES = {
@@ -46,14 +62,16 @@ class Budget:
     """Limits for one gated model. ``None`` means "not gated".
 
     Attributes:
-        max_accuracy_drop: largest allowed baseline-minus-candidate accuracy (absolute).
-        max_relative_accuracy_drop: the same as a fraction of the baseline accuracy.
+        max_accuracy_drop: largest allowed drop (baseline minus candidate) of the measured
+            metric, absolute, in the metric's units (``max_drop`` in a file or marker).
+        max_relative_accuracy_drop: the same as a fraction of the baseline's value of the
+            metric (``max_relative_drop``); only for metrics whose values are positive.
         max_size_mb: largest candidate artifact, in MB of 1,000,000 bytes.
         min_compression: smallest baseline bytes / candidate bytes.
         min_speedup: smallest baseline / candidate latency, timed interleaved in one run.
         max_latency_ms: largest candidate median latency.
         require_executable: the candidate must run as real low-precision kernels.
-        accuracy_gate: how the accuracy gates judge the paired drop: ``"measured"``
+        accuracy_gate: how the drop gates judge the paired drop: ``"measured"``
             (default: fail iff the measured drop > limit), ``"lenient"`` (fail only when
             the interval's low end > limit) or ``"strict"`` (pass only when its high end
             <= limit). Every mode shows the interval and says when it contains the limit.
@@ -79,7 +97,8 @@ class Budget:
             _check_value(f.name, getattr(self, f.name), "Budget(...)")
 
     def replace(self, source: str = "override", **changes: Any) -> Budget:
-        """A copy with ``changes`` validated (unknown keys refused, naming ``source``)."""
+        """A copy with ``changes`` validated (unknown keys refused, naming ``source``; aliases accepted)."""
+        changes = canonical_keys(changes, source)
         for key, value in changes.items():
             _check_key(key, source)
             _check_value(key, value, source)
@@ -109,6 +128,8 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "threads": (int, 1, True, None),
 }
 BUDGET_KEYS = tuple(_RULES)
+# Metric-neutral names: the gated figure is the drop of whatever metric is measured (a cosine, an MSE ...).
+BUDGET_ALIASES = {"max_drop": "max_accuracy_drop", "max_relative_drop": "max_relative_accuracy_drop"}
 _LIMIT_KEYS = (
     "max_accuracy_drop",
     "max_relative_accuracy_drop",
@@ -119,11 +140,30 @@ _LIMIT_KEYS = (
 )
 
 
+def valid_keys() -> str:
+    """The valid keys in words, each alias beside its key (for error messages)."""
+    alias_of = {key: alias for alias, key in BUDGET_ALIASES.items()}
+    return ", ".join(f"{k} (or {alias_of[k]})" if k in alias_of else k for k in BUDGET_KEYS)
+
+
+def canonical_keys(changes: dict[str, Any], source: str) -> dict[str, Any]:
+    """``changes`` with aliases (``max_drop``) under their keys; both names of one limit are refused."""
+    out = dict(changes)
+    for alias, key in BUDGET_ALIASES.items():
+        if alias not in out:
+            continue
+        if key in out:
+            raise BudgetError(
+                f"{source}: {alias} and {key} are two names of one limit (the allowed drop of the measured "
+                f"metric); set one of them."
+            )
+        out[key] = out.pop(alias)
+    return out
+
+
 def _check_key(key: str, source: str) -> None:
     if key not in _RULES:
-        raise BudgetError(
-            f"{source}: unknown budget key {key!r}; valid keys: {', '.join(BUDGET_KEYS)}."
-        )
+        raise BudgetError(f"{source}: unknown budget key {key!r}; valid keys: {valid_keys()}.")
 
 
 def _check_value(key: str, value: Any, source: str) -> None:

@@ -5,12 +5,17 @@
         int8 = squeezelab.compress(model, squeezelab.Recipe(runtime=squeezelab.Int8Static()), ...)
         compress_budget.check(model, int8, data=split.test)
 
-Baseline and candidate may be PyTorch models, ``Compressed`` results or
-``Metrics``. Models and results are measured together by the engine (paired
-accuracy with its confidence interval, interleaved latency); two ``Metrics``
-measured elsewhere are compared as given (point accuracy, latency ratio of
-separate runs, no intervals: only the default ``accuracy_gate = "measured"``
-can judge them).
+Baseline and candidate may be PyTorch models, ONNX files, ``Compressed``
+results or ``Point``s. Models, files and results are measured together by the
+engine (the metric's per-sample scores paired with their confidence interval,
+interleaved latency; see ``checks.pairing``); two ``Point``s measured elsewhere
+are compared as given (point drop, latency ratio of separate runs, no
+intervals: only the default ``accuracy_gate = "measured"`` can judge them).
+
+Data is any form ``read_samples`` takes: ``(inputs, targets)`` with targets any
+array, or ``(inputs, None)``; without targets the metric compares with the
+uncompressed model's outputs (``cosine_to_baseline`` unless ``metric=`` says
+otherwise). Every figure is named after the metric measured.
 """
 
 from __future__ import annotations
@@ -21,52 +26,12 @@ from typing import Any
 import pytest
 
 from squeezelab.checks.budget import Budget, BudgetError
+from squeezelab.checks.pairing import measured_pair, points_pair, settings_for, side_label
 from squeezelab.checks.verdict import Verdict, judge
-from squeezelab.engine.errors import DataError, SqueezeError
-from squeezelab.engine.metrics import Metrics, top1_accuracy
-from squeezelab.engine.paired import PairedMetrics, measure_pair
+from squeezelab.engine.errors import SqueezeError
+from squeezelab.engine.point import Point, Settings
 
-__all__ = ["BudgetGate", "pair_from_metrics"]
-
-
-def pair_from_metrics(baseline: Metrics, candidate: Metrics) -> PairedMetrics:
-    """A ``PairedMetrics`` from two separately measured ``Metrics`` (no paired statistics)."""
-    drop = None
-    if baseline.accuracy is not None and candidate.accuracy is not None:
-        drop = baseline.accuracy - candidate.accuracy
-    return PairedMetrics(
-        baseline=baseline,
-        candidate=candidate,
-        n_samples=min(baseline.n_samples, candidate.n_samples),
-        accuracy_drop=drop,
-        drop_interval=None,
-        discordant=None,
-        # Separate runs, not interleaved; judge() refuses to gate speed on non-positive latencies.
-        speedup=baseline.latency_ms / candidate.latency_ms if candidate.latency_ms > 0 else float("nan"),
-        speedup_interval=None,
-        latency_rounds=min(baseline.latency_repeats, candidate.latency_repeats),
-    )
-
-
-def _label(model: Any) -> str:
-    """How a baseline or candidate is named in messages."""
-    from torch import nn
-
-    if isinstance(model, nn.Module):
-        return f"{type(model).__name__} (fp32 ONNX)"
-    return model.label if isinstance(model, Metrics) else model.recipe.label
-
-
-def _check_metric(budget: Budget, metric: Callable) -> None:
-    """Before measuring: a "lenient" / "strict" accuracy gate needs per-sample outcomes (top-1 today)."""
-    gated = budget.max_accuracy_drop is not None or budget.max_relative_accuracy_drop is not None
-    if gated and budget.accuracy_gate != "measured" and metric is not top1_accuracy:
-        name = getattr(metric, "__name__", type(metric).__name__)
-        raise DataError(
-            f"accuracy_gate = {budget.accuracy_gate!r} judges the confidence interval of the paired drop, "
-            f"which needs per-sample outcomes; metric {name!r} returns one number. Use the default top-1 "
-            "metric, or accuracy_gate = \"measured\"."
-        )
+__all__ = ["BudgetGate"]
 
 
 class BudgetGate:
@@ -106,41 +71,62 @@ class BudgetGate:
         data: Any = None,
         *,
         name: str | None = None,
-        metric: Callable = top1_accuracy,
+        metric: Any = None,
+        output: Any = None,
         example_inputs: Any = None,
+        settings: Settings | None = None,
     ) -> Verdict:
-        """Measure both the same way, judge the candidate, fail the test if the budget is broken."""
+        """Measure both the same way, judge the candidate, fail the test if the budget is broken.
+
+        Args:
+            baseline, candidate: PyTorch models, ONNX files (paths), ``Compressed`` results, or
+                two ``Point``s.
+            data: ``(inputs, targets)`` in any form ``read_samples`` takes; ``(inputs, None)``
+                compares with the uncompressed model's outputs. Needed to gate a drop.
+            name: the budget to use (default: the marker's, else ``"default"``).
+            metric: a ``Metric``, a callable, or a name in ``engine.scoring.METRICS``; ``None``:
+                top-1 accuracy with targets, ``cosine_to_baseline`` without.
+            output: which model output is evaluated (a key such as ``"pooler_output"``, an index,
+                or a callable); ``None``: the one the ``Compressed`` results were made with, else
+                the first tensor.
+            example_inputs: for PyTorch models when ``data`` is None.
+            settings: a ``Settings`` for the rest (warm-up, evaluation batch size); the budget
+                decides the latency batch size, rounds, threads and confidence.
+        """
         try:
-            verdict = self._measure_and_judge(baseline, candidate, data, name, metric, example_inputs)
+            verdict = self._measure_and_judge(baseline, candidate, data, name, metric, output, example_inputs, settings)
         except SqueezeError as exc:  # bad input: a clear failure, not a traceback from the plugin
-            pytest.fail(f"compress budget check could not run: {exc}", pytrace=False)
+            problem = str(exc)
+        else:
+            problem = None
+        if problem is not None:  # failed outside the handler, so the message is not shown twice (chained)
+            pytest.fail(f"compress budget check could not run: {problem}", pytrace=False)
         self._record(verdict)
         if not verdict.passed:
             pytest.fail(verdict.failure_message(), pytrace=False)
         return verdict
 
     def _measure_and_judge(
-        self, baseline: Any, candidate: Any, data: Any, name: str | None, metric: Callable, example_inputs: Any
+        self, baseline: Any, candidate: Any, data: Any, name: str | None, metric: Any, output: Any,
+        example_inputs: Any, settings: Settings | None,
     ) -> Verdict:
         budget = self.budget_for(name)
-        if isinstance(baseline, Metrics) and isinstance(candidate, Metrics):
-            pair = pair_from_metrics(baseline, candidate)
-        elif isinstance(baseline, Metrics) or isinstance(candidate, Metrics):
+        if isinstance(baseline, Point) and isinstance(candidate, Point):
+            given = {"data": data, "metric": metric, "output": output, "example_inputs": example_inputs, "settings": settings}
+            ignored = [key for key, value in given.items() if value is not None]
+            if ignored:  # they would change nothing: Points are already measured
+                raise BudgetError(
+                    f"{', '.join(f'{k}=' for k in ignored)} given with two Points, which are judged as measured; "
+                    "leave it out, or pass the models, ONNX files or Compressed results to measure them with it."
+                )
+            pair = points_pair(baseline, candidate, budget)
+        elif isinstance(baseline, Point) or isinstance(candidate, Point):
             raise BudgetError(
-                "pass baseline and candidate both as Metrics, or both as models / Compressed results "
-                "(then they are measured together)."
+                "pass baseline and candidate both as Points, or both as models, ONNX files or Compressed "
+                "results (then they are measured together)."
             )
         else:
-            _check_metric(budget, metric)
-            pair = measure_pair(
-                baseline,
-                candidate,
-                data,
-                metric=metric,
-                example_inputs=example_inputs,
-                batch_size=budget.latency_batch_size,
-                repeats=budget.latency_rounds,
-                threads=budget.threads,
-                confidence=budget.confidence,
-            )
-        return judge(pair, budget, budget_name=name or self._name, labels=(_label(baseline), _label(candidate)))
+            chosen = settings_for(budget, settings, metric=metric, output=output)
+            pair = measured_pair(baseline, candidate, data, chosen, budget, example_inputs)
+        labels = (side_label(baseline), side_label(candidate))
+        return judge(pair, budget, budget_name=name or self._name, labels=labels)

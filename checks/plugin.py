@@ -10,8 +10,9 @@ torch): the engine loads when a gated test first measures something.
 - Tests opt in with the ``compress_budget`` fixture, and may override limits or
   pick a named budget with ``@pytest.mark.compress_budget(name=..., **limits)``.
 - Without the flag those tests are skipped, saying how to enable them.
-- The run ends with a table of every gated figure, the interval of each accuracy
-  drop and speedup, and, where a test set cannot resolve a budget, how many
+- The run ends with a table of every gated figure (drops named after their
+  metric: ``accuracy_drop``, ``cosine_drop`` ...), the interval of each drop
+  and speedup, and, where a test set cannot resolve a budget, how many
   samples would; ``--compress-budget-report=PATH`` writes it as JSON; each figure
   (with its mode, interval, method and samples needed) is also a JUnit XML
   property. Works under xdist.
@@ -26,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from squeezelab.checks.budget import BUDGET_KEYS, Budget, BudgetError, load_budgets
+from squeezelab.checks.budget import BUDGET_ALIASES, BUDGET_KEYS, Budget, BudgetError, canonical_keys, load_budgets, valid_keys
 from squeezelab.checks.verdict import figure_detail
 
 __all__ = ["SKIP_REASON", "STATE"]
@@ -105,7 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "compress_budget(name=None, **limits): gate this test with a squeezelab compression budget "
-        f"(named budget and/or limit overrides: {', '.join(BUDGET_KEYS)}).",
+        f"(named budget and/or limit overrides: {valid_keys()}).",
     )
     state = GateState(report_path=config.getoption("compress_budget_report"))
     value = config.getoption("compress_budget")
@@ -135,7 +136,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def marker_settings(item: pytest.Item) -> tuple[str | None, dict[str, Any]]:
     """``(budget name, limit overrides)`` from the ``compress_budget`` markers of ``item``, validated.
 
-    Markers on a module, class and function merge; the closest one wins per key.
+    Markers on a module, class and function merge; the closest one wins per key (an alias such as
+    ``max_drop`` counts as its key, so a closer ``max_drop`` overrides a farther ``max_accuracy_drop``).
     """
     name: str | None = None
     kwargs: dict[str, Any] = {}
@@ -145,12 +147,12 @@ def marker_settings(item: pytest.Item) -> tuple[str | None, dict[str, Any]]:
         these = dict(marker.kwargs)
         name = these.pop("name", marker.args[0] if marker.args else name)
         for key in these:
-            if key not in BUDGET_KEYS:
+            if key not in BUDGET_KEYS and key not in BUDGET_ALIASES:
                 raise BudgetError(
                     f"{item.nodeid}: compress_budget mark can't have {key!r} keyword argument; "
-                    f"valid: name, {', '.join(BUDGET_KEYS)}."
+                    f"valid: name, {valid_keys()}."
                 )
-        kwargs.update(these)
+        kwargs.update(canonical_keys(these, f"{item.nodeid}: compress_budget mark"))
     Budget().replace(f"{item.nodeid}: compress_budget mark", **kwargs)  # types and ranges
     return name, kwargs
 
@@ -211,8 +213,9 @@ def compress_budget(request: pytest.FixtureRequest) -> Any:
 
 
 def _statistics(figure: Any) -> dict[str, Any]:
-    """The JUnit properties beside a figure's value: its gate mode, interval, method, samples needed."""
+    """The JUnit properties beside a figure's value: its metric, gate mode, interval, method, samples needed."""
     parts = {
+        "metric": figure.metric,
         "mode": figure.mode,
         "low": figure.low,
         "high": figure.high,
@@ -223,6 +226,12 @@ def _statistics(figure: Any) -> dict[str, Any]:
     if figure.resolved is False:
         parts["samples_needed"] = "none would" if figure.samples_needed is None else figure.samples_needed
     return {k: v for k, v in parts.items() if v not in (None, "")}
+
+
+def _cell(x: float, width: int = 11) -> str:
+    """A table number: 4 decimals, or 3 significant digits where 4 decimals would read 0.0000 (a cosine's drop)."""
+    shown = f"{x:.4f}" if x == 0 or abs(x) >= 0.001 or x != x else f"{x:.3g}"
+    return f"{shown:>{width}s}"
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -264,9 +273,9 @@ class _Recorder:
             tr.write_line("no gated checks ran")
             return
         tr.write_line(
-            "judged = the value each gate compared (for accuracy: the measured drop in accuracy_gate "
+            "judged = the value each gate compared (for a metric's drop: the measured drop in accuracy_gate "
             "'measured', the interval's low end in 'lenient', its high end in 'strict'); "
-            "headroom = limit - judged"
+            "headroom = limit - judged; drops are in their metric's units"
         )
         tr.write_line(
             f"{'test':50s} {'budget':10s} {'figure':24s} {'value':>11s} {'judged':>11s} "
@@ -278,14 +287,15 @@ class _Recorder:
                 failed += not fig["passed"]
                 test = result["test"] if len(result["test"]) <= 50 else "..." + result["test"][-47:]
                 tr.write_line(
-                    f"{test:50s} {result['budget_name']:10s} {fig['name']:24s} {fig['value']:11.4f} "
-                    f"{fig['judged']:11.4f} {fig['op']} {fig['limit']:10.4f} {fig['headroom']:11.4f}  "
+                    f"{test:50s} {result['budget_name']:10s} {fig['name']:24s} {_cell(fig['value'])} "
+                    f"{_cell(fig['judged'])} {fig['op']} {_cell(fig['limit'], 10)} {_cell(fig['headroom'])}  "
                     f"{'pass' if fig['passed'] else 'FAIL'}",
                     red=not fig["passed"],
                     green=fig["passed"],
                 )
             kind = "executable" if result["executable"] else "SIMULATED"
-            tr.write_line(f"{'':50s} candidate {result['candidate']} ({kind}), n={result['n_samples']}")
+            measured = f", metric {result['metric']}" if any(f.get("metric") for f in result["figures"]) else ""
+            tr.write_line(f"{'':50s} candidate {result['candidate']} ({kind}), n={result['n_samples']}{measured}")
             for fig in result["figures"]:
                 unresolved += fig.get("resolved") is False
                 detail = figure_detail(fig)

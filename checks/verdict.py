@@ -3,11 +3,15 @@
 ``judge(pair, budget)`` compares a ``PairedMetrics`` (baseline and candidate
 measured together by the engine) with a ``Budget`` and returns a ``Verdict``:
 one ``Figure`` per gate, each with its value, limit, headroom and outcome.
-Accuracy figures are read in the budget's ``accuracy_gate`` mode ("measured",
-"lenient" or "strict") against the paired drop's confidence interval, which
-every accuracy line shows, saying so when the interval contains the limit (the
-test set cannot resolve the budget) and how many samples would. Nothing here
-measures; an improvement never fails a gate.
+
+The drop figures are named after the metric measured (``accuracy_drop`` for
+top-1, ``cosine_drop`` for a cosine, ``relative_cosine_drop`` ...), in its
+units. They are read in the budget's ``accuracy_gate`` mode ("measured",
+"lenient" or "strict") against the paired drop's confidence interval (exact
+binomial for 0/1 scores, a t-interval for continuous ones), which every drop
+line shows, saying so when the interval contains the limit (the test set cannot
+resolve the budget) and how many samples would. Nothing here measures; an
+improvement never fails a gate.
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ MB = 1_000_000
 class Figure:
     """One gated figure. ``headroom`` is how far the judged value is inside its limit (negative: over).
 
-    Accuracy figures also carry their gate ``mode``, the interval of the paired drop
-    (``low``, ``high``, ``confidence``, ``method`` and ``interval`` in words), whether the
-    interval ``resolved`` the limit and, when it did not, ``samples_needed`` (None: no
-    count would). The speedup carries the interval of its median and its ``reading``.
+    Drop figures (``<metric key>_drop``) also carry the ``metric`` measured, their gate
+    ``mode``, the interval of the paired drop (``low``, ``high``, ``confidence``, ``method``
+    and ``interval`` in words), whether the interval ``resolved`` the limit and, when it did
+    not, ``samples_needed`` (None: no count would). The speedup carries the interval of its
+    median and its ``reading``.
     """
 
     name: str
@@ -54,15 +59,16 @@ class Figure:
     resolved: bool | None = None
     samples_needed: int | None = None
     reading: str = ""
+    metric: str = ""
 
     def line(self) -> str:
-        """``size_mb 2.5000 > max 2.0000 (over by 0.5000, 2,500,000 bytes)``; accuracy lines add interval and mode."""
+        """``size_mb 2.5000 > max 2.0000 (over by 0.5000, 2,500,000 bytes)``; drop lines add interval and mode."""
         word = "max" if self.op == "<=" else "min"
         if self.name == "executable":
             state = "executable" if self.value else "SIMULATED (no low-precision kernel)"
             return f"executable: candidate is {state}; the budget requires an executable model"
         if self.mode:
-            return self._accuracy_line()
+            return self._drop_line()
         shown = _fmt(self.value)
         if self.passed:
             rel = f"{self.op} {word} {_fmt(self.limit)} (headroom {_fmt(self.headroom)}"
@@ -73,8 +79,8 @@ class Figure:
         extra = f", {self.note}" if self.note else ""
         return f"{self.name} {shown} {rel}{extra})"
 
-    def _accuracy_line(self) -> str:
-        # accuracy_drop 0.0200 > max 0.0100 (over by 0.0100): FAIL, gate 'measured'; 95% CI [...], ...
+    def _drop_line(self) -> str:
+        # cosine_drop 0.0032 > max 0.0020 (over by 0.0012): FAIL, gate 'measured'; 95% CI [...], ...
         end = {"lenient": "interval low end", "strict": "interval high end"}.get(self.mode)
         shown = _fmt(self.value) + (f", {end} {_fmt(self.judged)}" if end else "")
         if self.passed:
@@ -89,7 +95,7 @@ class Figure:
 
 
 def figure_detail(figure: dict[str, Any]) -> str:
-    """``accuracy_drop: 95% CI [...], exact binomial, ...; gate 'measured'`` from a figure's dict; "" when plain."""
+    """``cosine_drop: 95% CI [...], t on paired differences, ...; gate 'measured'`` from a figure's dict; "" when plain."""
     if figure.get("mode"):
         return f"{figure['name']}: {figure['interval'] or figure['note']}; gate {figure['mode']!r}{_unresolved(figure)}"
     if figure.get("reading"):
@@ -111,12 +117,17 @@ def _unresolved(figure: dict[str, Any]) -> str:
 
 
 def _fmt(x: float) -> str:
-    return f"{x:.4f}" if abs(x) < 1000 else f"{x:,.1f}"
+    """Four decimals; three significant digits below 0.001 (a cosine's drop can be 3e-05); thousands grouped."""
+    if abs(x) >= 1000:
+        return f"{x:,.1f}"
+    if x == 0 or abs(x) >= 0.001 or not math.isfinite(x):
+        return f"{x:.4f}"
+    return f"{x:.3g}"
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """All gated figures of one check."""
+    """All gated figures of one check, and the metric whose drop was judged (its name, key, units)."""
 
     budget_name: str
     baseline: str
@@ -127,6 +138,9 @@ class Verdict:
     budget: dict[str, Any] = field(default_factory=dict)
     accuracy_gate: str = "measured"
     confidence: float = 0.95
+    metric: str = "top-1 accuracy"
+    metric_key: str = "accuracy"
+    percent: bool = True
 
     @property
     def passed(self) -> bool:
@@ -135,9 +149,10 @@ class Verdict:
     def failure_message(self) -> str:
         failed = [f for f in self.figures if not f.passed]
         kind = "executable" if self.executable else "SIMULATED"
+        measured = f" (metric: {self.metric}, n={self.n_samples})" if any(f.metric for f in self.figures) else ""
         head = (
             f"compress budget {self.budget_name!r} broken by {self.candidate} ({kind}) "
-            f"vs {self.baseline}: {len(failed)} of {len(self.figures)} gate(s) failed"
+            f"vs {self.baseline}: {len(failed)} of {len(self.figures)} gate(s) failed{measured}"
         )
         return "\n".join([head, *("  " + f.line() for f in failed)])
 
@@ -148,34 +163,41 @@ class Verdict:
 def _check_inputs(pair: PairedMetrics, budget: Budget, gates: dict[str, Any]) -> None:
     """Refuse figures that cannot be judged, naming what is missing and how to get it."""
     base, cand = pair.baseline, pair.candidate
-    accuracy_gated = "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates
-    if accuracy_gated and pair.accuracy_drop is None:
+    drop_gated = "max_accuracy_drop" in gates or "max_relative_accuracy_drop" in gates
+    key = cand.metric_key
+    if drop_gated and pair.accuracy_drop is None:
         raise DataError(
-            "the budget gates accuracy but there is no accuracy to judge: pass data=(x, y) to "
-            "compress_budget.check(...), or Metrics measured with data."
+            f"the budget gates the drop of the measured metric ({key}_drop) but there is no {cand.metric} to "
+            "judge: pass data=(inputs, targets), or (inputs, None) to compare with the uncompressed model's "
+            "outputs, to compress_budget.check(...), or Points measured with data."
+        )
+    if drop_gated and (base.metric, base.metric_key) != (cand.metric, key):
+        raise DataError(
+            f"the baseline was measured with {base.metric!r} and the candidate with {cand.metric!r}; a drop "
+            "compares one metric: measure both with the same metric=."
         )
     interval = pair.drop_interval
-    if accuracy_gated and budget.accuracy_gate != "measured" and interval is None:
+    if drop_gated and budget.accuracy_gate != "measured" and interval is None:
         raise DataError(
             f"accuracy_gate = {budget.accuracy_gate!r} judges the confidence interval of the paired drop, "
-            "and there is none: it needs per-sample outcomes of both models on the same samples (Metrics "
-            "measured separately, or a metric that returns one number, have none). Pass both models or "
-            "Compressed results with data and the default top-1 metric, or use accuracy_gate = \"measured\"."
+            "and there is none: it needs per-sample scores of both models on the same samples (Points "
+            "measured separately, or a metric that returns one number, have none). Pass both models, ONNX "
+            "files or Compressed results with data and a per-sample metric, or use accuracy_gate = \"measured\"."
         )
-    if accuracy_gated and interval is not None and interval.confidence != budget.confidence:
+    if drop_gated and interval is not None and interval.confidence != budget.confidence:
         raise DataError(
             f"the paired drop's interval is at confidence {interval.confidence:g} but the budget asks for "
             f"{budget.confidence:g}; measure with measure_pair(..., confidence={budget.confidence:g})."
         )
-    if "max_relative_accuracy_drop" in gates and not base.accuracy:
+    if "max_relative_accuracy_drop" in gates and not (base.value is not None and base.value > 0):
         raise DataError(
-            f"the baseline's accuracy is {base.accuracy!r}: a drop relative to it is undefined; "
-            "gate max_accuracy_drop (absolute) instead."
+            f"the baseline's {key} is {base.value!r}: a drop relative to it is undefined (a relative drop "
+            "needs a positive baseline value); gate max_accuracy_drop (absolute, in the metric's units) instead."
         )
     if ("min_compression" in gates or "max_size_mb" in gates) and cand.size_bytes <= 0:
         raise DataError(f"the candidate's size is {cand.size_bytes} bytes; a shipped model has at least one byte.")
     if ("min_speedup" in gates or "max_latency_ms" in gates) and not (
-        base.latency_ms > 0 and cand.latency_ms > 0 and math.isfinite(pair.speedup)
+        (base.latency_ms or 0) > 0 and (cand.latency_ms or 0) > 0 and math.isfinite(pair.speedup)
     ):
         raise DataError(
             f"latency must be positive to gate speed; got baseline {base.latency_ms!r} ms and "
@@ -187,16 +209,17 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _accuracy_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, scale: float, note: str) -> Figure:
-    """Judge the paired drop (times ``scale``: 1, or 1 / baseline accuracy) in the budget's mode."""
+def _drop_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, scale: float, note: str) -> Figure:
+    """Judge the paired drop of the metric (times ``scale``: 1, or 1 / baseline value) in the budget's mode."""
     from squeezelab.engine.stats import samples_to_resolve
 
     value = pair.accuracy_drop * scale
     mode = budget.accuracy_gate
+    metric = pair.candidate.metric
     iv = pair.drop_interval
     if iv is None:  # measured mode only (see _check_inputs)
-        note += "; no interval (no per-sample outcomes measured together)"
-        return Figure(name, value, limit, "<=", value <= limit, limit - value, value, note, mode=mode)
+        note += "; no interval (no per-sample scores measured together)"
+        return Figure(name, value, limit, "<=", value <= limit, limit - value, value, note, mode=mode, metric=metric)
     low, high = iv.low * scale, iv.high * scale
     judged = {"measured": value, "lenient": low, "strict": high}[mode]
     resolved = not iv.contains(limit / scale)
@@ -207,10 +230,23 @@ def _accuracy_figure(name: str, limit: float, pair: PairedMetrics, budget: Budge
         high=_finite(high),
         confidence=iv.confidence,
         method=iv.method,
-        interval=iv.describe(scale) + (f", {note}" if name.startswith("relative") else ""),
+        interval=_interval_text(iv, scale) + (f", {note}" if name.startswith("relative_") else ""),
         resolved=resolved,
         samples_needed=None if resolved else samples_to_resolve(iv, limit / scale),
+        metric=metric,
     )
+
+
+def _interval_text(iv: Any, scale: float) -> str:
+    """``95% CI [2.95e-05, 3.07e-05], t on paired differences, n=64``: the ends as the figures are shown.
+
+    Like ``DropInterval.describe``, with ends that stay readable for drops below 0.001 (a cosine's).
+    """
+    words = iv.describe(scale)
+    if iv.sided != "two":
+        return words
+    tail = words.split("], ", 1)[1]  # "exact binomial, 9 vs 0 discordant of n=450" or "t on paired differences, n=64"
+    return f"{iv.confidence * 100:g}% CI [{_fmt(iv.low * scale)}, {_fmt(iv.high * scale)}], {tail}"
 
 
 def _speed_figure(pair: PairedMetrics, limit: float) -> Figure:
@@ -239,13 +275,16 @@ def judge(
 ) -> Verdict:
     """Compare measured figures with the budget's limits.
 
-    Accuracy figures are judged in ``budget.accuracy_gate`` mode on the pair's
-    interval (at ``budget.confidence``); every other figure on its measured value.
-    ``labels`` names baseline and candidate in messages (default: their recipe labels).
+    The drop figures (named after the metric: ``<metric key>_drop`` and
+    ``relative_<metric key>_drop``) are judged in ``budget.accuracy_gate`` mode on
+    the pair's interval (at ``budget.confidence``); every other figure on its
+    measured value. ``labels`` names baseline and candidate in messages (default:
+    their recipe labels).
 
     Raises:
-        DataError: a gated figure cannot be judged (no accuracy, no interval for a
-            "lenient" / "strict" gate, an interval at another confidence, no size, no latency).
+        DataError: a gated figure cannot be judged (no value of the metric, two metrics,
+            no interval for a "lenient" / "strict" gate, an interval at another confidence,
+            a relative drop of a non-positive baseline value, no size, no latency).
     """
     base, cand = pair.baseline, pair.candidate
     gates = budget.gates()
@@ -258,13 +297,14 @@ def judge(
     def lower_limit(name: str, value: float, limit: float, note: str = "") -> None:
         figures.append(Figure(name, value, limit, ">=", value >= limit, value - limit, value, note))
 
+    key = cand.metric_key
     if "max_accuracy_drop" in gates:
         note = f"n={pair.n_samples}"
-        figures.append(_accuracy_figure("accuracy_drop", gates["max_accuracy_drop"], pair, budget, 1.0, note))
+        figures.append(_drop_figure(f"{key}_drop", gates["max_accuracy_drop"], pair, budget, 1.0, note))
     if "max_relative_accuracy_drop" in gates:
-        note = f"relative to baseline accuracy {base.accuracy:.4f}"
+        note = f"relative to baseline {key} {base.value:.4f}"
         limit = gates["max_relative_accuracy_drop"]
-        figures.append(_accuracy_figure("relative_accuracy_drop", limit, pair, budget, 1 / base.accuracy, note))
+        figures.append(_drop_figure(f"relative_{key}_drop", limit, pair, budget, 1 / base.value, note))
     if "max_size_mb" in gates:
         upper_limit("size_mb", cand.size_bytes / MB, gates["max_size_mb"], note=f"{cand.size_bytes:,} bytes")
     if "min_compression" in gates:
@@ -296,4 +336,7 @@ def judge(
         budget=gates,
         accuracy_gate=budget.accuracy_gate,
         confidence=budget.confidence,
+        metric=cand.metric,
+        metric_key=key,
+        percent=cand.percent,
     )

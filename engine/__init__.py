@@ -43,7 +43,7 @@ _LAZY = {
     "NMPruning": "squeezelab.engine.recipe",
     "load_packed": "squeezelab.engine.artifact",
     "Compressed": "squeezelab.engine.compressed",
-    "compress": "squeezelab.engine.compressed",
+    "compress": "squeezelab.engine.compression",
     "DigitsCNN": "squeezelab.engine.default_models",
     "DigitsMLP": "squeezelab.engine.default_models",
     "LeNet5": "squeezelab.engine.default_models",
@@ -64,7 +64,7 @@ _LAZY = {
     "UnexportableLayerError": "squeezelab.engine.errors",
     "Metrics": "squeezelab.engine.metrics",
     "measure": "squeezelab.engine.metrics",
-    "top1_accuracy": "squeezelab.engine.metrics",
+    "top1_accuracy": "squeezelab.engine.scoring",
     "quantize": "squeezelab.engine.quantize_model",
     "quantize_": "squeezelab.engine.quantize_model",
     "Entropy": "squeezelab.engine.recipe",
@@ -81,6 +81,17 @@ _LAZY = {
     "PerTensor": "squeezelab.engine.recipe",
     "Recipe": "squeezelab.engine.recipe",
     "Simulated": "squeezelab.engine.recipe",
+    "Settings": "squeezelab.engine.point",
+    "Point": "squeezelab.engine.point",
+    "measure_pair": "squeezelab.engine.paired",
+    "PairedMetrics": "squeezelab.engine.paired",
+    "Metric": "squeezelab.engine.scoring",
+    "cosine_similarity": "squeezelab.engine.scoring",
+    "negative_mse": "squeezelab.engine.scoring",
+    "top1_agreement": "squeezelab.engine.scoring",
+    "cosine_to_baseline": "squeezelab.engine.scoring",
+    "kl_to_baseline": "squeezelab.engine.scoring",
+    "Inputs": "squeezelab.engine.inputs",
 }
 
 
@@ -105,7 +116,8 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.training import Distillation, GradualPruning, finetune
     from squeezelab.engine.structured import prune_channels
     from squeezelab.engine.artifact import load_packed
-    from squeezelab.engine.compressed import Compressed, compress
+    from squeezelab.engine.compressed import Compressed
+    from squeezelab.engine.compression import compress
     from squeezelab.engine.default_models import DigitsCNN, DigitsMLP, LeNet5, default_model
     from squeezelab.engine.errors import (
         ArtifactError,
@@ -123,7 +135,19 @@ if TYPE_CHECKING:  # static analysers see the real imports
         SqueezeError,
         UnexportableLayerError,
     )
-    from squeezelab.engine.metrics import Metrics, measure, top1_accuracy
+    from squeezelab.engine.metrics import Metrics, measure
+    from squeezelab.engine.paired import PairedMetrics, measure_pair
+    from squeezelab.engine.point import Point, Settings
+    from squeezelab.engine.inputs import Inputs
+    from squeezelab.engine.scoring import (
+        Metric,
+        cosine_similarity,
+        cosine_to_baseline,
+        kl_to_baseline,
+        negative_mse,
+        top1_accuracy,
+        top1_agreement,
+    )
     from squeezelab.engine.quantize_model import quantize, quantize_
     from squeezelab.engine.recipe import (
         Entropy,
@@ -142,74 +166,5 @@ if TYPE_CHECKING:  # static analysers see the real imports
         Simulated,
     )
 
-__all__ = [
-    "Recipe",
-    "LayerSetting",
-    "sweep",
-    "Sweep",
-    "SweepInterrupted",
-    "grid_recipe",
-    "pareto_front",
-    "layer_sensitivity",
-    "search",
-    "SearchResult",
-    "Evaluator",
-    "ResultCache",
-    "MagnitudePruning",
-    "ChannelPruning",
-    "NMPruning",
-    "prune_channels",
-    "finetune",
-    "GradualPruning",
-    "Distillation",
-    "prune_at_init",
-    "find_lottery_ticket",
-    "factorize",
-    "share_weights",
-    "prepare_qat",
-    "calibrate_",
-    "export_qat",
-    "bake_shared_weights_",
-    "prune",
-    "prune_",
-    "bake_masks_",
-    "LinearQuantization",
-    "KMeansQuantization",
-    "FixedPoint",
-    "Float16",
-    "PerTensor",
-    "PerChannel",
-    "Onnx",
-    "Int8Dynamic",
-    "Int8Static",
-    "Simulated",
-    "MinMax",
-    "Percentile",
-    "Entropy",
-    "compress",
-    "Compressed",
-    "quantize",
-    "quantize_",
-    "measure",
-    "Metrics",
-    "top1_accuracy",
-    "load_packed",
-    "default_model",
-    "DigitsCNN",
-    "DigitsMLP",
-    "LeNet5",
-    "SqueezeError",
-    "ConfigError",
-    "ModelError",
-    "InvalidWeightsError",
-    "ExampleInputError",
-    "ExportError",
-    "UnexportableLayerError",
-    "CalibrationError",
-    "DataError",
-    "ProviderError",
-    "ProviderUnavailableError",
-    "ProviderFallbackError",
-    "ArtifactError",
-    "CacheError",
-]
+# The public names, listed once: the lazy map is the list.
+__all__ = list(_LAZY)

@@ -35,7 +35,7 @@ from torch import nn
 from squeezelab.engine._arguments import count, finite_number, grid_lists
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
-from squeezelab.engine.metrics import Metric, top1_accuracy
+from squeezelab.engine.point import Point, Settings
 from squeezelab.engine.recipe import (
     ChannelPruning,
     LayerSetting,
@@ -57,8 +57,9 @@ class SearchResult:
     Attributes:
         recipe: the best recipe within the budget (``Recipe()`` if nothing smaller held).
         model: the model the recipe applies to (the caller's, or a fine-tuned copy).
-        row: its measured figures (accuracy, accuracy_drop, size_bytes, latency_ms, ...).
-        trail: a DataFrame of every evaluation, in order, with ``accepted`` and ``reason``.
+        row: its measured figures (``value`` and ``drop`` of the metric, also under the metric's
+            own name, ``size_bytes``, ``latency_ms``, ...); ``point`` the measured ``Point``.
+        trail: a DataFrame of every evaluation, in order, with ``accepted`` and ``drop_bound``.
         stopped: ``"converged"`` (no move left) or ``"time budget"``.
         elapsed_s: wall time of the search.
         held_out: the recipe measured on ``validation_data``, when given.
@@ -72,14 +73,33 @@ class SearchResult:
     elapsed_s: float
     baseline: dict[str, Any] = field(default_factory=dict)
     held_out: dict[str, Any] | None = None
+    point: Point | None = None
 
     def __repr__(self) -> str:
         r = self.row
+        metric = self.point.metric if self.point is not None else "accuracy"
+        shown = _figure(self.point, r["value"], r["drop"])
         return (
-            f"SearchResult({self.recipe.label}: accuracy {r['accuracy']:.4f} (drop {r['accuracy_drop'] * 100:.2f} pp), "
+            f"SearchResult({self.recipe.label}: {metric} {shown}, "
             f"{r['size_bytes']:,} bytes ({r['compression']:.2f}x), {len(self.trail)} evaluations, "
             f"stopped: {self.stopped}, {self.elapsed_s:.1f} s)"
         )
+
+
+def _figure(point: Point | None, value: float, drop: float) -> str:
+    """``0.9778 (drop 0.22 pp)`` for a percentage metric, ``0.9912 (drop 0.0088)`` otherwise."""
+    if point is not None and not point.percent:
+        return f"{value:.4f} (drop {drop:.4f})"
+    return f"{value:.4f} (drop {drop * 100:.2f} pp)"
+
+
+def _row(point: Point, baseline: Point, move: str) -> dict[str, Any]:
+    """One trail row: the point's figures, its drop against the search's baseline, the move."""
+    drop = baseline.value - point.value
+    row = {**point.to_row(), "value": point.value, "drop": drop, f"{point.metric_key}_drop": drop, "move": move}
+    row["compression"] = baseline.size_bytes / point.size_bytes
+    row["point"] = point
+    return row
 
 
 @dataclass(frozen=True)
@@ -133,10 +153,11 @@ def search(
     finetune_epochs: int = 1,
     validation_data: Any = None,
     confidence: float = 0.9,
-    metric: Metric = top1_accuracy,
+    settings: Settings | None = None,
     cache: Any = True,
     progress: bool = True,
     seed: int = 0,
+    **overrides: Any,
 ) -> SearchResult:
     """Choose per-layer bit widths and sparsities that minimise ``objective`` within ``max_accuracy_drop``.
 
@@ -158,6 +179,8 @@ def search(
         confidence: a step is kept only if the one-sided upper bound of its accuracy drop
             (paired by sample, at this confidence) is within budget, so the choice does not
             overfit the noise of ``data``; 0 judges the plain measured drop.
+        settings: how to measure (``Settings``); keyword overrides such as ``metric=`` (any
+            per-sample metric: ``cosine_to_baseline`` for an embedding model) change single fields.
         cache: as for ``sweep``; every evaluation is cached, so a repeated search is fast.
     """
     from squeezelab.engine.sensitivity import layer_sensitivity, prunable_layers
@@ -184,30 +207,31 @@ def search(
     bits = tuple(sorted(set(bits), reverse=True))
     sparsity = tuple(sorted(set(sparsity)))
     repeats = 20 if objective == "latency" else 0
-    ev = Evaluator(model, data, metric=metric, cache=cache, latency_repeats=repeats)
-    baseline = ev.evaluate(Recipe())
+    ev = Evaluator(model, data, settings, cache=cache, **{**overrides, "rounds": repeats})
+    base_point = ev.baseline()
     drop_of: dict[tuple[str, str, Any], float] = {}
     if objective == "size":  # channel removal has no cheap probe: latency moves are ordered by size alone
+        # Probing gets at most half the time budget; probes not measured by then count as harmless.
         sens = layer_sensitivity(
-            model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev, progress=False
+            model, data, bits=bits, sparsity=[s for s in sparsity if s > 0], quantization=quantizer, evaluator=ev,
+            progress=False, deadline=started + time_budget_s / 2,
         )
-        drop_of = {(r.layer, r.axis, r.value): max(r.accuracy_drop, 0.0) for r in sens.itertuples()}
+        drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples() if r.drop == r.drop}
     sizes = dict(prunable_layers(model))
 
     if objective == "size":
         knobs = [_Knob(name, "bits", bits) for name in sizes] + [_Knob(name, "sparsity", sparsity) for name in sizes]
     else:
         ratios = tuple(s for s in sparsity if s < 0.95)
-        knobs = [_Knob(name, "sparsity", ratios) for name in _channel_layers(model, ev.data[0][:1])]
+        knobs = [_Knob(name, "sparsity", ratios) for name in _channel_layers(model, ev.samples.inputs.slice(0, 1))]
     state = {(k.layer, k.axis): k.values[0] for k in knobs}
     trail: list[dict[str, Any]] = []
     work_model, work_ev = model, ev
 
     def measure(candidate: dict, how: str, evaluator: Evaluator) -> dict[str, Any]:
-        row = evaluator.evaluate(_recipe(objective, quantizer, candidate, runtime))
-        row = {**row, "accuracy_drop": baseline["accuracy"] - row["accuracy"], "move": how}
-        row["drop_bound"] = paired_drop_bound(baseline, row, confidence)
-        row["compression"] = baseline["size_bytes"] / row["size_bytes"]
+        point = evaluator.evaluate(_recipe(objective, quantizer, candidate, runtime))
+        row = _row(point, base_point, how)
+        row["drop_bound"] = paired_drop_bound(base_point, point, confidence)  # against the caller's model
         trail.append(row)
         return row
 
@@ -215,7 +239,7 @@ def search(
         # latency: the inverse of the speedup, paired with the baseline in the same rounds (robust to noise)
         return row["size_bytes"] if objective == "size" else 1.0 / max(row.get("speedup") or 1e-9, 1e-9)
 
-    best_row = {**baseline, "accuracy_drop": 0.0, "compression": 1.0, "speedup": 1.0, "move": "fp32 baseline"}
+    best_row = {**_row(base_point, base_point, "fp32 baseline"), "speedup": 1.0}
     best_recipe, best_model = Recipe(), model
     current = measure(state, "start", ev)
     current["accepted"] = current["drop_bound"] <= max_accuracy_drop
@@ -262,10 +286,11 @@ def search(
         row = measure(trial, how, work_ev)
         bar.update()
         ok = row["drop_bound"] <= max_accuracy_drop
-        if not ok and train_data is not None and knob.axis == "sparsity" and objective == "size":
+        out_of_time = time.monotonic() - started > time_budget_s
+        if not ok and train_data is not None and knob.axis == "sparsity" and objective == "size" and not out_of_time:
             row["accepted"] = False
             tuned = _finetuned(work_model, trial, train_data, finetune_epochs, seed, finetune)
-            tuned_ev = Evaluator(tuned, data, metric=metric, cache=ev.cache, latency_repeats=repeats)
+            tuned_ev = ev.for_model(tuned)
             row = measure(trial, how + " + fine-tune", tuned_ev)
             ok = row["drop_bound"] <= max_accuracy_drop
             if ok:
@@ -283,13 +308,14 @@ def search(
 
     held_out = None
     if validation_data is not None:
-        check = Evaluator(best_model, validation_data, metric=metric, cache=ev.cache, latency_repeats=repeats)
-        base_v = Evaluator(model, validation_data, metric=metric, cache=ev.cache, latency_repeats=repeats).evaluate(Recipe())
-        held_out = check.evaluate(best_recipe)
-        held_out["accuracy_drop"] = base_v["accuracy"] - held_out["accuracy"]
-    columns = ["move", "accepted", "label", "accuracy", "accuracy_drop", "drop_bound", "size_bytes", "compression", "latency_ms", "speedup"]
-    table = pd.DataFrame(trail)
-    table = table[[c for c in columns if c in table] + ["recipe"]]
+        base_ev = Evaluator(model, validation_data, ev.settings, cache=ev.cache)
+        check = base_ev.for_model(best_model)
+        held_out = _row(check.evaluate(best_recipe), base_ev.baseline(), "held out")
+    key = base_point.metric_key
+    columns = ["move", "accepted", "label", key, f"{key}_drop", "value", "drop", "drop_bound", "size_bytes", "compression", "latency_ms", "speedup"]
+    table = pd.DataFrame([{k: v for k, v in row.items() if k != "point"} for row in trail])
+    table = table[list(dict.fromkeys(c for c in columns if c in table)) + ["recipe"]]
+    table.attrs.update({"metric": base_point.metric, "metric_key": key, "percent": base_point.percent})
     return SearchResult(
         recipe=best_recipe,
         model=best_model,
@@ -297,8 +323,9 @@ def search(
         trail=table,
         stopped=stopped,
         elapsed_s=time.monotonic() - started,
-        baseline=baseline,
+        baseline=_row(base_point, base_point, "fp32 baseline"),
         held_out=held_out,
+        point=best_row.get("point"),
     )
 
 

@@ -51,7 +51,7 @@ __all__ = [
     "default_cache_dir",
 ]
 
-_FORMAT = 2  # 2: rows carry speedup_low / speedup_high. Bump when the entry layout changes: old entries then simply miss
+_FORMAT = 3  # 2: rows carry speedup_low / speedup_high. Bump when the entry layout changes: old entries then simply miss
 
 
 def default_cache_dir() -> Path:
@@ -74,6 +74,9 @@ def _feed(h: Any, value: Any) -> None:
     if isinstance(value, np.ndarray):
         h.update(f"nd{value.dtype.str}{value.shape}".encode())
         h.update(np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (bytes, bytearray)):  # an ONNX model: its bytes, not their repr (90 MB for MiniLM)
+        h.update(f"bytes{len(value)}".encode())
+        h.update(value)
     elif isinstance(value, (list, tuple)):
         h.update(f"seq{len(value)}[".encode())
         for item in value:
@@ -169,15 +172,17 @@ def runtime_fingerprint() -> str:
 
 
 def data_fingerprint(data: Any) -> str:
-    """Content hash of ``(x, y)`` arrays, a Dataset or a DataLoader (every batch is read once)."""
+    """Content hash of evaluation data (any form ``engine.samples`` reads): input names, dtypes, shapes and bytes, and the targets."""
     if data is None:
         return fingerprint(None)
-    from squeezelab.engine.data import iter_batches
+    from squeezelab.engine.samples import read_samples
 
-    h = hashlib.sha256(b"data")
-    for x, y in iter_batches(data, 4096):
-        _feed(h, x)
-        _feed(h, y)
+    samples = read_samples(data)
+    h = hashlib.sha256(b"samples")
+    _feed(h, [samples.inputs.kind, list(samples.inputs.names)])
+    for array in samples.inputs.arrays:
+        _feed(h, array)
+    _feed(h, samples.targets if samples.targets is not None else "no targets")
     return h.hexdigest()
 
 

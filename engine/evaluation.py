@@ -2,8 +2,8 @@
 
 ``Evaluator`` is what ``sweep``, ``layer_sensitivity``, ``search`` and the
 JupyterLab explorer share: it fixes the model, the data and the measurement
-settings, fingerprints them once, and then answers ``cached(recipe)`` (no
-work: a dict or None) and ``evaluate(recipe)`` (compress, measure, store).
+``Settings``, fingerprints them once, and then answers ``cached(recipe)`` (no
+work: a ``Point`` or None) and ``evaluate(recipe)`` (compress, measure, store).
 
 The work itself is a plain function of plain data (``PointTask`` ->
 ``run_point``), so any ``concurrent.futures.Executor`` can run it: a process
@@ -11,11 +11,9 @@ pool, or Dask's ``Client.get_executor()``. Workers never touch the cache: the
 caller stores each result as it arrives, so a cluster needs no shared disk
 and an interrupted sweep keeps every finished point.
 
-A row holds the recipe, the measured ``Metrics`` and, for every recipe but
-the baseline, ``speedup``: the median of per-round latency ratios baseline /
-candidate, both timed in the same interleaved rounds in the same process,
-with ``speedup_low`` / ``speedup_high``, the 95% interval of that median
-(``stats.ratio_interval``).
+Every point but the baseline is timed in the same interleaved rounds as the
+fp32 baseline (``speedup``, with its interval), and carries per-sample scores,
+so its drop against the baseline comes with a paired interval (``paired``).
 """
 
 from __future__ import annotations
@@ -23,262 +21,263 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from torch import nn
 
 from squeezelab.engine._copy import copy_model
-from squeezelab.engine.cache import (
-    ResultCache,
-    callable_fingerprint,
-    data_fingerprint,
-    fingerprint,
-    model_fingerprint,
-    runtime_fingerprint,
-)
-from squeezelab.engine.compressed import check_model
-from squeezelab.engine.data import iter_batches
-from squeezelab.engine.errors import DataError
-from squeezelab.engine.metrics import Metric, check_settings, top1_accuracy
+from squeezelab.engine.cache import ResultCache, data_fingerprint, fingerprint, model_fingerprint, runtime_fingerprint
+from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.inputs import Inputs
+from squeezelab.engine.point import Point, Settings
 from squeezelab.engine.recipe import Int8Static, Recipe
+from squeezelab.engine.samples import Samples, read_inputs, read_samples
+from squeezelab.engine.scoring import Metric, top1_accuracy
 from squeezelab.engine.stats import paired_drop_interval, ratio_interval
 
-__all__ = ["Evaluator", "PointTask", "run_point", "materialize", "recipe_of", "correct_of", "paired_drop_bound"]
+__all__ = ["Evaluator", "PointTask", "run_point", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
+def evaluator_settings(settings: Settings | None, overrides: dict[str, Any], *, rounds: int = 20) -> Settings:
+    """``settings`` with keyword overrides (older names accepted); sweeps time 20 rounds by default."""
+    from squeezelab.engine.metrics import settings_of
 
-def materialize(data: Any, what: str = "data") -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)`` numpy arrays from arrays, a Dataset or a DataLoader (so work can be pickled and hashed)."""
-    xs, ys = [], []
-    for x, y in iter_batches(data, 4096):
-        xs.append(np.asarray(x))
-        ys.append(np.asarray(y))
-    if not xs or sum(len(x) for x in xs) == 0:
-        raise DataError(f"{what} is empty; pass (x, y) arrays with at least one sample.")
-    return np.concatenate(xs), np.concatenate(ys)
+    return settings_of(settings if settings is not None else Settings(rounds=rounds, warmup=3), overrides)
 
 
 @dataclass(frozen=True)
 class PointTask:
     """Everything one measurement needs, as picklable data."""
 
-    model: nn.Module
+    model: nn.Module | bytes  # a PyTorch model, or the bytes of an ONNX model
     recipe: Recipe
-    data: tuple[np.ndarray, np.ndarray]
-    calibration: np.ndarray | None
-    metric: Metric
-    latency_batch_size: int
-    latency_repeats: int
-    threads: int | None
+    samples: Samples
+    calibration: Inputs
+    settings: Settings
+    reference: np.ndarray | None = None  # the baseline's outputs, for metrics that compare with them
     worker_threads: int | None = None  # PyTorch threads while measuring (1 in a pool of processes)
 
 
-# One baseline export per process and model: every point of a sweep is timed against it.
+# One baseline per process and model: every point of a sweep is timed against it.
 _BASELINES: dict[str, Any] = {}
 _BASELINES_LOCK = threading.Lock()
 
 
 def _baseline(task: PointTask, key: str) -> Any:
-    from squeezelab.engine.compressed import compress
+    from squeezelab.engine.compression import compress
 
     with _BASELINES_LOCK:
         if key not in _BASELINES:
             _BASELINES.clear()  # one model at a time is plenty; a sweep never alternates
-            _BASELINES[key] = compress(task.model, Recipe(), example_inputs=task.data[0][:1])
+            _BASELINES[key] = compress(task.model, Recipe(), example_inputs=task.samples.inputs.slice(0, 1), output=task.settings.output)
         return _BASELINES[key]
 
 
-def run_point(task: PointTask, baseline_key: str | None = None) -> dict[str, Any]:
-    """Compress ``task.model`` with ``task.recipe`` and measure it: one row of plain data.
+def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = None) -> Point:
+    """Compress ``task.model`` with ``task.recipe`` and measure it: one ``Point``.
 
-    ``baseline_key`` names the model for the per-process baseline export (default: its fingerprint).
+    ``baseline_key`` names the model for the per-process baseline (default: its fingerprint).
+    ``progress(stage, fraction)`` is told how far the work is ("compressing", "evaluating",
+    "timing"), in this process only (a display's hook; it never changes a figure).
     """
     from squeezelab.engine.latency import torch_threads
 
+    key = baseline_key or (model_fingerprint(task.model) if isinstance(task.model, nn.Module) else fingerprint(task.model))
     with torch_threads(task.worker_threads):
-        return _run_point(task, baseline_key or model_fingerprint(task.model))
+        return _run_point(task, key, progress or (lambda stage, fraction: None))
 
 
-def _run_point(task: PointTask, baseline_key: str) -> dict[str, Any]:
-    from squeezelab.engine.compressed import compress
-    from squeezelab.engine.metrics import evaluate, metrics_of, predictions, time_together, top1_correct
+def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
+    from squeezelab.engine.compression import compress
+    from squeezelab.engine.metrics import outputs_of, point_of, scores_of, time_together
 
     started = time.perf_counter()
-    c = compress(task.model, task.recipe, example_inputs=task.data[0][:1], calibration_data=task.calibration)
-    correct = None
-    if task.metric is top1_accuracy:  # keep per-sample outcomes: paired statistics need them
-        p, t = predictions(c, task.data)
-        hits = top1_correct(p, t)
-        accuracy, n, correct = float(np.mean(hits)), len(t), np.packbits(hits).tobytes().hex()
-    else:
-        accuracy, n = evaluate(c, task.data, task.metric)
-    samples: list[float] = [float("nan")]
-    speed = None
-    if task.latency_repeats:
+    settings, samples = task.settings, task.samples
+    metric = settings.resolved_metric(has_targets=samples.targets is not None)
+    progress("compressing", 0.0)
+    c = compress(
+        task.model, task.recipe, example_inputs=samples.inputs.slice(0, 1), calibration_data=task.calibration,
+        output=None if isinstance(task.model, bytes) else settings.output,
+    )
+    outputs = outputs_of(c, samples, settings.eval_batch_size, progress)
+    value, scores = scores_of(metric, outputs, samples, outputs if task.reference is None else task.reference)
+    latency, speed = None, None
+    if settings.rounds:
         is_baseline = task.recipe == Recipe()
         targets = [c] if is_baseline else [_baseline(task, baseline_key), c]
-        timed = time_together(
-            targets,
-            batch_size=task.latency_batch_size,
-            data=task.data,
-            repeats=task.latency_repeats,
-            warmup=3,
-            threads=task.threads,
-        )
-        samples = timed[-1]
+        timed = time_together(targets, settings, samples, progress)
+        latency = timed[-1]
         if not is_baseline:
-            speed = ratio_interval(timed[0], timed[1])
-    m = metrics_of(
-        c,
-        accuracy=accuracy,
-        metric=task.metric,
-        n_samples=n,
-        samples=samples,
-        batch_size=task.latency_batch_size,
-        threads=task.threads,
-    )
-    row = m.to_dict()
-    row["weight_sparsity"] = row.pop("sparsity")
-    row.update(
-        recipe=json.dumps(task.recipe.to_dict(), sort_keys=True),
-        speedup=None if speed is None else speed.median,
-        speedup_low=None if speed is None else speed.low,
-        speedup_high=None if speed is None else speed.high,
-        correct=correct,
-        seconds=round(time.perf_counter() - started, 4),
-    )
-    if not task.latency_repeats:
-        row["latency_ms"] = None
-    return row
+            speed = ratio_interval(timed[0], timed[1], confidence=settings.confidence)
+    point = point_of(c, metric=metric, value=value, scores=scores, n_samples=len(samples), latency=latency, settings=settings)
+    return point.replace(speedup=speed, seconds=round(time.perf_counter() - started, 4))
 
 
 class Evaluator:
     """Measures recipes of one model on one data set, reusing results from ``cache``.
 
     Args:
-        model: the PyTorch model (never changed).
-        data: ``(x, y)`` evaluation data (arrays, a Dataset or a DataLoader).
+        model: the PyTorch model (never changed), or an ONNX file (ONNX Runtime recipes only).
+        data: evaluation data, ``(inputs, targets)`` in any form ``engine.samples`` reads.
+        settings: how to measure (``Settings``; sweeps default to 20 timing rounds); keyword
+            overrides change single fields (``metric=``, ``rounds=``; the older
+            ``latency_batch_size=`` / ``latency_repeats=`` names still work). ``rounds=0``
+            skips timing (the metric and size only).
         calibration_data: inputs for ``Int8Static`` calibration (default: the first 256 of ``data``).
-        metric: ``metric(predictions, targets) -> float``, higher is better.
-        latency_batch_size, latency_repeats, threads: latency settings;
-            ``latency_repeats=0`` skips timing (accuracy and size only).
         cache: True (``~/.cache/squeezelab``), False, a folder, or a ``ResultCache``.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        data: Any,
-        *,
-        calibration_data: Any = None,
-        metric: Metric = top1_accuracy,
-        latency_batch_size: int = 1,
-        latency_repeats: int = 20,
-        threads: int | None = 1,
-        cache: Any = True,
-    ) -> None:
-        check_model(model)
-        if isinstance(latency_repeats, bool) or not isinstance(latency_repeats, int) or latency_repeats < 0:
-            raise DataError(f"latency_repeats={latency_repeats!r} must be a non-negative integer (0 skips timing).")
-        check_settings(batch_size=latency_batch_size, repeats=max(latency_repeats, 1), warmup=0, threads=threads)
+    def __init__(self, model: Any, data: Any, settings: Settings | None = None, *, calibration_data: Any = None, cache: Any = True, **overrides: Any) -> None:
+        from squeezelab.engine.compression import check_model
+        from squeezelab.engine.onnx_input import is_onnx_model, load_onnx_model
+
+        self.settings = evaluator_settings(settings, overrides)
         self.cache = ResultCache.of(cache)
         self.cache.check_writable()  # an unwritable or full folder fails now, not after the first point
-        # A private copy: results are cached under these weights, so they must not change later
-        # (a notebook that trains the model further would otherwise poison the cache).
-        self.model = copy_model(model).eval()
-        self.data = materialize(data)
-        if metric is top1_accuracy:
-            check_labels_early(self.model, self.data)
-        if calibration_data is None:
-            self.calibration = self.data[0][:256]
+        if isinstance(model, nn.Module):
+            check_model(model)
+            # A private copy: results are cached under these weights, so they must not change later
+            # (a notebook that trains the model further would otherwise poison the cache).
+            self.model: nn.Module | bytes = copy_model(model).eval()
+            self.model_key = model_fingerprint(self.model)
+        elif is_onnx_model(model):
+            self.model = load_onnx_model(model)[0]
+            self.model_key = fingerprint("onnx", self.model)
         else:
-            from squeezelab.engine.data import iter_inputs
-
-            self.calibration = np.concatenate([np.asarray(b) for b in iter_inputs(calibration_data)])
-        self.metric = metric
-        self.latency_batch_size = latency_batch_size
-        self.latency_repeats = latency_repeats
-        self.threads = threads
+            check_model(model)  # raises: names what was passed
+        self.samples = read_samples(data)
+        self.metric: Metric = self.settings.resolved_metric(has_targets=self.samples.targets is not None)
+        if self.metric is top1_accuracy and isinstance(self.model, nn.Module):
+            check_labels_early(self.model, self.samples, self.settings)
+        if calibration_data is None:
+            self.calibration = self.samples.inputs.slice(0, 256)
+        else:
+            self.calibration = read_inputs(calibration_data, self.samples.inputs.spec())
         self.worker_threads: int | None = None
-        self.model_key = model_fingerprint(self.model)
-        self._inputs_key = fingerprint(
-            self.model_key, data_fingerprint(self.data), callable_fingerprint(metric), runtime_fingerprint()
-        )
+        self._reference: np.ndarray | None = None
+        self._baseline_point: Point | None = None
+        self._inputs_key = fingerprint(self.model_key, data_fingerprint(self.samples), runtime_fingerprint())
         # Only static int8 reads the calibration data: other recipes share entries whatever it is.
-        self._calibration_key = fingerprint(self.calibration)
-        self._context = self._make_context()
+        self._calibration_key = fingerprint([*self.calibration.arrays])
+        self._context = fingerprint(self._inputs_key, self.settings.key_parts())
 
-    def _make_context(self) -> str:
-        return fingerprint(self._inputs_key, self.latency_batch_size, self.latency_repeats, self.threads)
+    @property
+    def data(self) -> Samples:
+        """The evaluation samples (read once)."""
+        return self.samples
 
     def key(self, recipe: Recipe) -> str:
         """The cache key of ``recipe`` under this evaluator's model, data and settings."""
         calibration = self._calibration_key if isinstance(recipe.runtime, Int8Static) else None
         return fingerprint(self._context, recipe.to_dict(), calibration)
 
+    def reference(self) -> np.ndarray | None:
+        """The fp32 baseline's outputs, for metrics that compare with them (computed once)."""
+        if self.metric.reference != "baseline":
+            return None
+        if self._reference is None:
+            from squeezelab.engine.compression import compress
+            from squeezelab.engine.metrics import outputs_of
+
+            base = compress(self.model, Recipe(), example_inputs=self.samples.inputs.slice(0, 1), output=self._output())
+            self._reference = outputs_of(base, self.samples, self.settings.eval_batch_size)
+        return self._reference
+
+    def _output(self) -> Any:
+        return None if isinstance(self.model, bytes) else self.settings.output
+
     def task(self, recipe: Recipe) -> PointTask:
         return PointTask(
-            model=self.model,
-            recipe=recipe,
-            data=self.data,
-            calibration=self.calibration,
-            metric=self.metric,
-            latency_batch_size=self.latency_batch_size,
-            latency_repeats=self.latency_repeats,
-            threads=self.threads,
-            worker_threads=self.worker_threads,
+            model=self.model, recipe=recipe, samples=self.samples, calibration=self.calibration,
+            settings=self.settings, reference=self.reference(), worker_threads=self.worker_threads,
         )
 
-    def cached(self, recipe: Recipe) -> dict[str, Any] | None:
-        """The stored row of ``recipe`` (marked ``cached=True``), or None; never computes."""
+    def cached(self, recipe: Recipe) -> Point | None:
+        """The stored point of ``recipe`` (``cached=True``, paired with the baseline when it is stored too), or None."""
         row = self.cache.get(self.key(recipe))
-        return None if row is None else {"sparsity": asked_sparsity(recipe), **row, "cached": True}
+        if row is None:
+            return None
+        return self._paired(Point.from_row(row).replace(cached=True), recipe)
 
-    def store(self, recipe: Recipe, row: dict[str, Any]) -> dict[str, Any]:
-        row = {k: v for k, v in row.items() if k != "cached"}
-        self.cache.put(self.key(recipe), row)
-        return {"sparsity": asked_sparsity(recipe), **row, "cached": False}
+    def store(self, recipe: Recipe, point: Point) -> Point:
+        self.cache.put(self.key(recipe), point.replace(cached=False, drop=None).to_row())
+        if recipe == Recipe():
+            self._baseline_point = point
+        return self._paired(point.replace(cached=False), recipe)
 
-    def evaluate(self, recipe: Recipe) -> dict[str, Any]:
-        """The row of ``recipe``: from the cache, or measured now and stored."""
-        row = self.cached(recipe)
-        if row is not None:
-            return row
-        return self.store(recipe, run_point(self.task(recipe), self.model_key))
+    def evaluate(self, recipe: Recipe, progress: Any = None) -> Point:
+        """The point of ``recipe``: from the cache, or measured now and stored; paired with the baseline.
 
-    def with_settings(self, **changes: Any) -> Evaluator:
-        """A copy with other measurement settings (same model, data and cache), e.g. ``latency_repeats=0``."""
+        ``progress(stage, fraction)`` hears how far an uncached point is (see ``run_point``).
+        """
+        point = self.cached(recipe)
+        if point is not None:
+            return point
+        return self.store(recipe, run_point(self.task(recipe), self.model_key, progress))
+
+    def baseline(self) -> Point:
+        """The fp32 baseline's point (evaluated once)."""
+        if self._baseline_point is None:
+            row = self.cache.get(self.key(Recipe()))
+            self._baseline_point = Point.from_row(row) if row is not None else None
+            if self._baseline_point is None:
+                self._baseline_point = run_point(self.task(Recipe()), self.model_key)
+                self.cache.put(self.key(Recipe()), self._baseline_point.to_row())
+        return self._baseline_point
+
+    def _paired(self, point: Point, recipe: Recipe) -> Point:
+        """``point`` with its paired drop against the baseline (the baseline itself: none)."""
+        if recipe == Recipe() or point.scores is None:
+            return point
+        base = self.baseline()
+        if base.scores is None or len(base.scores) != len(point.scores):
+            return point
+        return point.replace(drop=paired_drop_interval(base.scores, point.scores, self.settings.confidence))
+
+    def for_model(self, model: nn.Module) -> Evaluator:
+        """An evaluator of another version of the model (fine-tuned, say) on the same samples and settings.
+
+        Metrics that compare with the baseline's outputs keep comparing with *this* model's fp32
+        outputs: the reference is the original model, not the new version.
+        """
+        other = Evaluator(model, self.samples, self.settings, calibration_data=self.calibration, cache=self.cache)
+        other._reference = self.reference()
+        if other._reference is not None:  # the reference is part of what the figures mean
+            other._context = fingerprint(other._context, "reference", self._inputs_key)
+        return other
+
+    def with_settings(self, settings: Settings | None = None, **changes: Any) -> Evaluator:
+        """A copy with other measurement settings (same model, data and cache), e.g. ``rounds=0``."""
+        new = evaluator_settings(settings or self.settings, changes)
+        if new.metric is not self.settings.metric or new.output is not self.settings.output:
+            raise ConfigError("with_settings() changes how points are timed; a new metric or output needs a new Evaluator.")
         other = object.__new__(Evaluator)
         other.__dict__.update(self.__dict__)
-        for name, value in changes.items():
-            if name not in ("latency_batch_size", "latency_repeats", "threads"):
-                raise TypeError(f"with_settings() got an unexpected setting {name!r}")
-            setattr(other, name, value)
-        other._context = other._make_context()  # equal settings, equal keys, however they were reached
+        other.settings = new
+        other._context = fingerprint(other._inputs_key, new.key_parts())  # equal settings, equal keys
+        other._baseline_point = None if new.rounds != self.settings.rounds else self._baseline_point
         return other
 
 
-def check_labels_early(model: nn.Module, data: tuple[np.ndarray, np.ndarray]) -> None:
+def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -> None:
     """Top-1 labels against the model's number of outputs, once, before any point is compressed.
 
-    The same check runs wherever top-1 is computed (``top1_correct``); here it spares a sweep
-    from failing once per point. A model that fails on the first sample is left to ``compress``
-    to explain.
+    The same check runs wherever top-1 is computed; here it spares a sweep from failing once
+    per point. A model that fails on the first sample is left to ``compress`` to explain.
     """
-    import torch
-
     from squeezelab.engine.labels import as_class_indices
+    from squeezelab.engine.outputs import select_output
 
-    x, y = data
-    labels = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    first = np.ascontiguousarray(x[:1], dtype=np.float32 if np.issubdtype(x.dtype, np.floating) else x.dtype)
+    labels = samples.targets
+    if labels is None:
+        return
+    labels = labels[:, 0] if labels.ndim == 2 and labels.shape[1] == 1 else labels
     try:
-        with torch.no_grad():
-            out = model(torch.from_numpy(first))
+        out = select_output(samples.inputs.slice(0, 1).call(model), settings.output)
     except Exception:  # noqa: BLE001 - compress() names what the model expected
         return
-    if isinstance(out, torch.Tensor) and out.ndim == 2 and labels.ndim == 1:
+    if out.ndim == 2 and labels.ndim == 1:
         as_class_indices(labels, int(out.shape[1]), what="top-1 accuracy")
 
 
@@ -296,28 +295,21 @@ def asked_sparsity(recipe: Recipe) -> float:
     return 0.0
 
 
-def correct_of(row: dict[str, Any]) -> np.ndarray | None:
-    """Per-sample top-1 outcomes (bool array) stored in a row, or None for other metrics."""
-    if not row.get("correct"):
-        return None
-    bits = np.unpackbits(np.frombuffer(bytes.fromhex(row["correct"]), dtype=np.uint8))
-    return bits[: row["n_samples"]].astype(bool)
-
-
-def paired_drop_bound(baseline: dict[str, Any], row: dict[str, Any], confidence: float) -> float:
-    """One-sided *upper* confidence bound of the accuracy drop of ``row`` vs ``baseline``, paired by sample.
+def paired_drop_bound(baseline: Point, point: Point, confidence: float) -> float:
+    """One-sided *upper* confidence bound of the drop of ``point`` vs ``baseline``, paired by sample.
 
     The true drop exceeds it with probability at most ``1 - confidence``
-    (``stats.paired_drop_interval(..., sided="upper")``: exact on the discordant samples).
-    ``confidence=0`` (or a metric without per-sample outcomes) gives the plain drop.
+    (``stats.paired_drop_interval(..., sided="upper")``: exact on the discordant samples for
+    0/1 scores). ``confidence=0`` (or a metric without per-sample scores) gives the plain drop.
     """
-    drop = baseline["accuracy"] - row["accuracy"]
-    a, b = correct_of(baseline), correct_of(row)
+    drop = baseline.value - point.value
+    a, b = baseline.scores, point.scores
     if confidence <= 0 or a is None or b is None or len(a) != len(b):
         return float(drop)
     return paired_drop_interval(a, b, confidence, sided="upper").high
 
 
-def recipe_of(row: dict[str, Any]) -> Recipe:
-    """The ``Recipe`` a row was measured with."""
-    return Recipe.from_dict(json.loads(row["recipe"]))
+def recipe_of(row: Any) -> Recipe:
+    """The ``Recipe`` a point, row or table row was measured with."""
+    recipe = row.recipe if isinstance(row, Point) else row["recipe"]
+    return Recipe.from_dict(json.loads(recipe) if isinstance(recipe, str) else recipe)

@@ -23,8 +23,9 @@ import torch
 from torch import nn
 
 from squeezelab.engine.errors import ConfigError, ExportError, UnexportableLayerError
+from squeezelab.engine.inputs import BATCH, SEQUENCE, Inputs, InputSpec
 
-__all__ = ["export_onnx", "input_names_for", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "DEFAULT_OPSET"]
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +33,44 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-def input_names_for(n: int) -> list[str]:
-    return ["input"] if n == 1 else [f"input_{i}" for i in range(n)]
+def _output_axes(model: nn.Module, example: Inputs, spec: InputSpec) -> dict[int, str]:
+    """Dynamic axes of the output: the batch axis, and every axis when an input has a sequence axis.
+
+    (An encoder's ``(batch, sequence, hidden)`` output follows the input's length; declaring every
+    axis of such an output symbolic is always correct, and leaves plain CNN/MLP graphs unchanged.)
+    """
+    if not any(SEQUENCE in spec.axis_names(i).values() for i in range(len(spec.names))):
+        return {0: BATCH}
+    args, _ = _positional(example)
+    with torch.no_grad():
+        rank = model(*args).ndim
+    return {axis: (BATCH if axis == 0 else f"output_{axis}") for axis in range(rank)}
 
 
-def _export_once(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], *, opset: int, exporter: str
-) -> bytes:
-    names = input_names_for(len(example_inputs))
+def _positional(example: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
+    args, kwargs = example.torch()
+    return (*args, *kwargs.values()), {}
+
+
+def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> bytes:
+    spec = example.spec()
+    names = list(spec.names)
+    args, _ = _positional(example)
     if exporter == "torchscript":
         buffer = io.BytesIO()
-        dynamic_axes = {name: {0: "batch"} for name in [*names, "output"]}
+        dynamic_axes = {name: spec.axis_names(i) for i, name in enumerate(names)}
+        dynamic_axes["output"] = _output_axes(model, example, spec)
         with warnings.catch_warnings():
-            # The exporter's deprecation notice is about the default changing, not about this call.
+            # The exporter's deprecation notice is about the default changing, not about this call;
+            # tracing Hugging Face models warns about Python conditions on shapes it then records.
             warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
+            warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
             torch.onnx.export(
                 model,
-                example_inputs,
+                args,
                 buffer,
                 dynamo=False,
                 opset_version=opset,
@@ -62,27 +83,27 @@ def _export_once(
     # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
     import onnx
 
-    batch = torch.export.Dim("batch")
+    dims = {BATCH: torch.export.Dim(BATCH), SEQUENCE: torch.export.Dim(SEQUENCE)}
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
             model,
-            example_inputs,
+            args,
             str(path),
             dynamo=True,
             opset_version=max(opset, 18),
             input_names=names,
             output_names=["output"],
-            dynamic_shapes=tuple({0: batch} for _ in example_inputs),
+            dynamic_shapes=tuple({a: dims[n] for a, n in spec.axis_names(i).items()} for i in range(len(names))),
             verbose=False,
         )
         proto = onnx.load(str(path))  # pulls external data back in
         return proto.SerializeToString()
 
 
-def _leaf_inputs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> dict[str, tuple]:
+def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:
     """Run the model once, recording the positional inputs of every leaf module."""
     seen: dict[str, tuple] = {}
 
@@ -100,21 +121,21 @@ def _leaf_inputs(model: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> 
     ]
     try:
         with torch.no_grad():
-            model(*example_inputs)
+            model(*_positional(example)[0])
     finally:
         for h in hooks:
             h.remove()
     return seen
 
 
-def _find_culprit(model: nn.Module, example_inputs, *, opset: int, exporter: str) -> str | None:
+def _find_culprit(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> str | None:
     """Export each leaf module on its own; the first that fails is the culprit."""
-    for fqn, args in _leaf_inputs(model, example_inputs).items():
+    for fqn, args in _leaf_inputs(model, example).items():
         if not args or not all(isinstance(a, torch.Tensor) for a in args):
             continue
         module = model.get_submodule(fqn)
         try:
-            _export_once(module, args, opset=opset, exporter=exporter)
+            _export_once(module, Inputs.of(tuple(a.detach() for a in args)), opset=opset, exporter=exporter)
         except Exception:  # noqa: BLE001 - any failure identifies the layer
             return fqn
     return None
@@ -122,12 +143,16 @@ def _find_culprit(model: nn.Module, example_inputs, *, opset: int, exporter: str
 
 def export_onnx(
     model: nn.Module,
-    example_inputs: tuple[torch.Tensor, ...],
+    example: Inputs,
     *,
     opset: int = DEFAULT_OPSET,
     exporter: str = "torchscript",
 ) -> bytes:
-    """ONNX bytes of ``model`` in eval mode, weights embedded, batch dimension dynamic.
+    """ONNX bytes of ``model`` in eval mode, weights embedded, batch (and sequence) axes dynamic.
+
+    ``model`` takes its inputs positionally, in the order of ``example.names`` (wrap keyword
+    models in ``engine.outputs.SelectedOutput``); the graph's inputs are named after them and
+    its one output is named ``output``.
 
     Raises:
         UnexportableLayerError: export failed and a single layer reproduces the failure.
@@ -138,17 +163,18 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        return _export_once(model, example_inputs, opset=opset, exporter=exporter)
+        return _export_once(model, example, opset=opset, exporter=exporter)
     except Exception as exc:  # torch raises many types here
-        culprit = _find_culprit(model, example_inputs, opset=opset, exporter=exporter)
+        culprit = _find_culprit(model, example, opset=opset, exporter=exporter)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if culprit is not None:
             layer = model.get_submodule(culprit)
+            name = culprit.removeprefix("model.") if type(model).__name__ == "SelectedOutput" else culprit
             raise UnexportableLayerError(
-                f"layer {culprit!r} ({type(layer).__name__}) cannot be exported to ONNX "
+                f"layer {name!r} ({type(layer).__name__}) cannot be exported to ONNX "
                 f"(opset {opset}): {first_line}. Replace it with exportable ops, or compress with "
                 "runtime=Simulated(), which does not need ONNX.",
-                layer=culprit,
+                layer=name,
             ) from exc
         raise ExportError(
             f"torch.onnx.export failed (opset {opset}, {exporter} exporter): {first_line}"

@@ -42,6 +42,7 @@ def interleaved_latency(
     warmup: int = 3,
     inner: int = 1,
     seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> dict[Hashable, list[float]]:
     """Milliseconds per call of each runner, one sample per round.
 
@@ -51,6 +52,7 @@ def interleaved_latency(
         warmup: untimed calls per runner before the first round.
         inner: calls per sample (the sample is their mean), for very short calls.
         seed: seeds the local shuffling RNG (the global RNG is not touched).
+        on_round: ``on_round(done, rounds)`` after every round (progress displays), outside the timing.
     """
     rng = random.Random(seed)
     names = list(runners)
@@ -66,6 +68,8 @@ def interleaved_latency(
             for _ in range(inner):
                 run()
             samples[name].append((time.perf_counter() - start) * 1000.0 / inner)
+        if on_round is not None:
+            on_round(len(samples[names[0]]), rounds)
     return samples
 
 

@@ -1,210 +1,199 @@
-"""``measure(model_or_compressed, data) -> Metrics``: accuracy, size and latency, measured.
+"""``measure(model_or_compressed, data) -> Point``: the metric, size and latency, measured.
 
-Baseline and candidate are measured the same way: a plain PyTorch model is
-measured as its fp32 ONNX export (``compress(model, Recipe())``), so the
-baseline runs in the same runtime as the int8 candidates it is compared with.
+Baseline and candidate are measured the same way: a plain PyTorch model (or
+an ONNX file) is measured as its fp32 ONNX model (``compress(model,
+Recipe())``), so the baseline runs in the same runtime as the int8 candidates
+it is compared with. The pieces here (outputs over data, scores, latency
+feeds, interleaved timing, building a ``Point``) are what ``measure_pair``
+and the sweep's evaluator use too.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from squeezelab.engine.compressed import Compressed, compress
-from squeezelab.engine.data import as_numpy, iter_batches
-from squeezelab.engine.errors import DataError, ExampleInputError
-from squeezelab.engine.labels import as_class_indices
+from squeezelab.engine.compressed import Compressed
+from squeezelab.engine.errors import ConfigError, DataError, ExampleInputError
 from squeezelab.engine.latency import interleaved_latency, torch_threads
+from squeezelab.engine.point import Point, Settings
 from squeezelab.engine.recipe import Recipe
+from squeezelab.engine.samples import Samples, read_samples
+from squeezelab.engine.scoring import Metric, top1_accuracy
 
-__all__ = ["Metrics", "measure", "top1_accuracy", "latency_input"]
+__all__ = ["Metrics", "measure", "top1_accuracy", "as_compressed", "settings_of", "outputs_of", "scores_of", "time_together", "point_of"]
 
-Metric = Callable[[np.ndarray, np.ndarray], float]
+Metrics = Point  # the measured figures of one model: one type everywhere (see engine.point)
 
-
-def top1_accuracy(predictions: np.ndarray, targets: np.ndarray) -> float:
-    """Fraction of rows whose arg-max equals the target class."""
-    return float(np.mean(top1_correct(predictions, targets)))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Metrics:
-    """Measured figures of one model. ``executable=False`` marks a simulation.
-
-    ``quantized_weight_fraction``: the share of weight elements stored below 32 bits
-    (``Compressed.quantized_weight_fraction``); ``None`` when not known (hand-made figures).
-    """
-
-    label: str
-    accuracy: float | None
-    metric: str
-    n_samples: int
-    size_bytes: int
-    latency_ms: float
-    latency_batch_size: int
-    latency_repeats: int
-    threads: int | None
-    runtime: str
-    sparsity: float
-    bits: int
-    executable: bool
-    quantized_weight_fraction: float | None = None
-
-    @property
-    def kind(self) -> str:
-        return "executable" if self.executable else "simulated"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "kind": self.kind}
+# The older keyword names of settings, still accepted wherever settings are.
+_ALIASES = {"latency_batch_size": "batch_size", "latency_repeats": "rounds", "repeats": "rounds"}
 
 
-def latency_input(compressed: Compressed, batch_size: int, data: Any = None) -> Any:
-    """A prepared batch of ``batch_size``: real samples from ``data`` when given, else tiled example inputs."""
-    if data is not None:
-        xs = []
-        have = 0
-        for x, _ in iter_batches(data, batch_size):
-            xs.append(x)
-            have += len(x)
-            if have >= batch_size:
-                break
-        x = np.concatenate(xs)
-        reps = -(-batch_size // len(x))  # ceil: cycle a small data set
-        return compressed.prepare(np.concatenate([x] * reps)[:batch_size])
-    tiled = [np.repeat(as_numpy(e)[:1], batch_size, axis=0) for e in compressed.example_inputs]
-    return compressed.prepare(tiled[0] if len(tiled) == 1 else tuple(tiled))
+def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    """``settings`` (default ``Settings()``) with keyword overrides such as ``metric=`` or ``rounds=``."""
+    if settings is not None and not isinstance(settings, Settings):
+        raise ConfigError(f"settings={settings!r}; pass a squeezelab Settings(...) or keyword settings.")
+    base = settings or Settings()
+    overrides = {_ALIASES.get(k, k): v for k, v in overrides.items()}
+    unknown = sorted(set(overrides) - set(Settings.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown}; settings are {sorted(Settings.__dataclass_fields__)}.")
+    return base.replace(**overrides) if overrides else base
 
 
-def predictions(compressed: Compressed, data: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs over all of ``data`` and the targets, in order."""
-    preds, targets = [], []
-    for x, y in iter_batches(data, batch_size):
-        preds.append(compressed.predict(x))
-        targets.append(y)
-    return np.concatenate(preds), np.concatenate(targets)
+def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, output: Any = None) -> Compressed:
+    """A ``Compressed`` result as is; a PyTorch model or an ONNX file as its fp32 ONNX model."""
+    from squeezelab.engine.compression import compress
+    from squeezelab.engine.onnx_input import is_onnx_model
 
-
-def top1_correct(p: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Per-sample top-1 correctness (bool, shape (N,)), after checking the shapes."""
-    if t.ndim == 2 and t.shape[1] == 1:
-        t = t[:, 0]  # (N, 1) labels: a common shape for class indices
-    if p.ndim != 2 or t.shape != (len(p),):
-        raise DataError(
-            f"top-1 accuracy needs (N, classes) outputs and (N,) class labels; got outputs "
-            f"{p.shape} and labels {t.shape}. Pass metric= for other tasks."
-        )
-    # Labels that can never equal an arg-max would read as accuracy 0.0 on both sides of a comparison.
-    return np.argmax(p, axis=1) == as_class_indices(t, p.shape[1], what="top-1 accuracy")
-
-
-def evaluate(compressed: Compressed, data: Any, metric: Metric, batch_size: int = 256) -> tuple[float, int]:
-    """The metric over all of ``data``, and the number of samples it covered."""
-    p, t = predictions(compressed, data, batch_size)
-    if metric is top1_accuracy:
-        return float(np.mean(top1_correct(p, t))), len(t)
-    return float(metric(p, t)), len(t)
-
-
-def check_settings(*, batch_size: int, repeats: int, warmup: int, threads: int | None) -> None:
-    """Raise ``DataError`` for measurement settings that cannot work."""
-    settings = [("batch_size", batch_size), ("repeats", repeats)]
-    if threads is not None:
-        settings.append(("threads", threads))
-    for name, value in settings:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise DataError(f"{name}={value!r} must be a positive integer.")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise DataError(f"warmup={warmup!r} must be a non-negative integer.")
-
-
-def as_compressed(target: nn.Module | Compressed, data: Any, example_inputs: Any) -> Compressed:
-    """A ``Compressed`` result as is; a PyTorch model as its fp32 ONNX export."""
     if isinstance(target, Compressed):
         return target
-    if example_inputs is None:
-        if data is None:
-            raise ExampleInputError("measuring a PyTorch model needs example_inputs or data to export it with.")
-        example_inputs = next(iter_batches(data, 1))[0]
-    return compress(target, Recipe(), example_inputs=example_inputs)
+    if not isinstance(target, nn.Module) and not is_onnx_model(target):
+        raise ConfigError(f"cannot measure a {type(target).__name__}; pass a PyTorch model, an ONNX file or a Compressed result.")
+    if example_inputs is None and samples is not None:
+        example_inputs = samples.inputs.slice(0, 1)
+    if example_inputs is None and isinstance(target, nn.Module):
+        raise ExampleInputError("measuring a PyTorch model needs example_inputs or data to export it with.")
+    return compress(target, Recipe(), example_inputs=example_inputs, output=output)
+
+
+Progress = Callable[[str, float], None]  # progress(stage, fraction done): for a display, never for results
+
+
+def outputs_of(c: Compressed, samples: Samples, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
+    """The selected output of ``c`` over every sample, in order."""
+    if progress is None:
+        return c.predict(samples.inputs, batch_size=batch_size)
+    parts = []
+    for start in range(0, len(samples), batch_size):
+        parts.append(c.predict(samples.inputs.slice(start, start + batch_size)))
+        progress("evaluating", min(start + batch_size, len(samples)) / len(samples))
+    return np.concatenate(parts, axis=0)
+
+
+def scores_of(metric: Metric, outputs: np.ndarray, samples: Samples, reference: np.ndarray | None) -> tuple[float, np.ndarray | None]:
+    """``(value, per-sample scores or None)`` of ``outputs`` against the targets or the baseline's outputs."""
+    against = reference if metric.reference == "baseline" else samples.targets
+    if against is None:
+        what = "the baseline's outputs" if metric.reference == "baseline" else "targets"
+        raise DataError(f"metric {metric.name!r} needs {what}, which are missing.")
+    scores = metric.scores(outputs, against)
+    if isinstance(scores, np.ndarray):
+        return float(np.mean(scores)), scores
+    return float(scores), None
+
+
+def latency_feeds(c: Compressed, batch_size: int, samples: Samples | None) -> Any:
+    """A prepared batch of ``batch_size``: real samples (cycled) when given, else the tiled example inputs."""
+    source = samples.inputs if samples is not None else c.example
+    return c.prepare(source.tile(batch_size))
 
 
 def time_together(
-    targets: list[Compressed], *, batch_size: int, data: Any, repeats: int, warmup: int, threads: int | None
+    targets: Sequence[Compressed], settings: Settings, samples: Samples | None, progress: Progress | None = None
 ) -> list[list[float]]:
     """Latency samples (ms) of each target, all timed in the same interleaved rounds."""
     runners = {}
     for i, c in enumerate(targets):
-        run, x = c.runner(threads=threads), latency_input(c, batch_size, data)
+        run, x = c.runner(threads=settings.threads), latency_feeds(c, settings.batch_size, samples)
         runners[i] = lambda run=run, x=x: run(x)
     # ONNX Runtime sessions take their thread count from the session; PyTorch needs it set around the run.
     simulated = any(c.onnx_bytes is None for c in targets)
-    with torch_threads(threads if simulated else None):
-        samples = interleaved_latency(runners, rounds=repeats, warmup=warmup)
-    return [samples[i] for i in range(len(targets))]
+    with torch_threads(settings.threads if simulated else None):
+        on_round = None if progress is None else (lambda done, total: progress("timing", done / total))
+        timed = interleaved_latency(runners, rounds=settings.rounds, warmup=settings.warmup, on_round=on_round)
+    return [timed[i] for i in range(len(targets))]
 
 
-def metrics_of(
+def point_of(
     c: Compressed,
     *,
-    accuracy: float | None,
     metric: Metric,
+    value: float | None,
+    scores: np.ndarray | None,
     n_samples: int,
-    samples: list[float],
-    batch_size: int,
-    threads: int | None,
-) -> Metrics:
-    return Metrics(
+    latency: list[float] | None,
+    settings: Settings,
+) -> Point:
+    """The ``Point`` of a measured result."""
+    return Point(
         label=c.recipe.label,
-        accuracy=accuracy,
-        metric=getattr(metric, "__name__", type(metric).__name__),
+        recipe=c.recipe.to_dict(),
+        executable=c.executable,
+        runtime=c.runtime_name,
+        bits=c.bits,
+        weight_sparsity=c.sparsity,
+        quantized_weight_fraction=c.quantized_weight_fraction,
+        metric=metric.name,
+        metric_key=metric.key,
+        percent=metric.percent,
+        value=value,
+        scores=scores,
         n_samples=n_samples,
         size_bytes=c.size_bytes,
-        latency_ms=statistics.median(samples),
-        latency_batch_size=batch_size,
-        latency_repeats=len(samples),
-        threads=threads,
-        runtime=c.runtime_name,
-        sparsity=c.sparsity,
-        bits=c.bits,
-        executable=c.executable,
-        quantized_weight_fraction=c.quantized_weight_fraction,
+        latency_ms=statistics.median(latency) if latency else None,
+        latency_batch_size=settings.batch_size,
+        latency_rounds=len(latency) if latency else 0,
+        threads=settings.threads,
+        details={k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset")},
     )
 
 
 def measure(
-    target: nn.Module | Compressed,
+    target: nn.Module | Compressed | Any,
     data: Any = None,
+    settings: Settings | None = None,
     *,
-    metric: Metric = top1_accuracy,
     example_inputs: Any = None,
-    batch_size: int = 1,
-    repeats: int = 30,
-    warmup: int = 5,
-    threads: int | None = 1,
-) -> Metrics:
-    """Measure a model or a ``Compressed`` result.
+    baseline: Any = None,
+    **overrides: Any,
+) -> Point:
+    """Measure a model, an ONNX file or a ``Compressed`` result.
 
     Args:
-        target: a ``Compressed`` result, or a PyTorch model (measured as its fp32 ONNX export).
-        data: ``(x, y)`` arrays, a Dataset or a DataLoader; ``None`` measures size and latency only.
-        metric: ``metric(predictions, targets) -> float``; default top-1 accuracy.
+        target: a ``Compressed`` result, or a PyTorch model / ONNX file (measured as its fp32 ONNX model).
+        data: ``(inputs, targets)`` (see ``engine.samples``); ``None`` measures size and latency only.
+        settings: how to measure (``Settings``); keyword overrides such as ``metric=``,
+            ``output=``, ``rounds=``, ``batch_size=``, ``threads=`` change single fields.
         example_inputs: needed for a PyTorch model when ``data`` is None.
-        batch_size: batch size of the latency measurement.
-        repeats: timed runs; ``latency_ms`` is their median, after ``warmup`` untimed runs.
-        threads: intra-op threads for timing (recorded in the result); None = the runtime's default.
+        baseline: the uncompressed model (or its result), for metrics that compare with its
+            outputs (``cosine_to_baseline``, ...) when ``target`` is a ``Compressed`` result.
+
+    Examples:
+        >>> import squeezelab as sl
+        >>> model, split = sl.default_model("mlp")
+        >>> p = sl.measure(model, split.test, rounds=3)
+        >>> p.metric, p.n_samples, p.executable
+        ('top-1 accuracy', 450, True)
     """
-    check_settings(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
-    target = as_compressed(target, data, example_inputs)
-    accuracy, n = (None, 0) if data is None else evaluate(target, data, metric)
-    (samples,) = time_together(
-        [target], batch_size=batch_size, data=data, repeats=repeats, warmup=warmup, threads=threads
+    settings = settings_of(settings, overrides)
+    samples = None if data is None else read_samples(data)
+    metric = settings.resolved_metric(has_targets=samples is not None and samples.targets is not None)
+    c = as_compressed(target, samples, example_inputs, settings.output)
+    value = scores = None
+    if samples is not None:
+        outputs = outputs_of(c, samples, settings.eval_batch_size)
+        reference = None
+        if metric.reference == "baseline":
+            reference = _baseline_outputs(target, baseline, c, outputs, samples, settings)
+        value, scores = scores_of(metric, outputs, samples, reference)
+    latency = time_together([c], settings, samples)[0] if settings.rounds else None
+    return point_of(
+        c, metric=metric, value=value, scores=scores, n_samples=0 if samples is None else len(samples),
+        latency=latency, settings=settings,
     )
-    return metrics_of(
-        target, accuracy=accuracy, metric=metric, n_samples=n, samples=samples, batch_size=batch_size, threads=threads
+
+
+def _baseline_outputs(target: Any, baseline: Any, c: Compressed, outputs: np.ndarray, samples: Samples, settings: Settings) -> np.ndarray:
+    if baseline is not None:
+        return outputs_of(as_compressed(baseline, samples, None, settings.output), samples, settings.eval_batch_size)
+    if not isinstance(target, Compressed):
+        return outputs  # the model measured is itself the uncompressed model
+    raise DataError(
+        f"the metric compares with the uncompressed model's outputs; pass baseline= (the model {c.recipe.label} "
+        "was made from), use measure_pair(baseline, candidate, ...), or give data with targets."
     )

@@ -14,6 +14,7 @@ import io
 import logging
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,10 +32,17 @@ log = logging.getLogger(__name__)
 
 
 class _DropPreprocessAdvice(logging.Filter):
-    """Drops ONNX Runtime's "consider pre-processing" advice, which squeezelab has followed or tried."""
+    """Moves what ONNX Runtime's quantizer says on the root logger to this module's debug log.
+
+    Its "consider pre-processing" advice (followed or tried) and its notes on LayerNorm axes and
+    non-constant biases of transformer graphs are about choices squeezelab made on purpose.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing" not in record.getMessage()
+        if "pre-processing" in record.getMessage() or "quantization" in record.pathname.replace("\\", "/"):
+            log.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
 
 
 # Redirecting stdout and filtering the root logger are process-wide: one quantization at a time.
@@ -57,12 +65,18 @@ def _quieted() -> Iterator[None]:
     root = logging.getLogger()
     advice_filter = _DropPreprocessAdvice()
     root.addFilter(advice_filter)
+    # Symbolic shape inference warns about each broadcast it cannot prove on transformer graphs
+    # (e.g. "Min(512, sequence)"); the graph is then quantized as exported, which is fine.
+    shape_log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    shape_level = shape_log.level
+    shape_log.setLevel(logging.ERROR)
     printed = io.StringIO()
     try:
         with contextlib.redirect_stdout(printed):
             yield
     finally:
         root.removeFilter(advice_filter)
+        shape_log.setLevel(shape_level)
         if printed.getvalue():
             log.debug("onnxruntime.quantization printed:\n%s", printed.getvalue())
 
@@ -77,12 +91,39 @@ def _preprocessed(model_bytes: bytes, tmp: Path) -> object:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     out = tmp / "preprocessed.onnx"
+    leftover = Path(_SHAPE_INFERENCE_LEFTOVER)
+    had_leftover, started = leftover.exists(), time.time()
     try:
         quant_pre_process(onnx.load_from_string(model_bytes), out)
         return onnx.load(str(out))
     except Exception as exc:  # noqa: BLE001 - any failure means: quantize the raw export
         log.info("quant_pre_process failed (%s); quantizing the model as exported", exc)
+        if not had_leftover:
+            _remove_shape_inference_leftover(leftover, started)
         return onnx.load_from_string(model_bytes)
+
+
+# ONNX Runtime's symbolic shape inference saves the half-inferred model under this name in the
+# *working directory* when it fails (with its weights in a uuid-named file beside it): the user's folder.
+_SHAPE_INFERENCE_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def _remove_shape_inference_leftover(path: Path, since: float) -> None:
+    """Delete the file a failed shape inference just wrote, and the external-data files it names."""
+    import onnx
+
+    if not path.is_file() or path.stat().st_mtime < since - 1:
+        return  # not ours
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - unreadable: remove only the file itself
+        locations = set()
+    for location in locations:
+        data = path.parent / location
+        if data.is_file() and data.stat().st_mtime >= since - 1:
+            data.unlink()
+    path.unlink()
 
 
 def resolve_reduce_range(runtime: Int8Dynamic | Int8Static) -> bool:

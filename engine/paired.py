@@ -1,19 +1,21 @@
-"""A baseline and a candidate measured together: paired accuracy, interleaved latency.
+"""A baseline and a candidate measured together: paired scores, interleaved latency.
 
-Comparing two accuracies measured separately is noisy; comparing them sample
-by sample is not. ``measure_pair`` evaluates both models on the same samples,
-keeps the per-sample outcomes, and reports the accuracy drop (the mean of
-``correct_base_i - correct_cand_i``) with its confidence interval
+Comparing two figures measured separately is noisy; comparing them sample by
+sample is not. ``measure_pair`` evaluates both models on the same samples,
+keeps their per-sample scores, and gives the candidate's drop (the mean of
+``score_base_i - score_cand_i``) with its confidence interval
 (``squeezelab.engine.stats.paired_drop_interval``: exact on the discordant
-samples). Latency is timed in the same interleaved rounds; the speedup is the
-median of per-round ratios, with its interval and reading
-(``stats.ratio_interval``).
+samples for 0/1 scores such as top-1 correctness, a t-interval for continuous
+scores such as cosine). Latency is timed in the same interleaved rounds; the
+speedup is the median of per-round ratios, with its interval and reading
+(``stats.ratio_interval``). For a metric that compares with the uncompressed
+model's outputs (fidelity), the baseline's own outputs are the reference.
 
 Examples:
     >>> import squeezelab as sl
     >>> model, split = sl.default_model("mlp")
     >>> int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
-    >>> pair = measure_pair(model, int8, split.test, repeats=3)
+    >>> pair = measure_pair(model, int8, split.test, rounds=3)
     >>> pair.n_samples, pair.baseline.label, pair.candidate.label
     (450, 'fp32', 'int8-dynamic')
 """
@@ -23,119 +25,104 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-from torch import nn
-
-from squeezelab.engine.compressed import Compressed
-from squeezelab.engine.errors import DataError
-from squeezelab.engine.metrics import (
-    Metric,
-    Metrics,
-    as_compressed,
-    check_settings,
-    metrics_of,
-    predictions,
-    time_together,
-    top1_accuracy,
-    top1_correct,
-)
-from squeezelab.engine.stats import (
-    DropInterval,
-    RatioInterval,
-    check_confidence,
-    paired_drop_interval,
-    ratio_interval,
-)
+from squeezelab.engine.metrics import as_compressed, outputs_of, point_of, scores_of, settings_of, time_together
+from squeezelab.engine.point import Point, Settings
+from squeezelab.engine.samples import read_samples
+from squeezelab.engine.stats import DropInterval, RatioInterval, paired_drop_interval, ratio_interval
 
 __all__ = ["PairedMetrics", "measure_pair"]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class PairedMetrics:
     """Baseline and candidate measured side by side on the same samples and rounds.
 
-    Attributes:
-        accuracy_drop: baseline minus candidate accuracy, as measured (negative: the candidate is better).
-        drop_interval: that drop with its two-sided confidence interval, paired by sample;
-            ``None`` when the metric is not per-sample (a custom ``metric=``) or the two
-            were measured separately.
-        discordant: ``(baseline right & candidate wrong, the reverse)`` for top-1 accuracy.
-        speedup: median of per-round ratios baseline / candidate latency.
-        speedup_interval: that median with its interval and reading ("faster", "slower",
-            "about the same"); ``None`` when the two were not timed in the same rounds.
+    ``candidate.drop`` and ``candidate.speedup`` hold the paired figures; the
+    properties below read them.
     """
 
-    baseline: Metrics
-    candidate: Metrics
-    n_samples: int
-    accuracy_drop: float | None
-    drop_interval: DropInterval | None
-    discordant: tuple[int, int] | None
-    speedup: float
-    speedup_interval: RatioInterval | None
-    latency_rounds: int
+    baseline: Point
+    candidate: Point
+
+    @property
+    def n_samples(self) -> int:
+        return self.candidate.n_samples
+
+    @property
+    def drop_interval(self) -> DropInterval | None:
+        """The drop with its two-sided interval (``None``: a scalar-only metric, or figures measured apart)."""
+        return self.candidate.drop
+
+    @property
+    def accuracy_drop(self) -> float | None:
+        """Baseline minus candidate value of the metric, as measured (negative: the candidate is better)."""
+        if self.candidate.drop is not None:
+            return self.candidate.drop.drop
+        if self.baseline.value is None or self.candidate.value is None:
+            return None
+        return self.baseline.value - self.candidate.value
+
+    @property
+    def discordant(self) -> tuple[int, int] | None:
+        return None if self.candidate.drop is None else self.candidate.drop.discordant
+
+    @property
+    def speedup_interval(self) -> RatioInterval | None:
+        return self.candidate.speedup
+
+    @property
+    def speedup(self) -> float:
+        """Median of per-round ratios baseline / candidate latency (NaN when not timed)."""
+        if self.candidate.speedup is not None:
+            return self.candidate.speedup.median
+        b, c = self.baseline.latency_ms, self.candidate.latency_ms
+        return b / c if b and c else float("nan")
+
+    @property
+    def latency_rounds(self) -> int:
+        return self.candidate.latency_rounds
 
     @property
     def relative_accuracy_drop(self) -> float | None:
-        base = self.baseline.accuracy
-        if self.accuracy_drop is None or not base:
+        base, drop = self.baseline.value, self.accuracy_drop
+        if drop is None or not base:
             return None
-        return self.accuracy_drop / base
+        return drop / base
 
 
 def measure_pair(
-    baseline: nn.Module | Compressed,
-    candidate: nn.Module | Compressed,
+    baseline: Any,
+    candidate: Any,
     data: Any = None,
+    settings: Settings | None = None,
     *,
-    metric: Metric = top1_accuracy,
     example_inputs: Any = None,
-    batch_size: int = 1,
-    repeats: int = 30,
-    warmup: int = 5,
-    threads: int | None = 1,
-    confidence: float = 0.95,
+    **overrides: Any,
 ) -> PairedMetrics:
     """Measure ``baseline`` and ``candidate`` the same way, together.
 
-    PyTorch models are measured as their fp32 ONNX export, as ``measure`` does.
-    With the default top-1 metric the accuracy drop comes with its paired
-    interval at ``confidence`` (two-sided); any other ``metric`` gives the
-    point difference only.
+    PyTorch models and ONNX files are measured as their fp32 ONNX model, as
+    ``measure`` does. ``settings`` (or keyword overrides such as ``metric=``,
+    ``rounds=``, ``confidence=``) say how.
     """
-    check_settings(batch_size=batch_size, repeats=repeats, warmup=warmup, threads=threads)
-    check_confidence(confidence)
-    pair = [as_compressed(m, data, example_inputs) for m in (baseline, candidate)]
-    accuracies: list[float | None] = [None, None]
-    n = 0
-    drop = interval = discordant = None
-    if data is not None:
-        (pb, tb), (pc, tc) = (predictions(c, data) for c in pair)
-        if not np.array_equal(tb, tc):
-            raise DataError("the data gave different targets on two passes; pass data that iterates deterministically.")
-        n = len(tb)
-        if metric is top1_accuracy:
-            cb, cc = top1_correct(pb, tb), top1_correct(pc, tc)
-            accuracies = [float(cb.mean()), float(cc.mean())]
-            interval = paired_drop_interval(cb, cc, confidence)
-            drop, discordant = interval.drop, interval.discordant
-        else:
-            accuracies = [float(metric(pb, tb)), float(metric(pc, tc))]
-            drop = accuracies[0] - accuracies[1]
-    samples = time_together(pair, batch_size=batch_size, data=data, repeats=repeats, warmup=warmup, threads=threads)
-    speed = ratio_interval(samples[0], samples[1])
-    base_m, cand_m = (
-        metrics_of(c, accuracy=a, metric=metric, n_samples=n, samples=s, batch_size=batch_size, threads=threads)
-        for c, a, s in zip(pair, accuracies, samples)
+    settings = settings_of(settings, overrides)
+    samples = None if data is None else read_samples(data)
+    metric = settings.resolved_metric(has_targets=samples is not None and samples.targets is not None)
+    pair = [as_compressed(m, samples, example_inputs, settings.output) for m in (baseline, candidate)]
+    values: list[Any] = [None, None]
+    scores: list[Any] = [None, None]
+    drop = None
+    if samples is not None:
+        outputs = [outputs_of(c, samples, settings.eval_batch_size) for c in pair]
+        reference = outputs[0] if metric.reference == "baseline" else None
+        (values[0], scores[0]), (values[1], scores[1]) = (scores_of(metric, o, samples, reference) for o in outputs)
+        if scores[0] is not None and scores[1] is not None:
+            drop = paired_drop_interval(scores[0], scores[1], settings.confidence)
+    timed = time_together(pair, settings, samples) if settings.rounds else [None, None]
+    n = 0 if samples is None else len(samples)
+    base_p, cand_p = (
+        point_of(c, metric=metric, value=v, scores=s, n_samples=n, latency=t, settings=settings)
+        for c, v, s, t in zip(pair, values, scores, timed)
     )
-    return PairedMetrics(
-        baseline=base_m,
-        candidate=cand_m,
-        n_samples=n,
-        accuracy_drop=drop,
-        drop_interval=interval,
-        discordant=discordant,
-        speedup=speed.median,
-        speedup_interval=speed,
-        latency_rounds=repeats,
-    )
+    speed = ratio_interval(timed[0], timed[1], confidence=settings.confidence) if settings.rounds else None
+    return PairedMetrics(baseline=base_p, candidate=cand_p.with_baseline(drop, speed))

@@ -27,7 +27,7 @@ from torch.nn.utils import parametrize
 
 from squeezelab.engine._copy import copy_model, own_class, replace_module
 from squeezelab.engine.cpu import default_reduce_range
-from squeezelab.engine.data import iter_inputs
+from squeezelab.engine.samples import read_inputs
 from squeezelab.engine.errors import ConfigError, ModelError
 
 __all__ = ["prepare_qat", "calibrate_", "export_qat", "QATLayer", "WeightFakeQuant"]
@@ -117,10 +117,12 @@ def calibrate_(model: nn.Module, data: Any, *, batches: int = 8) -> None:
     was_training = model.training
     model.train()
     with torch.no_grad():
-        for i, x in enumerate(iter_inputs(data)):
+        inputs = read_inputs(data)
+        step = 64
+        for i, start in enumerate(range(0, len(inputs), step)):
             if i >= batches:
                 break
-            model(torch.from_numpy(np.ascontiguousarray(x)).float())
+            inputs.slice(start, start + step).call(model)
     model.train(was_training)
 
 
@@ -129,7 +131,7 @@ def export_qat(model: nn.Module, example_inputs: Any) -> bytes:
     import onnx
     from onnx import helper, numpy_helper
 
-    from squeezelab.engine.compressed import as_example_inputs
+    from squeezelab.engine.compression import example_batch
     from squeezelab.engine.export import export_onnx
 
     layers = [m for m in model.modules() if isinstance(m, QATLayer)]
@@ -148,7 +150,7 @@ def export_qat(model: nn.Module, example_inputs: Any) -> bytes:
             own_class(layer)
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)  # exact multiples of scale
             scales[f"{name}.layer.weight" if name else "layer.weight"] = (scale, fq.qmax)
-    proto = onnx.load_from_string(export_onnx(work, as_example_inputs(example_inputs)))
+    proto = onnx.load_from_string(export_onnx(work, example_batch(example_inputs)))
     graph = proto.graph
     initializers = {init.name: init for init in graph.initializer}
     for weight_name, (scale, qmax) in scales.items():

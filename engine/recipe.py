@@ -718,7 +718,7 @@ class Recipe(_Config):
             ops = "" if rt.op_types is None else "-" + "+".join(o.lower() for o in rt.op_types)
             parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}{rr}")
         if self.layers:
-            parts.append("[" + " ".join(item.label for item in self.layers) + "]")
+            parts.append(_layers_label(self.layers))
         if isinstance(rt, Simulated) and rt.coding == "huffman":
             parts.append("huffman")
         if not parts:
@@ -763,3 +763,18 @@ _NESTED.update(
         ("Recipe", "runtime"): Runtime,
     }
 )
+
+
+def _layers_label(layers: tuple[LayerSetting, ...], shown: int = 6) -> str:
+    """``[a=4b b=3b/50%]``, or for many layers a count of each setting: ``[37 layers: 8b x30, 4b x7]``.
+
+    (Labels name a recipe in tables and messages; the full per-layer list is in ``to_dict()``.)
+    """
+    if len(layers) <= shown:
+        return "[" + " ".join(item.label for item in layers) + "]"
+    counts: dict[str, int] = {}
+    for item in layers:
+        setting = item.label.split("=", 1)[1]
+        counts[setting] = counts.get(setting, 0) + 1
+    parts = ", ".join(f"{setting} x{n}" for setting, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"[{len(layers)} layers: {parts}]"

@@ -23,7 +23,7 @@ from torch import nn
 from squeezelab.engine._arguments import check_executor, grid_lists
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator
-from squeezelab.engine.metrics import Metric, top1_accuracy
+from squeezelab.engine.point import Settings
 from squeezelab.engine.pruning import _chosen
 from squeezelab.engine.recipe import (
     LayerSetting,
@@ -60,23 +60,29 @@ def sparsity_probe(layer: str, sparsity: float) -> Recipe:
 def layer_sensitivity(
     model: nn.Module,
     data: Any,
+    settings: Settings | None = None,
     *,
     bits: int | Sequence[int] = (2, 3, 4, 6, 8),
     sparsity: float | Sequence[float] = (0.5, 0.75, 0.9),
     quantization: str | QuantizationConfig = "linear-symmetric",
-    metric: Metric = top1_accuracy,
     executor: cf.Executor | None = None,
     cache: Any = True,
     progress: bool = True,
     evaluator: Evaluator | None = None,
+    deadline: float | None = None,
+    **overrides: Any,
 ) -> Any:
     """A pandas DataFrame: one row per (layer, axis, value).
 
-    Columns: ``layer``, ``parameters`` (weights in the layer), ``axis``
-    (``"bits"`` or ``"sparsity"``), ``value``, ``accuracy``, ``accuracy_drop``
-    (baseline minus this), ``size_bytes`` (of the whole simulated model).
-    Higher drop = more sensitive; ``table.pivot(index="layer", columns="value",
-    values="accuracy_drop")`` on one axis is the heatmap.
+    Columns: ``layer``, ``parameters`` (weights in the layer), ``axis`` (``"bits"`` or
+    ``"sparsity"``), ``value`` (the width or sparsity probed), the metric's figure and its
+    ``drop`` (baseline minus this; also under the metric's own name, e.g. ``accuracy`` and
+    ``accuracy_drop`` for top-1, ``cosine`` and ``cosine_drop``), ``size_bytes`` (of the whole
+    simulated model). Higher drop = more sensitive; ``table.pivot(index="layer",
+    columns="value", values="drop")`` on one axis is the heatmap. ``table.attrs`` names the
+    metric (``metric``, ``metric_key``, ``percent``). ``settings`` / keyword overrides as for ``sweep``
+    (timing is skipped: one layer's width changes no kernel in a simulation). ``deadline``
+    (a ``time.monotonic()`` value) stops probing; probes not measured by then have no figures (NaN).
 
     ``bits`` and ``sparsity`` take one value or a list each; one of them may be empty (that
     axis is not probed), not both. ``executor`` is as for ``sweep``.
@@ -88,6 +94,9 @@ def layer_sensitivity(
     bits, sparsity = grid_lists(bits, sparsity, layout="separate")
     check_executor(executor)
     quantizer = weight_quantizer(quantization, width_based=True)
+    if not isinstance(model, nn.Module):
+        raise ConfigError("layer_sensitivity needs the PyTorch model (it quantizes and prunes single layers); got "
+                          f"{type(model).__name__}.")
     layers = prunable_layers(model)
     if not layers:
         raise ConfigError("the model has no Linear/Conv layer to probe.")
@@ -98,15 +107,21 @@ def layer_sensitivity(
             probes.append((bits_probe(quantizer, name, b, names), {"layer": name, "parameters": count, "axis": "bits", "value": b}))
         for s in sparsity:
             probes.append((sparsity_probe(name, s), {"layer": name, "parameters": count, "axis": "sparsity", "value": s}))
-    ev = (evaluator or Evaluator(model, data, metric=metric, cache=cache)).with_settings(latency_repeats=0)
-    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor, progress=progress)
+    ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
+    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor,
+                   progress=progress, deadline=deadline)
     by_recipe = {row["recipe"]: row for _, row in result.table.iterrows()}
-    base = result.baseline["accuracy"]
+    key = result.metric_key
+    base = result.baseline["value"]
     rows = []
     for recipe, info in probes:
-        row = by_recipe[json.dumps(recipe.to_dict(), sort_keys=True)]
-        rows.append({**info, "accuracy": row["accuracy"], "accuracy_drop": base - row["accuracy"], "size_bytes": row["size_bytes"]})
+        row = by_recipe.get(json.dumps(recipe.to_dict(), sort_keys=True))
+        figure = float("nan") if row is None else row["value"]  # not probed before the deadline
+        drop = base - figure
+        size = None if row is None else row["size_bytes"]
+        rows.append({**info, key: figure, "drop": drop, f"{key}_drop": drop, "size_bytes": size})
     table = pd.DataFrame(rows)
-    table.attrs["baseline_accuracy"] = float(base)
+    table.attrs.update(result.table.attrs)
+    table.attrs["baseline_value"] = float(base)
     table.attrs["quantization"] = quantizer.label
     return table

@@ -280,14 +280,15 @@ def prune_channels(
     if not isinstance(config, ChannelPruning):
         raise ConfigError(f"config={config!r}; use ChannelPruning(ratio=...).")
     score = importance or _IMPORTANCE[config.importance]
-    from squeezelab.engine.compressed import _run_example, as_example_inputs
+    from squeezelab.engine.compression import _run_example, example_batch
 
-    inputs = as_example_inputs(example_inputs)
+    example = example_batch(example_inputs)
+    inputs, _ = example.torch()
     work = copy_model(model).eval()
     from squeezelab.engine.pruning import bake_masks_
 
     bake_masks_(work)  # masks (from prune) become plain weights before modules are sliced
-    _run_example(work, tuple(i.clone() for i in inputs))  # ExampleInputError if they do not fit
+    _run_example(work, example, None)  # ExampleInputError if they do not fit
     try:
         gm = fx.symbolic_trace(work)
         fx.passes.shape_prop.ShapeProp(gm).propagate(*inputs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 from squeezelab.engine._arguments import check_executor, fraction, grid_lists, scalar, width
 from squeezelab.engine.errors import CacheError, ConfigError, SqueezeError
 from squeezelab.engine.evaluation import Evaluator, PointTask, asked_sparsity, run_point
-from squeezelab.engine.metrics import Metric, top1_accuracy
+from squeezelab.engine.point import Point, Settings
 from squeezelab.engine.pareto import SweepTable
 from squeezelab.engine.recipe import (
     ChannelPruning,
@@ -186,10 +187,12 @@ def grid_recipe(
     return Recipe(pruning=prune, quantization=quant, runtime=rt)
 
 
-def check_layer_names(model: nn.Module, recipe: Recipe) -> None:
+def check_layer_names(model: nn.Module | bytes, recipe: Recipe) -> None:
     """Raise ``ConfigError`` when ``recipe.layers`` names a layer without weights in ``model``."""
     if not recipe.layers:
         return
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{recipe.label}: per-layer settings need the PyTorch model; an ONNX file has no layers to set.")
     from squeezelab.engine.pruning import _chosen
 
     known = [name for name, _ in _chosen(model, None)]
@@ -204,14 +207,12 @@ def check_layer_names(model: nn.Module, recipe: Recipe) -> None:
 class Sweep(SweepTable):
     """The measured grid: ``table`` (a pandas DataFrame) and its Pareto frontier.
 
-    ``table`` has one row per recipe, the fp32 baseline first (``is_baseline``):
-    ``label``, ``kind`` (executable / simulated), ``executable``, ``bits``,
-    ``sparsity`` (asked), ``weight_sparsity`` (measured zeros), ``accuracy``,
-    ``accuracy_drop``, ``size_bytes``, ``compression``, ``latency_ms``,
-    ``speedup`` (paired with the baseline: the median of per-round ratios),
-    ``speedup_low`` / ``speedup_high`` (its 95% interval; a reading of "faster" or
-    "slower" needs the whole interval on one side of 1.0), ``cached``, and ``recipe`` (JSON;
-    ``Sweep.recipe(i)`` rebuilds it).
+    ``table`` has one row per recipe, the fp32 baseline first (``is_baseline``); its
+    columns are ``SweepTable``'s: the metric's ``value`` and paired ``drop`` (with its
+    interval, and under the metric's own name: ``accuracy`` / ``accuracy_drop`` for top-1),
+    ``size_bytes``, ``compression``, ``latency_ms`` and ``speedup`` with its interval (a
+    reading of "faster" or "slower" needs the whole interval on one side of 1.0), ``cached``
+    and ``recipe`` (JSON; ``Sweep.recipe(i)`` rebuilds it). ``points`` holds the ``Point`` objects.
     """
 
 
@@ -250,8 +251,9 @@ def _resolve_points(
 
 
 def sweep(
-    model: nn.Module,
+    model: Any,
     data: Any,
+    settings: Settings | None = None,
     *,
     bits: int | Sequence[int] = (8, 6, 4, 3, 2),
     sparsity: float | Sequence[float] = (0.0, 0.5, 0.75, 0.9),
@@ -260,20 +262,21 @@ def sweep(
     runtime: str | Runtime = "simulated",
     recipes: Recipe | Iterable[Recipe] = (),
     calibration_data: Any = None,
-    metric: Metric = top1_accuracy,
-    latency_batch_size: int = 1,
-    latency_repeats: int = 20,
-    threads: int | None = 1,
     executor: cf.Executor | None = None,
     cache: Any = True,
     progress: bool = True,
     evaluator: Evaluator | None = None,
+    deadline: float | None = None,
+    **overrides: Any,
 ) -> Sweep:
     """Measure every (bits, sparsity) combination of ``model`` on ``data``, plus the fp32 baseline.
 
     Args:
-        model: the PyTorch model (never changed).
-        data: ``(x, y)`` evaluation data; held-out data, not the training set.
+        model: the PyTorch model (never changed), or an ONNX file (int8 / float runtimes only).
+        data: evaluation data, ``(inputs, targets)`` in any form (targets ``None``: fidelity to
+            the uncompressed model); held-out data, not the training set.
+        settings: how to measure (``Settings``: metric, output, timing); keyword overrides such
+            as ``metric=`` or ``rounds=`` change single fields (20 timing rounds by default).
         bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one.
         sparsity: fractions pruned, in [0, 1); one value means a list of one. ``bits`` and
             ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
@@ -289,6 +292,8 @@ def sweep(
         cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
         progress: show a tqdm bar (a notebook bar in Jupyter).
         evaluator: reuse an ``Evaluator`` (its model, data, settings and cache win).
+        deadline: a ``time.monotonic()`` value after which no new point is started; the
+            result is then marked incomplete (``Sweep.complete``) and holds the points measured.
 
     Raises:
         ConfigError: bad arguments, before any work.
@@ -300,57 +305,51 @@ def sweep(
 
     recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
     bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
-    points = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
+    grid = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
     check_executor(executor)
-    ev = evaluator or Evaluator(
-        model,
-        data,
-        calibration_data=calibration_data,
-        metric=metric,
-        latency_batch_size=latency_batch_size,
-        latency_repeats=latency_repeats,
-        threads=threads,
-        cache=cache,
-    )
-    for recipe, _ in points:  # a misspelt layer name fails now, not after the other points ran
+    ev = evaluator or Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache, **overrides)
+    for recipe, _ in grid:  # a misspelt layer name fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
-    rows: dict[int, dict[str, Any]] = {}
+    done: dict[int, Point] = {}
     failures: dict[str, BaseException] = {}
     todo = []
-    for i, (recipe, grid) in enumerate(points):
+    for i, (recipe, _) in enumerate(grid):
         hit = ev.cached(recipe)
         if hit is None:
             todo.append(i)
         else:
-            rows[i] = {**hit, **grid}
+            done[i] = hit
 
     def finish() -> Sweep:
         # Relative columns need the baseline: without it (interrupted before it finished) no row is shown.
-        ordered = [rows[i] for i in sorted(rows)] if 0 in rows else []
-        return Sweep.from_rows(ordered, hits=len(points) - len(todo), misses=len(todo), complete=len(rows) == len(points))
+        order = sorted(done) if 0 in done else []
+        extra = [{"sparsity": asked_sparsity(grid[i][0]), **grid[i][1]} for i in order]
+        return Sweep.from_points([done[i] for i in order], extra, hits=len(grid) - len(todo), misses=len(todo), complete=len(done) == len(grid))
 
     def task(i: int) -> PointTask:
-        t = ev.task(points[i][0])
+        t = ev.task(grid[i][0])
         # N worker processes share the cores: one PyTorch thread each, or they oversubscribe them N times.
         return t if executor is None else dataclasses.replace(t, worker_threads=1)
 
     def keep(i: int, outcome: Any) -> None:
-        recipe, grid = points[i]
+        recipe, _ = grid[i]
         if isinstance(outcome, BaseException):
             failures[recipe.label] = outcome
         else:
             try:
-                rows[i] = {**ev.store(recipe, outcome), **grid}
+                done[i] = ev.store(recipe, outcome)
             except CacheError:  # measured but not stored (disk full): still one of the finished points
-                rows[i] = {"sparsity": asked_sparsity(recipe), **outcome, "cached": False, **grid}
+                done[i] = outcome
                 raise
         bar.update()
 
-    bar = tqdm(total=len(points), initial=len(points) - len(todo), desc="sweep", disable=not progress, unit="point")
+    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", disable=not progress, unit="point")
     pending: dict[cf.Future, int] = {}
     try:
         if executor is None:
             for i in todo:
+                if i > 0 and deadline is not None and time.monotonic() > deadline:
+                    break  # (the baseline is measured whatever the deadline: every other figure needs it)
                 try:
                     outcome: Any = run_point(task(i), ev.model_key)
                 except Exception as exc:  # one bad point must not cost the others
@@ -361,13 +360,17 @@ def sweep(
             for future in cf.as_completed(pending):
                 i = pending.pop(future)
                 keep(i, future.exception() or future.result())
+                if deadline is not None and time.monotonic() > deadline:
+                    for rest in pending:
+                        rest.cancel()
+                    break
     except KeyboardInterrupt:
         for future, i in list(pending.items()):  # keep what finished meanwhile, cancel the rest
             if future.done() and not future.cancelled() and future.exception() is None:
                 keep(i, future.result())
             else:
                 future.cancel()
-        raise SweepInterrupted(finish(), len(rows), len(points)) from None
+        raise SweepInterrupted(finish(), len(done), len(grid)) from None
     except CacheError as exc:  # storing failed: stop, hand back what was measured
         for future in pending:
             future.cancel()
@@ -376,5 +379,5 @@ def sweep(
     finally:
         bar.close()
     if failures:
-        raise SweepError(finish(), failures, len(points))
+        raise SweepError(finish(), failures, len(grid))
     return finish()

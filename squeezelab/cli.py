@@ -87,7 +87,8 @@ def _report(table, env: dict, model_kind: str, saved: Path, reduce_range: bool) 
         "# squeezelab demo report",
         "",
         f"Model: built-in digits {model_kind.upper()} (scikit-learn `load_digits`, trained in process); "
-        f"accuracy on the {int(table['n_samples'].iloc[0])} held-out test digits.",
+        f"{table.attrs.get('metric', 'top-1 accuracy')} on the {int(table['n_samples'].iloc[0])} held-out test "
+        f"digits, drop = fp32 minus candidate ({'percentage points' if table.attrs.get('percent', True) else 'in its units'}).",
         f"Latency: median of {table.attrs.get('rounds')} interleaved rounds, {threads} thread(s); "
         "speedup is the median per-round ratio fp32 / candidate, all in one process, with the 95% "
         "interval of that median in brackets.",

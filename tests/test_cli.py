@@ -147,3 +147,27 @@ def test_demo_states_per_batch_size_what_each_interval_says():
     assert "batch 1: slower: int8-static; about the same: int8-dynamic." in text
     assert "batch 256: about the same: int8-static; faster: int8-dynamic." in text
     assert "No conclusion is drawn from batch 1 alone" in text and "not conclusive" not in text
+
+
+def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_path):
+    """Top-1 reads in % and pp; a fidelity metric (no targets: cosine to fp32) by its own name, never as accuracy."""
+    import squeezelab as sl
+    from squeezelab.engine.compare import compare_compressed, format_table
+
+    model, split = digits_mlp
+    results = [sl.compress(model, r, example_inputs=split.x_test[:1]) for r in (sl.Recipe(), sl.Recipe(runtime=sl.Int8Dynamic()))]
+    env = {**ENV, "int8_dot_product_exact": False}
+    top1 = compare_compressed(results, split.test, batch_sizes=[1], rounds=3)
+    header = format_table(top1).splitlines()[0]
+    assert "accuracy %" in header and "drop pp" in header
+    assert "top-1 accuracy on the 450 held-out test digits" in cli._report(top1, env, "mlp", tmp_path / "m.onnx", True)
+    fidelity = compare_compressed(results, (split.x_test, None), batch_sizes=[1], rounds=3)
+    text = format_table(fidelity)
+    header, rule, base, int8 = text.splitlines()
+    assert header.split()[2:4] == ["cosine", "drop"] and "accuracy" not in text and " pp" not in text
+    assert "%" not in header.split("speedup")[0]  # only the interval's 95% remains
+    value, drop = (float(v) for v in int8.split()[2:4])
+    assert value == pytest.approx(fidelity.loc[1, "cosine"], abs=5e-7) and drop == pytest.approx(1 - value, abs=2e-6)
+    assert base.split()[2:4] == ["1.000000", "0.000000"] and 0 < drop < 0.01
+    report = cli._report(fidelity, env, "mlp", tmp_path / "m.onnx", True)
+    assert "cosine to fp32 on the 450 held-out test digits, drop = fp32 minus candidate (in its units)" in report

@@ -29,4 +29,4 @@ def test_modules_with_examples_are_covered():
             t.examples for t in doctest.DocTestFinder().find(importlib.import_module(n))
         )
     ]
-    assert {"squeezelab.engine.recipe", "squeezelab.engine.compressed", "squeezelab.engine.quant.linear"} <= set(with_examples)
+    assert {"squeezelab.engine.recipe", "squeezelab.engine.compression", "squeezelab.engine.quant.linear"} <= set(with_examples)

@@ -1,7 +1,7 @@
 """``report(sweep, path)``: one self-contained HTML file that opens offline, with no kernel.
 
-What is in it: the trade-off figure (accuracy against size and latency, the
-Pareto frontier, the chosen point), a figure to explore the swept grid with
+What is in it: the trade-off figure (the sweep's metric against size and
+latency, the Pareto frontier, the chosen point), a figure to explore the swept grid with
 Plotly's own sliders (bit width and sparsity), the Pareto rows, the chosen
 recipe as TOML, per-layer sensitivity heatmaps when given, the full table
 (simulated rows marked), the environment and a timestamp.
@@ -12,6 +12,10 @@ include_mathjax=False)``, nothing names a URL, and a Content-Security-Policy
 (``default-src 'none'``) stops the page from fetching anything even if some
 script tried. Everything interactive is plotly.js: ``layout.sliders`` steps
 that ``restyle`` precomputed traces.
+
+Every figure is named after the sweep's metric (``table.attrs``): a cosine to
+the fp32 model is "cosine to fp32 0.9912", its drop 0.0088; % and pp appear
+only for percent metrics such as top-1 accuracy.
 
 Every string that comes from the model or the user (title, labels, layer
 names, recipe text) is HTML-escaped, in the page and inside the figures' JSON:
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from squeezelab.engine.errors import ConfigError
+from squeezelab.widgets._labels import MetricLabels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,8 +63,8 @@ _TABLE_COLUMNS = (
     ("bits", "bits"),
     ("sparsity", "sparsity asked"),
     ("weight_sparsity", "zeros"),
-    ("accuracy", "accuracy"),
-    ("accuracy_drop", "drop"),
+    ("value", "{metric}"),  # headers in braces are filled in with the metric's labels
+    ("drop", "{drop}"),
     ("size_bytes", "size (B)"),
     ("compression", "compression"),
     ("latency_ms", "latency (ms)"),
@@ -90,13 +95,15 @@ def _num(value: Any, spec: str, suffix: str = "") -> str:
     return "n/a" if math.isnan(v) else format(v, spec) + suffix
 
 
-def _cell(column: str, value: Any) -> str:
-    if column in ("accuracy", "weight_sparsity"):
+def _cell(column: str, value: Any, labels: MetricLabels) -> str:
+    if column == "value":
+        return html.escape(labels.value(value))
+    if column == "drop":
+        return html.escape(labels.drop(value))
+    if column == "weight_sparsity":
         return _num(value, ".2%")
     if column == "sparsity":
         return _num(value, ".0%")
-    if column == "accuracy_drop":
-        return _num(float(value) * 100 if value is not None else None, ".2f", " pp")
     if column == "size_bytes":
         return _num(value, ",.0f")
     if column in ("compression", "speedup"):
@@ -128,9 +135,12 @@ def _badge(row: Any) -> str:
     return f'<span class="badge {css}">{html.escape(text)}</span>'
 
 
-def _html_table(rows: Any, *, current_row: str | None = None, positions: Sequence[int] | None = None) -> str:
+def _html_table(
+    rows: Any, labels: MetricLabels, *, current_row: int | None = None, positions: Sequence[int] | None = None
+) -> str:
     """An escaped HTML table of sweep rows; simulated rows carry the ``simulated`` class and badge."""
-    columns = [(c, h) for c, h in _TABLE_COLUMNS if c in rows.columns]
+    names = {"metric": html.escape(labels.name), "drop": html.escape(labels.drop_title)}
+    columns = [(c, h.format(**names)) for c, h in _TABLE_COLUMNS if c in rows.columns]
     head = '<th class="text">#</th>' + "".join(
         f'<th class="text">{h}</th>' if c in ("label", "kind") else f"<th>{h}</th>" for c, h in columns
     )
@@ -147,21 +157,21 @@ def _html_table(rows: Any, *, current_row: str | None = None, positions: Sequenc
             if column == "kind":
                 cells.append(f'<td class="text">{_badge(row)}</td>')
             elif column == "label":
-                cells.append(f'<td class="text">{_cell(column, row[column])}</td>')
+                cells.append(f'<td class="text">{_cell(column, row[column], labels)}</td>')
             elif column == "speedup" and not bool(row.get("is_baseline", False)):
                 cells.append(f"<td>{_speedup_cell(row)}</td>")
             else:
-                cells.append(f"<td>{_cell(column, row[column])}</td>")
+                cells.append(f"<td>{_cell(column, row[column], labels)}</td>")
         css = f' class="{" ".join(classes)}"' if classes else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _hover(row: Any) -> str:
+def _hover(row: Any, labels: MetricLabels) -> str:
     return (
         f"<b>{html.escape(str(row['label']))}</b><br>"
-        f"accuracy {_num(row['accuracy'], '.2%')} (drop {_cell('accuracy_drop', row['accuracy_drop'])})<br>"
-        f"size {_cell('size_bytes', row['size_bytes'])} B ({_cell('compression', row['compression'])})<br>"
+        f"{html.escape(labels.figure(row['value'], row.get('drop')))}<br>"
+        f"size {_cell('size_bytes', row['size_bytes'], labels)} B ({_cell('compression', row['compression'], labels)})<br>"
         f"{html.escape(str(row['kind']))}"
     )
 
@@ -181,7 +191,7 @@ def _slim_template(fig: Any) -> None:
 
 
 def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Figure:
-    """Accuracy against sparsity (one line per bit width) and against size, with two sliders.
+    """The metric against sparsity (one line per bit width) and against size, with two sliders.
 
     The ``bits`` slider shows the highlighted line and point of one bit width
     (it toggles ``visible`` of the per-width ``selected_line`` and
@@ -197,8 +207,9 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
+    labels = MetricLabels.of(table)
     rows = table.reset_index(drop=True)
-    grid = rows[~rows["is_baseline"].astype(bool) & rows["accuracy"].notna()]
+    grid = rows[~rows["is_baseline"].astype(bool) & rows["value"].notna()]
     bits_values = sorted({int(b) for b in grid["bits"]}, reverse=True)
     sparsity_values = sorted({float(s) for s in grid["sparsity"]})
     cell: dict[tuple[int, float], Any] = {}
@@ -212,15 +223,15 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
 
     fig = make_subplots(
         rows=1, cols=2, horizontal_spacing=0.1,
-        subplot_titles=["accuracy vs sparsity, per bit width", "accuracy vs size"],
+        subplot_titles=[f"{html.escape(labels.name)} vs sparsity, per bit width", f"{html.escape(labels.name)} vs size"],
     )
     palette = ["#9ecae1", "#a1d99b", "#fdae6b", "#bcbddc", "#fc9272", "#c7e9c0", "#d9d9d9", "#fdd0a2"]
     for i, b in enumerate(bits_values):
         points = [cell[(b, s)] for s in sparsity_values if (b, s) in cell]
         fig.add_trace(
             go.Scatter(
-                x=[float(r["sparsity"]) for r in points], y=[float(r["accuracy"]) for r in points],
-                text=[_hover(r) for r in points], hovertemplate="%{text}<extra></extra>",
+                x=[float(r["sparsity"]) for r in points], y=[float(r["value"]) for r in points],
+                text=[_hover(r, labels) for r in points], hovertemplate="%{text}<extra></extra>",
                 mode="lines+markers", name=f"{b} bits", legendgroup=f"{b}",
                 line=dict(color=palette[i % len(palette)], width=2), marker=dict(size=6),
                 meta={"role": "grid", "panel": "sparsity", "bits": b},
@@ -229,8 +240,8 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
         )
     fig.add_trace(
         go.Scatter(
-            x=grid["size_bytes"].astype(float).tolist(), y=grid["accuracy"].astype(float).tolist(),
-            text=[_hover(r) for _, r in grid.iterrows()], hovertemplate="%{text}<extra></extra>",
+            x=grid["size_bytes"].astype(float).tolist(), y=grid["value"].astype(float).tolist(),
+            text=[_hover(r, labels) for _, r in grid.iterrows()], hovertemplate="%{text}<extra></extra>",
             mode="markers", name="all points", marker=dict(color="#bdbdbd", size=7),
             meta={"role": "all", "panel": "size"},
         ),
@@ -242,15 +253,15 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
         span = [min(sparsity_values, default=0.0), max(sparsity_values, default=0.0)]
         fig.add_trace(
             go.Scatter(
-                x=span, y=[float(b["accuracy"])] * 2, mode="lines", name="fp32 baseline",
-                line=dict(color="#7f7f7f", dash="dash"), hovertemplate=f"{_hover(b)}<extra></extra>",
+                x=span, y=[float(b["value"])] * 2, mode="lines", name="fp32 baseline",
+                line=dict(color="#7f7f7f", dash="dash"), hovertemplate=f"{_hover(b, labels)}<extra></extra>",
                 meta={"role": "baseline", "panel": "sparsity"},
             ),
             row=1, col=1,
         )
         fig.add_trace(
             go.Scatter(
-                x=[float(b["size_bytes"])], y=[float(b["accuracy"])], text=[_hover(b)],
+                x=[float(b["size_bytes"])], y=[float(b["value"])], text=[_hover(b, labels)],
                 hovertemplate="%{text}<extra></extra>", mode="markers", showlegend=False, name="fp32 baseline",
                 marker=dict(symbol="star", size=14, color="#7f7f7f"), meta={"role": "baseline", "panel": "size"},
             ),
@@ -261,7 +272,7 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
         r = cell.get((b, s)) if s is not None else None
         if r is None:
             return [], [], []
-        return [float(r[column])], [float(r["accuracy"])], [_hover(r)]
+        return [float(r[column])], [float(r["value"])], [_hover(r, labels)]
 
     selected: list[int] = []  # indices of every selected_* trace, in the order the bits steps list them
     points: list[tuple[int, int, str]] = []  # (trace index, bits, column) of the selected_point traces
@@ -321,7 +332,7 @@ def explore_figure(table: pd.DataFrame, *, current: int | None = None) -> go.Fig
         )
     fig.update_xaxes(title_text="sparsity asked", tickformat=".0%", row=1, col=1)
     fig.update_xaxes(title_text="size (bytes, log scale)", type="log", row=1, col=2)
-    fig.update_yaxes(title_text="accuracy", tickformat=".1%")
+    fig.update_yaxes(title_text=html.escape(labels.name), tickformat=labels.tickformat)
     fig.update_layout(
         sliders=sliders, height=560, template="plotly_white", margin=dict(l=60, r=20, t=60, b=40),
         legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0),
@@ -444,9 +455,11 @@ def report(
     path = Path(path).absolute()
     _check_path(path, overwrite)  # fail before the work, and again when moving the file into place
     source = getattr(sweep, "table", sweep)
-    if not hasattr(source, "columns") or "accuracy" not in source.columns:
+    if not hasattr(source, "columns") or "value" not in source.columns:
         raise ConfigError(f"sweep={type(sweep).__name__}; pass the Sweep that sweep() returns (or its .table).")
     table = source.copy(deep=True).reset_index(drop=True)  # the caller's table stays as it is
+    labels = MetricLabels.of(source)
+    name = html.escape(labels.name)
     n = len(table)
     if current is not None and (isinstance(current, bool) or not isinstance(current, int) or not 0 <= current < n):
         raise ConfigError(f"current={current!r} must be a row position in 0..{n - 1} of the sweep table.")
@@ -469,7 +482,7 @@ def report(
     figures.append((
         "tradeoff", "Trade-off",
         (
-            "Accuracy against stored size and batch-1 latency. Filled circles run as real ONNX Runtime kernels; "
+            f"{name} against stored size and latency. Filled circles run as real ONNX Runtime kernels; "
             "open diamonds are <b>simulated</b> (PyTorch, not real kernels: their size is the packed file, their "
             "latency is not a deployable number). The green step line is the Pareto frontier; the red ring is "
             "the chosen point."
@@ -488,12 +501,14 @@ def report(
     if sensitivity is not None:
         present = set(sensitivity["axis"]) if "axis" in getattr(sensitivity, "columns", ()) else {"bits"}
         axes = [a for a in ("bits", "sparsity") if a in present]  # a malformed table fails in the heatmap
+        sens = MetricLabels.of(sensitivity)
         for axis in axes:
             figures.append((
                 f"sensitivity-{axis}", f"Per-layer sensitivity: {axis}",
                 (
-                    "Each cell: accuracy drop in percentage points when only that layer is compressed to that "
-                    f"{'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32."
+                    f"Each cell: the drop of {html.escape(sens.name)}{' in percentage points' if sens.percent else ''} (baseline minus "
+                    "this) when only that layer is "
+                    f"compressed to that {'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32."
                 ),
                 sensitivity_heatmap(sensitivity, axis),
             ))
@@ -535,9 +550,9 @@ def report(
 
     parts.append('<section id="pareto"><h2>Pareto frontier</h2>')
     for column, what in (("size_bytes", "size"), ("latency_ms", "latency")):
-        front = pareto_front(table, column, "accuracy")
-        parts.append(f"<h3>accuracy vs {what}</h3>")
-        parts.append(_html_table(front, current_row=current, positions=list(front.index)))
+        front = pareto_front(table, column, "value")
+        parts.append(f"<h3>{name} vs {what}</h3>")
+        parts.append(_html_table(front, labels, current_row=current, positions=list(front.index)))
     parts.append("</section>")
 
     parts.append('<section id="recipe"><h2>Chosen recipe</h2>')
@@ -562,7 +577,7 @@ def report(
         '<section id="table"><h2>All results</h2>'
         f"<p>{n} rows, the fp32 baseline first; {n_simulated} simulated "
         '(<span class="badge simulated">simulated</span>: measured in PyTorch, not as real low-bit kernels).</p>'
-        + _html_table(table, current_row=current)
+        + _html_table(table, labels, current_row=current)
         + "</section>"
     )
     parts.append(f'<section id="environment"><h2>Environment</h2>{_environment_html()}</section>')

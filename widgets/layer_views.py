@@ -3,8 +3,10 @@
 Two pictures that explain *why* a recipe costs accuracy:
 
 * ``sensitivity_heatmap``: layers down, bit widths (or sparsities) across, each
-  cell the accuracy drop in percentage points when only that layer is
-  compressed (a table from ``squeezelab.engine.sensitivity.layer_sensitivity``).
+  cell the drop of the table's metric when only that layer is compressed (a
+  table from ``squeezelab.engine.sensitivity.layer_sensitivity``): in
+  percentage points for a percent metric such as top-1 accuracy, in the
+  metric's own units otherwise (a cosine drops by 0.0088, not by "0.88 pp").
 * ``weight_histogram``: one layer's weights with the values they can take
   after quantization drawn as vertical lines: the classic picture of a linear
   grid wasting levels on empty tails against k-means centroids that follow the
@@ -37,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from squeezelab.engine.errors import ConfigError
+from squeezelab.widgets._labels import MetricLabels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,12 +59,14 @@ __all__ = [
     "MAX_DRAWN_LEVELS",
 ]
 
-SENSITIVITY_COLUMNS = ("layer", "parameters", "axis", "value", "accuracy", "accuracy_drop")
+# Plus the metric's own column (``table.attrs["metric_key"]``: "accuracy", "cosine", ...) and its
+# drop ("drop", or "<metric_key>_drop" in tables built by hand).
+SENSITIVITY_COLUMNS = ("layer", "parameters", "axis", "value")
 AXES = ("bits", "sparsity")
 # More lines than this would paint the panel solid (16-bit grids have 65,535): they are counted, not drawn.
 MAX_DRAWN_LEVELS = 256
 _BINS = 80
-_COLORSCALE = "RdBu_r"  # diverging around 0: red = accuracy lost, blue = accuracy gained
+_COLORSCALE = "RdBu_r"  # diverging around 0: red = the metric lost, blue = the metric gained
 _TITLES = {"sensitivity": "sensitivity_title", "histogram": "histogram_title"}
 
 
@@ -129,16 +134,27 @@ def _heatmap_trace() -> Any:
     )
 
 
-def _sensitivity_grid(table: Any, axis: str) -> tuple[list[str], list[float], list[list[float | None]], list[list[str]]]:
-    """``(layers, values, z, hover)`` of one axis: z[i][j] is layer i's drop at value j, in pp."""
-    if axis not in AXES:
-        raise ConfigError(f"axis={axis!r}; use 'bits' or 'sparsity'.")
-    missing = [c for c in SENSITIVITY_COLUMNS if c not in getattr(table, "columns", ())]
+def _metric_columns(table: Any) -> tuple[MetricLabels, str]:
+    """The table's metric labels and its drop column; ``ConfigError`` naming any missing column."""
+    labels = MetricLabels.of(table)
+    columns = set(getattr(table, "columns", ()))
+    drop = next((c for c in ("drop", f"{labels.key}_drop") if c in columns), None)
+    missing = [c for c in (*SENSITIVITY_COLUMNS, labels.key) if c not in columns]
+    if drop is None:
+        missing.append(f"drop (or {labels.key}_drop)")
     if missing:
         raise ConfigError(
-            f"the sensitivity table has no column(s) {missing}; it needs {list(SENSITIVITY_COLUMNS)} "
-            "(the table squeezelab.engine.sensitivity.layer_sensitivity returns)."
+            f"the sensitivity table has no column(s) {missing}; it needs {[*SENSITIVITY_COLUMNS, labels.key]} and a "
+            "drop column (the table squeezelab.engine.sensitivity.layer_sensitivity returns)."
         )
+    return labels, str(drop)
+
+
+def _sensitivity_grid(table: Any, axis: str) -> tuple[list[str], list[float], list[list[float | None]], list[list[str]]]:
+    """``(layers, values, z, hover)`` of one axis: z[i][j] is layer i's drop at value j (pp for percent metrics)."""
+    if axis not in AXES:
+        raise ConfigError(f"axis={axis!r}; use 'bits' or 'sparsity'.")
+    labels, drop_column = _metric_columns(table)
     rows = table[table["axis"] == axis]
     duplicated = rows.duplicated(["layer", "value"])
     if duplicated.any():
@@ -157,16 +173,16 @@ def _sensitivity_grid(table: Any, axis: str) -> tuple[list[str], list[float], li
         z_row, hover_row = [], []
         for value in values:
             r = cell.get((layer, value))
-            drop = None if r is None or r["accuracy_drop"] is None else float(r["accuracy_drop"])
+            drop = None if r is None or r[drop_column] is None else float(r[drop_column])
             if drop is None or math.isnan(drop):
                 z_row.append(None)
                 hover_row.append("")
                 continue
-            z_row.append(drop * 100.0)
+            z_row.append(drop * labels.drop_scale)
             hover_row.append(
                 f"<b>{html.escape(layer)}</b> ({int(r['parameters']):,} parameters)<br>"
                 f"{axis} {_format_value(axis, value)} on this layer only<br>"
-                f"accuracy {float(r['accuracy']):.2%}<br>drop {drop * 100:.2f} pp"
+                f"{html.escape(labels.figure(r[labels.key], drop))}"
             )
         z.append(z_row)
         hover.append(hover_row)
@@ -175,6 +191,7 @@ def _sensitivity_grid(table: Any, axis: str) -> tuple[list[str], list[float], li
 
 def _update_heatmap(fig: Any, table: Any, axis: str) -> None:
     layers, values, z, hover = _sensitivity_grid(table, axis)
+    labels = MetricLabels.of(table)
     trace = _trace(fig, "sensitivity")
     if trace is None:
         fig.add_trace(_heatmap_trace())
@@ -185,28 +202,34 @@ def _update_heatmap(fig: Any, table: Any, axis: str) -> None:
         trace.z = z
         trace.text = hover
         trace.meta = {"role": "sensitivity", "axis": axis, "layers": [html.escape(n) for n in layers], "values": values}
+        # Drops in pp read well with 2 decimals; a cosine's drops can be 1e-5: 3 significant digits.
+        trace.texttemplate = "%{z:.2f}" if labels.percent else "%{z:.3~g}"
+        trace.colorbar.title.text = html.escape(labels.drop_title)
         xaxis, yaxis = fig.layout[_axis_key(trace, "x")], fig.layout[_axis_key(trace, "y")]
         xaxis.update(type="category", title=dict(text=f"{axis} (this layer only)"), side="bottom")
         # First layer on top; category type because names such as "0" or "2" would read as numbers.
         yaxis.update(type="category", autorange="reversed", title=dict(text="layer"), automargin=True)
         where = "quantized" if axis == "bits" else "pruned"
-        title = f"per-layer sensitivity: accuracy drop (pp), one layer {where} at a time"
+        title = f"per-layer sensitivity: {html.escape(labels.drop_title)}, one layer {where} at a time"
         _set_panel_title(fig, "sensitivity", title if layers else f"no per-layer sensitivity for {axis}")
 
 
 def sensitivity_heatmap(table: pd.DataFrame, axis: str = "bits", *, figure: go.Figure | None = None) -> go.Figure:
-    """Heatmap of per-layer accuracy drops: layers down, ``axis`` values across, drops in pp.
+    """Heatmap of per-layer drops of the table's metric: layers down, ``axis`` values across.
 
     Args:
         table: per-layer sensitivity (a DataFrame with columns ``layer``,
-            ``parameters``, ``axis``, ``value``, ``accuracy``, ``accuracy_drop``).
+            ``parameters``, ``axis``, ``value``, the metric's column and ``drop``, as
+            ``layer_sensitivity`` returns; ``table.attrs`` names the metric; without attrs
+            the table is read as top-1 ``accuracy`` with ``accuracy_drop``).
         axis: ``"bits"`` or ``"sparsity"``: which rows of ``table`` to draw.
         figure: None builds a new ``go.Figure``; a figure or ``FigureWidget``
             (e.g. from ``layer_figure``) is updated in place and returned.
 
     Returns:
         The figure. Its ``"sensitivity"`` trace holds ``z[i][j]`` = drop of
-        layer ``y[i]`` at ``x[j]`` in percentage points (None where not measured).
+        layer ``y[i]`` at ``x[j]``: in percentage points for a percent metric, in the
+        metric's units otherwise (None where not measured); the colour bar says which.
 
     Examples:
         >>> import pandas as pd

@@ -1,4 +1,8 @@
-"""The trade-off figure: accuracy against size and against latency, with the Pareto frontier.
+"""The trade-off figure: the metric against size and against latency, with the Pareto frontier.
+
+The y axis is the sweep's metric, named after it ("cosine to fp32", "top-1
+accuracy"), in % only for percent metrics; hover text reads like
+"cosine to fp32 0.9912 (drop 0.0088)".
 
 One figure, two panels, a fixed set of traces per panel, each tagged in
 ``meta`` with its ``role`` and ``panel`` so code (and browser tests) can find
@@ -25,8 +29,9 @@ import html
 from typing import Any
 
 from squeezelab.engine.pareto import pareto_front
+from squeezelab.widgets._labels import MetricLabels
 
-__all__ = ["tradeoff_figure", "update_tradeoff", "traces_by_role", "PANELS", "ROLES"]
+__all__ = ["tradeoff_figure", "update_tradeoff", "name_axes", "traces_by_role", "PANELS", "ROLES"]
 
 PANELS = (("size", "size_bytes", "size (bytes, log scale)"), ("latency", "latency_ms", "latency (ms per batch)"))
 ROLES = ("executable", "simulated", "pareto", "baseline", "current")
@@ -48,12 +53,17 @@ _STYLE = {
 }
 
 
-def tradeoff_figure(*, widget: bool = False, title: str = "Accuracy trade-off") -> Any:
-    """An empty two-panel trade-off figure; ``widget=True`` gives a ``plotly.graph_objects.FigureWidget``."""
+def tradeoff_figure(*, widget: bool = False, title: str = "Trade-off", metric: MetricLabels | None = None) -> Any:
+    """An empty two-panel trade-off figure; ``widget=True`` gives a ``plotly.graph_objects.FigureWidget``.
+
+    ``metric`` names the y axes (default: top-1 accuracy); ``update_tradeoff`` renames them after
+    the table it draws.
+    """
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"accuracy vs {p[0]}" for p in PANELS], horizontal_spacing=0.08)
+    labels = metric or MetricLabels.of(None)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[f"{p[0]}" for p in PANELS], horizontal_spacing=0.08)
     for col, (panel, _, axis_title) in enumerate(PANELS, start=1):
         for role in ROLES:
             style = _STYLE[role]
@@ -71,7 +81,6 @@ def tradeoff_figure(*, widget: bool = False, title: str = "Accuracy trade-off") 
                 col=col,
             )
         fig.update_xaxes(title_text=axis_title, type="log" if panel == "size" else "linear", row=1, col=col)
-        fig.update_yaxes(title_text="accuracy", row=1, col=col)
     fig.update_layout(
         title=html.escape(title),
         height=420,
@@ -79,7 +88,18 @@ def tradeoff_figure(*, widget: bool = False, title: str = "Accuracy trade-off") 
         legend=dict(orientation="h", yanchor="bottom", y=-0.35, x=0),
         template="plotly_white",
     )
+    name_axes(fig, labels)
     return go.FigureWidget(fig) if widget else fig
+
+
+def name_axes(fig: Any, labels: MetricLabels) -> None:
+    """Title the y axes and panels after the metric (``"cosine to fp32 vs size"``), % ticks only for percent metrics."""
+    name = html.escape(labels.name)
+    if fig.layout.yaxis.title.text == name and (fig.layout.yaxis.tickformat or "") == labels.tickformat:
+        return  # already named: skip the relayout (a cached point is redrawn in tens of milliseconds)
+    fig.update_yaxes(title_text=name, tickformat=labels.tickformat)
+    for annotation, (panel, _, _) in zip(fig.layout.annotations, PANELS):
+        annotation.text = f"{name} vs {panel}"
 
 
 def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
@@ -87,7 +107,7 @@ def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
     return {t.meta["role"]: t for t in fig.data if t.meta and t.meta.get("panel") == panel}
 
 
-def _hover(row: Any) -> str:
+def _hover(row: Any, labels: MetricLabels) -> str:
     def fmt(value: Any, spec: str) -> str:
         try:
             return format(float(value), spec)
@@ -96,7 +116,7 @@ def _hover(row: Any) -> str:
 
     return (
         f"<b>{html.escape(str(row['label']))}</b><br>"
-        f"accuracy {fmt(row['accuracy'], '.2%')} (drop {fmt(row['accuracy_drop'] * 100, '.2f')} pp)<br>"
+        f"{html.escape(labels.figure(row['value'], row.get('drop')))}<br>"
         f"size {int(row['size_bytes']):,} B ({fmt(row['compression'], '.2f')}×)<br>"
         f"latency {fmt(row['latency_ms'], '.3f')} ms ({fmt(row['speedup'], '.2f')}×)<br>"
         f"{row['kind']}"
@@ -106,37 +126,40 @@ def _hover(row: Any) -> str:
 def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
     """Show ``table`` (a sweep table) in ``fig``; ``current`` is the position of the selected row.
 
-    Everything changes inside one ``batch_update`` (one message to the browser).
+    The y value is the table's ``value`` column (the metric ``table.attrs`` names); the axes are
+    titled after that metric. Everything changes inside one ``batch_update`` (one message to the browser).
     """
     import contextlib
 
+    labels = MetricLabels.of(table)
     rows = table.reset_index(drop=True)
-    text = [_hover(r) for _, r in rows.iterrows()]
+    text = [_hover(r, labels) for _, r in rows.iterrows()]
     batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
     with batch:
+        name_axes(fig, labels)
         for panel, column, _ in PANELS:
             traces = traces_by_role(fig, panel)
-            valid = rows[column].notna() & rows["accuracy"].notna()
+            valid = rows[column].notna() & rows["value"].notna()
             for role in ("executable", "simulated"):
                 pick = valid & (rows["executable"] == (role == "executable")) & ~rows["is_baseline"]
                 traces[role].x = rows.loc[pick, column].tolist()
-                traces[role].y = rows.loc[pick, "accuracy"].tolist()
+                traces[role].y = rows.loc[pick, "value"].tolist()
                 traces[role].text = [text[i] for i in rows.index[pick]]
             # On the latency panel, simulated points run in PyTorch with decoded weights: their times
             # say nothing about a deployed low-bit kernel, so the frontier is drawn over executable
             # points only (with simulated points everywhere else it would mix two runtimes).
             pool = rows[valid] if panel == "size" else rows[valid & rows["executable"].astype(bool)]
-            front = pareto_front(pool, column, "accuracy")
+            front = pareto_front(pool, column, "value")
             traces["pareto"].x = front[column].tolist()
-            traces["pareto"].y = front["accuracy"].tolist()
+            traces["pareto"].y = front["value"].tolist()
             traces["pareto"].text = [text[i] for i in front.index]
             base = rows[rows["is_baseline"] & valid]
             traces["baseline"].x = base[column].tolist()
-            traces["baseline"].y = base["accuracy"].tolist()
+            traces["baseline"].y = base["value"].tolist()
             traces["baseline"].text = [text[i] for i in base.index]
             if current is not None and bool(valid.iloc[current]):
                 traces["current"].x = [rows[column].iloc[current]]
-                traces["current"].y = [rows["accuracy"].iloc[current]]
+                traces["current"].y = [rows["value"].iloc[current]]
                 traces["current"].text = [text[current]]
             else:
                 traces["current"].x, traces["current"].y, traces["current"].text = [], [], []

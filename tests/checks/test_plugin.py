@@ -7,15 +7,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-# Metrics with exact figures, so each gate can be put just inside or just outside its limit.
+# Points with exact figures, so each gate can be put just inside or just outside its limit.
 HELPERS = '''
 import pytest
-from squeezelab.engine.metrics import Metrics
+from squeezelab.engine.point import Point
 
 def _make(acc=0.95, size=1_000_000, ms=5.0, executable=True, label="int8", n=1000):
-    return Metrics(label=label, accuracy=acc, metric="top1_accuracy", n_samples=n, size_bytes=size,
-                   latency_ms=ms, latency_batch_size=1, latency_repeats=30, threads=1,
-                   runtime="onnxruntime", sparsity=0.0, bits=8, executable=executable)
+    return Point(label=label, recipe={}, value=acc, n_samples=n, size_bytes=size,
+                 latency_ms=ms, latency_batch_size=1, latency_rounds=30, threads=1,
+                 runtime="onnxruntime", weight_sparsity=0.0, bits=8, executable=executable)
 
 @pytest.fixture
 def make():
@@ -72,8 +72,9 @@ def test_bad_input_to_check_fails_cleanly(pytester):
     result.assert_outcomes(failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*compress budget check could not run: the budget gates accuracy but there is no accuracy to judge*",
-            "*compress budget check could not run: pass baseline and candidate both as Metrics*",
+            "*compress budget check could not run: the budget gates the drop of the measured metric*but no data "
+            "was given: pass data=(inputs, targets), or data=(inputs, None)*",
+            "*compress budget check could not run: pass baseline and candidate both as Points*",
         ]
     )
     assert "Traceback" not in result.stdout.str()
@@ -134,9 +135,9 @@ def test_named_budgets_inherit_and_override(pytester):
     [
         (
             "max_acuracy_drop = 0.01",
-            "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop, max_relative_accuracy_drop, "
-            "max_size_mb, min_compression, min_speedup, max_latency_ms, require_executable, accuracy_gate, "
-            "confidence, latency_batch_size, latency_rounds, threads.",
+            "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop (or max_drop), "
+            "max_relative_accuracy_drop (or max_relative_drop), max_size_mb, min_compression, min_speedup, "
+            "max_latency_ms, require_executable, accuracy_gate, confidence, latency_batch_size, latency_rounds, threads.",
         ),
         ("max_size_mb = 'big'", "max_size_mb = 'big' must be a number, not str"),
         ("max_accuracy_drop = -0.01", "max_accuracy_drop = -0.01 must be >= 0"),
@@ -227,7 +228,7 @@ def test_class_and_function_markers_merge_closest_wins(pytester):
     [
         ("ms=0.0", "min_speedup = 1.0", "latency must be positive to gate speed"),
         ("size=0", "min_compression = 2.0", "the candidate's size is 0 bytes"),
-        ("acc=None", "max_accuracy_drop = 0.01", "no accuracy to judge"),
+        ("acc=None", "max_accuracy_drop = 0.01", "there is no top-1 accuracy to judge"),
     ],
 )
 def test_degenerate_figures_fail_cleanly(pytester, candidate, budget, words):
@@ -329,20 +330,38 @@ def test_interval_gates_refuse_metrics_measured_separately(pytester):
     )
 
 
-def test_interval_gates_refuse_a_metric_without_per_sample_scores_before_measuring(pytester):
+def test_interval_gates_need_a_metric_with_per_sample_scores(pytester):
+    """A callable returning one number can be judged only as measured; one score per sample gets the interval.
+
+    Whether a user's callable returns per-sample scores is known only once it has run, so this one is
+    refused after evaluating (timing is skipped: no speed gate is set).
+    """
     test = (
-        "import pytest, torch\n"
-        "def error_rate(p, y):\n    raise AssertionError('measured although the gate could not judge it')\n\n"
+        "import numpy as np, pytest, torch\n"
+        "def mean_error(p, y):\n    return float(np.mean((p - y) ** 2))\n\n"
+        "def closeness(p, y):\n    return -np.mean((p - y) ** 2, axis=1)\n\n"
+        "def data():\n"
+        "    x = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)\n"
+        "    return x, x[:, :2] * 0.5\n\n"
+        "def model():\n    torch.manual_seed(0)\n    return torch.nn.Linear(4, 2)\n\n"
         "@pytest.mark.compress_budget(accuracy_gate='lenient')\n"
-        "def test_gate(compress_budget):\n"
-        "    m = torch.nn.Linear(4, 2)\n"
-        "    compress_budget.check(m, m, data=(torch.randn(8, 4).numpy(), [0] * 8), metric=error_rate)\n"
+        "def test_one_number_lenient(compress_budget):\n"
+        "    compress_budget.check(model(), model(), data=data(), metric=mean_error)\n\n"
+        "def test_one_number_measured(compress_budget):\n"
+        "    v = compress_budget.check(model(), model(), data=data(), metric=mean_error)\n"
+        "    assert v.figures[0].name == 'mean_error_drop' and 'no interval' in v.figures[0].note\n\n"
+        "@pytest.mark.compress_budget(accuracy_gate='strict')\n"
+        "def test_per_sample_strict(compress_budget):\n"
+        "    v = compress_budget.check(model(), model(), data=data(), metric=closeness)\n"
+        "    assert v.figures[0].name == 'closeness_drop' and v.figures[0].method == 't'\n"
     )
     _project(pytester, "max_accuracy_drop = 0.01\n", test)
     result = pytester.runpytest("--compress-budget")
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*could not run: accuracy_gate = 'lenient' *metric 'error_rate' returns one number*"])
-    assert "measured although" not in result.stdout.str()
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(
+        ["*could not run: accuracy_gate = 'lenient' judges the confidence interval of the paired drop, which needs "
+         "per-sample scores; metric 'mean_error' returns one number. Return one score per sample*"]
+    )
 
 
 # --------------------------------------------------------------------------- real models, paired statistics
@@ -442,7 +461,7 @@ def test_gate_modes_on_real_paired_measurements(pytester):
     result.stdout.fnmatch_lines(
         [
             f"*test_gate_paired.py::test_lenient *accuracy_drop*0.0200*{low:.4f} <=*0.0100*{0.01 - low:.4f}  pass",
-            "*candidate Pick (fp32 ONNX) (executable), n=450",
+            "*candidate Pick (fp32 ONNX) (executable), n=450, metric top-1 accuracy",
             f"*accuracy_drop: 95% CI [[]{low:.4f}, {high:.4f}], exact binomial, 9 vs 0 discordant of n=450; gate "
             f"'lenient'; the interval contains the limit: this test set cannot resolve the budget, about {needed:,} samples*",
             "*4 gated check(s), 8 figure(s): 6 within budget, 2 over; 4 the test set cannot resolve*",
@@ -460,13 +479,140 @@ def test_gate_modes_on_real_paired_measurements(pytester):
     assert int(lenient["compress_budget.default.accuracy_drop.samples_needed"]) == needed
 
 
-def test_verdict_is_identical_across_runs(pytester):
+# A continuous per-sample metric: dynamic int8 of a small MLP judged by its cosine to the fp32 outputs.
+FIDELITY = '''
+import numpy as np
+import pytest
+import torch
+
+import squeezelab as sl
+
+
+@pytest.mark.compress_budget(max_drop=0.01, latency_rounds=3, accuracy_gate="lenient")
+def test_fidelity(compress_budget):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    x = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=x[:1])
+    verdict = compress_budget.check(model, int8, data=(x, None))
+    assert verdict.figures[0].name == "cosine_drop" and verdict.figures[0].method == "t"
+'''
+
+
+@pytest.mark.parametrize(("source", "test"), [(PAIRED, "test_lenient"), (FIDELITY, "test_fidelity")], ids=["top-1", "cosine"])
+def test_verdict_is_identical_across_runs(pytester, source, test):
     pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_size_mb = 1.0\n")
-    pytester.makepyfile(test_gate_paired=PAIRED)
+    pytester.makepyfile(test_gate_paired=source)
     verdicts = set()
     for i in range(5):
-        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", "test_gate_paired.py::test_lenient")
+        result = pytester.runpytest("--compress-budget", f"--compress-budget-report=r{i}.json", f"test_gate_paired.py::{test}")
         result.assert_outcomes(passed=1)
         (check,) = json.loads((pytester.path / f"r{i}.json").read_text())["checks"]
-        verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["passed"]) for f in check["figures"]]]))
+        verdicts.add(json.dumps([check["passed"], [(f["name"], f["value"], f["judged"], f["low"] if "low" in f else None,
+                                                    f["passed"]) for f in check["figures"]]]))
     assert len(verdicts) == 1
+
+
+# --------------------------------------------------------------------------- settings, names, Points, refusals
+
+SMALL = '''
+import numpy as np
+import pytest
+import torch
+
+import squeezelab as sl
+from squeezelab.engine.paired import measure_pair
+from squeezelab.engine.point import Settings
+
+
+class Exploding(torch.nn.Module):
+    def forward(self, x):
+        raise AssertionError("the model ran although the check should have been refused first")
+
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4)).eval()
+
+
+def data():
+    x = np.random.default_rng(0).normal(size=(120, 8)).astype(np.float32)
+    return x, None
+
+
+def int8(model):
+    return sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True)), example_inputs=data()[0][:1])
+
+
+def test_settings_that_fight_the_budget(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), settings=Settings(rounds=5))
+
+
+def test_settings_not_a_settings(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), settings={"metric": "cosine"})
+
+
+def test_settings_for_the_rest(compress_budget):
+    model = mlp()
+    v = compress_budget.check(model, int8(model), data=data(), settings=Settings(metric="kl_to_baseline", eval_batch_size=7))
+    assert v.figures[0].name == "neg_kl_drop" and v.metric == "negative KL to fp32"
+
+
+@pytest.mark.compress_budget(max_relative_drop=0.1, max_drop=None)
+def test_relative_drop_of_a_negative_metric(compress_budget):
+    compress_budget.check(Exploding(), Exploding(), data=data(), metric="kl_to_baseline")
+
+
+@pytest.mark.compress_budget(max_drop=0.01, max_accuracy_drop=0.02)
+def test_both_names_in_one_marker(compress_budget):
+    pass
+
+
+@pytest.mark.compress_budget(max_accuracy_drop=0.5)
+class TestClosestWins:
+    @pytest.mark.compress_budget(max_drop=0.001)
+    def test_alias_overrides(self, compress_budget):
+        assert compress_budget.budget.max_accuracy_drop == 0.001
+
+
+@pytest.mark.compress_budget(accuracy_gate="strict")
+def test_points_measured_together(compress_budget):
+    model = mlp()
+    pair = measure_pair(model, int8(model), data(), rounds=0)
+    v = compress_budget.check(pair.baseline, pair.candidate)
+    figure = v.figures[0]
+    assert figure.name == "cosine_drop" and figure.method == "t" and figure.value == pair.accuracy_drop
+    assert (figure.low, figure.high) == (pair.drop_interval.low, pair.drop_interval.high)
+
+
+def test_points_measured_apart(compress_budget):
+    model = mlp()
+    base, cand = sl.measure(model, data(), rounds=0), sl.measure(int8(model), data(), rounds=0, baseline=model)
+    v = compress_budget.check(base, cand)
+    assert v.figures[0].name == "cosine_drop" and v.figures[0].low is None and "no interval" in v.figures[0].note
+
+
+def test_points_with_data(compress_budget):
+    point = sl.measure(mlp(), data(), rounds=0)
+    compress_budget.check(point, point, data=data(), metric="agreement")
+'''
+
+
+def test_settings_aliases_points_and_refusals(pytester):
+    pytester.makepyprojecttoml("[tool.squeezelab.budget]\nmax_drop = 0.01\n")
+    pytester.makepyfile(test_small=SMALL)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(passed=4, failed=4, errors=1)
+    out = result.stdout.str()
+    assert "the model ran although" not in out and "Traceback" not in out
+    result.stdout.fnmatch_lines_random(
+        [
+            "*could not run: settings.rounds=5 differs from the budget's latency_rounds = 30; the budget decides how "
+            "the gate measures: set latency_rounds in the budget*",
+            "*could not run: settings={'metric': 'cosine'}; pass a squeezelab Settings(...)*",
+            "*could not run: max_relative_accuracy_drop divides the drop by the baseline's negative KL to fp32, whose "
+            "values are <= 0*Gate max_accuracy_drop (absolute, in the metric's units) instead.",
+            "*compress_budget mark: max_drop and max_accuracy_drop are two names of one limit*set one of them.",
+            "*could not run: data=, metric= given with two Points, which are judged as measured; leave it out*",
+        ]
+    )

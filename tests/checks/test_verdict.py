@@ -6,19 +6,21 @@ so each verdict can be checked against the interval that produced it (no models,
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import squeezelab as sl
 from squeezelab.checks import Budget, judge
-from squeezelab.engine.metrics import Metrics
 from squeezelab.engine.paired import PairedMetrics
+from squeezelab.engine.point import Point
 from squeezelab.engine.stats import paired_drop_interval, ratio_interval
 
 
-def _metrics(accuracy: float, label: str, ms: float = 1.0) -> Metrics:
-    return Metrics(label=label, accuracy=accuracy, metric="top1_accuracy", n_samples=0, size_bytes=1000,
-                   latency_ms=ms, latency_batch_size=1, latency_repeats=30, threads=1, runtime="onnxruntime",
-                   sparsity=0.0, bits=8, executable=True)
+def _point(scores: list[float], label: str, ms: float = 1.0, **metric: object) -> Point:
+    values = np.asarray(scores, dtype=np.float64)
+    return Point(label=label, recipe={}, value=float(values.mean()), scores=values, n_samples=len(values),
+                 size_bytes=1000, latency_ms=ms, latency_rounds=30, runtime="onnxruntime", weight_sparsity=0.0,
+                 bits=8, executable=True, **metric)
 
 
 def _pair(b: int, c: int, n: int, *, confidence: float = 0.95, ratios: list[float] | None = None) -> PairedMetrics:
@@ -28,11 +30,19 @@ def _pair(b: int, c: int, n: int, *, confidence: float = 0.95, ratios: list[floa
     iv = paired_drop_interval(base, cand, confidence)
     ratios = ratios or [1.0] * 30
     speed = ratio_interval(ratios, [1.0] * len(ratios))
-    return PairedMetrics(
-        baseline=_metrics(sum(base) / n, "fp32"), candidate=_metrics(sum(cand) / n, "int8"), n_samples=n,
-        accuracy_drop=iv.drop, drop_interval=iv, discordant=iv.discordant, speedup=speed.median,
-        speedup_interval=speed, latency_rounds=len(ratios),
-    )
+    return PairedMetrics(baseline=_point(base, "fp32"), candidate=_point(cand, "int8").with_baseline(iv, speed))
+
+
+COSINE = {"metric": "cosine to fp32", "metric_key": "cosine", "percent": False}
+
+
+def _cosine_pair(drops: list[float], *, ratios: list[float] | None = None) -> PairedMetrics:
+    """Continuous scores: the baseline's cosine to itself is 1; the candidate loses ``drops`` per sample."""
+    base = [1.0] * len(drops)
+    cand = [1.0 - d for d in drops]
+    speed = ratio_interval(ratios or [1.0] * 30, [1.0] * len(ratios or [1.0] * 30))
+    iv = paired_drop_interval(base, cand, 0.95)
+    return PairedMetrics(baseline=_point(base, "fp32", **COSINE), candidate=_point(cand, "int8", **COSINE).with_baseline(iv, speed))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +93,7 @@ def test_relative_drop_uses_the_same_interval_scaled():
     scale = 1 / pair.baseline.accuracy
     assert figure.value == pytest.approx(pair.accuracy_drop * scale)
     assert (figure.low, figure.high) == pytest.approx((pair.drop_interval.low * scale, pair.drop_interval.high * scale))
-    assert "relative to baseline accuracy 1.0000" in figure.line()
+    assert "relative to baseline accuracy 1.0000" in figure.line() and figure.name == "relative_accuracy_drop"
 
 
 def test_speedup_is_judged_on_its_median_and_shows_its_interval_and_reading():
@@ -117,3 +127,67 @@ def test_budget_modes_are_validated():
     with pytest.raises(sl.SqueezeError, match=r"accuracy_gate = 'exact' is not a gate mode; valid modes: 'measured'"):
         Budget(accuracy_gate="exact")
     assert Budget().accuracy_gate == "measured" and Budget().confidence == 0.95
+
+
+# --------------------------------------------------------------------------- every per-sample metric, named
+
+
+def _drops(n: int, mean: float, spread: float, seed: int = 0) -> list[float]:
+    return list(np.random.default_rng(seed).normal(mean, spread, size=n))
+
+
+def test_a_cosine_drop_is_named_cosine_with_its_t_interval_and_no_accuracy_or_pp():
+    from scipy.stats import ttest_1samp
+
+    drops = _drops(200, 0.003, 0.002)
+    pair = _cosine_pair(drops)
+    verdict = judge(pair, Budget(max_accuracy_drop=0.002))
+    (figure,) = verdict.figures
+    oracle = ttest_1samp(np.array(drops), 0.0).confidence_interval(0.95)  # scipy's t-interval of the differences
+    assert figure.name == "cosine_drop" and figure.metric == "cosine to fp32" and figure.method == "t"
+    assert figure.value == pytest.approx(np.mean(drops)) and not figure.passed
+    assert (figure.low, figure.high) == pytest.approx((oracle.low, oracle.high))
+    assert (verdict.metric, verdict.metric_key, verdict.percent) == ("cosine to fp32", "cosine", False)
+    message = verdict.failure_message()
+    assert f"cosine_drop {np.mean(drops):.4f} > max 0.0020 (over by {np.mean(drops) - 0.002:.4f}): FAIL" in message
+    assert "t on paired differences, n=200" in message and "(metric: cosine to fp32, n=200)" in message
+    assert "accuracy" not in message.replace("accuracy_gate", "") and "pp" not in message
+
+
+def test_a_cosine_drop_the_samples_cannot_resolve_says_how_many_would():
+    (figure,) = judge(_cosine_pair(_drops(50, 0.002, 0.004)), Budget(max_accuracy_drop=0.002)).figures
+    assert figure.resolved is False and figure.samples_needed > 50
+    assert f"about {figure.samples_needed:,} samples would (at the observed spread of the differences)" in figure.line()
+
+
+def test_relative_cosine_drop_is_named_and_scaled_by_the_baseline_value():
+    pair = _cosine_pair(_drops(100, 0.01, 0.001))
+    (figure,) = judge(pair, Budget(max_relative_accuracy_drop=0.02)).figures
+    assert figure.name == "relative_cosine_drop" and figure.passed
+    assert "relative to baseline cosine 1.0000" in figure.line()
+
+
+def test_small_drops_are_shown_with_significant_digits_not_as_zero():
+    pair = _cosine_pair([3e-5] * 10 + [2e-5] * 10)
+    (figure,) = judge(pair, Budget(max_accuracy_drop=1e-6)).figures
+    assert figure.line().startswith("cosine_drop 2.5e-05 > max 1e-06 (over by 2.4e-05): FAIL")
+
+
+def test_a_relative_drop_of_a_non_positive_metric_is_refused():
+    neg_mse = {"metric": "negative MSE", "metric_key": "neg_mse", "percent": False}
+    base, cand = _point([-0.5, -0.5], "fp32", **neg_mse), _point([-0.6, -0.6], "int8", **neg_mse)
+    with pytest.raises(sl.DataError, match=r"the baseline's neg_mse is -0.5: a drop relative to it is undefined"):
+        judge(PairedMetrics(baseline=base, candidate=cand), Budget(max_relative_accuracy_drop=0.1))
+
+
+def test_two_metrics_are_not_one_drop():
+    base, cand = _point([1.0, 1.0], "fp32", **COSINE), _point([1.0, 0.0], "int8")
+    with pytest.raises(sl.DataError, match=r"baseline was measured with 'cosine to fp32' and the candidate with 'top-1 accuracy'"):
+        judge(PairedMetrics(baseline=base, candidate=cand), Budget(max_accuracy_drop=0.1))
+
+
+def test_max_drop_is_the_metric_neutral_name_of_max_accuracy_drop_and_both_are_refused():
+    assert Budget().replace(max_drop=0.002).max_accuracy_drop == 0.002
+    assert Budget().replace(max_relative_drop=0.01).max_relative_accuracy_drop == 0.01
+    with pytest.raises(sl.SqueezeError, match=r"max_drop and max_accuracy_drop are two names of one limit.*set one of them"):
+        Budget().replace("budget.toml", max_drop=0.002, max_accuracy_drop=0.01)

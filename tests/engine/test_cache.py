@@ -48,7 +48,7 @@ def _labelled_by(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _figures(model: nn.Module, data, cache) -> tuple[str, dict]:
+def _figures(model: nn.Module, data, cache) -> tuple[str, sl.Point]:
     ev = sl.Evaluator(model, data, cache=cache, latency_repeats=0)
     return ev.model_key, ev.evaluate(sl.Recipe())
 
@@ -64,11 +64,11 @@ def test_exec_classes_with_different_forward_get_different_keys_and_figures(tmp_
     key, row = _figures(plain, data, tmp_path)
     other_key, other_row = _figures(negated, data, tmp_path)
     assert other_key != key
-    assert not other_row["cached"]  # recomputed, not served the first model's figures
-    assert row["accuracy"] == 1.0 and other_row["accuracy"] == 0.0  # argmax of -logits is another class
+    assert not other_row.cached  # recomputed, not served the first model's figures
+    assert row.value == 1.0 and other_row.value == 0.0  # argmax of -logits is another class
     # the same code defined again (a re-run cell) is the same key: a cache hit, not a fresh random key
     again_key, again_row = _figures(_exec_model(_NET), data, tmp_path)
-    assert again_key == key and again_row["cached"] and again_row["accuracy"] == 1.0
+    assert again_key == key and again_row.cached and again_row.value == 1.0
 
 
 def test_a_changed_module_level_helper_changes_the_key():
@@ -96,8 +96,8 @@ def test_non_persistent_buffers_are_in_the_key(tmp_path):
     data = _labelled_by(plain)
     key, row = _figures(plain, data, tmp_path)
     other_key, other_row = _figures(flipped, data, tmp_path)
-    assert other_key != key and not other_row["cached"]
-    assert row["accuracy"] == 1.0 and other_row["accuracy"] == 0.0
+    assert other_key != key and not other_row.cached
+    assert row.value == 1.0 and other_row.value == 0.0
 
 
 def test_plain_attributes_are_in_the_key():

@@ -38,7 +38,7 @@ def _table(speedups):
 
     rows = []
     for i, (median, low, high) in enumerate([(1.0, 1.0, 1.0), *speedups]):
-        rows.append({"recipe": f"r{i}", "kind": "executable", "accuracy": 0.98, "accuracy_drop": 0.0,
+        rows.append({"recipe": f"r{i}", "kind": "executable", "value": 0.98, "drop": 0.0, "accuracy": 0.98, "accuracy_drop": 0.0,
                      "size_bytes": 1000, "size_ratio": 1.0, "latency_ms_b1": 0.1,
                      "speedup_b1": median, "speedup_b1_low": low, "speedup_b1_high": high})
     table = pd.DataFrame(rows)

@@ -37,7 +37,7 @@ def test_unexportable_model_still_compresses_simulated():
 @pytest.mark.parametrize("bad", [None, [], np.zeros((0, 1, 8, 8), np.float32)])
 def test_missing_or_empty_calibration_data_fails_before_export(digits_mlp, bad, monkeypatch):
     model, split = digits_mlp
-    import squeezelab.engine.compressed as compress_module
+    import squeezelab.engine.compression as compress_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before calibration data was checked")
@@ -66,7 +66,7 @@ def test_nan_or_inf_weights_are_refused_with_the_tensor_name(digits_mlp, poison)
 
 def test_wrong_example_input_shape_is_explained(digits_cnn):
     model, _ = digits_cnn
-    with pytest.raises(sl.ExampleInputError, match=r"shape \(1, 3, 32, 32\).*batch dimension first"):
+    with pytest.raises(sl.ExampleInputError, match=r"\(1, 3, 32, 32\).*batch dimension first"):
         sl.compress(model, example_inputs=torch.randn(1, 3, 32, 32))
 
 
@@ -78,20 +78,34 @@ def test_missing_example_inputs_is_explained(digits_mlp):
         sl.compress(model, example_inputs=torch.tensor(1.0))
 
 
-def test_not_a_module_and_not_a_recipe():
-    with pytest.raises(sl.ModelError, match="torch.nn.Module, got str"):
-        sl.compress("model.pt", example_inputs=torch.randn(1, 4))
+def test_not_a_module_and_not_a_recipe(tmp_path):
+    with pytest.raises(sl.ModelError, match="ONNX file 'model.pt' not found.*PyTorch module"):
+        sl.compress("model.pt", example_inputs=torch.randn(1, 4))  # a path is read as an ONNX file
+    (tmp_path / "weights.pt").write_bytes(b"not onnx")
+    with pytest.raises(sl.ModelError, match="is not a readable ONNX model"):
+        sl.compress(tmp_path / "weights.pt")
+    with pytest.raises(sl.ModelError, match=r"torch.nn.Module \(or an ONNX file\), got dict"):
+        sl.compress({"weights": 1}, example_inputs=torch.randn(1, 4))
     with pytest.raises(sl.ConfigError, match="Recipe, got dict"):
         sl.compress(torch.nn.Linear(4, 2), {"bits": 4}, example_inputs=torch.randn(1, 4))
 
 
-def test_model_with_several_outputs_is_refused():
+def test_an_output_selector_that_names_no_tensor_is_refused_before_export(monkeypatch):
+    import squeezelab.engine.compression as compress_module
+
     class Pair(torch.nn.Module):
         def forward(self, x):
-            return x, x
+            return {"scores": x * 2, "note": "not a tensor"}
 
-    with pytest.raises(sl.ModelError, match="returns tuple"):
-        sl.compress(Pair(), example_inputs=torch.randn(1, 4))
+    monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported before the output was checked"))
+    with pytest.raises(sl.ModelError, match=r"output='logits' is not among the model's outputs.*\['scores', 'note'\]"):
+        sl.compress(Pair(), example_inputs=torch.randn(1, 4), output="logits")
+    with pytest.raises(sl.ModelError, match="output='note' gives str, not a tensor"):
+        sl.compress(Pair(), example_inputs=torch.randn(1, 4), output="note")
+    with pytest.raises(sl.ModelError, match="output=3 is out of range"):
+        sl.compress(Pair(), example_inputs=torch.randn(1, 4), output=3)
+    with pytest.raises(sl.ConfigError, match="output=1.5"):
+        sl.compress(Pair(), example_inputs=torch.randn(1, 4), output=1.5)
 
 
 def test_filter_fn_with_an_onnx_runtime_is_refused(digits_mlp):
@@ -211,5 +225,5 @@ def test_predict_checks_the_number_of_inputs(mlp_both_kinds):
 def test_measure_with_data_of_the_wrong_shape_is_explained(digits_mlp, mlp_both_kinds):
     _, split = digits_mlp
     x, y = split.test
-    with pytest.raises(sl.DataError, match=r"\(256, 64\) does not fit.*\(batch, 1, 8, 8\)"):
+    with pytest.raises(sl.DataError, match=r"\(\d+, 64\) does not fit.*\(batch, 1, 8, 8\)"):
         sl.measure(mlp_both_kinds[1], (x.reshape(len(x), 64), y), repeats=1)

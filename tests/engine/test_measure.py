@@ -15,7 +15,7 @@ def test_metrics_of_the_fp32_baseline(digits_cnn):
     m = sl.measure(model, split.test, repeats=5, batch_size=8)
     expected = float((model(torch.from_numpy(split.x_test)).argmax(1).numpy() == split.y_test).mean())
     assert m.accuracy == pytest.approx(expected, abs=1e-9)
-    assert m.n_samples == len(split.y_test) and m.metric == "top1_accuracy"
+    assert m.n_samples == len(split.y_test) and m.metric == "top-1 accuracy"
     assert m.executable and m.kind == "executable" and m.bits == 32 and m.label == "fp32"
     assert m.latency_ms > 0 and m.latency_batch_size == 8 and m.latency_repeats == 5 and m.threads == 1
     assert m.size_bytes == len(sl.compress(model, example_inputs=split.x_test[:1]).onnx_bytes) > 100_000
@@ -63,10 +63,17 @@ def test_column_labels_work_and_bad_shapes_are_explained(digits_mlp):
         sl.measure(c, (split.x_test, np.zeros((len(split.y_test), 3))), repeats=1)
 
 
-@pytest.mark.parametrize("kwargs", [{"threads": 0}, {"repeats": 0}, {"batch_size": -1}, {"warmup": -1}])
-def test_bad_measurement_settings_fail_before_export(kwargs):
-    with pytest.raises(sl.DataError, match="must be a"):
+@pytest.mark.parametrize(
+    "kwargs", [{"threads": 0}, {"rounds": -1}, {"repeats": -1}, {"batch_size": -1}, {"warmup": -1}, {"confidence": 1.5}]
+)
+def test_bad_measurement_settings_fail_before_export(kwargs, monkeypatch):
+    import squeezelab.engine.compression as compress_module
+
+    monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported before the settings were checked"))
+    with pytest.raises(sl.ConfigError, match="must be a"):
         sl.measure(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), **kwargs)
+    with pytest.raises(sl.ConfigError, match="unknown setting.*'round'"):
+        sl.measure(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), round=3)
 
 
 def test_predict_on_nothing_is_explained(digits_mlp):
@@ -84,10 +91,11 @@ def test_measure_torch_model_needs_inputs():
 @pytest.mark.parametrize(
     ("data", "words"),
     [
-        ((np.zeros((3, 1, 8, 8), np.float32), np.zeros(2)), "x has 3 samples but y has 2"),
+        ((np.zeros((3, 1, 8, 8), np.float32), np.zeros(2)), "the data has 3 input samples but 2 targets"),
         ((np.zeros((0, 1, 8, 8), np.float32), np.zeros(0)), "empty"),
-        ([np.zeros((1, 1, 8, 8), np.float32)], "(x, y) pair"),
-        (42, "cannot read data of type int; pass (x, y) arrays"),
+        ([(np.zeros((1, 1, 8, 8), np.float32),) * 3], "each batch must be (inputs, targets)"),
+        ((np.zeros((3, 1, 8, 8), np.float32),) * 3, "a tuple must be (inputs, targets)"),
+        (42, "cannot read the evaluation data of the form int; pass (inputs, targets)"),
     ],
 )
 def test_bad_data_is_explained(digits_mlp, data, words):

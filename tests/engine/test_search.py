@@ -95,8 +95,9 @@ def test_sensitivity_table(digits_cnn, tmp_path):
     layers = [name for name, _ in prunable_layers(model)]
     assert table["layer"].tolist() == [name for name in layers for _ in range(3)]
     assert set(table.columns) >= {"layer", "parameters", "axis", "value", "accuracy", "accuracy_drop"}
-    base = table.attrs["baseline_accuracy"]
-    assert np.allclose(table["accuracy_drop"], base - table["accuracy"])
+    base = table.attrs["baseline_value"]
+    assert table.attrs["metric"] == "top-1 accuracy" and table.attrs["metric_key"] == "accuracy"
+    assert np.allclose(table["accuracy_drop"], base - table["accuracy"]) and np.allclose(table["drop"], table["accuracy_drop"])
     eight = table[(table["axis"] == "bits") & (table["value"] == 8)]
     assert (eight["accuracy_drop"].abs() <= 0.005).all()  # 8 bits on one layer costs (almost) nothing
     two = table[(table["axis"] == "bits") & (table["value"] == 2)]

@@ -202,5 +202,5 @@ def test_taylor_works_on_a_masked_model_and_bad_inputs_are_explained(digits_cnn)
     masked = sl.prune(model, sl.MagnitudePruning(sparsity=0.5))
     scores = taylor_importance(masked, (split.x_train[:64], split.y_train[:64]))
     assert scores(masked.features[0]).shape == (16,)
-    with pytest.raises(sl.ExampleInputError, match="shape \\(1, 3, 8, 8\\)"):
+    with pytest.raises(sl.ExampleInputError, match="\\(1, 3, 8, 8\\)"):
         sl.prune_channels(model, sl.ChannelPruning(ratio=0.5), example_inputs=torch.randn(1, 3, 8, 8))

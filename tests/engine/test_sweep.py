@@ -23,7 +23,7 @@ from squeezelab.engine.sweeping import SweepInterrupted, grid_recipe, sweep
 from tests.conftest import state_hash
 
 # Measured figures that must not depend on where a point ran (latency and timing do).
-DETERMINISTIC = ["label", "kind", "executable", "bits", "sparsity", "weight_sparsity", "accuracy", "accuracy_drop", "size_bytes", "compression", "n_samples", "recipe", "correct"]
+DETERMINISTIC = ["label", "kind", "executable", "bits", "sparsity", "weight_sparsity", "accuracy", "accuracy_drop", "size_bytes", "compression", "n_samples", "recipe", "scores"]
 GRID = dict(bits=(8, 4, 2), sparsity=(0.0, 0.5))
 
 
@@ -112,7 +112,7 @@ def test_cache_key_covers_the_metric_and_a_model_changed_later(small, tmp_path):
         for p in copy.parameters():
             p.zero_()
     row = ev.evaluate(r)
-    assert row["accuracy"] > 0.5  # measured on the weights the key names, not the zeroed ones
+    assert row.value > 0.5  # measured on the weights the key names, not the zeroed ones
     assert ev.with_settings(latency_repeats=0).key(r) == ev.key(r)
 
 

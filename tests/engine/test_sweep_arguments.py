@@ -110,12 +110,11 @@ def test_nan_and_inf_budgets_are_refused_by_search(small, no_work, kwargs, messa
 
 
 def _hand_made_sweep() -> Sweep:
-    rows = [
-        {"label": "fp32", "accuracy": 0.98, "size_bytes": 1000, "latency_ms": 1.0, "executable": True},
-        {"label": "a", "accuracy": 0.975, "size_bytes": 300, "latency_ms": 1.0, "executable": False},
-        {"label": "b", "accuracy": 0.90, "size_bytes": 100, "latency_ms": 1.0, "executable": False},
-    ]
-    return Sweep.from_rows(rows)
+    def point(label, value, size, executable):
+        return sl.Point(label=label, recipe={}, executable=executable, runtime="x", bits=8, weight_sparsity=0.0,
+                        value=value, size_bytes=size, latency_ms=1.0)
+
+    return Sweep.from_points([point("fp32", 0.98, 1000, True), point("a", 0.975, 300, False), point("b", 0.90, 100, False)])
 
 
 @pytest.mark.parametrize("budget", [NAN, INF, -0.01, "0.01", None])

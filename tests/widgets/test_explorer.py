@@ -36,12 +36,16 @@ def test_initial_point_and_labels(explorer):
     assert ex.bits_slider.description == "bit width" and ex.sparsity_slider.description == "sparsity"
     assert (ex.bits_slider.min, ex.bits_slider.max) == (2, 8)
     assert (ex.sparsity_slider.min, ex.sparsity_slider.max) == (0.0, 0.95)
-    row = ex.current_row
-    assert row["label"] == "linear8-sym-perchannel (simulated)"
-    assert current(ex) == ([row["size_bytes"]], [row["accuracy"]])
-    assert "SIMULATED" in ex.panel.value and f"{row['size_bytes']:,} B" in ex.panel.value
+    point = ex.current_point
+    assert point.label == "linear8-sym-perchannel (simulated)"
+    assert current(ex) == ([point.size_bytes], [point.value])
+    assert "SIMULATED" in ex.panel.value and f"{point.size_bytes:,} B" in ex.panel.value
+    # Labelled data: the metric is top-1 accuracy, in % and pp.
+    assert "top-1 accuracy" in ex.panel.value and f"{100 * point.value:.2f} %" in ex.panel.value
+    assert ex.figure.layout.yaxis.title.text == "top-1 accuracy" and ex.figure.layout.yaxis.tickformat == ".1%"
+    assert " pp" in traces_by_role(ex.figure, "size")["current"].text[0]
     baseline = traces_by_role(ex.figure, "size")["baseline"]
-    assert list(baseline.x) == [ex.baseline["size_bytes"]] and list(baseline.y) == [ex.baseline["accuracy"]]
+    assert list(baseline.x) == [ex.baseline.size_bytes] and list(baseline.y) == [ex.baseline.value]
 
 
 def test_slider_recompresses_and_moves_the_current_point(explorer):
@@ -49,17 +53,17 @@ def test_slider_recompresses_and_moves_the_current_point(explorer):
     figure, traces = ex.figure, len(ex.figure.data)
     ex.bits_slider.value = 4
     ex.wait()
-    assert ex.current_row["label"] == "linear4-sym-perchannel (simulated)"
-    assert current(ex)[0] == [ex.current_row["size_bytes"]] and ex.current_row["size_bytes"] < 30_000
+    assert ex.current_point.label == "linear4-sym-perchannel (simulated)"
+    assert current(ex)[0] == [ex.current_point.size_bytes] and ex.current_point.size_bytes < 30_000
     ex.sparsity_slider.value = 0.5
     ex.wait()
-    assert ex.current_row["label"].startswith("magnitude50%-layer + linear4")
-    assert ex.current_row["weight_sparsity"] >= 0.5
+    assert ex.current_point.label.startswith("magnitude50%-layer + linear4")
+    assert ex.current_point.weight_sparsity >= 0.5
     # every evaluated point stays on the plot; the figure is the same object with the same traces
     simulated = traces_by_role(ex.figure, "size")["simulated"]
     assert len(simulated.x) == 3
     assert ex.figure is figure and len(ex.figure.data) == traces
-    assert current(ex, "latency")[0] == [ex.current_row["latency_ms"]]
+    assert current(ex, "latency")[0] == [ex.current_point.latency_ms]
 
 
 def test_cached_point_updates_synchronously_and_fast(explorer):
@@ -71,8 +75,8 @@ def test_cached_point_updates_synchronously_and_fast(explorer):
         ex.bits_slider.value = 8 if i % 2 == 0 else 4
         # no wait(): a cached point is drawn before the assignment returns
         expected = 8 if i % 2 == 0 else 4
-        assert ex.current_row["label"] == f"linear{expected}-sym-perchannel (simulated)"
-        assert current(ex)[0] == [ex.current_row["size_bytes"]]
+        assert ex.current_point.label == f"linear{expected}-sym-perchannel (simulated)"
+        assert current(ex)[0] == [ex.current_point.size_bytes]
     assert len(ex.timings) == 20
     assert statistics.median(ex.timings) < 0.5  # generous for CI; the note quotes the measured median
 
@@ -80,27 +84,36 @@ def test_cached_point_updates_synchronously_and_fast(explorer):
 def test_latest_choice_wins_and_stale_results_never_overwrite_it(explorer, monkeypatch):
     ex = explorer
     real = ex.evaluator.evaluate
-    started, release = threading.Event(), threading.Event()
+    started, poke, poked, release = (threading.Event() for _ in range(4))
 
-    def slow_for_two_bits(recipe):
+    def slow_for_two_bits(recipe, progress=None):
         if recipe == grid_recipe(2, 0.0):
             started.set()
+            poke.wait(10)
+            progress("evaluating", 0.5)  # while the newest choice waits: it says whose progress this is
+            poked.set()
             release.wait(10)
-        return real(recipe)
+            progress("timing", 0.5)  # once the newest choice is shown: it must not overwrite its status
+        return real(recipe, progress=progress)
 
     monkeypatch.setattr(ex.evaluator, "evaluate", slow_for_two_bits)
     ex.bits_slider.value = 2  # uncached and slow: measured on the worker thread
     assert started.wait(10)
     for b in (3, 5, 6):  # rapid changes while it runs: only the newest is measured next
         ex.bits_slider.value = b
+    assert "an earlier choice" not in ex.status.value and "linear6" in ex.status.value  # the newest choice waits
+    poke.set()
+    assert poked.wait(10)
+    assert "measuring <b>linear2-sym-perchannel (simulated)</b> (an earlier choice; yours is next): evaluating" in ex.status.value
     ex.bits_slider.value = 8  # cached: shown at once
-    assert ex.current_row["label"] == "linear8-sym-perchannel (simulated)"
+    assert ex.current_point.label == "linear8-sym-perchannel (simulated)"
     release.set()
     time.sleep(0.2)
     ex.wait()
-    assert ex.current_row["label"] == "linear8-sym-perchannel (simulated)"  # the stale 2-bit result did not take over
-    assert current(ex)[0] == [ex.current_row["size_bytes"]]
-    measured = {r["label"] for r in ex._rows.values()}
+    assert ex.current_point.label == "linear8-sym-perchannel (simulated)"  # the stale 2-bit result did not take over
+    assert current(ex)[0] == [ex.current_point.size_bytes]
+    assert "showing <b>linear8" in ex.status.value and "timing" not in ex.status.value
+    measured = {p.label for p in ex._points.values()}
     assert "linear2-sym-perchannel (simulated)" in measured  # still measured, cached and plotted
     assert not {"linear3-sym-perchannel (simulated)", "linear5-sym-perchannel (simulated)"} & measured  # skipped
 
@@ -109,14 +122,14 @@ def test_kernel_stays_free_while_a_point_is_measured(explorer, monkeypatch):
     ex = explorer
     real = ex.evaluator.evaluate
     release = threading.Event()
-    monkeypatch.setattr(ex.evaluator, "evaluate", lambda r: (release.wait(10), real(r))[1])
+    monkeypatch.setattr(ex.evaluator, "evaluate", lambda r, progress=None: (release.wait(10), real(r))[1])
     t0 = time.perf_counter()
     ex.bits_slider.value = 3
     assert time.perf_counter() - t0 < 1.0  # returned while the point is still being measured
     assert "measuring" in ex.status.value
     release.set()
     ex.wait()
-    assert ex.current_row["label"] == "linear3-sym-perchannel (simulated)"
+    assert ex.current_point.label == "linear3-sym-perchannel (simulated)"
 
 
 def test_runtime_and_methods(explorer):
@@ -124,7 +137,7 @@ def test_runtime_and_methods(explorer):
     ex.runtime.value = "int8-static"
     ex.wait()
     assert ex.bits_slider.disabled and ex.quantization.disabled
-    assert ex.current_row["executable"] and "executable (ONNX Runtime)" in ex.panel.value
+    assert ex.current_point.executable and "executable (ONNX Runtime)" in ex.panel.value
     executable = traces_by_role(ex.figure, "size")["executable"]
     assert len(executable.x) == 1 and executable.marker.symbol == "circle"
     assert traces_by_role(ex.figure, "size")["simulated"].marker.symbol == "diamond-open"
@@ -133,24 +146,24 @@ def test_runtime_and_methods(explorer):
     ex.quantization.value = "kmeans"
     ex.bits_slider.value = 3
     ex.wait()
-    assert ex.current_row["label"] == "kmeans3 (simulated)"
+    assert ex.current_point.label == "kmeans3 (simulated)"
     ex.pruning.value = "n:m"
     ex.sparsity_slider.value = 0.45  # snapped to the nearest N:M sparsity, 2:4
     ex.wait()
-    assert ex.current_row["label"].startswith("2:4-sparse + kmeans3")
+    assert ex.current_point.label.startswith("2:4-sparse + kmeans3")
 
 
 def test_evaluation_errors_are_shown_not_raised(explorer, monkeypatch):
     ex = explorer
 
-    def broken(recipe):
+    def broken(recipe, progress=None):
         raise RuntimeError("ONNX Runtime refused the model")
 
     monkeypatch.setattr(ex.evaluator, "evaluate", broken)
     ex.bits_slider.value = 5
     ex.wait()
     assert "ONNX Runtime refused the model" in ex.status.value and ex.error
-    assert ex.current_row["label"] == "linear8-sym-perchannel (simulated)"  # the figure still shows the last good point
+    assert ex.current_point.label == "linear8-sym-perchannel (simulated)"  # the figure still shows the last good point
 
 
 def test_swept_points_are_cache_hits(digits_cnn, tmp_path, monkeypatch):
@@ -167,7 +180,7 @@ def test_swept_points_are_cache_hits(digits_cnn, tmp_path, monkeypatch):
         assert len(traces_by_role(ex.figure, "size")["simulated"].x) == 6  # the whole swept grid is drawn at once
         ex.bits_slider.value = 2
         ex.sparsity_slider.value = 0.5
-        assert ex.current_row["cached"] and ex.current_row["label"].startswith("magnitude50%-layer + linear2")
+        assert ex.current_point.cached and ex.current_point.label.startswith("magnitude50%-layer + linear2")
     finally:
         ex.close()
 
@@ -190,27 +203,29 @@ def test_explorer_leaves_model_and_data_alone_and_closes(digits_cnn, tmp_path):
 
 def test_per_layer_views_open_lazily_and_follow_the_controls(explorer):
     ex = explorer
-    assert ex._layer_views is None  # no second FigureWidget until the views are opened
-    ex.layers.selected_index = 0
+    views = ex.layer_views
+    assert views.figure is None  # no second FigureWidget until the views are opened
+    views.accordion.selected_index = 0
     ex.wait()  # the sensitivity table is measured on the worker thread
-    heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
-    table = ex._sensitivity_table(False)
+    heatmap = next(t for t in views.figure.data if t.meta["role"] == "sensitivity")
+    table = views.table(compute=False)
     assert list(heatmap.y) == list(dict.fromkeys(table["layer"]))
     bits = table[table["axis"] == "bits"]
     row = bits[(bits["layer"] == heatmap.y[-1]) & (bits["value"] == 2)].iloc[0]
-    assert heatmap.z[-1][list(heatmap.x).index("2")] == pytest.approx(row["accuracy_drop"] * 100)
-    figure = ex.layer_figure
+    assert heatmap.z[-1][list(heatmap.x).index("2")] == pytest.approx(row["accuracy_drop"] * 100)  # top-1: pp
+    assert heatmap.colorbar.title.text == "drop (pp)"
+    figure = views.figure
     ex.quantization.value = "kmeans"
     ex.bits_slider.value = 3
     ex.wait()
-    ex.layer_choice.value = "classifier.1"
+    views.layer_choice.value = "classifier.1"
     ex.wait()
-    levels = next(t for t in ex.layer_figure.data if t.meta["role"] == "levels")
+    levels = next(t for t in views.figure.data if t.meta["role"] == "levels")
     assert len(levels.meta["values"]) == 8  # 3-bit k-means: the layer's 8 centroids
-    ex.axis_choice.value = "sparsity"
-    heatmap = next(t for t in ex.layer_figure.data if t.meta["role"] == "sensitivity")
+    views.axis_choice.value = "sparsity"
+    heatmap = next(t for t in views.figure.data if t.meta["role"] == "sensitivity")
     assert heatmap.meta["axis"] == "sparsity"
-    assert ex.layer_figure is figure
+    assert views.figure is figure
 
 
 def test_save_report_writes_the_explored_points(explorer, tmp_path):
@@ -238,6 +253,9 @@ def test_save_report_writes_the_explored_points(explorer, tmp_path):
         (dict(sparsity=float("nan")), r"sparsity=nan must be a number in \[0, 1\)"),
         (dict(latency_repeats=-1), r"latency_repeats=-1 is not allowed: it must be an integer >= 0"),
         (dict(latency_repeats=2.5), r"latency_repeats=2.5 is not allowed"),
+        (dict(rounds=-2), r"rounds=-2 is not allowed: it must be an integer >= 0"),
+        (dict(metric="cosinus"), r"metric='cosinus'; use one of .*cosine_to_baseline"),
+        (dict(batch_sise=4), r"unknown setting\(s\) \['batch_sise'\]; settings are .*'batch_size'"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_path, monkeypatch, kwargs, message):

@@ -23,11 +23,17 @@ EXTRA_CHECKS = {
     # The explorer measures its first point on a background thread: wait for it, then its panel
     # must show that point's figures (an error in the thread would leave it empty).
     "explore.ipynb": "ex.wait()\nassert ex.panel.value, 'the explorer drew no figures for its first point'",
+    # The MiniLM explorer opens on swept (cached) points, every figure named after the cosine.
+    "transformer.ipynb": (
+        "assert ex.error is None and ex.current_point.cached, (ex.error, ex.current_point)\n"
+        "assert ex.current_point.metric == 'cosine to fp32' and 'cosine to fp32' in ex.panel.value\n"
+        "assert ex.figure.layout.yaxis.title.text == 'cosine to fp32' and len(ex.sweep()) == 4"
+    ),
 }
 
 
 def test_the_notebooks_exist():
-    assert {p.name for p in ALL} >= {"quickstart.ipynb", "explore.ipynb", "ci_budgets.ipynb"}
+    assert {p.name for p in ALL} >= {"quickstart.ipynb", "explore.ipynb", "ci_budgets.ipynb", "transformer.ipynb"}
 
 
 @pytest.mark.parametrize("path", ALL, ids=[p.stem for p in ALL])

@@ -217,3 +217,16 @@ def test_the_sliders_steps_show_each_grid_point(small):
             assert role == "selected_point"
             assert x == [float(row["sparsity"] if panel == "sparsity" else row["size_bytes"])]
             assert y == [float(row["accuracy"])]
+
+
+def test_figures_are_named_after_a_top1_sweeps_metric(small, tmp_path):
+    """Top-1 accuracy is a percent metric: its cells in %, its drops in pp (a cosine's never: test_explorer_bert)."""
+    result, sens = small
+    text = report(result, tmp_path / "r.html", sensitivity=sens).read_text(encoding="utf-8")
+    page = text.replace(plotly.offline.get_plotlyjs(), "")
+    table_html = page.split('<section id="table">')[1].split("</section>")[0]
+    assert "<th>top-1 accuracy</th>" in table_html and "<th>drop (pp)</th>" in table_html
+    row = result.table.iloc[1]
+    assert f"<td>{100 * row['value']:.2f} %</td>" in table_html and f"<td>{100 * row['drop']:.2f} pp</td>" in table_html
+    assert "<h3>top-1 accuracy vs size</h3>" in page and "top-1 accuracy vs sparsity, per bit width" in page
+    assert "drop of top-1 accuracy in percentage points" in page
