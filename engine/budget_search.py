@@ -231,8 +231,12 @@ def search(
     trail: list[dict[str, Any]] = []
     work_model, work_ev = model, ev
 
+    slowest = [0.0]  # the longest evaluation so far: a new one starts only if it can finish in time
+
     def measure(candidate: dict, how: str, evaluator: Evaluator) -> dict[str, Any]:
+        began = time.monotonic()
         point = evaluator.evaluate(_recipe(objective, quantizer, candidate, runtime))
+        slowest[0] = max(slowest[0], time.monotonic() - began)
         row = _row(point, base_point, how)
         row["drop_bound"] = paired_drop_bound(base_point, point, confidence)  # against the caller's model
         trail.append(row)
@@ -258,7 +262,7 @@ def search(
 
     bar = tqdm(desc="search", disable=not progress, unit="eval")
     while True:
-        if time.monotonic() - started > time_budget_s:
+        if time.monotonic() - started + slowest[0] > time_budget_s:
             stopped = "time budget"
             break
         moves = []
