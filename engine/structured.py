@@ -268,6 +268,21 @@ def _check_counts(plan: _Plan, model: nn.Module, config: ChannelPruning, layer_s
         )
 
 
+def _check_all_pruned(plan: _Plan, model: nn.Module, config: ChannelPruning, layer_sparsity: dict, pruned: list) -> None:
+    """With a per-group ratio every prunable group asked to shrink must have shrunk: Torch-Pruning skips,
+    without a word, a group whose channel indices it cannot map onto all its layers."""
+    if config.scope == "global":  # a global threshold may legitimately spare a group
+        return
+    done = {g.name for g in pruned}
+    for group in plan.groups:
+        if group.status == "prunable" and group.name not in done and _group_ratio(group, plan, model, config, layer_sparsity) > 0:
+            raise StructuredPruningError(
+                f"Torch-Pruning declined to prune group {group.name!r} (layers {list(group.layers)}): its channel "
+                "indices do not map onto all of its layers (a known limitation, e.g. a grouped convolution "
+                f"followed by a Flatten). Add {group.name!r} to ignored= to prune the other groups."
+            )
+
+
 def _taylor_gradients_(model: nn.Module, data: Any, output: Any) -> None:
     """Gradients of a cross-entropy for ``TaylorImportance``: to the data's targets, else to the model's own top-1."""
     from squeezelab.engine.outputs import select_output
@@ -354,6 +369,7 @@ def prune_channels_(
         _step(replay, backup, example, before, check_each=True)
         raise
     model.zero_grad(set_to_none=True)
+    _check_all_pruned(plan, model, config, layer_sparsity, pruned)
     if parameter_count(model) >= size and (config.ratio > 0 or any(layer_sparsity.values())):
         raise StructuredPruningError(
             f"{config.label} removed nothing from {type(model).__name__}: Torch-Pruning pruned no group "
