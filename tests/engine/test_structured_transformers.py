@@ -121,3 +121,18 @@ def test_distillation_with_dict_inputs_and_no_labels_recovers_the_teacher(bert_a
         sl.finetune(pruned, (x, None), epochs=1, output="last_hidden_state")
     with pytest.raises(sl.ConfigError, match=r"alpha=0.5\) mixes in a task loss.*pass alpha=1.0"):
         sl.finetune(pruned, (x, None), output="last_hidden_state", distill=sl.Distillation(teacher=bert, alpha=0.5))
+
+
+def test_sweeps_prune_a_transformer_by_heads_and_by_layers(tmp_path):
+    from squeezelab.engine.sweeping import grid_recipe
+
+    assert grid_recipe(32, 0.5, pruning="structured-heads").pruning == sl.ChannelPruning(ratio=0.5, heads=True)
+    assert grid_recipe(32, 0.5, pruning="layers").pruning == sl.LayerPruning(ratio=0.5)
+    bert = tiny_bert(num_hidden_layers=4)
+    data = ({k: v.numpy() for k, v in tiny_bert_inputs(batch=8, seq=8, seed=2).items()}, None)
+    s = sl.sweep(bert, data, bits=(32,), sparsity=(0.5,), pruning="structured-heads", cache=tmp_path, progress=False,
+                 rounds=2, recipes=[sl.Recipe(pruning=sl.LayerPruning(ratio=0.5))])
+    labels = list(s.table["label"])
+    assert any("heads" in label for label in labels) and any("layers50%" in label for label in labels)
+    for _, pruned in s.table.iloc[1:].iterrows():
+        assert pruned["size_bytes"] < 0.9 * s.table["size_bytes"].iloc[0] and 0.5 < pruned["cosine"] < 1.0
