@@ -136,9 +136,12 @@ def resnet(args: argparse.Namespace) -> None:
     int8_acc = f"{100 * float((c8.predict(x_te).argmax(1) == y_te).mean()):.2f}%"
     rows.append(("ChannelPruning 50% + int8 static", None, c8, "-", int8_acc))
     show(f"ResNet-18 layout, Fashion-MNIST 32x32 (top-1 on {args.test} test images)", rows, speed)
-    drop = 100 * (accuracy(base, x_te, y_te) - accuracy(recovered["sl"], x_te, y_te))
+    base_acc = accuracy(base, x_te, y_te)
+    drop = 100 * (base_acc - accuracy(recovered["sl"], x_te, y_te))
     x32 = speed[32]["squeezelab ChannelPruning 50% + recovery"][1]
     verdict = "met" if x32.median >= 3.5 and drop <= 1.5 else "NOT met"
+    if base_acc < 0.8:  # an undertrained baseline says nothing about the accuracy a pruned model keeps
+        verdict = f"speed {'met' if x32.median >= 3.5 else 'NOT met'}; accuracy NOT judged (baseline {100 * base_acc:.1f}%: train longer)"
     print(f"  target ResNet-18 50%: >= 3.5x at batch 32 and <= 1.5 pp drop: {x32}, {drop:.2f} pp -> {verdict}")
 
 
