@@ -9,8 +9,10 @@ interleaved rounds, 1 thread, speedup = median per-round ratio vs fp32 ONNX Runt
 - torch.nn.utils.prune at 90%: same dense size, no speedup, as the peer.
 
 Then it runs benchmarks/deep_compression.py (LeNet-300-100 through prune ->
-trained k-means -> Huffman) and benchmarks/qat_snip.py (4-bit QAT vs PTQ, 8-bit
-QAT as int8 ONNX, SNIP vs random at initialisation); each also runs on its own.
+trained k-means -> Huffman), benchmarks/qat_snip.py (4-bit QAT vs PTQ, 8-bit
+QAT as int8 ONNX, SNIP vs random at initialisation) and benchmarks/structured_real.py
+(structured pruning of ResNet-18 and MobileNetV2 layouts and MiniLM, beside
+Torch-Pruning's MetaPruner, layer removal, recovery, int8); each also runs on its own.
 
     python benchmarks/pruning.py
 """
@@ -88,7 +90,7 @@ def main() -> None:
     base_acc = accuracy(base, x_te, y_te)
 
     t0 = time.perf_counter()
-    channels = sl.prune_channels(base, sl.ChannelPruning(ratio=0.5), example_inputs=example)
+    channels = sl.prune(base, sl.ChannelPruning(ratio=0.5), example_inputs=example)
     channels_acc_raw = accuracy(channels, x_te, y_te)
     channels = sl.finetune(channels, sub, epochs=1, **tune)
     print(f"structured 50% + fine-tune in {time.perf_counter() - t0:.0f} s")
@@ -161,8 +163,11 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import deep_compression
     import qat_snip
+    import structured_real
 
     print("\n" + "=" * 100)
     deep_compression.main()
     print("\n" + "=" * 100)
     qat_snip.main()
+    print("\n" + "=" * 100)
+    structured_real.main()

@@ -28,6 +28,7 @@ _LAZY = {
     "bake_masks_": "squeezelab.engine.pruning",
     "MagnitudePruning": "squeezelab.engine.recipe",
     "ChannelPruning": "squeezelab.engine.recipe",
+    "LayerPruning": "squeezelab.engine.recipe",
     "prune_channels": "squeezelab.engine.structured",
     "finetune": "squeezelab.engine.training",
     "prune_at_init": "squeezelab.engine.at_init",
@@ -62,6 +63,7 @@ _LAZY = {
     "ProviderUnavailableError": "squeezelab.engine.errors",
     "SqueezeError": "squeezelab.engine.errors",
     "UnexportableLayerError": "squeezelab.engine.errors",
+    "StructuredPruningError": "squeezelab.engine.errors",
     "Metrics": "squeezelab.engine.metrics",
     "measure": "squeezelab.engine.metrics",
     "top1_accuracy": "squeezelab.engine.scoring",
@@ -107,7 +109,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.evaluation import Evaluator
     from squeezelab.engine.pareto import pareto_front
     from squeezelab.engine.pruning import bake_masks_, prune, prune_
-    from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
     from squeezelab.engine.at_init import prune_at_init
     from squeezelab.engine.lottery import find_lottery_ticket
     from squeezelab.engine.lowrank import factorize
@@ -133,6 +135,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
         ProviderFallbackError,
         ProviderUnavailableError,
         SqueezeError,
+        StructuredPruningError,
         UnexportableLayerError,
     )
     from squeezelab.engine.metrics import Metrics, measure

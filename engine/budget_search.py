@@ -20,7 +20,8 @@ and why it stopped. Nothing is ever presented that was not measured.
 
 Objectives: ``"size"`` (simulated mixed-precision weights, pruned, in the
 Deep-Compression file whose real byte count is the size) and ``"latency"``
-(channels physically removed per layer, run in ONNX Runtime: a real speedup).
+(channels physically removed per group of coupled layers, attention heads per
+attention module, run in ONNX Runtime: a real speedup).
 """
 
 from __future__ import annotations
@@ -123,18 +124,19 @@ def _recipe(objective: str, quantizer: QuantizationConfig, state: dict[tuple[str
     return Recipe(pruning=MagnitudePruning(sparsity=0.0), quantization=base, runtime=runtime, layers=layers)
 
 
-def _channel_layers(model: nn.Module, example: Any) -> list[str]:
-    """Layers whose output channels ``prune_channels`` can remove."""
-    from squeezelab.engine.sensitivity import prunable_layers
-    from squeezelab.engine.structured import prune_channels
+def _channel_groups(model: nn.Module, example: Any, ratios: tuple[float, ...]) -> dict[str, tuple[int, tuple[float, ...]]]:
+    """The groups channel pruning may shrink (channels, or an attention module's heads), one knob each:
+    ``{name: (parameters, the ratios that leave it at least one channel or head)}``."""
+    import math
 
-    out = []
-    for name, _ in prunable_layers(model):
-        try:
-            prune_channels(model, ChannelPruning(ratio=0.0), example_inputs=example, filter_fn=lambda m, n, name=name: n == name)
-        except Exception:
+    from squeezelab.engine.structured import prunable_groups
+
+    out = {}
+    for g in prunable_groups(model, example):
+        if g.status != "prunable":
             continue
-        out.append(name)
+        fits = [r for r in ratios if (math.ceil(r * g.size) < g.size if g.kind == "heads" else int(g.size * (1 - r)) >= 1)]
+        out[g.name] = (g.parameters, tuple(fits))
     return out
 
 
@@ -222,8 +224,9 @@ def search(
     if objective == "size":
         knobs = [_Knob(name, "bits", bits) for name in sizes] + [_Knob(name, "sparsity", sparsity) for name in sizes]
     else:
-        ratios = tuple(s for s in sparsity if s < 0.95)
-        knobs = [_Knob(name, "sparsity", ratios) for name in _channel_layers(model, ev.samples.inputs.slice(0, 1))]
+        groups = _channel_groups(model, ev.samples.inputs.slice(0, 1), tuple(s for s in sparsity if s < 0.95))
+        sizes.update({name: parameters for name, (parameters, _) in groups.items()})
+        knobs = [_Knob(name, "sparsity", values) for name, (_, values) in groups.items() if len(values) > 1]
     state = {(k.layer, k.axis): k.values[0] for k in knobs}
     trail: list[dict[str, Any]] = []
     work_model, work_ev = model, ev

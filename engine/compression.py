@@ -37,8 +37,10 @@ from squeezelab.engine.inputs import Inputs, InputSpec
 from squeezelab.engine.onnx_input import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
 from squeezelab.engine.outputs import OutputSelector, SelectedOutput, check_selector
 from squeezelab.engine.quantize_model import FilterFn, _load_decoded_, encode_model
-from squeezelab.engine.recipe import ChannelPruning, Int8Dynamic, Int8Static, Recipe
-from squeezelab.engine.samples import read_inputs
+from squeezelab.engine._pruned_checks import check_onnx_matches
+from squeezelab.engine.pruning import STRUCTURAL, _Context, apply_pruning_, bake_masks_
+from squeezelab.engine.recipe import Int8Dynamic, Int8Static, Recipe
+from squeezelab.engine.samples import Samples, read_inputs, read_samples
 
 __all__ = ["compress", "check_model", "example_batch"]
 
@@ -85,6 +87,18 @@ def _run_example(model: nn.Module, example: Inputs, output: OutputSelector) -> A
 
     select_output(out, output)  # a selector that names no tensor fails now, before any slow work
     return out
+
+
+def _importance_samples(data: Any, spec: InputSpec) -> Samples | None:
+    """``calibration_data`` as the samples a structural step scores importance on (targets kept if given)."""
+    if data is None:
+        return None
+    if isinstance(data, Inputs):
+        return Samples(data, None)
+    try:
+        return read_samples(data, "calibration_data")
+    except SqueezeError:  # bare inputs of a several-input model: read as calibration inputs
+        return Samples(read_inputs(data, spec), None)
 
 
 def _equal_batch_size(n: int, cap: int = 64) -> int:
@@ -150,7 +164,8 @@ def compress(
         example_inputs: one batch the model accepts: a tensor or array, a tuple of them
             (positional inputs) or a dict of them (keyword inputs, as Hugging Face models take).
             Integer inputs keep their dtype. Optional for an ONNX file.
-        calibration_data: inputs (or ``(inputs, targets)`` data) for ``Int8Static`` calibration.
+        calibration_data: inputs (or ``(inputs, targets)`` data) for ``Int8Static`` calibration; a
+            ``ChannelPruning`` or ``LayerPruning`` step scores channels and blocks on them too.
         output: which output is evaluated and exported: None (the first tensor), a key,
             an index, or a callable ``outputs -> tensor`` (see ``engine.outputs``).
         filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers, for pruning and for
@@ -173,22 +188,17 @@ def compress(
     example = example_batch(example_inputs)
     spec = example.spec()
     work = copy_model(model).eval()
-    from squeezelab.engine.pruning import bake_masks_, prune_
-
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     raw = _run_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
     plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
     check_recipe_reaches_layers(work, recipe, filter_fn)
     feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
 
-    if isinstance(recipe.pruning, ChannelPruning):
-        from squeezelab.engine.structured import prune_channels
-
-        work = prune_channels(
-            work, recipe.pruning, example_inputs=example, filter_fn=filter_fn, layer_ratios=recipe.layer_sparsity()
-        )
-    elif recipe.pruning is not None:
-        prune_(work, recipe.pruning, filter_fn=filter_fn, layer_sparsity=recipe.layer_sparsity())
+    structural = isinstance(recipe.pruning, STRUCTURAL)
+    if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
+        data = _importance_samples(calibration_data, spec) if structural else None
+        context = _Context(example, filter_fn, recipe.layer_sparsity(), None, data, output)
+        apply_pruning_(work, recipe.pruning, context)
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
@@ -197,6 +207,8 @@ def compress(
     # their names); anything else through the wrapper that feeds keywords and selects the output.
     exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
     onnx_bytes = export_onnx(exported, example, opset=opset, exporter=exporter)
+    if structural:  # Torch-Pruning's result is checked: the export must compute what the pruned model does
+        check_onnx_matches(onnx_bytes, work, example, output, recipe.pruning.label)
     details = {"exporter": exporter, "model_class": class_path(model)}
     return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details)
 

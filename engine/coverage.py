@@ -24,6 +24,7 @@ from squeezelab.engine.recipe import (
     Float16,
     Int8Dynamic,
     Int8Static,
+    LayerPruning,
     Recipe,
 )
 
@@ -43,9 +44,13 @@ def _reached(model: nn.Module, recipe: Recipe, filter_fn: Any, step: str) -> tup
     from squeezelab.engine.pruning import _chosen
 
     if step == "pruning" and isinstance(recipe.pruning, ChannelPruning):
-        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+        names = [n for n, m in model.named_modules() if isinstance(m, kinds)]
         names = [n for n in names if filter_fn is None or filter_fn(model.get_submodule(n), n)]
-        return names, "channel pruning removes output channels of Conv2d and Linear layers"
+        return names, "channel pruning removes output channels of Conv and Linear layers"
+    if step == "pruning" and isinstance(recipe.pruning, LayerPruning):
+        # Which blocks can go is found on the example inputs (engine.layer_removal names the problem).
+        return [n for n, _ in model.named_children()], "layer removal drops whole blocks"
     names = [name for name, _ in _chosen(model, filter_fn)]
     verb = "quantized" if step == "quantization" else "pruned"
     return names, f"the layers {verb} by default are Linear and Conv1d/2d/3d (filter_fn may accept any layer with a weight)"

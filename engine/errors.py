@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "ModelError",
     "InvalidWeightsError",
+    "StructuredPruningError",
     "ExampleInputError",
     "ExportError",
     "UnexportableLayerError",
@@ -41,6 +42,10 @@ class ModelError(SqueezeError, TypeError):
 
 class InvalidWeightsError(ModelError, ValueError):
     """The model holds NaN or Inf weights."""
+
+
+class StructuredPruningError(ModelError, ValueError):
+    """Channels, heads or layers cannot be removed as asked (the message names the group or layer)."""
 
 
 class ExampleInputError(SqueezeError, ValueError):

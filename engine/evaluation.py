@@ -282,14 +282,16 @@ def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -
 
 
 def asked_sparsity(recipe: Recipe) -> float:
-    """The pruning amount a recipe asks for (fraction of weights or channels; N:M as 1 - n/m)."""
-    from squeezelab.engine.recipe import ChannelPruning, MagnitudePruning, NMPruning
+    """The pruning amount a recipe asks for (fraction of weights, channels or blocks; N:M as 1 - n/m)."""
+    from squeezelab.engine.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
 
     p = recipe.pruning
     if isinstance(p, MagnitudePruning):
         return float(p.sparsity)
     if isinstance(p, ChannelPruning):
         return float(p.ratio)
+    if isinstance(p, LayerPruning):  # keep= asks for a count of blocks, not a fraction
+        return float(p.ratio) if p.ratio is not None else float("nan")
     if isinstance(p, NMPruning):
         return 1.0 - p.n / p.m
     return 0.0

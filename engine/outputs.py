@@ -113,6 +113,9 @@ class SelectedOutput(nn.Module):
         self.kind = kind
         self.names = tuple(names)
         self.output = output
+        # A new module starts in training mode; the wrapper takes the model's, or restoring the wrapper's
+        # mode after an export (export_onnx does) would switch the wrapped model to training.
+        self.train(model.training)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         if self.kind == "dict":

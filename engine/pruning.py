@@ -1,14 +1,17 @@
-"""Unstructured and N:M pruning with masks applied through ``torch.nn.utils.parametrize``.
+"""The pruning verb: ``prune(model, config)`` for every pruning config, and masks for the unstructured ones.
 
-``prune(model, config)`` returns a pruned copy; ``prune_(model, config)``
-prunes in place. The weights stay dense tensors: a mask parametrization
-multiplies each chosen weight by a 0/1 mask, so fine-tuning keeps pruned
-weights at zero. ``bake_masks_(model)`` writes the masked values into plain
-weights and removes the parametrizations (for export, or saving).
+``prune(model, config, ...)`` returns a pruned copy; ``prune_(model, config, ...)`` prunes in
+place. Both dispatch on the config's type through a small private registry (``_PRUNERS``):
 
-The sparsity is exact: magnitude pruning zeros ``round(sparsity * n)``
-weights of each layer (layer scope) or of all chosen layers together (global
-scope), ties broken by position, so the count never depends on ties.
+- ``MagnitudePruning`` and ``NMPruning`` (here): the weights stay dense tensors; a mask
+  parametrization multiplies each chosen weight by a 0/1 mask, so fine-tuning keeps pruned
+  weights at zero. ``bake_masks_(model)`` writes the masked values into plain weights and
+  removes the parametrizations (for export, or saving). The sparsity is exact: magnitude
+  pruning zeros ``round(sparsity * n)`` weights of each layer (layer scope) or of all chosen
+  layers together (global scope), ties broken by position, so the count never depends on ties.
+- ``ChannelPruning`` (``engine.structured``: channels, neurons, attention heads removed) and
+  ``LayerPruning`` (``engine.layer_removal``: whole blocks removed) change shapes: they need
+  ``example_inputs``, and ``prune`` checks that the result's ONNX export computes what it computes.
 
 Examples:
     >>> import torch
@@ -21,15 +24,23 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
 from squeezelab.engine._copy import copy_model, own_class
-from squeezelab.engine.errors import ConfigError, ModelError
+from squeezelab.engine.errors import ConfigError, ExampleInputError, ModelError
+from squeezelab.engine.inputs import Inputs
+from squeezelab.engine.outputs import OutputSelector
 from squeezelab.engine.quantize_model import FilterFn, default_filter
-from squeezelab.engine.recipe import MagnitudePruning, NMPruning, PruningConfig
+from squeezelab.engine.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
+
+if TYPE_CHECKING:
+    from squeezelab.engine.samples import Samples
 
 __all__ = ["WeightMask", "prune", "prune_", "bake_masks_", "weight_sparsity", "magnitude_masks", "nm_mask"]
 
@@ -114,19 +125,8 @@ def _magnitude_masks_mixed(
     return masks  # type: ignore[return-value]
 
 
-def prune_(
-    model: nn.Module,
-    config: PruningConfig,
-    *,
-    filter_fn: FilterFn | None = None,
-    layer_sparsity: dict[str, float] | None = None,
-) -> None:
-    """Prune ``model`` in place: register a mask parametrization on each chosen weight.
-
-    ``layer_sparsity`` (magnitude pruning only) gives named layers their own amount.
-    """
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+def _masks_(model: nn.Module, config: PruningConfig, filter_fn: FilterFn | None, layer_sparsity: dict[str, float] | None) -> None:
+    """Register a mask parametrization on each chosen weight (magnitude and N:M pruning)."""
     layers = _chosen(model, filter_fn)
     if not layers:
         raise ConfigError("no layer to prune: the model has no Linear/Conv layer the filter accepts.")
@@ -144,7 +144,7 @@ def prune_(
                 f"input counts: {sorted({m.weight.shape[1] for _, m in layers})}."
             )
     else:
-        raise ConfigError(f"config={config!r} is not a pruning config; use MagnitudePruning(...) or NMPruning(...).")
+        raise ConfigError(f"config={config!r} is not a mask pruning config; use MagnitudePruning(...) or NMPruning(...).")
     for (_, module), mask in zip(layers, masks):
         if mask is None:
             continue
@@ -164,19 +164,163 @@ def _weight_mask(module: nn.Module) -> WeightMask | None:
     return next((p for p in module.parametrizations.weight if isinstance(p, WeightMask)), None)
 
 
+@dataclass(frozen=True)
+class _Context:
+    """What a pruning step may use besides the model and its config."""
+
+    example: Inputs | None = None
+    filter_fn: FilterFn | None = None
+    layer_sparsity: dict[str, float] | None = None
+    importance: Callable | None = None
+    data: Samples | None = None
+    output: OutputSelector = None
+
+
+def _channels_(model: nn.Module, config: ChannelPruning, ctx: _Context) -> None:
+    from squeezelab.engine.structured import prune_channels_
+
+    prune_channels_(
+        model, config, ctx.example, filter_fn=ctx.filter_fn, importance=ctx.importance,
+        layer_sparsity=ctx.layer_sparsity, data=ctx.data, output=ctx.output,
+    )
+
+
+def _layers_(model: nn.Module, config: LayerPruning, ctx: _Context) -> None:
+    from squeezelab.engine.layer_removal import remove_layers_
+
+    remove_layers_(model, config, ctx.example, importance=ctx.importance, filter_fn=ctx.filter_fn, data=ctx.data)
+
+
+# Private registry: pruning config type -> the step that applies it in place (as ort_quant's _CONVERSIONS).
+_PRUNERS: dict[type, Callable[[nn.Module, Any, _Context], None]] = {
+    MagnitudePruning: lambda m, c, ctx: _masks_(m, c, ctx.filter_fn, ctx.layer_sparsity),
+    NMPruning: lambda m, c, ctx: _masks_(m, c, ctx.filter_fn, ctx.layer_sparsity),
+    ChannelPruning: _channels_,
+    LayerPruning: _layers_,
+}
+# The steps that change shapes: they need example inputs, and their result is checked in ONNX.
+STRUCTURAL: tuple[type, ...] = (ChannelPruning, LayerPruning)
+
+
+def _context(
+    model: Any, config: Any, example_inputs: Any, filter_fn: Any, layer_sparsity: Any, importance: Any, data: Any, output: Any
+) -> _Context:
+    """The arguments checked against the config, before any work."""
+    from squeezelab.engine.compression import example_batch
+    from squeezelab.engine.outputs import check_selector
+    from squeezelab.engine.samples import read_samples
+
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    if type(config) not in _PRUNERS:
+        allowed = ", ".join(f"{t.__name__}(...)" for t in _PRUNERS)
+        raise ConfigError(f"config={config!r} is not a pruning config; use one of {allowed}.")
+    structural = isinstance(config, STRUCTURAL)
+    if layer_sparsity and not isinstance(config, (MagnitudePruning, ChannelPruning)):
+        raise ConfigError(f"per-layer sparsity applies to MagnitudePruning and ChannelPruning, not {config.label}.")
+    if importance is not None and not (structural and callable(importance)):
+        raise ConfigError(
+            f"importance={importance!r}: a callable importance applies to ChannelPruning (importance(group) -> "
+            "scores) and LayerPruning (importance(name, block, input, output) -> score)."
+        )
+    if structural and example_inputs is None:
+        raise ExampleInputError(
+            f"{config.label} traces the model to find which layers are coupled: pass example_inputs= (one batch "
+            "the model accepts: a tensor, a tuple of them, or a dict of keyword inputs)."
+        )
+    check_selector(output)
+    example = example_batch(example_inputs) if structural else None
+    samples = read_samples(data, "data") if data is not None and structural else None
+    return _Context(example, filter_fn, layer_sparsity, importance, samples, output)
+
+
+def _prepared_copy(model: nn.Module, ctx: _Context) -> nn.Module:
+    """A copy for a structural step: masks baked into plain weights, eval mode, checked to run on the example."""
+    from squeezelab.engine.compression import _run_example
+
+    work = copy_model(model).eval()
+    bake_masks_(work)
+    _run_example(work, ctx.example, ctx.output)  # ExampleInputError before any slow work
+    return work
+
+
+def apply_pruning_(model: nn.Module, config: PruningConfig, ctx: _Context) -> None:
+    """Apply ``config`` to ``model`` in place through the registry (``compress`` calls it on its copy)."""
+    _PRUNERS[type(config)](model, config, ctx)
+
+
 def prune(
     model: nn.Module,
     config: PruningConfig,
     *,
+    example_inputs: Any = None,
     filter_fn: FilterFn | None = None,
     layer_sparsity: dict[str, float] | None = None,
+    importance: Callable | None = None,
+    data: Any = None,
+    output: OutputSelector = None,
 ) -> nn.Module:
-    """A pruned copy of ``model`` (masks as parametrizations); ``model`` is unchanged."""
-    if not isinstance(model, nn.Module):
-        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
-    out = copy_model(model)
-    prune_(out, config, filter_fn=filter_fn, layer_sparsity=layer_sparsity)
-    return out
+    """A pruned copy of ``model``, for every pruning config; ``model`` is unchanged.
+
+    Args:
+        model: the PyTorch model.
+        config: ``MagnitudePruning`` / ``NMPruning`` (masks as parametrizations, shapes kept),
+            ``ChannelPruning`` (channels, neurons and heads removed) or ``LayerPruning`` (blocks removed).
+        example_inputs: one batch the model accepts; needed by the structural configs, which trace it.
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers (for ``ChannelPruning``: a Conv/Linear
+            layer it refuses keeps its output channels, with its group; for ``LayerPruning``: blocks it
+            refuses stay).
+        layer_sparsity: named layers' own amounts (``MagnitudePruning``, ``ChannelPruning``).
+        importance: a callable replacing the config's importance (structural configs).
+        data: data for the importance (Taylor gradients, block influence), in any evaluation form;
+            default: the example inputs.
+        output: the output checked and used by the importance (see ``compress``).
+
+    Raises:
+        StructuredPruningError: a group or block that cannot be removed, named; or a pruned model whose
+            ONNX export differs from it.
+    """
+    ctx = _context(model, config, example_inputs, filter_fn, layer_sparsity, importance, data, output)
+    if not isinstance(config, STRUCTURAL):
+        out = copy_model(model)
+        apply_pruning_(out, config, ctx)
+        return out
+    from squeezelab.engine._pruned_checks import verify_export
+
+    out = _prepared_copy(model, ctx)
+    apply_pruning_(out, config, ctx)
+    verify_export(out, ctx.example, ctx.output, config.label)
+    return out.train(model.training)
+
+
+def prune_(
+    model: nn.Module,
+    config: PruningConfig,
+    *,
+    example_inputs: Any = None,
+    filter_fn: FilterFn | None = None,
+    layer_sparsity: dict[str, float] | None = None,
+    importance: Callable | None = None,
+    data: Any = None,
+    output: OutputSelector = None,
+) -> None:
+    """Prune ``model`` in place (arguments as ``prune``).
+
+    Masks are registered on the model's own weights. A structural config is applied to a copy
+    and checked first; only then does the model take the copy's smaller layers (its parameters
+    are new tensors: make optimizers after pruning).
+    """
+    if isinstance(config, STRUCTURAL):
+        pruned = prune(
+            model, config, example_inputs=example_inputs, filter_fn=filter_fn, layer_sparsity=layer_sparsity,
+            importance=importance, data=data, output=output,
+        )
+        model.__dict__.clear()  # the same object, now holding the checked copy's layers and settings
+        model.__dict__.update(pruned.__dict__)
+        model.__class__ = pruned.__class__
+        return
+    ctx = _context(model, config, example_inputs, filter_fn, layer_sparsity, importance, data, output)
+    apply_pruning_(model, config, ctx)
 
 
 def bake_masks_(model: nn.Module) -> None:

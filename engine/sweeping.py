@@ -34,6 +34,7 @@ from squeezelab.engine.recipe import (
     Int8Dynamic,
     Int8Static,
     KMeansQuantization,
+    LayerPruning,
     LinearQuantization,
     MagnitudePruning,
     NMPruning,
@@ -56,7 +57,7 @@ QUANTIZATION_METHODS: dict[str, QuantizationConfig] = {
     "fixed-point": FixedPoint(),
     "float16": Float16(),
 }
-PRUNING_METHODS = ("magnitude", "structured", "n:m")
+PRUNING_METHODS = ("magnitude", "structured", "n:m", "structured-heads", "layers")
 RUNTIMES: dict[str, Runtime] = {
     "simulated": Simulated(),
     "simulated-huffman": Simulated(coding="huffman"),
@@ -130,8 +131,12 @@ def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | No
         return dataclasses.replace(pruning, sparsity=sparsity)
     if pruning in ("structured", "channels"):
         return ChannelPruning(ratio=sparsity)
+    if pruning == "structured-heads":  # a transformer's attention heads at the same ratio as its neurons
+        return ChannelPruning(ratio=sparsity, heads=True)
     if isinstance(pruning, ChannelPruning):
         return dataclasses.replace(pruning, ratio=sparsity)
+    if pruning == "layers" or isinstance(pruning, LayerPruning):  # the fraction of removable blocks dropped
+        return LayerPruning(ratio=sparsity)
     if pruning in ("n:m", "nm") or isinstance(pruning, NMPruning):
         m = pruning.m if isinstance(pruning, NMPruning) else 4
         n = round((1 - sparsity) * m)
@@ -196,6 +201,10 @@ def check_layer_names(model: nn.Module | bytes, recipe: Recipe) -> None:
     from squeezelab.engine.pruning import _chosen
 
     known = [name for name, _ in _chosen(model, None)]
+    if isinstance(recipe.pruning, ChannelPruning):  # an attention module's setting is its fraction of heads
+        from squeezelab.engine._attention import attention_modules
+
+        known += list(attention_modules(model))
     unknown = sorted({item.name for item in recipe.layers} - set(known))
     if unknown:
         raise ConfigError(
@@ -282,7 +291,8 @@ def sweep(
             ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
         quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
             ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
-        pruning: ``"magnitude"``, ``"structured"`` (channels removed) or ``"n:m"``, or a config.
+        pruning: ``"magnitude"``, ``"structured"`` (channels and neurons removed), ``"structured-heads"``
+            (attention heads too), ``"layers"`` (whole blocks removed) or ``"n:m"``, or a config.
         runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
             less), ``"int8-dynamic"``, ``"int8-static"``, or a Runtime config.

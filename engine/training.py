@@ -20,7 +20,7 @@ Examples:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,15 @@ import torch
 from torch import nn
 
 from squeezelab.engine._copy import copy_model
-from squeezelab.engine.data import as_numpy, iter_batches
 from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.inputs import Inputs, is_array
+from squeezelab.engine.outputs import OutputSelector, check_selector, select_output
 from squeezelab.engine.labels import as_class_indices
 from squeezelab.engine.latency import torch_threads
 from squeezelab.engine.pruning import prune_
 from squeezelab.engine.quantize_model import FilterFn
 from squeezelab.engine.recipe import MagnitudePruning
+from squeezelab.engine.samples import Samples, _is_pair as _pair_form, _one_batch, read_samples
 
 __all__ = ["Distillation", "GradualPruning", "finetune"]
 
@@ -87,12 +89,19 @@ class GradualPruning:
         return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
 
 
+_CRITERIA = ("kl", "mse", "cosine")
+
+
 @dataclass(frozen=True)
 class Distillation:
-    """Knowledge distillation (Hinton et al. 2015): learn from a teacher's softened outputs.
+    """Knowledge distillation: learn from a teacher's outputs.
 
+    ``criterion="kl"`` (Hinton et al. 2015), for class scores:
     ``loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * task_loss``,
     the ``T^2`` keeping gradient magnitudes comparable across temperatures.
+    ``"mse"`` and ``"cosine"`` (1 - cosine along the last axis, averaged) match outputs such as
+    sentence embeddings; ``temperature`` does not apply to them. Without targets (an embedding
+    model's unlabelled sentences) only the teacher term exists: use ``alpha=1.0``.
 
     >>> import torch
     >>> d = Distillation(teacher=torch.nn.Identity(), temperature=2.0, alpha=1.0)
@@ -104,6 +113,7 @@ class Distillation:
     teacher: nn.Module
     temperature: float = 4.0
     alpha: float = 0.9
+    criterion: str = "kl"
 
     def __post_init__(self) -> None:
         if not isinstance(self.teacher, nn.Module):
@@ -112,35 +122,74 @@ class Distillation:
             raise ConfigError(f"Distillation: temperature={self.temperature!r} must be > 0.")
         if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
             raise ConfigError(f"Distillation: alpha={self.alpha!r} must be in [0, 1].")
+        if self.criterion not in _CRITERIA:
+            raise ConfigError(
+                f"Distillation: criterion={self.criterion!r}; use 'kl' (class scores), 'mse' or 'cosine' (embeddings)."
+            )
 
-    def loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, task_loss: Loss) -> torch.Tensor:
+    def match(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The teacher term alone."""
+        if self.criterion == "mse":
+            return nn.functional.mse_loss(student, teacher)
+        if self.criterion == "cosine":
+            return (1.0 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
         t = self.temperature
-        soft = nn.functional.kl_div(
+        return nn.functional.kl_div(
             nn.functional.log_softmax(student / t, dim=-1),
             nn.functional.log_softmax(teacher / t, dim=-1),
             reduction="batchmean",
             log_target=True,
         ) * (t * t)
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None, task_loss: Loss) -> torch.Tensor:
+        soft = self.match(student, teacher)
         if self.alpha == 1.0:
             return soft
         return self.alpha * soft + (1.0 - self.alpha) * task_loss(student, targets)
 
 
-def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator):
-    """(x, y) tensor batches: arrays are shuffled with ``gen``; loaders are used as given."""
-    if _is_array_pair(train_data):
-        x, y = (torch.from_numpy(np.ascontiguousarray(as_numpy(d))) for d in train_data)
-        if len(x) != len(y) or len(x) == 0:
-            raise DataError(f"train_data has {len(x)} inputs and {len(y)} targets; pass (x, y) of equal, non-zero length.")
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch_size):
+def _is_pair(train_data: Any) -> bool:
+    """``(inputs, targets)`` (a list of two counts too, as it always has here); inputs in any form."""
+    return isinstance(train_data, (tuple, list)) and len(train_data) == 2 and _pair_form(tuple(train_data))
+
+
+def _in_memory(train_data: Any, what: str = "train_data") -> Samples | None:
+    """Data held in memory (a pair, a mapping, an array), read once to be shuffled; None for loaders."""
+    if isinstance(train_data, Samples):
+        return train_data
+    if _is_pair(train_data):
+        x, y = train_data
+        n_x = len(Inputs.of(x, what)) if y is not None else None
+        if y is not None and n_x != len(y):
+            raise DataError(f"train_data has {n_x} inputs and {len(y)} targets; pass (x, y) of equal, non-zero length.")
+        return read_samples(tuple(train_data), what)
+    if isinstance(train_data, Mapping) or is_array(train_data):
+        return read_samples(train_data, what)
+    return None
+
+
+def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
+    """(inputs, targets) batches: in-memory data shuffled with ``gen``; loaders are used as given."""
+    samples = _in_memory(train_data)
+    if samples is not None:
+        order = torch.randperm(len(samples), generator=gen).numpy()
+        for i in range(0, len(samples), batch_size):
             idx = order[i : i + batch_size]
-            yield x[idx].float(), y[idx]
+            targets = None if samples.targets is None else torch.from_numpy(np.ascontiguousarray(samples.targets[idx]))
+            yield samples.inputs.take(idx), targets
         return
     if isinstance(train_data, torch.utils.data.Dataset) and hasattr(train_data, "__len__"):
         train_data = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
-    for xb, yb in iter_batches(train_data, batch_size):
-        yield torch.from_numpy(np.ascontiguousarray(xb)).float(), torch.from_numpy(np.ascontiguousarray(yb))
+    if not isinstance(train_data, Iterable):
+        raise DataError(f"cannot read train_data of type {type(train_data).__name__}; pass (inputs, targets), a Dataset or a DataLoader.")
+    for item in train_data:
+        inputs, targets = _one_batch(item, "train_data")
+        yield inputs, None if targets is None else torch.from_numpy(np.ascontiguousarray(targets))
+
+
+def _forward(model: nn.Module, inputs: Inputs, output: OutputSelector) -> torch.Tensor:
+    args, kwargs = inputs.torch()
+    return select_output(model(*args, **kwargs), output)
 
 
 def finetune(
@@ -158,11 +207,15 @@ def finetune(
     threads: int | None = None,
     progress: bool = False,
     on_step: Callable[[int, nn.Module], None] | None = None,
+    output: OutputSelector = None,
 ) -> nn.Module:
     """A fine-tuned copy of ``model``; ``model`` itself is unchanged.
 
     Args:
-        train_data: ``(x, y)`` arrays (shuffled each epoch with ``seed``), a Dataset or a DataLoader.
+        train_data: ``(inputs, targets)`` held in memory (shuffled each epoch with ``seed``; inputs a
+            tensor or array, a tuple of them or a dict of keyword inputs; targets ``None`` when
+            distilling without labels), a mapping of inputs with ``"labels"``, a Dataset or a
+            DataLoader yielding any of those forms.
         optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; default Adam, lr 1e-3.
         loss: ``loss(outputs, targets) -> scalar``; default cross-entropy.
         schedule: ``GradualPruning`` to raise sparsity during training.
@@ -171,6 +224,8 @@ def finetune(
         threads: PyTorch threads while training (restored afterwards); None leaves them.
         progress: show a tqdm progress bar.
         on_step: ``on_step(step, model)`` after every optimizer step (for logging or tests).
+        output: the output trained (and matched to the teacher's): None (the first tensor), a key,
+            an index or a callable, as for ``compress``.
 
     Raises:
         DataError: with the default cross-entropy, labels that are not class indices in
@@ -187,10 +242,14 @@ def finetune(
         raise ConfigError(f"distill={distill!r}; use Distillation(teacher=..., temperature=..., alpha=...).")
     if schedule is not None and not isinstance(schedule, GradualPruning):
         raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
+    check_selector(output)
     work = copy_model(model)
     # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
     class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
-    all_labels = _array_labels(train_data) if class_targets else None
+    in_memory = _in_memory(train_data)
+    if in_memory is not None:
+        _check_targets_present(in_memory.targets is not None, distill)
+    all_labels = in_memory.targets if class_targets and in_memory is not None else None
     loss = loss or nn.functional.cross_entropy
     with torch.random.fork_rng(devices=[]), torch_threads(threads):
         torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
@@ -206,17 +265,20 @@ def finetune(
             _prune_to(work, schedule, 0, filter_fn)
         work.train()
         for _ in range(epochs):
-            for xb, yb in _shuffled_batches(train_data, batch_size, gen):
+            for xb, yb in _shuffled_batches(train_data if in_memory is None else in_memory, batch_size, gen):
+                if step == 0:
+                    _check_targets_present(yb is not None, distill)
                 opt.zero_grad()
-                yb = yb.long() if not yb.is_floating_point() else yb
-                out = work(xb)
+                if yb is not None and not yb.is_floating_point():
+                    yb = yb.long()
+                out = _forward(work, xb, output)
                 if class_targets:
                     if all_labels is not None and step == 0:  # every label, before the first step
                         _check_class_targets(out, all_labels)
                     yb = _check_class_targets(out, yb)
                 if distill is not None:
                     with torch.no_grad():
-                        teacher_out = distill.teacher(xb)
+                        teacher_out = _forward(distill.teacher, xb, output)
                     distill.loss(out, teacher_out, yb, loss).backward()
                 else:
                     loss(out, yb).backward()
@@ -240,13 +302,20 @@ def finetune(
     return work.eval()
 
 
-def _is_array_pair(train_data: Any) -> bool:
-    return isinstance(train_data, (tuple, list)) and len(train_data) == 2 and not isinstance(train_data[0], (tuple, list))
-
-
-def _array_labels(train_data: Any) -> np.ndarray | None:
-    """The labels of ``(x, y)`` array data (all known up front); None for a Dataset or DataLoader."""
-    return as_numpy(train_data[1]) if _is_array_pair(train_data) else None
+def _check_targets_present(has_targets: bool, distill: Distillation | None) -> None:
+    """Without targets only a teacher can say what to learn, and only its own term exists."""
+    if has_targets:
+        return
+    if distill is None:
+        raise DataError(
+            "train_data has no targets; pass (inputs, targets), or learn a teacher's outputs without labels with "
+            "distill=Distillation(teacher=..., criterion='cosine' (or 'mse', 'kl'), alpha=1.0)."
+        )
+    if distill.alpha != 1.0:
+        raise ConfigError(
+            f"Distillation(alpha={distill.alpha}) mixes in a task loss on targets, and train_data has none; "
+            "pass alpha=1.0 to learn the teacher's outputs alone."
+        )
 
 
 def _check_class_targets(out: torch.Tensor, targets: Any) -> Any:

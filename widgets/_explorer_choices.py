@@ -29,7 +29,13 @@ QUANTIZATION_CHOICES = [
     ("fixed point", "fixed-point"),
     ("float16", "float16"),
 ]
-PRUNING_CHOICES = [("magnitude (unstructured)", "magnitude"), ("structured (channels removed)", "structured"), ("N:M (of 4)", "n:m")]
+PRUNING_CHOICES = [
+    ("magnitude (unstructured)", "magnitude"),
+    ("structured (channels removed)", "structured"),
+    ("N:M (of 4)", "n:m"),
+    ("structured, attention heads too", "structured-heads"),
+    ("whole layers removed", "layers"),
+]
 RUNTIME_CHOICES = [
     ("simulated (packed file)", "simulated"),
     ("simulated, Deep-Compression coded", "simulated-huffman"),

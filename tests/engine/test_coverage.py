@@ -68,7 +68,7 @@ def test_a_model_without_eligible_layers_is_refused_before_export(recipe, step, 
     message = str(info.value)
     assert f"the {step} step" in message and "would change nothing" in message
     assert "Tokens has none (its layers with parameters: Embedding, LayerNorm)" in message and "filter_fn=" in message
-    assert ("Conv2d and Linear" if "channels" in recipe.label else "Linear and Conv1d/2d/3d") in message
+    assert ("Conv and Linear" if "channels" in recipe.label else "Linear and Conv1d/2d/3d") in message
 
 
 def test_a_filter_that_accepts_the_embedding_quantizes_it():

@@ -115,3 +115,38 @@ def test_distillation_pulls_the_student_towards_the_teacher(digits_cnn, digits_m
         sl.Distillation(teacher=teacher, alpha=2)
     with pytest.raises(sl.ModelError, match="teacher must be a torch.nn.Module"):
         sl.Distillation(teacher="cnn.pt")
+
+
+class TwoInputs(torch.nn.Module):
+    """Keyword inputs and a dict output, as a Hugging Face model has."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = torch.nn.Linear(4, 3), torch.nn.Linear(2, 3)
+
+    def forward(self, left, right):
+        logits = self.a(left) + self.b(right)
+        return {"hidden": logits.tanh(), "logits": logits}
+
+
+def test_every_data_form_trains_the_same_and_output_chooses_what_is_trained():
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(48, 4, generator=g), torch.randn(48, 2, generator=g)
+    y = (left[:, 0] > 0).long() + (right[:, 0] > 0).long()
+    model, args = TwoInputs(), dict(epochs=2, batch_size=16, seed=0, output="logits")
+    as_dict = sl.finetune(model, ({"left": left, "right": right}, y), **args)
+    as_tuple = sl.finetune(model, ((left, right), y), **args)
+    with_labels = sl.finetune(model, {"left": left, "right": right, "labels": y}, **args)
+    assert state_hash(as_dict) == state_hash(as_tuple) == state_hash(with_labels) != state_hash(model)
+    loss = lambda m: torch.nn.functional.cross_entropy(m(left, right)["logits"], y).item()  # noqa: E731
+    assert loss(as_dict) < loss(model)
+    teacher = TwoInputs()
+    with torch.no_grad():
+        teacher.a.weight.add_(1.0)
+    hidden = sl.finetune(model, ({"left": left, "right": right}, None), epochs=5, batch_size=16, output="hidden",
+                         distill=sl.Distillation(teacher=teacher, criterion="mse", alpha=1.0))
+    gap = lambda m: ((m(left, right)["hidden"] - teacher(left, right)["hidden"]) ** 2).mean().item()  # noqa: E731
+    assert gap(hidden) < gap(model)
+    with pytest.raises(sl.ConfigError, match="criterion='l2'; use 'kl' .*'mse' or 'cosine'"):
+        sl.Distillation(teacher=teacher, criterion="l2")
