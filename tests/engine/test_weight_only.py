@@ -209,3 +209,50 @@ def test_quantizer_import_leaves_the_root_logger_alone():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.split() == ["0", str(logging.WARNING)]
     assert "[INFO]" not in done.stderr
+
+
+# --------------------------------------------------------------------------- sweep, explorer, search
+
+
+def test_grid_recipe_maps_bits_to_weight_only_widths():
+    from squeezelab.engine.sweeping import grid_recipe
+
+    assert grid_recipe(4, runtime="weight-only").runtime == WeightOnly(bits=4)
+    assert grid_recipe(8, runtime=WeightOnly(block_size=64, method="rtn")).runtime == WeightOnly(bits=8, block_size=64)
+    assert grid_recipe(32, runtime="weight-only") == Recipe()
+    with pytest.raises(ConfigError, match="bits=3 with runtime WeightOnly.*4 or 8"):
+        grid_recipe(3, runtime="weight-only")
+
+
+def test_sweep_over_weight_only_widths(digits_mlp, tmp_path):
+    model, split = digits_mlp
+    x, y = split.test
+    s = sl.sweep(model, (x[:100], y[:100]), bits=(8, 4), sparsity=(0.0,), runtime="weight-only", cache=tmp_path, progress=False, rounds=0)
+    table = s.table.set_index("label")
+    assert list(table.index) == ["fp32", "weightonly8-b32-rtn", "weightonly4-b32-rtn"]
+    assert table["executable"].all()
+    assert table.loc["weightonly4-b32-rtn", "size_bytes"] < table.loc["weightonly8-b32-rtn", "size_bytes"] < table.loc["fp32", "size_bytes"]
+    assert table.loc["weightonly8-b32-rtn", "accuracy_drop"] <= 0.01  # 8-bit blocks: the digits MLP keeps its accuracy
+
+
+def test_explorer_offers_weight_only_and_builds_its_recipe():
+    from squeezelab.widgets._explorer_choices import RUNTIME_CHOICES, control_recipe
+
+    # (not offered for an ONNX file: its bit-width slider is disabled, and the width is the choice here)
+    assert "weight-only" in [v for _, v in RUNTIME_CHOICES]
+    assert control_recipe(4, 0.0, "linear-symmetric", "magnitude", "weight-only").label == "weightonly4-b32-rtn"
+    assert control_recipe(8, 0.5, "linear-symmetric", "magnitude", "weight-only").label == "magnitude50%-layer + weightonly8-b32-rtn"
+    with pytest.raises(ConfigError, match="4 or 8"):
+        control_recipe(3, 0.0, "linear-symmetric", "magnitude", "weight-only")
+
+
+def test_search_takes_weight_only_for_latency_and_refuses_it_for_size(digits_mlp, tmp_path):
+    model, split = digits_mlp
+    x, y = split.test
+    data = (x[:120], y[:120])
+    with pytest.raises(ConfigError, match="objective='latency'"):
+        sl.search(model, data, runtime=WeightOnly(), cache=False, progress=False)
+    result = sl.search(model, data, objective="latency", runtime=WeightOnly(bits=8), sparsity=(0.0, 0.25), max_accuracy_drop=0.05,
+                       time_budget_s=60, cache=tmp_path, progress=False)
+    assert result.recipe.runtime == WeightOnly(bits=8) or result.recipe == Recipe()
+    assert result.trail["label"].str.contains("weightonly8").all() and result.row["accuracy_drop"] <= 0.05
