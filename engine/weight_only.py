@@ -245,9 +245,11 @@ def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[b
             f"{runtime.label}: embeddings={runtime.embeddings} asks for embedding tables in 4 bits, and the graph "
             "has none (no Gather of a constant 2-D weight). Drop embeddings=."
         )
+    if tables:
+        model = _at_opset_21(model)
     with _quiet_quantizer():
         model = _run_quantizer(model, _algorithm_config(runtime), "MatMul", matmuls)
-        if tables:  # opset 21 and IR 10 follow: the int4 table type needs them
+        if tables:
             model = _run_quantizer(model, _embedding_config(runtime), "Gather", tables)
     counts = _op_counts(model)
     if counts.get("MatMulNBits", 0) == 0:
@@ -259,6 +261,31 @@ def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[b
         "embedding_tables_quantized": counts.get("GatherBlockQuantized", 0),
     }
     return model.SerializeToString(), choices
+
+
+def _at_opset_21(model: Any) -> Any:
+    """The graph converted to opset 21 (IR 10), which the int4 embedding tables need.
+
+    ONNX Runtime's quantizer only relabels the opset when it writes int4 tables, which leaves ops whose
+    signature changed since (``ReduceL2``'s ``axes`` became an input in opset 18) invalid; the ONNX
+    version converter rewrites them. Done before quantizing: it knows no contrib op.
+    """
+    import onnx
+    from onnx import version_converter
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is not None and opset >= 21:
+        return model
+    try:
+        converted = version_converter.convert_version(model, 21)
+    except Exception as exc:  # the converter raises several types
+        raise ExportError(
+            f"embedding tables in 4 bits need opset 21 and the ONNX version converter could not take this graph "
+            f"from opset {opset} to 21 ({exc}); export with opset=21, or drop embeddings= (tables stay float32)."
+        ) from exc
+    converted.ir_version = max(converted.ir_version, 10)
+    onnx.checker.check_model(converted)
+    return converted
 
 
 def _op_counts(model: Any) -> dict[str, int]:

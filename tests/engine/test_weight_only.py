@@ -256,3 +256,25 @@ def test_search_takes_weight_only_for_latency_and_refuses_it_for_size(digits_mlp
                        time_budget_s=60, cache=tmp_path, progress=False)
     assert result.recipe.runtime == WeightOnly(bits=8) or result.recipe == Recipe()
     assert result.trail["label"].str.contains("weightonly8").all() and result.row["accuracy_drop"] <= 0.05
+
+
+class _Encoder(nn.Module):
+    """Embedding -> Linear -> unit vector: a Gather table and a ReduceL2 (whose signature changed in opset 18)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.table, self.proj = nn.Embedding(100, 64), nn.Linear(64, 32)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.proj(self.table(ids)).mean(1), dim=-1)
+
+
+def test_four_bit_tables_convert_the_graph_to_opset_21_so_every_op_stays_valid():
+    model, ids = _Encoder().eval(), torch.randint(0, 100, (16, 6), generator=torch.Generator().manual_seed(2))
+    c = sl.compress(model, Recipe(runtime=WeightOnly(embeddings=4)), example_inputs=ids[:1], opset=17)
+    assert c.details["opset"] == 21 and len(_nodes(c, "GatherBlockQuantized")) == 1 and len(_nodes(c, "MatMulNBits")) == 1
+    onnx.checker.check_model(onnx.load_from_string(c.onnx_bytes))
+    with torch.no_grad():
+        expected = model(ids).numpy()
+    assert _cosine(c.predict(ids.numpy()), expected).mean() > 0.98
