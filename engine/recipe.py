@@ -571,7 +571,7 @@ class WeightOnly(Runtime):
         block_size: 16, 32, 64 or 128 weights per scale.
         method: ``"rtn"`` (round to nearest, ONNX Runtime's default quantizer) or ``"hqq"``
             (Half-Quadratic Quantization: optimised scales and zero points, no calibration data;
-            asymmetric only).
+            asymmetric and 4-bit only: its float zero points have no 8-bit CPU kernel).
         symmetric: no zero points (smaller file, usually a little less faithful).
         embeddings: ``None`` keeps embedding tables (``Gather`` of a weight) float32; ``4`` stores
             them in ``GatherBlockQuantized`` at 4 bits (round to nearest, whatever ``method``).
@@ -603,6 +603,11 @@ class WeightOnly(Runtime):
             )
         self._check_method()
         _check_bool("WeightOnly", "symmetric", self.symmetric)
+        if self.method == "hqq" and self.bits == 8:
+            raise ConfigError(
+                "WeightOnly: method='hqq' with bits=8 has no CPU kernel (ONNX Runtime's MatMulNBits takes 8-bit "
+                "weights only with uint8 zero points, and HQQ's are float); use method='rtn' for 8 bits, or bits=4 with 'hqq'."
+            )
         if self.method == "hqq" and self.symmetric:
             raise ConfigError(
                 "WeightOnly: method='hqq' optimises a zero point per block, so symmetric=True is not allowed; "

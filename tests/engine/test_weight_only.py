@@ -71,6 +71,7 @@ def bert():
         ({"method": "gptq"}, ["'gptq'", "Neural Compressor", "calibration", "'rtn', 'hqq'"]),
         ({"method": "awq"}, ["'awq'", "not supported", "'rtn', 'hqq'"]),
         ({"method": "hqq", "symmetric": True}, ["hqq", "symmetric=True", "symmetric=False"]),
+        ({"method": "hqq", "bits": 8}, ["hqq", "bits=8", "no CPU kernel", "method='rtn'"]),
         ({"symmetric": "yes"}, ["symmetric='yes'", "True or False"]),
         ({"embeddings": 8}, ["embeddings=8", "4 bits only", "Int8Dynamic"]),
     ],
