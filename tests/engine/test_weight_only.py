@@ -279,3 +279,18 @@ def test_four_bit_tables_convert_the_graph_to_opset_21_so_every_op_stays_valid()
     with torch.no_grad():
         expected = model(ids).numpy()
     assert _cosine(c.predict(ids.numpy()), expected).mean() > 0.98
+
+
+def test_rtn_error_stays_within_half_a_quantization_step_per_block():
+    # Round to nearest over blocks of 32 input weights, 16 levels spanning each block's range (0 included
+    # or not): each weight moves by at most half a step, range / 15 / 2, so |y_q - y| <= sum_k |x_k| * that.
+    torch.manual_seed(3)
+    layer = nn.Linear(96, 40, bias=False).eval()
+    x = torch.randn(16, 96)
+    c = sl.compress(layer, Recipe(runtime=WeightOnly(bits=4, block_size=32)), example_inputs=x[:1])
+    w = layer.weight.detach().numpy().T.reshape(3, 32, 40)  # (blocks, 32, N): K split into blocks of 32
+    half_step = (np.maximum(w.max(1), 0) - np.minimum(w.min(1), 0)) / 15 / 2  # (blocks, N)
+    bound = np.abs(x.numpy()).reshape(16, 3, 32).sum(2) @ half_step  # (16, N)
+    error = np.abs(c.predict(x.numpy()) - layer(x).detach().numpy())
+    assert (error <= bound + 1e-4).all()
+    assert error.max() > 1e-3  # the weights really are 4-bit, not float
