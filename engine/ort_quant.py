@@ -2,7 +2,8 @@
 
 ``onnxruntime.quantization`` does the quantization (dynamic, and static QDQ
 with MinMax / Percentile / Entropy calibration); float16 conversion uses
-``onnxruntime.transformers.float16``. squeezelab only chooses the arguments,
+``onnxruntime.transformers.float16``; 4/8-bit weight-only models go through
+``engine.weight_only`` (``MatMulNBits``). squeezelab only chooses the arguments,
 feeds calibration batches, and keeps every temporary file in a temporary
 directory.
 """

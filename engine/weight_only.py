@@ -209,7 +209,8 @@ def _embedding_config(runtime: WeightOnly) -> Any:
 
 def _run_quantizer(model: Any, config: Any, op_type: str, chosen: list[str]) -> Any:
     """ONNX Runtime's quantizer over ``chosen`` ``op_type`` nodes only (every other one excluded by name)."""
-    others = [node.name for node in model.graph.node if node.op_type == op_type and node.name not in set(chosen)]
+    keep = set(chosen)
+    others = [node.name for node in model.graph.node if node.op_type == op_type and node.name not in keep]
     quantizer = _quantizer_module().MatMulNBitsQuantizer(model, algo_config=config, nodes_to_exclude=others)
     quantizer.process()
     return quantizer.model.model
@@ -236,17 +237,18 @@ def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[b
 
     model, rewritten = gemm_to_matmul(onnx.load_from_string(onnx_bytes))
     _name_nodes(model.graph)
-    matmuls = _eligible(model.graph, "MatMul")
-    if not matmuls:
+    if not _eligible(model.graph, "MatMul"):
         _refuse_nothing_eligible(model, runtime)
-    tables = _eligible(model.graph, "Gather") if runtime.embeddings else []
-    if runtime.embeddings and not tables:
-        raise ConfigError(
-            f"{runtime.label}: embeddings={runtime.embeddings} asks for embedding tables in 4 bits, and the graph "
-            "has none (no Gather of a constant 2-D weight). Drop embeddings=."
-        )
-    if tables:
+    if runtime.embeddings:
+        if not _eligible(model.graph, "Gather"):
+            raise ConfigError(
+                f"{runtime.label}: embeddings={runtime.embeddings} asks for embedding tables in 4 bits, and the graph "
+                "has none (no Gather of a constant 2-D weight). Drop embeddings=."
+            )
         model = _at_opset_21(model)
+        _name_nodes(model.graph)  # the converter may add nodes (e.g. the axes of a ReduceL2) without names
+    matmuls = _eligible(model.graph, "MatMul")
+    tables = _eligible(model.graph, "Gather") if runtime.embeddings else []
     with _quiet_quantizer():
         model = _run_quantizer(model, _algorithm_config(runtime), "MatMul", matmuls)
         if tables:
