@@ -74,6 +74,7 @@ _LAZY = {
     "Float16": "squeezelab.engine.recipe",
     "Int8Dynamic": "squeezelab.engine.recipe",
     "Int8Static": "squeezelab.engine.recipe",
+    "WeightOnly": "squeezelab.engine.recipe",
     "KMeansQuantization": "squeezelab.engine.recipe",
     "LinearQuantization": "squeezelab.engine.recipe",
     "MinMax": "squeezelab.engine.recipe",
@@ -167,6 +168,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
         PerTensor,
         Recipe,
         Simulated,
+        WeightOnly,
     )
 
 # The public names, listed once: the lazy map is the list.

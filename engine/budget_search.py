@@ -46,6 +46,7 @@ from squeezelab.engine.recipe import (
     Recipe,
     Runtime,
     Simulated,
+    WeightOnly,
 )
 
 __all__ = ["search", "SearchResult"]
@@ -173,7 +174,8 @@ def search(
         bits, sparsity: the values each layer may take (``bits`` only for ``"size"``): one value
             or a non-empty list each.
         quantization: the weight quantizer whose width is chosen per layer.
-        runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency.
+        runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency;
+            ``WeightOnly(...)`` with ``objective="latency"`` (channel pruning, then 4/8-bit weights).
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks
             kept); the result's ``model`` is then the fine-tuned copy the recipe applies to.
@@ -206,6 +208,13 @@ def search(
     if objective == "latency" and not any(s < 0.95 for s in sparsity):
         raise ConfigError(f"sparsity={list(sparsity)!r}: channel pruning (objective='latency') takes ratios below 0.95.")
     runtime = runtime or (Simulated(coding="huffman") if objective == "size" else Onnx())
+    if isinstance(runtime, WeightOnly) and objective != "latency":
+        # MatMulNBits takes one width for the whole graph, and a size search chooses a width per layer.
+        raise ConfigError(
+            f"search(runtime={runtime.label}) needs objective='latency' (channels removed per layer, then "
+            "every Linear stored by WeightOnly); objective='size' chooses per-layer widths of a simulated "
+            "quantizer. For one 4-bit model, compress(model, Recipe(runtime=WeightOnly())) or sweep(..., runtime='weight-only')."
+        )
     bits = tuple(sorted(set(bits), reverse=True))
     sparsity = tuple(sorted(set(sparsity)))
     repeats = 20 if objective == "latency" else 0

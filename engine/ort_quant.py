@@ -2,7 +2,8 @@
 
 ``onnxruntime.quantization`` does the quantization (dynamic, and static QDQ
 with MinMax / Percentile / Entropy calibration); float16 conversion uses
-``onnxruntime.transformers.float16``. squeezelab only chooses the arguments,
+``onnxruntime.transformers.float16``; 4/8-bit weight-only models go through
+``engine.weight_only`` (``MatMulNBits``). squeezelab only chooses the arguments,
 feeds calibration batches, and keeps every temporary file in a temporary
 directory.
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 from squeezelab.engine.cpu import default_reduce_range
 from squeezelab.engine.errors import CalibrationError
-from squeezelab.engine.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe
+from squeezelab.engine.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe, WeightOnly
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
 
@@ -219,6 +220,13 @@ _CONVERSIONS: dict[type, _Convert] = {
 }
 
 
+def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.weight_only import quantize_weight_only_onnx, weight_only_choices
+
+    converted, facts = quantize_weight_only_onnx(onnx_bytes, recipe.runtime)
+    return converted, {**weight_only_choices(recipe.runtime), **facts}
+
+
 def convert_onnx(
     onnx_bytes: bytes, recipe: Recipe, feeds: Sequence[dict[str, np.ndarray]] | None
 ) -> tuple[bytes, dict[str, Any]]:
@@ -226,21 +234,31 @@ def convert_onnx(
     details: dict[str, Any] = {}
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         details["reduce_range"] = resolve_reduce_range(recipe.runtime)
+    if isinstance(recipe.runtime, WeightOnly):  # its conversion reports what it rewrote and quantized
+        return _convert_weight_only(onnx_bytes, recipe)
     return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds), details
 
 
 def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
     """Opset, op counts, and the fractions of weight elements (initializers of rank >= 2) stored as
-    int8 (``int8_weight_fraction``) and below 32 bits (``quantized_weight_fraction``: int8 or float16)."""
+    int8 (``int8_weight_fraction``) and below 32 bits (``quantized_weight_fraction``: int8, 4-bit or float16).
+
+    Weights packed by ``MatMulNBits``/``GatherBlockQuantized`` count as the K x N values they hold (their
+    scales and zero points not at all); ``nbits_weight_fraction`` is their share.
+    """
     import onnx
+
+    from squeezelab.engine.weight_only import nbits_weight_elements
 
     proto = onnx.load_from_string(onnx_bytes)
     tp = onnx.TensorProto
     int8_types = {tp.INT8, tp.UINT8}
     low_types = int8_types | {tp.FLOAT16, tp.BFLOAT16, tp.INT4, tp.UINT4}
-    int8 = low = total = 0
+    nbits, packed = nbits_weight_elements(proto.graph)
+    int8 = nbits.get(8, 0)
+    low = total = sum(nbits.values())
     for init in proto.graph.initializer:
-        if len(init.dims) >= 2:
+        if len(init.dims) >= 2 and init.name not in packed:
             n = 1
             for d in init.dims:
                 n *= d
@@ -253,4 +271,5 @@ def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
         "op_counts": dict(Counter(node.op_type for node in proto.graph.node)),
         "int8_weight_fraction": int8 / total if total else 0.0,
         "quantized_weight_fraction": low / total if total else 0.0,
+        "nbits_weight_fraction": sum(nbits.values()) / total if total else 0.0,
     }

@@ -47,6 +47,7 @@ __all__ = [
     "Int8Dynamic",
     "Int8Static",
     "Simulated",
+    "WeightOnly",
     "MinMax",
     "Percentile",
     "Entropy",
@@ -638,6 +639,100 @@ class Simulated(Runtime):
             raise ConfigError(f"Simulated: coding={self.coding!r}; use 'packed' or 'huffman'.")
 
 
+# WeightOnly's choices. ONNX Runtime 1.32's MatMulNBits quantizer also names "gptq" and "k_quant"
+# (both through Intel Neural Compressor, not a dependency; GPTQ needs calibration data too) and 2 bits
+# (no CPU kernel measured here): refused with the reason rather than offered.
+WEIGHT_ONLY_BITS = (4, 8)
+WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128)
+WEIGHT_ONLY_METHODS = ("rtn", "hqq")
+_REFUSED_METHODS = {
+    "gptq": "ONNX Runtime runs GPTQ through Intel Neural Compressor (not installed with squeezelab) and "
+    "needs calibration data",
+    "k_quant": "ONNX Runtime runs k-quant through Intel Neural Compressor (not installed with squeezelab)",
+}
+
+
+@_register
+@dataclass(frozen=True, kw_only=True)
+class WeightOnly(Runtime):
+    """ONNX Runtime weight-only quantization: 4- or 8-bit block-quantized weights in ``MatMulNBits``.
+
+    Activations stay float; each block of ``block_size`` weights along the input dimension has its own
+    scale (and zero point unless ``symmetric``). Built by ONNX Runtime's ``MatMulNBitsQuantizer``; a
+    2-D ``nn.Linear`` (exported as ``Gemm``) is rewritten to ``MatMul`` first so it qualifies.
+
+    Args:
+        bits: 4 or 8.
+        block_size: 16, 32, 64 or 128 weights per scale.
+        method: ``"rtn"`` (round to nearest, ONNX Runtime's default quantizer) or ``"hqq"``
+            (Half-Quadratic Quantization: optimised scales and zero points, no calibration data;
+            asymmetric and 4-bit only: its float zero points have no 8-bit CPU kernel).
+        symmetric: no zero points (smaller file, usually a little less faithful).
+        embeddings: ``None`` keeps embedding tables (``Gather`` of a weight) float32; ``4`` stores
+            them in ``GatherBlockQuantized`` at 4 bits (round to nearest, whatever ``method``).
+            ONNX Runtime 1.32's quantizer writes ``GatherBlockQuantized`` at 4 bits only.
+
+    Examples:
+        >>> WeightOnly().label
+        'weightonly4-b32-rtn'
+        >>> WeightOnly(bits=8, block_size=128, symmetric=True, embeddings=4).label
+        'weightonly8-b128-rtn-sym-emb4'
+    """
+
+    bits: int = 4
+    block_size: int = 32
+    method: str = "rtn"
+    symmetric: bool = False
+    embeddings: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bits, bool) or self.bits not in WEIGHT_ONLY_BITS:
+            raise ConfigError(
+                f"WeightOnly: bits={self.bits!r} is not allowed; ONNX Runtime's MatMulNBits runs bits "
+                f"{' or '.join(map(str, WEIGHT_ONLY_BITS))}. Use runtime=Simulated() to study other widths."
+            )
+        if isinstance(self.block_size, bool) or self.block_size not in WEIGHT_ONLY_BLOCK_SIZES:
+            raise ConfigError(
+                f"WeightOnly: block_size={self.block_size!r} is not allowed; use one of "
+                f"{', '.join(map(str, WEIGHT_ONLY_BLOCK_SIZES))} (weights per scale; smaller is more faithful, larger is smaller)."
+            )
+        self._check_method()
+        _check_bool("WeightOnly", "symmetric", self.symmetric)
+        if self.method == "hqq" and self.bits == 8:
+            raise ConfigError(
+                "WeightOnly: method='hqq' with bits=8 has no CPU kernel (ONNX Runtime's MatMulNBits takes 8-bit "
+                "weights only with uint8 zero points, and HQQ's are float); use method='rtn' for 8 bits, or bits=4 with 'hqq'."
+            )
+        if self.method == "hqq" and self.symmetric:
+            raise ConfigError(
+                "WeightOnly: method='hqq' optimises a zero point per block, so symmetric=True is not allowed; "
+                "use symmetric=False with 'hqq', or method='rtn' for symmetric weights."
+            )
+        if self.embeddings is not None and (isinstance(self.embeddings, bool) or self.embeddings != 4):
+            raise ConfigError(
+                f"WeightOnly: embeddings={self.embeddings!r} is not allowed; use None (tables stay float32) or 4 "
+                "(GatherBlockQuantized). ONNX Runtime 1.32's quantizer writes embedding tables at 4 bits only; "
+                "Int8Dynamic(op_types=('MatMul', 'Gemm', 'Gather')) stores them in 8 bits."
+            )
+
+    def _check_method(self) -> None:
+        if self.method in WEIGHT_ONLY_METHODS:
+            return
+        why = _REFUSED_METHODS.get(self.method)
+        reason = f" ({why})" if why else ""
+        raise ConfigError(
+            f"WeightOnly: method={self.method!r} is not supported{reason}; use one of "
+            f"{', '.join(map(repr, WEIGHT_ONLY_METHODS))}."
+        )
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        """This configuration's short name: ``weightonly4-b32-rtn``."""
+        sym = "-sym" if self.symmetric else ""
+        emb = f"-emb{self.embeddings}" if self.embeddings else ""
+        return f"weightonly{self.bits}-b{self.block_size}-{self.method}{sym}{emb}"
+
+
 _NESTED: dict[tuple[str, str], type] = {
     ("LinearQuantization", "granularity"): _Config,
     ("Int8Static", "calibration"): Calibration,
@@ -716,11 +811,11 @@ class Recipe(_Config):
             )
         if not isinstance(rt, Runtime):
             raise ConfigError(
-                f"Recipe: runtime={rt!r}; use Onnx(), Int8Dynamic(), Int8Static() or Simulated()."
+                f"Recipe: runtime={rt!r}; use Onnx(), Int8Dynamic(), Int8Static(), WeightOnly() or Simulated()."
             )
-        if isinstance(rt, (Int8Dynamic, Int8Static)) and q is not None:
+        if isinstance(rt, (Int8Dynamic, Int8Static, WeightOnly)) and q is not None:
             raise ConfigError(
-                f"Recipe: {type(rt).__name__}() chooses its own int8 weight quantization, so "
+                f"Recipe: {type(rt).__name__}() chooses its own weight quantization, so "
                 f"quantization={q!r} cannot be combined with it; drop the quantization step, "
                 "or use runtime=Simulated() to study that quantizer."
             )
@@ -790,6 +885,8 @@ class Recipe(_Config):
             return self.quantization.bits
         if isinstance(self.runtime, (Int8Dynamic, Int8Static)):
             return 8
+        if isinstance(self.runtime, WeightOnly):
+            return self.runtime.bits
         return 32
 
     @property
@@ -813,6 +910,8 @@ class Recipe(_Config):
             act = "" if rt.activations == "int8" else "-u8act"
             ops = "" if rt.op_types is None else "-" + "+".join(o.lower() for o in rt.op_types)
             parts.append(f"int8-static-{rt.calibration.label}{pc}{act}{ops}{rr}")
+        elif isinstance(rt, WeightOnly):
+            parts.append(rt.label)
         if self.layers:
             parts.append(_layers_label(self.layers))
         if isinstance(rt, Simulated) and rt.coding == "huffman":

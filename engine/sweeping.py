@@ -45,6 +45,7 @@ from squeezelab.engine.recipe import (
     Recipe,
     Runtime,
     Simulated,
+    WeightOnly,
 )
 
 __all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
@@ -63,6 +64,7 @@ RUNTIMES: dict[str, Runtime] = {
     "simulated-huffman": Simulated(coding="huffman"),
     "int8-dynamic": Int8Dynamic(),
     "int8-static": Int8Static(),
+    "weight-only": WeightOnly(),  # MatMulNBits at the grid's bits (4 or 8)
 }
 
 
@@ -165,7 +167,8 @@ def grid_recipe(
     """The recipe at one grid point: weights at ``bits`` (32 = float), ``sparsity`` pruned.
 
     With an int8 runtime the quantizer is ONNX Runtime's, so ``bits`` must be 8
-    (or 32: the float model, pruned, as an ONNX model). Float weights with the
+    (or 32: the float model, pruned, as an ONNX model); with ``WeightOnly`` 4 or 8
+    (a ``WeightOnly`` config given as the runtime is a template: its bits are replaced). Float weights with the
     simulated runtime are measured as an ONNX model too, so every float point
     is executable.
 
@@ -174,6 +177,8 @@ def grid_recipe(
         'magnitude50%-layer + linear4-sym-perchannel (simulated)'
         >>> grid_recipe(8, 0.0, runtime="int8-dynamic").label
         'int8-dynamic'
+        >>> grid_recipe(4, 0.0, runtime="weight-only").label
+        'weightonly4-b32-rtn'
     """
     # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
     bits, sparsity = width(scalar(bits)), fraction(scalar(sparsity))
@@ -186,6 +191,13 @@ def grid_recipe(
                 "Use bits 8 (or 32 for the float model), or runtime='simulated' for other widths."
             )
         return Recipe(pruning=prune, runtime=rt if bits == 8 else Onnx())
+    if isinstance(rt, WeightOnly):
+        if bits not in (4, 8, 32):
+            raise ConfigError(
+                f"bits={bits} with runtime WeightOnly: ONNX Runtime's MatMulNBits stores 4 or 8 bits. "
+                "Use bits 4 or 8 (or 32 for the float model), or runtime='simulated' for other widths."
+            )
+        return Recipe(pruning=prune, runtime=dataclasses.replace(rt, bits=bits) if bits != 32 else Onnx())
     quant = _quantizer(quantization, bits)
     if quant is None or isinstance(quant, Float16):  # float32 and float16 run for real in ORT
         return Recipe(pruning=prune, quantization=quant, runtime=Onnx())
@@ -295,7 +307,8 @@ def sweep(
             (attention heads too), ``"layers"`` (whole blocks removed) or ``"n:m"``, or a config.
         runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
-            less), ``"int8-dynamic"``, ``"int8-static"``, or a Runtime config.
+            less), ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"`` (ONNX Runtime's
+            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config.
         recipes: more recipes (or one) to measure alongside the grid.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.

@@ -42,6 +42,7 @@ RUNTIME_CHOICES = [
     ("int8 dynamic (ONNX Runtime)", "int8-dynamic"),
     ("int8 static (ONNX Runtime)", "int8-static"),
     ("int8 dynamic + embeddings (ONNX Runtime)", "int8-dynamic-embeddings"),
+    ("4/8-bit weight-only (ONNX Runtime MatMulNBits)", "weight-only"),
 ]
 # Choices that are not one of grid_recipe's runtime names. A transformer's word embeddings can hold
 # most of its weights; plain int8-dynamic refuses to leave them float32 silently, this choice
@@ -110,7 +111,8 @@ def _check_onnx_arguments(sparsity: Any, quantization: str, pruning: str, runtim
 def control_recipe(bits: int, sparsity: float, quantization: str, pruning: str, runtime: str) -> Recipe:
     """The ``Recipe`` of one position of the controls (``ConfigError`` for an impossible combination).
 
-    int8 runtimes store 8-bit weights whatever the slider says; float16 stores 16; N:M pruning
+    int8 runtimes store 8-bit weights whatever the slider says; weight-only takes the slider's 4 or 8
+    (other widths cannot be built: ``ConfigError``); float16 stores 16; N:M pruning
     snaps to the nearest sparsity it can give (0, 25, 50 or 75 % of 4).
 
     Examples:
