@@ -89,10 +89,10 @@ class SearchResult:
 
 
 def _figure(point: Point | None, value: float, drop: float) -> str:
-    """``0.9778 (drop 0.22 pp)`` for a percentage metric, ``0.9912 (drop 0.0088)`` otherwise."""
+    """``97.78 % (drop 0.22 pp)`` for a percentage metric, ``0.9912 (drop 0.0088)`` otherwise: one unit each."""
     if point is not None and not point.percent:
         return f"{value:.4f} (drop {drop:.4f})"
-    return f"{value:.4f} (drop {drop * 100:.2f} pp)"
+    return f"{value * 100:.2f} % (drop {drop * 100:.2f} pp)"
 
 
 def _row(point: Point, baseline: Point, move: str) -> dict[str, Any]:
