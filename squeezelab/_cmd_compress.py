@@ -67,7 +67,8 @@ def run_compress(args: argparse.Namespace) -> int:
             pair = sl.measure_pair(model, result, data, example_inputs=example, output=args.output_key,
                                    rounds=args.rounds, batch_size=args.batch_size, threads=args.threads)
             bar.update()
-    print(f"saved {saved} ({result.size_bytes:,} bytes, {result.kind}) and its recipe in {saved.name}.json", file=shown)
+    print(f"saved {saved}: {result.recipe.label}, {result.size_bytes:,} bytes, {result.kind}; its recipe in {saved.name}.json",
+          file=shown)
     if data is None:
         return 0
     points = [pair.baseline, pair.candidate]

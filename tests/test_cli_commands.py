@@ -209,3 +209,48 @@ def test_every_new_option_shows_help_and_its_default(capsys):
                        "gate": ["--budget", "--junit", "--name"]}[command]:
             assert option in shown
         assert "(default: " in shown
+
+
+def test_the_readmes_command_lines_use_real_commands_and_options():
+    import argparse
+    import re
+    import shlex
+    from pathlib import Path
+
+    from squeezelab.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Command line")[1].split("\n## ")[0]
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for line in block.splitlines()
+             if line.startswith("squeezelab ")]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {shlex.split(line)[1] for line in lines} == {"compress", "sweep", "report", "gate"}
+    for line in lines:
+        words = shlex.split(line)
+        options = sub.choices[words[1]]._option_string_actions
+        assert [w for w in words if w.startswith("--") and w not in options] == [], line
+
+
+def test_a_recipe_toml_and_a_pt_state_dict_without_data(files, digits_mlp, tmp_path, capsys, monkeypatch):
+    """A .pt state dict is read with weights_only=True; a pickled object in it is refused, not run."""
+    import torch
+
+    model, _ = digits_mlp
+    monkeypatch.chdir(_repo())
+    recipe = sl.Recipe(quantization=sl.Float16())
+    (tmp_path / "half.toml").write_text(recipe.to_toml())
+    torch.save(model.state_dict(), tmp_path / "mlp.pt")
+    argv = ["compress", FACTORY, "--weights", tmp_path / "mlp.pt", "--recipe", tmp_path / "half.toml",
+            "--example-shape", "1,64", "--output", tmp_path / "half.onnx"]
+    code, printed, err = run(argv, capsys)
+    assert code == 0, err
+    assert sl.Recipe.from_dict(json.loads((tmp_path / "half.onnx.json").read_text())["recipe"]) == recipe
+    assert "float16" in printed and "bytes" in printed
+    torch.save({"net.1.weight": _Pickled()}, tmp_path / "evil.pt")
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in argv[:3]] + [str(tmp_path / "evil.pt")] + [str(a) for a in argv[4:-1]] + [str(tmp_path / "x.onnx")])
+    assert exc.value.code == 2 and "weights_only=True" in capsys.readouterr().err
+
+
+class _Pickled:
+    """Not a tensor: torch.load(weights_only=True) refuses to unpickle it."""
