@@ -52,14 +52,15 @@ def figure_table(table: Any) -> str:
     name = str(table.attrs.get("metric", "value")) + (" %" if percent else "")
     drop = "drop pp" if percent else "drop"
     width = max(10, len(name))
-    head = (f"{'recipe':46s} {'kind':10s} {name:>{width}s} {drop:>9s} {'bytes':>11s} {'compression':>11s} "
+    label_width = max([6, *(len(str(label)) for label in table["label"])])
+    head = (f"{'recipe':{label_width}s} {'kind':10s} {name:>{width}s} {drop:>9s} {'bytes':>11s} {'compression':>11s} "
             f"{'latency ms (p25-p75)':>24s}  speedup (95% interval)")
     lines = [head, "-" * len(head)]
     for _, row in table.iterrows():
         spread = f"{_number(row.get('latency_ms'), '.3f')} ({_number(row.get('latency_p25_ms'), '.3f')}-" \
                  f"{_number(row.get('latency_p75_ms'), '.3f')})"
         lines.append(
-            f"{str(row['label']):46s} {str(row['kind']):10s} {_value(row.get('value'), percent):>{width}s} "
+            f"{str(row['label']):{label_width}s} {str(row['kind']):10s} {_value(row.get('value'), percent):>{width}s} "
             f"{_value(row.get('drop'), percent):>9s} {int(row['size_bytes']):>11,d} "
             f"{_number(row.get('compression'), '.2f', 'x'):>11s} {spread:>24s}  {_speed(row)}"
         )
