@@ -72,6 +72,20 @@ def _budget(args: argparse.Namespace) -> Any:
     return budgets[args.name]
 
 
+def _selected(model: Any, data: Any, output: str) -> Any:
+    """A factory's model as its fp32 ONNX (as the engine measures a PyTorch model) exporting only ``output``.
+
+    A compressed ONNX file exports one output; the pair then compares that with the baseline's
+    ``output`` (``Settings.output`` would ask the ONNX file for a graph output of that name).
+    """
+    import squeezelab as sl
+    from squeezelab._cmd_inputs import example_for
+
+    if isinstance(model, Path):
+        return model
+    return sl.compress(model, sl.Recipe(), example_inputs=example_for(model, data, None), output=output).onnx_bytes
+
+
 def run_gate(args: argparse.Namespace) -> int:
     """Measure baseline and candidate together, judge them, print, write --json/--junit; 0 pass, 1 fail."""
     from squeezelab._cmd_inputs import example_for, load_data, load_model
@@ -80,12 +94,17 @@ def run_gate(args: argparse.Namespace) -> int:
     from squeezelab.checks.verdict import judge
 
     budget = _budget(args)
-    models = [load_model(spec, args.weights if not spec.is_onnx else None) for spec in (args.baseline, args.candidate)]
+    specs = (args.baseline, args.candidate)
+    models = [load_model(spec, args.weights if not spec.is_onnx else None) for spec in specs]
     data = load_data(args.data)
-    example = example_for(models[0], data, None)
-    settings = settings_for(budget, output=args.output_key)
-    pair = measured_pair(models[0], models[1], data, settings, budget, example)
-    verdict = judge(pair, budget, budget_name=args.name, labels=(side_label(models[0]), side_label(models[1])))
+    labels = tuple(side_label(m) if spec.is_onnx else f"{spec.text} (fp32 ONNX)" for spec, m in zip(specs, models))
+    output = args.output_key
+    if output is not None and not all(spec.is_onnx for spec in specs):
+        models = [_selected(m, data, output) for m in models]  # one output each; an ONNX file has its own
+        output = None
+    settings = settings_for(budget, output=output)
+    pair = measured_pair(models[0], models[1], data, settings, budget, example_for(models[0], data, None))
+    verdict = judge(pair, budget, budget_name=args.name, labels=labels)
     shown = sys.stderr if args.json == "-" else sys.stdout
     print(verdict_table(verdict), file=shown)
     if args.json is not None:

@@ -133,7 +133,7 @@ def test_gate_measures_a_factory_baseline_against_its_onnx_candidate(files, tmp_
     code, printed, err = run(["gate", FACTORY, onnx, "--weights", folder / "mlp.safetensors", "--data",
                               folder / "test.npz", "--budget", budget], capsys)
     assert code == 0, err  # the same weights exported: no drop at all
-    assert "DigitsMLP (fp32 ONNX)" in printed and "mlp.onnx (ONNX file)" in printed
+    assert "tests/factories.py:digits_mlp (fp32 ONNX)" in printed and "mlp.onnx (ONNX file)" in printed
 
 
 def _repo():
@@ -254,3 +254,29 @@ def test_a_recipe_toml_and_a_pt_state_dict_without_data(files, digits_mlp, tmp_p
 
 class _Pickled:
     """Not a tensor: torch.load(weights_only=True) refuses to unpickle it."""
+
+
+def test_sweep_and_gate_a_hugging_face_bert_through_a_factory(tmp_path, capsys, monkeypatch):
+    """Dict inputs by name from the .npz, no targets (cosine to fp32), the output named by --output-key."""
+    from squeezelab.engine.zoo import tiny_bert_inputs
+
+    monkeypatch.chdir(_repo())
+    np.savez(tmp_path / "tokens.npz", **{k: v.numpy() for k, v in tiny_bert_inputs(batch=16, seq=12).items()})
+    bert = [BERT, "--output-key", "pooler_output", "--data", tmp_path / "tokens.npz"]
+    code, printed, err = run(["sweep", *bert, "--bits", "8", "--sparsity", "0", "--recipe", "int8-dynamic-embeddings",
+                              "--rounds", 2, "--cache", tmp_path / "cache", "--json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    points = json.loads((tmp_path / "s.json").read_text())["points"]
+    assert [p["label"] for p in points] == ["fp32", "linear8-sym-perchannel (simulated)", "int8-dynamic-matmul+gemm+gather"]
+    assert {p["metric"] for p in points} == {"cosine to fp32"} and "cosine to fp32" in printed and "pp" not in printed
+    assert all(0.9 < p["value"] <= 1.0 for p in points)
+    int8 = tmp_path / "bert.int8.onnx"
+    code, _, err = run(["compress", BERT, "--output-key", "pooler_output", "--recipe", "int8-dynamic-embeddings",
+                        "--data", tmp_path / "tokens.npz", "--output", int8, "--quiet"], capsys)
+    assert code == 0, err
+    (tmp_path / "budget.toml").write_text("max_drop = 0.2\nmin_compression = 2.0\n")
+    code, printed, err = run(["gate", BERT, int8, "--output-key", "pooler_output", "--data", tmp_path / "tokens.npz",
+                              "--budget", tmp_path / "budget.toml", "--json", tmp_path / "v.json"], capsys)
+    assert code == 0, err
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["metric"] == "cosine to fp32" and [f["name"] for f in verdict["figures"]] == ["cosine_drop", "compression"]
