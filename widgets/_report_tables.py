@@ -28,7 +28,7 @@ TABLE_COLUMNS = (
     ("drop", "{drop}"),
     ("size_bytes", "size (bytes)"),
     ("compression", "compression"),
-    ("latency_ms", "latency (ms{batch}): median, middle half of the rounds"),
+    ("latency_ms", "latency (ms{batch}): median, p25–p75 of the rounds"),
     ("speedup", "speedup (95% interval)"),
 )
 
@@ -133,7 +133,8 @@ def html_table(
             cells.append(f'<td class="text">{html.escape(marks.get(pos, ""))}</td>')
         css = f' class="{" ".join(classes)}"' if classes else ""
         body.append(f"<tr{css}>{''.join(cells)}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    # a wide table scrolls inside its own box instead of running off the page
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def latency_table(table: Any, labels: MetricLabels, *, current_row: int | None = None) -> str:

@@ -72,7 +72,7 @@ tr.simulated td{background:#fff8ef}tr.current td{font-weight:600;background:#fde
 .badge{display:inline-block;white-space:nowrap;padding:0 6px;border-radius:8px;font-size:11px;font-weight:600}
 .badge.simulated{background:#ff7f0e;color:#fff}.badge.executable{background:#1f77b4;color:#fff}.badge.baseline{background:#7f7f7f;color:#fff}
 pre{background:#f6f6f6;padding:8px 12px;overflow-x:auto}.warn{color:#b35900}
-.spread{color:#777;font-size:11px;margin-left:4px}.rule{background:#eef6ee;border-left:3px solid #2ca02c;padding:6px 10px}
+.spread{display:block;color:#777;font-size:11px}.scroll{overflow-x:auto}.rule{background:#eef6ee;border-left:3px solid #2ca02c;padding:6px 10px}
 """
 
 
@@ -375,10 +375,11 @@ def report(
     parts = _head(title, len(figures))
     if getattr(sweep, "complete", True) is False:
         parts.append('<p class="warn">This sweep was interrupted: the table holds only the finished points.</p>')
-    links = [(s, h) for s, h, *_ in figures[:2]] + [("pareto", "Pareto frontier"), ("recipe", "Chosen recipe")]
-    links += [(s, h) for s, h, *_ in figures[2:]] + [("table", "All results"), ("environment", "Environment")]
-    parts.append("<nav>" + "".join(f'<a href="#{s}">{html.escape(h)}</a>' for s, h in links) + "</nav></header>")
     main_figures = [f for f in figures if not f[0].startswith("sensitivity")]
+    links = [(s, h) for s, h, *_ in main_figures] + [("pareto", "Pareto frontier"), ("recipe", "Chosen recipe")]
+    links += [(s, h) for s, h, *_ in figures if s.startswith("sensitivity")]  # in the order of the page
+    links += [("table", "All results"), ("environment", "Environment")]
+    parts.append("<nav>" + "".join(f'<a href="#{s}">{html.escape(h)}</a>' for s, h in links) + "</nav></header>")
     parts += [figure_section(*entry) for entry in main_figures]
     parts.append(_pareto_section(table, labels, current))
     parts.append(_recipe_section(recipe, current, rule))

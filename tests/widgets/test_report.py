@@ -298,3 +298,13 @@ def test_the_chosen_recipe_states_its_rule_and_the_latency_table_has_every_execu
     assert "chosen by hand" in unchosen
     with pytest.raises(ConfigError, match="max_accuracy_drop|drop"):
         choose_point(result, max_drop=-1.0)
+
+
+def test_the_links_follow_the_sections_in_the_page_without_a_grid(with_int8, small, tmp_path):
+    """A sweep of recipes at one sparsity has no grid figure: the links still follow the page's order."""
+    result = with_int8
+    table = result.table[result.table["sparsity"] == 0.0].reset_index(drop=True)
+    text = report(table, tmp_path / "r.html", sensitivity=small[1]).read_text()
+    nav = re.findall(r'<a href="#([\w-]+)">', text.split("<nav>")[1].split("</nav>")[0])
+    sections = re.findall(r'<section id="([\w-]+)">', text)
+    assert nav == sections and "explore" not in nav and nav.index("sensitivity-bits") > nav.index("recipe")
