@@ -31,7 +31,7 @@ from squeezelab.engine.errors import ConfigError, DataError
 
 __all__ = [
     "ModelSpec", "model_spec", "weights_file", "npz_file", "recipe_spec", "example_shape", "fraction_list",
-    "width_list", "recipe_names", "load_model", "load_data", "example_for", "TARGET_KEYS", "WEIGHT_SUFFIXES",
+    "width_list", "drop_limit", "recipe_names", "load_model", "load_data", "example_for", "TARGET_KEYS", "WEIGHT_SUFFIXES",
 ]
 
 TARGET_KEYS = ("targets", "labels")
@@ -164,6 +164,19 @@ def fraction_list(text: str) -> list[float]:
     if any(not 0 <= v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"{text!r}: each sparsity must be in [0, 1), e.g. 0,0.5,0.75")
     return values
+
+
+def drop_limit(text: str) -> float:
+    """A finite number >= 0: the largest drop of the metric a rule allows, in its units (0.01 = one point)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 0.01 (one point of top-1 accuracy)") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; pass a finite number >= 0, e.g. 0.01")
+    return value
 
 
 def _import_factory(spec: ModelSpec) -> Any:

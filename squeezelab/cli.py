@@ -18,7 +18,7 @@ from pathlib import Path
 
 from squeezelab._cli_args import OneLineParser, batch_sizes, fail, output_folder, port_number, positive_int
 from squeezelab._cmd_demo import demo_recipes, run_demo, speed_lines
-from squeezelab._cmd_inputs import example_shape, fraction_list, model_spec, npz_file, recipe_spec, weights_file, width_list
+from squeezelab._cmd_inputs import drop_limit, example_shape, fraction_list, model_spec, npz_file, recipe_spec, weights_file, width_list
 from squeezelab._cmd_lab import notebooks_dir, run_lab
 from squeezelab._cmd_output import file_target, json_target
 from squeezelab.engine.errors import SqueezeError
@@ -156,7 +156,7 @@ def _add_sweep_and_report(sub) -> None:
     report.add_argument("--output", required=True, help="the .html file to write")
     report.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     report.add_argument("--title", default="squeezelab report", help="the page title")
-    report.add_argument("--max-drop", type=float, default=0.01,
+    report.add_argument("--max-drop", type=drop_limit, default=0.01,
                         help="the rule's largest drop of the metric, in its units (0.01 = one point of top-1 accuracy)")
     report.add_argument("--objective", choices=["size", "latency"], default="size",
                         help="the rule chooses the smallest file or the lowest latency within --max-drop")

@@ -170,6 +170,8 @@ BAD = [
     (["sweep", "{onnx}", "--data", "{dir}/both.npz"], ["both 'targets' and 'labels'"]),
     (["sweep", "{onnx}"], ["required", "--data"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}"], ["is a folder"]),
+    (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{tmp}/r.html", "--max-drop", "-1"],
+     ["--max-drop", "finite number >= 0"]),
     (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{tmp}/none.toml"], ["budget file", "not found"]),
     (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{dir}/budget.toml", "--name", "x"],
      ["no budget named 'x'", "default"]),
