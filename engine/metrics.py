@@ -136,6 +136,8 @@ def point_of(
         n_samples=n_samples,
         size_bytes=c.size_bytes,
         latency_ms=statistics.median(latency) if latency else None,
+        latency_p25_ms=float(np.percentile(latency, 25)) if latency else None,
+        latency_p75_ms=float(np.percentile(latency, 75)) if latency else None,
         latency_batch_size=settings.batch_size,
         latency_rounds=len(latency) if latency else 0,
         threads=settings.threads,

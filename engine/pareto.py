@@ -51,7 +51,8 @@ class SweepTable:
     and ``drop`` (baseline minus it, paired by sample, with ``drop_low`` / ``drop_high``, its
     interval, and ``drop_method``), the same two under the metric's own name (``accuracy`` /
     ``accuracy_drop`` for top-1, ``cosine`` / ``cosine_drop``, ...), ``size_bytes``,
-    ``compression``, ``latency_ms``, ``speedup`` with ``speedup_low`` / ``speedup_high`` and
+    ``compression``, ``latency_ms`` (median) with ``latency_p25_ms`` / ``latency_p75_ms`` (the middle
+    half of the timed rounds), ``speedup`` with ``speedup_low`` / ``speedup_high`` and
     ``speed_reading``, ``quantized_weight_fraction``, ``cached`` and ``recipe`` (JSON).
     ``table.attrs`` names the metric: ``metric`` (its name), ``metric_key`` (its column) and
     ``percent`` (shown in % and pp). ``points`` holds the ``Point`` objects themselves.
@@ -86,7 +87,8 @@ class SweepTable:
             order = [
                 "is_baseline", "label", "kind", "executable", "bits", "sparsity", "weight_sparsity", "value", "drop",
                 base.metric_key, f"{base.metric_key}_drop", "drop_low", "drop_high", "size_bytes", "compression",
-                "latency_ms", "speedup", "speedup_low", "speedup_high", "speed_reading",
+                "latency_ms", "latency_p25_ms", "latency_p75_ms", "speedup", "speedup_low", "speedup_high",
+                "speed_reading",
             ]
             order = list(dict.fromkeys(order))
             table = table[[c for c in order if c in table] + sorted(c for c in table if c not in order)]

@@ -137,6 +137,8 @@ class Point:
         drop: the paired drop ``baseline - this`` with its interval (candidates measured against a baseline).
         speedup: baseline latency / this latency, per round, with its interval (same rounds).
         latency_ms: median of the timed rounds; ``None`` when not timed.
+        latency_p25_ms, latency_p75_ms: the spread of the timed rounds (their 25th and 75th
+            percentiles: the middle half of the rounds); ``None`` when not timed.
         details: choices made while compressing (reduce_range, exporter, ...).
     """
 
@@ -155,6 +157,8 @@ class Point:
     n_samples: int = 0
     size_bytes: int = 0
     latency_ms: float | None = None
+    latency_p25_ms: float | None = None
+    latency_p75_ms: float | None = None
     latency_batch_size: int = 1
     latency_rounds: int = 0
     threads: int | None = 1

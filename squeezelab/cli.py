@@ -1,219 +1,35 @@
-"""The ``squeezelab`` command.
+"""The ``squeezelab`` command: this module builds the parser and dispatches; each command lives in its own module.
 
-``squeezelab demo`` compresses the built-in default model (a CNN trained on
-scikit-learn's digits in seconds) with several recipes, measures every result
-on the held-out digits side by side with the fp32 ONNX Runtime baseline,
-prints the table, and writes a report, the figures and the int8 model.
+- ``demo`` (``_cmd_demo``): the built-in digits model, ten recipes, one measured table and report.
+- ``lab`` (``_cmd_lab``): the explorer notebook in JupyterLab.
+- ``compress`` (``_cmd_compress``): one recipe on your model (an ONNX file or a PyTorch factory), saved and measured.
+- ``sweep`` / ``report`` (``_cmd_sweep``): the API's grid and table, and its self-contained HTML report.
+- ``gate`` (``_cmd_gate``): the budget verdict of ``pytest --compress-budget``, exit status 0 / 1.
 
-``squeezelab lab`` copies the explorer notebook into a working folder (never
-over an existing copy) and opens it in JupyterLab.
+Every argument is checked before the work (``_cli_args``, ``_cmd_inputs``): a bad one is one line on
+stderr and exit status 2, never a traceback; so is a ``SqueezeError`` the engine raises on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
-import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from squeezelab._cli_args import OneLineParser, batch_sizes, fail, output_folder, port_number, positive_int
+from squeezelab._cmd_demo import demo_recipes, run_demo, speed_lines
+from squeezelab._cmd_inputs import drop_limit, example_shape, fraction_list, model_spec, npz_file, recipe_spec, weights_file, width_list
+from squeezelab._cmd_lab import notebooks_dir, run_lab
+from squeezelab._cmd_output import file_target, json_target
 from squeezelab.engine.errors import SqueezeError
 
 __all__ = ["build_parser", "demo_recipes", "main", "notebooks_dir", "speed_lines"]
 
-
-def demo_recipes() -> list:
-    import squeezelab as sl
-
-    return [
-        sl.Recipe(quantization=sl.Float16()),
-        sl.Recipe(runtime=sl.Int8Dynamic()),
-        sl.Recipe(runtime=sl.Int8Static()),
-        sl.Recipe(runtime=sl.Int8Static(calibration="entropy")),
-        sl.Recipe(runtime=sl.Int8Static(calibration="percentile", activations="uint8")),
-        sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()),
-        sl.Recipe(quantization=sl.KMeansQuantization(bits=4), runtime=sl.Simulated()),
-        sl.Recipe(quantization=sl.FixedPoint(total_bits=8), runtime=sl.Simulated()),
-        sl.Recipe(quantization=sl.LinearQuantization(bits=2), runtime=sl.Simulated()),
-    ]
-
-
-
-def _cpu_kind(env: dict) -> str:
-    if env.get("vnni"):
-        return "with VNNI"
-    return "AVX2 only, no VNNI" if env.get("avx2") else "without AVX2 or VNNI"
-
-
-def speed_lines(table, env: dict) -> list[str]:
-    """What the speedup intervals say, per batch size, about the executable recipes.
-
-    A recipe is called faster or slower only where the whole 95% interval of its speedup
-    is on one side of 1.0; nothing is concluded from batch 1 alone.
-    """
-    batch_sizes = list(table.attrs.get("batch_sizes", []))
-    rows = table.iloc[1:]
-    rows = rows[rows["kind"] == "executable"]
-    lines = [
-        f"- Speed of the executable rows on this CPU ({env.get('cpu', 'unknown')}, {_cpu_kind(env)}; int8 "
-        "speed differs between CPU kinds), read from the 95% interval of each speedup:"
-    ]
-    for b in batch_sizes:
-        groups = {reading: [] for reading in ("slower", "about the same", "faster")}
-        for _, row in rows.iterrows():
-            groups[row[f"speedup_b{b}_reading"]].append(row["recipe"])
-        said = "; ".join(f"{reading}: {', '.join(names)}" for reading, names in groups.items() if names)
-        lines.append(f"  - batch {b}: {said or 'no executable rows'}.")
-    if batch_sizes == [1]:
-        lines.append(
-            "  - Only batch 1 was measured, and batch 1 alone is not conclusive: per-call overhead dominates "
-            "it. Measure larger batches too (e.g. `--batch-sizes 1,256`) before drawing a conclusion."
-        )
-    else:
-        lines.append("  - No conclusion is drawn from batch 1 alone; compare the larger batch sizes.")
-    return lines
-
-
-def _report(table, env: dict, model_kind: str, saved: Path, reduce_range: bool) -> str:
-    from squeezelab.engine.compare import format_table
-
-    threads = table.attrs.get("threads")
-    lines = [
-        "# squeezelab demo report",
-        "",
-        f"Model: built-in digits {model_kind.upper()} (scikit-learn `load_digits`, trained in process); "
-        f"{table.attrs.get('metric', 'top-1 accuracy')} on the {int(table['n_samples'].iloc[0])} held-out test "
-        f"digits, drop = fp32 minus candidate ({'percentage points' if table.attrs.get('percent', True) else 'in its units'}).",
-        f"Latency: median of {table.attrs.get('rounds')} interleaved rounds, {threads} thread(s); "
-        "speedup is the median per-round ratio fp32 / candidate, all in one process, with the 95% "
-        "interval of that median in brackets.",
-        "",
-        "```",
-        format_table(table),
-        "```",
-        "",
-        "- **executable** rows run as real kernels in ONNX Runtime (int8, float16).",
-        "- **simulated** rows store packed sub-8-bit / k-means / fixed-point weights (their size is the real "
-        "packed file) but compute with dequantized float weights in PyTorch: their latency is PyTorch's "
-        "fp32 latency, not a low-precision kernel's.",
-        *speed_lines(table, env),
-        f"- reduce_range (7-bit int8 weights) was {'on' if reduce_range else 'off'}; this CPU "
-        f"{'lacks' if not env['int8_dot_product_exact'] else 'has'} an exact int8 dot product (VNNI/ARM).",
-        f"- Saved: `{saved.name}` (static int8 ONNX) with its recipe in `{saved.name}.json`.",
-        "",
-        "## Environment",
-        "",
-        "```json",
-        json.dumps(env, indent=2),
-        "```",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-    import squeezelab as sl
-    from squeezelab.engine.compare import compare_compressed, format_table
-    from squeezelab.engine.environment import environment
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"training the built-in digits {args.model} ...", flush=True)
-    model, split = sl.default_model(args.model)
-    recipes = [sl.Recipe(), *demo_recipes()]
-    print(f"compressing with {len(recipes)} recipes and timing them side by side ...", flush=True)
-    results = [
-        sl.compress(model, r, example_inputs=split.x_test[:1], calibration_data=split.x_train[:512])
-        for r in recipes
-    ]
-    table = compare_compressed(
-        results, split.test, batch_sizes=args.batch_sizes, rounds=args.rounds, threads=args.threads
-    )
-    print()
-    print(format_table(table))
-    env = environment()
-    saved = out / "digits.int8.onnx"
-    static = next(c for c in results if c.recipe == sl.Recipe(runtime=sl.Int8Static()))
-    static.save(saved, overwrite=True)  # the very model measured in the table
-    (out / "results.json").write_text(
-        json.dumps({"environment": env, "rows": table.to_dict(orient="records"), **table.attrs}, indent=2) + "\n"
-    )
-    table.to_csv(out / "results.csv", index=False)
-    (out / "report.md").write_text(_report(table, env, args.model, saved, static.details["reduce_range"]))
-    print("\nsimulated rows compute in PyTorch with dequantized weights; executable rows run in ONNX Runtime.")
-    print(f"report: {out / 'report.md'}   figures: {out / 'results.json'}   model: {saved}")
-    html = _html_report(model, split, out, args.model)
-    if html is not None:
-        print(f"trade-off report (one HTML file, opens offline): {html}")
-    return 0
-
-
-def _html_report(model, split, out: Path, kind: str) -> Path | None:
-    """Sweep widths x sparsities (plus the int8 runtimes) and write the self-contained HTML report."""
-    if importlib.util.find_spec("plotly") is None:
-        print("(install squeezelab[widgets] for the HTML trade-off report)")
-        return None
-    import squeezelab as sl
-    from squeezelab.widgets import report
-
-    print("sweeping bit widths x sparsities for the trade-off report ...", flush=True)
-    cache = out / "cache"
-    int8 = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.Int8Static())]
-    sweep = sl.sweep(model, split.test, bits=[8, 6, 4, 3, 2], sparsity=[0.0, 0.5, 0.75], runtime="simulated-huffman",
-                     recipes=int8, calibration_data=split.x_train[:512], cache=cache, progress=False)
-    sensitivity = sl.layer_sensitivity(model, split.test, bits=[2, 3, 4, 8], sparsity=[0.5, 0.75, 0.9], cache=cache, progress=False)
-    best = sweep.table.index.get_loc(sweep.best(max_accuracy_drop=0.01).name)
-    return report(sweep, out / "report.html", title=f"squeezelab demo: digits {kind.upper()}", current=best,
-                  sensitivity=sensitivity, overwrite=True)
-
-
-def notebooks_dir() -> Path:
-    """The repository's ``notebooks/`` folder, beside the (editable-installed) ``squeezelab`` package."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
-
-
-def run_lab(args: argparse.Namespace, jupyter_args: list[str] | None = None) -> int:
-    source = notebooks_dir() / "explore.ipynb"
-    if not source.is_file():
-        print(
-            f"squeezelab lab: cannot find the explorer notebook {source}. The notebooks ship with the "
-            "source tree, not the wheel: install squeezelab from a clone with `pip install -e '.[widgets]'`.",
-            file=sys.stderr,
-        )
-        return 2
-    if importlib.util.find_spec("jupyterlab") is None:
-        print(
-            "squeezelab lab: JupyterLab is not installed in this environment "
-            f"({sys.executable}); install it with `pip install 'squeezelab[widgets]'`.",
-            file=sys.stderr,
-        )
-        return 2
-    folder = Path(args.dir)
-    target = folder / source.name
-    if target.exists():
-        print(f"using your existing {target} (not overwritten; delete it to get a fresh copy)", flush=True)
-    else:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        print(f"copied {source.name} to {target}", flush=True)
-    command = [sys.executable, "-m", "jupyterlab", str(target)]
-    if args.no_browser:
-        command.append("--no-browser")
-    if args.port is not None:
-        command.append(f"--port={args.port}")
-    command += jupyter_args or []  # anything else goes to JupyterLab as it is, e.g. --allow-root
-    print("$ " + shlex.join(command), flush=True)
-    if args.print_command:
-        return 0
-    if os.name == "posix":
-        os.execv(sys.executable, command)  # pragma: no cover - replaces this process
-    return subprocess.call(command)  # pragma: no cover - Windows has no real exec
+_FMT = argparse.ArgumentDefaultsHelpFormatter
+_RECIPE_HELP = (
+    "a recipe name (fp32, int8-dynamic, int8-dynamic-embeddings, int8-static, float16) or a recipe.toml file "
+    "(Recipe.to_toml())"
+)
 
 
 DESCRIPTION = (
@@ -222,22 +38,14 @@ DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``squeezelab`` parser: every option has help text and shows its default; values are checked here."""
-    from squeezelab._version import __version__
-
-    fmt = argparse.ArgumentDefaultsHelpFormatter
-    parser = OneLineParser(prog="squeezelab", description=DESCRIPTION, formatter_class=fmt)
-    parser.add_argument("--version", action="version", version=f"squeezelab {__version__}",
-                        help="print the version and exit")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="compress the built-in digits model with ten recipes and print the measured table",
         description="Train the built-in digits model (seconds), compress it with ten recipes, measure every "
         "result side by side with the fp32 ONNX Runtime baseline, print the table and write report.md, "
-        "results.json, results.csv, report.html and the int8 model into --out.",
-        formatter_class=fmt,
+        "results.json, results.csv, report.html (the same rows) and the int8 model into --out.",
+        formatter_class=_FMT,
     )
     demo.add_argument("--model", choices=["cnn", "mlp"], default="cnn", help="which built-in digits model")
     demo.add_argument("--out", type=output_folder, default="squeezelab-demo",
@@ -246,12 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-sizes", type=batch_sizes, default="1,256",
                       help="comma-separated latency batch sizes, e.g. 1,256")
     demo.add_argument("--threads", type=positive_int, default=1, help="intra-op threads for timing")
+
+
+def _add_lab(sub) -> None:
     lab = sub.add_parser(
         "lab",
         help="open the explorer notebook in JupyterLab",
         description="Copy notebooks/explore.ipynb into a working folder (never over an existing copy) and "
         "open it in JupyterLab. Other options (e.g. --allow-root, --ServerApp.token=...) go to JupyterLab.",
-        formatter_class=fmt,
+        formatter_class=_FMT,
     )
     lab.add_argument("--dir", type=output_folder, default="squeezelab-notebooks",
                      help="working folder for the notebook copy")
@@ -259,7 +70,135 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--port", type=port_number, default=None, help="port for JupyterLab (None: its own, 8888)")
     lab.add_argument("--print-command", action="store_true",
                      help="copy the notebook and print the JupyterLab command without running it")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """MODEL, --weights, --output-key: how every model command finds and runs your model."""
+    if model:
+        parser.add_argument("model", type=model_spec, metavar="MODEL",
+                            help="an ONNX file (model.onnx) or a PyTorch factory package.module:function "
+                            "(or file.py:function) that returns the nn.Module")
+    parser.add_argument("--weights", type=weights_file, default=None,
+                        help="weights for a PyTorch factory: FILE.safetensors (or a .pt/.pth state dict, read with "
+                        "torch.load(weights_only=True)); None: the factory's own")
+    parser.add_argument("--output-key", default=None,
+                        help="which model output is evaluated and exported, e.g. pooler_output; None: the first tensor")
+
+
+def _add_timing_options(parser: argparse.ArgumentParser, rounds: int) -> None:
+    parser.add_argument("--rounds", type=positive_int, default=rounds, help="interleaved timing rounds")
+    parser.add_argument("--batch-size", type=positive_int, default=1, help="latency batch size")
+    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads for timing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
+
+
+def _add_compress(sub) -> None:
+    p = sub.add_parser(
+        "compress", help="compress your model (an ONNX file or a PyTorch factory) with one recipe",
+        description="Apply one recipe to MODEL, save the result (and its recipe as PATH.json), and with --data "
+        "measure it against the uncompressed model: the paired drop of the metric and the speedup, each with "
+        "its interval. DATA is an .npz: arrays by input name, targets under 'targets' or 'labels' (none: the "
+        "metric compares with the uncompressed model's outputs).",
+        formatter_class=_FMT,
+    )
+    _add_model_options(p)
+    p.add_argument("--recipe", type=recipe_spec, required=True, help=_RECIPE_HELP)
+    p.add_argument("--output", required=True, help="the compressed model file to write (e.g. model.int8.onnx)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    p.add_argument("--data", type=npz_file, default=None, help="evaluation data (.npz) to measure the result on")
+    p.add_argument("--calibration", type=npz_file, default=None,
+                   help="calibration inputs (.npz) for int8-static; keep them apart from --data")
+    p.add_argument("--example-shape", type=example_shape, default=None,
+                   help="a float32 example batch's shape for a factory without --data/--calibration, e.g. 1,1,8,8")
+    p.add_argument("--json", type=json_target, default=None,
+                   help="write the measured figures (Point.to_row() of baseline and result) as JSON to this file, or - for stdout")
+    _add_timing_options(p, rounds=20)
+
+
+def _add_grid_options(p: argparse.ArgumentParser) -> None:
+    _add_model_options(p)
+    p.add_argument("--data", type=npz_file, required=True, help="evaluation data (.npz): arrays by input name, 'targets'")
+    p.add_argument("--bits", type=width_list, default=None, help="weight widths, e.g. 8,4,2 (None: 8,4,2; not for ONNX files)")
+    p.add_argument("--sparsity", type=fraction_list, default=None,
+                   help="sparsities, e.g. 0,0.5 (None: 0,0.5; not for ONNX files)")
+    p.add_argument("--quantization", default="linear-symmetric",
+                   choices=["linear-symmetric", "linear-affine", "linear-pertensor", "kmeans", "fixed-point"],
+                   help="how the grid quantizes weights")
+    p.add_argument("--pruning", default="magnitude", choices=["magnitude", "structured", "n:m"], help="how the grid prunes")
+    p.add_argument("--runtime", default="simulated", choices=["simulated", "simulated-huffman", "int8-dynamic", "int8-static"],
+                   help="how the grid's points run")
+    p.add_argument("--recipe", type=recipe_spec, action="append", default=None,
+                   help=_RECIPE_HELP + "; repeat for more; measured beside the grid (None: for an ONNX file, "
+                   "int8-dynamic and float16)")
+    p.add_argument("--calibration", type=npz_file, default=None, help="calibration inputs (.npz) for int8-static")
+    p.add_argument("--cache", type=output_folder, default=None,
+                   help="cache folder for measured points (None: ~/.cache/squeezelab or $SQUEEZELAB_CACHE)")
+    p.add_argument("--no-cache", action="store_true", help="measure every point again, store nothing")
+    _add_timing_options(p, rounds=20)
+
+
+def _add_sweep_and_report(sub) -> None:
+    sweep = sub.add_parser(
+        "sweep", help="measure a grid of bit widths x sparsities (and recipes) on your model, print the table",
+        description="Measure MODEL at every (bits, sparsity) of the grid, plus --recipe points and the fp32 "
+        "baseline, as sweep() does (cached), and print the table in the report's units.", formatter_class=_FMT,
+    )
+    _add_grid_options(sweep)
+    sweep.add_argument("--json", type=json_target, default=None, help="write every Point.to_row() as JSON to this file, or -")
+    sweep.add_argument("--csv", type=file_target, default=None, help="write the sweep table as CSV to this file")
+    report = sub.add_parser(
+        "report", help="sweep your model (cached) and write the self-contained HTML report",
+        description="The sweep of 'squeezelab sweep' (the same options; a cache hit after it), then one HTML file "
+        "that opens offline: trade-off figures, Pareto tables, the chosen recipe and the rule that chose it.",
+        formatter_class=_FMT,
+    )
+    _add_grid_options(report)
+    report.add_argument("--output", required=True, help="the .html file to write")
+    report.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    report.add_argument("--title", default="squeezelab report", help="the page title")
+    report.add_argument("--max-drop", type=drop_limit, default=0.01,
+                        help="the rule's largest drop of the metric, in its units (0.01 = one point of top-1 accuracy)")
+    report.add_argument("--objective", choices=["size", "latency"], default="size",
+                        help="the rule chooses the smallest file or the lowest latency within --max-drop")
+    report.add_argument("--executable-only", action="store_true", help="the rule chooses among executable points only")
+
+
+def _add_gate(sub) -> None:
+    p = sub.add_parser(
+        "gate", help="judge a candidate against a baseline with the budget of pytest --compress-budget (exit 0/1)",
+        description="Measure BASELINE and CANDIDATE together on DATA and judge them with the budget "
+        "([tool.squeezelab.budget] of pyproject.toml), exactly as pytest --compress-budget does. Exit status 0: "
+        "every figure within budget; 1: some figure over; 2: bad arguments.", formatter_class=_FMT,
+    )
+    p.add_argument("baseline", type=model_spec, metavar="BASELINE", help="the uncompressed model: ONNX file or factory")
+    p.add_argument("candidate", type=model_spec, metavar="CANDIDATE", help="the compressed model: ONNX file or factory")
+    _add_model_options(p, model=False)
+    p.add_argument("--data", type=npz_file, required=True, help="evaluation data (.npz): arrays by input name, 'targets'")
+    p.add_argument("--budget", type=Path, default=Path("pyproject.toml"), help="the budget file")
+    p.add_argument("--name", default="default", help="which budget of the file ([tool.squeezelab.budget.NAME])")
+    p.add_argument("--json", type=json_target, default=None, help="write the verdict as JSON to this file, or -")
+    p.add_argument("--junit", type=file_target, default=None, help="write JUnit XML (one test case per figure) to this file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``squeezelab`` parser: every option has help text and shows its default; values are checked here."""
+    from squeezelab._version import __version__
+
+    parser = OneLineParser(prog="squeezelab", description=DESCRIPTION, formatter_class=_FMT)
+    parser.add_argument("--version", action="version", version=f"squeezelab {__version__}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    for add in (_add_demo, _add_lab, _add_compress, _add_sweep_and_report, _add_gate):
+        add(sub)
     return parser
+
+
+def _runner(command: str):
+    """The function that runs ``command`` (looked up now, so tests can replace it in this module)."""
+    from squeezelab import _cmd_compress, _cmd_gate, _cmd_sweep
+
+    return {"demo": run_demo, "compress": _cmd_compress.run_compress, "sweep": _cmd_sweep.run_sweep,
+            "report": _cmd_sweep.run_report, "gate": _cmd_gate.run_gate}[command]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return run_demo(args)
-    except SqueezeError as exc:  # bad input found during the work: one line, as for arguments
+        return _runner(args.command)(args)
+    except SqueezeError as exc:  # bad input found while loading or working: one line, as for arguments
         fail(f"squeezelab {args.command}", str(exc))
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from squeezelab import cli
+from squeezelab import _cmd_demo, cli
 from squeezelab.cli import main, speed_lines
 from squeezelab.engine.stats import speed_reading
 
@@ -30,10 +30,13 @@ def test_demo_prints_table_and_writes_report(tmp_path, capsys):
     meta = json.loads((out / "digits.int8.onnx.json").read_text())
     assert meta["executable"] is True and meta["size_bytes"] == (out / "digits.int8.onnx").stat().st_size
     assert (out / "results.csv").read_text().startswith("recipe,")
-    html = (out / "report.html").read_text()  # the trade-off sweep, as one offline HTML file
-    assert "squeezelab demo: digits MLP" in html and "int8-static-minmax-perchannel" in html
-    assert "magnitude50%-layer + linear4-sym-perchannel + huffman (simulated)" in html
-    assert "<script src=" not in html
+    html = (out / "report.html").read_text()  # the very rows of the table, measured once, as one offline HTML file
+    assert "squeezelab demo: digits MLP" in html and "<script src=" not in html
+    assert all(row["recipe"].replace("(simulated)", "").strip() in html for row in rows)
+    assert "huffman" not in html  # no other sweep: the report and the table show the same recipes
+    for row in rows[1:3]:  # the same measurement: sizes and the largest batch's median latency as printed
+        assert f"{row['size_bytes']:,}" in html and f"{row['latency_ms_b8']:.3f}" in html
+    assert "Chosen as the smallest file whose top-1 accuracy drop" in html and "among the executable points" in html
 
 
 # ---------------------------------------------------------------- arguments checked before any work
@@ -99,7 +102,7 @@ def test_every_command_and_option_has_help_text_and_the_description_says_what_th
     parser = cli.build_parser()
     assert "int8" in parser.description and "CI" in parser.description
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(sub.choices) == {"demo", "lab"}
+    assert set(sub.choices) == {"demo", "lab", "compress", "sweep", "report", "gate"}
     helps = {c.dest: c.help for c in sub._choices_actions}
     assert all(helps[name] for name in sub.choices), helps
     for name, command in sub.choices.items():
@@ -160,7 +163,7 @@ def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_pa
     top1 = compare_compressed(results, split.test, batch_sizes=[1], rounds=3)
     header = format_table(top1).splitlines()[0]
     assert "accuracy %" in header and "drop pp" in header
-    assert "top-1 accuracy on the 450 held-out test digits" in cli._report(top1, env, "mlp", tmp_path / "m.onnx", True)
+    assert "top-1 accuracy on the 450 held-out test digits" in _cmd_demo._report(top1, env, "mlp", tmp_path / "m.onnx", True)
     fidelity = compare_compressed(results, (split.x_test, None), batch_sizes=[1], rounds=3)
     text = format_table(fidelity)
     header, rule, base, int8 = text.splitlines()
@@ -169,5 +172,5 @@ def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_pa
     value, drop = (float(v) for v in int8.split()[2:4])
     assert value == pytest.approx(fidelity.loc[1, "cosine"], abs=5e-7) and drop == pytest.approx(1 - value, abs=2e-6)
     assert base.split()[2:4] == ["1.000000", "0.000000"] and 0 < drop < 0.01
-    report = cli._report(fidelity, env, "mlp", tmp_path / "m.onnx", True)
+    report = _cmd_demo._report(fidelity, env, "mlp", tmp_path / "m.onnx", True)
     assert "cosine to fp32 on the 450 held-out test digits, drop = fp32 minus candidate (in its units)" in report

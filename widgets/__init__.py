@@ -13,6 +13,7 @@ from squeezelab._lazy import lazy_attributes
 _LAZY = {
     "Explorer": "squeezelab.widgets.explorer",
     "report": "squeezelab.widgets.html_report",
+    "choose_point": "squeezelab.widgets.html_report",
     "tradeoff_figure": "squeezelab.widgets.tradeoff",
     "update_tradeoff": "squeezelab.widgets.tradeoff",
     "layer_figure": "squeezelab.widgets.layer_views",
@@ -28,7 +29,7 @@ __getattr__, __dir__ = lazy_attributes("squeezelab.widgets", globals(), _LAZY)
 
 if TYPE_CHECKING:
     from squeezelab.widgets.explorer import Explorer
-    from squeezelab.widgets.html_report import report
+    from squeezelab.widgets.html_report import choose_point, report
     from squeezelab.widgets.layer_views import (
         layer_figure,
         quantization_levels,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Explorer",
     "report",
+    "choose_point",
     "tradeoff_figure",
     "update_tradeoff",
     "layer_figure",

@@ -21,6 +21,11 @@ current        the point the sliders select (a large ring)
 ``tradeoff_figure()`` builds the empty figure once (as a ``FigureWidget``
 for the explorer, a plain ``Figure`` for reports); ``update_tradeoff``
 rewrites the traces' data from a sweep table inside one ``batch_update``.
+
+Axes that read right: the size axis is logarithmic with ticks named 10k, 20k,
+50k, 100k (``_axes.log_axis``); each point on the latency panel carries a bar
+over the middle half of its timed rounds (25th to 75th percentile), so the
+spread of a median is on the page, and the latency axis names the batch size.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ import html
 from typing import Any
 
 from squeezelab.engine.pareto import pareto_front
+from squeezelab.widgets._axes import log_axis
 from squeezelab.widgets._labels import MetricLabels
 
-__all__ = ["tradeoff_figure", "update_tradeoff", "name_axes", "traces_by_role", "PANELS", "ROLES"]
+__all__ = ["tradeoff_figure", "update_tradeoff", "name_axes", "traces_by_role", "latency_spread", "PANELS", "ROLES"]
 
-PANELS = (("size", "size_bytes", "size (bytes, log scale)"), ("latency", "latency_ms", "latency (ms per batch)"))
+PANELS = (("size", "size_bytes", "size (bytes, log scale)"), ("latency", "latency_ms", "latency (ms per call)"))
 ROLES = ("executable", "simulated", "pareto", "baseline", "current")
 
 _STYLE = {
@@ -102,6 +108,16 @@ def name_axes(fig: Any, labels: MetricLabels) -> None:
         annotation.text = f"{name} vs {panel}"
 
 
+def _axes_for(fig: Any, rows: Any) -> None:
+    """Size ticks named 10k, 20k, ... over the table's sizes; the latency axis titled with its batch size."""
+    size = log_axis(rows["size_bytes"]) if "size_bytes" in rows else {"type": "log"}
+    latency_title = _latency_title(rows)
+    current = fig.layout.xaxis
+    if tuple(current.tickvals or ()) != tuple(size.get("tickvals", ())) or fig.layout.xaxis2.title.text != latency_title:
+        fig.update_xaxes(**size, row=1, col=1)  # skipped when unchanged: a cached point redraws in milliseconds
+        fig.update_xaxes(title_text=latency_title, row=1, col=2)
+
+
 def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
     """``{role: trace}`` of one panel (``"size"`` or ``"latency"``)."""
     return {t.meta["role"]: t for t in fig.data if t.meta and t.meta.get("panel") == panel}
@@ -114,13 +130,32 @@ def _hover(row: Any, labels: MetricLabels) -> str:
         except (TypeError, ValueError):
             return "n/a"
 
+    spread = ""
+    if fmt(row.get("latency_p25_ms"), ".3f") != "n/a":
+        spread = f", middle half of the rounds {fmt(row['latency_p25_ms'], '.3f')}-{fmt(row['latency_p75_ms'], '.3f')} ms"
     return (
         f"<b>{html.escape(str(row['label']))}</b><br>"
         f"{html.escape(labels.figure(row['value'], row.get('drop')))}<br>"
-        f"size {int(row['size_bytes']):,} B ({fmt(row['compression'], '.2f')}×)<br>"
-        f"latency {fmt(row['latency_ms'], '.3f')} ms ({fmt(row['speedup'], '.2f')}×)<br>"
+        f"size {int(row['size_bytes']):,} B (compression {fmt(row['compression'], '.2f')}×)<br>"
+        f"latency {fmt(row['latency_ms'], '.3f')} ms{spread} (speedup {fmt(row['speedup'], '.2f')}×)<br>"
         f"{row['kind']}"
     )
+
+
+def latency_spread(rows: Any) -> dict[str, Any] | None:
+    """Plotly ``error_x`` bars from each row's median to its 25th and 75th percentile latency; None without them."""
+    if "latency_p25_ms" not in rows or "latency_p75_ms" not in rows or not len(rows):
+        return None
+    median = rows["latency_ms"].astype(float)
+    high = (rows["latency_p75_ms"].astype(float) - median).clip(lower=0).fillna(0.0)
+    low = (median - rows["latency_p25_ms"].astype(float)).clip(lower=0).fillna(0.0)
+    return dict(type="data", symmetric=False, array=high.tolist(), arrayminus=low.tolist(), visible=True, thickness=1.5, width=3)
+
+
+def _latency_title(rows: Any) -> str:
+    sizes = sorted({int(b) for b in rows.get("latency_batch_size", []) if b == b}) if "latency_batch_size" in rows else []
+    batch = f", batch {sizes[0]}" if len(sizes) == 1 else ""
+    return f"latency (ms per call{batch}; bars: middle half of the timed rounds)"
 
 
 def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
@@ -137,6 +172,7 @@ def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
     batch = fig.batch_update() if hasattr(fig, "batch_update") else contextlib.nullcontext()
     with batch:
         name_axes(fig, labels)
+        _axes_for(fig, rows)
         for panel, column, _ in PANELS:
             traces = traces_by_role(fig, panel)
             valid = rows[column].notna() & rows["value"].notna()
@@ -145,6 +181,8 @@ def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
                 traces[role].x = rows.loc[pick, column].tolist()
                 traces[role].y = rows.loc[pick, "value"].tolist()
                 traces[role].text = [text[i] for i in rows.index[pick]]
+                if panel == "latency":
+                    traces[role].error_x = latency_spread(rows[pick]) or dict(visible=False)
             # On the latency panel, simulated points run in PyTorch with decoded weights: their times
             # say nothing about a deployed low-bit kernel, so the frontier is drawn over executable
             # points only (with simulated points everywhere else it would mix two runtimes).
@@ -157,6 +195,8 @@ def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
             traces["baseline"].x = base[column].tolist()
             traces["baseline"].y = base["value"].tolist()
             traces["baseline"].text = [text[i] for i in base.index]
+            if panel == "latency":
+                traces["baseline"].error_x = latency_spread(base) or dict(visible=False)
             if current is not None and bool(valid.iloc[current]):
                 traces["current"].x = [rows[column].iloc[current]]
                 traces["current"].y = [rows["value"].iloc[current]]

@@ -21,8 +21,13 @@ def test_table_rows_and_ratios(digits_mlp):
     assert table.loc[1, "size_ratio"] < 0.5 and table.loc[2, "size_ratio"] < table.loc[1, "size_ratio"]
     assert table.loc[0, "accuracy_drop"] == 0 and table.loc[0, "speedup_b4"] == 1.0
     assert (table[["latency_ms_b1", "latency_ms_b4"]] > 0).all().all()
+    assert table.loc[1, "compression"] == pytest.approx(1 / table.loc[1, "size_ratio"])  # the report's unit
+    for b in (1, 4):
+        assert (table[f"latency_ms_b{b}_p25"] <= table[f"latency_ms_b{b}"]).all()
+        assert (table[f"latency_ms_b{b}"] <= table[f"latency_ms_b{b}_p75"]).all()
     text = format_table(table)
-    assert "ms b4" in text and "(simulated)" in text
+    assert "ms b4" in text and "(simulated)" in text and "compression" in text
+    assert f"{table.loc[1, 'compression']:.2f}x" in text.splitlines()[3]
 
 
 def test_duplicate_recipes_are_refused(digits_mlp):

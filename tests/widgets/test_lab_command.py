@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from squeezelab import cli
+from squeezelab import _cmd_lab, cli
 from squeezelab.cli import main
 
 EXPLORE = Path(__file__).resolve().parents[2] / "notebooks" / "explore.ipynb"
@@ -62,7 +62,7 @@ def test_lab_default_folder_is_relative_to_the_working_directory(tmp_path, monke
 
 
 def test_lab_says_where_it_looked_when_the_notebooks_are_missing(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "notebooks_dir", lambda: tmp_path / "nowhere")
+    monkeypatch.setattr(_cmd_lab, "notebooks_dir", lambda: tmp_path / "nowhere")
     assert main(["lab", "--dir", str(tmp_path / "nb"), "--print-command"]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere" / "explore.ipynb") in err and "pip install -e" in err

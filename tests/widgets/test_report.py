@@ -20,6 +20,7 @@ from squeezelab.engine.pareto import SweepTable
 from squeezelab.engine.recipe import LayerSetting, LinearQuantization, Recipe, Simulated
 from squeezelab.engine.sensitivity import layer_sensitivity
 from squeezelab.engine.sweeping import sweep
+from squeezelab.widgets.grid_figure import DODGE
 from squeezelab.widgets.html_report import explore_figure, report
 
 EVIL = "<script>alert(1)</script>"
@@ -215,7 +216,11 @@ def test_the_sliders_steps_show_each_grid_point(small):
             role, panel, bits = roles[i]
             row = table[(table["bits"] == bits) & (table["sparsity"] == s) & ~table["is_baseline"]].iloc[0]
             assert role == "selected_point"
-            assert x == [float(row["sparsity"] if panel == "sparsity" else row["size_bytes"])]
+            if panel == "sparsity":  # each width's marker is set DODGE * span to the side of its sparsity, no more
+                assert abs(x[0] - s) <= DODGE * 0.5 and x[0] != s
+                assert (x[0] < s) == (bits == 8)  # the widest first, to the left
+            else:
+                assert x == [float(row["size_bytes"])]
             assert y == [float(row["accuracy"])]
 
 
@@ -230,3 +235,76 @@ def test_figures_are_named_after_a_top1_sweeps_metric(small, tmp_path):
     assert f"<td>{100 * row['value']:.2f} %</td>" in table_html and f"<td>{100 * row['drop']:.2f} pp</td>" in table_html
     assert "<h3>top-1 accuracy vs size</h3>" in page and "top-1 accuracy vs sparsity, per bit width" in page
     assert "drop of top-1 accuracy in percentage points" in page
+
+
+# ---------------------------------------------------------------- reports that read right (issue #15)
+
+
+def test_log_axes_name_their_ticks_1k_10k_100k():
+    from squeezelab.widgets._axes import grid_axis, log_axis, log_ticks
+
+    values, text, span = log_ticks([12_395, 155_008])
+    assert text == ["10k", "20k", "50k", "100k", "200k"] and values[0] <= 12_395 and values[-1] >= 155_008
+    assert span[0] < 4 < span[1]  # log10(10k) inside the range
+    wide = log_ticks([900, 2_000_000])[1]
+    assert wide == ["100", "1k", "10k", "100k", "1M", "10M"]  # the 1-2-5 series would give too many: decades
+    assert log_axis([]) == {"type": "log"} and log_axis([0, None, float("nan")]) == {"type": "log"}
+    axis = grid_axis([0.0, 0.5, 0.75])
+    assert axis["ticktext"] == ["0%", "50%", "75%"] and 0.75 < axis["range"][1] < 0.8  # no 80% for a grid stopping at 75%
+
+
+@pytest.fixture(scope="module")
+def with_int8(digits_cnn, tmp_path_factory):
+    """A sweep with executable int8 points beside simulated ones: the latency panel and table have rows."""
+    from squeezelab.engine.recipe import Int8Dynamic, Int8Static
+
+    model, split = digits_cnn
+    recipes = [Recipe(runtime=Int8Dynamic()), Recipe(runtime=Int8Static())]
+    return sweep(model, split.test, bits=(4,), sparsity=(0.0, 0.5), recipes=recipes, rounds=5,
+                 calibration_data=split.x_train[:128], cache=tmp_path_factory.mktemp("cache8"), progress=False)
+
+
+def test_the_figures_use_readable_size_ticks_and_show_latency_spread(with_int8):
+    from squeezelab.widgets.tradeoff import tradeoff_figure, traces_by_role, update_tradeoff
+
+    result = with_int8
+    fig = tradeoff_figure(widget=False)
+    update_tradeoff(fig, result.table)
+    assert fig.layout.xaxis.type == "log" and all(t[-1] in "kM" or t.isdigit() for t in fig.layout.xaxis.ticktext)
+    assert any(t in fig.layout.xaxis.ticktext for t in ("1k", "10k", "100k", "1M"))
+    assert "middle half" in fig.layout.xaxis2.title.text and "batch 1" in fig.layout.xaxis2.title.text
+    spread = traces_by_role(fig, "latency")["executable"].error_x
+    table = result.table[result.table["executable"].astype(bool) & ~result.table["is_baseline"].astype(bool)]
+    assert spread.visible and len(spread.array) == len(table)
+    assert all(h >= 0 for h in spread.array) and all(lo >= 0 for lo in spread.arrayminus)
+    assert (table["latency_p25_ms"] <= table["latency_ms"]).all() and (table["latency_ms"] <= table["latency_p75_ms"]).all()
+
+
+def test_the_chosen_recipe_states_its_rule_and_the_latency_table_has_every_executable_point(with_int8, tmp_path):
+    from squeezelab.widgets.html_report import choose_point
+
+    result = with_int8
+    position, rule = choose_point(result, max_drop=0.05)
+    best = result.best(max_accuracy_drop=0.05)
+    assert result.table.iloc[position]["label"] == best["label"]
+    assert "smallest file" in rule and "top-1 accuracy drop" in rule and "5.00 pp" in rule
+    text = report(result, tmp_path / "r.html", current=position, rule=rule).read_text()
+    assert f"Chosen as {html.escape(rule)}." in text
+    by_latency = text.split("vs latency</h3>")[1].split("</table>")[0]
+    executable = result.table[result.table["executable"].astype(bool)]
+    assert by_latency.count("<tr") - 1 == len(executable) == 3  # every executable point, not only the frontier
+    assert "on the frontier" in by_latency
+    unchosen = report(result, tmp_path / "by-hand.html", current=position).read_text()
+    assert "chosen by hand" in unchosen
+    with pytest.raises(ConfigError, match="max_accuracy_drop|drop"):
+        choose_point(result, max_drop=-1.0)
+
+
+def test_the_links_follow_the_sections_in_the_page_without_a_grid(with_int8, small, tmp_path):
+    """A sweep of recipes at one sparsity has no grid figure: the links still follow the page's order."""
+    result = with_int8
+    table = result.table[result.table["sparsity"] == 0.0].reset_index(drop=True)
+    text = report(table, tmp_path / "r.html", sensitivity=small[1]).read_text()
+    nav = re.findall(r'<a href="#([\w-]+)">', text.split("<nav>")[1].split("</nav>")[0])
+    sections = re.findall(r'<section id="([\w-]+)">', text)
+    assert nav == sections and "explore" not in nav and nav.index("sensitivity-bits") > nav.index("recipe")

@@ -1,0 +1,92 @@
+"""What the model commands print and write: a progress bar, the figure table, JSON.
+
+The table has the report's units: the metric by its own name (in % for percent metrics), its drop
+(baseline minus candidate), the size in bytes and as compression (baseline bytes / these bytes),
+the median latency with the middle half of its timed rounds, and the speedup with its 95% interval
+and reading ("about the same" when the interval includes 1.0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["progress_bar", "figure_table", "write_json", "json_target", "file_target"]
+
+
+def progress_bar(total: int, desc: str, quiet: bool) -> Any:
+    """A tqdm bar on stderr; off with ``--quiet`` or when stderr is not a terminal (CI logs stay clean)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
+
+
+def _number(value: Any, spec: str, suffix: str = "") -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(v) else format(v, spec) + suffix
+
+
+def _value(value: Any, percent: bool) -> str:
+    return _number(value * 100 if value is not None and percent else value, ".2f" if percent else ".4f")
+
+
+def _speed(row: Any) -> str:
+    if bool(row.get("is_baseline")):
+        return "1.00x (the baseline)"
+    median, low, high = row.get("speedup"), row.get("speedup_low"), row.get("speedup_high")
+    if _number(median, ".2f") == "n/a":
+        return "n/a"
+    reading = row.get("speed_reading") or ""
+    return f"{float(median):.2f}x ({_number(low, '.2f')}-{_number(high, '.2f')}) {reading}".rstrip()
+
+
+def figure_table(table: Any) -> str:
+    """Plain text of a sweep table (``SweepTable.from_points(...).table``): one line per point."""
+    percent = bool(table.attrs.get("percent", False))
+    name = str(table.attrs.get("metric", "value")) + (" %" if percent else "")
+    drop = "drop pp" if percent else "drop"
+    width = max(10, len(name))
+    label_width = max([6, *(len(str(label)) for label in table["label"])])
+    head = (f"{'recipe':{label_width}s} {'kind':10s} {name:>{width}s} {drop:>9s} {'bytes':>11s} {'compression':>11s} "
+            f"{'latency ms (p25-p75)':>24s}  speedup (95% interval)")
+    lines = [head, "-" * len(head)]
+    for _, row in table.iterrows():
+        spread = f"{_number(row.get('latency_ms'), '.3f')} ({_number(row.get('latency_p25_ms'), '.3f')}-" \
+                 f"{_number(row.get('latency_p75_ms'), '.3f')})"
+        lines.append(
+            f"{str(row['label']):{label_width}s} {str(row['kind']):10s} {_value(row.get('value'), percent):>{width}s} "
+            f"{_value(row.get('drop'), percent):>9s} {int(row['size_bytes']):>11,d} "
+            f"{_number(row.get('compression'), '.2f', 'x'):>11s} {spread:>24s}  {_speed(row)}"
+        )
+    return "\n".join(lines)
+
+
+def file_target(text: str) -> str:
+    """A file path whose folder exists (checked before the work, not after it)."""
+    import argparse
+
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; pass a file name")
+    if not Path(text).absolute().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist; create it first")
+    return text
+
+
+def json_target(text: str) -> str:
+    """``-`` (stdout) or a file path whose folder exists."""
+    return text if text == "-" else file_target(text)
+
+
+def write_json(target: str, payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON to ``target`` (``-``: stdout)."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        Path(target).write_text(text, encoding="utf-8")

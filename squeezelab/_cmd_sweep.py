@@ -1,0 +1,101 @@
+"""``squeezelab sweep`` and ``squeezelab report``: the API's grid, table and HTML report, for your own model.
+
+Both run ``sweep(model, data, bits=..., sparsity=..., recipes=...)`` (cached: a second run, or a
+report after a sweep with the same arguments, reads the measured points back), print the table,
+and ``report`` writes ``report(sweep, path)`` with the point ``choose_point`` picks and the rule it
+used. An ONNX file has no PyTorch layers to prune or quantize in simulation: its sweep is the
+recipes (ONNX Runtime's choices; by default fp32 against int8-dynamic and float16), no grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from squeezelab.engine.errors import ConfigError
+
+__all__ = ["run_sweep", "run_report", "ONNX_DEFAULT_RECIPES"]
+
+ONNX_DEFAULT_RECIPES = ("int8-dynamic", "float16")
+
+
+def _grid(args: argparse.Namespace, onnx: bool) -> tuple[list[int], list[float], list[Any]]:
+    """(bits, sparsity, recipes) to sweep; an ONNX file takes recipes only."""
+    from squeezelab._cmd_inputs import recipe_names
+
+    recipes = list(args.recipe or [])
+    if onnx:
+        if args.bits or args.sparsity:
+            raise ConfigError(
+                "--bits/--sparsity need the PyTorch model: an ONNX file cannot be pruned or quantized in simulation; "
+                "leave them out and pass --recipe NAME (e.g. int8-dynamic, float16) for each point."
+            )
+        names = recipe_names()
+        return [], [], recipes or [names[n] for n in ONNX_DEFAULT_RECIPES]
+    bits = args.bits if args.bits is not None else [8, 4, 2]
+    sparsity = args.sparsity if args.sparsity is not None else [0.0, 0.5]
+    if bool(bits) != bool(sparsity):
+        raise ConfigError("--bits and --sparsity both need values, or both be empty (then --recipe gives the points).")
+    if not bits and not recipes:
+        raise ConfigError("nothing to sweep: pass --bits and --sparsity, or --recipe.")
+    return bits, sparsity, recipes
+
+
+def _measured(args: argparse.Namespace) -> Any:
+    """Load and check everything, then run the sweep (a progress bar unless --quiet or not a terminal)."""
+    import squeezelab as sl
+    from squeezelab._cmd_compress import needs_calibration
+    from squeezelab._cmd_inputs import example_for, load_data, load_model
+
+    model = load_model(args.model, args.weights)
+    bits, sparsity, recipes = _grid(args, onnx=args.model.is_onnx)
+    grid_static = [sl.Recipe(runtime=sl.Int8Static())] if bits and args.runtime == "int8-static" else []
+    needs_calibration(recipes + grid_static, args.calibration)
+    data = load_data(args.data)
+    calibration = load_data(args.calibration, "--calibration")[0] if args.calibration is not None else None
+    example_for(model, data, None)  # a factory's example is the data's first sample (the engine takes it from data)
+    cache: Any = False if args.no_cache else (args.cache if args.cache is not None else True)
+    progress = not args.quiet and sys.stderr.isatty()
+    return sl.sweep(
+        model, data, bits=bits, sparsity=sparsity, quantization=args.quantization, pruning=args.pruning,
+        runtime=args.runtime, recipes=recipes, calibration_data=calibration, cache=cache, progress=progress,
+        rounds=args.rounds, batch_size=args.batch_size, threads=args.threads, output=args.output_key,
+    )
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Sweep, print the table, write --json (Point.to_row() of every point) and --csv."""
+    from squeezelab._cmd_output import figure_table, write_json
+
+    result = _measured(args)
+    shown = sys.stderr if args.json == "-" else sys.stdout
+    print(figure_table(result.table), file=shown)
+    if args.csv is not None:
+        result.table.to_csv(args.csv, index=False)
+    if args.json is not None:
+        write_json(args.json, {**result.table.attrs, "points": [p.to_row() for p in result.points]})
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Sweep (cached), choose a point by the rule, write the self-contained HTML report."""
+    from squeezelab._cmd_output import figure_table
+    from squeezelab.widgets.html_report import _check_path, choose_point, report
+
+    path = Path(args.output).absolute()
+    _check_path(path, args.overwrite)  # before the work
+    result = _measured(args)
+    print(figure_table(result.table))
+    try:
+        current, rule = choose_point(result, max_drop=args.max_drop, objective=args.objective,
+                                     executable_only=args.executable_only)
+    except ConfigError as exc:  # no point meets the rule: the report says none was chosen, and why here
+        current, rule = None, None
+        print(f"no recipe chosen: {exc}")
+    else:
+        print(f"chosen: {result.table.iloc[current]['label']} ({rule})")
+    written = report(result, path, title=args.title, current=current, rule=rule, overwrite=args.overwrite)
+    print(f"report (one HTML file, opens offline): {written}")
+    return 0
