@@ -250,7 +250,11 @@ def _kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
 
 
 def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]]) -> tuple[bytes | None, str]:
-    """The fused graph (None: quantize the export) and why."""
+    """The fused graph (None: quantize the export) and why.
+
+    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph; a layer with
+    none left (its MatMuls merged into an attention op) cannot stay float, so fusion is skipped.
+    """
     import onnx
 
     from squeezelab.engine.int8_graph import fuse_transformer, looks_like_transformer
@@ -263,9 +267,11 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     if fused is None:
         return None, f"fusion failed, unfused graph quantized: {info['error']}"
     present = {node.name for node in onnx.load_from_string(fused).graph.node}
-    absorbed = sorted(layer for layer, nodes in kept.items() if not set(nodes) <= present)
-    if absorbed:  # their MatMuls were merged into fused ops: they could not stay float
-        return None, f"skipped: layers kept float {absorbed} would be fused into attention ops"
+    absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
+    if absorbed:  # their weights were merged into fused ops: they could not stay float
+        return None, f"skipped: layers kept float {absorbed} would be merged into fused attention / embedding ops"
+    for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
+        kept[layer] = [node for node in nodes if node in present]
     ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
     return fused, f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
 

@@ -243,3 +243,32 @@ def test_int8_search_refuses_train_data(digits_cnn):
         sl.search(model, (split.x_test[:20], split.y_test[:20]), runtime=sl.Int8Dynamic(op_types=("Gemm",)),
                   train_data=(split.x_test[:20], split.y_test[:20]), progress=False, cache=False)
     assert "train_data" in str(info.value) and "does not fine-tune" in str(info.value)
+
+
+def test_the_environment_record_names_this_machines_int8_defaults():
+    from squeezelab.engine.cpu import default_reduce_range
+    from squeezelab.engine.environment import environment
+
+    text = environment()["int8_defaults"]
+    assert "uint8 activations (U8S8)" in text and "Gather" in text
+    assert ("7-bit weights" in text) == default_reduce_range()
+
+
+def test_layers_kept_float_with_fusion(bert, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, inputs = bert
+    runtime = sl.Int8Dynamic(reduce_range=True)  # fusion "auto": tiny BERT fuses
+    dense = sl.compress(
+        model, sl.Recipe(runtime=runtime, layers=(sl.LayerSetting(name="encoder.layer.1.output.dense", bits=32),)),
+        example_inputs=_one(inputs),
+    )
+    assert dense.details["choices"]["fusion"] is True
+    assert _float_weight_readers(dense.onnx_bytes) == {"/model/encoder/layer.1/output/dense/MatMul"}
+    # A query projection is merged into the fused Attention op: it can only stay float unfused.
+    query = sl.compress(
+        model, sl.Recipe(runtime=runtime, layers=(sl.LayerSetting(name="encoder.layer.0.attention.self.query", bits=32),)),
+        example_inputs=_one(inputs),
+    )
+    why = query.details["choices"]["why"]["fusion"]
+    assert query.details["choices"]["fusion"] is False and "skipped" in why and "attention.self.query" in why
+    assert "/model/encoder/layer.0/attention/self/query/MatMul" in _float_weight_readers(query.onnx_bytes)
