@@ -15,7 +15,7 @@ import torch
 
 import squeezelab as sl
 from squeezelab.engine.int8_graph import attention_shape, layer_nodes, looks_like_transformer, node_layer
-from squeezelab.engine.zoo import resnet18, tiny_bert, tiny_bert_inputs
+from squeezelab.engine.zoo import efficientnet_lite0, mobilenet_v2, resnet18, tiny_bert, tiny_bert_inputs
 from tests.conftest import state_hash
 
 
@@ -272,3 +272,39 @@ def test_layers_kept_float_with_fusion(bert, tmp_path, monkeypatch):
     why = query.details["choices"]["why"]["fusion"]
     assert query.details["choices"]["fusion"] is False and "skipped" in why and "attention.self.query" in why
     assert "/model/encoder/layer.0/attention/self/query/MatMul" in _float_weight_readers(query.onnx_bytes)
+
+
+# ----------------------------------------------------------------------------- 5. static int8 CNNs
+
+
+def _optimized_ops(onnx_bytes: bytes, tmp_path) -> list[str]:
+    """Op types of the graph ONNX Runtime actually runs (after its QDQ fusion)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+
+
+@pytest.mark.parametrize(
+    "name, make, size",
+    [
+        ("resnet18-small", lambda: resnet18(num_classes=10, small_input=True), 32),
+        ("mobilenet_v2", lambda: mobilenet_v2(num_classes=10, small_input=True), 32),
+        ("efficientnet_lite0", lambda: efficientnet_lite0(), 64),
+    ],
+)
+def test_static_int8_cnns_run_every_convolution_as_qlinearconv(name, make, size, tmp_path):
+    torch.manual_seed(0)
+    model = make().eval()
+    x = torch.rand(8, 3, size, size).numpy()
+    c = sl.compress(model, sl.Recipe(runtime=sl.Int8Static()), example_inputs=x[:1], calibration_data=x)
+    convs = sum(1 for n in onnx.load_from_string(sl.compress(model, example_inputs=x[:1]).onnx_bytes).graph.node if n.op_type == "Conv")
+    ops = _optimized_ops(c.onnx_bytes, tmp_path)
+    assert ops.count("QLinearConv") == convs and "Conv" not in ops  # depthwise ones included
+    assert c.details["choices"]["activations"] == "uint8" and c.details["int8_weight_fraction"] > 0.95
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    # Roughly what the model computes (EfficientNet-Lite0 loses most: 0.86 here; search keeps its sensitive layers float).
+    assert _cosine(c.predict(x), expected) > 0.8
