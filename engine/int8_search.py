@@ -26,6 +26,7 @@ from typing import Any
 
 from torch import nn
 
+from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.point import Point
 from squeezelab.engine.recipe import Int8Dynamic, Int8Static, LayerSetting, Recipe
@@ -78,8 +79,14 @@ def search_int8(
     base = ev.baseline()
     trail: list[dict[str, Any]] = []
 
-    def measure(layers: list[str], move: str, evaluator: Evaluator = ev) -> dict[str, Any]:
-        point: Point = clock.timed(evaluator.evaluate, float_layers_recipe(runtime, layers))
+    def measure(layers: list[str], move: str) -> dict[str, Any]:
+        try:
+            point: Point = clock.timed(ev.evaluate, float_layers_recipe(runtime, layers))
+        except ConfigError:
+            if not layers:
+                raise  # the all-int8 model itself is refused: the user's recipe, explained
+            # every weight kept float: nothing int8 left, so nothing to measure
+            return {"value": float("-inf"), "accepted": False, "speedup": 0.0, "float_layers": list(layers), "move": move}
         row = _row(point, base, move)
         row["drop_bound"] = paired_drop_bound(base, point, confidence)
         row["accepted"] = row["drop_bound"] <= max_accuracy_drop

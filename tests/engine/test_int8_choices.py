@@ -308,3 +308,20 @@ def test_static_int8_cnns_run_every_convolution_as_qlinearconv(name, make, size,
         expected = model(torch.from_numpy(x)).numpy()
     # Roughly what the model computes (EfficientNet-Lite0 loses most: 0.86 here; search keeps its sensitive layers float).
     assert _cosine(c.predict(x), expected) > 0.8
+
+
+def test_int8_search_refuses_a_recipe_that_cannot_quantize_the_model(digits_cnn, tmp_path):
+    model, split = digits_cnn
+
+    class ConvOnly(torch.nn.Module):  # dynamic int8's op types reach under half of its weights
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 64, 3)
+            self.fc = torch.nn.Linear(64, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).mean((2, 3)))
+
+    with pytest.raises(sl.ConfigError) as info:
+        sl.search(ConvOnly(), (split.x_test[:20], split.y_test[:20] % 2), runtime=sl.Int8Dynamic(), progress=False, cache=tmp_path)
+    assert "would quantize only" in str(info.value) and "Int8Static" in str(info.value)
