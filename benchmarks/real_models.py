@@ -59,8 +59,13 @@ def run_model(name: str, model: Any, data: Any, calibration: Any, metrics: list[
     example = sl.Inputs.of(data[0]).slice(0, 1)
     dynamic = ENCODER_DYNAMIC if name == "MiniLM" else sl.Int8Dynamic(op_types=("MatMul", "Gemm", "Conv"))
     candidate = sl.Recipe(runtime=dynamic if name == "MiniLM" else sl.Int8Static(activations="uint8"))
-    int8 = _timed(f"compress {candidate.label}", lambda: sl.compress(model, candidate, example_inputs=example, calibration_data=calibration))
-    for metric in metrics:
+    steps = set(args.steps.split(","))
+    if steps - {"measure", "sweep", "sensitivity", "search"}:
+        raise SystemExit(f"--steps: unknown {sorted(steps - {'measure', 'sweep', 'sensitivity', 'search'})}")
+    int8 = None
+    if "measure" in steps:
+        int8 = _timed(f"compress {candidate.label}", lambda: sl.compress(model, candidate, example_inputs=example, calibration_data=calibration))
+    for metric in metrics if int8 is not None else []:
         pair = _timed(f"measure_pair, {metric.name}", lambda metric=metric: sl.measure_pair(model, int8, data, settings.replace(metric=metric)))
         _show_pair(pair)
     recipes = [
@@ -69,13 +74,28 @@ def run_model(name: str, model: Any, data: Any, calibration: Any, metrics: list[
         sl.Recipe(quantization=sl.Float16()),
         sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()),
     ]
+    if "sweep" in steps:
+        _sweep(model, data, settings, recipes, calibration, cache)
+    if "sensitivity" in steps:
+        _sensitivity(model, data, settings, cache)
+    if "search" in steps:
+        _search(model, data, settings, cache, args)
+
+
+def _sweep(model: Any, data: Any, settings: Any, recipes: list[Any], calibration: Any, cache: str) -> None:
     s = _timed("sweep (int8 dynamic, int8 static, float16, 4-bit simulated)", lambda: sl.sweep(
         model, data, settings, bits=(), sparsity=(), recipes=recipes, calibration_data=calibration, cache=cache, progress=False))
     _show_sweep(s)
+
+
+def _sensitivity(model: Any, data: Any, settings: Any, cache: str) -> None:
     sens = _timed("layer_sensitivity, 4 bits", lambda: sl.layer_sensitivity(
         model, data, settings.replace(rounds=0), bits=[4], sparsity=[], cache=cache, progress=False))
     top = sens.sort_values("drop", ascending=False).head(5)
     print("  most sensitive layers at 4 bits:", ", ".join(f"{r.layer} {r.drop:.4f}" for r in top.itertuples()))
+
+
+def _search(model: Any, data: Any, settings: Any, cache: str, args: argparse.Namespace) -> None:
     found = _timed(f"search, drop <= {args.budget} in {args.search_budget} s", lambda: sl.search(
         model, data, max_accuracy_drop=args.budget, bits=[8, 6, 4], sparsity=[0.0, 0.25, 0.5],
         time_budget_s=args.search_budget, settings=settings.replace(rounds=0), cache=cache, progress=False))
@@ -111,6 +131,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     parser.add_argument("--batch-size", type=int, default=32, help="timing batch size")
     parser.add_argument("--budget", type=float, default=0.01, help="search: allowed drop of the fidelity metric")
+    parser.add_argument("--steps", default="measure,sweep,sensitivity,search",
+                        help="comma-separated: measure, sweep, sensitivity, search")
     parser.add_argument("--search-budget", type=float, default=120.0, help="search: seconds")
     args = parser.parse_args()
     env = environment()

@@ -215,6 +215,9 @@ def paired_drop_interval(
     discordant = (int((d > 0).sum()), int((d < 0).sum())) if binary else None
     drop = float(d.mean())
     low, high = _ends(drop, std, n, discordant, _tails(confidence, sided))
+    if binary:  # a widened t-end can pass the range a drop of 0/1 scores can take (one-sided ends stay open)
+        low = low if math.isinf(low) else max(low, -1.0)
+        high = high if math.isinf(high) else min(high, 1.0)
     method = "exact-binomial" if binary else "t"
     return DropInterval(drop, low, high, float(confidence), method, n, discordant, std, sided)
 
