@@ -39,6 +39,8 @@ from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.point import Point, Settings
 from squeezelab.engine.recipe import (
     ChannelPruning,
+    Int8Dynamic,
+    Int8Static,
     LayerSetting,
     MagnitudePruning,
     Onnx,
@@ -174,7 +176,9 @@ def search(
         bits, sparsity: the values each layer may take (``bits`` only for ``"size"``): one value
             or a non-empty list each.
         quantization: the weight quantizer whose width is chosen per layer.
-        runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency;
+        runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency.
+            ``Int8Dynamic()`` or ``Int8Static()``: real int8 with the sensitive layers kept float
+            (``bits``, ``sparsity`` and ``quantization`` do not apply; see ``engine.int8_search``).
             ``WeightOnly(...)`` with ``objective="latency"`` (channel pruning, then 4/8-bit weights).
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks
@@ -207,6 +211,9 @@ def search(
         quantizer.with_bits(b)
     if objective == "latency" and not any(s < 0.95 for s in sparsity):
         raise ConfigError(f"sparsity={list(sparsity)!r}: channel pruning (objective='latency') takes ratios below 0.95.")
+    if isinstance(runtime, (Int8Dynamic, Int8Static)):  # real int8: which layers stay float (engine/int8_search.py)
+        return _search_int8(model, data, runtime, objective, max_accuracy_drop, time_budget_s, confidence,
+                            train_data, settings, cache, progress, overrides)
     runtime = runtime or (Simulated(coding="huffman") if objective == "size" else Onnx())
     if isinstance(runtime, WeightOnly) and objective != "latency":
         # MatMulNBits takes one width for the whole graph, and a size search chooses a width per layer.
@@ -342,6 +349,28 @@ def search(
         baseline=_row(base_point, base_point, "fp32 baseline"),
         held_out=held_out,
         point=best_row.get("point"),
+    )
+
+
+def _search_int8(
+    model: nn.Module, data: Any, runtime: Int8Dynamic | Int8Static, objective: str, max_accuracy_drop: float,
+    time_budget_s: float, confidence: float, train_data: Any, settings: Settings | None, cache: Any, progress: bool,
+    overrides: dict[str, Any],
+) -> SearchResult:
+    from squeezelab.engine.int8_search import search_int8
+
+    if train_data is not None:
+        raise ConfigError(
+            f"search with runtime={runtime!r} chooses which layers stay float and does not fine-tune; drop "
+            "train_data=, or search a simulated quantizer (runtime=None) to fine-tune."
+        )
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"search needs the PyTorch model (it keeps named layers float); got {type(model).__name__}.")
+    repeats = 20 if objective == "latency" else 0
+    ev = Evaluator(model, data, settings, cache=cache, **{**overrides, "rounds": repeats})
+    return search_int8(
+        model, ev, runtime, objective=objective, max_accuracy_drop=max_accuracy_drop, time_budget_s=time_budget_s,
+        confidence=confidence, progress=progress,
     )
 
 

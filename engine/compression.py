@@ -192,6 +192,7 @@ def compress(
     raw = _run_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
     plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
     check_recipe_reaches_layers(work, recipe, filter_fn)
+    _check_layer_names(work, recipe)
     feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
 
     structural = isinstance(recipe.pruning, STRUCTURAL)
@@ -211,6 +212,20 @@ def compress(
         check_onnx_matches(onnx_bytes, work, example, output, recipe.pruning.label)
     details = {"exporter": exporter, "model_class": class_path(model)}
     return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details)
+
+
+def _check_layer_names(model: nn.Module, recipe: Recipe) -> None:
+    """Per-layer settings of an int8 runtime must name modules of the model (checked before exporting)."""
+    if not isinstance(recipe.runtime, (Int8Dynamic, Int8Static)) or not recipe.layers:
+        return
+    known = {name for name, _ in model.named_modules() if name}
+    unknown = [item.name for item in recipe.layers if item.name not in known]
+    if unknown:
+        examples = ", ".join(sorted(known)[:6])
+        raise ConfigError(
+            f"{recipe.label}: layers {unknown} are not modules of {type(model).__name__}; use names from "
+            f"model.named_modules() (e.g. {examples})."
+        )
 
 
 def _simulated_result(

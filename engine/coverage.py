@@ -164,7 +164,7 @@ def check_int8_coverage(onnx_bytes: bytes, recipe: Recipe) -> float:
         raise ConfigError(
             f"{recipe.label} would quantize only {fraction:.0%} of the weight elements: its default op_types "
             f"{DYNAMIC_OP_TYPES} leave the rest float32 (weight elements by op: {shares}). "
-            f"{_int8_advice(runtime, by_op)} To quantize only the {' and '.join(DYNAMIC_OP_TYPES)} layers, "
+            f"{_int8_advice(runtime, by_op)} To quantize only the {', '.join(DYNAMIC_OP_TYPES)} layers, "
             f"pass op_types={DYNAMIC_OP_TYPES} explicitly."
         )
     return fraction

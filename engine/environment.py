@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 from squeezelab._version import __version__
-from squeezelab.engine.cpu import cpu_flags, int8_dot_product_is_exact
+from squeezelab.engine.cpu import cpu_flags, default_reduce_range, int8_dot_product_is_exact
 
 __all__ = ["environment"]
 
@@ -42,4 +42,14 @@ def environment() -> dict[str, object]:
         "avx512": any(f.startswith("avx512") for f in flags),
         "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
         "int8_dot_product_exact": int8_dot_product_is_exact(),
+        "int8_defaults": _int8_defaults(),
     }
+
+
+def _int8_defaults() -> str:
+    """What ``Int8Dynamic()`` / ``Int8Static()`` choose on this machine (each result records its own choices)."""
+    weights = "7-bit weights (no VNNI)" if default_reduce_range() else "8-bit weights"
+    return (
+        f"Int8Dynamic: MatMul/Gemm/Gather, per-channel, {weights}, transformer fusion auto; "
+        f"Int8Static: uint8 activations (U8S8), per-channel, {weights}"
+    )

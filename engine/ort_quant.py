@@ -132,19 +132,35 @@ def resolve_reduce_range(runtime: Int8Dynamic | Int8Static) -> bool:
     return default_reduce_range() if runtime.reduce_range is None else runtime.reduce_range
 
 
-def quantize_dynamic_onnx(onnx_bytes: bytes, runtime: Int8Dynamic) -> bytes:
-    """Dynamic int8: signed int8 weights (the fast x86 path), activations quantized at run time."""
+def quantize_dynamic_onnx(
+    onnx_bytes: bytes,
+    runtime: Int8Dynamic,
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+    op_types: Sequence[str] | None = None,
+    fused: bool = False,
+) -> bytes:
+    """Dynamic int8: signed int8 weights (the fast x86 path), activations quantized at run time.
+
+    ``nodes_to_exclude`` stay float; ``op_types`` overrides the runtime's; ``fused`` says the
+    graph went through ONNX Runtime's transformer optimizer (its contrib ops have no type
+    inference in the quantizer, hence ``DefaultTensorType``; its shape pre-processing is skipped).
+    """
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnxruntime_tools():
         out = Path(tmp) / "int8.onnx"
+        graph = onnx.load_from_string(onnx_bytes) if fused else _preprocessed(onnx_bytes, Path(tmp))
         quantize_dynamic(
-            _preprocessed(onnx_bytes, Path(tmp)),
+            graph,
             out,
-            op_types_to_quantize=list(runtime.quantized_op_types),
+            op_types_to_quantize=list(op_types or runtime.quantized_op_types),
             per_channel=runtime.per_channel,
             reduce_range=resolve_reduce_range(runtime),
             weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
         )
         return out.read_bytes()
 
@@ -160,9 +176,13 @@ class _BatchReader:
 
 
 def quantize_static_onnx(
-    onnx_bytes: bytes, runtime: Int8Static, feeds: Sequence[dict[str, np.ndarray]]
+    onnx_bytes: bytes,
+    runtime: Int8Static,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    nodes_to_exclude: Sequence[str] = (),
 ) -> bytes:
-    """Static int8 in QDQ format with activation ranges calibrated on ``feeds``."""
+    """Static int8 in QDQ format with activation ranges calibrated on ``feeds``; ``nodes_to_exclude`` stay float."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if not feeds:
@@ -194,6 +214,7 @@ def quantize_static_onnx(
             activation_type=act,
             weight_type=QuantType.QInt8,
             calibrate_method=method,
+            nodes_to_exclude=list(nodes_to_exclude),
             extra_options=extra,
         )
         return out.read_bytes()
@@ -210,13 +231,118 @@ def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
 
 # --------------------------------------------------------------------------- dispatch
 
-_Convert = Callable[[bytes, Recipe, Sequence[dict[str, np.ndarray]] | None], bytes]
+_Convert = Callable[[bytes, Recipe, Sequence[dict[str, np.ndarray]] | None], tuple[bytes, dict[str, Any]]]
 
-# Private registry: runtime type -> conversion of the exported fp32 model.
+
+def _reduce_range_why(runtime: Int8Dynamic | Int8Static) -> str:
+    if runtime.reduce_range is not None:
+        return "set in the recipe"
+    if resolve_reduce_range(runtime):
+        return "this CPU has no VNNI: 7-bit weights keep its int16 accumulation from saturating"
+    return "this CPU accumulates int8 products exactly (VNNI or ARM): full 8-bit weights"
+
+
+def _kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
+    """Layer name -> the ONNX nodes kept float for it (``LayerSetting(bits=32)``)."""
+    from squeezelab.engine.int8_graph import layer_nodes
+
+    names = [item.name for item in recipe.layers if item.bits == 32]
+    return layer_nodes(onnx_bytes, names) if names else {}
+
+
+def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]]) -> tuple[bytes | None, str]:
+    """The fused graph (None: quantize the export) and why.
+
+    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph; a layer with
+    none left (its MatMuls merged into an attention op) cannot stay float, so fusion is skipped.
+    """
+    import onnx
+
+    from squeezelab.engine.int8_graph import fuse_transformer, looks_like_transformer
+
+    if runtime.fusion is False:
+        return None, "off (fusion=False)"
+    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
+        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    fused, info = fuse_transformer(onnx_bytes)
+    if fused is None:
+        return None, f"fusion failed, unfused graph quantized: {info['error']}"
+    present = {node.name for node in onnx.load_from_string(fused).graph.node}
+    absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
+    if absorbed:  # their weights were merged into fused ops: they could not stay float
+        return None, f"skipped: layers kept float {absorbed} would be merged into fused attention / embedding ops"
+    for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
+        kept[layer] = [node for node in nodes if node in present]
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+    return fused, f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+
+
+def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.int8_graph import FUSED_OP_TYPES
+
+    rt = recipe.runtime
+    kept = _kept_float(b, recipe)
+    fused, fusion_why = _fusion(b, rt, kept)
+    op_types = list(rt.quantized_op_types)
+    if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
+        op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
+    excluded = [node for nodes in kept.values() for node in nodes]
+    out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
+    choices = {
+        "op_types": op_types,
+        "per_channel": rt.per_channel,
+        "activations": "uint8",
+        "reduce_range": resolve_reduce_range(rt),
+        "fusion": fused is not None,
+        "layers_float": sorted(kept),
+        "why": {
+            "op_types": ("the recipe's" if rt.op_types is not None else "Linear layers and embedding tables")
+            + (", with the fused attention / embedding ops that now hold those weights" if fused is not None else ""),
+            "per_channel": "per-channel weight scales (recipe); on a real encoder cosine 0.88 -> 0.99"
+            if rt.per_channel else "per-tensor weight scales (recipe)",
+            "activations": "dynamic int8 quantizes activations to uint8 at run time (ONNX Runtime's U8S8 path)",
+            "reduce_range": _reduce_range_why(rt),
+            "fusion": fusion_why,
+        },
+    }
+    return out, choices
+
+
+def _convert_static(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    rt = recipe.runtime
+    kept = _kept_float(b, recipe)
+    excluded = [node for nodes in kept.values() for node in nodes]
+    out = quantize_static_onnx(b, rt, feeds or [], nodes_to_exclude=excluded)
+    act_why = (
+        "uint8 activations x int8 weights (U8S8): ONNX Runtime's fast x86 CPU path"
+        if rt.activations == "uint8"
+        else "int8 activations (S8S8), as asked: what GPU / TensorRT int8 wants; slow on x86 CPUs"
+    )
+    choices = {
+        "op_types": list(rt.op_types) if rt.op_types else "all ONNX Runtime can quantize",
+        "per_channel": rt.per_channel,
+        "activations": rt.activations,
+        "reduce_range": resolve_reduce_range(rt),
+        "fusion": False,
+        "layers_float": sorted(kept),
+        "why": {
+            "activations": act_why,
+            "reduce_range": _reduce_range_why(rt),
+            "fusion": "static QDQ: ONNX Runtime fuses QDQ groups into QLinearConv / QLinearMatMul when the session loads",
+        },
+    }
+    return out, choices
+
+
+def _convert_float(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    return (convert_float16_onnx(b) if isinstance(recipe.quantization, Float16) else b), {}
+
+
+# Private registry: runtime type -> conversion of the exported fp32 model, and the choices it made.
 _CONVERSIONS: dict[type, _Convert] = {
-    Onnx: lambda b, r, f: convert_float16_onnx(b) if isinstance(r.quantization, Float16) else b,
-    Int8Dynamic: lambda b, r, f: quantize_dynamic_onnx(b, r.runtime),
-    Int8Static: lambda b, r, f: quantize_static_onnx(b, r.runtime, f or []),
+    Onnx: _convert_float,
+    Int8Dynamic: _convert_dynamic,
+    Int8Static: _convert_static,
 }
 
 
@@ -230,13 +356,18 @@ def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe) -> tuple[bytes, dict
 def convert_onnx(
     onnx_bytes: bytes, recipe: Recipe, feeds: Sequence[dict[str, np.ndarray]] | None
 ) -> tuple[bytes, dict[str, Any]]:
-    """The exported fp32 model converted as ``recipe`` says, and the choices made on the way."""
-    details: dict[str, Any] = {}
-    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
-        details["reduce_range"] = resolve_reduce_range(recipe.runtime)
-    if isinstance(recipe.runtime, WeightOnly):  # its conversion reports what it rewrote and quantized
+    """The exported fp32 model converted as ``recipe`` says, and the choices made on the way.
+
+    For the int8 runtimes the details hold ``reduce_range`` and ``choices``: op types, per-channel,
+    activation type, reduce_range, fusion, the layers kept float, and why each. ``WeightOnly``
+    reports its choices and what it rewrote and quantized (node counts) directly in the details.
+    """
+    if isinstance(recipe.runtime, WeightOnly):
         return _convert_weight_only(onnx_bytes, recipe)
-    return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds), details
+    converted, choices = _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
+    if not choices:
+        return converted, {}
+    return converted, {"reduce_range": choices["reduce_range"], "choices": choices}
 
 
 def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:

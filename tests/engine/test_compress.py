@@ -32,6 +32,7 @@ def cnn_results(digits_cnn):
         "dynamic": sl.Recipe(runtime=sl.Int8Dynamic()),
         "static": sl.Recipe(runtime=sl.Int8Static()),
         "static_entropy": sl.Recipe(runtime=sl.Int8Static(calibration="entropy")),
+        "static_s8": sl.Recipe(runtime=sl.Int8Static(activations="int8")),
         "static_percentile_u8": sl.Recipe(runtime=sl.Int8Static(calibration="percentile", activations="uint8", per_channel=False)),
         "static_gemm_only": sl.Recipe(runtime=sl.Int8Static(op_types=("Gemm", "MatMul"))),
     }
@@ -96,7 +97,8 @@ def test_static_activation_type_is_what_was_asked(cnn_results):
             if i.name.endswith("_zero_point") and "weight" not in i.name and "bias" not in i.name
         }
 
-    assert act_types(cnn_results["static"]) == {onnx.TensorProto.INT8}
+    assert act_types(cnn_results["static"]) == {onnx.TensorProto.UINT8}  # the default: ONNX Runtime's fast x86 path
+    assert act_types(cnn_results["static_s8"]) == {onnx.TensorProto.INT8}  # what GPU / TensorRT want, when asked
     assert act_types(cnn_results["static_percentile_u8"]) == {onnx.TensorProto.UINT8}
 
 

@@ -117,8 +117,8 @@ def test_int8_dynamic_on_a_cnn_says_what_would_quantize_it_before_quantizing(mon
         "would quantize only 3% of the weight elements",
         "Conv 97%, Gemm 3%",
         "runtime=Int8Static()",
-        "Int8Dynamic(op_types=('MatMul', 'Gemm', 'Conv')) (dynamic ConvInteger",
-        "pass op_types=('MatMul', 'Gemm') explicitly",
+        "Int8Dynamic(op_types=('MatMul', 'Gemm', 'Gather', 'Conv')) (dynamic ConvInteger",
+        "pass op_types=('MatMul', 'Gemm', 'Gather') explicitly",
     ):
         assert words in message
     # Saying so explicitly ships the Linear-only int8 model, and the result records how little that is.
@@ -131,9 +131,9 @@ def test_int8_dynamic_on_a_cnn_says_what_would_quantize_it_before_quantizing(mon
 
 
 def test_explicit_default_op_types_round_trip_and_read_the_same():
-    default, explicit = sl.Int8Dynamic(), sl.Int8Dynamic(op_types=["MatMul", "Gemm"])
-    assert default.op_types is None and explicit.op_types == ("MatMul", "Gemm")
-    assert default.quantized_op_types == explicit.quantized_op_types == ("MatMul", "Gemm")
+    default, explicit = sl.Int8Dynamic(), sl.Int8Dynamic(op_types=["MatMul", "Gemm", "Gather"])
+    assert default.op_types is None and explicit.op_types == ("MatMul", "Gemm", "Gather")
+    assert default.quantized_op_types == explicit.quantized_op_types == ("MatMul", "Gemm", "Gather")
     for runtime in (default, explicit):
         r = Recipe(runtime=runtime)
         assert Recipe.from_dict(r.to_dict()) == r and Recipe.from_toml(r.to_toml()) == r

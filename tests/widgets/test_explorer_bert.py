@@ -91,15 +91,15 @@ def test_slider_moves_recompress_the_bert(explorer):
     ex.runtime.value = "int8-static"  # int64 token ids through static int8 calibration
     ex.wait()
     assert ex.current_point.label.startswith("int8-static") and ex.current_point.executable
-    ex.runtime.value = "int8-dynamic"  # embeddings hold half the weights: refused, and the refusal is shown
+    ex.runtime.value = "int8-dynamic"  # the default quantizes the embeddings (Gather, half the weights) too
     ex.wait()
-    assert "Gather" in ex.status.value and "op_types" in ex.status.value and ex.error
-    assert ex.current_point.label.startswith("int8-static")  # the last good point stays drawn
-    ex.runtime.value = "int8-dynamic-embeddings"  # the choice that quantizes the embeddings too
+    assert ex.error is None and ex.current_point.label == "int8-dynamic" and ex.current_point.executable
+    assert ex.current_point.size_bytes < eight.size_bytes
+    ex.runtime.value = "int8-dynamic-embeddings"  # the same op types, named explicitly
     ex.wait()
     assert ex.error is None and ex.current_point.executable
     assert "Gather" in str(ex.current_point.recipe) and ex.current_point.size_bytes < eight.size_bytes
-    assert len(ex.sweep()) == 5  # baseline, 8 bits, 3 bits, two int8 runtimes
+    assert len(ex.sweep()) == 6  # baseline, 8 bits, 3 bits, three int8 runtimes
 
 
 def test_progress_shows_each_stage_of_an_uncached_point(explorer, monkeypatch):
