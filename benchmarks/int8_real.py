@@ -147,6 +147,8 @@ def minilm(args: argparse.Namespace, tmp: Path) -> None:
     print(f"  squeezelab WeightOnly(4, block 16, embeddings 4) built in {time.perf_counter() - t0:.0f} s", flush=True)
     built += [("squeezelab Int8Dynamic() default", dyn.onnx_bytes),
               ("squeezelab WeightOnly(bits=4, block_size=16, embeddings=4)", w4.onnx_bytes)]
+    if args.tuned_budget > 0:
+        built.append(_tuned_minilm(model, tokenizer, example, args))
 
     variants = [_onnx(name, data) for name, data in built]
 
@@ -175,6 +177,21 @@ def minilm(args: argparse.Namespace, tmp: Path) -> None:
         f"1 thread, {args.rounds} interleaved shuffled rounds",
         variants, "mean cosine to fp32", lambda x: f"{x:.4f}",
     )
+
+
+def _tuned_minilm(model: nn.Module, tokenizer: Any, example: dict[str, Any], args: argparse.Namespace) -> tuple[str, bytes]:
+    """squeezelab tuned: int8 search for the layers kept float, decided on sentences the table does not evaluate."""
+    from squeezelab.engine.zoo import sentences, tokenize
+
+    held_out = sentences(253)[args.sentences:] or sentences(64)
+    search_data = (tokenize(tokenizer, held_out, max_length=128), None)  # padded to the longest: fast probes
+    t0 = time.perf_counter()
+    found = sl.search(model, search_data, max_accuracy_drop=args.tuned_drop, runtime=sl.Int8Dynamic(), objective="size",
+                      time_budget_s=args.tuned_budget, settings=sl.Settings(rounds=0, threads=1), cache=False, progress=False)
+    floats = [s.name for s in found.recipe.layers]
+    print(f"  squeezelab tuned: {found} in {time.perf_counter() - t0:.0f} s; kept float: {floats}", flush=True)
+    tuned = sl.compress(model, found.recipe, example_inputs=example)
+    return f"squeezelab tuned (search, drop <= {args.tuned_drop}): {found.recipe.label}, {len(floats)} layers float", tuned.onnx_bytes
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite0
@@ -231,6 +248,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds (>= 6 for a 95 %% interval)")
     parser.add_argument("--sentences", type=int, default=128)
     parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--tuned-budget", type=float, default=0.0,
+                        help="seconds for the 'squeezelab tuned' MiniLM row (int8 search); 0 leaves it out")
+    parser.add_argument("--tuned-drop", type=float, default=0.003, help="the tuned search's allowed cosine drop")
     parser.add_argument("--minilm-batch", type=int, default=32)
     parser.add_argument("--efficientnet-batch", type=int, default=8)
     args = parser.parse_args()
