@@ -275,6 +275,15 @@ def speed_reading(low: float, high: float) -> str:
     return "about the same"
 
 
+def number_text(value: Any, spec: str, suffix: str = "") -> str:
+    """``format(value, spec) + suffix`` for a table cell; ``n/a`` for a missing, non-numeric or NaN value."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(v) else format(v, spec) + suffix
+
+
 def speedup_text(median: float | None, low: float | None, high: float | None, times: str = "x") -> str:
     """``0.82x (0.78-0.85) slower`` for a table cell; ``n/a`` without a median, no reading without an interval."""
     if median is None or not math.isfinite(median):
@@ -284,6 +293,20 @@ def speedup_text(median: float | None, low: float | None, high: float | None, ti
     if not math.isfinite(high):
         return f"{median:.2f}{times} (too few rounds) about the same"
     return f"{median:.2f}{times} ({low:.2f}-{high:.2f}) {speed_reading(low, high)}"
+
+
+def row_speedup_text(row: Any, times: str = "x") -> str:
+    """``speedup_text`` of a sweep-table row (``speedup``, ``speedup_low``, ``speedup_high``); the baseline says so."""
+    if bool(row.get("is_baseline", False)):
+        return f"1.00{times} (the baseline)"
+
+    def number(column: str) -> float | None:
+        try:
+            return float(row.get(column))
+        except (TypeError, ValueError):
+            return None
+
+    return speedup_text(number("speedup"), number("speedup_low"), number("speedup_high"), times)
 
 
 @dataclass(frozen=True)

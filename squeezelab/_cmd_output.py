@@ -9,7 +9,6 @@ and reading ("about the same" when the interval includes 1.0).
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,30 +23,16 @@ def progress_bar(total: int, desc: str, quiet: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="step", disable=quiet or not sys.stderr.isatty(), file=sys.stderr)
 
 
-def _number(value: Any, spec: str, suffix: str = "") -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(v) else format(v, spec) + suffix
-
-
 def _value(value: Any, percent: bool) -> str:
-    return _number(value * 100 if value is not None and percent else value, ".2f" if percent else ".4f")
+    from squeezelab.engine.stats import number_text
 
-
-def _speed(row: Any) -> str:
-    if bool(row.get("is_baseline")):
-        return "1.00x (the baseline)"
-    median, low, high = row.get("speedup"), row.get("speedup_low"), row.get("speedup_high")
-    if _number(median, ".2f") == "n/a":
-        return "n/a"
-    reading = row.get("speed_reading") or ""
-    return f"{float(median):.2f}x ({_number(low, '.2f')}-{_number(high, '.2f')}) {reading}".rstrip()
+    return number_text(value * 100 if value is not None and percent else value, ".2f" if percent else ".4f")
 
 
 def figure_table(table: Any) -> str:
     """Plain text of a sweep table (``SweepTable.from_points(...).table``): one line per point."""
+    from squeezelab.engine.stats import number_text, row_speedup_text  # not at start-up: the CLI's help stays light
+
     percent = bool(table.attrs.get("percent", False))
     name = str(table.attrs.get("metric", "value")) + (" %" if percent else "")
     drop = "drop pp" if percent else "drop"
@@ -57,12 +42,12 @@ def figure_table(table: Any) -> str:
             f"{'latency ms (p25-p75)':>24s}  speedup (95% interval)")
     lines = [head, "-" * len(head)]
     for _, row in table.iterrows():
-        spread = f"{_number(row.get('latency_ms'), '.3f')} ({_number(row.get('latency_p25_ms'), '.3f')}-" \
-                 f"{_number(row.get('latency_p75_ms'), '.3f')})"
+        spread = f"{number_text(row.get('latency_ms'), '.3f')} ({number_text(row.get('latency_p25_ms'), '.3f')}-" \
+                 f"{number_text(row.get('latency_p75_ms'), '.3f')})"
         lines.append(
             f"{str(row['label']):{label_width}s} {str(row['kind']):10s} {_value(row.get('value'), percent):>{width}s} "
             f"{_value(row.get('drop'), percent):>9s} {int(row['size_bytes']):>11,d} "
-            f"{_number(row.get('compression'), '.2f', 'x'):>11s} {spread:>24s}  {_speed(row)}"
+            f"{number_text(row.get('compression'), '.2f', 'x'):>11s} {spread:>24s}  {row_speedup_text(row)}"
         )
     return "\n".join(lines)
 

@@ -10,10 +10,10 @@ reading. Every string from the model or the user is HTML-escaped.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 from typing import Any
 
+from squeezelab.engine.stats import number_text, row_speedup_text
 from squeezelab.widgets._labels import MetricLabels
 
 __all__ = ["html_table", "latency_table", "TABLE_COLUMNS"]
@@ -33,17 +33,9 @@ TABLE_COLUMNS = (
 )
 
 
-def _num(value: Any, spec: str, suffix: str = "") -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if math.isnan(v) else format(v, spec) + suffix
-
-
 def _latency_cell(row: Any) -> str:
-    median = _num(row.get("latency_ms"), ".3f")
-    low, high = _num(row.get("latency_p25_ms"), ".3f"), _num(row.get("latency_p75_ms"), ".3f")
+    median = number_text(row.get("latency_ms"), ".3f")
+    low, high = number_text(row.get("latency_p25_ms"), ".3f"), number_text(row.get("latency_p75_ms"), ".3f")
     if median == "n/a" or "n/a" in (low, high):
         return median
     return f'{median} <span class="spread">{low}–{high}</span>'
@@ -64,24 +56,13 @@ def _cell(column: str, row: Any, labels: MetricLabels) -> str:
     if column == "speedup":
         return _speedup_cell(row)
     if column in formats:
-        return _num(value, *formats[column])
+        return number_text(value, *formats[column])
     return html.escape(str(value))
 
 
 def _speedup_cell(row: Any) -> str:
     """The median speedup, its 95% interval and what it says ("about the same" when it includes 1.0)."""
-    from squeezelab.engine.stats import speedup_text
-
-    if bool(row.get("is_baseline", False)):
-        return "1.00× (the baseline)"
-
-    def number(column: str) -> float | None:
-        try:
-            return float(row.get(column))
-        except (TypeError, ValueError):
-            return None
-
-    return html.escape(speedup_text(number("speedup"), number("speedup_low"), number("speedup_high"), "×"))
+    return html.escape(row_speedup_text(row, "×"))
 
 
 def _badge(row: Any) -> str:

@@ -124,11 +124,7 @@ def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
 
 
 def _hover(row: Any, labels: MetricLabels) -> str:
-    def fmt(value: Any, spec: str) -> str:
-        try:
-            return format(float(value), spec)
-        except (TypeError, ValueError):
-            return "n/a"
+    from squeezelab.engine.stats import number_text as fmt
 
     spread = ""
     if fmt(row.get("latency_p25_ms"), ".3f") != "n/a":
