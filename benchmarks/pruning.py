@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import os
-import statistics
 import time
 
 import numpy as np
@@ -33,9 +32,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import squeezelab as sl  # noqa: E402
 from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
 from squeezelab.engine.default_models import train_classifier  # noqa: E402
-from squeezelab.engine.latency import interleaved_latency  # noqa: E402
-from squeezelab.engine.stats import ratio_interval  # noqa: E402
 from squeezelab.engine.pruning import weight_sparsity  # noqa: E402
+from structured_real import accuracy, speeds  # noqa: E402  (this folder: one timing and accuracy loop for both)
 
 
 class SmallCNN(nn.Module):
@@ -52,12 +50,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    with torch.no_grad():
-        preds = np.concatenate([model(torch.from_numpy(x[i : i + 500])).argmax(1).numpy() for i in range(0, len(x), 500)])
-    return float((preds == y).mean())
 
 
 def torch_prune_peer(model: nn.Module, sparsity: float) -> nn.Module:
@@ -117,14 +109,7 @@ def main() -> None:
     for name, model in candidates.items():
         compressed[name] = sl.compress(model, sl.Recipe(), example_inputs=example)  # bakes masks on its copy
     xb = {64: np.ascontiguousarray(x_te[:64]), 1: np.ascontiguousarray(x_te[:1])}
-    speed = {}
-    for b, x in xb.items():
-        runners = {}
-        for name, c in compressed.items():
-            run, feeds = c.runner(threads=1), c.prepare(x)
-            runners[name] = lambda run=run, feeds=feeds: run(feeds)
-        samples = interleaved_latency(runners, rounds=30, warmup=3)
-        speed[b] = {n: (statistics.median(s), ratio_interval(samples["fp32 baseline"], s)) for n, s in samples.items()}
+    speed = speeds(compressed, xb, rounds=30, warmup=3)  # against the first entry, the fp32 baseline
     for name, model in candidates.items():
         rows.append(
             (

@@ -72,7 +72,7 @@ def tp_meta_pruner(model: nn.Module, example: torch.Tensor, ratio: float) -> nn.
     return peer
 
 
-def speeds(compressed: dict[str, Any], batches: dict[int, Any], rounds: int) -> dict[int, dict[str, Any]]:
+def speeds(compressed: dict[str, Any], batches: dict[int, Any], rounds: int, warmup: int = 2) -> dict[int, dict[str, Any]]:
     """Per batch size: name -> (median ms, speedup interval vs the first entry), interleaved."""
     base = next(iter(compressed))
     out = {}
@@ -81,7 +81,7 @@ def speeds(compressed: dict[str, Any], batches: dict[int, Any], rounds: int) -> 
         for name, c in compressed.items():
             run, feeds = c.runner(threads=1), c.prepare(x)
             runners[name] = lambda run=run, feeds=feeds: run(feeds)
-        samples = interleaved_latency(runners, rounds=rounds, warmup=2)
+        samples = interleaved_latency(runners, rounds=rounds, warmup=warmup)
         out[b] = {n: (statistics.median(s), ratio_interval(samples[base], s)) for n, s in samples.items()}
     return out
 
