@@ -51,7 +51,7 @@ def _cached_changes(ex: Explorer, positions: list[tuple[int, float]], changes: i
 
 
 def digits(folder: Path, changes: int) -> None:
-    from squeezelab.engine.default_models import default_model
+    from squeezelab.engine.zoo.digits import default_model
 
     model, split = default_model("cnn")
     t0 = time.perf_counter()

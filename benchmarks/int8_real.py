@@ -35,12 +35,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.cpu import cpu_flags  # noqa: E402
-from squeezelab.engine.environment import environment  # noqa: E402
-from squeezelab.engine.latency import interleaved_latency, torch_threads  # noqa: E402
-from squeezelab.engine.ort_quant import _BatchReader  # noqa: E402
-from squeezelab.engine.providers import make_session  # noqa: E402
-from squeezelab.engine.stats import ratio_interval, speedup_text  # noqa: E402
+from squeezelab.engine.core.cpu import cpu_flags  # noqa: E402
+from squeezelab.engine.runtime.environment import environment  # noqa: E402
+from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
+from squeezelab.engine.runtime.ort_quantize import _BatchReader  # noqa: E402
+from squeezelab.engine.runtime.providers import make_session  # noqa: E402
+from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
 
 BASELINE = "fp32 ONNX Runtime"
 

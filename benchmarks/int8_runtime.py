@@ -35,13 +35,13 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
-from squeezelab.engine.default_models import LeNet5, train_classifier  # noqa: E402
-from squeezelab.engine.environment import environment  # noqa: E402
-from squeezelab.engine.latency import interleaved_latency, torch_threads  # noqa: E402
-from squeezelab.engine.stats import ratio_interval, speedup_text  # noqa: E402
-from squeezelab.engine.ort_quant import _BatchReader  # noqa: E402
-from squeezelab.engine.providers import make_session  # noqa: E402
+from squeezelab.engine.core.data import load_fashion_mnist  # noqa: E402
+from squeezelab.engine.zoo.digits import LeNet5, train_classifier  # noqa: E402
+from squeezelab.engine.runtime.environment import environment  # noqa: E402
+from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
+from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
+from squeezelab.engine.runtime.ort_quantize import _BatchReader  # noqa: E402
+from squeezelab.engine.runtime.providers import make_session  # noqa: E402
 
 BASELINE = "fp32 ONNX Runtime"
 

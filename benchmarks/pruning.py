@@ -30,9 +30,9 @@ from torch import nn
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
-from squeezelab.engine.default_models import train_classifier  # noqa: E402
-from squeezelab.engine.pruning import weight_sparsity  # noqa: E402
+from squeezelab.engine.core.data import load_fashion_mnist  # noqa: E402
+from squeezelab.engine.zoo.digits import train_classifier  # noqa: E402
+from squeezelab.engine.pruning.prune import weight_sparsity  # noqa: E402
 from structured_real import accuracy, speeds  # noqa: E402  (this folder: one timing and accuracy loop for both)
 
 

@@ -19,8 +19,8 @@ import torch
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.data import load_fashion_mnist  # noqa: E402
-from squeezelab.engine.default_models import LeNet5, train_classifier  # noqa: E402
+from squeezelab.engine.core.data import load_fashion_mnist  # noqa: E402
+from squeezelab.engine.zoo.digits import LeNet5, train_classifier  # noqa: E402
 
 
 def accuracy(model, x, y) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.environment import environment  # noqa: E402
+from squeezelab.engine.runtime.environment import environment  # noqa: E402
 
 # Dynamic int8 of an encoder whose embedding tables hold most weights: Gather quantized too.
 ENCODER_DYNAMIC = sl.Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))

@@ -35,8 +35,8 @@ from torch import nn
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.latency import interleaved_latency  # noqa: E402
-from squeezelab.engine.stats import ratio_interval  # noqa: E402
+from squeezelab.engine.measurement.latency import interleaved_latency  # noqa: E402
+from squeezelab.engine.measurement.stats import ratio_interval  # noqa: E402
 
 
 def cpu_kind() -> str:

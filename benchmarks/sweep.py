@@ -25,8 +25,8 @@ import tempfile
 import time
 
 import squeezelab as sl
-from squeezelab.engine.default_models import default_model
-from squeezelab.engine.evaluation import Evaluator
+from squeezelab.engine.zoo.digits import default_model
+from squeezelab.engine.explore.evaluation import Evaluator
 
 BITS = (8, 6, 4, 2)
 SPARSITY = (0.0, 0.25, 0.5, 0.75, 0.9)

@@ -20,7 +20,7 @@ import time
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.environment import environment  # noqa: E402
+from squeezelab.engine.runtime.environment import environment  # noqa: E402
 
 VARIANTS = [
     sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=16, embeddings=4)),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import SqueezeError
+from squeezelab.engine.core.errors import SqueezeError
 
 __all__ = [
     "Budget",

@@ -28,8 +28,8 @@ import pytest
 from squeezelab.checks.budget import Budget, BudgetError
 from squeezelab.checks.pairing import measured_pair, points_pair, settings_for, side_label
 from squeezelab.checks.verdict import Verdict, judge
-from squeezelab.engine.errors import SqueezeError
-from squeezelab.engine.point import Point, Settings
+from squeezelab.engine.core.errors import SqueezeError
+from squeezelab.engine.measurement.point import Point, Settings
 
 __all__ = ["BudgetGate"]
 

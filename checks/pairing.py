@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from squeezelab.checks.budget import Budget, BudgetError
-from squeezelab.engine.compressed import Compressed
-from squeezelab.engine.errors import DataError
-from squeezelab.engine.outputs import selector_name
-from squeezelab.engine.paired import PairedMetrics, measure_pair
-from squeezelab.engine.point import Point, Settings
-from squeezelab.engine.samples import read_samples
-from squeezelab.engine.scoring import kl_to_baseline, negative_mse
-from squeezelab.engine.stats import paired_drop_interval
+from squeezelab.engine.build.compressed import Compressed
+from squeezelab.engine.core.errors import DataError
+from squeezelab.engine.core.outputs import selector_name
+from squeezelab.engine.measurement.paired import PairedMetrics, measure_pair
+from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.core.samples import read_samples
+from squeezelab.engine.measurement.scoring import kl_to_baseline, negative_mse
+from squeezelab.engine.measurement.stats import paired_drop_interval
 
 __all__ = ["BUDGET_SETTINGS", "settings_for", "measured_pair", "points_pair", "side_label"]
 

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from squeezelab.checks.budget import Budget
-from squeezelab.engine.errors import DataError
+from squeezelab.engine.core.errors import DataError
 
 if TYPE_CHECKING:  # importing the engine's measurement pulls in torch; the plugin stays light
-    from squeezelab.engine.paired import PairedMetrics
+    from squeezelab.engine.measurement.paired import PairedMetrics
 
 __all__ = ["Figure", "Verdict", "figure_detail", "judge"]
 
@@ -211,7 +211,7 @@ def _finite(x: float) -> float | None:
 
 def _drop_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, scale: float, note: str) -> Figure:
     """Judge the paired drop of the metric (times ``scale``: 1, or 1 / baseline value) in the budget's mode."""
-    from squeezelab.engine.stats import samples_to_resolve
+    from squeezelab.engine.measurement.stats import samples_to_resolve
 
     value = pair.accuracy_drop * scale
     mode = budget.accuracy_gate

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["run_compress", "check_output_path", "needs_calibration"]
 
@@ -30,7 +30,7 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 def needs_calibration(recipes: list[Any], calibration: Path | None) -> None:
     """int8-static calibrates its activation ranges on real inputs: refuse it without --calibration."""
-    from squeezelab.engine.recipe import Int8Static
+    from squeezelab.engine.core.recipe import Int8Static
 
     static = [r.label for r in recipes if isinstance(r.runtime, Int8Static)]
     if static and calibration is None:
@@ -45,7 +45,7 @@ def run_compress(args: argparse.Namespace) -> int:
     import squeezelab as sl
     from squeezelab._cmd_inputs import example_for, load_data, load_model
     from squeezelab._cmd_output import figure_table, progress_bar, write_json
-    from squeezelab.engine.sweeping import Sweep
+    from squeezelab.engine.explore.sweep import Sweep
 
     output = Path(args.output)
     check_output_path(output, args.overwrite)

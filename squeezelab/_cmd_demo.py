@@ -71,7 +71,7 @@ def speed_lines(table, env: dict) -> list[str]:
 
 
 def _report(table, env: dict, model_kind: str, saved: Path, reduce_range: bool) -> str:
-    from squeezelab.engine.compare import format_table
+    from squeezelab.engine.measurement.compare import format_table
 
     threads = table.attrs.get("threads")
     lines = [
@@ -111,8 +111,8 @@ def run_demo(args: argparse.Namespace) -> int:
     """Train, compress with every demo recipe, measure them once, print the table, write the files."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     import squeezelab as sl
-    from squeezelab.engine.compare import compare_points, comparison_table, format_table
-    from squeezelab.engine.environment import environment
+    from squeezelab.engine.measurement.compare import compare_points, comparison_table, format_table
+    from squeezelab.engine.runtime.environment import environment
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,9 +151,9 @@ def _html_report(model, split, results, points: dict, out: Path, kind: str) -> P
         print("(install squeezelab[widgets] for the HTML trade-off report)")
         return None
     import squeezelab as sl
-    from squeezelab.engine.errors import ConfigError
-    from squeezelab.engine.evaluation import asked_sparsity
-    from squeezelab.engine.sweeping import Sweep
+    from squeezelab.engine.core.errors import ConfigError
+    from squeezelab.engine.explore.evaluation import asked_sparsity
+    from squeezelab.engine.explore.sweep import Sweep
     from squeezelab.widgets import report
     from squeezelab.widgets.html_report import choose_point
 

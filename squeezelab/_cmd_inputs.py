@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import ConfigError, DataError
+from squeezelab.engine.core.errors import ConfigError, DataError
 
 __all__ = [
     "ModelSpec", "model_spec", "weights_file", "npz_file", "recipe_spec", "example_shape", "fraction_list",
@@ -96,7 +96,7 @@ def npz_file(text: str) -> Path:
 
 def recipe_names() -> dict[str, Any]:
     """``{name: Recipe}`` of ``--recipe NAME``: fp32 and the explorer's ONNX Runtime choices (one name table)."""
-    from squeezelab.engine.recipe import Recipe
+    from squeezelab.engine.core.recipe import Recipe
     from squeezelab.widgets._explorer_choices import ONNX_RUNTIME_CHOICES, control_recipe
 
     names = {"fp32": Recipe()}
@@ -107,8 +107,8 @@ def recipe_names() -> dict[str, Any]:
 
 def recipe_spec(text: str) -> Any:
     """A recipe name (see ``recipe_names``) or a ``recipe.toml`` file (``Recipe.to_toml``'s form)."""
-    from squeezelab.engine.errors import SqueezeError
-    from squeezelab.engine.recipe import Recipe
+    from squeezelab.engine.core.errors import SqueezeError
+    from squeezelab.engine.core.recipe import Recipe
 
     if text.endswith(".toml"):
         path = Path(text)
@@ -139,7 +139,7 @@ def example_shape(text: str) -> tuple[int, ...]:
 
 def width_list(text: str) -> list[int]:
     """Comma-separated weight widths (2..8, 16, 32), e.g. ``8,4,2``; empty for none."""
-    from squeezelab.engine._arguments import width
+    from squeezelab.engine.core.arguments import width
 
     if not text.strip():
         return []

@@ -24,14 +24,14 @@ def progress_bar(total: int, desc: str, quiet: bool) -> Any:
 
 
 def _value(value: Any, percent: bool) -> str:
-    from squeezelab.engine.stats import number_text
+    from squeezelab.engine.measurement.stats import number_text
 
     return number_text(value * 100 if value is not None and percent else value, ".2f" if percent else ".4f")
 
 
 def figure_table(table: Any) -> str:
     """Plain text of a sweep table (``SweepTable.from_points(...).table``): one line per point."""
-    from squeezelab.engine.stats import number_text, row_speedup_text  # not at start-up: the CLI's help stays light
+    from squeezelab.engine.measurement.stats import number_text, row_speedup_text  # not at start-up: the CLI's help stays light
 
     percent = bool(table.attrs.get("percent", False))
     name = str(table.attrs.get("metric", "value")) + (" %" if percent else "")

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["run_sweep", "run_report", "ONNX_DEFAULT_RECIPES"]
 

@@ -21,7 +21,7 @@ from squeezelab._cmd_demo import demo_recipes, run_demo, speed_lines
 from squeezelab._cmd_inputs import drop_limit, example_shape, fraction_list, model_spec, npz_file, recipe_spec, weights_file, width_list
 from squeezelab._cmd_lab import notebooks_dir, run_lab
 from squeezelab._cmd_output import file_target, json_target
-from squeezelab.engine.errors import SqueezeError
+from squeezelab.engine.core.errors import SqueezeError
 
 __all__ = ["build_parser", "demo_recipes", "main", "notebooks_dir", "speed_lines"]
 

@@ -25,9 +25,9 @@ import sklearn  # noqa: E402, F401
 # that CPU kind (reduce_range, the recorded environment) on whatever CPU runs the suite. Tests must pass
 # both ways; the int8 *numerics* stay this CPU's, so this finds tests that hard-wire one kind's choices.
 # (Perturbing PyTorch's float kernels the same way: ATEN_CPU_CAPABILITY=default, ONEDNN_MAX_CPU_ISA=SSE41.)
-import squeezelab.engine.cpu as _cpu  # noqa: E402
+import squeezelab.engine.core.cpu as _cpu  # noqa: E402
 
-# Read from the hardware directly, not through squeezelab.engine.cpu, which the switch below replaces
+# Read from the hardware directly, not through squeezelab.engine.core.cpu, which the switch below replaces
 # (this module can be imported twice: as pytest's conftest and as ``tests.conftest``).
 _HARDWARE_FLAGS = _cpu.cpu_flags.__wrapped__() if hasattr(_cpu.cpu_flags, "__wrapped__") else frozenset()
 
@@ -47,7 +47,7 @@ def hardware_int8_exact() -> bool:
 
 _ASSUMED_CPU = os.environ.get("SQUEEZELAB_TEST_ASSUME_CPU")
 if _ASSUMED_CPU:
-    import squeezelab.engine.environment as _environment
+    import squeezelab.engine.runtime.environment as _environment
 
     if _ASSUMED_CPU not in ("vnni", "avx2"):
         raise pytest.UsageError(f"SQUEEZELAB_TEST_ASSUME_CPU={_ASSUMED_CPU!r}; use 'vnni' or 'avx2'.")
@@ -74,14 +74,14 @@ def state_hash(model: torch.nn.Module) -> str:
 
 @pytest.fixture(scope="session")
 def digits_cnn():
-    from squeezelab.engine.default_models import default_model
+    from squeezelab.engine.zoo.digits import default_model
 
     return default_model("cnn")
 
 
 @pytest.fixture(scope="session")
 def digits_mlp():
-    from squeezelab.engine.default_models import default_model
+    from squeezelab.engine.zoo.digits import default_model
 
     return default_model("mlp")
 

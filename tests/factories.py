@@ -11,7 +11,7 @@ from torch import nn
 
 def digits_mlp() -> nn.Module:
     """The built-in digits MLP's architecture, untrained (``--weights`` gives it the trained weights)."""
-    from squeezelab.engine.default_models import DigitsMLP
+    from squeezelab.engine.zoo.digits import DigitsMLP
 
     return DigitsMLP()
 

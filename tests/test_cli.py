@@ -9,7 +9,7 @@ import pytest
 
 from squeezelab import _cmd_demo, cli
 from squeezelab.cli import main, speed_lines
-from squeezelab.engine.stats import speed_reading
+from squeezelab.engine.measurement.stats import speed_reading
 
 
 def test_demo_prints_table_and_writes_report(tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_an_out_folder_that_is_a_file_or_cannot_be_created_is_refused_before_wor
 
 
 def test_a_squeeze_error_during_the_work_is_one_line_with_exit_status_2(tmp_path, capsys, monkeypatch):
-    from squeezelab.engine.errors import DataError
+    from squeezelab.engine.core.errors import DataError
 
     def broken(args):
         raise DataError("the evaluation data is empty; pass at least one sample.")
@@ -155,7 +155,7 @@ def test_demo_states_per_batch_size_what_each_interval_says():
 def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_path):
     """Top-1 reads in % and pp; a fidelity metric (no targets: cosine to fp32) by its own name, never as accuracy."""
     import squeezelab as sl
-    from squeezelab.engine.compare import compare_compressed, format_table
+    from squeezelab.engine.measurement.compare import compare_compressed, format_table
 
     model, split = digits_mlp
     results = [sl.compress(model, r, example_inputs=split.x_test[:1]) for r in (sl.Recipe(), sl.Recipe(runtime=sl.Int8Dynamic()))]

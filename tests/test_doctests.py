@@ -11,9 +11,9 @@ import pytest
 import squeezelab
 import squeezelab.engine
 
-MODULES = ["squeezelab"] + [
-    f"squeezelab.engine.{m.name}" for m in pkgutil.walk_packages(squeezelab.engine.__path__) if not m.ispkg
-] + ["squeezelab.engine.quant." + n for n in ("linear", "packing", "fixed_point", "kmeans")]
+MODULES = ["squeezelab", "squeezelab.engine.quantization"] + [
+    m.name for m in pkgutil.walk_packages(squeezelab.engine.__path__, "squeezelab.engine.") if not m.ispkg
+]
 
 
 @pytest.mark.parametrize("name", sorted(set(MODULES)))
@@ -29,4 +29,4 @@ def test_modules_with_examples_are_covered():
             t.examples for t in doctest.DocTestFinder().find(importlib.import_module(n))
         )
     ]
-    assert {"squeezelab.engine.recipe", "squeezelab.engine.compression", "squeezelab.engine.quant.linear"} <= set(with_examples)
+    assert {"squeezelab.engine.core.recipe", "squeezelab.engine.build.compress", "squeezelab.engine.quantization.linear"} <= set(with_examples)

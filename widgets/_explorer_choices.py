@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from squeezelab.engine._arguments import count, fraction, scalar, width
-from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.recipe import Int8Dynamic, Recipe
-from squeezelab.engine.sweeping import grid_recipe
+from squeezelab.engine.core.arguments import count, fraction, scalar, width
+from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.recipe import Int8Dynamic, Recipe
+from squeezelab.engine.explore.sweep import grid_recipe
 
 __all__ = [
     "QUANTIZATION_CHOICES", "PRUNING_CHOICES", "RUNTIME_CHOICES", "ONNX_RUNTIME_CHOICES", "RUNTIME_CONFIGS",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from squeezelab.engine.sweeping import QUANTIZATION_METHODS
+from squeezelab.engine.explore.sweep import QUANTIZATION_METHODS
 
 if TYPE_CHECKING:
     from squeezelab.widgets.explorer import Explorer
@@ -51,7 +51,7 @@ class LayerViews:
         """The layer sensitivity under the selected quantizer (measured once per quantizer, cached on disk)."""
         q = self.quantizer()
         if q not in self._tables and compute:
-            from squeezelab.engine.sensitivity import layer_sensitivity
+            from squeezelab.engine.explore.sensitivity import layer_sensitivity
 
             ex = self._ex
             ex._set_status(f"measuring layer sensitivity ({html.escape(q)}) …", busy=True)
@@ -69,7 +69,7 @@ class LayerViews:
         import ipywidgets as w
         from torch import nn
 
-        from squeezelab.engine.sensitivity import prunable_layers
+        from squeezelab.engine.core.layers import prunable_layers
         from squeezelab.widgets.layer_views import layer_figure
 
         self.built = True
@@ -99,7 +99,7 @@ class LayerViews:
             ex._pending = ex._pool.submit(self._draw)
 
     def _draw(self) -> None:
-        from squeezelab.engine.recipe import Float16, LinearQuantization
+        from squeezelab.engine.core.recipe import Float16, LinearQuantization
         from squeezelab.widgets.layer_views import quantization_levels, update_layer_views
 
         ex = self._ex

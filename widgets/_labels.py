@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from squeezelab.engine.scoring import METRICS, Metric
+from squeezelab.engine.measurement.scoring import METRICS, Metric
 
 __all__ = ["MetricLabels"]
 

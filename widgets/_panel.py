@@ -10,8 +10,8 @@ from __future__ import annotations
 import html
 import json
 
-from squeezelab.engine.point import Point
-from squeezelab.engine.stats import speedup_text
+from squeezelab.engine.measurement.point import Point
+from squeezelab.engine.measurement.stats import speedup_text
 from squeezelab.widgets._labels import MetricLabels
 
 __all__ = ["figures_panel", "drop_text"]

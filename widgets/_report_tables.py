@@ -13,7 +13,7 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from squeezelab.engine.stats import number_text, row_speedup_text
+from squeezelab.engine.measurement.stats import number_text, row_speedup_text
 from squeezelab.widgets._labels import MetricLabels
 
 __all__ = ["html_table", "latency_table", "TABLE_COLUMNS"]
@@ -124,7 +124,7 @@ def latency_table(table: Any, labels: MetricLabels, *, current_row: int | None =
     Simulated points are left out: their latency is PyTorch computing with decoded weights, not
     a kernel a deployment would run. The frontier is over the executable points only.
     """
-    from squeezelab.engine.pareto import pareto_front
+    from squeezelab.engine.explore.pareto import pareto_front
 
     pool = table[table["executable"].astype(bool) & table["latency_ms"].notna() & table["value"].notna()]
     front = set(pareto_front(pool, "latency_ms", "value").index)

@@ -38,11 +38,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from squeezelab.engine.errors import SqueezeError
-from squeezelab.engine.evaluation import Evaluator, asked_sparsity, evaluator_settings
-from squeezelab.engine.point import Point, Settings
-from squeezelab.engine.recipe import Recipe
-from squeezelab.engine.sweeping import Sweep
+from squeezelab.engine.core.errors import SqueezeError
+from squeezelab.engine.explore.evaluation import Evaluator, asked_sparsity, evaluator_settings
+from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.explore.sweep import Sweep
 from squeezelab.widgets._explorer_choices import (
     BITS_RANGE,
     ONNX_RUNTIME_CHOICES,
@@ -113,7 +113,7 @@ class Explorer:
         title: str = "squeezelab explorer",
         **overrides: Any,
     ) -> None:
-        from squeezelab.engine.onnx_input import is_onnx_model
+        from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
         self._onnx = is_onnx_model(model)
         runtime = runtime if runtime is not None else ("int8-static" if self._onnx else "simulated")

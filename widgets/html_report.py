@@ -36,7 +36,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 from squeezelab.widgets._labels import MetricLabels
 from squeezelab.widgets._report_tables import html_table, latency_table
 from squeezelab.widgets.grid_figure import explore_figure, has_grid
@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from squeezelab.engine.pareto import SweepTable
-    from squeezelab.engine.recipe import Recipe
+    from squeezelab.engine.explore.pareto import SweepTable
+    from squeezelab.engine.core.recipe import Recipe
 
 __all__ = ["report", "choose_point", "explore_figure", "PLOTLY_CONFIG"]
 
@@ -99,7 +99,7 @@ def _figure_html(fig: Any, div_id: str) -> str:
 
 
 def _environment_html() -> str:
-    from squeezelab.engine.environment import environment
+    from squeezelab.engine.runtime.environment import environment
 
     env = dict(environment())
     for package in ("pandas", "plotly"):
@@ -115,7 +115,7 @@ def _environment_html() -> str:
 
 
 def _recipe_of(table: pd.DataFrame, position: int) -> Recipe:
-    from squeezelab.engine.evaluation import recipe_of
+    from squeezelab.engine.explore.evaluation import recipe_of
 
     return recipe_of(table.iloc[position])
 
@@ -176,7 +176,7 @@ def choose_point(
     Raises:
         ConfigError: no row meets the rule, or an argument is out of range.
     """
-    from squeezelab.engine.pareto import SweepTable
+    from squeezelab.engine.explore.pareto import SweepTable
 
     table = getattr(sweep, "table", sweep).reset_index(drop=True)
     row = SweepTable(table).best(max_accuracy_drop=max_drop, objective=objective, executable_only=executable_only)
@@ -192,7 +192,7 @@ def choose_point(
 
 def _resolve_choice(table: pd.DataFrame, recipe: Recipe | None, current: int | None) -> tuple[Recipe | None, int | None]:
     """Check ``recipe`` / ``current`` and fill in one from the other."""
-    from squeezelab.engine.recipe import Recipe
+    from squeezelab.engine.core.recipe import Recipe
 
     n = len(table)
     if current is not None and (isinstance(current, bool) or not isinstance(current, int) or not 0 <= current < n):
@@ -276,7 +276,7 @@ def _head(title: str, n_figures: int) -> list[str]:
 
 
 def _pareto_section(table: pd.DataFrame, labels: MetricLabels, current: int | None) -> str:
-    from squeezelab.engine.pareto import pareto_front
+    from squeezelab.engine.explore.pareto import pareto_front
 
     name = html.escape(labels.name)
     front = pareto_front(table, "size_bytes", "value")

@@ -4,7 +4,7 @@ Two pictures that explain *why* a recipe costs accuracy:
 
 * ``sensitivity_heatmap``: layers down, bit widths (or sparsities) across, each
   cell the drop of the table's metric when only that layer is compressed (a
-  table from ``squeezelab.engine.sensitivity.layer_sensitivity``): in
+  table from ``squeezelab.engine.explore.sensitivity.layer_sensitivity``): in
   percentage points for a percent metric such as top-1 accuracy, in the
   metric's own units otherwise (a cosine drops by 0.0088, not by "0.88 pp").
 * ``weight_histogram``: one layer's weights with the values they can take
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 from squeezelab.widgets._labels import MetricLabels
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     import torch
 
-    from squeezelab.engine.recipe import FixedPoint, KMeansQuantization, LinearQuantization
+    from squeezelab.engine.core.recipe import FixedPoint, KMeansQuantization, LinearQuantization
 
 __all__ = [
     "QuantizationLevels",
@@ -145,7 +145,7 @@ def _metric_columns(table: Any) -> tuple[MetricLabels, str]:
     if missing:
         raise ConfigError(
             f"the sensitivity table has no column(s) {missing}; it needs {[*SENSITIVITY_COLUMNS, labels.key]} and a "
-            "drop column (the table squeezelab.engine.sensitivity.layer_sensitivity returns)."
+            "drop column (the table squeezelab.engine.explore.sensitivity.layer_sensitivity returns)."
         )
     return labels, str(drop)
 
@@ -295,7 +295,7 @@ def quantization_levels(
 
     Examples:
         >>> import torch
-        >>> from squeezelab.engine.recipe import LinearQuantization
+        >>> from squeezelab.engine.core.recipe import LinearQuantization
         >>> w = torch.tensor([[-1.0, 0.5], [0.25, 0.1]])
         >>> levels = quantization_levels(w, LinearQuantization(bits=2))
         >>> levels.values.tolist(), levels.channel
@@ -303,10 +303,10 @@ def quantization_levels(
     """
     import torch
 
-    from squeezelab.engine.encoding import encode_tensor
-    from squeezelab.engine.quant import dequantize, quantize
-    from squeezelab.engine.quant.linear import QParams
-    from squeezelab.engine.recipe import FixedPoint, KMeansQuantization, LinearQuantization
+    from squeezelab.engine.quantization.encoding import encode_tensor
+    from squeezelab.engine.quantization import dequantize, quantize
+    from squeezelab.engine.quantization.linear import QParams
+    from squeezelab.engine.core.recipe import FixedPoint, KMeansQuantization, LinearQuantization
 
     w = weight.detach().to("cpu", torch.float32) if isinstance(weight, torch.Tensor) else torch.as_tensor(
         np.asarray(weight, dtype=np.float32)

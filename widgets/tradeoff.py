@@ -33,7 +33,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from squeezelab.engine.pareto import pareto_front
+from squeezelab.engine.explore.pareto import pareto_front
 from squeezelab.widgets._axes import log_axis
 from squeezelab.widgets._labels import MetricLabels
 
@@ -124,7 +124,7 @@ def traces_by_role(fig: Any, panel: str) -> dict[str, Any]:
 
 
 def _hover(row: Any, labels: MetricLabels) -> str:
-    from squeezelab.engine.stats import number_text as fmt
+    from squeezelab.engine.measurement.stats import number_text as fmt
 
     spread = ""
     if fmt(row.get("latency_p25_ms"), ".3f") != "n/a":

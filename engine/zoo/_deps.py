@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 from types import ModuleType
 
-from squeezelab.engine.errors import ModelError
+from squeezelab.engine.core.errors import ModelError
 
 __all__ = ["MissingModelPackageError", "require", "package_dir"]
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.zoo._deps import require
 
 if TYPE_CHECKING:  # an optional package: imported at run time only inside the functions

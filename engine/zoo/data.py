@@ -1,6 +1,6 @@
 """Real images for the zoo's vision models: Fashion-MNIST resized, channel-replicated and normalised.
 
-Built on ``squeezelab.engine.data.load_fashion_mnist`` (the Debian package
+Built on ``squeezelab.engine.core.data.load_fashion_mnist`` (the Debian package
 ``dataset-fashion-mnist``); nothing is downloaded. Resizing is bilinear
 ``torch.nn.functional.interpolate``; the first ``n`` images of the split are taken, so the
 result is the same on every call and every machine.
@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from squeezelab.engine.data import Split, load_fashion_mnist
-from squeezelab.engine.errors import ConfigError, DataError
+from squeezelab.engine.core.data import Split, load_fashion_mnist
+from squeezelab.engine.core.errors import ConfigError, DataError
 
 __all__ = ["fashion_mnist_images", "IMAGENET_MEAN", "IMAGENET_STD", "NORMALIZATIONS"]
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.zoo._deps import package_dir
 
 __all__ = ["EfficientNetLite", "MBConvBlock", "efficientnet_lite0", "efficientnet_lite0_weights_path"]

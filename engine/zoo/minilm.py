@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.zoo._deps import package_dir, require
 
 if TYPE_CHECKING:  # optional packages: imported at run time only inside load_minilm

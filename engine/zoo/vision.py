@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["ResNet", "BasicBlock", "resnet18", "MobileNetV2", "InvertedResidual", "mobilenet_v2"]
 

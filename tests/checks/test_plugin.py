@@ -10,7 +10,7 @@ import pytest
 # Points with exact figures, so each gate can be put just inside or just outside its limit.
 HELPERS = '''
 import pytest
-from squeezelab.engine.point import Point
+from squeezelab.engine.measurement.point import Point
 
 def _make(acc=0.95, size=1_000_000, ms=5.0, executable=True, label="int8", n=1000):
     return Point(label=label, recipe={}, value=acc, n_samples=n, size_bytes=size,
@@ -521,8 +521,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.paired import measure_pair
-from squeezelab.engine.point import Settings
+from squeezelab.engine.measurement.paired import measure_pair
+from squeezelab.engine.measurement.point import Settings
 
 
 class Exploding(torch.nn.Module):

@@ -11,9 +11,9 @@ import pytest
 
 import squeezelab as sl
 from squeezelab.checks import Budget, judge
-from squeezelab.engine.paired import PairedMetrics
-from squeezelab.engine.point import Point
-from squeezelab.engine.stats import paired_drop_interval, ratio_interval
+from squeezelab.engine.measurement.paired import PairedMetrics
+from squeezelab.engine.measurement.point import Point
+from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
 
 
 def _point(scores: list[float], label: str, ms: float = 1.0, **metric: object) -> Point:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.at_init import snip_scores
-from squeezelab.engine.pruning import weight_sparsity
+from squeezelab.engine.pruning.at_init import snip_scores
+from squeezelab.engine.pruning.prune import weight_sparsity
 from tests.conftest import state_hash
 
 

@@ -13,8 +13,9 @@ from torch import nn
 import squeezelab as sl
 import inspect
 
-from squeezelab.engine.cache import ResultCache, model_fingerprint
-from squeezelab.engine.sweeping import sweep
+from squeezelab.engine.core.fingerprints import model_fingerprint
+from squeezelab.engine.explore.cache import ResultCache
+from squeezelab.engine.explore.sweep import sweep
 
 GRID = dict(bits=(8, 4, 2), sparsity=(0.0, 0.5))
 
@@ -114,8 +115,8 @@ def test_forward_hooks_are_in_the_key():
 @pytest.fixture
 def no_work(monkeypatch):
     """Fail the test if any point is measured."""
-    import squeezelab.engine.evaluation as evaluation
-    import squeezelab.engine.sweeping as sweeping
+    import squeezelab.engine.explore.evaluation as evaluation
+    import squeezelab.engine.explore.sweep as sweeping
 
     def never(*args, **kwargs):
         raise AssertionError("a point was measured before the bad argument was refused")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import squeezelab as sl
-from squeezelab.engine.compare import compare, format_table
+from squeezelab.engine.measurement.compare import compare, format_table
 
 
 def test_table_rows_and_ratios(digits_mlp):

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.recipe import Recipe
+from squeezelab.engine.core.recipe import Recipe
 
 
 class Tokens(nn.Module):
@@ -56,7 +56,7 @@ SIM4 = dict(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated())
     ids=["linear4", "magnitude", "2:4", "channels"],
 )
 def test_a_model_without_eligible_layers_is_refused_before_export(recipe, step, monkeypatch):
-    import squeezelab.engine.compression as compressed_module
+    import squeezelab.engine.build.compress as compressed_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before the recipe's reach was checked")
@@ -100,7 +100,7 @@ def test_per_layer_settings_that_exclude_every_layer_are_refused(digits_mlp):
 
 
 def test_int8_dynamic_on_a_cnn_says_what_would_quantize_it_before_quantizing(monkeypatch):
-    import squeezelab.engine.ort_quant as ort_quant
+    import squeezelab.engine.runtime.ort_quantize as ort_quant
 
     torch.manual_seed(0)
     model, x = ConvHeavy().eval(), torch.randn(1, 3, 12, 12)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from squeezelab.engine.data import load_digits_split, load_fashion_mnist
-from squeezelab.engine.errors import DataError
+from squeezelab.engine.core.data import load_digits_split, load_fashion_mnist
+from squeezelab.engine.core.errors import DataError
 
 
 def test_digits_split_is_stratified_and_deterministic():

@@ -37,7 +37,7 @@ def test_unexportable_model_still_compresses_simulated():
 @pytest.mark.parametrize("bad", [None, [], np.zeros((0, 1, 8, 8), np.float32)])
 def test_missing_or_empty_calibration_data_fails_before_export(digits_mlp, bad, monkeypatch):
     model, split = digits_mlp
-    import squeezelab.engine.compression as compress_module
+    import squeezelab.engine.build.compress as compress_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before calibration data was checked")
@@ -91,7 +91,7 @@ def test_not_a_module_and_not_a_recipe(tmp_path):
 
 
 def test_an_output_selector_that_names_no_tensor_is_refused_before_export(monkeypatch):
-    import squeezelab.engine.compression as compress_module
+    import squeezelab.engine.build.compress as compress_module
 
     class Pair(torch.nn.Module):
         def forward(self, x):
@@ -157,7 +157,7 @@ def test_caller_inputs_are_unchanged_by_a_model_that_edits_its_input(runtime):
 
 
 def test_int8_recipe_that_quantizes_nothing_is_refused_before_quantizing(monkeypatch):
-    import squeezelab.engine.ort_quant as ort_quant
+    import squeezelab.engine.runtime.ort_quantize as ort_quant
 
     def never(*args, **kwargs):
         raise AssertionError("quantization started before the recipe's reach was checked")

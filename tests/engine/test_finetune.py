@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.pruning import weight_sparsity
+from squeezelab.engine.pruning.prune import weight_sparsity
 from tests.conftest import state_hash
 
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.artifact import unpack_encoded
-from squeezelab.engine.quant.huffman import huffman_decode, huffman_encode, huffman_lengths
+from squeezelab.engine.build.artifact import unpack_encoded
+from squeezelab.engine.quantization.huffman import huffman_decode, huffman_encode, huffman_lengths
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.inputs import Inputs
-from squeezelab.engine.outputs import select_output
-from squeezelab.engine.samples import Samples, read_inputs, read_samples
+from squeezelab.engine.core.inputs import Inputs
+from squeezelab.engine.core.outputs import select_output
+from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 
 
 def _ids(n: int = 4, seq: int = 5) -> dict[str, np.ndarray]:

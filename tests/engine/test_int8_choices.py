@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.int8_graph import attention_shape, layer_nodes, looks_like_transformer, node_layer
+from squeezelab.engine.runtime.int8_graph import attention_shape, layer_nodes, looks_like_transformer, node_layer
 from squeezelab.engine.zoo import efficientnet_lite0, mobilenet_v2, resnet18, tiny_bert, tiny_bert_inputs
 from tests.conftest import state_hash
 
@@ -246,8 +246,8 @@ def test_int8_search_refuses_train_data(digits_cnn):
 
 
 def test_the_environment_record_names_this_machines_int8_defaults():
-    from squeezelab.engine.cpu import default_reduce_range
-    from squeezelab.engine.environment import environment
+    from squeezelab.engine.core.cpu import default_reduce_range
+    from squeezelab.engine.runtime.environment import environment
 
     text = environment()["int8_defaults"]
     assert "uint8 activations (U8S8)" in text and "Gather" in text

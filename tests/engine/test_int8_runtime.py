@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.cpu import int8_dot_product_is_exact
+from squeezelab.engine.core.cpu import int8_dot_product_is_exact
 from tests.conftest import hardware_int8_exact
 
 

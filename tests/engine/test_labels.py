@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.evaluation import Evaluator
-from squeezelab.engine.compare import compare
-from squeezelab.engine.paired import measure_pair
+from squeezelab.engine.explore.evaluation import Evaluator
+from squeezelab.engine.measurement.compare import compare
+from squeezelab.engine.measurement.paired import measure_pair
 from tests.conftest import state_hash
 
 WORDS = r"integer class indices in \[0, 10\) \(the model has 10 outputs\)"
@@ -76,7 +76,7 @@ def test_every_top1_path_refuses_them(digits_mlp, monkeypatch):
         measure_pair(model, c, bad, repeats=1)
     with pytest.raises(sl.DataError, match=WORDS):
         compare(model, [sl.Recipe(quantization=sl.Float16())], bad, example_inputs=x[:1], rounds=1, batch_sizes=(1,))
-    import squeezelab.engine.compression as compressed_module
+    import squeezelab.engine.build.compress as compressed_module
 
     def never(*args, **kwargs):
         raise AssertionError("a sweep point was compressed before the labels were checked")

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.lottery import rewind_, ticket_sparsity
-from squeezelab.engine.pruning import weight_sparsity
+from squeezelab.engine.train.lottery import rewind_, ticket_sparsity
+from squeezelab.engine.pruning.prune import weight_sparsity
 from tests.conftest import state_hash
 
 

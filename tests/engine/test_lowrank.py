@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.lowrank import choose_rank
+from squeezelab.engine.pruning.lowrank import choose_rank
 from tests.conftest import state_hash
 
 

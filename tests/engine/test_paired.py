@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.paired import measure_pair
-from squeezelab.engine.stats import paired_drop_interval
+from squeezelab.engine.measurement.paired import measure_pair
+from squeezelab.engine.measurement.stats import paired_drop_interval
 
 
 @pytest.fixture(scope="module")

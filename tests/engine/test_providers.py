@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.providers import Placement, check_placement, parse_profile
+from squeezelab.engine.runtime.providers import Placement, check_placement, parse_profile
 
 
 def test_unavailable_provider_is_refused_with_the_available_list(digits_mlp):
@@ -25,7 +25,7 @@ def test_provider_options_are_accepted(digits_mlp):
 
 def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, monkeypatch):
     """ONNX Runtime retries CUDA -> CPU on its own when CUDA fails to initialise; that must raise."""
-    import squeezelab.engine.compressed as compress_module
+    import squeezelab.engine.build.compressed as compress_module
 
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])

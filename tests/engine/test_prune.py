@@ -10,7 +10,7 @@ import torch
 from torch.nn.utils import parametrize
 
 import squeezelab as sl
-from squeezelab.engine.pruning import weight_sparsity
+from squeezelab.engine.pruning.prune import weight_sparsity
 from tests.conftest import state_hash
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from squeezelab.engine.quant import (
+from squeezelab.engine.quantization import (
     choose_frac_bits,
     dequantize,
     fixed_point_qparams,

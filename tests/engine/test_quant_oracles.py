@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from squeezelab.engine.quant import choose_qparams, dequantize, fake_quantize, quantize
+from squeezelab.engine.quantization import choose_qparams, dequantize, fake_quantize, quantize
 
 ONNX_TYPES = {
     np.dtype(np.int8): TensorProto.INT8,

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 import squeezelab as sl
-from squeezelab.engine.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError
 
 ALL_RECIPES = [
     sl.Recipe(),

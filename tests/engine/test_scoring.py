@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.scoring import METRICS, Metric, as_metric
-from squeezelab.engine.stats import paired_drop_interval
+from squeezelab.engine.measurement.scoring import METRICS, Metric, as_metric
+from squeezelab.engine.measurement.stats import paired_drop_interval
 
 
 def test_built_ins_against_hand_computations():

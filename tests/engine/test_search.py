@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.recipe import LayerSetting
-from squeezelab.engine.sensitivity import bits_probe, prunable_layers
+from squeezelab.engine.core.recipe import LayerSetting
+from squeezelab.engine.core.layers import prunable_layers
+from squeezelab.engine.explore.sensitivity import bits_probe
 from tests.conftest import state_hash
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.shared_weights import SharedWeights
+from squeezelab.engine.quantization.shared_weights import SharedWeights
 from tests.conftest import state_hash
 
 

@@ -1,4 +1,4 @@
-"""engine/stats.py: paired drop intervals, samples to resolve a budget, speed-ratio intervals.
+"""engine/measurement/stats.py: paired drop intervals, samples to resolve a budget, speed-ratio intervals.
 
 Oracles: scipy's Clopper-Pearson interval (``binomtest(...).proportion_ci(method="exact")``)
 and one-sample t-interval (``ttest_1samp(...).confidence_interval``), exact binomial sums,
@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binom, binomtest, ttest_1samp
 
 import squeezelab as sl
-from squeezelab.engine.stats import (
+from squeezelab.engine.measurement.stats import (
     _rescaled,
     paired_drop_interval,
     ratio_interval,

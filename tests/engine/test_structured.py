@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.structured import StructuredPruningError, prunable_groups
+from squeezelab.engine.pruning.structured import StructuredPruningError, prunable_groups
 from tests.conftest import state_hash
 
 
@@ -223,7 +223,7 @@ def test_prune_in_place_takes_the_checked_copy(conv_bn):
 
 def test_one_verb_dispatches_every_pruning_config_through_the_registry():
     from squeezelab.engine import recipe
-    from squeezelab.engine.pruning import _PRUNERS
+    from squeezelab.engine.pruning.prune import _PRUNERS
 
     configs = {cls for cls in recipe._REGISTRY.values() if issubclass(cls, recipe.PruningConfig)}
     assert configs == set(_PRUNERS)
@@ -266,9 +266,9 @@ def test_a_forward_that_hard_codes_a_width_is_named_by_its_group():
 
 
 def test_the_onnx_check_catches_an_export_that_differs():
-    from squeezelab.engine._pruned_checks import check_onnx_matches
-    from squeezelab.engine.export import export_onnx
-    from squeezelab.engine.inputs import Inputs
+    from squeezelab.engine.pruning.checks import check_onnx_matches
+    from squeezelab.engine.runtime.export import export_onnx
+    from squeezelab.engine.core.inputs import Inputs
 
     torch.manual_seed(0)
     a, b, x = nn.Linear(4, 3), nn.Linear(4, 3), Inputs.of(torch.randn(2, 4))

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.errors import StructuredPruningError
-from squeezelab.engine.inputs import Inputs
-from squeezelab.engine.layer_removal import removable_blocks
+from squeezelab.engine.core.errors import StructuredPruningError
+from squeezelab.engine.core.inputs import Inputs
+from squeezelab.engine.pruning.layer_removal import removable_blocks
 from squeezelab.engine.zoo import resnet18, tiny_bert, tiny_bert_inputs
 from tests.conftest import state_hash
 
@@ -58,7 +58,7 @@ def test_bert_loses_half_its_heads_and_ffn_neurons_and_matches_the_severed_model
 
 
 def test_without_heads_only_ffn_neurons_go_and_groups_are_listed():
-    from squeezelab.engine.structured import prunable_groups
+    from squeezelab.engine.pruning.structured import prunable_groups
 
     bert, x = tiny_bert(), tiny_bert_inputs(batch=2, seq=8)
     groups = {g.name: g for g in prunable_groups(bert, x)}
@@ -124,7 +124,7 @@ def test_distillation_with_dict_inputs_and_no_labels_recovers_the_teacher(bert_a
 
 
 def test_sweeps_prune_a_transformer_by_heads_and_by_layers(tmp_path):
-    from squeezelab.engine.sweeping import grid_recipe
+    from squeezelab.engine.explore.sweep import grid_recipe
 
     assert grid_recipe(32, 0.5, pruning="structured-heads").pruning == sl.ChannelPruning(ratio=0.5, heads=True)
     assert grid_recipe(32, 0.5, pruning="layers").pruning == sl.LayerPruning(ratio=0.5)

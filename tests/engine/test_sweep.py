@@ -16,9 +16,9 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.cache import ResultCache
-from squeezelab.engine.pareto import pareto_front
-from squeezelab.engine.sweeping import SweepInterrupted, grid_recipe, sweep
+from squeezelab.engine.explore.cache import ResultCache
+from squeezelab.engine.explore.pareto import pareto_front
+from squeezelab.engine.explore.sweep import SweepInterrupted, grid_recipe, sweep
 
 from tests.conftest import state_hash
 
@@ -62,7 +62,7 @@ def test_second_run_is_served_from_the_cache(small, tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a cached point was recomputed")
 
-    monkeypatch.setattr("squeezelab.engine.sweeping.run_point", boom)
+    monkeypatch.setattr("squeezelab.engine.explore.sweep.run_point", boom)
     again = sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=3)
     assert (again.hits, again.misses) == (7, 0)
     assert again.table["cached"].all()
@@ -118,7 +118,7 @@ def test_cache_key_covers_the_metric_and_a_model_changed_later(small, tmp_path):
 
 def test_a_failing_point_keeps_the_others(small, tmp_path, monkeypatch):
     model, data = small
-    import squeezelab.engine.sweeping as sw
+    import squeezelab.engine.explore.sweep as sw
 
     real = sw.run_point
 
@@ -169,9 +169,9 @@ def test_corrupt_entry_is_detected_and_recomputed(small, tmp_path):
 
 _KILLED_SWEEP = """
 import sys, time, torch
-import squeezelab.engine.sweeping as sw
-from squeezelab.engine.default_models import DigitsMLP
-from squeezelab.engine.data import load_digits_split
+import squeezelab.engine.explore.sweep as sw
+from squeezelab.engine.zoo.digits import DigitsMLP
+from squeezelab.engine.core.data import load_digits_split
 model = DigitsMLP()
 model.load_state_dict(torch.load(sys.argv[1]))
 x, y = load_digits_split().test
@@ -213,7 +213,7 @@ def test_sweep_killed_mid_way_resumes_where_it_stopped(small, tmp_path):
 
 def test_ctrl_c_keeps_finished_points(small, tmp_path, monkeypatch):
     model, data = small
-    import squeezelab.engine.sweeping as sw
+    import squeezelab.engine.explore.sweep as sw
 
     real, calls = sw.run_point, []
 

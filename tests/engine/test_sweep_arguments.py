@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import squeezelab as sl
-from squeezelab.engine.sweeping import Sweep, grid_recipe, sweep
+from squeezelab.engine.explore.sweep import Sweep, grid_recipe, sweep
 
 NAN, INF = float("nan"), float("inf")
 
@@ -25,8 +25,8 @@ def small(digits_mlp):
 @pytest.fixture
 def no_work(monkeypatch, tmp_path):
     """Fail the test if any point is measured; the cache folder it names must stay absent."""
-    import squeezelab.engine.evaluation as evaluation
-    import squeezelab.engine.sweeping as sweeping
+    import squeezelab.engine.explore.evaluation as evaluation
+    import squeezelab.engine.explore.sweep as sweeping
 
     def never(*args, **kwargs):
         raise AssertionError("a point was measured before the bad argument was refused")
@@ -149,7 +149,7 @@ def test_empty_lists_where_nothing_is_dropped(small, tmp_path):
     only = sweep(model, data, bits=[], sparsity=[], recipes=grid_recipe(4, 0.0), cache=tmp_path, progress=False, latency_repeats=0)
     assert only.table["label"].tolist() == ["fp32", grid_recipe(4, 0.0).label]  # one Recipe is a list of one
     bits_only = sl.layer_sensitivity(model, data, bits=[4], sparsity=[], cache=tmp_path, progress=False)
-    assert set(bits_only["axis"]) == {"bits"} and len(bits_only) == len(sl.engine.sensitivity.prunable_layers(model))
+    assert set(bits_only["axis"]) == {"bits"} and len(bits_only) == len(sl.engine.core.layers.prunable_layers(model))
 
 
 @pytest.mark.parametrize("kind", ["sweep", "layer_sensitivity", "search"])

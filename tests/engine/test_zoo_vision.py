@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.errors import ConfigError, DataError
+from squeezelab.engine.core.errors import ConfigError, DataError
 from squeezelab.engine.zoo import efficientnet_lite0, fashion_mnist_images, mobilenet_v2, resnet18
 
 from tests.conftest import state_hash

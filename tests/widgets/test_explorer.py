@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("ipywidgets")  # the [widgets] extra; the dev set-up installs it
 pytest.importorskip("plotly")
 
-from squeezelab.engine.sweeping import grid_recipe, sweep  # noqa: E402
+from squeezelab.engine.explore.sweep import grid_recipe, sweep  # noqa: E402
 from squeezelab.widgets import Explorer  # noqa: E402
 from squeezelab.widgets.tradeoff import traces_by_role  # noqa: E402
 from tests.conftest import state_hash  # noqa: E402
@@ -169,7 +169,7 @@ def test_evaluation_errors_are_shown_not_raised(explorer, monkeypatch):
 def test_swept_points_are_cache_hits(digits_cnn, tmp_path, monkeypatch):
     model, split = digits_cnn
     sweep(model, split.test, bits=(8, 4, 2), sparsity=(0.0, 0.5), cache=tmp_path, progress=False, latency_repeats=3)
-    import squeezelab.engine.evaluation as evaluation
+    import squeezelab.engine.explore.evaluation as evaluation
 
     def never(*args, **kwargs):
         raise AssertionError("a swept point was recomputed")
@@ -260,7 +260,7 @@ def test_save_report_writes_the_explored_points(explorer, tmp_path):
 )
 def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_path, monkeypatch, kwargs, message):
     import squeezelab as sl
-    import squeezelab.engine.evaluation as evaluation
+    import squeezelab.engine.explore.evaluation as evaluation
 
     def never(*args, **kwargs):
         raise AssertionError("the explorer measured a point before refusing its arguments")

@@ -17,8 +17,8 @@ pytest.importorskip("ipywidgets")  # the [widgets] extra; the dev set-up install
 pytest.importorskip("plotly")
 pytest.importorskip("transformers")
 
-from squeezelab.engine.sensitivity import layer_sensitivity  # noqa: E402
-from squeezelab.engine.sweeping import grid_recipe  # noqa: E402
+from squeezelab.engine.explore.sensitivity import layer_sensitivity  # noqa: E402
+from squeezelab.engine.explore.sweep import grid_recipe  # noqa: E402
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs  # noqa: E402
 from squeezelab.widgets import Explorer  # noqa: E402
 from squeezelab.widgets.tradeoff import traces_by_role  # noqa: E402
@@ -141,7 +141,7 @@ def test_progress_shows_each_stage_of_an_uncached_point(explorer, monkeypatch):
 
 def test_a_new_explorer_shows_the_baseline_being_measured(bert, tmp_path, monkeypatch):
     """Without a cached baseline the constructor returns at once; the baseline is measured with progress."""
-    import squeezelab.engine.evaluation as evaluation
+    import squeezelab.engine.explore.evaluation as evaluation
 
     model, data = bert
     release = threading.Event()
@@ -230,7 +230,7 @@ def test_an_onnx_file_is_explored_with_onnx_runtimes_choices(bert, tmp_path):
 
 def test_a_metric_that_needs_targets_is_refused_before_anything_is_measured(bert, tmp_path, monkeypatch):
     import squeezelab as sl
-    import squeezelab.engine.evaluation as evaluation
+    import squeezelab.engine.explore.evaluation as evaluation
 
     def never(*args, **kwargs):
         raise AssertionError("the explorer measured a point before refusing its metric")

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import torch
 
-from squeezelab.engine.encoding import encode_tensor
-from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.quant import kmeans_quantize
-from squeezelab.engine.quantize_model import quantize
-from squeezelab.engine.recipe import (
+from squeezelab.engine.quantization.encoding import encode_tensor
+from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.quantization import kmeans_quantize
+from squeezelab.engine.quantization.simulated import quantize
+from squeezelab.engine.core.recipe import (
     FixedPoint,
     Float16,
     KMeansQuantization,

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from squeezelab.engine.point import Point
-from squeezelab.engine.scoring import Metric, cosine_to_baseline, top1_accuracy
+from squeezelab.engine.measurement.point import Point
+from squeezelab.engine.measurement.scoring import Metric, cosine_to_baseline, top1_accuracy
 from squeezelab.widgets import _explorer_choices, _labels, _progress
 from squeezelab.widgets._labels import MetricLabels
 from squeezelab.widgets._progress import STAGES, StageProgress

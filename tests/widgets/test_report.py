@@ -15,11 +15,11 @@ import pandas as pd
 import plotly.offline
 import pytest
 
-from squeezelab.engine.errors import ConfigError
-from squeezelab.engine.pareto import SweepTable
-from squeezelab.engine.recipe import LayerSetting, LinearQuantization, Recipe, Simulated
-from squeezelab.engine.sensitivity import layer_sensitivity
-from squeezelab.engine.sweeping import sweep
+from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.explore.pareto import SweepTable
+from squeezelab.engine.core.recipe import LayerSetting, LinearQuantization, Recipe, Simulated
+from squeezelab.engine.explore.sensitivity import layer_sensitivity
+from squeezelab.engine.explore.sweep import sweep
 from squeezelab.widgets.grid_figure import DODGE
 from squeezelab.widgets.html_report import explore_figure, report
 
@@ -256,7 +256,7 @@ def test_log_axes_name_their_ticks_1k_10k_100k():
 @pytest.fixture(scope="module")
 def with_int8(digits_cnn, tmp_path_factory):
     """A sweep with executable int8 points beside simulated ones: the latency panel and table have rows."""
-    from squeezelab.engine.recipe import Int8Dynamic, Int8Static
+    from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static
 
     model, split = digits_cnn
     recipes = [Recipe(runtime=Int8Dynamic()), Recipe(runtime=Int8Static())]

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from squeezelab.engine.sensitivity import layer_sensitivity
-from squeezelab.engine.sweeping import sweep
+from squeezelab.engine.explore.sensitivity import layer_sensitivity
+from squeezelab.engine.explore.sweep import sweep
 from squeezelab.widgets.grid_figure import DODGE
 from squeezelab.widgets.html_report import report
 from tests.widgets._browser import CHROMIUM, CHROMIUM_ARGS, require_browser

@@ -1,0 +1,293 @@
+"""``compress(model, recipe)``: prune, quantize, export — on a copy, checked before the slow work.
+
+The caller's model is deep-copied first and never changed. Everything that
+can be checked cheaply (the model's weights, the example inputs and output,
+calibration data, the recipe) is checked before any slow work starts, so a
+mistake costs seconds, not a finished calibration.
+
+``model`` may also be an ONNX file (a path, bytes or an ``onnx.ModelProto``):
+a team that exports its own model gets the ONNX Runtime recipes (fp32,
+float16, int8 dynamic and static) and everything measured on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from squeezelab.engine.core.copying import copy_model
+from squeezelab.engine.build.artifact import class_path, pack_encoded
+from squeezelab.engine.build.compressed import Compressed
+from squeezelab.engine.build.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
+from squeezelab.engine.core.errors import (
+    CalibrationError,
+    ConfigError,
+    ExampleInputError,
+    ExportError,
+    InvalidWeightsError,
+    ModelError,
+    SqueezeError,
+)
+from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
+from squeezelab.engine.core.examples import example_batch, run_example
+from squeezelab.engine.core.inputs import Inputs, InputSpec
+from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
+from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
+from squeezelab.engine.core.layers import FilterFn
+from squeezelab.engine.quantization.simulated import encode_model, load_decoded_
+from squeezelab.engine.pruning.checks import check_onnx_matches
+from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_pruning_, bake_masks_
+from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static, Recipe
+from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
+
+__all__ = ["compress", "check_model"]
+
+
+def check_model(model: Any) -> None:
+    """Raise unless ``model`` is an ``nn.Module`` whose float tensors are all finite."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module (or an ONNX file), got {type(model).__name__}.")
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InvalidWeightsError(
+                f"tensor {name!r} holds {bad} NaN/Inf value(s); compressing it would hide the problem. "
+                "Fix the training run or reload a finite checkpoint."
+            )
+
+
+def _importance_samples(data: Any, spec: InputSpec) -> Samples | None:
+    """``calibration_data`` as the samples a structural step scores importance on (targets kept if given)."""
+    if data is None:
+        return None
+    if isinstance(data, Inputs):
+        return Samples(data, None)
+    try:
+        return read_samples(data, "calibration_data")
+    except SqueezeError:  # bare inputs of a several-input model: read as calibration inputs
+        return Samples(read_inputs(data, spec), None)
+
+
+def _equal_batch_size(n: int, cap: int = 64) -> int:
+    """Largest batch size <= cap that divides n.
+
+    ONNX Runtime's histogram calibrators (entropy, percentile) stack the
+    collected batches and fail on a ragged last batch, so every calibration
+    batch has the same size and no sample is dropped.
+    """
+    return max(b for b in range(1, min(cap, n) + 1) if n % b == 0)
+
+
+def _calibration_feeds(data: Any, spec: InputSpec) -> list[dict[str, np.ndarray]]:
+    empty = data is None or (isinstance(data, (list, tuple, np.ndarray, torch.Tensor)) and len(data) == 0)
+    if empty:
+        raise CalibrationError(
+            "Int8Static needs calibration data and got none; pass calibration_data= (a few hundred "
+            "representative inputs, e.g. a slice of the training set), or use runtime=Int8Dynamic()."
+        )
+    inputs = read_inputs(data, spec)
+    try:
+        inputs = inputs.check(spec, "calibration inputs")
+    except ExampleInputError as exc:
+        raise CalibrationError(f"{exc} Pass calibration inputs shaped like the example inputs.") from None
+    step = _equal_batch_size(len(inputs))
+    return [inputs.slice(i, i + step).feeds(spec.names) for i in range(0, len(inputs), step)]
+
+
+def _check_arguments(recipe: Any, filter_fn: Any, exporter: str, opset: Any, output: Any) -> Recipe:
+    recipe = Recipe() if recipe is None else recipe
+    if not isinstance(recipe, Recipe):
+        raise ConfigError(f"recipe must be a squeezelab Recipe, got {type(recipe).__name__}.")
+    if filter_fn is not None and recipe.runtime.onnx and recipe.pruning is None:
+        raise ConfigError(
+            "filter_fn chooses layers for pruning and simulated quantization; ONNX Runtime's int8 and "
+            "float16 conversions apply to the whole graph. Use runtime=Simulated() with filter_fn."
+        )
+    if exporter not in ("torchscript", "dynamo"):
+        raise ConfigError(f"exporter={exporter!r}; use 'torchscript' (default) or 'dynamo'.")
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 23:
+        raise ConfigError(f"opset={opset!r}; use an ONNX opset from 13 to 23 (default {DEFAULT_OPSET}).")
+    check_selector(output)
+    return recipe
+
+
+def compress(
+    model: nn.Module | str | Path | bytes | Any,
+    recipe: Recipe | None = None,
+    *,
+    example_inputs: Any = None,
+    calibration_data: Any = None,
+    output: OutputSelector = None,
+    filter_fn: FilterFn | None = None,
+    exporter: str = "torchscript",
+    opset: int = DEFAULT_OPSET,
+) -> Compressed:
+    """Apply ``recipe`` to a copy of ``model``; ``model`` itself is never changed.
+
+    Args:
+        model: a PyTorch module, or an ONNX model (a path, bytes or ``onnx.ModelProto``) for the
+            ONNX Runtime recipes.
+        recipe: what to do; ``Recipe()`` (the default) is the fp32 ONNX baseline.
+        example_inputs: one batch the model accepts: a tensor or array, a tuple of them
+            (positional inputs) or a dict of them (keyword inputs, as Hugging Face models take).
+            Integer inputs keep their dtype. Optional for an ONNX file.
+        calibration_data: inputs (or ``(inputs, targets)`` data) for ``Int8Static`` calibration; a
+            ``ChannelPruning`` or ``LayerPruning`` step scores channels and blocks on them too.
+        output: which output is evaluated and exported: None (the first tensor), a key,
+            an index, or a callable ``outputs -> tensor`` (see ``engine.outputs``).
+        filter_fn: ``filter_fn(module, fqn) -> bool`` choosing layers, for pruning and for
+            simulated quantization alike (a layer it rejects is neither pruned nor quantized).
+        exporter: ``"torchscript"`` (default) or ``"dynamo"``.
+        opset: ONNX opset of the export.
+
+    Examples:
+        >>> import torch
+        >>> import squeezelab as sl
+        >>> net = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+        >>> c = sl.compress(net, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(2, 16))
+        >>> c.executable, c.predict(torch.randn(3, 16).numpy()).shape
+        (True, (3, 4))
+    """
+    recipe = _check_arguments(recipe, filter_fn, exporter, opset, output)
+    if is_onnx_model(model):
+        return _compress_onnx_file(model, recipe, example_inputs, calibration_data, output)
+    check_model(model)
+    example = example_batch(example_inputs)
+    spec = example.spec()
+    work = copy_model(model).eval()
+    bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
+    raw = run_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
+    plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
+    check_recipe_reaches_layers(work, recipe, filter_fn)
+    _check_layer_names(work, recipe)
+    feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
+
+    structural = isinstance(recipe.pruning, STRUCTURAL)
+    if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
+        data = _importance_samples(calibration_data, spec) if structural else None
+        context = PruneContext(example, filter_fn, recipe.layer_sparsity(), None, data, output)
+        apply_pruning_(work, recipe.pruning, context)
+        bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
+
+    if not recipe.runtime.onnx:
+        return _simulated_result(work, recipe, example, output, filter_fn, model_class=class_path(model))
+    # A model taking positional tensors and returning one is exported as it is (its initializers keep
+    # their names); anything else through the wrapper that feeds keywords and selects the output.
+    exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
+    onnx_bytes = export_onnx(exported, example, opset=opset, exporter=exporter)
+    if structural:  # Torch-Pruning's result is checked: the export must compute what the pruned model does
+        check_onnx_matches(onnx_bytes, work, example, output, recipe.pruning.label)
+    details = {"exporter": exporter, "model_class": class_path(model)}
+    return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details)
+
+
+def _check_layer_names(model: nn.Module, recipe: Recipe) -> None:
+    """Per-layer settings of an int8 runtime must name modules of the model (checked before exporting)."""
+    if not isinstance(recipe.runtime, (Int8Dynamic, Int8Static)) or not recipe.layers:
+        return
+    known = {name for name, _ in model.named_modules() if name}
+    unknown = [item.name for item in recipe.layers if item.name not in known]
+    if unknown:
+        examples = ", ".join(sorted(known)[:6])
+        raise ConfigError(
+            f"{recipe.label}: layers {unknown} are not modules of {type(model).__name__}; use names from "
+            f"model.named_modules() (e.g. {examples})."
+        )
+
+
+def _simulated_result(
+    work: nn.Module, recipe: Recipe, example: Inputs, output: OutputSelector, filter_fn: FilterFn | None, *, model_class: str
+) -> Compressed:
+    """Quantized weights packed into the artifact, and loaded back into ``work`` as the floats they decode to."""
+    encoded = encode_model(
+        work, recipe.quantization, filter_fn=filter_fn, coding=recipe.runtime.coding, layer_bits=recipe.layer_bits()
+    )
+    load_decoded_(work, encoded)
+    artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=model_class)
+    details = {"model_class": model_class, "quantized_weight_fraction": encoded_weight_fraction(encoded)}
+    return Compressed(
+        model=work, recipe=recipe, example=example, output=output, onnx_bytes=None, artifact_bytes=artifact, details=details
+    )
+
+
+def _onnx_result(
+    work: nn.Module | None,
+    recipe: Recipe,
+    example: Inputs,
+    output: OutputSelector,
+    output_name: str | None,
+    onnx_bytes: bytes,
+    feeds: list[dict[str, np.ndarray]] | None,
+    details: dict[str, Any],
+    spec: InputSpec | None = None,
+) -> Compressed:
+    """The fp32 graph converted by ONNX Runtime's tools as the recipe says, and checked to run."""
+    from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
+
+    if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
+        check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
+    try:
+        onnx_bytes, choices = convert_onnx(onnx_bytes, recipe, feeds)
+    except SqueezeError:
+        raise
+    except Exception as exc:  # onnxruntime.quantization raises many types
+        raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
+    facts = graph_facts(onnx_bytes)
+    if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:  # ONNX Runtime declined every op
+        raise ConfigError(
+            f"{recipe.label} quantized nothing: the graph has no op ONNX Runtime quantizes with these "
+            f"settings (ops present: {', '.join(sorted(facts['op_counts']))}). Choose other op_types, "
+            "or Int8Static() without op_types."
+        )
+    result = Compressed(
+        model=work,
+        recipe=recipe,
+        example=example,
+        output=output,
+        output_name=output_name,
+        spec=spec,
+        onnx_bytes=onnx_bytes,
+        artifact_bytes=onnx_bytes,
+        details={**details, **facts, **choices},
+    )
+    try:  # every produced model must load and run on the CPU provider
+        result.predict(example)
+    except Exception as exc:
+        raise ExportError(f"the {recipe.label} ONNX model does not run in ONNX Runtime on the CPU: {exc}") from exc
+    return result
+
+
+def _compress_onnx_file(
+    source: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector
+) -> Compressed:
+    """An ONNX model given as a file, bytes or proto: only what ONNX Runtime's tools do to a graph applies."""
+    if not recipe.runtime.onnx or recipe.pruning is not None or recipe.layers:
+        raise ConfigError(
+            f"{recipe.label} needs the PyTorch model (pruning and simulated quantization change its weights); "
+            "an ONNX file takes the ONNX Runtime recipes: Recipe(), Recipe(quantization=Float16()), "
+            "Recipe(runtime=Int8Dynamic()) or Recipe(runtime=Int8Static())."
+        )
+    onnx_bytes, label = load_onnx_model(source)
+    spec = spec_of_graph(onnx_bytes)
+    output_name = select_graph_output(onnx_bytes, output)
+    if example_inputs is not None:
+        example = example_batch(example_inputs).check(spec, "example_inputs")
+    else:
+        example = _zeros_like_spec(spec)
+    feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
+    details = {"source": label, "model_class": None}
+    return _onnx_result(None, recipe, example, None, output_name, onnx_bytes, feeds, details, spec=spec)
+
+
+def _zeros_like_spec(spec: InputSpec) -> Inputs:
+    """One all-zero sample per input (dynamic axes of length 1, sequences of 8): enough to check the graph runs."""
+    arrays = []
+    for i, (dtype, shape) in enumerate(zip(spec.dtypes, spec.shapes)):
+        dims = [1 if axis == 0 else (s if s is not None else 8) for axis, s in enumerate(shape)]
+        arrays.append(np.zeros(dims, dtype=np.dtype(dtype)))
+    example = Inputs(spec.kind, spec.names, arrays)
+    return example

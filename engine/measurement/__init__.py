@@ -1,0 +1,2 @@
+"""Measuring models: per-sample metrics, interleaved latency, the statistics behind every figure,
+``Point`` / ``Settings``, ``measure``, ``measure_pair`` and side-by-side comparisons."""

@@ -1,0 +1,183 @@
+"""Export a PyTorch model to ONNX bytes, naming the layer that cannot be exported.
+
+The result is one self-contained ``ModelProto`` serialisation (no external
+``.onnx.data`` file), so its length is the size a user ships. The batch
+dimension of every input and output is dynamic.
+
+Exporter: the TorchScript exporter (``dynamo=False``) by default. On the small
+CNN/MLP models here it exports in ~0.15 s against ~6 s for the dynamo exporter
+with identical graphs, and on transformer encoders its graph was faster and
+gained more from int8 (see FIELD-NOTES). ``exporter="dynamo"`` selects
+``torch.export``-based export.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from squeezelab.engine.core.errors import ConfigError, ExportError, UnexportableLayerError
+from squeezelab.engine.core.inputs import BATCH, SEQUENCE, Inputs, InputSpec
+
+__all__ = ["export_onnx", "DEFAULT_OPSET"]
+
+log = logging.getLogger(__name__)
+
+# 17 has LayerNormalization and per-channel QDQ; ONNX Runtime's quantizer supports it fully.
+DEFAULT_OPSET = 17
+
+
+def _output_axes(model: nn.Module, example: Inputs, spec: InputSpec) -> dict[int, str]:
+    """Dynamic axes of the output: the batch axis, and every axis when an input has a sequence axis.
+
+    (An encoder's ``(batch, sequence, hidden)`` output follows the input's length; declaring every
+    axis of such an output symbolic is always correct, and leaves plain CNN/MLP graphs unchanged.)
+    """
+    if not any(SEQUENCE in spec.axis_names(i).values() for i in range(len(spec.names))):
+        return {0: BATCH}
+    args, _ = _positional(example)
+    with torch.no_grad():
+        rank = model(*args).ndim
+    return {axis: (BATCH if axis == 0 else f"output_{axis}") for axis in range(rank)}
+
+
+def _positional(example: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
+    args, kwargs = example.torch()
+    return (*args, *kwargs.values()), {}
+
+
+def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> bytes:
+    spec = example.spec()
+    names = list(spec.names)
+    args, _ = _positional(example)
+    if exporter == "torchscript":
+        buffer = io.BytesIO()
+        dynamic_axes = {name: spec.axis_names(i) for i, name in enumerate(names)}
+        dynamic_axes["output"] = _output_axes(model, example, spec)
+        with warnings.catch_warnings():
+            # The exporter's deprecation notice is about the default changing, not about this call;
+            # tracing Hugging Face models warns about Python conditions on shapes it then records.
+            warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
+            warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
+            torch.onnx.export(
+                model,
+                args,
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=names,
+                output_names=["output"],
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        return buffer.getvalue()
+    # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
+    import onnx
+
+    dims = {BATCH: torch.export.Dim(BATCH), SEQUENCE: torch.export.Dim(SEQUENCE)}
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            model,
+            args,
+            str(path),
+            dynamo=True,
+            opset_version=max(opset, 18),
+            input_names=names,
+            output_names=["output"],
+            dynamic_shapes=tuple({a: dims[n] for a, n in spec.axis_names(i).items()} for i in range(len(names))),
+            verbose=False,
+        )
+        proto = onnx.load(str(path))  # pulls external data back in
+        return proto.SerializeToString()
+
+
+def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:
+    """Run the model once, recording the positional inputs of every leaf module."""
+    seen: dict[str, tuple] = {}
+
+    def recorder(fqn: str):  # noqa: ANN202
+        def hook(module: nn.Module, args: tuple, output: object) -> None:
+            # Returns None: a forward hook that returns a value would replace the output.
+            seen.setdefault(fqn, tuple(args))
+
+        return hook
+
+    hooks = [
+        module.register_forward_hook(recorder(fqn))
+        for fqn, module in model.named_modules()
+        if fqn and not list(module.children())
+    ]
+    try:
+        with torch.no_grad():
+            model(*_positional(example)[0])
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def _find_culprit(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> str | None:
+    """Export each leaf module on its own; the first that fails is the culprit."""
+    for fqn, args in _leaf_inputs(model, example).items():
+        if not args or not all(isinstance(a, torch.Tensor) for a in args):
+            continue
+        module = model.get_submodule(fqn)
+        try:
+            _export_once(module, Inputs.of(tuple(a.detach() for a in args)), opset=opset, exporter=exporter)
+        except Exception:  # noqa: BLE001 - any failure identifies the layer
+            return fqn
+    return None
+
+
+def export_onnx(
+    model: nn.Module,
+    example: Inputs,
+    *,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "torchscript",
+) -> bytes:
+    """ONNX bytes of ``model`` in eval mode, weights embedded, batch (and sequence) axes dynamic.
+
+    ``model`` takes its inputs positionally, in the order of ``example.names`` (wrap keyword
+    models in ``engine.outputs.SelectedOutput``); the graph's inputs are named after them and
+    its one output is named ``output``.
+
+    Raises:
+        UnexportableLayerError: export failed and a single layer reproduces the failure.
+        ExportError: export failed for a reason no single layer explains.
+    """
+    if exporter not in ("torchscript", "dynamo"):
+        raise ConfigError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
+    was_training = model.training
+    model.eval()
+    try:
+        return _export_once(model, example, opset=opset, exporter=exporter)
+    except Exception as exc:  # torch raises many types here
+        culprit = _find_culprit(model, example, opset=opset, exporter=exporter)
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if culprit is not None:
+            layer = model.get_submodule(culprit)
+            name = culprit.removeprefix("model.") if type(model).__name__ == "SelectedOutput" else culprit
+            raise UnexportableLayerError(
+                f"layer {name!r} ({type(layer).__name__}) cannot be exported to ONNX "
+                f"(opset {opset}): {first_line}. Replace it with exportable ops, or compress with "
+                "runtime=Simulated(), which does not need ONNX.",
+                layer=name,
+            ) from exc
+        raise ExportError(
+            f"torch.onnx.export failed (opset {opset}, {exporter} exporter): {first_line}"
+        ) from exc
+    finally:
+        model.train(was_training)

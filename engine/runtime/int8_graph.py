@@ -1,0 +1,186 @@
+"""Graph-level int8 choices: which ONNX nodes belong to a torch layer, and transformer fusion.
+
+Mixed precision with real kernels keeps named layers float by handing their
+ONNX nodes to ONNX Runtime's ``nodes_to_exclude``. The TorchScript exporter
+names each node by the scopes of the modules it ran in, e.g.
+``/encoder/layer.5/output/dense/MatMul`` or ``/layer2/layer2.0/downsample/downsample.0/Conv``
+(a child of a called container repeats the container's name), and the
+wrapper that feeds keyword inputs adds a ``/model`` scope. ``node_layer``
+turns such a name back into the module's ``named_modules()`` name.
+
+Fusion runs ONNX Runtime's transformer optimizer (attention, LayerNorm and
+GELU fusion) before quantization; squeezelab decides when, and falls back to
+the unfused graph with the reason recorded when fusion fails or fuses no
+attention.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from squeezelab.engine.core.errors import ConfigError
+
+__all__ = ["node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph", "FUSED_OP_TYPES"]
+
+log = logging.getLogger(__name__)
+
+# Fused ops ONNX Runtime's dynamic quantizer turns into int8 kernels (QAttention, QEmbedLayerNormalization):
+# with fusion their weights are no longer MatMul/Gather inputs, so they are quantized where those are.
+FUSED_OP_TYPES: dict[str, str] = {"Attention": "MatMul", "EmbedLayerNormalization": "Gather"}  # fused op -> its source
+
+
+def node_layer(node_name: str) -> str:
+    """The module path of an exported node: ``/a/a.0/conv/Conv`` -> ``a.0.conv`` (``""`` if unscoped)."""
+    segments = [s for s in node_name.split("/") if s][:-1]  # the last segment names the op
+    path: list[str] = []
+    for segment in segments:
+        if path and segment.startswith(path[-1] + "."):
+            path[-1] = segment  # "layer1" then "layer1.0": the child of a called container
+        else:
+            path.append(segment)
+    return ".".join(path)
+
+
+def layer_nodes(onnx_bytes: bytes, names: Sequence[str]) -> dict[str, list[str]]:
+    """The ONNX node names of each layer in ``names``; ``ConfigError`` naming layers that map to none.
+
+    A node belongs to a layer when its scope is the layer's name, or ``model.`` + the name
+    (the export wrapper's scope). Only nodes directly in the layer count (a Linear's MatMul
+    and bias Add), not those of its children.
+    """
+    import onnx
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    found = _scan(graph, names)
+    missing = [name for name, nodes in found.items() if not nodes]
+    if missing:
+        scopes = sorted({node_layer(n.name) for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv", "Gather")})
+        shown = ", ".join(scopes[:8]) + (", ..." if len(scopes) > 8 else "")
+        raise ConfigError(
+            f"layers {missing} kept float (bits=32) match no node of the exported ONNX graph; layer names "
+            f"found in the graph include: {shown or 'none'}. Use names from model.named_modules() of layers "
+            "that compute (Linear, Conv, Embedding) and feed the selected output (an unused pooler has no node), "
+            "and the default exporter='torchscript' (it names nodes by module)."
+        )
+    return found
+
+
+def _scan(graph: Any, names: Sequence[str]) -> dict[str, list[str]]:
+    wanted = set(names)
+    found: dict[str, list[str]] = {name: [] for name in names}
+    for node in graph.node:
+        scope = node_layer(node.name)
+        for candidate in (scope, scope[len("model."):] if scope.startswith("model.") else None):
+            if candidate in wanted:
+                found[candidate].append(node.name)
+                break
+    return found
+
+
+def layers_in_graph(onnx_bytes: bytes, names: Sequence[str]) -> list[str]:
+    """The layers of ``names`` (in order) that have nodes in the graph: the ones that can be kept float."""
+    import onnx
+
+    found = _scan(onnx.load_from_string(onnx_bytes).graph, names)
+    return [name for name in names if found[name]]
+
+
+def looks_like_transformer(onnx_bytes: bytes) -> bool:
+    """True for a graph with attention (Softmax fed by a MatMul) and layer normalisation."""
+    import onnx
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    ops = {node.op_type for node in graph.node}
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    attention = any(
+        node.op_type == "Softmax" and producers.get(node.input[0]) in ("MatMul", "Add", "Div", "Mul")
+        for node in graph.node
+    )
+    return attention and "MatMul" in ops and bool({"LayerNormalization", "ReduceMean"} & ops)
+
+
+def attention_shape(onnx_bytes: bytes) -> tuple[int, int]:
+    """``(num_heads, hidden_size)`` read from the graph, or ``(0, 0)`` (the optimizer then guesses).
+
+    The hidden size is the length of the first LayerNormalization's scale; the head size comes
+    from the attention scores' scale, ``1 / sqrt(head_size)`` (a Mul, or a Div by its inverse),
+    between the scores' MatMul and the Softmax. Exports whose shapes are computed at run time
+    (transformers 5) carry no constant head count the optimizer can find by itself.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load_from_string(onnx_bytes).graph
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    norm = next((n for n in graph.node if n.op_type == "LayerNormalization"), None)
+    hidden = int(values[norm.input[1]].size) if norm is not None and norm.input[1] in values else 0
+    producers = {out: node for node in graph.node for out in node.output}
+    softmax = next((n for n in graph.node if n.op_type == "Softmax"), None)
+    node, head = (producers.get(softmax.input[0]) if softmax is not None else None), 0
+    for _ in range(4):  # Softmax <- Add(mask) <- Mul/Div(scale) <- MatMul
+        if node is None or node.op_type == "MatMul":
+            break
+        scalars = [values[i] for i in node.input if i in values and np.size(values[i]) == 1]
+        if node.op_type in ("Mul", "Div") and scalars and float(scalars[0]) > 0:
+            scale = float(np.asarray(scalars[0]).reshape(()))
+            head = round(scale**2) if node.op_type == "Div" else round(1.0 / scale**2)
+            break
+        node = producers.get(node.input[0])
+    if hidden and head and hidden % head == 0:
+        return hidden // head, hidden
+    return 0, 0
+
+
+def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
+    """ONNX Runtime's transformer optimizer on ``onnx_bytes``: the fused graph (or None) and what happened.
+
+    The second value holds ``fused`` (op type -> count) or ``error`` (why the unfused graph is
+    used instead). Fusion that fuses no attention counts as a failure: the rest alone is not
+    worth a graph that differs from the export.
+    """
+    import onnx
+
+    heads, hidden = attention_shape(onnx_bytes)
+    try:
+        from onnxruntime.transformers.optimizer import optimize_model
+
+        with _quiet_optimizer():
+            optimized = optimize_model(
+                onnx.load_from_string(onnx_bytes), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
+            )
+        fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
+    except Exception as exc:  # noqa: BLE001 - the optimizer raises many types; the export is still good
+        log.info("transformer fusion failed (%s); quantizing the unfused graph", exc)
+        return None, {"error": f"{type(exc).__name__}: {exc}"[:300]}
+    if not fused.get("Attention"):
+        return None, {"error": f"no attention fused (fused: {fused or 'nothing'})"}
+    proto = optimized.model
+    if not any(o.domain == "com.microsoft" for o in proto.opset_import):  # the fused ops' domain
+        proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return proto.SerializeToString(), {"fused": fused, "num_heads": heads, "hidden_size": hidden}
+
+
+@contextlib.contextmanager
+def _quiet_optimizer() -> Iterator[None]:
+    """The optimizer's modules log warnings under their bare module names: raised to ERROR, then restored."""
+    import onnxruntime.transformers.optimizer  # noqa: F401 - registers its loggers
+
+    prefixes = ("fusion", "onnx_model", "optimizer", "onnxruntime.transformers")
+    loggers = [
+        logging.getLogger(name) for name in list(logging.root.manager.loggerDict) if name.startswith(prefixes)
+    ]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)

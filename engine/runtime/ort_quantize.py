@@ -1,0 +1,406 @@
+"""Real int8 and float16 ONNX models, made by ONNX Runtime's own tooling.
+
+``onnxruntime.quantization`` does the quantization (dynamic, and static QDQ
+with MinMax / Percentile / Entropy calibration); float16 conversion uses
+``onnxruntime.transformers.float16``; 4/8-bit weight-only models go through
+``engine.weight_only`` (``MatMulNBits``). squeezelab only chooses the arguments,
+feeds calibration batches, and keeps every temporary file in a temporary
+directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from squeezelab.engine.core.cpu import default_reduce_range
+from squeezelab.engine.core.errors import CalibrationError
+from squeezelab.engine.core.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe, WeightOnly
+
+__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
+
+log = logging.getLogger(__name__)
+
+
+class _DropPreprocessAdvice(logging.Filter):
+    """Moves what ONNX Runtime's quantizer says on the root logger to this module's debug log.
+
+    Its "consider pre-processing" advice (followed or tried) and its notes on LayerNorm axes and
+    non-constant biases of transformer graphs are about choices squeezelab made on purpose.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "pre-processing" in record.getMessage() or "quantization" in record.pathname.replace("\\", "/"):
+            log.debug("onnxruntime.quantization: %s", record.getMessage())
+            return False
+        return True
+
+
+# Redirecting stdout and filtering the root logger are process-wide: one quantization at a time.
+_TOOLS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _quiet_onnxruntime_tools() -> Iterator[None]:
+    """Keep ONNX Runtime's quantizer from printing to stdout and advising on the root logger.
+
+    Both are restored on exit; what was printed goes to this module's debug log.
+    Holds a lock meanwhile, so concurrent threads never interleave the redirection.
+    """
+    with _TOOLS_LOCK, _quieted():
+        yield
+
+
+@contextlib.contextmanager
+def _quieted() -> Iterator[None]:
+    root = logging.getLogger()
+    advice_filter = _DropPreprocessAdvice()
+    root.addFilter(advice_filter)
+    # Symbolic shape inference warns about each broadcast it cannot prove on transformer graphs
+    # (e.g. "Min(512, sequence)"); the graph is then quantized as exported, which is fine.
+    shape_log = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+    shape_level = shape_log.level
+    shape_log.setLevel(logging.ERROR)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        root.removeFilter(advice_filter)
+        shape_log.setLevel(shape_level)
+        if printed.getvalue():
+            log.debug("onnxruntime.quantization printed:\n%s", printed.getvalue())
+
+
+def _preprocessed(model_bytes: bytes, tmp: Path) -> object:
+    """ONNX Runtime's recommended ``quant_pre_process`` (shape inference, graph optimisation).
+
+    It fails on some real models ("Incomplete symbolic shape inference"); then
+    quantization proceeds on the model as exported, and the failure is logged.
+    """
+    import onnx
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = tmp / "preprocessed.onnx"
+    leftover = Path(_SHAPE_INFERENCE_LEFTOVER)
+    had_leftover, started = leftover.exists(), time.time()
+    try:
+        quant_pre_process(onnx.load_from_string(model_bytes), out)
+        return onnx.load(str(out))
+    except Exception as exc:  # noqa: BLE001 - any failure means: quantize the raw export
+        log.info("quant_pre_process failed (%s); quantizing the model as exported", exc)
+        if not had_leftover:
+            _remove_shape_inference_leftover(leftover, started)
+        return onnx.load_from_string(model_bytes)
+
+
+# ONNX Runtime's symbolic shape inference saves the half-inferred model under this name in the
+# *working directory* when it fails (with its weights in a uuid-named file beside it): the user's folder.
+_SHAPE_INFERENCE_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def _remove_shape_inference_leftover(path: Path, since: float) -> None:
+    """Delete the file a failed shape inference just wrote, and the external-data files it names."""
+    import onnx
+
+    if not path.is_file() or path.stat().st_mtime < since - 1:
+        return  # not ours
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+        locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    except Exception:  # noqa: BLE001 - unreadable: remove only the file itself
+        locations = set()
+    for location in locations:
+        data = path.parent / location
+        if data.is_file() and data.stat().st_mtime >= since - 1:
+            data.unlink()
+    path.unlink()
+
+
+def resolve_reduce_range(runtime: Int8Dynamic | Int8Static) -> bool:
+    """The recipe's ``reduce_range``, or this machine's safe choice when it is ``None``."""
+    return default_reduce_range() if runtime.reduce_range is None else runtime.reduce_range
+
+
+def quantize_dynamic_onnx(
+    onnx_bytes: bytes,
+    runtime: Int8Dynamic,
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+    op_types: Sequence[str] | None = None,
+    fused: bool = False,
+) -> bytes:
+    """Dynamic int8: signed int8 weights (the fast x86 path), activations quantized at run time.
+
+    ``nodes_to_exclude`` stay float; ``op_types`` overrides the runtime's; ``fused`` says the
+    graph went through ONNX Runtime's transformer optimizer (its contrib ops have no type
+    inference in the quantizer, hence ``DefaultTensorType``; its shape pre-processing is skipped).
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp, _quiet_onnxruntime_tools():
+        out = Path(tmp) / "int8.onnx"
+        graph = onnx.load_from_string(onnx_bytes) if fused else _preprocessed(onnx_bytes, Path(tmp))
+        quantize_dynamic(
+            graph,
+            out,
+            op_types_to_quantize=list(op_types or runtime.quantized_op_types),
+            per_channel=runtime.per_channel,
+            reduce_range=resolve_reduce_range(runtime),
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=list(nodes_to_exclude),
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
+        )
+        return out.read_bytes()
+
+
+class _BatchReader:
+    """``CalibrationDataReader`` over pre-made feed dicts."""
+
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]]) -> None:
+        self._iter = iter(feeds)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+
+def quantize_static_onnx(
+    onnx_bytes: bytes,
+    runtime: Int8Static,
+    feeds: Sequence[dict[str, np.ndarray]],
+    *,
+    nodes_to_exclude: Sequence[str] = (),
+) -> bytes:
+    """Static int8 in QDQ format with activation ranges calibrated on ``feeds``; ``nodes_to_exclude`` stay float."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if not feeds:
+        raise CalibrationError(
+            "Int8Static needs calibration data and none was given; pass calibration_data= "
+            "(a few hundred representative inputs), or use runtime=Int8Dynamic()."
+        )
+    calibration = runtime.calibration
+    method = {
+        MinMax: CalibrationMethod.MinMax,
+        Percentile: CalibrationMethod.Percentile,
+        Entropy: CalibrationMethod.Entropy,
+    }[type(calibration)]
+    extra: dict[str, object] = {}
+    if isinstance(calibration, Percentile):
+        extra["CalibPercentile"] = float(calibration.percentile)
+    act = QuantType.QInt8 if runtime.activations == "int8" else QuantType.QUInt8
+    with tempfile.TemporaryDirectory() as tmp, _quiet_onnxruntime_tools():
+        out = Path(tmp) / "int8.onnx"
+        # The calibrator writes an augmented copy of the model to a temp dir of its own choosing.
+        quantize_static(
+            _preprocessed(onnx_bytes, Path(tmp)),
+            out,
+            _BatchReader(feeds),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(runtime.op_types) if runtime.op_types else None,
+            per_channel=runtime.per_channel,
+            reduce_range=resolve_reduce_range(runtime),
+            activation_type=act,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+            nodes_to_exclude=list(nodes_to_exclude),
+            extra_options=extra,
+        )
+        return out.read_bytes()
+
+
+def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
+    """Float16 weights and activations; inputs and outputs stay float32 for the caller."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
+    return model.SerializeToString()
+
+
+# --------------------------------------------------------------------------- dispatch
+
+_Convert = Callable[[bytes, Recipe, Sequence[dict[str, np.ndarray]] | None], tuple[bytes, dict[str, Any]]]
+
+
+def _reduce_range_why(runtime: Int8Dynamic | Int8Static) -> str:
+    if runtime.reduce_range is not None:
+        return "set in the recipe"
+    if resolve_reduce_range(runtime):
+        return "this CPU has no VNNI: 7-bit weights keep its int16 accumulation from saturating"
+    return "this CPU accumulates int8 products exactly (VNNI or ARM): full 8-bit weights"
+
+
+def _kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
+    """Layer name -> the ONNX nodes kept float for it (``LayerSetting(bits=32)``)."""
+    from squeezelab.engine.runtime.int8_graph import layer_nodes
+
+    names = [item.name for item in recipe.layers if item.bits == 32]
+    return layer_nodes(onnx_bytes, names) if names else {}
+
+
+def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]]) -> tuple[bytes | None, str]:
+    """The fused graph (None: quantize the export) and why.
+
+    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph; a layer with
+    none left (its MatMuls merged into an attention op) cannot stay float, so fusion is skipped.
+    """
+    import onnx
+
+    from squeezelab.engine.runtime.int8_graph import fuse_transformer, looks_like_transformer
+
+    if runtime.fusion is False:
+        return None, "off (fusion=False)"
+    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
+        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    fused, info = fuse_transformer(onnx_bytes)
+    if fused is None:
+        return None, f"fusion failed, unfused graph quantized: {info['error']}"
+    present = {node.name for node in onnx.load_from_string(fused).graph.node}
+    absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
+    if absorbed:  # their weights were merged into fused ops: they could not stay float
+        return None, f"skipped: layers kept float {absorbed} would be merged into fused attention / embedding ops"
+    for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
+        kept[layer] = [node for node in nodes if node in present]
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+    return fused, f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+
+
+def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.runtime.int8_graph import FUSED_OP_TYPES
+
+    rt = recipe.runtime
+    kept = _kept_float(b, recipe)
+    fused, fusion_why = _fusion(b, rt, kept)
+    op_types = list(rt.quantized_op_types)
+    if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
+        op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
+    excluded = [node for nodes in kept.values() for node in nodes]
+    out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
+    choices = {
+        "op_types": op_types,
+        "per_channel": rt.per_channel,
+        "activations": "uint8",
+        "reduce_range": resolve_reduce_range(rt),
+        "fusion": fused is not None,
+        "layers_float": sorted(kept),
+        "why": {
+            "op_types": ("the recipe's" if rt.op_types is not None else "Linear layers and embedding tables")
+            + (", with the fused attention / embedding ops that now hold those weights" if fused is not None else ""),
+            "per_channel": "per-channel weight scales (recipe); on a real encoder cosine 0.88 -> 0.99"
+            if rt.per_channel else "per-tensor weight scales (recipe)",
+            "activations": "dynamic int8 quantizes activations to uint8 at run time (ONNX Runtime's U8S8 path)",
+            "reduce_range": _reduce_range_why(rt),
+            "fusion": fusion_why,
+        },
+    }
+    return out, choices
+
+
+def _convert_static(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    rt = recipe.runtime
+    kept = _kept_float(b, recipe)
+    excluded = [node for nodes in kept.values() for node in nodes]
+    out = quantize_static_onnx(b, rt, feeds or [], nodes_to_exclude=excluded)
+    act_why = (
+        "uint8 activations x int8 weights (U8S8): ONNX Runtime's fast x86 CPU path"
+        if rt.activations == "uint8"
+        else "int8 activations (S8S8), as asked: what GPU / TensorRT int8 wants; slow on x86 CPUs"
+    )
+    choices = {
+        "op_types": list(rt.op_types) if rt.op_types else "all ONNX Runtime can quantize",
+        "per_channel": rt.per_channel,
+        "activations": rt.activations,
+        "reduce_range": resolve_reduce_range(rt),
+        "fusion": False,
+        "layers_float": sorted(kept),
+        "why": {
+            "activations": act_why,
+            "reduce_range": _reduce_range_why(rt),
+            "fusion": "static QDQ: ONNX Runtime fuses QDQ groups into QLinearConv / QLinearMatMul when the session loads",
+        },
+    }
+    return out, choices
+
+
+def _convert_float(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    return (convert_float16_onnx(b) if isinstance(recipe.quantization, Float16) else b), {}
+
+
+# Private registry: runtime type -> conversion of the exported fp32 model, and the choices it made.
+_CONVERSIONS: dict[type, _Convert] = {
+    Onnx: _convert_float,
+    Int8Dynamic: _convert_dynamic,
+    Int8Static: _convert_static,
+}
+
+
+def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.runtime.weight_only import quantize_weight_only_onnx, weight_only_choices
+
+    converted, facts = quantize_weight_only_onnx(onnx_bytes, recipe.runtime)
+    return converted, {**weight_only_choices(recipe.runtime), **facts}
+
+
+def convert_onnx(
+    onnx_bytes: bytes, recipe: Recipe, feeds: Sequence[dict[str, np.ndarray]] | None
+) -> tuple[bytes, dict[str, Any]]:
+    """The exported fp32 model converted as ``recipe`` says, and the choices made on the way.
+
+    For the int8 runtimes the details hold ``reduce_range`` and ``choices``: op types, per-channel,
+    activation type, reduce_range, fusion, the layers kept float, and why each. ``WeightOnly``
+    reports its choices and what it rewrote and quantized (node counts) directly in the details.
+    """
+    if isinstance(recipe.runtime, WeightOnly):
+        return _convert_weight_only(onnx_bytes, recipe)
+    converted, choices = _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
+    if not choices:
+        return converted, {}
+    return converted, {"reduce_range": choices["reduce_range"], "choices": choices}
+
+
+def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
+    """Opset, op counts, and the fractions of weight elements (initializers of rank >= 2) stored as
+    int8 (``int8_weight_fraction``) and below 32 bits (``quantized_weight_fraction``: int8, 4-bit or float16).
+
+    Weights packed by ``MatMulNBits``/``GatherBlockQuantized`` count as the K x N values they hold (their
+    scales and zero points not at all); ``nbits_weight_fraction`` is their share.
+    """
+    import onnx
+
+    from squeezelab.engine.runtime.weight_only import nbits_weight_elements
+
+    proto = onnx.load_from_string(onnx_bytes)
+    tp = onnx.TensorProto
+    int8_types = {tp.INT8, tp.UINT8}
+    low_types = int8_types | {tp.FLOAT16, tp.BFLOAT16, tp.INT4, tp.UINT4}
+    nbits, packed = nbits_weight_elements(proto.graph)
+    int8 = nbits.get(8, 0)
+    low = total = sum(nbits.values())
+    for init in proto.graph.initializer:
+        if len(init.dims) >= 2 and init.name not in packed:
+            n = 1
+            for d in init.dims:
+                n *= d
+            total += n
+            int8 += n if init.data_type in int8_types else 0
+            low += n if init.data_type in low_types else 0
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {
+        "opset": opset,
+        "op_counts": dict(Counter(node.op_type for node in proto.graph.node)),
+        "int8_weight_fraction": int8 / total if total else 0.0,
+        "quantized_weight_fraction": low / total if total else 0.0,
+        "nbits_weight_fraction": sum(nbits.values()) / total if total else 0.0,
+    }

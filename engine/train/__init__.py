@@ -1,0 +1,1 @@
+"""Training loops: fine-tuning with gradual pruning and distillation, and lottery tickets."""

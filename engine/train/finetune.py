@@ -1,0 +1,340 @@
+"""Fine-tuning, and gradual magnitude pruning during it (Zhu & Gupta 2017).
+
+``finetune(model, train_data, ...)`` trains a copy of ``model`` and returns it:
+deterministic for a given ``seed`` (the global RNG state is forked and
+restored), with an optional progress bar. Pruning masks registered by
+``prune``/``prune_`` are parametrizations, so pruned weights stay zero while
+the rest learns (post-training prune + fine-tune).
+
+``GradualPruning`` raises sparsity during training on the polynomial-decay
+schedule TensorFlow Model Optimization uses:
+``s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (t1 - t0)) ** 3``, applied every
+``frequency`` steps between ``begin_step`` and ``end_step``.
+
+Examples:
+    >>> schedule = GradualPruning(final_sparsity=0.9, begin_step=0, end_step=100, frequency=10)
+    >>> [round(schedule.sparsity_at(t), 3) for t in (0, 50, 100, 200)]
+    [0.0, 0.787, 0.9, 0.9]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from squeezelab.engine.core.copying import copy_model
+from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
+from squeezelab.engine.core.inputs import Inputs, is_array
+from squeezelab.engine.core.outputs import OutputSelector, check_selector, select_output
+from squeezelab.engine.core.labels import as_class_indices
+from squeezelab.engine.measurement.latency import torch_threads
+from squeezelab.engine.pruning.prune import prune_
+from squeezelab.engine.core.layers import FilterFn
+from squeezelab.engine.core.recipe import MagnitudePruning
+from squeezelab.engine.core.samples import Samples, is_pair as _pair_form, one_batch, read_samples
+
+__all__ = ["Distillation", "GradualPruning", "finetune"]
+
+OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GradualPruning:
+    """Polynomial-decay sparsity schedule (cubic), as in TF Model Optimization's ``PolynomialDecay``."""
+
+    final_sparsity: float
+    initial_sparsity: float = 0.0
+    begin_step: int = 0
+    end_step: int
+    frequency: int = 100
+    scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        for name in ("final_sparsity", "initial_sparsity"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+                raise ConfigError(f"GradualPruning: {name}={value!r} must be in [0, 1).")
+        if self.initial_sparsity > self.final_sparsity:
+            raise ConfigError("GradualPruning: initial_sparsity must not exceed final_sparsity.")
+        for name in ("begin_step", "end_step", "frequency"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"GradualPruning: {name}={value!r} must be an integer number of steps.")
+        if not 0 <= self.begin_step < self.end_step:
+            raise ConfigError(
+                f"GradualPruning: need 0 <= begin_step < end_step, got {self.begin_step} and {self.end_step}."
+            )
+        if self.frequency < 1:
+            raise ConfigError(f"GradualPruning: frequency={self.frequency!r} must be at least 1.")
+        MagnitudePruning(sparsity=self.final_sparsity, scope=self.scope)  # validates scope
+
+    def sparsity_at(self, step: int) -> float:
+        """Target sparsity after ``step`` optimizer steps."""
+        if step < self.begin_step:
+            return 0.0
+        progress = min(1.0, (step - self.begin_step) / (self.end_step - self.begin_step))
+        return self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - progress) ** 3
+
+    def prunes_at(self, step: int) -> bool:
+        """Whether masks are updated at ``step`` (every ``frequency`` steps, and at ``end_step``)."""
+        if not self.begin_step <= step <= self.end_step:
+            return False
+        return (step - self.begin_step) % self.frequency == 0 or step == self.end_step
+
+
+_CRITERIA = ("kl", "mse", "cosine")
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """Knowledge distillation: learn from a teacher's outputs.
+
+    ``criterion="kl"`` (Hinton et al. 2015), for class scores:
+    ``loss = alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * task_loss``,
+    the ``T^2`` keeping gradient magnitudes comparable across temperatures.
+    ``"mse"`` and ``"cosine"`` (1 - cosine along the last axis, averaged) match outputs such as
+    sentence embeddings; ``temperature`` does not apply to them. Without targets (an embedding
+    model's unlabelled sentences) only the teacher term exists: use ``alpha=1.0``.
+
+    >>> import torch
+    >>> d = Distillation(teacher=torch.nn.Identity(), temperature=2.0, alpha=1.0)
+    >>> logits = torch.tensor([[1.0, 2.0, 3.0]])
+    >>> float(d.loss(logits, logits, torch.tensor([2]), torch.nn.functional.cross_entropy))
+    0.0
+    """
+
+    teacher: nn.Module
+    temperature: float = 4.0
+    alpha: float = 0.9
+    criterion: str = "kl"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.teacher, nn.Module):
+            raise ModelError(f"Distillation: teacher must be a torch.nn.Module, got {type(self.teacher).__name__}.")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ConfigError(f"Distillation: temperature={self.temperature!r} must be > 0.")
+        if not (isinstance(self.alpha, (int, float)) and 0.0 <= self.alpha <= 1.0):
+            raise ConfigError(f"Distillation: alpha={self.alpha!r} must be in [0, 1].")
+        if self.criterion not in _CRITERIA:
+            raise ConfigError(
+                f"Distillation: criterion={self.criterion!r}; use 'kl' (class scores), 'mse' or 'cosine' (embeddings)."
+            )
+
+    def match(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The teacher term alone."""
+        if self.criterion == "mse":
+            return nn.functional.mse_loss(student, teacher)
+        if self.criterion == "cosine":
+            return (1.0 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
+        t = self.temperature
+        return nn.functional.kl_div(
+            nn.functional.log_softmax(student / t, dim=-1),
+            nn.functional.log_softmax(teacher / t, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        ) * (t * t)
+
+    def loss(self, student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor | None, task_loss: Loss) -> torch.Tensor:
+        soft = self.match(student, teacher)
+        if self.alpha == 1.0:
+            return soft
+        return self.alpha * soft + (1.0 - self.alpha) * task_loss(student, targets)
+
+
+def _is_train_pair(train_data: Any) -> bool:
+    """``(inputs, targets)`` (a list of two counts too, as it always has here); inputs in any form."""
+    return isinstance(train_data, (tuple, list)) and len(train_data) == 2 and _pair_form(tuple(train_data))
+
+
+def _in_memory(train_data: Any, what: str = "train_data") -> Samples | None:
+    """Data held in memory (a pair, a mapping, an array), read once to be shuffled; None for loaders."""
+    if isinstance(train_data, Samples):
+        return train_data
+    if _is_train_pair(train_data):
+        x, y = train_data
+        n_x = len(Inputs.of(x, what)) if y is not None else None
+        if y is not None and n_x != len(y):
+            raise DataError(f"train_data has {n_x} inputs and {len(y)} targets; pass (x, y) of equal, non-zero length.")
+        return read_samples(tuple(train_data), what)
+    if isinstance(train_data, Mapping) or is_array(train_data):
+        return read_samples(train_data, what)
+    return None
+
+
+def _shuffled_batches(train_data: Any, batch_size: int, gen: torch.Generator) -> Iterator[tuple[Inputs, torch.Tensor | None]]:
+    """(inputs, targets) batches: in-memory data shuffled with ``gen``; loaders are used as given."""
+    samples = _in_memory(train_data)
+    if samples is not None:
+        order = torch.randperm(len(samples), generator=gen).numpy()
+        for i in range(0, len(samples), batch_size):
+            idx = order[i : i + batch_size]
+            targets = None if samples.targets is None else torch.from_numpy(np.ascontiguousarray(samples.targets[idx]))
+            yield samples.inputs.take(idx), targets
+        return
+    if isinstance(train_data, torch.utils.data.Dataset) and hasattr(train_data, "__len__"):
+        train_data = torch.utils.data.DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=gen)
+    if not isinstance(train_data, Iterable):
+        raise DataError(f"cannot read train_data of type {type(train_data).__name__}; pass (inputs, targets), a Dataset or a DataLoader.")
+    for item in train_data:
+        inputs, targets = one_batch(item, "train_data")
+        yield inputs, None if targets is None else torch.from_numpy(np.ascontiguousarray(targets))
+
+
+def _forward(model: nn.Module, inputs: Inputs, output: OutputSelector) -> torch.Tensor:
+    args, kwargs = inputs.torch()
+    return select_output(model(*args, **kwargs), output)
+
+
+def finetune(
+    model: nn.Module,
+    train_data: Any,
+    *,
+    epochs: int = 1,
+    optimizer: OptimizerFactory | None = None,
+    loss: Loss | None = None,
+    batch_size: int = 64,
+    schedule: GradualPruning | None = None,
+    distill: Distillation | None = None,
+    filter_fn: FilterFn | None = None,
+    seed: int = 0,
+    threads: int | None = None,
+    progress: bool = False,
+    on_step: Callable[[int, nn.Module], None] | None = None,
+    output: OutputSelector = None,
+) -> nn.Module:
+    """A fine-tuned copy of ``model``; ``model`` itself is unchanged.
+
+    Args:
+        train_data: ``(inputs, targets)`` held in memory (shuffled each epoch with ``seed``; inputs a
+            tensor or array, a tuple of them or a dict of keyword inputs; targets ``None`` when
+            distilling without labels), a mapping of inputs with ``"labels"``, a Dataset or a
+            DataLoader yielding any of those forms.
+        optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; default Adam, lr 1e-3.
+        loss: ``loss(outputs, targets) -> scalar``; default cross-entropy.
+        schedule: ``GradualPruning`` to raise sparsity during training.
+        distill: ``Distillation(teacher, temperature, alpha)`` to learn from a teacher model.
+        filter_fn: layers the schedule prunes (default: Linear and Conv layers).
+        threads: PyTorch threads while training (restored afterwards); None leaves them.
+        progress: show a tqdm progress bar.
+        on_step: ``on_step(step, model)`` after every optimizer step (for logging or tests).
+        output: the output trained (and matched to the teacher's): None (the first tensor), a key,
+            an index or a callable, as for ``compress``.
+
+    Raises:
+        DataError: with the default cross-entropy, labels that are not class indices in
+            ``[0, outputs)`` (checked on the first forward pass, before any optimizer step, for
+            all ``(x, y)`` labels; batch by batch for a DataLoader). Whole-number float labels
+            are taken as class indices.
+    """
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r} must be a positive integer.")
+    if distill is not None and not isinstance(distill, Distillation):
+        raise ConfigError(f"distill={distill!r}; use Distillation(teacher=..., temperature=..., alpha=...).")
+    if schedule is not None and not isinstance(schedule, GradualPruning):
+        raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
+    check_selector(output)
+    work = copy_model(model)
+    # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
+    class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
+    in_memory = _in_memory(train_data)
+    if in_memory is not None:
+        _check_targets_present(in_memory.targets is not None, distill)
+    all_labels = in_memory.targets if class_targets and in_memory is not None else None
+    loss = loss or nn.functional.cross_entropy
+    with torch.random.fork_rng(devices=[]), torch_threads(threads):
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
+        gen = torch.Generator().manual_seed(seed)
+        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3)))(work.parameters())
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=epochs, desc="fine-tuning", unit="epoch")
+        step = 0
+        if schedule is not None and schedule.prunes_at(0):
+            _prune_to(work, schedule, 0, filter_fn)
+        work.train()
+        for _ in range(epochs):
+            for xb, yb in _shuffled_batches(train_data if in_memory is None else in_memory, batch_size, gen):
+                if step == 0:
+                    _check_targets_present(yb is not None, distill)
+                opt.zero_grad()
+                if yb is not None and not yb.is_floating_point():
+                    yb = yb.long()
+                out = _forward(work, xb, output)
+                if class_targets:
+                    if all_labels is not None and step == 0:  # every label, before the first step
+                        _check_class_targets(out, all_labels)
+                    yb = _check_class_targets(out, yb)
+                if distill is not None:
+                    with torch.no_grad():
+                        teacher_out = _forward(distill.teacher, xb, output)
+                    distill.loss(out, teacher_out, yb, loss).backward()
+                else:
+                    loss(out, yb).backward()
+                opt.step()
+                step += 1
+                if schedule is not None and schedule.prunes_at(step):
+                    _prune_to(work, schedule, step, filter_fn)
+                if on_step is not None:
+                    on_step(step, work)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+    if schedule is not None and step < schedule.end_step:
+        warnings.warn(
+            f"training stopped at step {step}, before the schedule's end_step={schedule.end_step}: "
+            f"sparsity is {schedule.sparsity_at(step):.3f}, not {schedule.final_sparsity}. "
+            "Train longer or lower end_step.",
+            stacklevel=2,
+        )
+    return work.eval()
+
+
+def _check_targets_present(has_targets: bool, distill: Distillation | None) -> None:
+    """Without targets only a teacher can say what to learn, and only its own term exists."""
+    if has_targets:
+        return
+    if distill is None:
+        raise DataError(
+            "train_data has no targets; pass (inputs, targets), or learn a teacher's outputs without labels with "
+            "distill=Distillation(teacher=..., criterion='cosine' (or 'mse', 'kl'), alpha=1.0)."
+        )
+    if distill.alpha != 1.0:
+        raise ConfigError(
+            f"Distillation(alpha={distill.alpha}) mixes in a task loss on targets, and train_data has none; "
+            "pass alpha=1.0 to learn the teacher's outputs alone."
+        )
+
+
+def _check_class_targets(out: torch.Tensor, targets: Any) -> Any:
+    """Class indices for cross-entropy, checked against the model's outputs ``out`` (N, classes, ...).
+
+    PyTorch fails mid-run on a label >= classes and silently skips -100, so they are refused here,
+    before the optimizer steps on them. Targets shaped like ``out`` are class probabilities and
+    pass as they are; whole-number float labels become class indices.
+    """
+    if out.ndim < 2 or tuple(targets.shape) == tuple(out.shape):
+        return targets
+    labels = targets.numpy() if isinstance(targets, torch.Tensor) else np.asarray(targets)
+    indices = as_class_indices(labels.reshape(-1), int(out.shape[1]), what="cross-entropy (finetune's default loss)")
+    if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+        return torch.from_numpy(indices.reshape(labels.shape))
+    return targets
+
+
+def _prune_to(model: nn.Module, schedule: GradualPruning, step: int, filter_fn: FilterFn | None) -> None:
+    target = schedule.sparsity_at(step)
+    if target > 0:
+        prune_(model, MagnitudePruning(sparsity=target, scope=schedule.scope), filter_fn=filter_fn)
