@@ -42,9 +42,9 @@ _LAZY = {
     "GradualPruning": "squeezelab.engine.train.finetune",
     "Distillation": "squeezelab.engine.train.finetune",
     "NMPruning": "squeezelab.engine.core.recipe",
-    "load_packed": "squeezelab.engine.build.artifact",
-    "Compressed": "squeezelab.engine.build.compressed",
-    "compress": "squeezelab.engine.build.compress",
+    "load_packed": "squeezelab.engine.pipeline.artifact",
+    "Compressed": "squeezelab.engine.pipeline.compressed",
+    "compress": "squeezelab.engine.pipeline.compress",
     "DigitsCNN": "squeezelab.engine.zoo.digits",
     "DigitsMLP": "squeezelab.engine.zoo.digits",
     "LeNet5": "squeezelab.engine.zoo.digits",
@@ -118,9 +118,9 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.quantization.shared_weights import bake_shared_weights_, share_weights
     from squeezelab.engine.train.finetune import Distillation, GradualPruning, finetune
     from squeezelab.engine.pruning.structured import prune_channels
-    from squeezelab.engine.build.artifact import load_packed
-    from squeezelab.engine.build.compressed import Compressed
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.artifact import load_packed
+    from squeezelab.engine.pipeline.compressed import Compressed
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.zoo.digits import DigitsCNN, DigitsMLP, LeNet5, default_model
     from squeezelab.engine.core.errors import (
         ArtifactError,

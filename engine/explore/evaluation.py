@@ -66,7 +66,7 @@ _BASELINES_LOCK = threading.Lock()
 
 
 def _baseline(task: PointTask, key: str) -> Any:
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
 
     with _BASELINES_LOCK:
         if key not in _BASELINES:
@@ -90,7 +90,7 @@ def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = 
 
 
 def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
 
     started = time.perf_counter()
@@ -130,7 +130,7 @@ class Evaluator:
     """
 
     def __init__(self, model: Any, data: Any, settings: Settings | None = None, *, calibration_data: Any = None, cache: Any = True, **overrides: Any) -> None:
-        from squeezelab.engine.build.compress import check_model
+        from squeezelab.engine.pipeline.compress import check_model
         from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
         self.settings = evaluator_settings(settings, overrides)
@@ -178,7 +178,7 @@ class Evaluator:
         if self.metric.reference != "baseline":
             return None
         if self._reference is None:
-            from squeezelab.engine.build.compress import compress
+            from squeezelab.engine.pipeline.compress import compress
             from squeezelab.engine.measurement.metrics import outputs_of
 
             base = compress(self.model, Recipe(), example_inputs=self.samples.inputs.slice(0, 1), output=self._output())

@@ -130,7 +130,7 @@ def search_int8(
 
 def _layers_with_nodes(ev: Evaluator, names: list[str]) -> list[str]:
     """The layers that appear in the exported graph (a pooler the output does not use has no node)."""
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.runtime.int8_graph import layers_in_graph
 
     fp32 = compress(ev.model, Recipe(), example_inputs=ev.samples.inputs.slice(0, 1), output=ev.settings.output)

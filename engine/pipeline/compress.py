@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.copying import copy_model
-from squeezelab.engine.build.artifact import class_path, pack_encoded
-from squeezelab.engine.build.compressed import Compressed
-from squeezelab.engine.build.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
+from squeezelab.engine.pipeline.artifact import class_path, pack_encoded
+from squeezelab.engine.pipeline.compressed import Compressed
+from squeezelab.engine.pipeline.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
 from squeezelab.engine.core.errors import (
     CalibrationError,
     ConfigError,
