@@ -5,10 +5,13 @@ Examples:
     >>> from squeezelab.engine.core.pruners import MagnitudePruning
     >>> MagnitudePruning(sparsity=0.5).label
     'magnitude50%-layer'
+    >>> MagnitudePruning(sparsity=0.5, scope="global").with_amount(0.9).label
+    'magnitude90%-global'
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,11 @@ class PruningConfig(_Config):
 
     @property
     def label(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def with_amount(self, amount: float) -> PruningConfig:  # pragma: no cover - every subclass overrides
+        """The same pruning step at another amount (validated like a new config), as ``with_bits`` is for
+        quantizers: the field that says how much is pruned changes, every other field is kept."""
         raise NotImplementedError
 
 
@@ -55,6 +63,10 @@ class MagnitudePruning(PruningConfig):
     @property
     def label(self) -> str:
         return f"magnitude{self.sparsity:.0%}-{self.scope}"
+
+    def with_amount(self, amount: float) -> MagnitudePruning:
+        """The same pruning at ``sparsity=amount``, in [0, 1)."""
+        return dataclasses.replace(self, sparsity=amount)
 
 
 _IMPORTANCES = ("l1", "l2", "taylor")
@@ -138,6 +150,10 @@ class ChannelPruning(PruningConfig):
             parts.append(f"{len(self.ignored)}ignored")
         return "-".join(parts)
 
+    def with_amount(self, amount: float) -> ChannelPruning:
+        """The same pruning at ``ratio=amount`` (the fraction of each group's channels removed), in [0, 1)."""
+        return dataclasses.replace(self, ratio=amount)
+
 
 @_register
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +195,13 @@ class LayerPruning(PruningConfig):
     def label(self) -> str:
         return f"layers-keep{self.keep}" if self.keep is not None else f"layers{self.ratio:.0%}"
 
+    def with_amount(self, amount: float) -> LayerPruning:
+        """The same pruning at another amount, in the field this config was given: ``keep=amount`` (an
+        integer count of blocks kept) or ``ratio=amount`` (the fraction of blocks dropped, in [0, 1))."""
+        if self.keep is not None:
+            return dataclasses.replace(self, keep=amount)
+        return dataclasses.replace(self, ratio=amount)
+
 
 @_register
 @dataclass(frozen=True, kw_only=True)
@@ -202,4 +225,12 @@ class NMPruning(PruningConfig):
     @property
     def label(self) -> str:
         return f"{self.n}:{self.m}-sparse"
+
+    def with_amount(self, amount: float) -> NMPruning:
+        """Refused: an N:M pattern has no continuous amount (its sparsity is 1 - n/m)."""
+        raise ConfigError(
+            f"NMPruning: with_amount({amount!r}) does not apply; N:M sparsity has no continuous amount, only "
+            f"1 - n/m ({self.n}:{self.m} = {1 - self.n / self.m:g}). Build NMPruning(n=..., m=...) for another "
+            "pattern, or use MagnitudePruning(sparsity=...) or ChannelPruning(ratio=...) for a continuous amount."
+        )
 

@@ -121,13 +121,13 @@ def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | No
     if pruning in ("magnitude", "unstructured"):
         return MagnitudePruning(sparsity=sparsity)
     if isinstance(pruning, MagnitudePruning):
-        return dataclasses.replace(pruning, sparsity=sparsity)
+        return pruning.with_amount(sparsity)
     if pruning in ("structured", "channels"):
         return ChannelPruning(ratio=sparsity)
     if pruning == "structured-heads":  # a transformer's attention heads at the same ratio as its neurons
         return ChannelPruning(ratio=sparsity, heads=True)
     if isinstance(pruning, ChannelPruning):
-        return dataclasses.replace(pruning, ratio=sparsity)
+        return pruning.with_amount(sparsity)
     if pruning == "layers" or isinstance(pruning, LayerPruning):  # the fraction of removable blocks dropped
         return LayerPruning(ratio=sparsity)
     if pruning in ("n:m", "nm") or isinstance(pruning, NMPruning):
