@@ -26,9 +26,9 @@ _LAZY = {
     "prune": "squeezelab.engine.pruning.prune",
     "prune_": "squeezelab.engine.pruning.prune",
     "bake_masks_": "squeezelab.engine.pruning.prune",
-    "MagnitudePruning": "squeezelab.engine.core.recipe",
-    "ChannelPruning": "squeezelab.engine.core.recipe",
-    "LayerPruning": "squeezelab.engine.core.recipe",
+    "MagnitudePruning": "squeezelab.engine.core.pruners",
+    "ChannelPruning": "squeezelab.engine.core.pruners",
+    "LayerPruning": "squeezelab.engine.core.pruners",
     "prune_channels": "squeezelab.engine.pruning.structured",
     "finetune": "squeezelab.engine.train.finetune",
     "prune_at_init": "squeezelab.engine.pruning.at_init",
@@ -41,7 +41,7 @@ _LAZY = {
     "bake_shared_weights_": "squeezelab.engine.quantization.shared_weights",
     "GradualPruning": "squeezelab.engine.train.finetune",
     "Distillation": "squeezelab.engine.train.finetune",
-    "NMPruning": "squeezelab.engine.core.recipe",
+    "NMPruning": "squeezelab.engine.core.pruners",
     "load_packed": "squeezelab.engine.pipeline.artifact",
     "Compressed": "squeezelab.engine.pipeline.compressed",
     "compress": "squeezelab.engine.pipeline.compress",
@@ -69,21 +69,21 @@ _LAZY = {
     "top1_accuracy": "squeezelab.engine.measurement.scoring",
     "quantize": "squeezelab.engine.quantization.simulated",
     "quantize_": "squeezelab.engine.quantization.simulated",
-    "Entropy": "squeezelab.engine.core.recipe",
-    "FixedPoint": "squeezelab.engine.core.recipe",
-    "Float16": "squeezelab.engine.core.recipe",
-    "Int8Dynamic": "squeezelab.engine.core.recipe",
-    "Int8Static": "squeezelab.engine.core.recipe",
-    "WeightOnly": "squeezelab.engine.core.recipe",
-    "KMeansQuantization": "squeezelab.engine.core.recipe",
-    "LinearQuantization": "squeezelab.engine.core.recipe",
-    "MinMax": "squeezelab.engine.core.recipe",
-    "Onnx": "squeezelab.engine.core.recipe",
-    "PerChannel": "squeezelab.engine.core.recipe",
-    "Percentile": "squeezelab.engine.core.recipe",
-    "PerTensor": "squeezelab.engine.core.recipe",
+    "Entropy": "squeezelab.engine.core.runtimes",
+    "FixedPoint": "squeezelab.engine.core.quantizers",
+    "Float16": "squeezelab.engine.core.quantizers",
+    "Int8Dynamic": "squeezelab.engine.core.runtimes",
+    "Int8Static": "squeezelab.engine.core.runtimes",
+    "WeightOnly": "squeezelab.engine.core.runtimes",
+    "KMeansQuantization": "squeezelab.engine.core.quantizers",
+    "LinearQuantization": "squeezelab.engine.core.quantizers",
+    "MinMax": "squeezelab.engine.core.runtimes",
+    "Onnx": "squeezelab.engine.core.runtimes",
+    "PerChannel": "squeezelab.engine.core.quantizers",
+    "Percentile": "squeezelab.engine.core.runtimes",
+    "PerTensor": "squeezelab.engine.core.quantizers",
     "Recipe": "squeezelab.engine.core.recipe",
-    "Simulated": "squeezelab.engine.core.recipe",
+    "Simulated": "squeezelab.engine.core.runtimes",
     "Settings": "squeezelab.engine.measurement.point",
     "Point": "squeezelab.engine.measurement.point",
     "measure_pair": "squeezelab.engine.measurement.paired",
@@ -110,7 +110,7 @@ if TYPE_CHECKING:  # static analysers see the real imports
     from squeezelab.engine.explore.evaluation import Evaluator
     from squeezelab.engine.explore.pareto import pareto_front
     from squeezelab.engine.pruning.prune import bake_masks_, prune, prune_
-    from squeezelab.engine.core.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
     from squeezelab.engine.pruning.at_init import prune_at_init
     from squeezelab.engine.train.lottery import find_lottery_ticket
     from squeezelab.engine.pruning.lowrank import factorize
@@ -153,20 +153,22 @@ if TYPE_CHECKING:  # static analysers see the real imports
         top1_agreement,
     )
     from squeezelab.engine.quantization.simulated import quantize, quantize_
-    from squeezelab.engine.core.recipe import (
-        Entropy,
+    from squeezelab.engine.core.quantizers import (
         FixedPoint,
         Float16,
-        Int8Dynamic,
-        Int8Static,
         KMeansQuantization,
         LinearQuantization,
+        PerChannel,
+        PerTensor,
+    )
+    from squeezelab.engine.core.recipe import Recipe
+    from squeezelab.engine.core.runtimes import (
+        Entropy,
+        Int8Dynamic,
+        Int8Static,
         MinMax,
         Onnx,
-        PerChannel,
         Percentile,
-        PerTensor,
-        Recipe,
         Simulated,
         WeightOnly,
     )

@@ -33,7 +33,8 @@ from squeezelab.engine.explore.cache import ResultCache
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.measurement.point import Point, Settings
-from squeezelab.engine.core.recipe import Int8Static, Recipe
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
@@ -284,7 +285,7 @@ def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -
 
 def asked_sparsity(recipe: Recipe) -> float:
     """The pruning amount a recipe asks for (fraction of weights, channels or blocks; N:M as 1 - n/m)."""
-    from squeezelab.engine.core.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
 
     p = recipe.pruning
     if isinstance(p, MagnitudePruning):

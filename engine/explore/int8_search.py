@@ -29,7 +29,8 @@ from torch import nn
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.measurement.point import Point
-from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static, LayerSetting, Recipe
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = ["search_int8", "float_layers_recipe"]
 

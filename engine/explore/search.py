@@ -37,19 +37,10 @@ from squeezelab.engine.core.arguments import count, finite_number, grid_lists
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.measurement.point import Point, Settings
-from squeezelab.engine.core.recipe import (
-    ChannelPruning,
-    Int8Dynamic,
-    Int8Static,
-    LayerSetting,
-    MagnitudePruning,
-    Onnx,
-    QuantizationConfig,
-    Recipe,
-    Runtime,
-    Simulated,
-    WeightOnly,
-)
+from squeezelab.engine.core.pruners import ChannelPruning, MagnitudePruning
+from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, Simulated, WeightOnly
 
 __all__ = ["search", "SearchResult"]
 
