@@ -18,9 +18,9 @@ _LAZY = {
     "update_tradeoff": "squeezelab.widgets.tradeoff",
     "layer_figure": "squeezelab.widgets.layer_views",
     "update_layer_views": "squeezelab.widgets.layer_views",
-    "quantization_levels": "squeezelab.widgets.layer_views",
-    "sensitivity_heatmap": "squeezelab.widgets.layer_views",
-    "weight_histogram": "squeezelab.widgets.layer_views",
+    "quantization_levels": "squeezelab.widgets.levels",
+    "sensitivity_heatmap": "squeezelab.widgets.heatmap",
+    "weight_histogram": "squeezelab.widgets.histogram",
 }
 
 
@@ -30,13 +30,10 @@ __getattr__, __dir__ = lazy_attributes("squeezelab.widgets", globals(), _LAZY)
 if TYPE_CHECKING:
     from squeezelab.widgets.explorer import Explorer
     from squeezelab.widgets.html_report import choose_point, report
-    from squeezelab.widgets.layer_views import (
-        layer_figure,
-        quantization_levels,
-        sensitivity_heatmap,
-        update_layer_views,
-        weight_histogram,
-    )
+    from squeezelab.widgets.heatmap import sensitivity_heatmap
+    from squeezelab.widgets.histogram import weight_histogram
+    from squeezelab.widgets.layer_views import layer_figure, update_layer_views
+    from squeezelab.widgets.levels import quantization_levels
     from squeezelab.widgets.tradeoff import tradeoff_figure, update_tradeoff
 
 __all__ = [

@@ -100,7 +100,8 @@ class LayerViews:
 
     def _draw(self) -> None:
         from squeezelab.engine.core.recipe import Float16, LinearQuantization
-        from squeezelab.widgets.layer_views import quantization_levels, update_layer_views
+        from squeezelab.widgets.layer_views import update_layer_views
+        from squeezelab.widgets.levels import quantization_levels
 
         ex = self._ex
         try:
