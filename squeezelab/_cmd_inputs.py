@@ -23,6 +23,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,7 @@ def npz_file(text: str) -> Path:
     return path
 
 
-def table_choice(kind: str) -> Any:
+def table_choice(kind: str) -> Callable[[str], str]:
     """An argparse ``type=`` for a string of the engine's table (``--quantization``, ``--pruning``, ``--runtime``).
 
     It returns the table's name (an old spelling read as its choice); an unknown string is the

@@ -169,6 +169,8 @@ BAD = [
     (["sweep", "{onnx}", "--data", "{dir}/test.npz", "--sparsity", "0,1.5"], ["--sparsity", "[0, 1)"]),
     (["sweep", "{onnx}", "--data", "{dir}/both.npz"], ["both 'targets' and 'labels'"]),
     (["sweep", "{onnx}"], ["required", "--data"]),
+    (["sweep", "{onnx}", "--data", "{dir}/test.npz", "--runtime", "tensorrt"],  # the names of the engine's table
+     ["--runtime", "runtime='tensorrt'; use one of 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static', 'weight-only'"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}"], ["is a folder"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{tmp}/r.html", "--max-drop", "-1"],
      ["--max-drop", "finite number >= 0"]),

@@ -14,7 +14,7 @@ from typing import Any
 from squeezelab.engine.core.arguments import count, fraction, scalar, width
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core import choices
-from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static, Recipe
 from squeezelab.engine.explore.sweep import grid_recipe
 
 __all__ = [
@@ -91,7 +91,8 @@ def control_recipe(bits: int, sparsity: float, quantization: str, pruning: str, 
 
     int8 runtimes store 8-bit weights whatever the slider says; weight-only takes the slider's 4 or 8
     (other widths cannot be built: ``ConfigError``); float16 stores 16; N:M pruning
-    snaps to the nearest sparsity it can give (0, 25, 50 or 75 % of 4).
+    snaps to the nearest sparsity it can give (0, 25, 50 or 75 % of 4). A whole-recipe choice of an
+    ONNX file that is no runtime (``"float16"``) is the table's recipe (``choices.RECIPES``).
 
     Examples:
         >>> control_recipe(3, 0.45, "kmeans", "n:m", "simulated").label
@@ -99,9 +100,9 @@ def control_recipe(bits: int, sparsity: float, quantization: str, pruning: str, 
         >>> control_recipe(4, 0.0, "linear-symmetric", "magnitude", "float16").label
         'float16'
     """
-    if runtime == "float16":  # an ONNX file's float16 choice: float16 weights, run by ONNX Runtime
-        bits, quantization, runtime = 16, "float16", "simulated"
-    elif runtime.startswith("int8"):
+    if runtime in choices.names("recipe") and runtime not in choices.names("runtime"):
+        return choices.resolve("recipe", runtime)  # an ONNX file's whole-recipe choice (float16), from the table
+    if isinstance(choices.resolve("runtime", runtime), (Int8Dynamic, Int8Static)):
         bits = 8  # ONNX Runtime's int8 path chooses its own 8-bit weights
     elif quantization == "float16":
         bits = 16
