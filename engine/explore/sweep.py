@@ -278,7 +278,8 @@ def sweep(
         runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
             less), ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"`` (ONNX Runtime's
-            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config.
+            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config. The names of these three
+            arguments, and the old spellings still read, are ``squeezelab.engine.core.choices``'s table.
         recipes: more recipes (or one) to measure alongside the grid.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.
