@@ -13,8 +13,8 @@ assignment to the figure holding the new point.
 2. The real all-MiniLM-L6-v2 sentence encoder (``SentenceEncoder``, ``--sentences``
    sentences tokenized to ``--max-length``), no targets: cosine to the fp32 embeddings.
    - opening the explorer (the fp32 baseline and the first point, measured on the worker);
-   - uncached points: a 4-bit simulated point and int8 dynamic with the embeddings
-     (``int8-dynamic-embeddings``), each with the time spent in every stage the
+   - uncached points: a 4-bit simulated point and int8 dynamic (``int8-dynamic``, which
+     quantizes the embeddings too), each with the time spent in every stage the
      progress bar shows (compressing, evaluating, timing);
    - cached points: median over ``--changes`` slider changes.
 
@@ -119,7 +119,7 @@ def minilm(folder: Path, changes: int, n_sentences: int, max_length: int, rounds
     print(f"## all-MiniLM-L6-v2, {n_sentences} sentences, max_length {max_length}, {rounds} timing rounds ({ex.labels.name})")
     print(f"explorer returned in {opened:.2f} s; fp32 baseline and {ex.current_point.label} drawn after {first:.1f} s\n")
     print("| uncached point | slider -> figure | compressing | evaluating | timing | figure |\n|---|---|---|---|---|---|")
-    for control, value in ((ex.bits_slider, 4), (ex.runtime, "int8-dynamic-embeddings")):
+    for control, value in ((ex.bits_slider, 4), (ex.runtime, "int8-dynamic")):
         t = time.perf_counter()
         control.value = value
         ex.wait()

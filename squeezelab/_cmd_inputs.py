@@ -1,4 +1,4 @@
-"""What the model commands take: MODEL, ``--weights``, DATA (``.npz``), ``--recipe`` and ``--example-shape``.
+"""What the model commands take: MODEL, ``--weights``, DATA (``.npz``), ``--recipe``, the grid's method names and ``--example-shape``.
 
 Everything here is checked before any slow work: the ``argparse`` types below check the text of an
 argument (``ArgumentTypeError``: one line, exit 2); ``load_model`` / ``load_data`` then import the
@@ -23,6 +23,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from squeezelab.engine.core.errors import ConfigError, DataError
 
 __all__ = [
     "ModelSpec", "model_spec", "weights_file", "npz_file", "recipe_spec", "example_shape", "fraction_list",
-    "width_list", "drop_limit", "recipe_names", "load_model", "load_data", "example_for", "TARGET_KEYS", "WEIGHT_SUFFIXES",
+    "width_list", "drop_limit", "table_choice", "load_model", "load_data", "example_for", "TARGET_KEYS", "WEIGHT_SUFFIXES",
 ]
 
 TARGET_KEYS = ("targets", "labels")
@@ -94,19 +95,27 @@ def npz_file(text: str) -> Path:
     return path
 
 
-def recipe_names() -> dict[str, Any]:
-    """``{name: Recipe}`` of ``--recipe NAME``: fp32 and the explorer's ONNX Runtime choices (one name table)."""
-    from squeezelab.engine.core.recipe import Recipe
-    from squeezelab.widgets._explorer_choices import ONNX_RUNTIME_CHOICES, control_recipe
+def table_choice(kind: str) -> Callable[[str], str]:
+    """An argparse ``type=`` for a string of the engine's table (``--quantization``, ``--pruning``, ``--runtime``).
 
-    names = {"fp32": Recipe()}
-    for _, name in ONNX_RUNTIME_CHOICES:
-        names[name] = control_recipe(8, 0.0, "linear-symmetric", "magnitude", name)
-    return names
+    It returns the table's name (an old spelling read as its choice); an unknown string is the
+    table's one message, naming the allowed ones.
+    """
+    from squeezelab.engine.core import choices
+
+    def parse(text: str) -> str:
+        try:
+            return choices.canonical_name(kind, text, otherwise="")
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = kind  # argparse names a type by its function name in some messages
+    return parse
 
 
 def recipe_spec(text: str) -> Any:
-    """A recipe name (see ``recipe_names``) or a ``recipe.toml`` file (``Recipe.to_toml``'s form)."""
+    """A recipe name (``squeezelab.engine.core.choices.RECIPES``) or a ``recipe.toml`` file (``Recipe.to_toml``'s form)."""
+    from squeezelab.engine.core import choices
     from squeezelab.engine.core.errors import SqueezeError
     from squeezelab.engine.core.recipe import Recipe
 
@@ -118,12 +127,10 @@ def recipe_spec(text: str) -> Any:
             return Recipe.from_toml(path.read_text(encoding="utf-8"))
         except (SqueezeError, ValueError) as exc:
             raise argparse.ArgumentTypeError(f"recipe file {text!r} is not a recipe: {exc}") from None
-    names = recipe_names()
-    if text not in names:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a recipe name; use one of {', '.join(names)}, or a recipe.toml file (Recipe.to_toml())"
-        )
-    return names[text]
+    try:
+        return choices.resolve("recipe", text, otherwise="a recipe.toml file (Recipe.to_toml())")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def example_shape(text: str) -> tuple[int, ...]:

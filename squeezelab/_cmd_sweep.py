@@ -23,7 +23,7 @@ ONNX_DEFAULT_RECIPES = ("int8-dynamic", "float16")
 
 def _grid(args: argparse.Namespace, onnx: bool) -> tuple[list[int], list[float], list[Any]]:
     """(bits, sparsity, recipes) to sweep; an ONNX file takes recipes only."""
-    from squeezelab._cmd_inputs import recipe_names
+    from squeezelab.engine.core import choices
 
     recipes = list(args.recipe or [])
     if onnx:
@@ -32,8 +32,7 @@ def _grid(args: argparse.Namespace, onnx: bool) -> tuple[list[int], list[float],
                 "--bits/--sparsity need the PyTorch model: an ONNX file cannot be pruned or quantized in simulation; "
                 "leave them out and pass --recipe NAME (e.g. int8-dynamic, float16) for each point."
             )
-        names = recipe_names()
-        return [], [], recipes or [names[n] for n in ONNX_DEFAULT_RECIPES]
+        return [], [], recipes or [choices.resolve("recipe", name) for name in ONNX_DEFAULT_RECIPES]
     bits = args.bits if args.bits is not None else [8, 4, 2]
     sparsity = args.sparsity if args.sparsity is not None else [0.0, 0.5]
     if bool(bits) != bool(sparsity):

@@ -18,18 +18,26 @@ from pathlib import Path
 
 from squeezelab._cli_args import OneLineParser, batch_sizes, fail, output_folder, port_number, positive_int
 from squeezelab._cmd_demo import demo_recipes, run_demo, speed_lines
-from squeezelab._cmd_inputs import drop_limit, example_shape, fraction_list, model_spec, npz_file, recipe_spec, weights_file, width_list
+from squeezelab._cmd_inputs import (
+    drop_limit,
+    example_shape,
+    fraction_list,
+    model_spec,
+    npz_file,
+    recipe_spec,
+    table_choice,
+    weights_file,
+    width_list,
+)
 from squeezelab._cmd_lab import notebooks_dir, run_lab
 from squeezelab._cmd_output import file_target, json_target
+from squeezelab.engine.core import choices
 from squeezelab.engine.core.errors import SqueezeError
 
 __all__ = ["build_parser", "demo_recipes", "main", "notebooks_dir", "speed_lines"]
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
-_RECIPE_HELP = (
-    "a recipe name (fp32, int8-dynamic, int8-dynamic-embeddings, int8-static, float16) or a recipe.toml file "
-    "(Recipe.to_toml())"
-)
+_RECIPE_HELP = f"a recipe name ({', '.join(choices.names('recipe'))}) or a recipe.toml file (Recipe.to_toml())"
 
 
 DESCRIPTION = (
@@ -121,12 +129,12 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=width_list, default=None, help="weight widths, e.g. 8,4,2 (None: 8,4,2; not for ONNX files)")
     p.add_argument("--sparsity", type=fraction_list, default=None,
                    help="sparsities, e.g. 0,0.5 (None: 0,0.5; not for ONNX files)")
-    p.add_argument("--quantization", default="linear-symmetric",
-                   choices=["linear-symmetric", "linear-affine", "linear-pertensor", "kmeans", "fixed-point"],
-                   help="how the grid quantizes weights")
-    p.add_argument("--pruning", default="magnitude", choices=["magnitude", "structured", "n:m"], help="how the grid prunes")
-    p.add_argument("--runtime", default="simulated", choices=["simulated", "simulated-huffman", "int8-dynamic", "int8-static"],
-                   help="how the grid's points run")
+    for option, kind, default, what in (
+        ("--quantization", "quantization", "linear-symmetric", "how the grid quantizes weights"),
+        ("--pruning", "pruning", "magnitude", "how the grid prunes"),
+        ("--runtime", "runtime", "simulated", "how the grid's points run"),
+    ):
+        p.add_argument(option, type=table_choice(kind), default=default, help=f"{what}: {', '.join(choices.names(kind))}")
     p.add_argument("--recipe", type=recipe_spec, action="append", default=None,
                    help=_RECIPE_HELP + "; repeat for more; measured beside the grid (None: for an ONNX file, "
                    "int8-dynamic and float16)")

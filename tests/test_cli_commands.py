@@ -67,7 +67,7 @@ def test_compress_a_hugging_face_bert_through_a_factory(tmp_path, capsys, monkey
     inputs = {k: v.numpy() for k, v in tiny_bert_inputs(batch=16, seq=12).items()}
     np.savez(tmp_path / "tokens.npz", **inputs)  # no targets: cosine to the fp32 model's own output
     out = tmp_path / "bert.int8.onnx"
-    code, printed, err = run(["compress", BERT, "--recipe", "int8-dynamic-embeddings", "--output-key", "pooler_output",
+    code, printed, err = run(["compress", BERT, "--recipe", "int8-dynamic", "--output-key", "pooler_output",
                               "--data", tmp_path / "tokens.npz", "--output", out, "--rounds", 2, "--json", "-"], capsys)
     assert code == 0, err
     payload = json.loads(printed)  # stdout is the JSON alone; the table went to stderr
@@ -147,7 +147,7 @@ def _repo():
 BAD = [
     (["compress", "missing.onnx", "--recipe", "int8-dynamic", "--output", "o.onnx"], ["ONNX file 'missing.onnx' not found"]),
     (["compress", "resnet", "--recipe", "int8-dynamic", "--output", "o.onnx"], ["neither an ONNX file", "package.module:function"]),
-    (["compress", "{onnx}", "--recipe", "int4", "--output", "o.onnx"], ["'int4' is not a recipe name", "int8-dynamic", "recipe.toml"]),
+    (["compress", "{onnx}", "--recipe", "int4", "--output", "o.onnx"], ["recipe='int4'; use one of 'fp32', 'int8-dynamic'", "recipe.toml"]),
     (["compress", "{onnx}", "--recipe", "int8-static", "--output", "{tmp}/o.onnx"], ["calibrates activation ranges", "--calibration"]),
     (["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{tmp}/o.onnx", "--json", "-"], ["--json", "pass --data"]),
     (["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{tmp}/nowhere/o.onnx"], ["folder of --output", "does not exist"]),
@@ -169,6 +169,8 @@ BAD = [
     (["sweep", "{onnx}", "--data", "{dir}/test.npz", "--sparsity", "0,1.5"], ["--sparsity", "[0, 1)"]),
     (["sweep", "{onnx}", "--data", "{dir}/both.npz"], ["both 'targets' and 'labels'"]),
     (["sweep", "{onnx}"], ["required", "--data"]),
+    (["sweep", "{onnx}", "--data", "{dir}/test.npz", "--runtime", "tensorrt"],  # the names of the engine's table
+     ["--runtime", "runtime='tensorrt'; use one of 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static', 'weight-only'"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}"], ["is a folder"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{tmp}/r.html", "--max-drop", "-1"],
      ["--max-drop", "finite number >= 0"]),
@@ -265,7 +267,7 @@ def test_sweep_and_gate_a_hugging_face_bert_through_a_factory(tmp_path, capsys, 
     monkeypatch.chdir(_repo())
     np.savez(tmp_path / "tokens.npz", **{k: v.numpy() for k, v in tiny_bert_inputs(batch=16, seq=12).items()})
     bert = [BERT, "--output-key", "pooler_output", "--data", tmp_path / "tokens.npz"]
-    code, printed, err = run(["sweep", *bert, "--bits", "8", "--sparsity", "0", "--recipe", "int8-dynamic-embeddings",
+    code, printed, err = run(["sweep", *bert, "--bits", "8", "--sparsity", "0", "--recipe", "int8-dynamic-embeddings",  # an old name, still read
                               "--rounds", 2, "--cache", tmp_path / "cache", "--json", tmp_path / "s.json"], capsys)
     assert code == 0, err
     points = json.loads((tmp_path / "s.json").read_text())["points"]
@@ -273,7 +275,7 @@ def test_sweep_and_gate_a_hugging_face_bert_through_a_factory(tmp_path, capsys, 
     assert {p["metric"] for p in points} == {"cosine to fp32"} and "cosine to fp32" in printed and "pp" not in printed
     assert all(0.9 < p["value"] <= 1.0 for p in points)
     int8 = tmp_path / "bert.int8.onnx"
-    code, _, err = run(["compress", BERT, "--output-key", "pooler_output", "--recipe", "int8-dynamic-embeddings",
+    code, _, err = run(["compress", BERT, "--output-key", "pooler_output", "--recipe", "int8-dynamic",
                         "--data", tmp_path / "tokens.npz", "--output", int8, "--quiet"], capsys)
     assert code == 0, err
     (tmp_path / "budget.toml").write_text("max_drop = 0.2\nmin_compression = 2.0\n")

@@ -6,48 +6,21 @@ ipywidgets or torch until one is used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from squeezelab._lazy import lazy_attributes
 
-_LAZY = {
-    "Explorer": "squeezelab.widgets.explorer",
-    "report": "squeezelab.widgets.html_report",
-    "choose_point": "squeezelab.widgets.html_report",
-    "tradeoff_figure": "squeezelab.widgets.tradeoff",
-    "update_tradeoff": "squeezelab.widgets.tradeoff",
-    "layer_figure": "squeezelab.widgets.layer_views",
-    "update_layer_views": "squeezelab.widgets.layer_views",
-    "quantization_levels": "squeezelab.widgets.layer_views",
-    "sensitivity_heatmap": "squeezelab.widgets.layer_views",
-    "weight_histogram": "squeezelab.widgets.layer_views",
+# Each module (under squeezelab.widgets) and the public names it holds: the one list of them.
+_PUBLIC = {
+    "explorer": ["Explorer"],
+    "html_report": ["report", "choose_point"],
+    "tradeoff": ["tradeoff_figure", "update_tradeoff"],
+    "layer_views": ["layer_figure", "update_layer_views"],
+    "levels": ["quantization_levels"],
+    "heatmap": ["sensitivity_heatmap"],
+    "histogram": ["weight_histogram"],
 }
 
+_LAZY = {name: f"squeezelab.widgets.{module}" for module, names in _PUBLIC.items() for name in names}
 
 __getattr__, __dir__ = lazy_attributes("squeezelab.widgets", globals(), _LAZY)
 
-
-if TYPE_CHECKING:
-    from squeezelab.widgets.explorer import Explorer
-    from squeezelab.widgets.html_report import choose_point, report
-    from squeezelab.widgets.layer_views import (
-        layer_figure,
-        quantization_levels,
-        sensitivity_heatmap,
-        update_layer_views,
-        weight_histogram,
-    )
-    from squeezelab.widgets.tradeoff import tradeoff_figure, update_tradeoff
-
-__all__ = [
-    "Explorer",
-    "report",
-    "choose_point",
-    "tradeoff_figure",
-    "update_tradeoff",
-    "layer_figure",
-    "update_layer_views",
-    "quantization_levels",
-    "sensitivity_heatmap",
-    "weight_histogram",
-]
+__all__ = list(_LAZY)

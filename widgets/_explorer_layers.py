@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from squeezelab.engine.explore.sweep import QUANTIZATION_METHODS
+from squeezelab.engine.core import choices
 
 if TYPE_CHECKING:
     from squeezelab.widgets.explorer import Explorer
@@ -45,7 +45,7 @@ class LayerViews:
     def quantizer(self) -> str:
         """The width-based quantizer the sensitivity is measured with (the explorer's, else linear)."""
         q = self._ex.quantization.value
-        return q if q in QUANTIZATION_METHODS and q != "float16" else "linear-symmetric"
+        return q if q in choices.names("quantization") and q != "float16" else "linear-symmetric"
 
     def table(self, compute: bool) -> Any:
         """The layer sensitivity under the selected quantizer (measured once per quantizer, cached on disk)."""
@@ -100,7 +100,8 @@ class LayerViews:
 
     def _draw(self) -> None:
         from squeezelab.engine.core.quantizers import Float16, LinearQuantization
-        from squeezelab.widgets.layer_views import quantization_levels, update_layer_views
+        from squeezelab.widgets.layer_views import update_layer_views
+        from squeezelab.widgets.levels import quantization_levels
 
         ex = self._ex
         try:

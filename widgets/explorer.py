@@ -117,7 +117,7 @@ class Explorer:
 
         self._onnx = is_onnx_model(model)
         runtime = runtime if runtime is not None else ("int8-static" if self._onnx else "simulated")
-        bits, sparsity = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
+        bits, sparsity, quantization, pruning, runtime = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
         overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})
         settings = evaluator_settings(settings, overrides)  # a bad setting fails here, before the cache is touched
         self.title = title

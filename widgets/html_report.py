@@ -43,7 +43,6 @@ from squeezelab.widgets.grid_figure import explore_figure, has_grid
 
 if TYPE_CHECKING:
     import pandas as pd
-    import plotly.graph_objects as go
 
     from squeezelab.engine.explore.pareto import SweepTable
     from squeezelab.engine.core.recipe import Recipe
@@ -213,7 +212,7 @@ def _resolve_choice(table: pd.DataFrame, recipe: Recipe | None, current: int | N
 
 def _figures(table: pd.DataFrame, labels: MetricLabels, current: int | None, sensitivity: Any) -> list[tuple[str, str, str, Any]]:
     """``(section id, heading, intro, figure)`` of every figure in the page."""
-    from squeezelab.widgets.layer_views import sensitivity_heatmap
+    from squeezelab.widgets.heatmap import sensitivity_heatmap
     from squeezelab.widgets.tradeoff import tradeoff_figure, update_tradeoff
 
     name = html.escape(labels.name)

@@ -22,41 +22,18 @@ from typing import Any
 
 from torch import nn
 
+from squeezelab.engine.core import choices
 from squeezelab.engine.core.arguments import check_executor, fraction, grid_lists, scalar, width
 from squeezelab.engine.core.errors import CacheError, ConfigError, SqueezeError
 from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, run_point
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.explore.pareto import SweepTable
 from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
-from squeezelab.engine.core.quantizers import (
-    FixedPoint,
-    Float16,
-    KMeansQuantization,
-    LinearQuantization,
-    PerTensor,
-    QuantizationConfig,
-)
+from squeezelab.engine.core.quantizers import FixedPoint, Float16, LinearQuantization, QuantizationConfig
 from squeezelab.engine.core.recipe import Recipe
-from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, Simulated, WeightOnly
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, WeightOnly
 
-__all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
-
-QUANTIZATION_METHODS: dict[str, QuantizationConfig] = {
-    "linear-symmetric": LinearQuantization(symmetric=True),
-    "linear-affine": LinearQuantization(symmetric=False),
-    "linear-pertensor": LinearQuantization(granularity=PerTensor()),
-    "kmeans": KMeansQuantization(),
-    "fixed-point": FixedPoint(),
-    "float16": Float16(),
-}
-PRUNING_METHODS = ("magnitude", "structured", "n:m", "structured-heads", "layers")
-RUNTIMES: dict[str, Runtime] = {
-    "simulated": Simulated(),
-    "simulated-huffman": Simulated(coding="huffman"),
-    "int8-dynamic": Int8Dynamic(),
-    "int8-static": Int8Static(),
-    "weight-only": WeightOnly(),  # MatMulNBits at the grid's bits (4 or 8)
-}
+__all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "weight_quantizer"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -84,20 +61,15 @@ class SweepError(SqueezeError, RuntimeError):
 
 
 def weight_quantizer(quantization: str | QuantizationConfig, *, width_based: bool = False) -> QuantizationConfig:
-    """The quantizer a name (see ``QUANTIZATION_METHODS``) or config stands for.
+    """The quantizer a name (see ``squeezelab.engine.core.choices.QUANTIZATIONS``) or config stands for.
 
     ``width_based=True`` refuses float16, whose width cannot be chosen (sensitivity, search).
     """
-    template = QUANTIZATION_METHODS.get(quantization) if isinstance(quantization, str) else quantization
-    if not isinstance(template, QuantizationConfig):
-        raise ConfigError(
-            f"quantization={quantization!r}; use one of {sorted(QUANTIZATION_METHODS)} or a config "
-            "such as LinearQuantization(bits=4, symmetric=False)."
-        )
+    template = choices.resolve("quantization", quantization)
     if width_based and isinstance(template, Float16):
         raise ConfigError(
             f"quantization={quantization!r} has no width to choose; use a width-based quantizer "
-            f"({', '.join(k for k in QUANTIZATION_METHODS if k != 'float16')})."
+            f"({', '.join(k for k in choices.names('quantization') if k != 'float16')})."
         )
     return template
 
@@ -118,33 +90,24 @@ def _quantizer(quantization: str | QuantizationConfig, bits: int) -> Quantizatio
 def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | None:
     if sparsity == 0:
         return None
-    if pruning in ("magnitude", "unstructured"):
-        return MagnitudePruning(sparsity=sparsity)
-    if isinstance(pruning, MagnitudePruning):
-        return pruning.with_amount(sparsity)
-    if pruning in ("structured", "channels"):
-        return ChannelPruning(ratio=sparsity)
-    if pruning == "structured-heads":  # a transformer's attention heads at the same ratio as its neurons
-        return ChannelPruning(ratio=sparsity, heads=True)
-    if isinstance(pruning, ChannelPruning):
-        return pruning.with_amount(sparsity)
-    if pruning == "layers" or isinstance(pruning, LayerPruning):  # the fraction of removable blocks dropped
-        return LayerPruning(ratio=sparsity)
-    if pruning in ("n:m", "nm") or isinstance(pruning, NMPruning):
-        m = pruning.m if isinstance(pruning, NMPruning) else 4
+    template = choices.resolve("pruning", pruning)
+    return _pruning_at(template, sparsity)
+
+
+def _pruning_at(template: PruningConfig, sparsity: float) -> PruningConfig:
+    """``template`` pruning ``sparsity`` of what it prunes (weights, channels, blocks, N of every M)."""
+    if isinstance(template, (MagnitudePruning, ChannelPruning)):
+        return template.with_amount(sparsity)
+    if isinstance(template, LayerPruning):  # the grid's amount is the fraction of removable blocks dropped
+        return dataclasses.replace(template, keep=None, ratio=sparsity)
+    if isinstance(template, NMPruning):  # no continuous amount: the grid's sparsity picks N of M
+        m = template.m
         n = round((1 - sparsity) * m)
         if not 1 <= n <= m or abs((m - n) / m - sparsity) > 1e-9:
             allowed = [f"{(m - k) / m:g}" for k in range(1, m)]
             raise ConfigError(f"N:M pruning with m={m} gives sparsity {', '.join(allowed)}; got {sparsity}.")
         return NMPruning(n=n, m=m)
-    raise ConfigError(f"pruning={pruning!r}; use one of {list(PRUNING_METHODS)} or a pruning config.")
-
-
-def _runtime(runtime: str | Runtime) -> Runtime:
-    rt = RUNTIMES.get(runtime) if isinstance(runtime, str) else runtime
-    if not isinstance(rt, Runtime):
-        raise ConfigError(f"runtime={runtime!r}; use one of {sorted(RUNTIMES)} or a Runtime config.")
-    return rt
+    raise choices.unknown_choice("pruning", template)
 
 
 def grid_recipe(
@@ -173,7 +136,7 @@ def grid_recipe(
     """
     # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
     bits, sparsity = width(scalar(bits)), fraction(scalar(sparsity))
-    rt = _runtime(runtime)
+    rt = choices.resolve("runtime", runtime)
     prune = _pruner(pruning, sparsity)
     if isinstance(rt, (Int8Dynamic, Int8Static)):
         if bits not in (8, 32):
@@ -299,7 +262,8 @@ def sweep(
         runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
             less), ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"`` (ONNX Runtime's
-            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config.
+            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config. The names of these three
+            arguments, and the old spellings still read, are ``squeezelab.engine.core.choices``'s table.
         recipes: more recipes (or one) to measure alongside the grid.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.

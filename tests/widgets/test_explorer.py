@@ -243,9 +243,9 @@ def test_save_report_writes_the_explored_points(explorer, tmp_path):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(quantization="int4"), r"quantization='int4' is not one of the explorer's quantization choices: 'linear-symmetric', .*'float16'"),
-        (dict(pruning="random"), r"pruning='random' is not one of .* 'magnitude', 'structured', 'n:m'"),
-        (dict(runtime="tensorrt"), r"runtime='tensorrt' is not one of .* 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static'"),
+        (dict(quantization="int4"), r"quantization='int4'; use one of 'linear-symmetric', .*'float16'"),
+        (dict(pruning="random"), r"pruning='random'; use one of 'magnitude', 'structured', 'n:m'"),
+        (dict(runtime="tensorrt"), r"runtime='tensorrt'; use one of 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static'"),
         (dict(bits=1), r"bits=1 is outside the bit-width slider's range 2..8; pass one of \[2, 3, 4, 5, 6, 7, 8\]"),
         (dict(bits=16), r"bits=16 is outside the bit-width slider's range 2..8"),
         (dict(bits="8"), r"bits='8' is not allowed"),

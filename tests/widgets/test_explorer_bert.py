@@ -18,7 +18,6 @@ pytest.importorskip("plotly")
 pytest.importorskip("transformers")
 
 from squeezelab.engine.explore.sensitivity import layer_sensitivity  # noqa: E402
-from squeezelab.engine.explore.sweep import grid_recipe  # noqa: E402
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs  # noqa: E402
 from squeezelab.widgets import Explorer  # noqa: E402
 from squeezelab.widgets.tradeoff import traces_by_role  # noqa: E402
@@ -95,11 +94,7 @@ def test_slider_moves_recompress_the_bert(explorer):
     ex.wait()
     assert ex.error is None and ex.current_point.label == "int8-dynamic" and ex.current_point.executable
     assert ex.current_point.size_bytes < eight.size_bytes
-    ex.runtime.value = "int8-dynamic-embeddings"  # the same op types, named explicitly
-    ex.wait()
-    assert ex.error is None and ex.current_point.executable
-    assert "Gather" in str(ex.current_point.recipe) and ex.current_point.size_bytes < eight.size_bytes
-    assert len(ex.sweep()) == 6  # baseline, 8 bits, 3 bits, three int8 runtimes
+    assert len(ex.sweep()) == 5  # baseline, 8 bits, 3 bits, two int8 runtimes
 
 
 def test_progress_shows_each_stage_of_an_uncached_point(explorer, monkeypatch):
@@ -215,11 +210,11 @@ def test_an_onnx_file_is_explored_with_onnx_runtimes_choices(bert, tmp_path):
     ex = Explorer(path, data, cache=tmp_path / "cache", rounds=2, runtime="float16")
     try:
         ex.wait()
-        assert [v for _, v in ex.runtime.options] == ["int8-dynamic", "int8-dynamic-embeddings", "int8-static", "float16"]
+        assert [v for _, v in ex.runtime.options] == ["int8-dynamic", "int8-static", "float16"]
         assert ex.bits_slider.disabled and ex.sparsity_slider.disabled and ex.quantization.disabled and ex.pruning.disabled
         assert ex.current_point.label == "float16" and ex.current_point.executable
         assert ex.current_point.value > 0.99 and ex.current_point.metric == "cosine to fp32"
-        ex.runtime.value = "int8-dynamic-embeddings"
+        ex.runtime.value = "int8-dynamic"
         ex.wait()
         assert ex.current_point.executable and ex.current_point.size_bytes < ex.baseline.size_bytes / 2
         ex.layer_views.accordion.selected_index = 0

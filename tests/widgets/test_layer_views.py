@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import doctest
 import html
+import importlib
 
 import numpy as np
 import pandas as pd
@@ -20,16 +21,10 @@ from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.quantization import kmeans_quantize
 from squeezelab.engine.quantization.simulated import quantize
 from squeezelab.engine.core.quantizers import FixedPoint, Float16, KMeansQuantization, LinearQuantization, PerTensor
-from squeezelab.widgets import layer_views
-from squeezelab.widgets.layer_views import (
-    MAX_DRAWN_LEVELS,
-    QuantizationLevels,
-    layer_figure,
-    quantization_levels,
-    sensitivity_heatmap,
-    update_layer_views,
-    weight_histogram,
-)
+from squeezelab.widgets.heatmap import sensitivity_heatmap
+from squeezelab.widgets.histogram import MAX_DRAWN_LEVELS, weight_histogram
+from squeezelab.widgets.layer_views import layer_figure, update_layer_views
+from squeezelab.widgets.levels import QuantizationLevels, quantization_levels
 
 EVIL = "<script>alert(1)</script>"
 
@@ -58,8 +53,10 @@ def expected_cells(table: pd.DataFrame, axis: str) -> dict[tuple[str, str], floa
     return {(r["layer"], fmt(r["value"])): r["accuracy_drop"] * 100 for _, r in rows.iterrows()}
 
 
-def test_docstring_examples_run():
-    assert doctest.testmod(layer_views, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
+@pytest.mark.parametrize("module", ["heatmap", "histogram", "layer_views", "levels"])
+def test_docstring_examples_run(module):
+    module = importlib.import_module(f"squeezelab.widgets.{module}")
+    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
 
 
 @pytest.mark.parametrize("axis", ["bits", "sparsity"])

@@ -202,3 +202,21 @@ def test_grid_recipe_takes_numpy_scalars_and_refuses_strings_bools_and_nan():
     for bits, sparsity, message in [("4", 0.0, "bits='4'"), (True, 0.0, "bits=True"), (4, math.nan, "sparsity=nan"), (4, True, "sparsity=True")]:
         with pytest.raises(sl.ConfigError, match=message):
             grid_recipe(bits, sparsity)
+
+
+def test_the_folded_int8_dynamic_embeddings_choice_is_read_as_int8_dynamic_and_no_longer_offered():
+    from squeezelab.engine.core import choices
+
+    assert grid_recipe(8, 0.0, runtime="int8-dynamic-embeddings") == grid_recipe(8, 0.0, runtime="int8-dynamic")
+    assert grid_recipe(8, 0.0, runtime="int8-dynamic").runtime == sl.Int8Dynamic()
+    assert "int8-dynamic-embeddings" not in choices.names("runtime") + choices.names("recipe")
+
+
+@pytest.mark.parametrize("kind, value", [("quantization", "int4"), ("pruning", "random"), ("runtime", "tensorrt")])
+def test_an_unknown_string_is_refused_with_the_tables_names(kind, value):
+    from squeezelab.engine.core import choices
+
+    with pytest.raises(sl.ConfigError) as caught:
+        grid_recipe(4, 0.5, **{kind: value})
+    allowed = ", ".join(map(repr, choices.names(kind)))
+    assert str(caught.value).startswith(f"{kind}={value!r}; use one of {allowed}, or ")
