@@ -1,4 +1,4 @@
-"""The greedy descent ``search`` runs for its float objectives, and the plain data its strategies share.
+"""The greedy descent ``search`` runs for its float objectives (``SizeSearch``, ``LatencySearch``).
 
 One knob per (layer, axis) — a layer's width, or its sparsity / channel ratio —
 each with its values from gentlest to most aggressive. From the gentlest
@@ -16,87 +16,21 @@ A subclass says what its knobs are (``plan``), which recipe a setting is
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.core.recipe import LayerSetting, QuantizationConfig, Recipe, Runtime
+from squeezelab.engine.core.recipe import LayerSetting, Recipe, Runtime
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
-from squeezelab.engine.explore.search_result import _row, trail_table
+from squeezelab.engine.explore.search_result import Found, _row, trail_table
+from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace
 from squeezelab.engine.measurement.point import Point
 
-__all__ = ["SearchSpace", "SearchGoal", "SearchClock", "Found", "Knob", "GreedyDescent"]
+__all__ = ["Knob", "Plan", "GreedyDescent"]
 
 State = dict[tuple[str, str], Any]  # (layer, axis) -> its current value
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """What ``search`` may choose from, checked: the objective, runtime (None: the objective's default),
-    per-layer widths (widest first) and sparsities (lowest first), the quantizer, and fine-tuning."""
-
-    objective: str
-    runtime: Runtime | None
-    bits: tuple[int, ...]
-    sparsity: tuple[float, ...]
-    quantizer: QuantizationConfig
-    train_data: Any = None
-    finetune_epochs: int = 1
-    seed: int = 0
-
-
-class SearchClock:
-    """The time budget: when the search started, and whether the slowest evaluation so far still fits."""
-
-    def __init__(self, budget_s: float) -> None:
-        self.started = time.monotonic()
-        self.budget_s = budget_s
-        self.slowest = 0.0
-
-    @property
-    def halfway(self) -> float:
-        """The ``time.monotonic()`` value at half the budget (where probing stops)."""
-        return self.started + self.budget_s / 2
-
-    def remaining(self) -> float:
-        return max(self.started + self.budget_s - time.monotonic(), 0.0)
-
-    def fits(self) -> bool:
-        """Whether one more evaluation as slow as the slowest so far ends within the budget."""
-        return time.monotonic() - self.started + self.slowest <= self.budget_s
-
-    def spent(self) -> bool:
-        return time.monotonic() - self.started > self.budget_s
-
-    def timed(self, fn: Callable[..., Any], *args: Any) -> Any:
-        began = time.monotonic()
-        out = fn(*args)
-        self.slowest = max(self.slowest, time.monotonic() - began)
-        return out
-
-
-@dataclass(frozen=True)
-class SearchGoal:
-    """What every strategy is held to: the drop budget, judged at ``confidence``, within ``clock``."""
-
-    max_accuracy_drop: float
-    confidence: float
-    clock: SearchClock
-    progress: bool = True
-
-
-@dataclass
-class Found:
-    """A strategy's answer: the best measured recipe, its model and row, the trail (a DataFrame), why it stopped."""
-
-    recipe: Recipe
-    model: nn.Module
-    row: dict[str, Any]
-    trail: Any
-    stopped: str
 
 
 @dataclass(frozen=True)
@@ -106,17 +40,26 @@ class Knob:
     values: tuple  # from gentlest to most aggressive
 
 
+@dataclass
+class Plan:
+    """A strategy's knobs; the parameter count behind each knob (a step's saving is proportional to it);
+    and, where probed, each step's measured drop: ``{(layer, axis, value): drop}`` (unprobed: 0)."""
+
+    knobs: list[Knob]
+    sizes: dict[str, int]
+    drop_of: dict[tuple[str, str, Any], float] = field(default_factory=dict)
+
+
 class GreedyDescent:
     """The descent of the module docstring; subclasses implement ``plan``, ``recipe`` and ``score``."""
 
-    rounds = 0
+    rounds = 0  # timing rounds per evaluation (a subclass that judges latency sets 20)
 
     def __init__(self, model: nn.Module, space: SearchSpace, runtime: Runtime) -> None:
         self.model, self.space, self.runtime = model, space, runtime
-        self.drop_of: dict[tuple[str, str, Any], float] = {}  # (layer, axis, value) -> probed drop, when probed
 
-    def plan(self, ev: Evaluator, goal: SearchGoal) -> tuple[list[Knob], dict[str, int]]:
-        """The knobs, and the parameter count of each knob's layer (what a step saves is proportional to it)."""
+    def plan(self, ev: Evaluator, goal: SearchGoal) -> Plan:
+        """The knobs to turn, and what each step saves and costs (see ``Plan``)."""
         raise NotImplementedError
 
     def recipe(self, state: State) -> Recipe:
@@ -138,8 +81,7 @@ class GreedyDescent:
         return tuple(LayerSetting(name=name, bits=v.get("bits"), sparsity=v.get("sparsity")) for name, v in per_layer.items())
 
     def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found:
-        knobs, sizes = self.plan(ev, goal)
-        walk = _Walk(self, ev, baseline, goal, knobs, sizes)
+        walk = _Walk(self, ev, baseline, goal, self.plan(ev, goal))
         stopped = walk.descend()
         best_row, best_recipe, best_model = walk.best
         return Found(recipe=best_recipe, model=best_model, row=best_row, trail=trail_table(walk.trail, baseline), stopped=stopped)
@@ -148,11 +90,9 @@ class GreedyDescent:
 class _Walk:
     """One run of the descent: the current setting, the working model, the trail and the best so far."""
 
-    def __init__(self, strategy: GreedyDescent, ev: Evaluator, baseline: Point, goal: SearchGoal,
-                 knobs: list[Knob], sizes: dict[str, int]) -> None:
-        self.strategy, self.ev, self.baseline, self.goal = strategy, ev, baseline, goal
-        self.knobs, self.sizes = knobs, sizes
-        self.state: State = {(k.layer, k.axis): k.values[0] for k in knobs}
+    def __init__(self, strategy: GreedyDescent, ev: Evaluator, baseline: Point, goal: SearchGoal, plan: Plan) -> None:
+        self.strategy, self.ev, self.baseline, self.goal, self.plan = strategy, ev, baseline, goal, plan
+        self.state: State = {(k.layer, k.axis): k.values[0] for k in plan.knobs}
         self.trail: list[dict[str, Any]] = []
         self.work_model, self.work_ev = strategy.model, ev  # a retrained copy replaces them once a step is kept on it
         fp32 = {**_row(baseline, baseline, "fp32 baseline"), "speedup": 1.0}
@@ -199,8 +139,8 @@ class _Walk:
     def next_move(self) -> tuple[Knob, Any] | None:
         """The knob step with the best estimated gain per unit of probed sensitivity, or None."""
         moves = []
-        drop_of = self.strategy.drop_of
-        for k in self.knobs:
+        drop_of, sizes = self.plan.drop_of, self.plan.sizes
+        for k in self.plan.knobs:
             key = (k.layer, k.axis)
             i = k.values.index(self.state[key])
             if key in self.ruled_out or i + 1 >= len(k.values):
@@ -208,10 +148,10 @@ class _Walk:
             new = k.values[i + 1]
             cost = drop_of.get((k.layer, k.axis, new), 0.0) - drop_of.get((k.layer, k.axis, self.state[key]), 0.0)
             if k.axis == "bits":
-                gain = self.sizes[k.layer] * (self.state[key] - new) / 8
+                gain = sizes[k.layer] * (self.state[key] - new) / 8
             else:
                 width = self.state.get((k.layer, "bits"), 8)
-                gain = self.sizes[k.layer] * (new - self.state[key]) * width / 8
+                gain = sizes[k.layer] * (new - self.state[key]) * width / 8
             moves.append((gain / (max(cost, 0.0) + 1e-3), k, new))
         if not moves:
             return None

@@ -41,8 +41,8 @@ from squeezelab.engine.core.arguments import count, finite_number, grid_lists
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.recipe import QuantizationConfig, Runtime
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.explore.greedy_descent import Found, SearchClock, SearchGoal, SearchSpace
-from squeezelab.engine.explore.search_result import SearchResult, _row
+from squeezelab.engine.explore.search_result import Found, SearchResult, _row
+from squeezelab.engine.explore.search_setup import SearchClock, SearchGoal, SearchSpace
 from squeezelab.engine.explore.search_strategies import OBJECTIVES, strategy_for
 from squeezelab.engine.explore.sweep import weight_quantizer
 from squeezelab.engine.measurement.point import Settings
@@ -85,7 +85,7 @@ def search(
         quantization: the weight quantizer whose width is chosen per layer.
         runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency.
             ``Int8Dynamic()`` or ``Int8Static()``: real int8 with the sensitive layers kept float
-            (``bits``, ``sparsity`` and ``quantization`` do not apply; see ``engine.int8_search``).
+            (``bits``, ``sparsity`` and ``quantization`` do not apply; see ``engine.explore.int8_search``).
             ``WeightOnly(...)`` with ``objective="latency"`` (channel pruning, then 4/8-bit weights).
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks

@@ -1,4 +1,4 @@
-"""What ``search`` returns: ``SearchResult``, and the trail rows every search strategy records.
+"""What ``search`` returns (``SearchResult``), what its strategies find (``Found``), and their trail rows.
 
 One trail row per evaluation (``_row``): the point's figures, its drop against
 the search's fp32 baseline, the move that led to it. The strategies in
@@ -16,7 +16,7 @@ from torch import nn
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.measurement.point import Point
 
-__all__ = ["SearchResult", "trail_table"]
+__all__ = ["SearchResult", "Found", "trail_table"]
 
 # The trail's columns in reading order (those a strategy recorded), then the recipe.
 _TRAIL_COLUMNS = ("move", "accepted", "label", "{key}", "{key}_drop", "value", "drop", "drop_bound", "size_bytes",
@@ -57,6 +57,17 @@ class SearchResult:
             f"{r['size_bytes']:,} bytes ({r['compression']:.2f}x), {len(self.trail)} evaluations, "
             f"stopped: {self.stopped}, {self.elapsed_s:.1f} s)"
         )
+
+
+@dataclass
+class Found:
+    """A strategy's answer: the best measured recipe, its model and row, the trail (a DataFrame), why it stopped."""
+
+    recipe: Recipe
+    model: nn.Module
+    row: dict[str, Any]
+    trail: Any
+    stopped: str
 
 
 def _figure(point: Point | None, value: float, drop: float) -> str:

@@ -39,15 +39,17 @@ from squeezelab.engine.core.recipe import (
     WeightOnly,
 )
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.explore.greedy_descent import Found, GreedyDescent, Knob, SearchGoal, SearchSpace
+from squeezelab.engine.explore.greedy_descent import GreedyDescent, Knob, Plan
 from squeezelab.engine.explore.int8_search import search_int8
+from squeezelab.engine.explore.search_result import Found
+from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace
 from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.pruning.prune import bake_masks_, prune
 from squeezelab.engine.pruning.structured import prunable_groups
 from squeezelab.engine.train.finetune import finetune
 
-__all__ = ["SearchStrategy", "strategy_for", "SizeSearch", "LatencySearch", "Int8Search"]
+__all__ = ["SearchStrategy", "strategy_for", "OBJECTIVES", "SizeSearch", "LatencySearch", "Int8Search"]
 
 
 class SearchStrategy(Protocol):
@@ -74,17 +76,17 @@ class SizeSearch(GreedyDescent):
             )
         super().__init__(model, space, runtime)
 
-    def plan(self, ev: Evaluator, goal: SearchGoal) -> tuple[list[Knob], dict[str, int]]:
+    def plan(self, ev: Evaluator, goal: SearchGoal) -> Plan:
         space = self.space
         # Probing gets at most half the time budget; probes not measured by then count as harmless.
         sens = layer_sensitivity(
             self.model, ev.data, bits=space.bits, sparsity=[s for s in space.sparsity if s > 0],
             quantization=space.quantizer, evaluator=ev, progress=False, deadline=goal.clock.halfway,
         )
-        self.drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples() if r.drop == r.drop}
+        drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples() if r.drop == r.drop}
         sizes = dict(prunable_layers(self.model))
         knobs = [Knob(name, "bits", space.bits) for name in sizes] + [Knob(name, "sparsity", space.sparsity) for name in sizes]
-        return knobs, sizes
+        return Plan(knobs, sizes, drop_of)
 
     def recipe(self, state: dict[tuple[str, str], Any]) -> Recipe:
         base = self.space.quantizer.with_bits(max(self.space.quantizer.bits, 8))
@@ -122,14 +124,14 @@ class LatencySearch(GreedyDescent):
             )
         super().__init__(model, space, space.runtime or Onnx())
 
-    def plan(self, ev: Evaluator, goal: SearchGoal) -> tuple[list[Knob], dict[str, int]]:
+    def plan(self, ev: Evaluator, goal: SearchGoal) -> Plan:
         # Channel removal has no cheap probe: moves are ordered by size alone (no drop_of).
         sizes = dict(prunable_layers(self.model))
         ratios = tuple(s for s in self.space.sparsity if s < 0.95)
         groups = _channel_groups(self.model, ev.samples.inputs.slice(0, 1), ratios)
         sizes.update({name: parameters for name, (parameters, _) in groups.items()})
         knobs = [Knob(name, "sparsity", values) for name, (_, values) in groups.items() if len(values) > 1]
-        return knobs, sizes
+        return Plan(knobs, sizes)
 
     def recipe(self, state: dict[tuple[str, str], Any]) -> Recipe:
         layers = tuple(item for item in self.layer_settings(state) if item.sparsity)  # 0 keeps the layer whole
