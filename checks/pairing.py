@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from squeezelab.checks.budget import Budget, BudgetError
-from squeezelab.engine.build.compressed import Compressed
+from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import DataError
 from squeezelab.engine.core.outputs import selector_name
 from squeezelab.engine.measurement.paired import PairedMetrics, measure_pair

@@ -30,7 +30,7 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 def needs_calibration(recipes: list[Any], calibration: Path | None) -> None:
     """int8-static calibrates its activation ranges on real inputs: refuse it without --calibration."""
-    from squeezelab.engine.core.recipe import Int8Static
+    from squeezelab.engine.core.runtimes import Int8Static
 
     static = [r.label for r in recipes if isinstance(r.runtime, Int8Static)]
     if static and calibration is None:

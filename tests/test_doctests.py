@@ -29,4 +29,4 @@ def test_modules_with_examples_are_covered():
             t.examples for t in doctest.DocTestFinder().find(importlib.import_module(n))
         )
     ]
-    assert {"squeezelab.engine.core.recipe", "squeezelab.engine.build.compress", "squeezelab.engine.quantization.linear"} <= set(with_examples)
+    assert {"squeezelab.engine.core.recipe", "squeezelab.engine.pipeline.compress", "squeezelab.engine.quantization.linear"} <= set(with_examples)

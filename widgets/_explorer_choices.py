@@ -13,7 +13,8 @@ from typing import Any
 
 from squeezelab.engine.core.arguments import count, fraction, scalar, width
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.core.recipe import Int8Dynamic, Recipe
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic
 from squeezelab.engine.explore.sweep import grid_recipe
 
 __all__ = [

@@ -99,7 +99,7 @@ class LayerViews:
             ex._pending = ex._pool.submit(self._draw)
 
     def _draw(self) -> None:
-        from squeezelab.engine.core.recipe import Float16, LinearQuantization
+        from squeezelab.engine.core.quantizers import Float16, LinearQuantization
         from squeezelab.widgets.layer_views import quantization_levels, update_layer_views
 
         ex = self._ex

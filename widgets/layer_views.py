@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     import torch
 
-    from squeezelab.engine.core.recipe import FixedPoint, KMeansQuantization, LinearQuantization
+    from squeezelab.engine.core.quantizers import FixedPoint, KMeansQuantization, LinearQuantization
 
 __all__ = [
     "QuantizationLevels",
@@ -295,7 +295,7 @@ def quantization_levels(
 
     Examples:
         >>> import torch
-        >>> from squeezelab.engine.core.recipe import LinearQuantization
+        >>> from squeezelab.engine.core.quantizers import LinearQuantization
         >>> w = torch.tensor([[-1.0, 0.5], [0.25, 0.1]])
         >>> levels = quantization_levels(w, LinearQuantization(bits=2))
         >>> levels.values.tolist(), levels.channel
@@ -306,7 +306,7 @@ def quantization_levels(
     from squeezelab.engine.quantization.encoding import encode_tensor
     from squeezelab.engine.quantization import dequantize, quantize
     from squeezelab.engine.quantization.linear import QParams
-    from squeezelab.engine.core.recipe import FixedPoint, KMeansQuantization, LinearQuantization
+    from squeezelab.engine.core.quantizers import FixedPoint, KMeansQuantization, LinearQuantization
 
     w = weight.detach().to("cpu", torch.float32) if isinstance(weight, torch.Tensor) else torch.as_tensor(
         np.asarray(weight, dtype=np.float32)

@@ -33,7 +33,8 @@ from squeezelab.engine.explore.cache import ResultCache
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.measurement.point import Point, Settings
-from squeezelab.engine.core.recipe import Int8Static, Recipe
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
@@ -66,7 +67,7 @@ _BASELINES_LOCK = threading.Lock()
 
 
 def _baseline(task: PointTask, key: str) -> Any:
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
 
     with _BASELINES_LOCK:
         if key not in _BASELINES:
@@ -90,7 +91,7 @@ def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = 
 
 
 def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
 
     started = time.perf_counter()
@@ -130,7 +131,7 @@ class Evaluator:
     """
 
     def __init__(self, model: Any, data: Any, settings: Settings | None = None, *, calibration_data: Any = None, cache: Any = True, **overrides: Any) -> None:
-        from squeezelab.engine.build.compress import check_model
+        from squeezelab.engine.pipeline.compress import check_model
         from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
         self.settings = evaluator_settings(settings, overrides)
@@ -178,7 +179,7 @@ class Evaluator:
         if self.metric.reference != "baseline":
             return None
         if self._reference is None:
-            from squeezelab.engine.build.compress import compress
+            from squeezelab.engine.pipeline.compress import compress
             from squeezelab.engine.measurement.metrics import outputs_of
 
             base = compress(self.model, Recipe(), example_inputs=self.samples.inputs.slice(0, 1), output=self._output())
@@ -284,7 +285,7 @@ def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -
 
 def asked_sparsity(recipe: Recipe) -> float:
     """The pruning amount a recipe asks for (fraction of weights, channels or blocks; N:M as 1 - n/m)."""
-    from squeezelab.engine.core.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
+    from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
 
     p = recipe.pruning
     if isinstance(p, MagnitudePruning):

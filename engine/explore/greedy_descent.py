@@ -22,7 +22,8 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.core.recipe import LayerSetting, Recipe, Runtime
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Runtime
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.explore.search_result import Found, _row, trail_table
 from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace

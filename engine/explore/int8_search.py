@@ -29,7 +29,8 @@ from torch import nn
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.measurement.point import Point
-from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static, LayerSetting, Recipe
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = ["search_int8", "float_layers_recipe"]
 
@@ -130,7 +131,7 @@ def search_int8(
 
 def _layers_with_nodes(ev: Evaluator, names: list[str]) -> list[str]:
     """The layers that appear in the exported graph (a pooler the output does not use has no node)."""
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.runtime.int8_graph import layers_in_graph
 
     fp32 = compress(ev.model, Recipe(), example_inputs=ev.samples.inputs.slice(0, 1), output=ev.settings.output)

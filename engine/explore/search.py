@@ -39,7 +39,8 @@ from torch import nn
 
 from squeezelab.engine.core.arguments import count, finite_number, grid_lists
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.core.recipe import QuantizationConfig, Runtime
+from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.core.runtimes import Runtime
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.explore.search_result import Found, SearchResult, _row
 from squeezelab.engine.explore.search_setup import SearchClock, SearchGoal, SearchSpace

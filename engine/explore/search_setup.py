@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from squeezelab.engine.core.recipe import QuantizationConfig, Runtime
+from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.core.runtimes import Runtime
 
 __all__ = ["SearchSpace", "SearchGoal", "SearchClock"]
 

@@ -27,17 +27,9 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.layers import prunable_layers
-from squeezelab.engine.core.recipe import (
-    ChannelPruning,
-    Int8Dynamic,
-    Int8Static,
-    MagnitudePruning,
-    Onnx,
-    Recipe,
-    Runtime,
-    Simulated,
-    WeightOnly,
-)
+from squeezelab.engine.core.pruners import ChannelPruning, MagnitudePruning
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, Simulated, WeightOnly
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.explore.greedy_descent import GreedyDescent, Knob, Plan
 from squeezelab.engine.explore.int8_search import search_int8

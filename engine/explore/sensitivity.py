@@ -25,13 +25,10 @@ from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.measurement.point import Settings
 from squeezelab.engine.core.layers import prunable_layers
-from squeezelab.engine.core.recipe import (
-    LayerSetting,
-    MagnitudePruning,
-    QuantizationConfig,
-    Recipe,
-    Simulated,
-)
+from squeezelab.engine.core.pruners import MagnitudePruning
+from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Simulated
 
 __all__ = ["layer_sensitivity", "bits_probe", "sparsity_probe"]
 

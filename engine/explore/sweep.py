@@ -28,26 +28,17 @@ from squeezelab.engine.core.errors import CacheError, ConfigError, SqueezeError
 from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, run_point
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.explore.pareto import SweepTable
-from squeezelab.engine.core.recipe import (
-    ChannelPruning,
+from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
+from squeezelab.engine.core.quantizers import (
     FixedPoint,
     Float16,
-    Int8Dynamic,
-    Int8Static,
     KMeansQuantization,
-    LayerPruning,
     LinearQuantization,
-    MagnitudePruning,
-    NMPruning,
-    Onnx,
     PerTensor,
-    PruningConfig,
     QuantizationConfig,
-    Recipe,
-    Runtime,
-    Simulated,
-    WeightOnly,
 )
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, Simulated, WeightOnly
 
 __all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "QUANTIZATION_METHODS", "PRUNING_METHODS", "RUNTIMES"]
 
@@ -131,13 +122,13 @@ def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | No
     if pruning in ("magnitude", "unstructured"):
         return MagnitudePruning(sparsity=sparsity)
     if isinstance(pruning, MagnitudePruning):
-        return dataclasses.replace(pruning, sparsity=sparsity)
+        return pruning.with_amount(sparsity)
     if pruning in ("structured", "channels"):
         return ChannelPruning(ratio=sparsity)
     if pruning == "structured-heads":  # a transformer's attention heads at the same ratio as its neurons
         return ChannelPruning(ratio=sparsity, heads=True)
     if isinstance(pruning, ChannelPruning):
-        return dataclasses.replace(pruning, ratio=sparsity)
+        return pruning.with_amount(sparsity)
     if pruning == "layers" or isinstance(pruning, LayerPruning):  # the fraction of removable blocks dropped
         return LayerPruning(ratio=sparsity)
     if pruning in ("n:m", "nm") or isinstance(pruning, NMPruning):

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.build.compressed import Compressed
+from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
 from squeezelab.engine.measurement.point import Point, Settings
@@ -44,7 +44,7 @@ def compare(
 
     The fp32 baseline ``Recipe()`` is added first if it is not among ``recipes``.
     """
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
 
     baseline = Recipe()
     ordered = [baseline, *[r for r in recipes if r != baseline]]

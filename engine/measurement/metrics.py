@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from squeezelab.engine.build.compressed import Compressed
+from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import ConfigError, DataError, ExampleInputError
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads
 from squeezelab.engine.measurement.point import Point, Settings
@@ -47,7 +47,7 @@ def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Setting
 
 def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, output: Any = None) -> Compressed:
     """A ``Compressed`` result as is; a PyTorch model or an ONNX file as its fp32 ONNX model."""
-    from squeezelab.engine.build.compress import compress
+    from squeezelab.engine.pipeline.compress import compress
     from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
     if isinstance(target, Compressed):

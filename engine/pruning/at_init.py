@@ -31,7 +31,7 @@ from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.errors import ConfigError, DataError
 from squeezelab.engine.pruning.prune import WeightMask, _keep_mask, magnitude_masks
 from squeezelab.engine.core.layers import FilterFn, chosen_layers
-from squeezelab.engine.core.recipe import MagnitudePruning
+from squeezelab.engine.core.pruners import MagnitudePruning
 
 __all__ = ["prune_at_init", "snip_scores", "METHODS"]
 

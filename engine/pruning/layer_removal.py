@@ -40,7 +40,7 @@ from squeezelab.engine.pruning.checks import check_interface, output_shapes
 from squeezelab.engine.core.errors import ConfigError, StructuredPruningError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.layers import FilterFn
-from squeezelab.engine.core.recipe import LayerPruning
+from squeezelab.engine.core.pruners import LayerPruning
 
 __all__ = ["RemovableBlock", "BlockImportance", "removable_blocks", "remove_layers_"]
 

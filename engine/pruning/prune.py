@@ -15,7 +15,7 @@ place. Both dispatch on the config's type through a small private registry (``_P
 
 Examples:
     >>> import torch
-    >>> from squeezelab.engine.core.recipe import MagnitudePruning
+    >>> from squeezelab.engine.core.pruners import MagnitudePruning
     >>> layer = torch.nn.Linear(10, 10)
     >>> pruned = prune(layer, MagnitudePruning(sparsity=0.3))
     >>> int((pruned.weight == 0).sum())
@@ -37,7 +37,7 @@ from squeezelab.engine.core.errors import ConfigError, ExampleInputError, ModelE
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import OutputSelector
 from squeezelab.engine.core.layers import FilterFn, chosen_layers
-from squeezelab.engine.core.recipe import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
+from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
 
 if TYPE_CHECKING:
     from squeezelab.engine.core.samples import Samples

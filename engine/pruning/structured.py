@@ -45,7 +45,7 @@ from squeezelab.engine.pruning.checks import check_interface, output_shapes, par
 from squeezelab.engine.core.errors import ConfigError, StructuredPruningError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.layers import FilterFn
-from squeezelab.engine.core.recipe import ChannelPruning
+from squeezelab.engine.core.pruners import ChannelPruning
 from squeezelab.engine.core.samples import Samples
 
 __all__ = ["StructuredPruningError", "PrunableGroup", "Importance", "prunable_groups", "importance_criterion", "prune_channels"]

@@ -26,7 +26,7 @@ from squeezelab.engine.quantization import (
 )
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.quantization.linear import QParams
-from squeezelab.engine.core.recipe import (
+from squeezelab.engine.core.quantizers import (
     FixedPoint,
     Float16,
     KMeansQuantization,

@@ -11,7 +11,7 @@ stores exactly.
 
 Examples:
     >>> import torch
-    >>> from squeezelab.engine.core.recipe import KMeansQuantization
+    >>> from squeezelab.engine.core.quantizers import KMeansQuantization
     >>> layer = share_weights(torch.nn.Linear(16, 8), KMeansQuantization(bits=2))
     >>> len(torch.unique(layer.weight))
     4
@@ -29,7 +29,7 @@ from squeezelab.engine.core.errors import ConfigError, ModelError
 from squeezelab.engine.quantization import kmeans_quantize
 from squeezelab.engine.core.layers import chosen_layers
 from squeezelab.engine.core.layers import FilterFn
-from squeezelab.engine.core.recipe import KMeansQuantization
+from squeezelab.engine.core.quantizers import KMeansQuantization
 
 __all__ = ["SharedWeights", "share_weights", "bake_shared_weights_"]
 

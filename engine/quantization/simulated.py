@@ -21,7 +21,7 @@ from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.layers import FilterFn, chosen_weight_names
 from squeezelab.engine.quantization.encoding import Encoded, encode_float, encode_huffman, encode_tensor
 from squeezelab.engine.core.errors import ConfigError, ModelError
-from squeezelab.engine.core.recipe import Float16, QuantizationConfig
+from squeezelab.engine.core.quantizers import Float16, QuantizationConfig
 
 __all__ = ["encode_model", "load_decoded_", "quantize", "quantize_"]
 
@@ -114,7 +114,7 @@ def quantize(
 
     Examples:
         >>> import torch
-        >>> from squeezelab.engine.core.recipe import LinearQuantization
+        >>> from squeezelab.engine.core.quantizers import LinearQuantization
         >>> m = torch.nn.Linear(4, 2)
         >>> q = quantize(m, LinearQuantization(bits=2))
         >>> all(len(set(row.abs().tolist())) <= 2 for row in q.weight)  # 2 bits: {-s, 0, +s}

@@ -25,7 +25,9 @@ import numpy as np
 
 from squeezelab.engine.core.cpu import default_reduce_range
 from squeezelab.engine.core.errors import CalibrationError
-from squeezelab.engine.core.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe, WeightOnly
+from squeezelab.engine.core.quantizers import Float16
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Entropy, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, WeightOnly
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
 

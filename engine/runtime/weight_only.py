@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from squeezelab.engine.core.errors import ConfigError, ExportError
-from squeezelab.engine.core.recipe import WeightOnly
+from squeezelab.engine.core.runtimes import WeightOnly
 
 __all__ = ["gemm_to_matmul", "quantize_weight_only_onnx", "nbits_weight_elements", "weight_only_choices"]
 

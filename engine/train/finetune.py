@@ -36,7 +36,7 @@ from squeezelab.engine.core.labels import as_class_indices
 from squeezelab.engine.measurement.latency import torch_threads
 from squeezelab.engine.pruning.prune import prune_
 from squeezelab.engine.core.layers import FilterFn
-from squeezelab.engine.core.recipe import MagnitudePruning
+from squeezelab.engine.core.pruners import MagnitudePruning
 from squeezelab.engine.core.samples import Samples, is_pair as _pair_form, one_batch, read_samples
 
 __all__ = ["Distillation", "GradualPruning", "finetune"]

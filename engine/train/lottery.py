@@ -22,7 +22,7 @@ from torch import nn
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.pruning.prune import weight_mask, prune_, weight_sparsity
-from squeezelab.engine.core.recipe import MagnitudePruning
+from squeezelab.engine.core.pruners import MagnitudePruning
 from squeezelab.engine.train.finetune import finetune
 
 __all__ = ["LotteryTicket", "find_lottery_ticket", "rewind_", "ticket_sparsity"]

@@ -19,36 +19,20 @@ imported only inside the functions that need them: a missing one raises
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from squeezelab._lazy import lazy_attributes
 
-_LAZY = {
-    "resnet18": "squeezelab.engine.zoo.vision",
-    "mobilenet_v2": "squeezelab.engine.zoo.vision",
-    "ResNet": "squeezelab.engine.zoo.vision",
-    "MobileNetV2": "squeezelab.engine.zoo.vision",
-    "efficientnet_lite0": "squeezelab.engine.zoo.efficientnet_lite",
-    "efficientnet_lite0_weights_path": "squeezelab.engine.zoo.efficientnet_lite",
-    "EfficientNetLite": "squeezelab.engine.zoo.efficientnet_lite",
-    "load_minilm": "squeezelab.engine.zoo.minilm",
-    "SentenceEncoder": "squeezelab.engine.zoo.minilm",
-    "tokenize": "squeezelab.engine.zoo.minilm",
-    "sentences": "squeezelab.engine.zoo.minilm",
-    "tiny_bert": "squeezelab.engine.zoo.bert",
-    "tiny_bert_inputs": "squeezelab.engine.zoo.bert",
-    "fashion_mnist_images": "squeezelab.engine.zoo.data",
-    "MissingModelPackageError": "squeezelab.engine.zoo._deps",
+# Each module of the zoo and the public names it holds: the one list of them.
+_PUBLIC = {
+    "vision": ["resnet18", "mobilenet_v2", "ResNet", "MobileNetV2"],
+    "efficientnet_lite": ["efficientnet_lite0", "efficientnet_lite0_weights_path", "EfficientNetLite"],
+    "minilm": ["load_minilm", "SentenceEncoder", "tokenize", "sentences"],
+    "bert": ["tiny_bert", "tiny_bert_inputs"],
+    "data": ["fashion_mnist_images"],
+    "_deps": ["MissingModelPackageError"],
 }
 
-__getattr__, __dir__ = lazy_attributes("squeezelab.engine.zoo", globals(), _LAZY)
+_LAZY = {name: f"squeezelab.engine.zoo.{module}" for module, names in _PUBLIC.items() for name in names}
 
-if TYPE_CHECKING:  # static analysers see the real imports
-    from squeezelab.engine.zoo._deps import MissingModelPackageError
-    from squeezelab.engine.zoo.bert import tiny_bert, tiny_bert_inputs
-    from squeezelab.engine.zoo.data import fashion_mnist_images
-    from squeezelab.engine.zoo.efficientnet_lite import EfficientNetLite, efficientnet_lite0, efficientnet_lite0_weights_path
-    from squeezelab.engine.zoo.minilm import SentenceEncoder, load_minilm, sentences, tokenize
-    from squeezelab.engine.zoo.vision import MobileNetV2, ResNet, mobilenet_v2, resnet18
+__getattr__, __dir__ = lazy_attributes("squeezelab.engine.zoo", globals(), _LAZY)
 
 __all__ = list(_LAZY)

@@ -19,13 +19,7 @@ from squeezelab.engine.quantization.encoding import encode_tensor
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.quantization import kmeans_quantize
 from squeezelab.engine.quantization.simulated import quantize
-from squeezelab.engine.core.recipe import (
-    FixedPoint,
-    Float16,
-    KMeansQuantization,
-    LinearQuantization,
-    PerTensor,
-)
+from squeezelab.engine.core.quantizers import FixedPoint, Float16, KMeansQuantization, LinearQuantization, PerTensor
 from squeezelab.widgets import layer_views
 from squeezelab.widgets.layer_views import (
     MAX_DRAWN_LEVELS,

@@ -17,7 +17,9 @@ import pytest
 
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.pareto import SweepTable
-from squeezelab.engine.core.recipe import LayerSetting, LinearQuantization, Recipe, Simulated
+from squeezelab.engine.core.quantizers import LinearQuantization
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.runtimes import Simulated
 from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.explore.sweep import sweep
 from squeezelab.widgets.grid_figure import DODGE
@@ -256,7 +258,7 @@ def test_log_axes_name_their_ticks_1k_10k_100k():
 @pytest.fixture(scope="module")
 def with_int8(digits_cnn, tmp_path_factory):
     """A sweep with executable int8 points beside simulated ones: the latency panel and table have rows."""
-    from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static
+    from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
     model, split = digits_cnn
     recipes = [Recipe(runtime=Int8Dynamic()), Recipe(runtime=Int8Static())]

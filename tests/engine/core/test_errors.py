@@ -37,7 +37,7 @@ def test_unexportable_model_still_compresses_simulated():
 @pytest.mark.parametrize("bad", [None, [], np.zeros((0, 1, 8, 8), np.float32)])
 def test_missing_or_empty_calibration_data_fails_before_export(digits_mlp, bad, monkeypatch):
     model, split = digits_mlp
-    import squeezelab.engine.build.compress as compress_module
+    import squeezelab.engine.pipeline.compress as compress_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before calibration data was checked")
@@ -91,7 +91,7 @@ def test_not_a_module_and_not_a_recipe(tmp_path):
 
 
 def test_an_output_selector_that_names_no_tensor_is_refused_before_export(monkeypatch):
-    import squeezelab.engine.build.compress as compress_module
+    import squeezelab.engine.pipeline.compress as compress_module
 
     class Pair(torch.nn.Module):
         def forward(self, x):

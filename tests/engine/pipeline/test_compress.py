@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.build.artifact import unpack_encoded
+from squeezelab.engine.pipeline.artifact import unpack_encoded
 from tests.conftest import state_hash
 
 

@@ -131,9 +131,9 @@ class Compressed:
 
                 fraction = graph_facts(self.onnx_bytes)["quantized_weight_fraction"]
             else:
-                from squeezelab.engine.build.artifact import unpack_encoded
+                from squeezelab.engine.pipeline.artifact import unpack_encoded
 
-                from squeezelab.engine.build.coverage import encoded_weight_fraction
+                from squeezelab.engine.pipeline.coverage import encoded_weight_fraction
 
                 fraction = encoded_weight_fraction(unpack_encoded(self.artifact_bytes)[0])
             self.details["quantized_weight_fraction"] = fraction

@@ -96,3 +96,51 @@ def test_from_dict_loads_only_known_types_and_fields():
         sl.Recipe.from_dict({"quantization": {"type": "LinearQuantization", "bitz": 4}, "runtime": {"type": "Simulated"}})
     with pytest.raises(ConfigError, match="does not parse"):
         sl.Recipe.from_toml("quantization = {")
+
+
+@pytest.mark.parametrize(
+    ("config", "amount", "field", "expected"),
+    [
+        (sl.MagnitudePruning(sparsity=0.5, scope="global"), 0.9, "sparsity", sl.MagnitudePruning(sparsity=0.9, scope="global")),
+        (sl.ChannelPruning(ratio=0.5, importance="l2", round_to=8, heads=True, ignored=("fc",)), 0.25, "ratio",
+         sl.ChannelPruning(ratio=0.25, importance="l2", round_to=8, heads=True, ignored=("fc",))),
+        (sl.LayerPruning(keep=3), 2, "keep", sl.LayerPruning(keep=2)),
+        (sl.LayerPruning(ratio=0.5), 0.25, "ratio", sl.LayerPruning(ratio=0.25)),
+    ],
+    ids=lambda v: v.label if hasattr(v, "label") else None,
+)
+def test_with_amount_changes_only_the_amount_and_round_trips(config, amount, field, expected):
+    changed = config.with_amount(amount)
+    assert changed == expected and getattr(changed, field) == amount
+    assert getattr(config, field) != amount  # the caller's config is left alone
+    assert changed.with_amount(getattr(config, field)) == config
+    recipe = sl.Recipe(pruning=changed)
+    assert sl.Recipe.from_dict(recipe.to_dict()) == recipe and sl.Recipe.from_toml(recipe.to_toml()) == recipe
+
+
+@pytest.mark.parametrize(
+    ("config", "amount", "words"),
+    [
+        (sl.MagnitudePruning(sparsity=0.5), 1.0, ["sparsity=1.0", "[0, 1)"]),
+        (sl.MagnitudePruning(sparsity=0.5), -0.1, ["sparsity=-0.1", "[0, 1)"]),
+        (sl.MagnitudePruning(sparsity=0.5), True, ["sparsity=True", "[0, 1)"]),
+        (sl.ChannelPruning(ratio=0.5), 1.5, ["ratio=1.5", "[0, 1)"]),
+        (sl.ChannelPruning(ratio=0.5), "0.5", ["ratio='0.5'", "[0, 1)"]),
+        (sl.LayerPruning(keep=3), 0.5, ["keep=0.5", "0..10000"]),
+        (sl.LayerPruning(keep=3), -1, ["keep=-1", "0..10000"]),
+        (sl.LayerPruning(ratio=0.5), 1, ["ratio=1", "[0, 1)"]),
+    ],
+)
+def test_with_amount_refuses_amounts_outside_the_field_range(config, amount, words):
+    with pytest.raises(ConfigError) as info:
+        config.with_amount(amount)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_nm_pruning_has_no_continuous_amount():
+    with pytest.raises(ConfigError) as info:
+        sl.NMPruning(n=2, m=4).with_amount(0.75)
+    message = str(info.value)
+    for word in ["NMPruning", "0.75", "no continuous amount", "2:4 = 0.5", "NMPruning(n=..., m=...)", "MagnitudePruning(sparsity=...)"]:
+        assert word in message

@@ -67,7 +67,7 @@ def test_column_labels_work_and_bad_shapes_are_explained(digits_mlp):
     "kwargs", [{"threads": 0}, {"rounds": -1}, {"repeats": -1}, {"batch_size": -1}, {"warmup": -1}, {"confidence": 1.5}]
 )
 def test_bad_measurement_settings_fail_before_export(kwargs, monkeypatch):
-    import squeezelab.engine.build.compress as compress_module
+    import squeezelab.engine.pipeline.compress as compress_module
 
     monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported before the settings were checked"))
     with pytest.raises(sl.ConfigError, match="must be a"):

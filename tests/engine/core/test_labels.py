@@ -76,7 +76,7 @@ def test_every_top1_path_refuses_them(digits_mlp, monkeypatch):
         measure_pair(model, c, bad, repeats=1)
     with pytest.raises(sl.DataError, match=WORDS):
         compare(model, [sl.Recipe(quantization=sl.Float16())], bad, example_inputs=x[:1], rounds=1, batch_sizes=(1,))
-    import squeezelab.engine.build.compress as compressed_module
+    import squeezelab.engine.pipeline.compress as compressed_module
 
     def never(*args, **kwargs):
         raise AssertionError("a sweep point was compressed before the labels were checked")

@@ -194,7 +194,7 @@ def test_sweep_killed_mid_way_resumes_where_it_stopped(small, tmp_path):
         [sys.executable, "-c", _KILLED_SWEEP, str(weights), str(cache_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
     )
     deadline = time.monotonic() + 120
     while len(ResultCache(cache_dir)) < 4 and time.monotonic() < deadline and proc.poll() is None:

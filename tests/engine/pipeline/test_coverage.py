@@ -56,7 +56,7 @@ SIM4 = dict(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated())
     ids=["linear4", "magnitude", "2:4", "channels"],
 )
 def test_a_model_without_eligible_layers_is_refused_before_export(recipe, step, monkeypatch):
-    import squeezelab.engine.build.compress as compressed_module
+    import squeezelab.engine.pipeline.compress as compressed_module
 
     def never(*args, **kwargs):
         raise AssertionError("export started before the recipe's reach was checked")

@@ -222,10 +222,11 @@ def test_prune_in_place_takes_the_checked_copy(conv_bn):
 
 
 def test_one_verb_dispatches_every_pruning_config_through_the_registry():
-    from squeezelab.engine import recipe
+    from squeezelab.engine.core import configs as config_base
+    from squeezelab.engine.core.pruners import PruningConfig
     from squeezelab.engine.pruning.prune import _PRUNERS
 
-    configs = {cls for cls in recipe._REGISTRY.values() if issubclass(cls, recipe.PruningConfig)}
+    configs = {cls for cls in config_base._REGISTRY.values() if issubclass(cls, PruningConfig)}
     assert configs == set(_PRUNERS)
     with pytest.raises(sl.ConfigError, match=r"is not a pruning config; use one of MagnitudePruning\(...\), .*LayerPruning"):
         sl.prune(nn.Linear(4, 2), sl.LinearQuantization(bits=4))

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import squeezelab as sl
-from squeezelab.engine.build.artifact import unpack_encoded
+from squeezelab.engine.pipeline.artifact import unpack_encoded
 from squeezelab.engine.quantization.huffman import huffman_decode, huffman_encode, huffman_lengths
 
 

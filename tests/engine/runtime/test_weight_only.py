@@ -23,7 +23,8 @@ import squeezelab as sl
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.runtime.export import export_onnx
 from squeezelab.engine.core.inputs import Inputs
-from squeezelab.engine.core.recipe import Recipe, WeightOnly
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import WeightOnly
 from squeezelab.engine.runtime.weight_only import gemm_to_matmul
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 

@@ -25,7 +25,7 @@ def test_provider_options_are_accepted(digits_mlp):
 
 def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, monkeypatch):
     """ONNX Runtime retries CUDA -> CPU on its own when CUDA fails to initialise; that must raise."""
-    import squeezelab.engine.build.compressed as compress_module
+    import squeezelab.engine.pipeline.compressed as compress_module
 
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])

@@ -18,15 +18,10 @@ from typing import Any
 from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.core.recipe import (
-    DYNAMIC_OP_TYPES,
-    ChannelPruning,
-    Float16,
-    Int8Dynamic,
-    Int8Static,
-    LayerPruning,
-    Recipe,
-)
+from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning
+from squeezelab.engine.core.quantizers import Float16
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import DYNAMIC_OP_TYPES, Int8Dynamic, Int8Static
 
 __all__ = ["check_recipe_reaches_layers", "check_int8_coverage", "onnx_weight_elements", "encoded_weight_fraction"]
 

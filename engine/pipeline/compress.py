@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.copying import copy_model
-from squeezelab.engine.build.artifact import class_path, pack_encoded
-from squeezelab.engine.build.compressed import Compressed
-from squeezelab.engine.build.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
+from squeezelab.engine.pipeline.artifact import class_path, pack_encoded
+from squeezelab.engine.pipeline.compressed import Compressed
+from squeezelab.engine.pipeline.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
 from squeezelab.engine.core.errors import (
     CalibrationError,
     ConfigError,
@@ -41,7 +41,8 @@ from squeezelab.engine.core.layers import FilterFn
 from squeezelab.engine.quantization.simulated import encode_model, load_decoded_
 from squeezelab.engine.pruning.checks import check_onnx_matches
 from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_pruning_, bake_masks_
-from squeezelab.engine.core.recipe import Int8Dynamic, Int8Static, Recipe
+from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 
 __all__ = ["compress", "check_model"]
