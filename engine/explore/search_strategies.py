@@ -3,8 +3,8 @@
 Every strategy has the same two parts: ``rounds`` (timing rounds per
 evaluation: 20 where latency is judged, 0 where it is not) and
 ``run(ev, baseline, goal) -> Found``. ``strategy_for`` picks one from
-``_BY_OBJECTIVE`` (or ``Int8Search`` for an int8 runtime), so adding an
-objective is adding a class and a line in that table.
+``_BY_RUNTIME`` (a runtime with a search of its own) or else ``_BY_OBJECTIVE``,
+so adding an objective is adding a class and a line in that table.
 
 - ``SizeSearch`` (``objective="size"``): per-layer widths and sparsities of a
   simulated quantizer, ordered by measured per-layer sensitivity; a sparsity
@@ -172,14 +172,16 @@ class Int8Search:
         return Found(recipe=result.recipe, model=result.model, row=result.row, trail=result.trail, stopped=result.stopped)
 
 
-# objective -> strategy for the float runtimes; the int8 runtimes have a strategy of their own.
+# Runtimes that have a search of their own, whatever the objective (keyed by config type) ...
+_BY_RUNTIME: dict[type[Runtime], type[Int8Search]] = {Int8Dynamic: Int8Search, Int8Static: Int8Search}
+# ... and the objectives' strategies for every other runtime.
 _BY_OBJECTIVE: dict[str, type[GreedyDescent]] = {"size": SizeSearch, "latency": LatencySearch}
 OBJECTIVES = tuple(_BY_OBJECTIVE)
 
 
 def strategy_for(model: nn.Module, space: SearchSpace) -> SearchStrategy:
     """The strategy for ``space``'s runtime and objective; it refuses what it cannot search (``ConfigError``)."""
-    runtime: Runtime | None = space.runtime
-    if isinstance(runtime, (Int8Dynamic, Int8Static)):
-        return Int8Search(model, space)
+    for runtime_type, strategy in _BY_RUNTIME.items():
+        if isinstance(space.runtime, runtime_type):
+            return strategy(model, space)
     return _BY_OBJECTIVE[space.objective](model, space)
