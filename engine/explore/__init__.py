@@ -1,2 +1,3 @@
 """Exploring trade-offs: the cached ``Evaluator``, ``sweep``, Pareto frontiers, per-layer sensitivity
-and ``search`` (with its accuracy-aware int8 strategy)."""
+and ``search`` (one strategy per objective in ``search_strategies``: the greedy descent for size and
+latency, and the accuracy-aware int8 strategy)."""

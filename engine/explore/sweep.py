@@ -18,6 +18,7 @@ import concurrent.futures as cf
 import dataclasses
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -191,6 +192,10 @@ class Sweep(SweepTable):
     """
 
 
+# One grid point: its recipe and the coordinates the table shows for it (bits, sparsity).
+GridPoint = tuple[Recipe, dict[str, Any]]
+
+
 def _recipe_list(recipes: Any) -> tuple[Recipe, ...]:
     try:
         items = tuple(recipes)
@@ -202,15 +207,12 @@ def _recipe_list(recipes: Any) -> tuple[Recipe, ...]:
     return items
 
 
-def _resolve_points(
-    bits: Sequence[int],
-    sparsity: Sequence[float],
-    recipes: Iterable[Recipe],
-    quantization: Any,
-    pruning: Any,
-    runtime: Any,
-) -> list[tuple[Recipe, dict[str, Any]]]:
-    points: list[tuple[Recipe, dict[str, Any]]] = [(Recipe(), {"bits": 32, "sparsity": 0.0})]
+def _grid(bits: Any, sparsity: Any, recipes: Any, quantization: Any, pruning: Any, runtime: Any) -> list[GridPoint]:
+    """The checked grid: the fp32 baseline first, then every (bits, sparsity) recipe, then ``recipes``;
+    each recipe once (grid points that name the same recipe are measured once)."""
+    recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
+    bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
+    points: list[GridPoint] = [(Recipe(), {"bits": 32, "sparsity": 0.0})]
     seen = {Recipe()}
     for b in bits:
         for s in sparsity:
@@ -279,83 +281,115 @@ def sweep(
             stored (disk full): ``.sweep`` then holds the points finished so far.
         SweepError: some points failed; ``.sweep`` holds the others.
     """
-    from tqdm.auto import tqdm
-
-    recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
-    bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
-    grid = _resolve_points(bits, sparsity, recipes, quantization, pruning, runtime)
+    grid = _grid(bits, sparsity, recipes, quantization, pruning, runtime)
     check_executor(executor)
     ev = evaluator or Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache, **overrides)
     for recipe, _ in grid:  # a misspelt layer name fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
-    done: dict[int, Point] = {}
-    failures: dict[str, BaseException] = {}
-    todo = []
-    for i, (recipe, _) in enumerate(grid):
-        hit = ev.cached(recipe)
-        if hit is None:
-            todo.append(i)
-        else:
-            done[i] = hit
+    return _SweepRun(ev, grid, _RunOptions(executor=executor, deadline=deadline, progress=progress)).run()
 
-    def finish() -> Sweep:
+
+@dataclass(frozen=True)
+class _RunOptions:
+    """How a sweep's points run: where (``executor``, None: here, one by one), until when, with a bar or not."""
+
+    executor: cf.Executor | None
+    deadline: float | None
+    progress: bool
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+class _SweepRun:
+    """One call's points: those already done (cached or measured), those to measure, the failures.
+
+    Every measured point is stored the moment it finishes, so an interruption loses only the
+    points still running.
+    """
+
+    def __init__(self, ev: Evaluator, grid: list[GridPoint], options: _RunOptions) -> None:
+        self.ev, self.grid, self.options = ev, grid, options
+        self.done: dict[int, Point] = {i: hit for i, (recipe, _) in enumerate(grid) if (hit := ev.cached(recipe)) is not None}
+        self.todo = [i for i in range(len(grid)) if i not in self.done]
+        self.failures: dict[str, BaseException] = {}
+        self.pending: dict[cf.Future, int] = {}
+        self.bar: Any = None
+
+    def run(self) -> Sweep:
+        """Measure the points not cached; the table of all, or one of the errors ``sweep`` documents."""
+        from tqdm.auto import tqdm
+
+        total, cached = len(self.grid), len(self.grid) - len(self.todo)
+        self.bar = tqdm(total=total, initial=cached, desc="sweep", disable=not self.options.progress, unit="point")
+        try:
+            if self.options.executor is None:
+                self._run_here()
+            else:
+                self._run_on(self.options.executor)
+        except KeyboardInterrupt:
+            self._keep_finished_cancel_rest()
+            raise SweepInterrupted(self.table(), len(self.done), total) from None
+        except CacheError as exc:  # storing failed: stop, hand back what was measured
+            for future in self.pending:
+                future.cancel()
+            exc.sweep = self.table()
+            raise
+        finally:
+            self.bar.close()
+        if self.failures:
+            raise SweepError(self.table(), self.failures, total)
+        return self.table()
+
+    def table(self) -> Sweep:
+        """The points done so far, as a ``Sweep``."""
         # Relative columns need the baseline: without it (interrupted before it finished) no row is shown.
-        order = sorted(done) if 0 in done else []
-        extra = [{"sparsity": asked_sparsity(grid[i][0]), **grid[i][1]} for i in order]
-        return Sweep.from_points([done[i] for i in order], extra, hits=len(grid) - len(todo), misses=len(todo), complete=len(done) == len(grid))
+        order = sorted(self.done) if 0 in self.done else []
+        extra = [{"sparsity": asked_sparsity(self.grid[i][0]), **self.grid[i][1]} for i in order]
+        return Sweep.from_points([self.done[i] for i in order], extra, hits=len(self.grid) - len(self.todo),
+                                 misses=len(self.todo), complete=len(self.done) == len(self.grid))
 
-    def task(i: int) -> PointTask:
-        t = ev.task(grid[i][0])
+    def _task(self, i: int) -> PointTask:
+        task = self.ev.task(self.grid[i][0])
         # N worker processes share the cores: one PyTorch thread each, or they oversubscribe them N times.
-        return t if executor is None else dataclasses.replace(t, worker_threads=1)
+        return task if self.options.executor is None else dataclasses.replace(task, worker_threads=1)
 
-    def keep(i: int, outcome: Any) -> None:
-        recipe, _ = grid[i]
+    def _keep(self, i: int, outcome: Point | BaseException) -> None:
+        recipe, _ = self.grid[i]
         if isinstance(outcome, BaseException):
-            failures[recipe.label] = outcome
+            self.failures[recipe.label] = outcome
         else:
             try:
-                done[i] = ev.store(recipe, outcome)
+                self.done[i] = self.ev.store(recipe, outcome)
             except CacheError:  # measured but not stored (disk full): still one of the finished points
-                done[i] = outcome
+                self.done[i] = outcome
                 raise
-        bar.update()
+        self.bar.update()
 
-    bar = tqdm(total=len(grid), initial=len(grid) - len(todo), desc="sweep", disable=not progress, unit="point")
-    pending: dict[cf.Future, int] = {}
-    try:
-        if executor is None:
-            for i in todo:
-                if i > 0 and deadline is not None and time.monotonic() > deadline:
-                    break  # (the baseline is measured whatever the deadline: every other figure needs it)
-                try:
-                    outcome: Any = run_point(task(i), ev.model_key)
-                except Exception as exc:  # one bad point must not cost the others
-                    outcome = exc
-                keep(i, outcome)
-        else:
-            pending = {executor.submit(run_point, task(i), ev.model_key): i for i in todo}
-            for future in cf.as_completed(pending):
-                i = pending.pop(future)
-                keep(i, future.exception() or future.result())
-                if deadline is not None and time.monotonic() > deadline:
-                    for rest in pending:
-                        rest.cancel()
-                    break
-    except KeyboardInterrupt:
-        for future, i in list(pending.items()):  # keep what finished meanwhile, cancel the rest
+    def _run_here(self) -> None:
+        for i in self.todo:
+            if i > 0 and self.options.past_deadline():
+                break  # (the baseline is measured whatever the deadline: every other figure needs it)
+            try:
+                outcome: Point | BaseException = run_point(self._task(i), self.ev.model_key)
+            except Exception as exc:  # one bad point must not cost the others
+                outcome = exc
+            self._keep(i, outcome)
+
+    def _run_on(self, executor: cf.Executor) -> None:
+        self.pending = {executor.submit(run_point, self._task(i), self.ev.model_key): i for i in self.todo}
+        for future in cf.as_completed(self.pending):
+            i = self.pending.pop(future)
+            self._keep(i, future.exception() or future.result())
+            if self.options.past_deadline():
+                for rest in self.pending:
+                    rest.cancel()
+                break
+
+    def _keep_finished_cancel_rest(self) -> None:
+        """After Ctrl-C: keep the points that finished meanwhile, cancel the others."""
+        for future, i in list(self.pending.items()):
             if future.done() and not future.cancelled() and future.exception() is None:
-                keep(i, future.result())
+                self._keep(i, future.result())
             else:
                 future.cancel()
-        raise SweepInterrupted(finish(), len(done), len(grid)) from None
-    except CacheError as exc:  # storing failed: stop, hand back what was measured
-        for future in pending:
-            future.cancel()
-        exc.sweep = finish()
-        raise
-    finally:
-        bar.close()
-    if failures:
-        raise SweepError(finish(), failures, len(grid))
-    return finish()

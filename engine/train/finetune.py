@@ -233,6 +233,46 @@ def finetune(
             all ``(x, y)`` labels; batch by batch for a DataLoader). Whole-number float labels
             are taken as class indices.
     """
+    _check_arguments(model, epochs, batch_size, distill, schedule, output)
+    work = copy_model(model)
+    # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
+    class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
+    in_memory = _in_memory(train_data)
+    if in_memory is not None:
+        _check_targets_present(in_memory.targets is not None, distill)
+    with torch.random.fork_rng(devices=[]), torch_threads(threads):
+        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
+        gen = torch.Generator().manual_seed(seed)
+        trainer = _Trainer(
+            model=work, optimizer=(optimizer or _default_optimizer)(work.parameters()),
+            loss=loss or nn.functional.cross_entropy, output=output, distill=distill, schedule=schedule,
+            filter_fn=filter_fn, on_step=on_step, class_targets=class_targets,
+            all_labels=in_memory.targets if class_targets and in_memory is not None else None,
+        )
+        data = train_data if in_memory is None else in_memory
+        trainer.train(lambda: _shuffled_batches(data, batch_size, gen), epochs, progress)
+    if schedule is not None and trainer.step < schedule.end_step:
+        _warn_schedule_unfinished(schedule, trainer.step)
+    return work.eval()
+
+
+def _warn_schedule_unfinished(schedule: GradualPruning, step: int) -> None:
+    warnings.warn(
+        f"training stopped at step {step}, before the schedule's end_step={schedule.end_step}: "
+        f"sparsity is {schedule.sparsity_at(step):.3f}, not {schedule.final_sparsity}. "
+        "Train longer or lower end_step.",
+        stacklevel=3,  # the line that called finetune
+    )
+
+
+def _default_optimizer(parameters: Any) -> torch.optim.Optimizer:
+    return torch.optim.Adam(parameters, lr=1e-3)
+
+
+def _check_arguments(
+    model: Any, epochs: Any, batch_size: Any, distill: Any, schedule: Any, output: OutputSelector
+) -> None:
+    """``finetune``'s arguments, refused before the model is copied or any data read."""
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -243,63 +283,71 @@ def finetune(
     if schedule is not None and not isinstance(schedule, GradualPruning):
         raise ConfigError(f"schedule={schedule!r}; use GradualPruning(final_sparsity=..., end_step=...).")
     check_selector(output)
-    work = copy_model(model)
-    # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
-    class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
-    in_memory = _in_memory(train_data)
-    if in_memory is not None:
-        _check_targets_present(in_memory.targets is not None, distill)
-    all_labels = in_memory.targets if class_targets and in_memory is not None else None
-    loss = loss or nn.functional.cross_entropy
-    with torch.random.fork_rng(devices=[]), torch_threads(threads):
-        torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
-        gen = torch.Generator().manual_seed(seed)
-        opt = (optimizer or (lambda p: torch.optim.Adam(p, lr=1e-3)))(work.parameters())
+
+
+@dataclass
+class _Trainer:
+    """One fine-tuning run: the working copy and its optimizer, what each step computes, and the step count."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Loss
+    output: OutputSelector
+    distill: Distillation | None
+    schedule: GradualPruning | None
+    filter_fn: FilterFn | None
+    on_step: Callable[[int, nn.Module], None] | None
+    class_targets: bool  # the task loss takes class indices (checked against the outputs)
+    all_labels: Any  # every label of in-memory data, checked before the first step; None otherwise
+    step: int = 0
+
+    def train(self, epoch_batches: Callable[[], Iterable[tuple[Inputs, torch.Tensor | None]]], epochs: int, progress: bool) -> None:
+        """``epochs`` passes over ``epoch_batches()`` (called once per epoch: each pass reshuffles)."""
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=epochs, desc="fine-tuning", unit="epoch")
-        step = 0
-        if schedule is not None and schedule.prunes_at(0):
-            _prune_to(work, schedule, 0, filter_fn)
-        work.train()
+        self._prune_if_due()
+        self.model.train()
         for _ in range(epochs):
-            for xb, yb in _shuffled_batches(train_data if in_memory is None else in_memory, batch_size, gen):
-                if step == 0:
-                    _check_targets_present(yb is not None, distill)
-                opt.zero_grad()
-                if yb is not None and not yb.is_floating_point():
-                    yb = yb.long()
-                out = _forward(work, xb, output)
-                if class_targets:
-                    if all_labels is not None and step == 0:  # every label, before the first step
-                        _check_class_targets(out, all_labels)
-                    yb = _check_class_targets(out, yb)
-                if distill is not None:
-                    with torch.no_grad():
-                        teacher_out = _forward(distill.teacher, xb, output)
-                    distill.loss(out, teacher_out, yb, loss).backward()
-                else:
-                    loss(out, yb).backward()
-                opt.step()
-                step += 1
-                if schedule is not None and schedule.prunes_at(step):
-                    _prune_to(work, schedule, step, filter_fn)
-                if on_step is not None:
-                    on_step(step, work)
+            for inputs, targets in epoch_batches():
+                self._train_step(inputs, targets)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
-    if schedule is not None and step < schedule.end_step:
-        warnings.warn(
-            f"training stopped at step {step}, before the schedule's end_step={schedule.end_step}: "
-            f"sparsity is {schedule.sparsity_at(step):.3f}, not {schedule.final_sparsity}. "
-            "Train longer or lower end_step.",
-            stacklevel=2,
-        )
-    return work.eval()
+
+    def _train_step(self, inputs: Inputs, targets: torch.Tensor | None) -> None:
+        if self.step == 0:
+            _check_targets_present(targets is not None, self.distill)
+        self.optimizer.zero_grad()
+        if targets is not None and not targets.is_floating_point():
+            targets = targets.long()
+        out = _forward(self.model, inputs, self.output)
+        if self.class_targets:
+            if self.all_labels is not None and self.step == 0:  # every label, before the first step
+                _check_class_targets(out, self.all_labels)
+            targets = _check_class_targets(out, targets)
+        self._objective(out, inputs, targets).backward()
+        self.optimizer.step()
+        self.step += 1
+        self._prune_if_due()
+        if self.on_step is not None:
+            self.on_step(self.step, self.model)
+
+    def _objective(self, out: torch.Tensor, inputs: Inputs, targets: torch.Tensor | None) -> torch.Tensor:
+        """The task loss, or the distillation loss against the teacher's outputs on the same inputs."""
+        if self.distill is None:
+            return self.loss(out, targets)
+        with torch.no_grad():
+            teacher_out = _forward(self.distill.teacher, inputs, self.output)
+        return self.distill.loss(out, teacher_out, targets, self.loss)
+
+    def _prune_if_due(self) -> None:
+        """Raise the masks to the schedule's sparsity at the steps it prunes (step 0 included)."""
+        if self.schedule is not None and self.schedule.prunes_at(self.step):
+            _prune_to(self.model, self.schedule, self.step, self.filter_fn)
 
 
 def _check_targets_present(has_targets: bool, distill: Distillation | None) -> None:
