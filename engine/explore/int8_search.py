@@ -73,7 +73,7 @@ def search_int8(
     """The ``search`` of the int8 runtimes (see the module docstring); returns a ``SearchResult``."""
     import pandas as pd
 
-    from squeezelab.engine.explore.search import SearchResult, _row
+    from squeezelab.engine.explore.search_result import SearchResult, _row
     from squeezelab.engine.core.layers import prunable_layers
 
     clock = _Clock(time_budget_s)

@@ -48,7 +48,7 @@ from squeezelab.engine.explore.search_strategies import OBJECTIVES, strategy_for
 from squeezelab.engine.explore.sweep import weight_quantizer
 from squeezelab.engine.measurement.point import Settings
 
-__all__ = ["search", "SearchResult"]
+__all__ = ["search"]
 
 
 def search(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from squeezelab import _cmd_lab, cli
+from squeezelab import _cmd_lab
 from squeezelab.cli import main
 
 EXPLORE = Path(__file__).resolve().parents[2] / "notebooks" / "explore.ipynb"
