@@ -1,3 +1,4 @@
-"""What every other part of the engine builds on: errors, recipes and their configs, inputs, outputs,
-data forms, labels, layer choice, argument checks and model copies. Imports nothing from the other
-sub-packages, and (apart from the layer chooser and copies) no torch."""
+"""What every other part of the engine builds on: errors, the recipe and its configs, the table of
+string choices, inputs, outputs, data forms, labels, the layer chooser, the example batch, argument
+checks, model copies, fingerprints and CPU facts. Imports nothing from the other sub-packages; the
+config modules (errors, configs, quantizers, pruners, runtimes, recipe, choices) import no torch."""
