@@ -44,8 +44,8 @@ def test_widget_names_resolve_to_functions_even_after_their_modules_load():
     code = (
         "import importlib, pkgutil, types, squeezelab.widgets as w, squeezelab.engine as e\n"
         "for pkg in (w, e):\n"
-        "    for m in pkgutil.iter_modules(pkg.__path__):\n"
-        "        importlib.import_module(pkg.__name__ + '.' + m.name)\n"
+        "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+        "        importlib.import_module(m.name)\n"
         "bad = [f'{p.__name__}.{n}' for p in (w, e) for n in p.__all__ if isinstance(getattr(p, n), types.ModuleType)]\n"
         "print(bad)\n"
     )
