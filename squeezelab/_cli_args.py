@@ -11,9 +11,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "positive_int", "port_number", "batch_sizes", "output_folder", "fail"]
+__all__ = ["OneLineParser", "checked", "positive_int", "port_number", "batch_sizes", "output_folder", "fail"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -27,6 +28,9 @@ class OneLineParser(argparse.ArgumentParser):
         fail(self.prog, message)
 
 
+T = TypeVar("T")
+
+
 def fail(prog: str, message: str) -> NoReturn:
     """Print ``PROG: error: MESSAGE`` (one line) and exit with status 2."""
     one_line = " ".join(str(message).split())
@@ -34,26 +38,31 @@ def fail(prog: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def checked(text: str, convert: Callable[[str], T], allowed: Callable[[T], bool], *, unreadable: str, refused: str) -> T:
+    """``convert(text)``, refused unless ``allowed(value)``: the shape of every argument check here.
+
+    ``unreadable`` (when ``convert`` raises ``ValueError``) and ``refused`` are the one-line messages,
+    formatted with ``{text}`` (the argument, quoted) and ``{value}`` (what it converted to).
+    """
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(unreadable.format(text=repr(text))) from None
+    if not allowed(value):
+        raise argparse.ArgumentTypeError(refused.format(text=repr(text), value=value))
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (rounds, threads)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; pass a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not allowed; pass a whole number >= 1")
-    return value
+    return checked(text, int, lambda v: v >= 1, unreadable="{text} is not an integer; pass a whole number >= 1",
+                   refused="{value} is not allowed; pass a whole number >= 1")
 
 
 def port_number(text: str) -> int:
     """A TCP port, 1-65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; pass 1-65535") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port number; pass 1-65535")
-    return value
+    return checked(text, int, lambda v: 1 <= v <= 65535, unreadable="{text} is not a port number; pass 1-65535",
+                   refused="{value} is not a port number; pass 1-65535")
 
 
 def batch_sizes(text: str) -> list[int]:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezelab._cli_args import checked
 from squeezelab.engine.core.errors import ConfigError, DataError
 
 __all__ = [
@@ -135,13 +136,9 @@ def recipe_spec(text: str) -> Any:
 
 def example_shape(text: str) -> tuple[int, ...]:
     """A comma-separated shape of positive integers with the batch first, e.g. ``1,1,8,8``."""
-    try:
-        shape = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; pass comma-separated sizes, batch first, e.g. 1,1,8,8") from None
-    if not shape or min(shape) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a shape; every size must be >= 1, e.g. 1,1,8,8")
-    return shape
+    return checked(text, lambda t: tuple(int(p) for p in t.split(",")), lambda shape: bool(shape) and min(shape) >= 1,
+                   unreadable="{text} is not a shape; pass comma-separated sizes, batch first, e.g. 1,1,8,8",
+                   refused="{text} is not a shape; every size must be >= 1, e.g. 1,1,8,8")
 
 
 def width_list(text: str) -> list[int]:
@@ -164,26 +161,18 @@ def fraction_list(text: str) -> list[float]:
     """Comma-separated sparsities in [0, 1), e.g. ``0,0.5,0.75``; empty for none."""
     if not text.strip():
         return []
-    try:
-        values = [float(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of sparsities; pass e.g. 0,0.5,0.75") from None
-    if any(not 0 <= v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: each sparsity must be in [0, 1), e.g. 0,0.5,0.75")
-    return values
+    return checked(text, lambda t: [float(p) for p in t.split(",")], lambda values: all(0 <= v < 1 for v in values),
+                   unreadable="{text} is not a list of sparsities; pass e.g. 0,0.5,0.75",
+                   refused="{text}: each sparsity must be in [0, 1), e.g. 0,0.5,0.75")
 
 
 def drop_limit(text: str) -> float:
     """A finite number >= 0: the largest drop of the metric a rule allows, in its units (0.01 = one point)."""
     import math
 
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; pass e.g. 0.01 (one point of top-1 accuracy)") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not allowed; pass a finite number >= 0, e.g. 0.01")
-    return value
+    return checked(text, float, lambda v: math.isfinite(v) and v >= 0,
+                   unreadable="{text} is not a number; pass e.g. 0.01 (one point of top-1 accuracy)",
+                   refused="{text} is not allowed; pass a finite number >= 0, e.g. 0.01")
 
 
 def _import_factory(spec: ModelSpec) -> Any:
