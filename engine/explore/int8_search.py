@@ -110,7 +110,7 @@ def search_int8(
     consider(start)
     names = _layers_with_nodes(ev, [name for name, _ in prunable_layers(model)])
     stopped = "converged"
-    gains, faster = _probe(names, start, measure, clock, objective, progress)
+    gains, faster = _probe(names, start, lambda layers, move: _considered(measure(layers, move), consider), clock, objective, progress)
     if len(gains) < len(names):
         stopped = "time budget"
     if not (start["accepted"] and objective == "size"):
@@ -183,3 +183,9 @@ def _descend(
                 return "time budget"
             consider(measure(kept + slow, f"also keep {len(slow)} layer(s) float that ran slower in int8"))
     return None
+
+
+def _considered(row: dict[str, Any], consider: Any) -> dict[str, Any]:
+    """A probe is a measured candidate too: the best measured result may be one of them."""
+    consider(row)
+    return row
