@@ -93,6 +93,7 @@ def search_int8(
         row["accepted"] = row["drop_bound"] <= max_accuracy_drop
         row["float_layers"] = list(layers)
         trail.append(row)
+        consider(row)  # every point measured on the data is a candidate, probes included
         return row
 
     def score(row: dict[str, Any]) -> float:
@@ -107,14 +108,13 @@ def search_int8(
             best_row, best_recipe = row, float_layers_recipe(runtime, row["float_layers"])
 
     start = measure([], "start: all int8")
-    consider(start)
     names = _layers_with_nodes(ev, [name for name, _ in prunable_layers(model)])
     stopped = "converged"
-    gains, faster = _probe(names, start, lambda layers, move: _considered(measure(layers, move), consider), clock, objective, progress)
+    gains, faster = _probe(names, start, measure, clock, objective, progress)
     if len(gains) < len(names):
         stopped = "time budget"
     if not (start["accepted"] and objective == "size"):
-        stopped = _descend(names, gains, faster, start, measure, consider, clock, objective) or stopped
+        stopped = _descend(names, gains, faster, start, measure, clock, objective) or stopped
     table = pd.DataFrame([{k: v for k, v in row.items() if k != "point"} for row in trail])
     table.attrs.update({"metric": base.metric, "metric_key": base.metric_key, "percent": base.percent})
     return SearchResult(
@@ -159,7 +159,7 @@ def _probe(names: list[str], start: dict, measure: Any, clock: _Clock, objective
 
 
 def _descend(
-    names: list[str], gains: dict, faster: set, start: dict, measure: Any, consider: Any, clock: _Clock, objective: str
+    names: list[str], gains: dict, faster: set, start: dict, measure: Any, clock: _Clock, objective: str
 ) -> str | None:
     """Keep layers float in order of gain until the budget holds; then (latency) the slow int8 layers too.
 
@@ -175,17 +175,11 @@ def _descend(
             return "time budget"
         kept.append(name)
         row = measure(list(kept), f"keep {name} float ({len(kept)} float)")
-        consider(row)
     if objective == "latency" and row["accepted"]:
         slow = [n for n in names if n in faster and n not in kept]
         if slow:
             if not clock.fits():
                 return "time budget"
-            consider(measure(kept + slow, f"also keep {len(slow)} layer(s) float that ran slower in int8"))
+            measure(kept + slow, f"also keep {len(slow)} layer(s) float that ran slower in int8")
     return None
 
-
-def _considered(row: dict[str, Any], consider: Any) -> dict[str, Any]:
-    """A probe is a measured candidate too: the best measured result may be one of them."""
-    consider(row)
-    return row
