@@ -23,7 +23,10 @@ from typing import Any
 
 from squeezelab.engine.errors import ConfigError
 
-__all__ = ["node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph", "FUSED_OP_TYPES"]
+__all__ = [
+    "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
+    "fused_holders", "same_layer", "FUSED_OP_TYPES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,40 @@ def layers_in_graph(onnx_bytes: bytes, names: Sequence[str]) -> list[str]:
 
     found = _scan(onnx.load_from_string(onnx_bytes).graph, names)
     return [name for name in names if found[name]]
+
+
+def same_layer(layer: str, scope: str) -> bool:
+    """True when the graph scope ``scope`` is the module ``layer`` (directly, or under the export wrapper's ``model.``)."""
+    return scope == layer or scope == "model." + layer
+
+
+def fused_holders(onnx_bytes: bytes, fused_bytes: bytes) -> dict[str, list[str]]:
+    """Fused node name -> the graph scopes of the layers whose weights it now holds.
+
+    Fusion merges a self-attention's query, key and value MatMuls into one ``Attention`` node and
+    the embedding Gathers into one ``EmbedLayerNormalization``: those layers can then only be kept
+    float together, by excluding the fused node. An ``Attention`` is matched by the scope of its
+    output (the attention module, e.g. ``model.encoder.layer.0.attention.self``, parent of the
+    projections); an ``EmbedLayerNormalization`` by the embedding tables it reads.
+    """
+    import onnx
+
+    graph, fused = onnx.load_from_string(onnx_bytes).graph, onnx.load_from_string(fused_bytes).graph
+    present = {node.name for node in fused.node}
+    weights = {init.name for init in graph.initializer}
+    absorbed = list(dict.fromkeys(
+        node_layer(node.name) for node in graph.node
+        if node.op_type in ("MatMul", "Gemm", "Gather") and node.name not in present and weights.intersection(node.input)
+    ))
+    holders: dict[str, list[str]] = {}
+    for node in fused.node:
+        if node.op_type == "Attention" and node.output:
+            owner = node_layer(node.output[0])  # the output is named in the attention module's scope
+            holders[node.name] = [s for s in absorbed if s.rpartition(".")[0] == owner]
+        elif node.op_type == "EmbedLayerNormalization":
+            tables = set(node.input)
+            holders[node.name] = [s for s in absorbed if f"{s}.weight" in tables]
+    return {name: scopes for name, scopes in holders.items() if scopes}
 
 
 def looks_like_transformer(onnx_bytes: bytes) -> bool:

@@ -27,7 +27,7 @@ from squeezelab.engine.cpu import default_reduce_range
 from squeezelab.engine.errors import CalibrationError
 from squeezelab.engine.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe, WeightOnly
 
-__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
+__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "fused_graph", "remembered_fusion"]
 
 log = logging.getLogger(__name__)
 
@@ -253,10 +253,62 @@ def _kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
 def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]]) -> tuple[bytes | None, str]:
     """The fused graph (None: quantize the export) and why.
 
-    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph; a layer with
-    none left (its MatMuls merged into an attention op) cannot stay float, so fusion is skipped.
+    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph. A layer whose
+    weights fusion merged into a fused op (an attention's query / key / value, the embedding
+    tables) stays float by excluding that op, which needs every layer the op holds kept float;
+    when only some of them are, fusion is skipped and the unfused graph keeps exactly those float.
     """
     import onnx
+
+    fused, why = fused_graph(onnx_bytes, runtime)
+    if fused is None:
+        return None, why
+    present = {node.name for node in onnx.load_from_string(fused).graph.node}
+    absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
+    holders = _holders_of(absorbed, kept, onnx_bytes, fused) if absorbed else {}
+    partial = sorted(layer for layer in absorbed if layer not in holders)
+    if partial:  # their weights were merged into fused ops with layers that are not kept float
+        return None, (
+            f"skipped: layers kept float {partial} would be merged into fused attention / embedding ops; "
+            "keep all the layers one op holds float together (an attention's query, key and value) to keep fusion"
+        )
+    for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
+        kept[layer] = [node for node in nodes if node in present] + ([holders[layer]] if layer in holders else [])
+    return fused, why
+
+
+def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: bytes, fused: bytes) -> dict[str, str]:
+    """Absorbed layer -> the fused node that holds it, for fused nodes whose layers are all kept float."""
+    from squeezelab.engine.int8_graph import fused_holders, same_layer
+
+    out: dict[str, str] = {}
+    for node, scopes in fused_holders(onnx_bytes, fused).items():
+        members = [layer for layer in kept if any(same_layer(layer, s) for s in scopes)]
+        if len(members) == len(scopes):  # the whole op stays float
+            out.update({layer: node for layer in members if layer in absorbed})
+    return out
+
+
+_FUSION_MEMO: list[dict[bytes, tuple[bytes | None, str]]] = []  # set while a search runs (see remembered_fusion)
+
+
+@contextlib.contextmanager
+def remembered_fusion() -> Iterator[None]:
+    """Within the block, ``fused_graph`` fuses each export once (by its hash) and reuses the result.
+
+    A search quantizes one export dozens of times with different layers kept float, and fusing
+    MiniLM takes seconds each time. Outside such a block nothing is remembered.
+    """
+    _FUSION_MEMO.append({})
+    try:
+        yield
+    finally:
+        _FUSION_MEMO.pop()
+
+
+def fused_graph(onnx_bytes: bytes, runtime: Int8Dynamic) -> tuple[bytes | None, str]:
+    """The transformer-fused graph ``runtime`` asks for (None: quantize the export as is) and why."""
+    import hashlib
 
     from squeezelab.engine.int8_graph import fuse_transformer, looks_like_transformer
 
@@ -264,17 +316,18 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
         return None, "off (fusion=False)"
     if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
         return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
-    fused, info = fuse_transformer(onnx_bytes)
-    if fused is None:
-        return None, f"fusion failed, unfused graph quantized: {info['error']}"
-    present = {node.name for node in onnx.load_from_string(fused).graph.node}
-    absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
-    if absorbed:  # their weights were merged into fused ops: they could not stay float
-        return None, f"skipped: layers kept float {absorbed} would be merged into fused attention / embedding ops"
-    for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
-        kept[layer] = [node for node in nodes if node in present]
-    ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
-    return fused, f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+    memo = _FUSION_MEMO[-1] if _FUSION_MEMO else {}
+    key = hashlib.sha256(onnx_bytes).digest()
+    if key not in memo:
+        fused, info = fuse_transformer(onnx_bytes)
+        if fused is None:
+            why = f"fusion failed, unfused graph quantized: {info['error']}"
+        else:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+            why = f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+        memo.clear()  # one export at a time: a fused MiniLM is ~90 MB
+        memo[key] = (fused, why)
+    return memo[key]
 
 
 def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
@@ -286,7 +339,7 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
     op_types = list(rt.quantized_op_types)
     if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
         op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
-    excluded = [node for nodes in kept.values() for node in nodes]
+    excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
     out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
     choices = {
         "op_types": op_types,
