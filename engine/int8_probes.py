@@ -1,0 +1,119 @@
+"""The pieces of accuracy-aware int8 search: what can stay float, where to probe, how to descend.
+
+* ``candidate_groups``: the units the search keeps float. A Linear/Conv layer is one, unless
+  transformer fusion merges it into a fused op with others (an attention's query, key and value
+  become one ``Attention`` node): those can only stay float together, so they form one group. The
+  embedding tables form one group as well (dynamic int8 quantizes their Gathers; keeping them
+  float costs file size, not speed).
+* ``on_export``: the same evaluation over the fp32 ONNX export, exported once.
+* ``subsample``: the same evaluation on the first ``n`` samples, for cheap sensitivity probes; the
+  search verifies on the full data before it returns anything.
+* ``bisect_prefix``: the fewest groups, taken in order of gain, whose float copy meets the budget,
+  found by bisection (log2 of the group count evaluations instead of one per group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from torch import nn
+
+from squeezelab.engine.evaluation import Evaluator
+from squeezelab.engine.recipe import Int8Dynamic, Int8Static, Recipe
+
+__all__ = ["candidate_groups", "fp32_export", "on_export", "subsample", "bisect_prefix", "group_label", "prefix_layers"]
+
+
+def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic | Int8Static) -> list[tuple[str, ...]]:
+    """The groups of layer names the search may keep float, in model order (see the module docstring).
+
+    ``onnx_bytes`` is the model's fp32 export (``fp32_export``).
+    """
+    from squeezelab.engine.int8_graph import fused_holders, layers_in_graph, same_layer
+    from squeezelab.engine.sensitivity import prunable_layers
+
+    embeddings = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)] if _quantizes_gather(runtime) else []
+    names = [name for name, _ in prunable_layers(model)] + embeddings
+    present = layers_in_graph(onnx_bytes, names)
+    holders: dict[str, list[str]] = {}
+    if isinstance(runtime, Int8Dynamic):
+        from squeezelab.engine.ort_quant import fused_graph
+
+        fused, _ = fused_graph(onnx_bytes, runtime)
+        holders = fused_holders(onnx_bytes, fused) if fused is not None else {}
+    group_of: dict[str, tuple[str, ...]] = {}
+    for scopes in holders.values():
+        members = tuple(n for n in present if any(same_layer(n, s) for s in scopes))
+        if len(members) == len(scopes):  # every layer the op holds is one the search may keep float
+            group_of.update({n: members for n in members})
+    tables = tuple(n for n in present if n in embeddings)
+    groups: list[tuple[str, ...]] = []
+    for name in present:
+        group = tables if name in embeddings else group_of.get(name, (name,))
+        if group not in groups:
+            groups.append(group)
+    return groups
+
+
+def _quantizes_gather(runtime: Int8Dynamic | Int8Static) -> bool:
+    if isinstance(runtime, Int8Dynamic):
+        return "Gather" in runtime.quantized_op_types
+    return runtime.op_types is None or "Gather" in runtime.op_types
+
+
+def group_label(group: tuple[str, ...]) -> str:
+    """``encoder.layer.0.attention.self.{query,key,value}`` for a group, the name for one layer."""
+    if len(group) == 1:
+        return group[0]
+    parents = {name.rpartition(".")[0] for name in group}
+    if len(parents) == 1:
+        return f"{parents.pop()}.{{{','.join(name.rpartition('.')[2] for name in group)}}}"
+    return "{" + ", ".join(group) + "}"
+
+
+def fp32_export(ev: Evaluator) -> bytes:
+    """The fp32 ONNX export of ``ev``'s model with its selected output (what every int8 recipe quantizes)."""
+    from squeezelab.engine.compression import compress
+
+    if isinstance(ev.model, bytes):
+        return ev.model
+    return compress(ev.model, Recipe(), example_inputs=ev.samples.inputs.slice(0, 1), output=ev.settings.output).onnx_bytes
+
+
+def on_export(ev: Evaluator, onnx_bytes: bytes) -> Evaluator:
+    """``ev`` over the fp32 export instead of the torch model: the same figures, without exporting per candidate.
+
+    A search quantizes one export dozens of times; exporting MiniLM again for each takes seconds.
+    The export already selects the output, so the ONNX evaluator reads its one output.
+    """
+    return Evaluator(onnx_bytes, ev.samples, ev.settings, calibration_data=ev.calibration, cache=ev.cache)
+
+
+def subsample(ev: Evaluator, n: int) -> Evaluator:
+    """``ev`` on its first ``n`` samples (same model, settings, calibration data and cache); ``ev`` itself if it has no more."""
+    if n <= 0 or len(ev.samples) <= n:
+        return ev
+    return Evaluator(ev.model, ev.samples.slice(0, n), ev.settings, calibration_data=ev.calibration, cache=ev.cache)
+
+
+def bisect_prefix(ok: Callable[[int], bool | None], count: int, first: int | None = None) -> tuple[int | None, bool]:
+    """The smallest ``k`` in ``1..count`` with ``ok(k)``, by bisection, assuming more float never hurts.
+
+    ``k = count + 1`` (everything float) is taken to hold without being asked. ``first`` is the
+    first ``k`` tried (a guess from the subsample). ``ok`` returns None when time ran out.
+    Returns ``(k or None when no k in range held, whether time ran out)``.
+    """
+    lo, hi = 0, count + 1  # ok(lo) is known to fail (all int8), ok(hi) assumed
+    while hi - lo > 1:
+        mid = first if first is not None and lo < first < hi else (lo + hi) // 2
+        first = None
+        verdict = ok(mid)
+        if verdict is None:
+            return (hi if hi <= count else None), True
+        lo, hi = (lo, mid) if verdict else (mid, hi)
+    return (hi if hi <= count else None), False
+
+
+def prefix_layers(order: list[tuple[str, ...]], k: int) -> tuple[str, ...]:
+    """The layers of the first ``k`` groups of ``order``."""
+    return tuple(name for group in order[:k] for name in group)
+
