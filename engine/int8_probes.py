@@ -8,7 +8,8 @@
 * ``on_export``: the same evaluation over the fp32 ONNX export, exported once.
 * ``subsample``: the same evaluation on the first ``n`` samples, for cheap sensitivity probes; the
   search verifies on the full data before it returns anything.
-* ``bisect_prefix``: the fewest groups, taken in order of gain, whose float copy meets the budget,
+* ``gain_order``: groups by gain per unit of cost (weights kept float; an embedding costs no speed).
+* ``bisect_prefix``: the fewest groups, taken in that order, whose float copy meets the budget,
   found by bisection (log2 of the group count evaluations instead of one per group).
 """
 
@@ -20,7 +21,7 @@ from torch import nn
 from squeezelab.engine.evaluation import Evaluator
 from squeezelab.engine.recipe import Int8Dynamic, Int8Static, Recipe
 
-__all__ = ["candidate_groups", "fp32_export", "on_export", "subsample", "bisect_prefix", "group_label", "prefix_layers"]
+__all__ = ["candidate_groups", "gain_order", "group_costs", "fp32_export", "on_export", "subsample", "bisect_prefix", "group_label", "prefix_layers"]
 
 
 def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic | Int8Static) -> list[tuple[str, ...]]:
@@ -32,7 +33,8 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
     from squeezelab.engine.sensitivity import prunable_layers
 
     embeddings = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)] if _quantizes_gather(runtime) else []
-    names = [name for name, _ in prunable_layers(model)] + embeddings
+    wanted = {name for name, _ in prunable_layers(model)} | set(embeddings)
+    names = [name for name, _ in model.named_modules() if name in wanted]  # model order: a BERT's embeddings first
     present = layers_in_graph(onnx_bytes, names)
     holders: dict[str, list[str]] = {}
     if isinstance(runtime, Int8Dynamic):
@@ -58,6 +60,34 @@ def _quantizes_gather(runtime: Int8Dynamic | Int8Static) -> bool:
     if isinstance(runtime, Int8Dynamic):
         return "Gather" in runtime.quantized_op_types
     return runtime.op_types is None or "Gather" in runtime.op_types
+
+
+def gain_order(gains: dict[tuple[str, ...], float], costs: dict[tuple[str, ...], float]) -> list[tuple[str, ...]]:
+    """Groups by gain per unit of cost, highest first; groups that gained nothing come last, by gain.
+
+    The cost of keeping a group float is its weight count: the bytes it adds to the file, and,
+    for Linear layers, the share of multiply-adds that leave the int8 kernels. Under
+    ``objective="latency"`` embedding tables cost nothing (a Gather computes nothing), so a gain
+    there comes first.
+    """
+    helpful = [g for g in gains if gains[g] > 0]
+    useless = [g for g in gains if gains[g] <= 0]
+    helpful.sort(key=lambda g: -gains[g] / max(costs.get(g, 1.0), 1e-9))
+    useless.sort(key=lambda g: -gains[g])
+    return helpful + useless
+
+
+def group_costs(model: nn.Module, groups: list[tuple[str, ...]], objective: str) -> dict[tuple[str, ...], float]:
+    """The cost of keeping each group float (see ``gain_order``): its weight count; 0 for an embedding under latency."""
+    modules = dict(model.named_modules())
+
+    def cost(name: str) -> float:
+        module = modules[name]
+        if objective == "latency" and isinstance(module, nn.Embedding):
+            return 0.0
+        return float(module.weight.numel())
+
+    return {group: sum(cost(name) for name in group) for group in groups}
 
 
 def group_label(group: tuple[str, ...]) -> str:

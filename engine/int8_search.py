@@ -9,9 +9,11 @@
 3. Each group's sensitivity is probed on a subsample (the first ``probe_samples`` samples) as
    *the gain when only that group is kept float* (the rest int8): the move the search makes, with
    the errors the other int8 layers feed into it. Probing stops at half the time budget.
-4. Groups are kept float in order of gain; the fewest that meet the budget are found by
-   bisection over that order, first on the subsample, then on all the data starting from the
-   subsample's answer. Only points measured on all the data are ever returned.
+4. Groups are kept float in order of gain per weight kept float (``gain_order``: the bytes a
+   group adds, or its share of the int8 multiply-adds; an embedding table costs no speed). The
+   fewest that meet the budget are found by bisection over that order, first on the subsample,
+   then on all the data starting from the subsample's answer. Only points measured on all the
+   data are ever returned.
 5. With ``objective="latency"`` every point is timed against fp32 in the same rounds, and the groups
    whose probe ran faster float than in int8 (int8 slower than fp32 there on this CPU) are tried
    float as well.
@@ -32,7 +34,7 @@ from torch import nn
 from squeezelab.engine.errors import ConfigError
 from squeezelab.engine.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.int8_probes import (
-    bisect_prefix, candidate_groups, fp32_export, group_label, on_export, prefix_layers, subsample,
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, subsample,
 )
 from squeezelab.engine.point import Point
 from squeezelab.engine.recipe import Int8Dynamic, Int8Static, LayerSetting, Recipe
@@ -85,7 +87,7 @@ class _Runner:
         self.seen: dict[tuple[frozenset[str], str], dict[str, Any]] = {}
         self.trail: list[dict[str, Any]] = []
         self.best_row = {**_row(self.bases["all"], self.bases["all"], "fp32 baseline"), "speedup": 1.0,
-                         "float_layers": None, "drop_bound": 0.0, "accepted": True}
+                         "float_layers": None, "drop_bound": 0.0, "accepted": True, "data": f"all ({len(full.samples)})"}
         self.best_recipe = Recipe()
 
     def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None) -> dict[str, Any]:
@@ -163,7 +165,8 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
     try:
         start = run.measure((), "start: all int8", "all")
         if not (start["accepted"] and objective == "size"):  # all int8 holding is the smallest file there is
-            stopped = _descend(candidate_groups(model, export, runtime), run, start, objective, progress)
+            groups = candidate_groups(model, export, runtime)
+            stopped = _descend(groups, group_costs(model, groups, objective), run, start, objective, progress)
     except _OutOfTime:
         stopped = "time budget"
     empty = ["move", "data", "accepted", "value", "drop", "drop_bound", "float_layers"]  # nothing measured in time
@@ -182,13 +185,13 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
     )
 
 
-def _descend(groups: list[tuple[str, ...]], run: _Runner, start: dict, objective: str, progress: bool) -> str:
+def _descend(groups: list[tuple[str, ...]], costs: dict, run: _Runner, start: dict, objective: str, progress: bool) -> str:
     """Probe, order, bisect on the subsample, verify by bisection on all the data; then (latency) the slow groups.
 
     Returns why it stopped; raises _OutOfTime when the budget ends between steps.
     """
     gains, faster, complete = _probe(groups, run, objective, progress)
-    order = sorted(gains, key=lambda g: -gains[g]) + [g for g in groups if g not in gains]  # unprobed: last
+    order = gain_order(gains, costs) + [g for g in groups if g not in gains]  # unprobed: last
     stopped = "converged" if complete else "time budget"
     kept: tuple[str, ...] = ()
     if not start["accepted"]:
