@@ -11,7 +11,9 @@ turns such a name back into the module's ``named_modules()`` name.
 Fusion runs ONNX Runtime's transformer optimizer (attention, LayerNorm and
 GELU fusion) before quantization; squeezelab decides when, and falls back to
 the unfused graph with the reason recorded when fusion fails or fuses no
-attention.
+attention (``fused_graph``; inside ``remembered_fusion()`` each export is fused
+once). ``fused_holders`` names the layers a fused op holds: they can only stay
+float together.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from squeezelab.engine.errors import ConfigError
 
 __all__ = [
     "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
-    "fused_holders", "same_layer", "FUSED_OP_TYPES",
+    "fused_holders", "same_layer", "fused_graph", "remembered_fusion", "FUSED_OP_TYPES",
 ]
 
 log = logging.getLogger(__name__)
@@ -202,6 +204,45 @@ def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):  # the fused ops' domain
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return proto.SerializeToString(), {"fused": fused, "num_heads": heads, "hidden_size": hidden}
+
+
+_FUSION_MEMO: list[dict[bytes, tuple[bytes | None, str]]] = []  # set while a search runs (see remembered_fusion)
+
+
+@contextlib.contextmanager
+def remembered_fusion() -> Iterator[None]:
+    """Within the block, ``fused_graph`` fuses each export once (by its hash) and reuses the result.
+
+    A search quantizes one export dozens of times with different layers kept float, and fusing
+    MiniLM takes seconds each time. Outside such a block nothing is remembered.
+    """
+    _FUSION_MEMO.append({})
+    try:
+        yield
+    finally:
+        _FUSION_MEMO.pop()
+
+
+def fused_graph(onnx_bytes: bytes, runtime: Any) -> tuple[bytes | None, str]:
+    """The transformer-fused graph an ``Int8Dynamic`` ``runtime`` asks for (None: quantize the export as is) and why."""
+    import hashlib
+
+    if runtime.fusion is False:
+        return None, "off (fusion=False)"
+    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
+        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    memo = _FUSION_MEMO[-1] if _FUSION_MEMO else {}
+    key = hashlib.sha256(onnx_bytes).digest()
+    if key not in memo:
+        fused, info = fuse_transformer(onnx_bytes)
+        if fused is None:
+            why = f"fusion failed, unfused graph quantized: {info['error']}"
+        else:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+            why = f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+        memo.clear()  # one export at a time: a fused MiniLM is ~90 MB
+        memo[key] = (fused, why)
+    return memo[key]
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
     present = layers_in_graph(onnx_bytes, names)
     holders: dict[str, list[str]] = {}
     if isinstance(runtime, Int8Dynamic):
-        from squeezelab.engine.ort_quant import fused_graph
+        from squeezelab.engine.int8_graph import fused_graph
 
         fused, _ = fused_graph(onnx_bytes, runtime)
         holders = fused_holders(onnx_bytes, fused) if fused is not None else {}

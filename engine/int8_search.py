@@ -145,7 +145,7 @@ def search_int8(
     ``probe_samples``: how many samples the sensitivity probes and the first bisection run on
     (0: all of them).
     """
-    from squeezelab.engine.ort_quant import remembered_fusion
+    from squeezelab.engine.int8_graph import remembered_fusion
 
     with remembered_fusion():
         return _search(model, ev, runtime, objective, max_accuracy_drop, time_budget_s, confidence, progress, probe_samples)

@@ -27,7 +27,7 @@ from squeezelab.engine.cpu import default_reduce_range
 from squeezelab.engine.errors import CalibrationError
 from squeezelab.engine.recipe import Entropy, Float16, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, Recipe, WeightOnly
 
-__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "fused_graph", "remembered_fusion"]
+__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,8 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     """
     import onnx
 
+    from squeezelab.engine.int8_graph import fused_graph
+
     fused, why = fused_graph(onnx_bytes, runtime)
     if fused is None:
         return None, why
@@ -287,47 +289,6 @@ def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: byt
         if len(members) == len(scopes):  # the whole op stays float
             out.update({layer: node for layer in members if layer in absorbed})
     return out
-
-
-_FUSION_MEMO: list[dict[bytes, tuple[bytes | None, str]]] = []  # set while a search runs (see remembered_fusion)
-
-
-@contextlib.contextmanager
-def remembered_fusion() -> Iterator[None]:
-    """Within the block, ``fused_graph`` fuses each export once (by its hash) and reuses the result.
-
-    A search quantizes one export dozens of times with different layers kept float, and fusing
-    MiniLM takes seconds each time. Outside such a block nothing is remembered.
-    """
-    _FUSION_MEMO.append({})
-    try:
-        yield
-    finally:
-        _FUSION_MEMO.pop()
-
-
-def fused_graph(onnx_bytes: bytes, runtime: Int8Dynamic) -> tuple[bytes | None, str]:
-    """The transformer-fused graph ``runtime`` asks for (None: quantize the export as is) and why."""
-    import hashlib
-
-    from squeezelab.engine.int8_graph import fuse_transformer, looks_like_transformer
-
-    if runtime.fusion is False:
-        return None, "off (fusion=False)"
-    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
-        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
-    memo = _FUSION_MEMO[-1] if _FUSION_MEMO else {}
-    key = hashlib.sha256(onnx_bytes).digest()
-    if key not in memo:
-        fused, info = fuse_transformer(onnx_bytes)
-        if fused is None:
-            why = f"fusion failed, unfused graph quantized: {info['error']}"
-        else:
-            ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
-            why = f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
-        memo.clear()  # one export at a time: a fused MiniLM is ~90 MB
-        memo[key] = (fused, why)
-    return memo[key]
 
 
 def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
