@@ -241,7 +241,8 @@ def _bisect(order: list[tuple[str, ...]], run: _Runner) -> tuple[int | None, boo
                 return None
         return verdict
 
-    guess, out_of_time = (None, False) if run.same else bisect_prefix(ok("subset"), len(order))
-    if out_of_time:
+    guess, short = (None, False) if run.same else bisect_prefix(ok("subset"), len(order))
+    if short and guess is None:
         return None, True
-    return bisect_prefix(ok("all"), len(order), first=guess)
+    k, out_of_time = bisect_prefix(ok("all"), len(order), first=guess)  # a guess cut short is still worth verifying
+    return k, out_of_time or short
