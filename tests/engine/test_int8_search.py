@@ -168,6 +168,10 @@ def test_search_descends_by_bisection_and_measures_each_candidate_once(bert_sear
     bisect = trail[trail["move"].str.startswith("bisect")]
     per_data = bisect.groupby("data").size()
     assert (per_data <= math.ceil(math.log2(groups + 1)) + 1).all()  # not one evaluation per group
+    sub, full = bisect[bisect["data"] == "subset (16)"], bisect[bisect["data"] == "all (48)"]
+    held = sub[sub["accepted"]]
+    if len(held) and len(full):  # verification on all the data starts at (or below: a cached probe) the subsample's answer
+        assert len(full["float_layers"].iloc[0]) <= min(map(len, held["float_layers"]))
     keys = [(row.data, tuple(sorted(row.float_layers))) for row in trail.itertuples()]
     assert len(keys) == len(set(keys))
     # The answer keeps whole groups float: an attention's projections all or none.
