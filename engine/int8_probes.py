@@ -16,12 +16,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from torch import nn
 
 from squeezelab.engine.evaluation import Evaluator
 from squeezelab.engine.recipe import Int8Dynamic, Int8Static, Recipe
 
-__all__ = ["candidate_groups", "gain_order", "group_costs", "fp32_export", "on_export", "subsample", "bisect_prefix", "group_label", "prefix_layers"]
+__all__ = [
+    "bisect_prefix", "candidate_groups", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
+    "prefix_layers", "subsample",
+]
 
 
 def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic | Int8Static) -> list[tuple[str, ...]]:

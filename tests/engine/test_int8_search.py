@@ -16,8 +16,10 @@ import onnx
 import pytest
 import squeezelab as sl
 from squeezelab.engine.evaluation import Evaluator
-from squeezelab.engine.int8_graph import fused_holders, fuse_transformer
-from squeezelab.engine.int8_probes import bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, subsample
+from squeezelab.engine.int8_graph import fuse_transformer, fused_holders
+from squeezelab.engine.int8_probes import (
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, subsample,
+)
 from squeezelab.engine.int8_search import search_int8
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 from tests.conftest import state_hash
