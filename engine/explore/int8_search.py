@@ -1,22 +1,27 @@
 """Accuracy-aware int8: which layers stay float so that real int8 meets a fidelity budget.
 
 ``search(model, data, runtime=Int8Dynamic() | Int8Static(), ...)`` lands here.
-It starts from the whole model in int8 and measures it. Then it probes each
-Linear/Conv layer's sensitivity as *the gain when only that layer is kept
-float* (the rest int8). That is the move the search makes from its start, so
-the probe measures it with the errors the other int8 layers feed into the
-layer; the other reading (only that layer int8, the rest float) misses how
-int8 errors compound through depth and ranks late layers too low.
 
-Layers are then kept float in order of gain, one more at a time, each
-candidate measured whole, until the paired drop's upper bound is within
-``max_accuracy_drop``. With ``objective="latency"`` every point is timed
-against fp32 in the same rounds, and layers whose probe ran faster kept
-float than in int8 (int8 slower than fp32 for that layer on this CPU) are
-tried float as well. The best measured recipe within the budget is returned:
-the fastest (latency) or smallest file (size); at worst the fp32 baseline.
-Probing gets at most half the time budget; no evaluation starts that the
-slowest one so far says would not finish in time.
+1. The whole model in int8 is measured on all the data.
+2. Candidates are *groups* (``engine.int8_probes.candidate_groups``): one Linear/Conv layer, or the
+   layers a fused op holds (an attention's query, key and value, which fusion merges into one
+   node that can only stay float as a whole), and the embedding tables as one group.
+3. Each group's sensitivity is probed on a subsample (the first ``probe_samples`` samples) as
+   *the gain when only that group is kept float* (the rest int8): the move the search makes, with
+   the errors the other int8 layers feed into it. Probing stops at half the time budget.
+4. Groups are kept float in order of gain per weight kept float (``gain_order``: the bytes a
+   group adds, or its share of the int8 multiply-adds; an embedding table costs no speed). The
+   fewest that meet the budget are found by bisection over that order, first on the subsample,
+   then on all the data starting from the subsample's answer. Only points measured on all the
+   data are ever returned.
+5. With ``objective="latency"`` every point is timed against fp32 in the same rounds, and the groups
+   whose probe ran faster float than in int8 (int8 slower than fp32 there on this CPU) are tried
+   float as well.
+
+The best measured recipe whose paired drop's upper bound is within ``max_accuracy_drop`` is
+returned: the fastest (latency) or smallest file (size); at worst the fp32 baseline. No evaluation
+starts that the slowest one of its kind so far says would not finish within the time budget; each
+candidate is measured once (later asks reuse it). The trail says what was measured, on which data.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
+from squeezelab.engine.explore.int8_probes import (
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, subsample,
+)
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
@@ -40,23 +48,85 @@ def float_layers_recipe(runtime: Int8Dynamic | Int8Static, layers: list[str] | t
     return Recipe(runtime=runtime, layers=tuple(LayerSetting(name=name, bits=32) for name in layers))
 
 
+class _OutOfTime(Exception):
+    """The next evaluation would not finish within the time budget."""
+
+
 class _Clock:
-    """The time budget: how long the slowest evaluation took, and whether another one fits."""
+    """The time budget: how long the slowest evaluation of each kind took, and whether another one fits."""
 
     def __init__(self, budget_s: float) -> None:
         self.started = time.monotonic()
         self.budget_s = budget_s
-        self.slowest = 0.0
+        self.slowest: dict[str, float] = {}
 
-    def fits(self, until: float | None = None) -> bool:
+    def fits(self, kind: str, until: float | None = None) -> bool:
         end = self.started + self.budget_s if until is None else until
-        return time.monotonic() + self.slowest <= end
+        return time.monotonic() + self.slowest.get(kind, 0.0) <= end
 
-    def timed(self, fn: Any, *args: Any) -> Any:
+    def timed(self, kind: str, fn: Any, *args: Any) -> Any:
         began = time.monotonic()
         out = fn(*args)
-        self.slowest = max(self.slowest, time.monotonic() - began)
+        self.slowest[kind] = max(self.slowest.get(kind, 0.0), time.monotonic() - began)
         return out
+
+
+class _Runner:
+    """Measures candidates (layers kept float) on the subsample or on all the data, once each.
+
+    Keeps the trail, and the best accepted point measured on all the data.
+    """
+
+    def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, clock: _Clock, objective: str,
+                 max_drop: float, confidence: float) -> None:
+        from squeezelab.engine.explore.search import _row
+
+        self.runtime, self.evs, self.clock, self.objective = runtime, {"all": full, "subset": sub}, clock, objective
+        self.max_drop, self.confidence = max_drop, confidence
+        self.bases = {"all": full.baseline(), "subset": sub.baseline() if sub is not full else full.baseline()}
+        self.same = sub is full  # too little data to subsample: probes run on all of it
+        self.seen: dict[tuple[frozenset[str], str], dict[str, Any]] = {}
+        self.trail: list[dict[str, Any]] = []
+        self.best_row = {**_row(self.bases["all"], self.bases["all"], "fp32 baseline"), "speedup": 1.0,
+                         "float_layers": None, "drop_bound": 0.0, "accepted": True, "data": f"all ({len(full.samples)})"}
+        self.best_recipe = Recipe()
+
+    def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None) -> dict[str, Any]:
+        """The row of ``layers`` kept float, measured on ``on`` (``"all"`` or ``"subset"``); raises _OutOfTime."""
+        on = "all" if self.same else on
+        key = (frozenset(layers), on)
+        if key in self.seen:
+            return self.seen[key]
+        if not self.clock.fits(on, until):
+            raise _OutOfTime
+        row = self._evaluate(layers, move, on)
+        self.seen[key] = row
+        if on == "all" and row["accepted"] and self._score(row) <= self._score(self.best_row):
+            self.best_row, self.best_recipe = row, float_layers_recipe(self.runtime, row["float_layers"])
+        return row
+
+    def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
+        from squeezelab.engine.explore.search import _row
+
+        ev, base = self.evs[on], self.bases[on]
+        data = f"{'all' if on == 'all' else 'subset'} ({len(ev.samples)})"
+        try:
+            point: Point = self.clock.timed(on, ev.evaluate, float_layers_recipe(self.runtime, layers))
+        except ConfigError:
+            if not layers:
+                raise  # the all-int8 model itself is refused: the user's recipe, explained
+            # every weight kept float: nothing int8 left, so nothing to measure
+            return {"value": float("-inf"), "accepted": False, "speedup": 0.0, "float_layers": list(layers), "move": move}
+        row = _row(point, base, move)
+        row["data"] = data
+        row["drop_bound"] = paired_drop_bound(base, point, self.confidence)
+        row["accepted"] = row["drop_bound"] <= self.max_drop
+        row["float_layers"] = list(layers)
+        self.trail.append(row)
+        return row
+
+    def _score(self, row: dict[str, Any]) -> float:
+        return row["size_bytes"] if self.objective == "size" else 1.0 / max(row.get("speedup") or 1e-9, 1e-9)
 
 
 def search_int8(
@@ -69,117 +139,111 @@ def search_int8(
     time_budget_s: float,
     confidence: float,
     progress: bool,
+    probe_samples: int = 32,
 ) -> Any:
-    """The ``search`` of the int8 runtimes (see the module docstring); returns a ``SearchResult``."""
+    """The ``search`` of the int8 runtimes (see the module docstring); returns a ``SearchResult``.
+
+    ``probe_samples``: how many samples the sensitivity probes and the first bisection run on
+    (0: all of them).
+    """
+    from squeezelab.engine.runtime.int8_graph import remembered_fusion
+
+    with remembered_fusion():
+        return _search(model, ev, runtime, objective, max_accuracy_drop, time_budget_s, confidence, progress, probe_samples)
+
+
+def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_accuracy_drop: float,
+            time_budget_s: float, confidence: float, progress: bool, probe_samples: int) -> Any:
     import pandas as pd
 
     from squeezelab.engine.explore.search_result import SearchResult, _row
-    from squeezelab.engine.core.layers import prunable_layers
 
     clock = _Clock(time_budget_s)
-    base = ev.baseline()
-    trail: list[dict[str, Any]] = []
-
-    def measure(layers: list[str], move: str) -> dict[str, Any]:
-        try:
-            point: Point = clock.timed(ev.evaluate, float_layers_recipe(runtime, layers))
-        except ConfigError:
-            if not layers:
-                raise  # the all-int8 model itself is refused: the user's recipe, explained
-            # every weight kept float: nothing int8 left, so nothing to measure
-            return {"value": float("-inf"), "accepted": False, "speedup": 0.0, "float_layers": list(layers), "move": move}
-        row = _row(point, base, move)
-        row["drop_bound"] = paired_drop_bound(base, point, confidence)
-        row["accepted"] = row["drop_bound"] <= max_accuracy_drop
-        row["float_layers"] = list(layers)
-        trail.append(row)
-        consider(row)  # every point measured on the data is a candidate, probes included
-        return row
-
-    def score(row: dict[str, Any]) -> float:
-        return row["size_bytes"] if objective == "size" else 1.0 / max(row.get("speedup") or 1e-9, 1e-9)
-
-    best_row = {**_row(base, base, "fp32 baseline"), "speedup": 1.0, "float_layers": None, "drop_bound": 0.0, "accepted": True}
-    best_recipe = Recipe()
-
-    def consider(row: dict[str, Any]) -> None:
-        nonlocal best_row, best_recipe
-        if row["accepted"] and score(row) <= score(best_row):
-            best_row, best_recipe = row, float_layers_recipe(runtime, row["float_layers"])
-
-    start = measure([], "start: all int8")
-    names = _layers_with_nodes(ev, [name for name, _ in prunable_layers(model)])
+    export = fp32_export(ev)
+    work = on_export(ev, export)
+    run = _Runner(runtime, work, subsample(work, probe_samples), clock, objective, max_accuracy_drop, confidence)
     stopped = "converged"
-    gains, faster = _probe(names, start, measure, clock, objective, progress)
-    if len(gains) < len(names):
+    try:
+        start = run.measure((), "start: all int8", "all")
+        if not (start["accepted"] and objective == "size"):  # all int8 holding is the smallest file there is
+            groups = candidate_groups(model, export, runtime)
+            stopped = _descend(groups, group_costs(model, groups, objective), run, start, objective, progress)
+    except _OutOfTime:
         stopped = "time budget"
-    if not (start["accepted"] and objective == "size"):
-        stopped = _descend(names, gains, faster, start, measure, clock, objective) or stopped
-    table = pd.DataFrame([{k: v for k, v in row.items() if k != "point"} for row in trail])
+    empty = ["move", "data", "accepted", "value", "drop", "drop_bound", "float_layers"]  # nothing measured in time
+    table = pd.DataFrame([{k: v for k, v in row.items() if k != "point"} for row in run.trail], columns=None if run.trail else empty)
+    base = run.bases["all"]
     table.attrs.update({"metric": base.metric, "metric_key": base.metric_key, "percent": base.percent})
     return SearchResult(
-        recipe=best_recipe,
+        recipe=run.best_recipe,
         model=model,
-        row=best_row,
+        row=run.best_row,
         trail=table,
         stopped=stopped,
         elapsed_s=time.monotonic() - clock.started,
         baseline=_row(base, base, "fp32 baseline"),
-        point=best_row.get("point"),
+        point=run.best_row.get("point"),
     )
 
 
-def _layers_with_nodes(ev: Evaluator, names: list[str]) -> list[str]:
-    """The layers that appear in the exported graph (a pooler the output does not use has no node)."""
-    from squeezelab.engine.pipeline.compress import compress
-    from squeezelab.engine.runtime.int8_graph import layers_in_graph
+def _descend(groups: list[tuple[str, ...]], costs: dict, run: _Runner, start: dict, objective: str, progress: bool) -> str:
+    """Probe, order, bisect on the subsample, verify by bisection on all the data; then (latency) the slow groups.
 
-    fp32 = compress(ev.model, Recipe(), example_inputs=ev.samples.inputs.slice(0, 1), output=ev.settings.output)
-    return layers_in_graph(fp32.onnx_bytes, names)
+    Returns why it stopped; raises _OutOfTime when the budget ends between steps.
+    """
+    gains, faster, complete = _probe(groups, run, objective, progress)
+    order = gain_order(gains, costs) + [g for g in groups if g not in gains]  # unprobed: last
+    stopped = "converged" if complete else "time budget"
+    kept: tuple[str, ...] = ()
+    if not start["accepted"]:
+        k, out_of_time = _bisect(order, run)
+        kept = prefix_layers(order, k) if k is not None else ()
+        stopped = "time budget" if out_of_time else stopped
+        if k is None:
+            return stopped
+    slow = tuple(name for group in order if group in faster for name in group if name not in kept)
+    if objective == "latency" and slow:
+        run.measure(kept + slow, f"also keep {len(slow)} layer(s) float that ran slower in int8", "all")
+    return stopped
 
 
-def _probe(names: list[str], start: dict, measure: Any, clock: _Clock, objective: str, progress: bool) -> tuple[dict, set]:
-    """Per-layer gain of keeping only that layer float (probes stop at half the budget), and the layers
-    whose probe ran faster than all-int8 (latency only: int8 loses to fp32 there)."""
-    if start["accepted"] and objective == "size":
-        return {}, set()  # all int8 already holds: nothing smaller to find
+def _probe(groups: list[tuple[str, ...]], run: _Runner, objective: str, progress: bool) -> tuple[dict, set, bool]:
+    """Per-group gain of keeping only that group float, on the subsample (probes stop at half the budget);
+    the groups whose probe ran faster than all-int8 (latency: int8 loses to fp32 there); whether all were probed."""
     from tqdm.auto import tqdm
 
-    gains: dict[str, float] = {}
-    faster: set[str] = set()
-    half = clock.started + clock.budget_s / 2
-    for name in tqdm(names, desc="int8 sensitivity", disable=not progress, unit="layer"):
-        if not clock.fits(half):
-            break
-        row = measure([name], f"probe: {name} float")
-        gains[name] = row["value"] - start["value"]
-        if objective == "latency" and (row.get("speedup") or 0) > (start.get("speedup") or 0):
-            faster.add(name)
-    return gains, faster
+    half = run.clock.started + run.clock.budget_s / 2
+    gains: dict[tuple[str, ...], float] = {}
+    faster: set[tuple[str, ...]] = set()
+    try:
+        base = run.measure((), "probe start: all int8", "subset", until=half)
+        for group in tqdm(groups, desc="int8 sensitivity", disable=not progress, unit="group"):
+            row = run.measure(group, f"probe: {group_label(group)} float", "subset", until=half)
+            gains[group] = row["value"] - base["value"]
+            if objective == "latency" and (row.get("speedup") or 0) > (base.get("speedup") or 0):
+                faster.add(group)
+    except _OutOfTime:
+        return gains, faster, False
+    return gains, faster, True
 
 
-def _descend(
-    names: list[str], gains: dict, faster: set, start: dict, measure: Any, clock: _Clock, objective: str
-) -> str | None:
-    """Keep layers float in order of gain until the budget holds; then (latency) the slow int8 layers too.
+def _bisect(order: list[tuple[str, ...]], run: _Runner) -> tuple[int | None, bool]:
+    """The fewest groups (in ``order``) kept float that meet the budget on all the data, and whether time ran out.
 
-    Returns ``"time budget"`` when it ran out of time, else None.
+    Bisection on the subsample first (cheap), then on all the data starting from its answer.
     """
-    kept: list[str] = []
-    row = start
-    order = sorted(gains, key=lambda n: -gains[n])
-    for name in order:
-        if row["accepted"]:
-            break
-        if not clock.fits():
-            return "time budget"
-        kept.append(name)
-        row = measure(list(kept), f"keep {name} float ({len(kept)} float)")
-    if objective == "latency" and row["accepted"]:
-        slow = [n for n in names if n in faster and n not in kept]
-        if slow:
-            if not clock.fits():
-                return "time budget"
-            measure(kept + slow, f"also keep {len(slow)} layer(s) float that ran slower in int8")
-    return None
+    def ok(on: str) -> Any:
+        def verdict(k: int) -> bool | None:
+            layers = prefix_layers(order, k)
+            try:
+                move = f"bisect: first {k} of {len(order)} groups float ({len(layers)} layers)"
+                return bool(run.measure(layers, move, on)["accepted"])
+            except _OutOfTime:
+                return None
+        return verdict
 
+    guess, short = (None, False) if run.same else bisect_prefix(ok("subset"), len(order))
+    if short and guess is None:
+        return None, True
+    k, out_of_time = bisect_prefix(ok("all"), len(order), first=guess)  # a guess cut short is still worth verifying
+    return k, out_of_time or short

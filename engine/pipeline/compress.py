@@ -266,7 +266,11 @@ def _compress_onnx_file(
     source: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector
 ) -> Compressed:
     """An ONNX model given as a file, bytes or proto: only what ONNX Runtime's tools do to a graph applies."""
-    if not recipe.runtime.onnx or recipe.pruning is not None or recipe.layers:
+    # Layers kept float under int8 (bits=32) are graph nodes excluded by name: that works on a file too.
+    float_only = isinstance(recipe.runtime, (Int8Dynamic, Int8Static)) and all(
+        item.bits == 32 and not item.sparsity for item in recipe.layers
+    )
+    if not recipe.runtime.onnx or recipe.pruning is not None or (recipe.layers and not float_only):
         raise ConfigError(
             f"{recipe.label} needs the PyTorch model (pruning and simulated quantization change its weights); "
             "an ONNX file takes the ONNX Runtime recipes: Recipe(), Recipe(quantization=Float16()), "

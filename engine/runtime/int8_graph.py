@@ -11,7 +11,9 @@ turns such a name back into the module's ``named_modules()`` name.
 Fusion runs ONNX Runtime's transformer optimizer (attention, LayerNorm and
 GELU fusion) before quantization; squeezelab decides when, and falls back to
 the unfused graph with the reason recorded when fusion fails or fuses no
-attention.
+attention (``fused_graph``; inside ``remembered_fusion()`` each export is fused
+once). ``fused_holders`` names the layers a fused op holds: they can only stay
+float together.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
 
-__all__ = ["node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph", "FUSED_OP_TYPES"]
+__all__ = [
+    "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
+    "fused_holders", "same_layer", "fused_graph", "remembered_fusion", "FUSED_OP_TYPES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +91,40 @@ def layers_in_graph(onnx_bytes: bytes, names: Sequence[str]) -> list[str]:
 
     found = _scan(onnx.load_from_string(onnx_bytes).graph, names)
     return [name for name in names if found[name]]
+
+
+def same_layer(layer: str, scope: str) -> bool:
+    """True when the graph scope ``scope`` is the module ``layer`` (directly, or under the export wrapper's ``model.``)."""
+    return scope == layer or scope == "model." + layer
+
+
+def fused_holders(onnx_bytes: bytes, fused_bytes: bytes) -> dict[str, list[str]]:
+    """Fused node name -> the graph scopes of the layers whose weights it now holds.
+
+    Fusion merges a self-attention's query, key and value MatMuls into one ``Attention`` node and
+    the embedding Gathers into one ``EmbedLayerNormalization``: those layers can then only be kept
+    float together, by excluding the fused node. An ``Attention`` is matched by the scope of its
+    output (the attention module, e.g. ``model.encoder.layer.0.attention.self``, parent of the
+    projections); an ``EmbedLayerNormalization`` by the embedding tables it reads.
+    """
+    import onnx
+
+    graph, fused = onnx.load_from_string(onnx_bytes).graph, onnx.load_from_string(fused_bytes).graph
+    present = {node.name for node in fused.node}
+    weights = {init.name for init in graph.initializer}
+    absorbed = list(dict.fromkeys(
+        node_layer(node.name) for node in graph.node
+        if node.op_type in ("MatMul", "Gemm", "Gather") and node.name not in present and weights.intersection(node.input)
+    ))
+    holders: dict[str, list[str]] = {}
+    for node in fused.node:
+        if node.op_type == "Attention" and node.output:
+            owner = node_layer(node.output[0])  # the output is named in the attention module's scope
+            holders[node.name] = [s for s in absorbed if s.rpartition(".")[0] == owner]
+        elif node.op_type == "EmbedLayerNormalization":
+            tables = set(node.input)
+            holders[node.name] = [s for s in absorbed if f"{s}.weight" in tables]
+    return {name: scopes for name, scopes in holders.items() if scopes}
 
 
 def looks_like_transformer(onnx_bytes: bytes) -> bool:
@@ -165,6 +204,45 @@ def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):  # the fused ops' domain
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return proto.SerializeToString(), {"fused": fused, "num_heads": heads, "hidden_size": hidden}
+
+
+_FUSION_MEMO: list[dict[bytes, tuple[bytes | None, str]]] = []  # set while a search runs (see remembered_fusion)
+
+
+@contextlib.contextmanager
+def remembered_fusion() -> Iterator[None]:
+    """Within the block, ``fused_graph`` fuses each export once (by its hash) and reuses the result.
+
+    A search quantizes one export dozens of times with different layers kept float, and fusing
+    MiniLM takes seconds each time. Outside such a block nothing is remembered.
+    """
+    _FUSION_MEMO.append({})
+    try:
+        yield
+    finally:
+        _FUSION_MEMO.pop()
+
+
+def fused_graph(onnx_bytes: bytes, runtime: Any) -> tuple[bytes | None, str]:
+    """The transformer-fused graph an ``Int8Dynamic`` ``runtime`` asks for (None: quantize the export as is) and why."""
+    import hashlib
+
+    if runtime.fusion is False:
+        return None, "off (fusion=False)"
+    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
+        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    memo = _FUSION_MEMO[-1] if _FUSION_MEMO else {}
+    key = hashlib.sha256(onnx_bytes).digest()
+    if key not in memo:
+        fused, info = fuse_transformer(onnx_bytes)
+        if fused is None:
+            why = f"fusion failed, unfused graph quantized: {info['error']}"
+        else:
+            ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+            why = f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+        memo.clear()  # one export at a time: a fused MiniLM is ~90 MB
+        memo[key] = (fused, why)
+    return memo[key]
 
 
 @contextlib.contextmanager

@@ -255,28 +255,42 @@ def _kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
 def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]]) -> tuple[bytes | None, str]:
     """The fused graph (None: quantize the export) and why.
 
-    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph; a layer with
-    none left (its MatMuls merged into an attention op) cannot stay float, so fusion is skipped.
+    ``kept`` (layer -> its nodes) is narrowed to the nodes left in the fused graph. A layer whose
+    weights fusion merged into a fused op (an attention's query / key / value, the embedding
+    tables) stays float by excluding that op, which needs every layer the op holds kept float;
+    when only some of them are, fusion is skipped and the unfused graph keeps exactly those float.
     """
     import onnx
 
-    from squeezelab.engine.runtime.int8_graph import fuse_transformer, looks_like_transformer
+    from squeezelab.engine.runtime.int8_graph import fused_graph
 
-    if runtime.fusion is False:
-        return None, "off (fusion=False)"
-    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
-        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
-    fused, info = fuse_transformer(onnx_bytes)
+    fused, why = fused_graph(onnx_bytes, runtime)
     if fused is None:
-        return None, f"fusion failed, unfused graph quantized: {info['error']}"
+        return None, why
     present = {node.name for node in onnx.load_from_string(fused).graph.node}
     absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
-    if absorbed:  # their weights were merged into fused ops: they could not stay float
-        return None, f"skipped: layers kept float {absorbed} would be merged into fused attention / embedding ops"
+    holders = _holders_of(absorbed, kept, onnx_bytes, fused) if absorbed else {}
+    partial = sorted(layer for layer in absorbed if layer not in holders)
+    if partial:  # their weights were merged into fused ops with layers that are not kept float
+        return None, (
+            f"skipped: layers kept float {partial} would be merged into fused attention / embedding ops; "
+            "keep all the layers one op holds float together (an attention's query, key and value) to keep fusion"
+        )
     for layer, nodes in kept.items():  # e.g. a bias Add now inside SkipLayerNormalization, which stays float anyway
-        kept[layer] = [node for node in nodes if node in present]
-    ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
-    return fused, f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+        kept[layer] = [node for node in nodes if node in present] + ([holders[layer]] if layer in holders else [])
+    return fused, why
+
+
+def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: bytes, fused: bytes) -> dict[str, str]:
+    """Absorbed layer -> the fused node that holds it, for fused nodes whose layers are all kept float."""
+    from squeezelab.engine.runtime.int8_graph import fused_holders, same_layer
+
+    out: dict[str, str] = {}
+    for node, scopes in fused_holders(onnx_bytes, fused).items():
+        members = [layer for layer in kept if any(same_layer(layer, s) for s in scopes)]
+        if len(members) == len(scopes):  # the whole op stays float
+            out.update({layer: node for layer in members if layer in absorbed})
+    return out
 
 
 def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
@@ -288,7 +302,7 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
     op_types = list(rt.quantized_op_types)
     if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
         op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
-    excluded = [node for nodes in kept.values() for node in nodes]
+    excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
     out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
     choices = {
         "op_types": op_types,

@@ -1,0 +1,239 @@
+"""Accuracy-aware int8 search: groups the fused graph keeps float together, subsample probes verified on
+all the data, bisection over the gain order, the time budget, and the best measured result.
+
+Oracles: the exported graphs (which nodes stay float), a counting oracle for bisection, and the search's own
+trail (every returned figure must be a row measured on all the data). Small seeded models only; no speed
+is asserted (CPUs differ).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import onnx
+import pytest
+import squeezelab as sl
+from squeezelab.engine.explore.evaluation import Evaluator
+from squeezelab.engine.runtime.int8_graph import fuse_transformer, fused_holders
+from squeezelab.engine.explore.int8_probes import (
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, subsample,
+)
+from squeezelab.engine.explore.int8_search import search_int8
+from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
+from tests.conftest import state_hash
+
+QKV = tuple(f"encoder.layer.0.attention.self.{p}" for p in ("query", "key", "value"))
+TABLES = ("embeddings.word_embeddings", "embeddings.position_embeddings", "embeddings.token_type_embeddings")
+
+
+@pytest.fixture(scope="module")
+def bert():
+    model = tiny_bert(seed=0)
+    inputs = {k: v.numpy() for k, v in tiny_bert_inputs(batch=48, seq=12, seed=1).items()}
+    return model, inputs
+
+
+def _one(inputs):
+    return {k: v[:1] for k, v in inputs.items()}
+
+
+def _ops_by_name(onnx_bytes: bytes) -> dict[str, str]:
+    return {n.name: n.op_type for n in onnx.load_from_string(onnx_bytes).graph.node}
+
+
+# ----------------------------------------------------------------------------- fused groups
+
+
+def test_fused_ops_name_the_layers_they_hold(bert):
+    model, inputs = bert
+    fp32 = sl.compress(model, sl.Recipe(), example_inputs=_one(inputs)).onnx_bytes
+    fused, info = fuse_transformer(fp32)
+    assert fused is not None and info["fused"]["Attention"] == 2
+    holders = fused_holders(fp32, fused)
+    assert holders["Attention_0"] == ["model." + name for name in QKV]
+    assert holders["Attention_1"] == ["model." + name.replace("layer.0", "layer.1") for name in QKV]
+    assert sorted(holders["EmbedLayerNormalization_0"]) == sorted("model." + t for t in TABLES)
+
+
+def test_query_key_value_kept_float_together_keep_the_graph_fused(bert, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model, inputs = bert
+    before = state_hash(model)
+    runtime = sl.Int8Dynamic(reduce_range=True)
+    all_int8 = sl.compress(model, sl.Recipe(runtime=runtime), example_inputs=_one(inputs))
+    mixed = sl.compress(
+        model, sl.Recipe(runtime=runtime, layers=tuple(sl.LayerSetting(name=n, bits=32) for n in QKV + TABLES)),
+        example_inputs=_one(inputs),
+    )
+    choices = mixed.details["choices"]
+    assert choices["fusion"] is True and "fused" in choices["why"]["fusion"]
+    ops = _ops_by_name(mixed.onnx_bytes)
+    # Layer 0's attention and the embeddings stay float fused ops; layer 1's attention is int8.
+    assert ops["Attention_0"] == "Attention" and ops["EmbedLayerNormalization_0"] == "EmbedLayerNormalization"
+    assert "QAttention" in ops.values() and "Attention_0_quant" not in ops
+    assert "QAttention" in _ops_by_name(all_int8.onnx_bytes).values()
+    assert not np.allclose(mixed.predict(inputs), all_int8.predict(inputs))
+    assert state_hash(model) == before
+
+
+def test_candidate_groups_join_what_fusion_merges_and_the_embedding_tables(bert, digits_cnn):
+    model, inputs = bert
+    ev = Evaluator(model, (inputs, None), cache=False, metric="cosine_to_baseline", rounds=0)
+    groups = candidate_groups(model, fp32_export(ev), sl.Int8Dynamic())
+    assert QKV in groups and tuple(n.replace("layer.0", "layer.1") for n in QKV) in groups
+    assert sum(1 for g in groups if set(g) <= set(TABLES)) == 1 and set(TABLES) == {n for g in groups for n in g if "embeddings" in n}
+    assert ("encoder.layer.0.output.dense",) in groups and "pooler.dense" not in {n for g in groups for n in g}
+    assert group_label(QKV) == "encoder.layer.0.attention.self.{query,key,value}"
+    # Unfused, every projection is its own node, so its own candidate.
+    unfused = candidate_groups(model, fp32_export(ev), sl.Int8Dynamic(fusion=False))
+    assert (QKV[0],) in unfused and QKV not in unfused
+    cnn, split = digits_cnn
+    cnn_ev = Evaluator(cnn, (split.x_test[:8], split.y_test[:8]), cache=False, rounds=0)
+    cnn_groups = candidate_groups(cnn, fp32_export(cnn_ev), sl.Int8Static())
+    assert cnn_groups and all(len(g) == 1 for g in cnn_groups)
+
+
+# ----------------------------------------------------------------------------- bisection
+
+
+@pytest.mark.parametrize("count, smallest", [(24, 13), (24, 1), (24, 24), (7, 5), (1, 1)])
+def test_bisection_finds_the_fewest_groups_in_log_steps(count, smallest):
+    asked: list[int] = []
+
+    def ok(k):
+        asked.append(k)
+        return k >= smallest
+
+    k, out_of_time = bisect_prefix(ok, count)
+    assert (k, out_of_time) == (smallest, False)
+    assert len(asked) <= math.ceil(math.log2(count + 1)) and len(set(asked)) == len(asked)
+
+
+def test_bisection_starts_from_the_guess_and_reports_nothing_or_time_out():
+    asked: list[int] = []
+    k, _ = bisect_prefix(lambda k: asked.append(k) or k >= 10, 24, first=10)
+    assert asked[0] == 10 and k == 10
+    assert bisect_prefix(lambda k: False, 24) == (None, False)  # nothing holds: no k is claimed
+    calls = iter([True, None])
+    assert bisect_prefix(lambda k: next(calls), 24) == (12, True)  # out of time: the last k that held
+
+
+def test_prefix_layers_and_subsample(bert):
+    order = [("a",), ("b", "c"), ("d",)]
+    assert prefix_layers(order, 2) == ("a", "b", "c") and prefix_layers(order, 0) == ()
+    model, inputs = bert
+    ev = Evaluator(model, (inputs, None), cache=False, metric="cosine_to_baseline", rounds=0)
+    assert len(subsample(ev, 16).samples) == 16 and subsample(ev, 48) is ev and subsample(ev, 0) is ev
+
+
+# ----------------------------------------------------------------------------- the search
+
+
+@pytest.fixture(scope="module")
+def bert_search(bert, tmp_path_factory):
+    """One search on the tiny BERT with a budget that all-int8 misses (half its measured drop)."""
+    model, inputs = bert
+    ev = Evaluator(model, (inputs, None), cache=tmp_path_factory.mktemp("cache"), metric="cosine_to_baseline", rounds=0)
+    runtime = sl.Int8Dynamic(reduce_range=True)
+    start_drop = ev.baseline().value - ev.evaluate(sl.Recipe(runtime=runtime)).value
+    budget = start_drop / 2
+    started = time.monotonic()
+    result = search_int8(model, ev, runtime, objective="size", max_accuracy_drop=budget, time_budget_s=300,
+                         confidence=0, progress=False, probe_samples=16)
+    return result, budget, time.monotonic() - started, ev
+
+
+def test_search_probes_on_the_subsample_and_returns_only_points_measured_on_all_the_data(bert_search):
+    result, budget, _, _ = bert_search
+    trail = result.trail
+    probes = trail[trail["move"].str.startswith("probe")]
+    assert len(probes) >= 3 and set(probes["data"]) == {"subset (16)"}
+    assert result.recipe != sl.Recipe() and result.row["data"] == "all (48)"
+    assert result.row["drop_bound"] <= budget
+    full = trail[trail["data"] == "all (48)"]
+    assert result.row["size_bytes"] == full[full["accepted"]]["size_bytes"].min()  # the smallest accepted file
+    assert set(result.trail["float_layers"].iloc[0]) == set()  # it started from all int8
+
+
+def test_search_candidates_include_the_embeddings_and_grouped_attention(bert_search):
+    moves = list(bert_search[0].trail["move"])
+    assert any(m.startswith("probe: {embeddings.") or ("embeddings" in m and m.startswith("probe:")) for m in moves)
+    assert "probe: encoder.layer.0.attention.self.{query,key,value} float" in moves
+
+
+def test_search_descends_by_bisection_and_measures_each_candidate_once(bert_search):
+    result, _, _, _ = bert_search
+    trail = result.trail
+    groups = len(trail[trail["move"].str.startswith("probe:")])
+    bisect = trail[trail["move"].str.startswith("bisect")]
+    per_data = bisect.groupby("data").size()
+    assert (per_data <= math.ceil(math.log2(groups + 1)) + 1).all()  # not one evaluation per group
+    sub, full = bisect[bisect["data"] == "subset (16)"], bisect[bisect["data"] == "all (48)"]
+    held = sub[sub["accepted"]]
+    if len(held) and len(full):  # verification on all the data starts at (or below: a cached probe) the subsample's answer
+        assert len(full["float_layers"].iloc[0]) <= min(map(len, held["float_layers"]))
+    keys = [(row.data, tuple(sorted(row.float_layers))) for row in trail.itertuples()]
+    assert len(keys) == len(set(keys))
+    # The answer keeps whole groups float: an attention's projections all or none.
+    kept = {s.name for s in result.recipe.layers}
+    assert len(kept & set(QKV)) in (0, 3)
+
+
+def test_the_searched_recipe_reproduces_its_figures(bert_search, bert):
+    result, _, _, ev = bert_search
+    again = ev.evaluate(result.recipe)
+    assert again.value == pytest.approx(result.row["value"], abs=1e-6)
+
+
+def test_search_respects_a_tight_time_budget_and_returns_its_best_measured_result(bert, tmp_path):
+    model, inputs = bert
+    started = time.monotonic()
+    result = sl.search(model, (inputs, None), runtime=sl.Int8Dynamic(reduce_range=True), objective="size",
+                       max_accuracy_drop=0.0, confidence=0, time_budget_s=2, metric="cosine_to_baseline",
+                       cache=tmp_path, progress=False)
+    elapsed = time.monotonic() - started
+    # 2 s cannot hold the export, the baselines and the probes (which stop at half the budget) on any CPU.
+    assert result.stopped == "time budget" and elapsed < 2 + 10  # + one evaluation started in time
+    full = result.trail[result.trail["data"].str.startswith("all") & result.trail["accepted"]]
+    # Nothing within a zero drop: the measured fp32 baseline, never an unverified subset point.
+    assert result.recipe == sl.Recipe() or result.row["size_bytes"] == full["size_bytes"].min()
+
+
+def test_a_cnn_search_verifies_its_probe_answer_on_all_the_data(digits_cnn, tmp_path):
+    model, split = digits_cnn
+    data = (split.x_test[:96], split.y_test[:96])
+    result = sl.search(model, data, runtime=sl.Int8Static(), objective="size", max_accuracy_drop=0.0, confidence=0,
+                       time_budget_s=120, cache=tmp_path, progress=False)
+    trail = result.trail
+    assert set(trail["data"]) <= {"all (96)", "subset (32)"}
+    if result.recipe != sl.Recipe():
+        assert result.row["data"] == "all (96)" and result.row["drop_bound"] <= 0.0
+    assert trail["data"].iloc[0] == "all (96)" and trail["move"].iloc[0] == "start: all int8"
+
+
+def test_an_onnx_file_keeps_named_layers_float_under_int8(bert, tmp_path, monkeypatch):
+    """The search quantizes one export many times: a file takes LayerSetting(bits=32), and nothing else per layer."""
+    monkeypatch.chdir(tmp_path)
+    model, inputs = bert
+    export = sl.compress(model, sl.Recipe(), example_inputs=_one(inputs)).onnx_bytes
+    layer = "encoder.layer.1.output.dense"
+    recipe = sl.Recipe(runtime=sl.Int8Dynamic(reduce_range=True), layers=(sl.LayerSetting(name=layer, bits=32),))
+    from_file = sl.compress(export, recipe, example_inputs=_one(inputs))
+    from_torch = sl.compress(model, recipe, example_inputs=_one(inputs))
+    assert from_file.details["choices"]["layers_float"] == [layer]
+    np.testing.assert_allclose(from_file.predict(inputs), from_torch.predict(inputs), atol=1e-6)
+
+
+def test_gain_order_ranks_by_gain_per_weight_and_puts_useless_groups_last(bert):
+    gains = {("a",): 0.004, ("b",): 0.002, ("c",): -0.001, ("d",): 0.0}
+    costs = {("a",): 4.0, ("b",): 1.0, ("c",): 1.0, ("d",): 1.0}
+    assert gain_order(gains, costs) == [("b",), ("a",), ("d",), ("c",)]
+    model, _ = bert
+    groups = [QKV, TABLES, ("encoder.layer.0.output.dense",)]
+    size, latency = group_costs(model, groups, "size"), group_costs(model, groups, "latency")
+    assert size[QKV] == sum(dict(model.named_modules())[n].weight.numel() for n in QKV)
+    assert latency[TABLES] == 0.0 < size[TABLES]  # a Gather computes nothing: float embeddings cost no speed
+    assert gain_order({TABLES: 1e-6, QKV: 0.01}, latency)[0] == TABLES
+    assert gain_order({TABLES: 1e-6, QKV: 0.01}, size)[0] == QKV
