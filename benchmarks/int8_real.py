@@ -1,22 +1,19 @@
-"""int8 on real models, side by side: squeezelab vs ONNX Runtime's own tools (and torch.ao) in one run.
+"""int8 on a real transformer, side by side: squeezelab vs ONNX Runtime's own tools (and torch.ao) in one run.
 
-all-MiniLM-L6-v2 (real weights, ``--sentences`` shipped sentences tokenized to 128 tokens) and
-EfficientNet-Lite0 (ImageNet weights, ``--images`` Fashion-MNIST test images at 224 px, calibration on
-32 train images). Every ONNX variant is built from the SAME fp32 export (``compress(model, Recipe())``,
-saved once; ONNX Runtime's tools are applied to that saved file) and runs in an ONNX Runtime session with
-one intra-op thread and spinning off; torch.ao runs in PyTorch with one thread. Fidelity: mean cosine of
-the sentence embeddings to fp32 ONNX Runtime (MiniLM), top-1 agreement with fp32 ONNX Runtime
-(EfficientNet). Speed: every variant of a model timed once per round in shuffled order, in the same
-rounds; speedup = median over rounds of fp32_time / variant_time with its 95 % interval. Nothing is
-asserted; the CPU's flags and the load average (start and end) are printed with the figures.
+all-MiniLM-L6-v2 (real weights, ``--sentences`` shipped sentences tokenized to 128 tokens). Every ONNX
+variant is built from the SAME fp32 export (``compress(model, Recipe())``, saved once; ONNX Runtime's
+tools are applied to that saved file) and runs in an ONNX Runtime session with one intra-op thread and
+spinning off; torch.ao runs in PyTorch with one thread. Fidelity: mean cosine of the sentence
+embeddings to fp32 ONNX Runtime. Speed: every variant timed once per round in shuffled order, in the
+same rounds; speedup = median over rounds of fp32_time / variant_time with its 95 % interval. Nothing is
+asserted; the CPU's flags and the load average (start and end) are printed with the figures. The static
+int8 CNNs (ResNet-18, MobileNetV2, EfficientNet-Lite0) are in ``int8_cnn.py``.
 
-``--tuned-budget S`` adds the "squeezelab tuned" MiniLM rows: ``search(runtime=Int8Dynamic())`` decided on
-the shipped sentences the table does not evaluate, and the trail point just below its budget. The
-EfficientNet rows include entropy calibration and the documented recipe (stem, ``_blocks.0``, ``_blocks.1`` float).
+``--tuned-budget S`` adds the "squeezelab tuned" rows: ``search(runtime=Int8Dynamic())`` decided on the
+shipped sentences the table does not evaluate, and the trail point just below its budget.
 
-    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --models efficientnet
-    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --models minilm --tuned-budget 360
-    .venv/bin/python benchmarks/int8_real.py --models minilm --rounds 6 --sentences 64
+    REPO=$PWD; cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --tuned-budget 360   # ~7.5 min
+    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --rounds 6 --sentences 64
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ import squeezelab as sl  # noqa: E402
 from squeezelab.engine.core.cpu import cpu_flags  # noqa: E402
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
-from squeezelab.engine.runtime.ort_quantize import _BatchReader  # noqa: E402
 from squeezelab.engine.runtime.providers import make_session  # noqa: E402
 from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
 
@@ -59,9 +55,10 @@ class Variant:
     fidelity: float = float("nan")
     speed: Any = None
     speed_ms: float = float("nan")
+    extra: str = ""  # the value of the table's extra column, if it has one
 
 
-def _load_average() -> str:
+def load_average() -> str:
     return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
@@ -93,17 +90,20 @@ def _time(variants: list[Variant], feeds: dict[str, np.ndarray], rounds: int) ->
         v.speed_ms = statistics.median(samples[v.name])
 
 
-def _print_table(title: str, variants: list[Variant], fidelity: str, fmt: Callable[[float], str]) -> None:
+def _print_table(title: str, variants: list[Variant], fidelity: str, fmt: Callable[[float], str],
+                 extra_column: str | None = None) -> None:
     base = next(v for v in variants if v.name == BASELINE)
+    extra = f" {extra_column} |" if extra_column else ""
     print(f"\n{title}")
-    print(f"| variant | {fidelity} | file bytes (x fp32) | median ms | speedup vs fp32 (95 % interval) |")
-    print("| --- | --- | --- | --- | --- |")
+    print(f"| variant | {fidelity} |{extra} file bytes (x fp32) | median ms | speedup vs fp32 (95 % interval) |")
+    print("| --- | --- |" + (" --- |" if extra_column else "") + " --- | --- | --- |")
     for v in variants:
         size = f"{v.size:,} ({v.size / base.size:.3f}x)" if v.size is not None else "—"
         if v.size_note:
             size += f" {v.size_note}"
         speed = speedup_text(v.speed.median, v.speed.low, v.speed.high)
-        print(f"| {v.name} | {fmt(v.fidelity)} | {size} | {v.speed_ms:.1f} | {speed} |", flush=True)
+        cell = f" {v.extra} |" if extra_column else ""
+        print(f"| {v.name} | {fmt(v.fidelity)} |{cell} {size} | {v.speed_ms:.1f} | {speed} |", flush=True)
 
 
 # --------------------------------------------------------------------------- MiniLM
@@ -216,83 +216,8 @@ def _tuned_minilm(model: nn.Module, tokenizer: Any, example: dict[str, Any], arg
     return out
 
 
-# --------------------------------------------------------------------------- EfficientNet-Lite0
-
-
-# The documented EfficientNet-Lite0 recipe: the stem and the first two blocks (the most sensitive layers, at
-# 112x112 resolution) stay float, everything else static int8.
-EFFICIENTNET_FIRST = ("_conv_stem", "_blocks.0", "_blocks.1")
-EFFICIENTNET_FIRST_FLOAT = sl.Recipe(
-    runtime=sl.Int8Static(),
-    layers=tuple(
-        sl.LayerSetting(name=name, bits=32)
-        for name in ("_conv_stem", "_blocks.0._depthwise_conv", "_blocks.0._project_conv",
-                     "_blocks.1._expand_conv", "_blocks.1._depthwise_conv", "_blocks.1._project_conv")
-    ),
-)
-
-
-def efficientnet(args: argparse.Namespace, tmp: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import quantize_static
-
-    from squeezelab.engine.zoo import efficientnet_lite0, fashion_mnist_images
-
-    model = efficientnet_lite0().eval()
-    x, _ = fashion_mnist_images("test", n=args.images, size=224, channels=3, normalize="efficientnet-lite")
-    calibration, _ = fashion_mnist_images("train", n=32, size=224, channels=3, normalize="efficientnet-lite")
-    print(f"\nEfficientNet-Lite0: {args.images} test images, calibration on 32 train images; "
-          f"timing batch {args.efficientnet_batch}, {args.rounds} rounds", flush=True)
-
-    t0 = time.perf_counter()
-    fp32 = sl.compress(model, sl.Recipe(), example_inputs=x[:1])
-    fp32_path = fp32.save(tmp / "effnet_fp32.onnx")
-    input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reader = _BatchReader([{input_name: calibration[i : i + 8]} for i in range(0, 32, 8)])
-        quantize_static(onnx.load(str(fp32_path)), tmp / "effnet_ort_static.onnx", reader)
-    ort_static = (tmp / "effnet_ort_static.onnx").read_bytes()
-    print(f"  ONNX Runtime quantize_static built in {time.perf_counter() - t0:.0f} s", flush=True)
-    t0 = time.perf_counter()
-    u8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Static()), example_inputs=x[:1], calibration_data=calibration)
-    s8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Static(activations="int8")), example_inputs=x[:1], calibration_data=calibration)
-    entropy = sl.compress(model, sl.Recipe(runtime=sl.Int8Static(calibration="entropy")), example_inputs=x[:1], calibration_data=calibration)
-    first = sl.compress(model, EFFICIENTNET_FIRST_FLOAT, example_inputs=x[:1], calibration_data=calibration)
-    print(f"  squeezelab Int8Static variants built in {time.perf_counter() - t0:.0f} s; "
-          f"default choices: {u8.details.get('choices')}", flush=True)
-    variants = [
-        _onnx(BASELINE, fp32.onnx_bytes),
-        _onnx("ORT quantize_static defaults (QDQ)", ort_static),
-        _onnx("squeezelab Int8Static() default (uint8 activations)", u8.onnx_bytes),
-        _onnx('squeezelab Int8Static(activations="int8")', s8.onnx_bytes),
-        _onnx('squeezelab Int8Static(calibration="entropy")', entropy.onnx_bytes),
-        _onnx(f"squeezelab Int8Static(), {', '.join(EFFICIENTNET_FIRST)} float", first.onnx_bytes),
-    ]
-    feeds = {input_name: x}
-    reference = _predict_all(variants[0], feeds, args.efficientnet_batch).argmax(1)
-    for v in variants:
-        v.fidelity = float((_predict_all(v, feeds, args.efficientnet_batch).argmax(1) == reference).mean() * 100)
-    _time(variants, {input_name: np.ascontiguousarray(x[: args.efficientnet_batch])}, args.rounds)
-    _print_table(
-        f"EfficientNet-Lite0 (ImageNet weights), {args.images} Fashion-MNIST images at 224 px; batch "
-        f"{args.efficientnet_batch}, 1 thread, {args.rounds} interleaved shuffled rounds",
-        variants, "top-1 agreement with fp32", lambda x: f"{x:.1f} %",
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="minilm,efficientnet")
-    parser.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds (>= 6 for a 95 %% interval)")
-    parser.add_argument("--sentences", type=int, default=128)
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--tuned-budget", type=float, default=0.0,
-                        help="seconds for the 'squeezelab tuned' MiniLM row (int8 search); 0 leaves it out")
-    parser.add_argument("--tuned-drop", type=float, default=0.003, help="the tuned search's allowed cosine drop")
-    parser.add_argument("--minilm-batch", type=int, default=32)
-    parser.add_argument("--efficientnet-batch", type=int, default=8)
-    args = parser.parse_args()
+def print_environment() -> float:
+    """Print the CPU (its flags), the library versions and the load average; return the start time."""
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # no per-initializer warnings from graph clean-up
@@ -302,15 +227,23 @@ def main() -> None:
     print(f"CPU: {env['cpu']} ({env['cores']} cores), avx2={env['avx2']} avx512={env['avx512']} vnni={env['vnni']}; "
           f"flags: {' '.join(shown)}")
     print(f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; int8 defaults: {env['int8_defaults']}")
-    print(f"load average at start: {_load_average()}", flush=True)
-    started = time.perf_counter()
-    wanted = args.models.split(",")
+    print(f"load average at start: {load_average()}", flush=True)
+    return time.perf_counter()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds (>= 6 for a 95 %% interval)")
+    parser.add_argument("--sentences", type=int, default=128)
+    parser.add_argument("--tuned-budget", type=float, default=0.0,
+                        help="seconds for the 'squeezelab tuned' MiniLM row (int8 search); 0 leaves it out")
+    parser.add_argument("--tuned-drop", type=float, default=0.003, help="the tuned search's allowed cosine drop")
+    parser.add_argument("--minilm-batch", type=int, default=32)
+    args = parser.parse_args()
+    started = print_environment()
     with tempfile.TemporaryDirectory(prefix="int8_real_") as tmp:
-        if "minilm" in wanted:
-            minilm(args, Path(tmp))
-        if "efficientnet" in wanted:
-            efficientnet(args, Path(tmp))
-    print(f"\nload average at end: {_load_average()}; wall time {time.perf_counter() - started:.0f} s")
+        minilm(args, Path(tmp))
+    print(f"\nload average at end: {load_average()}; wall time {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""Static int8 CNNs side by side: squeezelab's ``Int8Static`` vs ONNX Runtime's ``quantize_static`` defaults.
+
+The issue's three CNN layouts, timed at batch 32 (``--batch``) with one intra-op thread:
+
+- ResNet-18 layout (``zoo.resnet18(num_classes=10, small_input=True)``, 32x32 inputs, **random weights**, seed 0);
+- MobileNetV2 layout (``zoo.mobilenet_v2(num_classes=10)``, 224x224 inputs, **random weights**, seed 0);
+
+  (both with BatchNorm statistics estimated on 64 train images, so activations are unit-scale)
+- EfficientNet-Lite0 (``zoo.efficientnet_lite0()``, **real ImageNet weights**, 224x224 inputs).
+
+Inputs are Fashion-MNIST test images (``--images``); calibration uses 32 train images. Every variant is
+built from the same fp32 export (ONNX Runtime's tool is applied to that saved file) and timed once per
+round in shuffled order, in the same rounds; speedup = median over rounds of fp32_time / variant_time,
+95 % interval in brackets. Fidelity to fp32 ONNX Runtime: top-1 agreement and the mean cosine of the
+logits. For the random-weight layouts the cosine is the meaningful figure (their top-1 is close to arbitrary).
+Nothing is asserted; the CPU's flags and the load average are printed with the figures.
+
+    REPO=$PWD; cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py                  # ~6 min on 2 cores
+    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py --models resnet --rounds 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from int8_real import BASELINE, _onnx, _predict_all, _print_table, _time, load_average, print_environment
+from torch import nn
+
+import squeezelab as sl
+from squeezelab.engine.runtime.ort_quantize import _BatchReader
+from squeezelab.engine.runtime.providers import make_session
+
+# The documented EfficientNet-Lite0 recipe: the stem and the first two blocks (the most sensitive layers, at
+# 112x112 resolution) stay float, everything else static int8.
+EFFICIENTNET_FIRST = ("_conv_stem", "_blocks.0", "_blocks.1")
+EFFICIENTNET_FIRST_FLOAT = sl.Recipe(
+    runtime=sl.Int8Static(),
+    layers=tuple(
+        sl.LayerSetting(name=name, bits=32)
+        for name in ("_conv_stem", "_blocks.0._depthwise_conv", "_blocks.0._project_conv",
+                     "_blocks.1._expand_conv", "_blocks.1._depthwise_conv", "_blocks.1._project_conv")
+    ),
+)
+
+
+@dataclass
+class CnnCase:
+    title: str
+    build: Callable[[], nn.Module]
+    size: int  # input height and width
+    normalize: str
+    extra: Callable[[nn.Module], dict[str, sl.Recipe]] = field(default=lambda model: {})
+
+
+def depthwise_float(model: nn.Module) -> dict[str, sl.Recipe]:
+    """Static int8 with every depthwise convolution kept float (ONNX Runtime's int8 depthwise kernels are
+    slow on some CPUs); the rest int8."""
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+    recipe = sl.Recipe(runtime=sl.Int8Static(), layers=tuple(sl.LayerSetting(name=n, bits=32) for n in names))
+    return {f"squeezelab Int8Static(), {len(names)} depthwise convolutions float": recipe}
+
+
+def efficientnet_extra(model: nn.Module) -> dict[str, sl.Recipe]:
+    return {
+        'squeezelab Int8Static(calibration="entropy")': sl.Recipe(runtime=sl.Int8Static(calibration="entropy")),
+        f"squeezelab Int8Static(), {', '.join(EFFICIENTNET_FIRST)} float": EFFICIENTNET_FIRST_FLOAT,
+    }
+
+
+def _random_with_bn_statistics(build: Callable[[], nn.Module], size: int) -> Callable[[], nn.Module]:
+    """A seeded random-weight layout whose BatchNorm statistics are estimated on 64 train images.
+
+    Straight from initialisation a MobileNetV2's logits are ~1e-9 (activations shrink block by block),
+    which makes both its fidelity and its fp32 timing (denormals) meaningless; with BatchNorm
+    statistics of real inputs every layer sees unit-scale activations, as in a trained network.
+    """
+
+    def make() -> nn.Module:
+        from squeezelab.engine.zoo import fashion_mnist_images
+
+        torch.manual_seed(0)
+        model = build()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average over the batches below
+        images, _ = fashion_mnist_images("train", n=64, size=size, channels=3)
+        model.train()
+        with torch.no_grad():
+            for i in range(0, 64, 16):
+                model(torch.from_numpy(images[i : i + 16]))
+        return model.eval()
+
+    return make
+
+
+def cases() -> dict[str, CnnCase]:
+    from squeezelab.engine.zoo import efficientnet_lite0, mobilenet_v2, resnet18
+
+    return {
+        "resnet": CnnCase("ResNet-18 layout (random weights, BN statistics of 64 images), 32x32",
+                          _random_with_bn_statistics(lambda: resnet18(10, small_input=True), 32), 32, "imagenet"),
+        "mobilenet": CnnCase("MobileNetV2 layout (random weights, BN statistics of 64 images), 224x224",
+                             _random_with_bn_statistics(lambda: mobilenet_v2(10), 224), 224, "imagenet", depthwise_float),
+        "efficientnet": CnnCase("EfficientNet-Lite0 (ImageNet weights), 224x224", lambda: efficientnet_lite0().eval(),
+                                224, "efficientnet-lite", efficientnet_extra),
+    }
+
+
+def _ort_static(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path) -> bytes:
+    """ONNX Runtime's ``quantize_static`` with default arguments, on the saved fp32 export."""
+    import onnx
+    from onnxruntime.quantization import quantize_static
+
+    path = fp32.save(tmp / "fp32.onnx")
+    input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reader = _BatchReader([{input_name: calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
+        quantize_static(onnx.load(str(path)), tmp / "ort_static.onnx", reader)
+    return (tmp / "ort_static.onnx").read_bytes()
+
+
+def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
+    from squeezelab.engine.zoo import fashion_mnist_images
+
+    model = case.build()
+    x, _ = fashion_mnist_images("test", n=args.images, size=case.size, channels=3, normalize=case.normalize)
+    calibration, _ = fashion_mnist_images("train", n=32, size=case.size, channels=3, normalize=case.normalize)
+    print(f"\n{case.title}: {args.images} test images, calibration on 32 train images; "
+          f"timing batch {args.batch}, {args.rounds} rounds", flush=True)
+    t0 = time.perf_counter()
+    fp32 = sl.compress(model, sl.Recipe(), example_inputs=x[:1])
+    recipes = {
+        "squeezelab Int8Static() default (uint8 activations)": sl.Recipe(runtime=sl.Int8Static()),
+        'squeezelab Int8Static(activations="int8")': sl.Recipe(runtime=sl.Int8Static(activations="int8")),
+        **case.extra(model),
+    }
+    built = {name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()}
+    default = next(iter(built.values()))
+    print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
+    variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", _ort_static(fp32, calibration, tmp))]
+    variants += [_onnx(name, c.onnx_bytes) for name, c in built.items()]
+    input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
+    feeds = {input_name: x}
+    reference = _predict_all(variants[0], feeds, args.batch)
+    for v in variants:
+        out = _predict_all(v, feeds, args.batch)
+        cosine = (out * reference).sum(1) / (np.linalg.norm(out, axis=1) * np.linalg.norm(reference, axis=1) + 1e-12)
+        v.fidelity = float((out.argmax(1) == reference.argmax(1)).mean() * 100)
+        v.extra = f"{cosine.mean():.4f}"
+    _time(variants, {input_name: np.ascontiguousarray(x[: args.batch])}, args.rounds)
+    _print_table(f"{case.title}; batch {args.batch}, 1 thread, {args.rounds} interleaved shuffled rounds",
+                 variants, "top-1 agreement", lambda a: f"{a:.1f} %", extra_column="logit cosine")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet,mobilenet,efficientnet")
+    parser.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds (>= 6 for a 95 %% interval)")
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    started = print_environment()
+    logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns per bias on the root logger
+    known = cases()
+    with tempfile.TemporaryDirectory(prefix="int8_cnn_") as tmp:
+        for name in args.models.split(","):
+            (Path(tmp) / name).mkdir()
+            cnn_table(known[name], args, Path(tmp) / name)
+    print(f"\nload average at end: {load_average()}; wall time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
