@@ -7,7 +7,8 @@
   float costs file size, not speed).
 * ``on_export``: the same evaluation over the fp32 ONNX export, exported once.
 * ``subsample``: the same evaluation on the first ``n`` samples, for cheap sensitivity probes; the
-  search verifies on the full data before it returns anything.
+  search verifies on the full data before it returns anything. ``probe_evaluator``: that subsample,
+  scored by cosine to fp32 when the metric scores each sample 0 or 1 (accuracy, agreement).
 * ``gain_order``: groups by gain per unit of cost (weights kept float; an embedding costs no speed).
 * ``bisect_prefix``: the fewest groups, taken in that order, whose float copy meets the budget,
   found by bisection (log2 of the group count evaluations instead of one per group).
@@ -25,8 +26,11 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = [
     "bisect_prefix", "candidate_groups", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
-    "prefix_layers", "subsample",
+    "prefix_layers", "probe_evaluator", "subsample",
 ]
+
+# Metrics whose per-sample scores are 0 or 1: on a few samples they cannot rank layers (see probe_evaluator).
+_DISCRETE_METRICS = frozenset({"accuracy", "agreement"})
 
 
 def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic | Int8Static) -> list[tuple[str, ...]]:
@@ -152,3 +156,18 @@ def prefix_layers(order: list[tuple[str, ...]], k: int) -> tuple[str, ...]:
     """The layers of the first ``k`` groups of ``order``."""
     return tuple(name for group in order[:k] for name in group)
 
+
+
+def probe_evaluator(ev: Evaluator, n: int) -> tuple[Evaluator, bool]:
+    """What the sensitivity probes measure: ``ev`` on its first ``n`` samples, and whether that is ``ev``'s own metric.
+
+    When ``ev``'s metric scores each sample 0 or 1 (top-1 accuracy or agreement), the probes
+    measure the mean cosine of the outputs to fp32 instead: on 32 images one flipped top-1 is 3 pp,
+    which buries a single layer's gain in noise, while the cosine moves with every layer's error.
+    The probes only rank the groups; every verdict on the budget is taken in ``ev``'s metric.
+    """
+    sub = subsample(ev, n)
+    if ev.metric.key not in _DISCRETE_METRICS:
+        return sub, True
+    settings = sub.settings.replace(metric="cosine_to_baseline")
+    return Evaluator(sub.model, sub.samples, settings, calibration_data=sub.calibration, cache=sub.cache), False

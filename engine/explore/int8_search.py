@@ -8,11 +8,14 @@
    node that can only stay float as a whole), and the embedding tables as one group.
 3. Each group's sensitivity is probed on a subsample (the first ``probe_samples`` samples) as
    *the gain when only that group is kept float* (the rest int8): the move the search makes, with
-   the errors the other int8 layers feed into it. Probing stops at half the time budget.
+   the errors the other int8 layers feed into it. Probing stops at half the time budget. Under a
+   0/1 metric (accuracy, agreement) the probes measure cosine to fp32 instead (``probe_evaluator``):
+   a few samples of 0/1 scores cannot rank layers. Static int8 pre-processes and calibrates the
+   export once for all candidates (``remembered_quantization``); dynamic int8 fuses it once.
 4. Groups are kept float in order of gain per weight kept float (``gain_order``: the bytes a
    group adds, or its share of the int8 multiply-adds; an embedding table costs no speed). The
-   fewest that meet the budget are found by bisection over that order, first on the subsample,
-   then on all the data starting from the subsample's answer. Only points measured on all the
+   fewest that meet the budget are found by bisection over that order, first on the subsample
+   (when the probes measured the metric itself), then on all the data starting from its answer. Only points measured on all the
    data are ever returned.
 5. With ``objective="latency"`` every point is timed against fp32 in the same rounds, and the groups
    whose probe ran faster float than in int8 (int8 slower than fp32 there on this CPU) are tried
@@ -34,7 +37,8 @@ from torch import nn
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.explore.int8_probes import (
-    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, subsample,
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, probe_evaluator,
+    subsample,
 )
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
@@ -77,14 +81,22 @@ class _Runner:
     Keeps the trail, and the best accepted point measured on all the data.
     """
 
-    def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, clock: _Clock, objective: str,
-                 max_drop: float, confidence: float) -> None:
+    def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, probe: tuple[Evaluator, bool], clock: _Clock,
+                 objective: str, max_drop: float, confidence: float) -> None:
         from squeezelab.engine.explore.search import _row
 
-        self.runtime, self.evs, self.clock, self.objective = runtime, {"all": full, "subset": sub}, clock, objective
+        probe, own_metric = probe
+        self.runtime, self.clock, self.objective = runtime, clock, objective
+        self.evs = {"all": full, "subset": sub, "probe": probe}
         self.max_drop, self.confidence = max_drop, confidence
-        self.bases = {"all": full.baseline(), "subset": sub.baseline() if sub is not full else full.baseline()}
-        self.same = sub is full  # too little data to subsample: probes run on all of it
+        # Names that measure the same thing: too little data to subsample (the subset is all of it), or
+        # probes in the metric itself (they run on the subset).
+        self.alias = {"subset": "all"} if sub is full else {}
+        if own_metric:
+            self.alias["probe"] = self.alias.get("subset", "subset")
+        self.bases = {"all": full.baseline()}  # the others when first used (each is a measured fp32 baseline)
+        # Bisection on the subset only helps when the subset is smaller and scored in the metric itself.
+        self.subset_bisection = sub is not full and own_metric
         self.seen: dict[tuple[frozenset[str], str], dict[str, Any]] = {}
         self.trail: list[dict[str, Any]] = []
         self.best_row = {**_row(self.bases["all"], self.bases["all"], "fp32 baseline"), "speedup": 1.0,
@@ -92,8 +104,8 @@ class _Runner:
         self.best_recipe = Recipe()
 
     def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None) -> dict[str, Any]:
-        """The row of ``layers`` kept float, measured on ``on`` (``"all"`` or ``"subset"``); raises _OutOfTime."""
-        on = "all" if self.same else on
+        """The row of ``layers`` kept float, measured on ``on`` (``"all"``, ``"subset"`` or ``"probe"``); raises _OutOfTime."""
+        on = self.alias.get(on, on)
         key = (frozenset(layers), on)
         if key in self.seen:
             return self.seen[key]
@@ -108,8 +120,11 @@ class _Runner:
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
         from squeezelab.engine.explore.search import _row
 
-        ev, base = self.evs[on], self.bases[on]
-        data = f"{'all' if on == 'all' else 'subset'} ({len(ev.samples)})"
+        ev = self.evs[on]
+        if on not in self.bases:
+            self.bases[on] = ev.baseline()
+        base = self.bases[on]
+        data = f"{on} ({len(ev.samples)})" if on != "probe" else f"probe ({len(ev.samples)}, {ev.metric.name})"
         try:
             point: Point = self.clock.timed(on, ev.evaluate, float_layers_recipe(self.runtime, layers))
         except ConfigError:
@@ -120,7 +135,7 @@ class _Runner:
         row = _row(point, base, move)
         row["data"] = data
         row["drop_bound"] = paired_drop_bound(base, point, self.confidence)
-        row["accepted"] = row["drop_bound"] <= self.max_drop
+        row["accepted"] = on != "probe" and row["drop_bound"] <= self.max_drop  # a proxy's drop is in other units
         row["float_layers"] = list(layers)
         self.trail.append(row)
         return row
@@ -147,8 +162,9 @@ def search_int8(
     (0: all of them).
     """
     from squeezelab.engine.runtime.int8_graph import remembered_fusion
+    from squeezelab.engine.runtime.quantize_memo import remembered_quantization
 
-    with remembered_fusion():
+    with remembered_fusion(), remembered_quantization():
         return _search(model, ev, runtime, objective, max_accuracy_drop, time_budget_s, confidence, progress, probe_samples)
 
 
@@ -161,7 +177,8 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
     clock = _Clock(time_budget_s)
     export = fp32_export(ev)
     work = on_export(ev, export)
-    run = _Runner(runtime, work, subsample(work, probe_samples), clock, objective, max_accuracy_drop, confidence)
+    run = _Runner(runtime, work, subsample(work, probe_samples), probe_evaluator(work, probe_samples), clock, objective,
+                  max_accuracy_drop, confidence)
     stopped = "converged"
     try:
         start = run.measure((), "start: all int8", "all")
@@ -216,9 +233,9 @@ def _probe(groups: list[tuple[str, ...]], run: _Runner, objective: str, progress
     gains: dict[tuple[str, ...], float] = {}
     faster: set[tuple[str, ...]] = set()
     try:
-        base = run.measure((), "probe start: all int8", "subset", until=half)
+        base = run.measure((), "probe start: all int8", "probe", until=half)
         for group in tqdm(groups, desc="int8 sensitivity", disable=not progress, unit="group"):
-            row = run.measure(group, f"probe: {group_label(group)} float", "subset", until=half)
+            row = run.measure(group, f"probe: {group_label(group)} float", "probe", until=half)
             gains[group] = row["value"] - base["value"]
             if objective == "latency" and (row.get("speedup") or 0) > (base.get("speedup") or 0):
                 faster.add(group)
@@ -242,7 +259,7 @@ def _bisect(order: list[tuple[str, ...]], run: _Runner) -> tuple[int | None, boo
                 return None
         return verdict
 
-    guess, short = (None, False) if run.same else bisect_prefix(ok("subset"), len(order))
+    guess, short = bisect_prefix(ok("subset"), len(order)) if run.subset_bisection else (None, False)
     if short and guess is None:
         return None, True
     k, out_of_time = bisect_prefix(ok("all"), len(order), first=guess)  # a guess cut short is still worth verifying

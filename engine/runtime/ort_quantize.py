@@ -28,6 +28,7 @@ from squeezelab.engine.core.errors import CalibrationError
 from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Entropy, Int8Dynamic, Int8Static, MinMax, Onnx, Percentile, WeightOnly
+from squeezelab.engine.runtime.quantize_memo import calibration_cache_path, remembered_preprocess
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx"]
 
@@ -202,15 +203,18 @@ def quantize_static_onnx(
     if isinstance(calibration, Percentile):
         extra["CalibPercentile"] = float(calibration.percentile)
     act = QuantType.QInt8 if runtime.activations == "int8" else QuantType.QUInt8
+    op_types = list(runtime.op_types) if runtime.op_types else None
+    # Inside a search (remembered_quantization) the export is pre-processed and calibrated once.
+    cache = calibration_cache_path(onnx_bytes, feeds, [method.name, sorted(extra.items()), op_types])
     with tempfile.TemporaryDirectory() as tmp, _quiet_onnxruntime_tools():
         out = Path(tmp) / "int8.onnx"
         # The calibrator writes an augmented copy of the model to a temp dir of its own choosing.
         quantize_static(
-            _preprocessed(onnx_bytes, Path(tmp)),
+            remembered_preprocess(onnx_bytes, lambda b: _preprocessed(b, Path(tmp))),
             out,
             _BatchReader(feeds),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(runtime.op_types) if runtime.op_types else None,
+            op_types_to_quantize=op_types,
             per_channel=runtime.per_channel,
             reduce_range=resolve_reduce_range(runtime),
             activation_type=act,
@@ -218,6 +222,7 @@ def quantize_static_onnx(
             calibrate_method=method,
             nodes_to_exclude=list(nodes_to_exclude),
             extra_options=extra,
+            **({"calibration_cache_path": cache} if cache is not None else {}),
         )
         return out.read_bytes()
 

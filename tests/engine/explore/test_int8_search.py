@@ -18,7 +18,8 @@ import squeezelab as sl
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.runtime.int8_graph import fuse_transformer, fused_holders
 from squeezelab.engine.explore.int8_probes import (
-    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, subsample,
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, probe_evaluator,
+    subsample,
 )
 from squeezelab.engine.explore.int8_search import search_int8
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
@@ -207,10 +208,36 @@ def test_a_cnn_search_verifies_its_probe_answer_on_all_the_data(digits_cnn, tmp_
     result = sl.search(model, data, runtime=sl.Int8Static(), objective="size", max_accuracy_drop=0.0, confidence=0,
                        time_budget_s=120, cache=tmp_path, progress=False)
     trail = result.trail
-    assert set(trail["data"]) <= {"all (96)", "subset (32)"}
+    assert set(trail["data"]) <= {"all (96)", "probe (32, cosine to fp32)"}  # no subset bisection in 0/1 scores
     if result.recipe != sl.Recipe():
         assert result.row["data"] == "all (96)" and result.row["drop_bound"] <= 0.0
     assert trail["data"].iloc[0] == "all (96)" and trail["move"].iloc[0] == "start: all int8"
+
+
+def test_a_latency_search_under_accuracy_probes_by_cosine_and_decides_on_all_the_data(digits_cnn, tmp_path):
+    model, split = digits_cnn
+    data = (split.x_test[:96], split.y_test[:96])
+    result = sl.search(model, data, runtime=sl.Int8Static(), objective="latency", max_accuracy_drop=0.0, confidence=0,
+                       time_budget_s=120, cache=tmp_path, progress=False, rounds=3, warmup=1)
+    trail = result.trail
+    # Accuracy scores each digit 0 or 1: the probes rank layers by cosine to fp32, and decide nothing.
+    probes = trail[trail["data"] == "probe (32, cosine to fp32)"]
+    assert len(probes) >= 2 and not probes["accepted"].any()
+    assert probes["value"].between(-1, 1).all() and probes["value"].iloc[0] < 1.0  # cosines; all-int8 is not exact
+    assert result.recipe == sl.Recipe() or result.row["data"] == "all (96)"
+
+
+def test_probes_measure_cosine_under_a_0_1_metric_and_the_metric_itself_otherwise(digits_cnn, bert):
+    model, split = digits_cnn
+    accuracy = Evaluator(model, (split.x_test[:64], split.y_test[:64]), rounds=0, cache=False)
+    probe, own = probe_evaluator(accuracy, 16)
+    assert not own and probe.metric.key == "cosine" and len(probe.samples) == 16
+    agreement = Evaluator(model, (split.x_test[:64], None), metric="agreement", rounds=0, cache=False)
+    assert probe_evaluator(agreement, 16)[0].metric.key == "cosine"
+    bert_model, inputs = bert
+    cosine = Evaluator(bert_model, (inputs, None), rounds=0, cache=False)
+    probe, own = probe_evaluator(cosine, 16)
+    assert own and probe.metric is cosine.metric and len(probe.samples) == 16
 
 
 def test_an_onnx_file_keeps_named_layers_float_under_int8(bert, tmp_path, monkeypatch):
