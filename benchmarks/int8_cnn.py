@@ -54,6 +54,7 @@ EFFICIENTNET_FIRST_FLOAT = sl.Recipe(
 
 @dataclass
 class CnnCase:
+    key: str
     title: str
     build: Callable[[], nn.Module]
     size: int  # input height and width
@@ -108,11 +109,11 @@ def cases() -> dict[str, CnnCase]:
     from squeezelab.engine.zoo import efficientnet_lite0, mobilenet_v2, resnet18
 
     return {
-        "resnet": CnnCase("ResNet-18 layout (random weights, BN statistics of 64 images), 32x32",
+        "resnet": CnnCase("resnet", "ResNet-18 layout (random weights, BN statistics of 64 images), 32x32",
                           _random_with_bn_statistics(lambda: resnet18(10, small_input=True), 32), 32, "imagenet"),
-        "mobilenet": CnnCase("MobileNetV2 layout (random weights, BN statistics of 64 images), 224x224",
+        "mobilenet": CnnCase("mobilenet", "MobileNetV2 layout (random weights, BN statistics of 64 images), 224x224",
                              _random_with_bn_statistics(lambda: mobilenet_v2(10), 224), 224, "imagenet", depthwise_float),
-        "efficientnet": CnnCase("EfficientNet-Lite0 (ImageNet weights), 224x224", lambda: efficientnet_lite0().eval(),
+        "efficientnet": CnnCase("efficientnet", "EfficientNet-Lite0 (ImageNet weights), 224x224", lambda: efficientnet_lite0().eval(),
                                 224, "efficientnet-lite", efficientnet_extra),
     }
 
@@ -146,6 +147,7 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
         'squeezelab Int8Static(activations="int8")': sl.Recipe(runtime=sl.Int8Static(activations="int8")),
         **case.extra(model),
     }
+    recipes.update(_tuned(case, model, args))
     built = {name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()}
     default = next(iter(built.values()))
     print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
@@ -164,12 +166,42 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
                  variants, "top-1 agreement", lambda a: f"{a:.1f} %", extra_column="logit cosine")
 
 
+def _tuned(case: CnnCase, model: nn.Module, args: argparse.Namespace) -> dict[str, sl.Recipe]:
+    """The "squeezelab tuned" row: ``search(runtime=Int8Static(), metric="agreement")`` decided on 128 other
+    test images (64-191), not the ones the table evaluates; its trail is printed."""
+    from squeezelab.engine.zoo import fashion_mnist_images
+
+    if args.search_budget <= 0 or case.key not in args.search_models.split(","):
+        return {}
+    x, _ = fashion_mnist_images("test", n=args.images + 128, size=case.size, channels=3, normalize=case.normalize)
+    t0 = time.perf_counter()
+    result = sl.search(model, (x[args.images:], None), runtime=sl.Int8Static(), metric="agreement",
+                       objective=args.search_objective, max_accuracy_drop=args.search_drop,
+                       time_budget_s=args.search_budget, cache=False, progress=False)
+    float_layers = [s.name for s in result.recipe.layers if s.bits == 32]
+    print(f"  search ({args.search_objective}, agreement drop <= {args.search_drop}, {args.search_budget:.0f} s) took "
+          f"{time.perf_counter() - t0:.0f} s, {len(result.trail)} evaluations, stopped: {result.stopped}; "
+          f"{len(float_layers)} layers float: {float_layers}", flush=True)
+    columns = [c for c in ("move", "data", "value", "drop_bound", "accepted", "speedup", "size_bytes") if c in result.trail]
+    print(result.trail[columns].to_string(max_colwidth=60), flush=True)
+    if result.recipe == sl.Recipe():
+        print("  the search returned the fp32 baseline: no tuned row", flush=True)
+        return {}
+    name = f"squeezelab tuned: search(Int8Static(), agreement drop <= {args.search_drop}), {len(float_layers)} layers float"
+    return {name: result.recipe}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet,mobilenet,efficientnet")
     parser.add_argument("--rounds", type=int, default=12, help="interleaved timing rounds (>= 6 for a 95 %% interval)")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--search-budget", type=float, default=0.0,
+                        help="seconds for the 'squeezelab tuned' row (int8 search); 0 leaves it out")
+    parser.add_argument("--search-models", default="efficientnet", help="the models the tuned row is searched for")
+    parser.add_argument("--search-drop", type=float, default=0.05, help="allowed agreement drop (0.05 = 5 points)")
+    parser.add_argument("--search-objective", default="size", choices=["size", "latency"])
     args = parser.parse_args()
     started = print_environment()
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns per bias on the root logger

@@ -330,10 +330,13 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
 
 
 def _convert_static(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.runtime.int8_graph import float_neighbours
+
     rt = recipe.runtime
     kept = _kept_float(b, recipe)
     excluded = [node for nodes in kept.values() for node in nodes]
-    out = quantize_static_onnx(b, rt, feeds or [], nodes_to_exclude=excluded)
+    between = float_neighbours(b, excluded) if excluded else []  # activations between float layers stay float
+    out = quantize_static_onnx(b, rt, feeds or [], nodes_to_exclude=excluded + between)
     act_why = (
         "uint8 activations x int8 weights (U8S8): ONNX Runtime's fast x86 CPU path"
         if rt.activations == "uint8"
@@ -346,8 +349,11 @@ def _convert_static(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[s
         "reduce_range": resolve_reduce_range(rt),
         "fusion": False,
         "layers_float": sorted(kept),
+        "nodes_float_between": len(between),
         "why": {
             "activations": act_why,
+            "nodes_float_between": "weightless nodes (activations, padding, adds) that only connect float layers "
+            "stay float, so no Quantize/Dequantize pair sits between float layers",
             "reduce_range": _reduce_range_why(rt),
             "fusion": "static QDQ: ONNX Runtime fuses QDQ groups into QLinearConv / QLinearMatMul when the session loads",
         },
