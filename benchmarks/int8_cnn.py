@@ -167,7 +167,7 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
 
 
 def _tuned(case: CnnCase, model: nn.Module, args: argparse.Namespace) -> dict[str, sl.Recipe]:
-    """The "squeezelab tuned" row: ``search(runtime=Int8Static(), metric="agreement")`` decided on 128 other
+    """The "squeezelab tuned" row: ``search(runtime=Int8Static(), metric=--search-metric)`` decided on 128 other
     test images (64-191), not the ones the table evaluates; its trail is printed."""
     from squeezelab.engine.zoo import fashion_mnist_images
 
@@ -175,11 +175,11 @@ def _tuned(case: CnnCase, model: nn.Module, args: argparse.Namespace) -> dict[st
         return {}
     x, _ = fashion_mnist_images("test", n=args.images + 128, size=case.size, channels=3, normalize=case.normalize)
     t0 = time.perf_counter()
-    result = sl.search(model, (x[args.images:], None), runtime=sl.Int8Static(), metric="agreement",
+    result = sl.search(model, (x[args.images:], None), runtime=sl.Int8Static(), metric=args.search_metric,
                        objective=args.search_objective, max_accuracy_drop=args.search_drop,
                        time_budget_s=args.search_budget, cache=False, progress=False)
     float_layers = [s.name for s in result.recipe.layers if s.bits == 32]
-    print(f"  search ({args.search_objective}, agreement drop <= {args.search_drop}, {args.search_budget:.0f} s) took "
+    print(f"  search ({args.search_objective}, {args.search_metric} drop <= {args.search_drop}, {args.search_budget:.0f} s) took "
           f"{time.perf_counter() - t0:.0f} s, {len(result.trail)} evaluations, stopped: {result.stopped}; "
           f"{len(float_layers)} layers float: {float_layers}", flush=True)
     columns = [c for c in ("move", "data", "value", "drop_bound", "accepted", "speedup", "size_bytes") if c in result.trail]
@@ -187,7 +187,7 @@ def _tuned(case: CnnCase, model: nn.Module, args: argparse.Namespace) -> dict[st
     if result.recipe == sl.Recipe():
         print("  the search returned the fp32 baseline: no tuned row", flush=True)
         return {}
-    name = f"squeezelab tuned: search(Int8Static(), agreement drop <= {args.search_drop}), {len(float_layers)} layers float"
+    name = f"squeezelab tuned: search(Int8Static(), {args.search_metric} drop <= {args.search_drop}), {len(float_layers)} layers float"
     return {name: result.recipe}
 
 
@@ -200,7 +200,8 @@ def main() -> None:
     parser.add_argument("--search-budget", type=float, default=0.0,
                         help="seconds for the 'squeezelab tuned' row (int8 search); 0 leaves it out")
     parser.add_argument("--search-models", default="efficientnet", help="the models the tuned row is searched for")
-    parser.add_argument("--search-drop", type=float, default=0.05, help="allowed agreement drop (0.05 = 5 points)")
+    parser.add_argument("--search-metric", default="cosine_to_baseline", choices=["cosine_to_baseline", "agreement"])
+    parser.add_argument("--search-drop", type=float, default=0.01, help="allowed drop of the search metric (0.01: cosine 0.99)")
     parser.add_argument("--search-objective", default="size", choices=["size", "latency"])
     args = parser.parse_args()
     started = print_environment()
