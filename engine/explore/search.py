@@ -65,6 +65,7 @@ def search(
     train_data: Any = None,
     finetune_epochs: int = 1,
     validation_data: Any = None,
+    calibration_data: Any = None,
     confidence: float = 0.9,
     settings: Settings | None = None,
     cache: Any = True,
@@ -91,7 +92,9 @@ def search(
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks
             kept); the result's ``model`` is then the fine-tuned copy the recipe applies to.
-        validation_data: measure the final recipe on it as well (``held_out``).
+        validation_data: measure the final recipe on it as well (``held_out``), calibrated as the search was.
+        calibration_data: inputs that calibrate ``Int8Static`` (default: the first 256 samples of ``data``);
+            keep them apart from ``data`` so the search does not judge int8 on the very images it calibrated on.
         confidence: a step is kept only if the one-sided upper bound of its accuracy drop
             (paired by sample, at this confidence) is within budget, so the choice does not
             overfit the noise of ``data``; 0 judges the plain measured drop.
@@ -104,7 +107,8 @@ def search(
     goal = _goal(max_accuracy_drop, confidence, time_budget_s, progress)
     space = _space(objective, runtime, bits, sparsity, quantization, train_data, finetune_epochs, seed)
     strategy = strategy_for(model, space)
-    ev = Evaluator(model, data, settings, cache=cache, **{**overrides, "rounds": strategy.rounds})
+    ev = Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache,
+                   **{**overrides, "rounds": strategy.rounds})
     baseline = ev.baseline()
     found = strategy.run(ev, baseline, goal)
     return SearchResult(
@@ -150,6 +154,6 @@ def _space(
 
 def _held_out(model: nn.Module, validation_data: Any, ev: Evaluator, found: Found) -> dict[str, Any]:
     """The found recipe measured on ``validation_data``, its drop against the caller's model on the same data."""
-    base_ev = Evaluator(model, validation_data, ev.settings, cache=ev.cache)
+    base_ev = Evaluator(model, validation_data, ev.settings, calibration_data=ev.calibration, cache=ev.cache)
     check = base_ev.for_model(found.model)
     return _row(check.evaluate(found.recipe), base_ev.baseline(), "held out")

@@ -264,3 +264,21 @@ def test_gain_order_ranks_by_gain_per_weight_and_puts_useless_groups_last(bert):
     assert latency[TABLES] == 0.0 < size[TABLES]  # a Gather computes nothing: float embeddings cost no speed
     assert gain_order({TABLES: 1e-6, QKV: 0.01}, latency)[0] == TABLES
     assert gain_order({TABLES: 1e-6, QKV: 0.01}, size)[0] == QKV
+
+
+def test_static_int8_search_calibrates_on_the_calibration_data_it_is_given(digits_cnn, tmp_path):
+    """``calibration_data=`` reaches every candidate: the all-int8 start point is the one an Evaluator
+    calibrated on those inputs measures, and a calibration of a tenth of the range measures another model."""
+    model, split = digits_cnn
+    data = (split.x_test[:64], split.y_test[:64])
+    int8 = sl.Recipe(runtime=sl.Int8Static())
+    values = {}
+    for name, calibration in {"train": split.x_train[:64], "squeezed": split.x_train[:64] * 0.1}.items():
+        result = sl.search(model, data, runtime=sl.Int8Static(), calibration_data=calibration, metric="cosine_to_baseline",
+                           max_accuracy_drop=1.0, time_budget_s=120, cache=tmp_path, progress=False, rounds=0)
+        start = result.trail[result.trail["move"] == "start: all int8"].iloc[0]
+        oracle = Evaluator(model, data, calibration_data=calibration, metric="cosine_to_baseline", rounds=0, cache=False)
+        assert start["value"] == pytest.approx(oracle.evaluate(int8).value, abs=1e-9)
+        assert result.recipe == int8  # all int8 is within a drop of 1.0: the smallest file, nothing kept float
+        values[name] = start["value"]
+    assert values["squeezed"] < values["train"]  # activations clipped at a tenth of their range
