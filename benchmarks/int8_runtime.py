@@ -5,7 +5,9 @@ encoder, compared with the fp32 output by cosine similarity), and timed in the
 same interleaved, shuffled rounds in this one process. Reported: accuracy or
 fidelity, bytes, median latency at batch 1 and 32, and ratios against fp32
 ONNX Runtime (speedup = median of per-round ratios). Nothing here asserts a
-time; the figures are printed, with the issue's targets beside them.
+time; the figures are printed, with the issue's targets beside them. The real models are in their own
+benchmarks: all-MiniLM-L6-v2 with its real weights in ``int8_real.py``, the static int8 CNNs (ResNet-18
+layout, MobileNetV2 layout, EfficientNet-Lite0 with ImageNet weights) in ``int8_cnn.py``.
 
     python benchmarks/int8_runtime.py                      # all three models
     python benchmarks/int8_runtime.py --models digits --rounds 50

@@ -2,7 +2,9 @@
 
 * ``candidate_groups``: the units the search keeps float. A Linear/Conv layer is one, unless
   transformer fusion merges it into a fused op with others (an attention's query, key and value
-  become one ``Attention`` node): those can only stay float together, so they form one group. The
+  become one ``Attention`` node): those can only stay float together, so they form one group. Under
+  static int8 the layers of one block (``block_groups``) form one group: a block kept float runs on
+  float activations inside, where one layer alone still sees quantized ones. The
   embedding tables form one group as well (dynamic int8 quantizes their Gathers; keeping them
   float costs file size, not speed).
 * ``on_export``: the same evaluation over the fp32 ONNX export, exported once.

@@ -5,7 +5,8 @@
 1. The whole model in int8 is measured on all the data.
 2. Candidates are *groups* (``engine.int8_probes.candidate_groups``): one Linear/Conv layer, or the
    layers a fused op holds (an attention's query, key and value, which fusion merges into one
-   node that can only stay float as a whole), and the embedding tables as one group.
+   node that can only stay float as a whole), the layers of one block under static int8 (a ResNet
+   ``layer1.0``, an EfficientNet ``_blocks.3``: ``block_groups``), and the embedding tables as one group.
 3. Each group's sensitivity is probed on a subsample (the first ``probe_samples`` samples) as
    *the gain when only that group is kept float* (the rest int8): the move the search makes, with
    the errors the other int8 layers feed into it. Probing stops at half the time budget. Under a
