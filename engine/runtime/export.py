@@ -79,7 +79,7 @@ def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str
                 dynamic_axes=dynamic_axes,
                 do_constant_folding=True,
             )
-        return buffer.getvalue()
+        return _without_empty_trailing_inputs(buffer.getvalue())
     # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
     import onnx
 
@@ -139,6 +139,26 @@ def _find_culprit(model: nn.Module, example: Inputs, *, opset: int, exporter: st
         except Exception:  # noqa: BLE001 - any failure identifies the layer
             return fqn
     return None
+
+
+def _without_empty_trailing_inputs(onnx_bytes: bytes) -> bytes:
+    """The graph with every node's trailing empty optional inputs left out (the same graph to ONNX).
+
+    The TorchScript exporter writes ``F.pad`` / ``nn.ZeroPad2d`` as ``Pad(x, pads, "")``. ONNX Runtime's
+    PadFusion, which folds a zero ``Pad`` into the next convolution's ``pads``, refuses a Pad whose
+    ``constant_value`` input is present but empty, so EfficientNet-Lite's five "same" paddings ran as
+    separate ops: 7 % of its fp32 time, and under static int8 40 % (each Pad in float between a
+    DequantizeLinear and a QuantizeLinear). Without the empty name they fold away.
+    """
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    dropped = 0
+    for node in model.graph.node:
+        while node.input and node.input[-1] == "":
+            node.input.pop()
+            dropped += 1
+    return model.SerializeToString() if dropped else onnx_bytes
 
 
 def export_onnx(
