@@ -151,7 +151,8 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     built = {name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()}
     default = next(iter(built.values()))
     print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
-    variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", _ort_static(fp32, calibration, tmp))]
+    ort_bytes = _ort_static(fp32, calibration, tmp)
+    variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes)]
     variants += [_onnx(name, c.onnx_bytes) for name, c in built.items()]
     input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
     feeds = {input_name: x}
@@ -164,6 +165,21 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     _time(variants, {input_name: np.ascontiguousarray(x[: args.batch])}, args.rounds)
     _print_table(f"{case.title}; batch {args.batch}, 1 thread, {args.rounds} interleaved shuffled rounds",
                  variants, "top-1 agreement", lambda a: f"{a:.1f} %", extra_column="logit cosine")
+    if args.profile:
+        graphs = {BASELINE: fp32.onnx_bytes, "ORT quantize_static defaults (QDQ)": ort_bytes,
+                  "squeezelab Int8Static() default": default.onnx_bytes}
+        _print_profiles(graphs, {input_name: np.ascontiguousarray(x[: args.batch])})
+
+
+def _print_profiles(graphs: dict[str, bytes], feeds: dict[str, np.ndarray]) -> None:
+    """Where each graph's time goes (``sl.op_times``: ONNX Runtime's kernel times by op type, 1 thread)."""
+    print("\nwhere the time goes (ONNX Runtime profiler, kernel time per batch, 3 runs after a warm-up):")
+    for name, onnx_bytes in graphs.items():
+        table = sl.op_times(onnx_bytes, feeds, runs=3)
+        split = sl.time_split(table)
+        top = ", ".join(f"{r.op_type} ({r.kind}) {r.ms:.0f} ms" for r in table.head(4).itertuples())
+        print(f"  {name}: {table['ms'].sum():.0f} ms; int8 {split['int8']:.0%}, (de)quantize {split['quantize']:.0%}, "
+              f"float {split['float']:.0%}; top: {top}", flush=True)
 
 
 def _tuned(case: CnnCase, model: nn.Module, args: argparse.Namespace) -> dict[str, sl.Recipe]:
@@ -203,6 +219,7 @@ def main() -> None:
     parser.add_argument("--search-metric", default="cosine_to_baseline", choices=["cosine_to_baseline", "agreement"])
     parser.add_argument("--search-drop", type=float, default=0.01, help="allowed drop of the search metric (0.01: cosine 0.99)")
     parser.add_argument("--search-objective", default="size", choices=["size", "latency"])
+    parser.add_argument("--profile", action="store_true", help="print where each graph's time goes (sl.op_times)")
     args = parser.parse_args()
     started = print_environment()
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns per bias on the root logger

@@ -49,6 +49,7 @@ _PUBLIC = {
     "pipeline.compress": ["compress"],
     "pipeline.compressed": ["Compressed"],
     "measurement.metrics": ["Metrics", "measure"],
+    "measurement.op_times": ["op_times", "time_split"],
     "measurement.paired": ["measure_pair", "PairedMetrics"],
     "measurement.point": ["Settings", "Point"],
     "measurement.scoring": ["top1_accuracy", "Metric", "cosine_similarity", "negative_mse", "top1_agreement", "cosine_to_baseline", "kl_to_baseline"],

@@ -1,0 +1,120 @@
+"""Where an ONNX model's inference time goes: ONNX Runtime's own per-node kernel times, by op type.
+
+A static int8 model that is not faster than fp32 usually says why in its profile: float ops left
+between int8 layers, each wrapped in a DequantizeLinear and a QuantizeLinear (EfficientNet-Lite0's
+"same" paddings were 40 % of its int8 time that way), or int8 kernels this CPU runs slowly. ``op_times``
+runs the model with ONNX Runtime's profiler and sums the kernel time of every node by op type;
+``time_split`` says what share went to int8 kernels, to (de)quantization, and to float ops.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from squeezelab.engine.core.errors import ConfigError
+
+__all__ = ["op_times", "time_split", "INT8_KERNELS", "QUANTIZE_OPS"]
+
+# Ops that compute in low precision (ONNX Runtime's fused int8 kernels and the standard integer ops).
+INT8_KERNELS = frozenset({
+    "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
+    "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+    "QGemm", "QAttention", "QEmbedLayerNormalization", "QOrderedMatMul", "ConvInteger", "MatMulInteger",
+    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "GatherBlockQuantized",
+})
+# Ops that only move values between float and int8.
+QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+def op_times(model: Any, inputs: Any, *, runs: int = 3, threads: int | None = 1) -> pd.DataFrame:
+    """Kernel time per op type of ``model`` (a ``Compressed`` with an ONNX graph, or ONNX bytes) on ``inputs``.
+
+    One warm-up run, then ``runs`` runs; times are per run (the mean), in milliseconds, as
+    ONNX Runtime's profiler reports them (kernel time only: no session or Python overhead). Rows are
+    sorted by time, with columns ``op_type``, ``nodes`` (executed per run), ``ms``, ``share`` (of the
+    summed kernel time, 0-1), ``kind`` and ``provider``. ``kind`` is ``"int8"`` (an int8 kernel, or an
+    op moving int8 data such as a uint8 Transpose), ``"quantize"`` (QuantizeLinear, DequantizeLinear,
+    DynamicQuantizeLinear) or ``"float"``; an op type that runs both ways has a row for each.
+    ``inputs``: what ``Compressed.predict`` takes (for ONNX bytes: a dict of arrays by input name).
+    One thread by default, as the benchmarks time; profile on the batch size you care about.
+    """
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ConfigError(f"op_times: runs={runs!r}; give a whole number >= 1 of profiled runs.")
+    onnx_bytes, feeds = _graph_and_feeds(model, inputs)
+    from squeezelab.engine.runtime.providers import make_session
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session = make_session(onnx_bytes, threads=threads, profile_dir=tmp)
+        for _ in range(runs + 1):
+            session.run(None, dict(feeds))
+        events = json.loads(Path(session.end_profiling()).read_text())
+    return _table(_after_first_run(events), runs)
+
+
+def time_split(table: pd.DataFrame) -> dict[str, float]:
+    """The share (0-1) of kernel time in int8 kernels, (de)quantization and float ops, from ``op_times``."""
+    return {kind: float(table.loc[table["kind"] == kind, "share"].sum()) for kind in ("int8", "quantize", "float")}
+
+
+def _graph_and_feeds(model: Any, inputs: Any) -> tuple[bytes, Mapping[str, np.ndarray]]:
+    if isinstance(model, bytes):
+        if not isinstance(inputs, Mapping):
+            raise ConfigError("op_times: with ONNX bytes, give inputs as a dict of arrays by input name.")
+        return model, {k: np.asarray(v) for k, v in inputs.items()}
+    onnx_bytes = getattr(model, "onnx_bytes", None)
+    if onnx_bytes is None:
+        label = getattr(getattr(model, "recipe", None), "label", type(model).__name__)
+        raise ConfigError(
+            f"op_times: {label} has no ONNX graph to profile (a simulated result, or not a Compressed); "
+            "compress with runtime=Onnx(), Int8Static(), Int8Dynamic() or WeightOnly()."
+        )
+    return onnx_bytes, model.prepare(inputs)
+
+
+def _after_first_run(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The node events of every run but the first (which allocates and warms caches)."""
+    starts = sorted(float(e["ts"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(starts) < 2:
+        return events
+    return [e for e in events if e.get("cat") != "Node" or float(e.get("ts", 0)) >= starts[1]]
+
+
+def _kind(op_type: str, args: Mapping[str, Any]) -> str:
+    """``"quantize"`` for the conversions, ``"int8"`` for int8 kernels and ops on int8 data (a uint8
+    Transpose or MaxPool), ``"float"`` for the rest."""
+    if op_type in QUANTIZE_OPS:
+        return "quantize"
+    if op_type in INT8_KERNELS:
+        return "int8"
+    first = next(iter((args.get("input_type_shape") or [{}])[0]), None)  # the dtype of the first input
+    return "int8" if first in ("uint8", "int8") else "float"
+
+
+def _table(events: list[dict[str, Any]], runs: int) -> pd.DataFrame:
+    micros: dict[tuple[str, str], float] = {}
+    count: dict[tuple[str, str], int] = {}
+    providers: dict[tuple[str, str], set[str]] = {}
+    for event in events:
+        args = event.get("args") or {}
+        if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):
+            continue
+        op = str(args.get("op_name", "?"))
+        key = (op, _kind(op, args))
+        micros[key] = micros.get(key, 0.0) + float(event.get("dur", 0))
+        count[key] = count.get(key, 0) + 1
+        providers.setdefault(key, set()).add(str(args.get("provider", "?")))
+    total = sum(micros.values()) or 1.0
+    rows = [
+        {"op_type": op, "nodes": count[(op, kind)] // runs, "ms": us / runs / 1000.0, "share": us / total,
+         "kind": kind, "provider": ", ".join(sorted(providers[(op, kind)]))}
+        for (op, kind), us in micros.items()
+    ]
+    columns = ["op_type", "nodes", "ms", "share", "kind", "provider"]
+    return pd.DataFrame(rows, columns=columns).sort_values("ms", ascending=False, ignore_index=True)
