@@ -1,6 +1,7 @@
 """Static int8 CNNs side by side: squeezelab's ``Int8Static`` vs ONNX Runtime's ``quantize_static`` defaults.
 
-The issue's three CNN layouts, timed at batch 32 (``--batch``) with one intra-op thread:
+The issue's three CNN layouts, timed at batch 32 (``--batch``) with one intra-op thread, against ONNX Runtime's
+``quantize_static`` with default arguments and as an expert sets it on x86 (pre-processing, per-channel, U8S8):
 
 - ResNet-18 layout (``zoo.resnet18(num_classes=10, small_input=True)``, 32x32 inputs, **random weights**, seed 0);
 - MobileNetV2 layout (``zoo.mobilenet_v2(num_classes=10)``, 224x224 inputs, **random weights**, seed 0);
@@ -132,6 +133,27 @@ def _ort_static(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path) -> byte
     return (tmp / "ort_static.onnx").read_bytes()
 
 
+def _ort_static_expert(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path) -> bytes:
+    """ONNX Runtime's tools as an expert would set them on x86: ``quant_pre_process`` (shape inference and
+    graph optimisation), then ``quantize_static`` with per-channel weights, uint8 activations (U8S8) and
+    this CPU's ``reduce_range`` — the settings squeezelab's default chooses, without squeezelab."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from squeezelab.engine.core.cpu import default_reduce_range
+
+    path = fp32.save(tmp / "fp32_expert.onnx")
+    input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quant_pre_process(str(path), str(tmp / "pre.onnx"))
+        reader = _BatchReader([{input_name: calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
+        quantize_static(onnx.load(str(tmp / "pre.onnx")), tmp / "ort_expert.onnx", reader, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=default_reduce_range())
+    return (tmp / "ort_expert.onnx").read_bytes()
+
+
 def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     from squeezelab.engine.zoo import fashion_mnist_images
 
@@ -152,7 +174,9 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     default = next(iter(built.values()))
     print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
     ort_bytes = _ort_static(fp32, calibration, tmp)
-    variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes)]
+    expert = "ORT quant_pre_process + quantize_static(per_channel, U8S8, reduce_range)"
+    variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes),
+                _onnx(expert, _ort_static_expert(fp32, calibration, tmp))]
     variants += [_onnx(name, c.onnx_bytes) for name, c in built.items()]
     input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
     feeds = {input_name: x}
@@ -173,9 +197,9 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
 
 def _print_profiles(graphs: dict[str, bytes], feeds: dict[str, np.ndarray]) -> None:
     """Where each graph's time goes (``sl.op_times``: ONNX Runtime's kernel times by op type, 1 thread)."""
-    print("\nwhere the time goes (ONNX Runtime profiler, kernel time per batch, 3 runs after a warm-up):")
+    print("\nwhere the time goes (ONNX Runtime profiler, kernel time per batch, mean of 5 runs after 3 warm-up runs):")
     for name, onnx_bytes in graphs.items():
-        table = sl.op_times(onnx_bytes, feeds, runs=3)
+        table = sl.op_times(onnx_bytes, feeds)
         split = sl.time_split(table)
         top = ", ".join(f"{r.op_type} ({r.kind}) {r.ms:.0f} ms" for r in table.head(4).itertuples())
         print(f"  {name}: {table['ms'].sum():.0f} ms; int8 {split['int8']:.0%}, (de)quantize {split['quantize']:.0%}, "

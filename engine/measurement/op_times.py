@@ -2,7 +2,7 @@
 
 A static int8 model that is not faster than fp32 usually says why in its profile: float ops left
 between int8 layers, each wrapped in a DequantizeLinear and a QuantizeLinear (EfficientNet-Lite0's
-"same" paddings were 40 % of its int8 time that way), or int8 kernels this CPU runs slowly. ``op_times``
+"same" paddings, until the export let them fold into the convolutions), or int8 kernels this CPU runs slowly. ``op_times``
 runs the model with ONNX Runtime's profiler and sums the kernel time of every node by op type;
 ``time_split`` says what share went to int8 kernels, to (de)quantization, and to float ops.
 """
@@ -33,10 +33,10 @@ INT8_KERNELS = frozenset({
 QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
 
-def op_times(model: Any, inputs: Any, *, runs: int = 3, threads: int | None = 1) -> pd.DataFrame:
+def op_times(model: Any, inputs: Any, *, runs: int = 5, warmup: int = 3, threads: int | None = 1) -> pd.DataFrame:
     """Kernel time per op type of ``model`` (a ``Compressed`` with an ONNX graph, or ONNX bytes) on ``inputs``.
 
-    One warm-up run, then ``runs`` runs; times are per run (the mean), in milliseconds, as
+    ``warmup`` runs, then ``runs`` runs; times are per run (the mean), in milliseconds, as
     ONNX Runtime's profiler reports them (kernel time only: no session or Python overhead). Rows are
     sorted by time, with columns ``op_type``, ``nodes`` (executed per run), ``ms``, ``share`` (of the
     summed kernel time, 0-1), ``kind`` and ``provider``. ``kind`` is ``"int8"`` (an int8 kernel, or an
@@ -47,15 +47,17 @@ def op_times(model: Any, inputs: Any, *, runs: int = 3, threads: int | None = 1)
     """
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
         raise ConfigError(f"op_times: runs={runs!r}; give a whole number >= 1 of profiled runs.")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"op_times: warmup={warmup!r}; give a whole number >= 0 of runs left out.")
     onnx_bytes, feeds = _graph_and_feeds(model, inputs)
     from squeezelab.engine.runtime.providers import make_session
 
     with tempfile.TemporaryDirectory() as tmp:
         session = make_session(onnx_bytes, threads=threads, profile_dir=tmp)
-        for _ in range(runs + 1):
+        for _ in range(warmup + runs):
             session.run(None, dict(feeds))
         events = json.loads(Path(session.end_profiling()).read_text())
-    return _table(_after_first_run(events), runs)
+    return _table(_after_warmup(events, warmup), runs)
 
 
 def time_split(table: pd.DataFrame) -> dict[str, float]:
@@ -78,12 +80,17 @@ def _graph_and_feeds(model: Any, inputs: Any) -> tuple[bytes, Mapping[str, np.nd
     return onnx_bytes, model.prepare(inputs)
 
 
-def _after_first_run(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The node events of every run but the first (which allocates and warms caches)."""
+def _after_warmup(events: list[dict[str, Any]], warmup: int) -> list[dict[str, Any]]:
+    """The node events of the runs after the first ``warmup``.
+
+    Early runs allocate and fault in memory: a QDQ graph that dequantizes its weights on every run
+    (ONNX Runtime's ``quantize_static`` output for EfficientNet-Lite0) took 670 ms in its first two
+    profiled runs and 470 ms from the third on.
+    """
     starts = sorted(float(e["ts"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if len(starts) < 2:
+    if warmup == 0 or len(starts) <= warmup:
         return events
-    return [e for e in events if e.get("cat") != "Node" or float(e.get("ts", 0)) >= starts[1]]
+    return [e for e in events if e.get("cat") != "Node" or float(e.get("ts", 0)) >= starts[warmup]]
 
 
 def _kind(op_type: str, args: Mapping[str, Any]) -> str:

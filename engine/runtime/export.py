@@ -147,8 +147,9 @@ def _without_empty_trailing_inputs(onnx_bytes: bytes) -> bytes:
     The TorchScript exporter writes ``F.pad`` / ``nn.ZeroPad2d`` as ``Pad(x, pads, "")``. ONNX Runtime's
     PadFusion, which folds a zero ``Pad`` into the next convolution's ``pads``, refuses a Pad whose
     ``constant_value`` input is present but empty, so EfficientNet-Lite's five "same" paddings ran as
-    separate ops: 7 % of its fp32 time, and under static int8 40 % (each Pad in float between a
-    DequantizeLinear and a QuantizeLinear). Without the empty name they fold away.
+    separate ops, under static int8 each in float between a DequantizeLinear and a QuantizeLinear.
+    Without the empty name they fold away: EfficientNet-Lite0 at batch 32, one thread, fp32 459 -> 371 ms
+    (the pads and the layout reorders around them), static int8 317 -> 239 ms.
     """
     import onnx
 

@@ -33,7 +33,7 @@ def static_int8(digits_cnn):
 
 def test_fp32_time_is_all_float_and_counts_each_node_once_per_run(static_int8):
     built, split = static_int8
-    table = op_times(built["fp32"], split.x_test[:32], runs=1)  # two runs made: the warm-up must be left out
+    table = op_times(built["fp32"], split.x_test[:32], runs=1, warmup=2)  # three runs made: the warm-up left out
     assert list(table.columns) == ["op_type", "nodes", "ms", "share", "kind", "provider"]
     assert set(table["kind"]) == {"float"} and (table["ms"] > 0).all()
     assert table["share"].sum() == pytest.approx(1.0) and table["ms"].is_monotonic_decreasing
@@ -66,6 +66,8 @@ def test_bad_arguments_are_refused_before_any_run(static_int8, digits_cnn):
     built, split = static_int8
     with pytest.raises(ConfigError, match="runs=0"):
         op_times(built["int8"], split.x_test[:4], runs=0)
+    with pytest.raises(ConfigError, match="warmup=-1"):
+        op_times(built["int8"], split.x_test[:4], warmup=-1)
     with pytest.raises(ConfigError, match="dict of arrays"):
         op_times(built["int8"].onnx_bytes, np.zeros((4, 1, 8, 8), np.float32))
     model, _ = digits_cnn
