@@ -300,6 +300,12 @@ class WeightOnly(Runtime):
                 f"WeightOnly: compute={self.compute!r} is not allowed; use 'float' (float activations) or 'int8' "
                 "(MatMulNBits accuracy_level=4: int8 activations per block)."
             )
+        if self.method == "hqq" and self.compute == "int8":
+            raise ConfigError(
+                "WeightOnly: method='hqq' with compute='int8' has no int8 kernel (HQQ's zero points are float, and "
+                "ONNX Runtime's MatMulNBits then dequantizes and multiplies in float whatever accuracy_level says); "
+                "use method='rtn' for int8 compute, or compute='float' with 'hqq'."
+            )
         if self.method == "hqq" and self.bits == 8:
             raise ConfigError(
                 "WeightOnly: method='hqq' with bits=8 has no CPU kernel (ONNX Runtime's MatMulNBits takes 8-bit "

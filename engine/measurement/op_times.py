@@ -18,17 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.errors import ConfigError, ProviderError
 
-__all__ = ["op_times", "time_split", "INT8_KERNELS", "QUANTIZE_OPS"]
+__all__ = ["op_times", "time_split", "INT8_KERNELS", "QUANTIZE_OPS", "WEIGHT_ONLY_KERNELS"]
 
 # Ops that compute in low precision (ONNX Runtime's fused int8 kernels and the standard integer ops).
 INT8_KERNELS = frozenset({
     "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
     "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
     "QGemm", "QAttention", "QEmbedLayerNormalization", "QOrderedMatMul", "ConvInteger", "MatMulInteger",
-    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "MatMulNBits", "GatherBlockQuantized",
+    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
 })
+# Ops that store low-bit weights and (at the default accuracy level) multiply in float.
+WEIGHT_ONLY_KERNELS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
 # Ops that only move values between float and int8.
 QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 
@@ -41,7 +43,9 @@ def op_times(model: Any, inputs: Any, *, runs: int = 5, warmup: int = 3, threads
     sorted by time, with columns ``op_type``, ``nodes`` (executed per run), ``ms``, ``share`` (of the
     summed kernel time, 0-1), ``kind`` and ``provider``. ``kind`` is ``"int8"`` (an int8 kernel, or an
     op moving int8 data such as a uint8 Transpose), ``"quantize"`` (QuantizeLinear, DequantizeLinear,
-    DynamicQuantizeLinear) or ``"float"``; an op type that runs both ways has a row for each.
+    DynamicQuantizeLinear), ``"weight-only"`` (``MatMulNBits``, ``GatherBlockQuantized``: low-bit
+    weights, float or int8 compute by their accuracy level) or ``"float"``; an op type that runs
+    both ways has a row for each.
     ``inputs``: what ``Compressed.predict`` takes (for ONNX bytes: a dict of arrays by input name).
     One thread by default, as the benchmarks time; profile on the batch size you care about.
     """
@@ -57,15 +61,20 @@ def op_times(model: Any, inputs: Any, *, runs: int = 5, warmup: int = 3, threads
         for _ in range(warmup + runs):
             session.run(None, dict(feeds))
         events = json.loads(Path(session.end_profiling()).read_text())
-    return _table(_after_warmup(events, warmup), runs)
+    return _table(_after_warmup(events, warmup, runs), runs)
 
 
 def time_split(table: pd.DataFrame) -> dict[str, float]:
-    """The share (0-1) of kernel time in int8 kernels, (de)quantization and float ops, from ``op_times``."""
-    return {kind: float(table.loc[table["kind"] == kind, "share"].sum()) for kind in ("int8", "quantize", "float")}
+    """The share (0-1) of kernel time by ``kind`` (int8, quantize, weight-only, float), from ``op_times``."""
+    return {kind: float(table.loc[table["kind"] == kind, "share"].sum()) for kind in KINDS}
+
+
+KINDS = ("int8", "quantize", "weight-only", "float")
 
 
 def _graph_and_feeds(model: Any, inputs: Any) -> tuple[bytes, Mapping[str, np.ndarray]]:
+    if isinstance(model, (str, Path)):
+        raise ConfigError(f"op_times: model={str(model)!r} is a path; pass the file's bytes (Path(...).read_bytes()).")
     if isinstance(model, bytes):
         if not isinstance(inputs, Mapping):
             raise ConfigError("op_times: with ONNX bytes, give inputs as a dict of arrays by input name.")
@@ -80,7 +89,7 @@ def _graph_and_feeds(model: Any, inputs: Any) -> tuple[bytes, Mapping[str, np.nd
     return onnx_bytes, model.prepare(inputs)
 
 
-def _after_warmup(events: list[dict[str, Any]], warmup: int) -> list[dict[str, Any]]:
+def _after_warmup(events: list[dict[str, Any]], warmup: int, runs: int) -> list[dict[str, Any]]:
     """The node events of the runs after the first ``warmup``.
 
     Early runs allocate and fault in memory: a QDQ graph that dequantizes its weights on every run
@@ -88,7 +97,13 @@ def _after_warmup(events: list[dict[str, Any]], warmup: int) -> list[dict[str, A
     profiled runs and 470 ms from the third on.
     """
     starts = sorted(float(e["ts"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    if warmup == 0 or len(starts) <= warmup:
+    if len(starts) != warmup + runs:
+        raise ProviderError(
+            f"op_times: ONNX Runtime's profile holds {len(starts)} model_run events where {warmup + runs} runs were "
+            "made, so the warm-up runs cannot be told apart; this onnxruntime's profile format differs from the one "
+            "op_times reads (1.32). Report it with the onnxruntime version."
+        )
+    if warmup == 0:
         return events
     return [e for e in events if e.get("cat") != "Node" or float(e.get("ts", 0)) >= starts[warmup]]
 
@@ -100,6 +115,8 @@ def _kind(op_type: str, args: Mapping[str, Any]) -> str:
         return "quantize"
     if op_type in INT8_KERNELS:
         return "int8"
+    if op_type in WEIGHT_ONLY_KERNELS:
+        return "weight-only"
     first = next(iter((args.get("input_type_shape") or [{}])[0]), None)  # the dtype of the first input
     return "int8" if first in ("uint8", "int8") else "float"
 

@@ -271,14 +271,18 @@ def test_static_int8_search_calibrates_on_the_calibration_data_it_is_given(digit
     calibrated on those inputs measures, and a calibration of a tenth of the range measures another model."""
     model, split = digits_cnn
     data = (split.x_test[:64], split.y_test[:64])
+    validation = (split.x_test[64:128], split.y_test[64:128])
     int8 = sl.Recipe(runtime=sl.Int8Static())
     values = {}
     for name, calibration in {"train": split.x_train[:64], "squeezed": split.x_train[:64] * 0.1}.items():
         result = sl.search(model, data, runtime=sl.Int8Static(), calibration_data=calibration, metric="cosine_to_baseline",
-                           max_accuracy_drop=1.0, time_budget_s=120, cache=tmp_path, progress=False, rounds=0)
+                           max_accuracy_drop=1.0, time_budget_s=120, cache=tmp_path, progress=False, rounds=0,
+                           validation_data=validation)
         start = result.trail[result.trail["move"] == "start: all int8"].iloc[0]
         oracle = Evaluator(model, data, calibration_data=calibration, metric="cosine_to_baseline", rounds=0, cache=False)
         assert start["value"] == pytest.approx(oracle.evaluate(int8).value, abs=1e-9)
+        held_out = Evaluator(model, validation, calibration_data=calibration, metric="cosine_to_baseline", rounds=0, cache=False)
+        assert result.held_out["value"] == pytest.approx(held_out.evaluate(int8).value, abs=1e-9)  # calibrated alike
         assert result.recipe == int8  # all int8 is within a drop of 1.0: the smallest file, nothing kept float
         values[name] = start["value"]
     assert values["squeezed"] < values["train"]  # activations clipped at a tenth of their range

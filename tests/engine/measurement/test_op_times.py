@@ -39,7 +39,7 @@ def test_fp32_time_is_all_float_and_counts_each_node_once_per_run(static_int8):
     assert table["share"].sum() == pytest.approx(1.0) and table["ms"].is_monotonic_decreasing
     graph_convs = Counter(n.op_type for n in onnx.load_from_string(built["fp32"].onnx_bytes).graph.node)["Conv"]
     assert int(table.loc[table["op_type"] == "Conv", "nodes"].sum()) == graph_convs == 2
-    assert time_split(table) == {"int8": 0.0, "quantize": 0.0, "float": pytest.approx(1.0)}
+    assert time_split(table) == {"int8": 0.0, "quantize": 0.0, "weight-only": 0.0, "float": pytest.approx(1.0)}
 
 
 def test_static_int8_time_is_in_int8_kernels_and_a_float_layer_shows_with_its_conversions(static_int8):
@@ -70,8 +70,28 @@ def test_bad_arguments_are_refused_before_any_run(static_int8, digits_cnn):
         op_times(built["int8"], split.x_test[:4], warmup=-1)
     with pytest.raises(ConfigError, match="dict of arrays"):
         op_times(built["int8"].onnx_bytes, np.zeros((4, 1, 8, 8), np.float32))
+    with pytest.raises(ConfigError, match="read_bytes"):
+        op_times("model.onnx", {"input": np.zeros((4, 1, 8, 8), np.float32)})
     model, _ = digits_cnn
     simulated = sl.compress(model, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()),
                             example_inputs=split.x_test[:1])
     with pytest.raises(ConfigError, match="no ONNX graph"):
         op_times(simulated, split.x_test[:4])
+
+
+def test_weight_only_kernels_are_their_own_kind(digits_mlp):
+    model, split = digits_mlp
+    c = sl.compress(model, sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=16)), example_inputs=split.x_test[:1])
+    table = op_times(c, split.x_test[:32], runs=2)
+    assert set(table.loc[table["op_type"] == "MatMulNBits", "kind"]) == {"weight-only"}
+    assert time_split(table)["weight-only"] > 0 and time_split(table)["int8"] == 0.0
+
+
+def test_a_profile_whose_runs_cannot_be_counted_is_refused():
+    from squeezelab.engine.core.errors import ProviderError
+    from squeezelab.engine.measurement.op_times import _after_warmup
+
+    events = [{"cat": "Session", "name": "model_run", "ts": 0}, {"cat": "Node", "name": "a_kernel_time", "ts": 1}]
+    with pytest.raises(ProviderError, match="1 model_run events where 4 runs"):
+        _after_warmup(events, warmup=3, runs=1)
+    assert _after_warmup(events, warmup=0, runs=1) == events

@@ -76,9 +76,26 @@ def test_static_int8_quantizes_padded_convolutions_without_a_float_pad(tmp_path)
     assert cosine.mean() > 0.99, cosine.mean()
 
 
-def test_a_graph_without_empty_inputs_is_returned_as_exported():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
-    x = torch.zeros(1, 3, 8, 8)
-    first = export_onnx(model, Inputs.of(x, "x"))
-    assert all("" not in n.input for n in onnx.load_from_string(first).graph.node)
-    assert first == export_onnx(model, Inputs.of(x, "x"))  # deterministic, nothing rewritten
+def test_only_trailing_empty_inputs_are_dropped_and_a_clean_graph_is_returned_untouched():
+    from onnx import TensorProto, helper
+
+    from squeezelab.engine.runtime.export import _without_empty_trailing_inputs
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])
+    nodes = [
+        helper.make_node("Clip", ["x", "", "hi"], ["c"]),           # an empty input in the middle means "no min"
+        helper.make_node("Pad", ["c", "pads", ""], ["p"]),          # a trailing one means nothing at all
+        helper.make_node("Slice", ["p", "starts", "ends"], ["y"]),
+    ]
+    inits = [helper.make_tensor("hi", TensorProto.FLOAT, [], [0.5]), helper.make_tensor("pads", TensorProto.INT64, [4], [0] * 4),
+             helper.make_tensor("starts", TensorProto.INT64, [1], [0]), helper.make_tensor("ends", TensorProto.INT64, [1], [3])]
+    graph = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    original = graph.SerializeToString()
+    tidy = onnx.load_from_string(_without_empty_trailing_inputs(original))
+    assert [list(n.input) for n in tidy.graph.node] == [["x", "", "hi"], ["c", "pads"], ["p", "starts", "ends"]]
+    feed = {"x": np.array([[-1.0, 0.25, 2.0]], np.float32)}
+    run = lambda b: ort.InferenceSession(b, providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    np.testing.assert_array_equal(run(tidy.SerializeToString()), run(original))
+    clean = tidy.SerializeToString()
+    assert _without_empty_trailing_inputs(clean) is clean  # nothing to drop: the very bytes, not a re-serialisation

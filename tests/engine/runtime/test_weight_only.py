@@ -76,6 +76,7 @@ def bert():
         ({"symmetric": "yes"}, ["symmetric='yes'", "True or False"]),
         ({"embeddings": 8}, ["embeddings=8", "4 bits only", "Int8Dynamic"]),
         ({"compute": "int4"}, ["compute='int4'", "'float'", "'int8'", "accuracy_level=4"]),
+        ({"method": "hqq", "compute": "int8"}, ["hqq", "compute='int8'", "float", "method='rtn'"]),
     ],
 )
 def test_bad_configs_are_refused_naming_what_is_allowed(kwargs, words):
@@ -90,8 +91,8 @@ def test_config_labels_and_round_trips_through_dict_and_toml():
     recipe = Recipe(runtime=rt)
     assert recipe.label == "weightonly8-b128-rtn-sym-emb4" and recipe.bits == 8 and recipe.executable
     assert Recipe(runtime=WeightOnly(method="hqq")).label == "weightonly4-b32-hqq"
-    int8_compute = Recipe(runtime=WeightOnly(method="hqq", compute="int8"))
-    assert int8_compute.label == "weightonly4-b32-hqq-int8compute"
+    int8_compute = Recipe(runtime=WeightOnly(symmetric=True, compute="int8"))
+    assert int8_compute.label == "weightonly4-b32-rtn-sym-int8compute"
     assert Recipe.from_dict(int8_compute.to_dict()) == int8_compute
     assert Recipe.from_dict(recipe.to_dict()) == recipe
     assert Recipe.from_toml(recipe.to_toml()) == recipe
@@ -135,7 +136,7 @@ def test_gemm_that_is_not_a_linear_layer_stays():
 
 @pytest.mark.parametrize("runtime", [
     WeightOnly(), WeightOnly(method="hqq"), WeightOnly(bits=8, block_size=64, symmetric=True),
-    WeightOnly(compute="int8"), WeightOnly(method="hqq", compute="int8"), WeightOnly(bits=8, compute="int8"),
+    WeightOnly(compute="int8"), WeightOnly(symmetric=True, compute="int8"), WeightOnly(bits=8, compute="int8"),
 ], ids=lambda r: r.label)
 def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
     net, x = _mlp(), _x()
