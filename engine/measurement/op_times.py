@@ -9,8 +9,6 @@ runs the model with ONNX Runtime's profiler and sums the kernel time of every no
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,20 +17,21 @@ import numpy as np
 import pandas as pd
 
 from squeezelab.engine.core.errors import ConfigError, ProviderError
+from squeezelab.engine.runtime.providers import QUANTIZED_OPS, profile_events
 
-__all__ = ["op_times", "time_split", "INT8_KERNELS", "QUANTIZE_OPS", "WEIGHT_ONLY_KERNELS"]
+__all__ = ["op_times", "time_split", "INT8_KERNELS", "QUANTIZE_OPS", "WEIGHT_ONLY_KERNELS", "KINDS"]
 
-# Ops that compute in low precision (ONNX Runtime's fused int8 kernels and the standard integer ops).
-INT8_KERNELS = frozenset({
-    "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool",
-    "QLinearConcat", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
-    "QGemm", "QAttention", "QEmbedLayerNormalization", "QOrderedMatMul", "ConvInteger", "MatMulInteger",
-    "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+# Ops that only move values between float and int8.
+QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+# Ops that compute in low precision: the provider check's list of int8 ops without the conversions, plus
+# the rarer int8 kernels that check does not watch.
+INT8_KERNELS = (QUANTIZED_OPS - QUANTIZE_OPS) | frozenset({
+    "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax", "QLinearReduceMean", "QLinearWhere",
+    "QEmbedLayerNormalization", "QOrderedMatMul", "DynamicQuantizeLSTM",
 })
 # Ops that store low-bit weights and (at the default accuracy level) multiply in float.
 WEIGHT_ONLY_KERNELS = frozenset({"MatMulNBits", "GatherBlockQuantized"})
-# Ops that only move values between float and int8.
-QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+KINDS = ("int8", "quantize", "weight-only", "float")
 
 
 def op_times(model: Any, inputs: Any, *, runs: int = 5, warmup: int = 3, threads: int | None = 1) -> pd.DataFrame:
@@ -54,22 +53,13 @@ def op_times(model: Any, inputs: Any, *, runs: int = 5, warmup: int = 3, threads
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ConfigError(f"op_times: warmup={warmup!r}; give a whole number >= 0 of runs left out.")
     onnx_bytes, feeds = _graph_and_feeds(model, inputs)
-    from squeezelab.engine.runtime.providers import make_session
-
-    with tempfile.TemporaryDirectory() as tmp:
-        session = make_session(onnx_bytes, threads=threads, profile_dir=tmp)
-        for _ in range(warmup + runs):
-            session.run(None, dict(feeds))
-        events = json.loads(Path(session.end_profiling()).read_text())
+    events = profile_events(onnx_bytes, feeds, runs=warmup + runs, threads=threads)
     return _table(_after_warmup(events, warmup, runs), runs)
 
 
 def time_split(table: pd.DataFrame) -> dict[str, float]:
     """The share (0-1) of kernel time by ``kind`` (int8, quantize, weight-only, float), from ``op_times``."""
     return {kind: float(table.loc[table["kind"] == kind, "share"].sum()) for kind in KINDS}
-
-
-KINDS = ("int8", "quantize", "weight-only", "float")
 
 
 def _graph_and_feeds(model: Any, inputs: Any) -> tuple[bytes, Mapping[str, np.ndarray]]:
@@ -110,7 +100,7 @@ def _after_warmup(events: list[dict[str, Any]], warmup: int, runs: int) -> list[
 
 def _kind(op_type: str, args: Mapping[str, Any]) -> str:
     """``"quantize"`` for the conversions, ``"int8"`` for int8 kernels and ops on int8 data (a uint8
-    Transpose or MaxPool), ``"float"`` for the rest."""
+    Transpose or MaxPool), ``"weight-only"`` for the low-bit weight kernels, ``"float"`` for the rest."""
     if op_type in QUANTIZE_OPS:
         return "quantize"
     if op_type in INT8_KERNELS:

@@ -28,6 +28,7 @@ __all__ = [
     "available_providers",
     "make_session",
     "node_placement",
+    "profile_events",
     "check_placement",
 ]
 
@@ -144,12 +145,23 @@ def node_placement(
     providers: Sequence[str | tuple[str, dict]] | None = None,
 ) -> Placement:
     """Run the model once with profiling on and report the provider of every executed node."""
+    return parse_profile(profile_events(onnx_bytes, feeds, providers=providers))
+
+
+def profile_events(
+    onnx_bytes: bytes,
+    feeds: Mapping[str, np.ndarray],
+    *,
+    runs: int = 1,
+    providers: Sequence[str | tuple[str, dict]] | None = None,
+    threads: int | None = None,
+) -> list[dict[str, Any]]:
+    """ONNX Runtime's profiling events of ``runs`` runs of the model on ``feeds`` (one session)."""
     with tempfile.TemporaryDirectory() as tmp:
-        session = make_session(onnx_bytes, providers=providers, profile_dir=tmp)
-        session.run(None, dict(feeds))
-        profile = session.end_profiling()
-        events = json.loads(Path(profile).read_text())
-    return parse_profile(events)
+        session = make_session(onnx_bytes, providers=providers, threads=threads, profile_dir=tmp)
+        for _ in range(runs):
+            session.run(None, dict(feeds))
+        return json.loads(Path(session.end_profiling()).read_text())
 
 
 def check_placement(placement: Placement, wanted: str) -> None:
