@@ -192,7 +192,8 @@ def _algorithm_config(runtime: WeightOnly) -> Any:
     if runtime.method == "hqq":
         return ort.HQQWeightOnlyQuantConfig(block_size=runtime.block_size, bits=runtime.bits, op_types_to_quantize=("MatMul",))
     return ort.DefaultWeightOnlyQuantConfig(
-        block_size=runtime.block_size, is_symmetric=runtime.symmetric, bits=runtime.bits, op_types_to_quantize=("MatMul",)
+        block_size=runtime.block_size, is_symmetric=runtime.symmetric, bits=runtime.bits, op_types_to_quantize=("MatMul",),
+        accuracy_level=WEIGHT_ONLY_COMPUTE[runtime.compute] or None,  # 0: the attribute left out (float compute)
     )
 
 
@@ -253,7 +254,6 @@ def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[b
         model = _run_quantizer(model, _algorithm_config(runtime), "MatMul", matmuls)
         if tables:
             model = _run_quantizer(model, _embedding_config(runtime), "Gather", tables)
-    _set_accuracy_level(model, WEIGHT_ONLY_COMPUTE[runtime.compute])
     counts = _op_counts(model)
     if counts.get("MatMulNBits", 0) == 0:
         raise ExportError(f"ONNX Runtime's MatMulNBits quantizer wrote no MatMulNBits node for {runtime.label}.")
@@ -264,23 +264,6 @@ def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[b
         "embedding_tables_quantized": counts.get("GatherBlockQuantized", 0),
     }
     return model.SerializeToString(), choices
-
-
-def _set_accuracy_level(model: Any, level: int) -> None:
-    """``accuracy_level`` on every ``MatMulNBits`` node (0: leave the attribute out, the kernel's default).
-
-    Set on the written graph rather than through the quantizer's config: ONNX Runtime 1.32's HQQ
-    quantizer takes no accuracy level, and this way both methods get the same attribute.
-    """
-    from onnx import helper
-
-    if not level:
-        return
-    for node in model.graph.node:
-        if node.op_type == "MatMulNBits":
-            kept = [a for a in node.attribute if a.name != "accuracy_level"]
-            del node.attribute[:]
-            node.attribute.extend([*kept, helper.make_attribute("accuracy_level", level)])
 
 
 def _at_opset_21(model: Any) -> Any:
