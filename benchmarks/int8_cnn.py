@@ -119,39 +119,31 @@ def cases() -> dict[str, CnnCase]:
     }
 
 
-def _ort_static(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path) -> bytes:
-    """ONNX Runtime's ``quantize_static`` with default arguments, on the saved fp32 export."""
-    import onnx
-    from onnxruntime.quantization import quantize_static
-
-    path = fp32.save(tmp / "fp32.onnx")
-    input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reader = _BatchReader([{input_name: calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
-        quantize_static(onnx.load(str(path)), tmp / "ort_static.onnx", reader)
-    return (tmp / "ort_static.onnx").read_bytes()
-
-
-def _ort_static_expert(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path) -> bytes:
-    """ONNX Runtime's tools as an expert would set them on x86: ``quant_pre_process`` (shape inference and
-    graph optimisation), then ``quantize_static`` with per-channel weights, uint8 activations (U8S8) and
-    this CPU's ``reduce_range`` — the settings squeezelab's default chooses, without squeezelab."""
+def _ort_static(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path, *, expert: bool = False) -> bytes:
+    """ONNX Runtime's ``quantize_static`` on the saved fp32 export: with default arguments, or (``expert``) as
+    one would set it by hand on x86: ``quant_pre_process`` (shape inference and graph optimisation), then
+    per-channel weights, uint8 activations (U8S8) and this CPU's ``reduce_range`` — the settings
+    squeezelab's default chooses, without squeezelab."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from squeezelab.engine.core.cpu import default_reduce_range
 
-    path = fp32.save(tmp / "fp32_expert.onnx")
+    name = "expert" if expert else "default"
+    path = fp32.save(tmp / f"fp32_{name}.onnx")
     input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quant_pre_process(str(path), str(tmp / "pre.onnx"))
         reader = _BatchReader([{input_name: calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
-        quantize_static(onnx.load(str(tmp / "pre.onnx")), tmp / "ort_expert.onnx", reader, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=default_reduce_range())
-    return (tmp / "ort_expert.onnx").read_bytes()
+        settings = {}
+        if expert:
+            quant_pre_process(str(path), str(tmp / "pre.onnx"))
+            path = tmp / "pre.onnx"
+            settings = {"per_channel": True, "activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8,
+                        "reduce_range": default_reduce_range()}
+        quantize_static(onnx.load(str(path)), tmp / f"ort_{name}.onnx", reader, **settings)
+    return (tmp / f"ort_{name}.onnx").read_bytes()
 
 
 def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
@@ -176,7 +168,7 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     ort_bytes = _ort_static(fp32, calibration, tmp)
     expert = "ORT quant_pre_process + quantize_static(per_channel, U8S8, reduce_range)"
     variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes),
-                _onnx(expert, _ort_static_expert(fp32, calibration, tmp))]
+                _onnx(expert, _ort_static(fp32, calibration, tmp, expert=True))]
     variants += [_onnx(name, c.onnx_bytes) for name, c in built.items()]
     input_name = make_session(fp32.onnx_bytes, threads=1).get_inputs()[0].name
     feeds = {input_name: x}
