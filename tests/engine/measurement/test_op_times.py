@@ -35,7 +35,9 @@ def test_fp32_time_is_all_float_and_counts_each_node_once_per_run(static_int8):
     built, split = static_int8
     table = op_times(built["fp32"], split.x_test[:32], runs=1, warmup=2)  # three runs made: the warm-up left out
     assert list(table.columns) == ["op_type", "nodes", "ms", "share", "kind", "provider"]
-    assert set(table["kind"]) == {"float"} and (table["ms"] > 0).all()
+    assert set(table["kind"]) == {"float"} and (table["ms"] >= 0).all()
+    # The profiler counts whole microseconds: a Flatten (no copy) may read 0 on a fast CPU, a Conv never does.
+    assert (table.loc[table["op_type"] == "Conv", "ms"] > 0).all()
     assert table["share"].sum() == pytest.approx(1.0) and table["ms"].is_monotonic_decreasing
     graph_convs = Counter(n.op_type for n in onnx.load_from_string(built["fp32"].onnx_bytes).graph.node)["Conv"]
     assert int(table.loc[table["op_type"] == "Conv", "nodes"].sum()) == graph_convs == 2
