@@ -24,6 +24,7 @@ __all__ = [
     "ProviderUnavailableError",
     "ProviderFallbackError",
     "ArtifactError",
+    "ArtifactPathError",
     "CacheError",
 ]
 
@@ -90,6 +91,21 @@ class ProviderFallbackError(ProviderError):
 
 class ArtifactError(SqueezeError, ValueError):
     """A saved squeezelab artifact is corrupt or of an unknown version."""
+
+
+class ArtifactPathError(ArtifactError, ConfigError, OSError):
+    """A path to save to or load from cannot be used: missing, a folder, under a file, or not writable.
+
+    A bad path argument (so also a ``ConfigError``) and a file-system problem (so also an ``OSError``,
+    as the built-in error it replaces was), raised before any work where the path is known up front.
+
+    Attributes:
+        path: the path that was given.
+    """
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class CacheError(SqueezeError, OSError):
