@@ -18,6 +18,7 @@ __all__ = [
     "ExampleInputError",
     "ExportError",
     "UnexportableLayerError",
+    "ExportMismatchError",
     "CalibrationError",
     "DataError",
     "ProviderError",
@@ -67,6 +68,20 @@ class UnexportableLayerError(ExportError):
     def __init__(self, message: str, layer: str) -> None:
         super().__init__(message)
         self.layer = layer
+
+
+class ExportMismatchError(ExportError):
+    """The exported ONNX model computes something else than the PyTorch model on some inputs.
+
+    Attributes:
+        difference: the largest absolute difference found.
+        where: which inputs showed it (``"the example inputs"``, ``"calibration_data sample 3"``).
+    """
+
+    def __init__(self, message: str, difference: float = float("nan"), where: str = "") -> None:
+        super().__init__(message)
+        self.difference = difference
+        self.where = where
 
 
 class CalibrationError(SqueezeError, ValueError):
