@@ -38,6 +38,7 @@ from squeezelab.engine.core.runtimes import Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
+from squeezelab.engine.measurement.timing import active_timer
 
 __all__ = ["Evaluator", "PointTask", "run_point", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
@@ -172,6 +173,9 @@ class Evaluator:
     def key(self, recipe: Recipe) -> str:
         """The cache key of ``recipe`` under this evaluator's model, data and settings."""
         calibration = self._calibration_key if isinstance(recipe.runtime, Int8Static) else None
+        timing = active_timer().key  # cost-model or scrambled times never share entries with real ones
+        if timing is not None and self.settings.rounds:
+            return fingerprint(self._context, recipe.to_dict(), calibration, list(timing))
         return fingerprint(self._context, recipe.to_dict(), calibration)
 
     def reference(self) -> np.ndarray | None:

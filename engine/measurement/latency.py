@@ -6,17 +6,21 @@ next). ``interleaved_latency`` therefore runs every variant once per round in
 a freshly shuffled order, and ``ratio_median`` compares two variants round by
 round, so slow phases of the machine hit both sides of a ratio alike
 (``stats.ratio_interval`` adds the interval of that median and its reading).
+
+The milliseconds come from ``timing.active_timer()``: the real clock, unless a test injected a
+cost model or ``SQUEEZELAB_SCRAMBLE_TIMINGS`` scrambles them (see ``engine.measurement.timing``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import random
-import time
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
+
+from squeezelab.engine.measurement.timing import active_timer
 
 __all__ = ["interleaved_latency", "ratio_median", "torch_threads"]
 
@@ -43,6 +47,7 @@ def interleaved_latency(
     inner: int = 1,
     seed: int = 0,
     on_round: Callable[[int, int], None] | None = None,
+    subjects: Mapping[Hashable, Any] | None = None,
 ) -> dict[Hashable, list[float]]:
     """Milliseconds per call of each runner, one sample per round.
 
@@ -53,21 +58,20 @@ def interleaved_latency(
         inner: calls per sample (the sample is their mean), for very short calls.
         seed: seeds the local shuffling RNG (the global RNG is not touched).
         on_round: ``on_round(done, rounds)`` after every round (progress displays), outside the timing.
+        subjects: name -> what the runner runs (a ``Compressed`` result), for a cost model (``timing``).
     """
     rng = random.Random(seed)
     names = list(runners)
+    # The clock first: a cost model that cannot price a runner is refused before any run.
+    clock = active_timer().clock({name: (subjects or {}).get(name) for name in names})
     for name in names:
         for _ in range(warmup):
             runners[name]()
-    samples: dict[str, list[float]] = {name: [] for name in names}
+    samples: dict[Hashable, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         rng.shuffle(names)
         for name in names:
-            run = runners[name]
-            start = time.perf_counter()
-            for _ in range(inner):
-                run()
-            samples[name].append((time.perf_counter() - start) * 1000.0 / inner)
+            samples[name].append(clock(name, runners[name], inner))
         if on_round is not None:
             on_round(len(samples[names[0]]), rounds)
     return samples

@@ -21,6 +21,7 @@ from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import ConfigError, DataError, ExampleInputError
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads
 from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.measurement.timing import active_timer
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.samples import Samples, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
@@ -105,7 +106,8 @@ def time_together(
     simulated = any(c.onnx_bytes is None for c in targets)
     with torch_threads(settings.threads if simulated else None):
         on_round = None if progress is None else (lambda done, total: progress("timing", done / total))
-        timed = interleaved_latency(runners, rounds=settings.rounds, warmup=settings.warmup, on_round=on_round)
+        timed = interleaved_latency(runners, rounds=settings.rounds, warmup=settings.warmup, on_round=on_round,
+                                    subjects=dict(enumerate(targets)))
     return [timed[i] for i in range(len(targets))]
 
 
@@ -119,7 +121,11 @@ def point_of(
     latency: list[float] | None,
     settings: Settings,
 ) -> Point:
-    """The ``Point`` of a measured result."""
+    """The ``Point`` of a measured result (timed by a cost model or a scrambled clock: ``details["timing"]`` says so)."""
+    details = {k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset")}
+    timing = active_timer().describe() if latency else None
+    if timing is not None:
+        details["timing"] = timing
     return Point(
         label=c.recipe.label,
         recipe=c.recipe.to_dict(),
@@ -141,7 +147,7 @@ def point_of(
         latency_batch_size=settings.batch_size,
         latency_rounds=len(latency) if latency else 0,
         threads=settings.threads,
-        details={k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset")},
+        details=details,
     )
 
 
