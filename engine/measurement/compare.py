@@ -199,7 +199,7 @@ def format_table(table: Any) -> str:
         for b in batch_sizes:
             speed, low, high = row[f"speedup_b{b}"], row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"]
             spread = f"({low:.2f}-{high:.2f})" if high < float("inf") else "(too few rounds)"
-            reading = "" if position == 0 else speed_reading(low, high)
+            reading = "" if position == 0 or not high < float("inf") else speed_reading(low, high)  # no interval: no verdict
             line += f" {row[f'latency_ms_b{b}']:9.3f} {f'{speed:.2f}x {spread} {reading}':<37s}"
         lines.append(line.rstrip())
     return "\n".join(lines)

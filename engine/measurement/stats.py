@@ -24,6 +24,8 @@ Examples:
     '2.00x (2.00-2.00)'
     >>> ratio_interval([2.0] * 30, [1.0] * 30).reading
     'faster'
+    >>> str(ratio_interval([2.0] * 5, [1.0] * 5))
+    '2.00x (too few rounds (5) for a verdict: use rounds>=6)'
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "samples_to_resolve",
     "ratio_interval",
     "speed_reading",
+    "min_rounds",
     "speedup_text",
     "check_confidence",
 ]
@@ -266,8 +269,31 @@ def samples_to_resolve(interval: DropInterval, limit: float, *, max_samples: int
 # --------------------------------------------------------------------------- speed ratios
 
 
-def speed_reading(low: float, high: float) -> str:
-    """``"faster"`` when the whole interval of a speedup is above 1.0, ``"slower"`` when below, else ``"about the same"``."""
+def min_rounds(confidence: float = 0.95) -> int:
+    """The fewest paired rounds whose median has a two-sided ``confidence`` interval (6 at 95%).
+
+    Examples:
+        >>> min_rounds(0.95), min_rounds(0.9), min_rounds(0.99)
+        (6, 5, 8)
+    """
+    check_confidence(confidence, "two")
+    rounds = 1
+    while _median_rank(rounds, confidence) == 0:
+        rounds += 1
+    return rounds
+
+
+def speed_reading(low: float, high: float, *, rounds: int | None = None, confidence: float = 0.95) -> str:
+    """What a speedup's interval says: ``"faster"`` when all of it is above 1.0, ``"slower"`` when all of it
+    is below, ``"about the same"`` when it holds 1.0.
+
+    Without an interval (``high`` infinite: too few rounds) there is no verdict, and the reading says
+    so instead of "about the same" (``rounds`` adds the count and the fix).
+    """
+    if not math.isfinite(high):
+        if rounds is None:
+            return "too few rounds for a verdict"
+        return f"too few rounds ({rounds}) for a verdict: use rounds>={min_rounds(confidence)}"
     if low > 1.0:
         return "faster"
     if high < 1.0:
@@ -291,7 +317,7 @@ def speedup_text(median: float | None, low: float | None, high: float | None, ti
     if low is None or high is None or math.isnan(low) or math.isnan(high):
         return f"{median:.2f}{times} (no interval)"
     if not math.isfinite(high):
-        return f"{median:.2f}{times} (too few rounds) about the same"
+        return f"{median:.2f}{times} ({speed_reading(low, high)})"
     return f"{median:.2f}{times} ({low:.2f}-{high:.2f}) {speed_reading(low, high)}"
 
 
@@ -329,12 +355,13 @@ class RatioInterval:
 
     @property
     def reading(self) -> str:
-        """``"faster"``, ``"slower"`` or ``"about the same"`` (the interval includes 1.0)."""
-        return speed_reading(self.low, self.high)
+        """``"faster"``, ``"slower"``, ``"about the same"`` (the interval includes 1.0), or, without an
+        interval, ``"too few rounds (5) for a verdict: use rounds>=6"``."""
+        return speed_reading(self.low, self.high, rounds=self.rounds, confidence=self.confidence)
 
     def __str__(self) -> str:
         if not math.isfinite(self.high):
-            return f"{self.median:.2f}x (no {self.confidence * 100:g}% interval from {self.rounds} rounds)"
+            return f"{self.median:.2f}x ({self.reading})"
         return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
 
 
@@ -356,7 +383,8 @@ def ratio_interval(numerators: Sequence[float], denominators: Sequence[float], c
     The interval is the classic distribution-free one for a median: the ``k``-th smallest
     and ``k``-th largest ratio, ``k`` chosen from the Binomial(rounds, 1/2) distribution so
     that it covers the true median with probability at least ``confidence`` (for 30
-    rounds at 95%: the 10th and 21st). Fewer than 6 rounds give no 95% interval.
+    rounds at 95%: the 10th and 21st). Fewer than ``min_rounds(confidence)`` rounds (6 at 95%) give
+    no interval: ``low`` 0, ``high`` inf, and a reading that says there is no verdict.
 
     Raises:
         DataError: sequences of different lengths, or no rounds.

@@ -41,7 +41,7 @@ def test_speedup_carries_its_interval(pair):
     *_, p = pair
     speed = p.speedup_interval
     assert speed.median == p.speedup and speed.rounds == 3
-    assert speed.reading == "about the same"  # 3 rounds give no 95% interval: no claim either way
+    assert speed.reading == "too few rounds (3) for a verdict: use rounds>=6"  # no 95% interval: no claim either way
 
 
 def test_confidence_is_checked_before_measuring(digits_mlp):

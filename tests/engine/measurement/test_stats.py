@@ -19,6 +19,7 @@ from squeezelab.engine.measurement.stats import (
     paired_drop_interval,
     ratio_interval,
     samples_to_resolve,
+    min_rounds,
     speed_reading,
     speedup_text,
 )
@@ -187,7 +188,18 @@ def test_ratio_interval_reading():
     mostly_slower = ratio_interval([0.8] * 20 + [1.2] * 10, [1.0] * 30)  # median 0.8, interval reaches 1.2
     assert mostly_slower.median == 0.8 and mostly_slower.reading == "about the same"
     few = ratio_interval([2.0, 2.1, 2.2], [1.0, 1.0, 1.0])
-    assert few.high == math.inf and few.reading == "about the same" and "no 95% interval from 3 rounds" in str(few)
+    # no interval is no verdict: never "about the same", whatever the median
+    assert few.high == math.inf and few.reading == "too few rounds (3) for a verdict: use rounds>=6"
+    assert str(few) == "2.10x (too few rounds (3) for a verdict: use rounds>=6)"
+    five = ratio_interval([2.06] * 5, [1.0] * 5)
+    assert five.reading == "too few rounds (5) for a verdict: use rounds>=6"
+    six = ratio_interval([2.06] * 6, [1.0] * 6)  # the fewest rounds the reading asks for do give a verdict
+    assert math.isfinite(six.high) and six.reading == "faster"
+    assert ratio_interval([2.0] * 4, [1.0] * 4, confidence=0.9).reading.endswith("use rounds>=5")
+    assert [min_rounds(c) for c in (0.9, 0.95, 0.99)] == [5, 6, 8]
+    assert all(math.isinf(ratio_interval([1.0] * (min_rounds(c) - 1), [1.0] * (min_rounds(c) - 1), c).high)
+               for c in (0.9, 0.95, 0.99))
+    assert speed_reading(0.0, math.inf) == "too few rounds for a verdict"
     assert speed_reading(1.0, 1.3) == "about the same" and speed_reading(0.7, 1.0) == "about the same"
 
 
@@ -195,6 +207,7 @@ def test_speedup_text():
     assert speedup_text(0.82, 0.78, 0.85) == "0.82x (0.78-0.85) slower"
     assert speedup_text(0.82, 0.78, 1.02, "×") == "0.82× (0.78-1.02) about the same"
     assert speedup_text(0.82, None, None) == "0.82x (no interval)" and speedup_text(None, None, None) == "n/a"
+    assert speedup_text(2.06, 0.0, math.inf) == "2.06x (too few rounds for a verdict)"
 
 
 def test_ratio_interval_refuses_unpaired_rounds():
