@@ -10,6 +10,8 @@ chooses Torch-Pruning's arguments and checks what it returns:
 - groups whose channels are the model's outputs (a classifier's classes, a transformer's hidden
   width) keep them: the pruned model has the interface of the original;
 - attention heads of Hugging Face self-attention modules go whole (``ChannelPruning(heads=True)``);
+  ``torch.nn.MultiheadAttention`` cannot lose whole heads (its width is tied to its head count):
+  heads asked of one are refused, naming it, unless ``ignored=`` keeps it whole;
 - after every group the model must still run with outputs of the same shapes, and a group whose
   removal fails or breaks the model is named in a ``StructuredPruningError``;
 - ``prune`` then checks that the ONNX export equals the pruned PyTorch model
@@ -40,7 +42,7 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.copying import copy_model
-from squeezelab.engine.pruning.attention import attention_modules, head_counts, sync_head_counts_
+from squeezelab.engine.pruning.attention import attention_modules, head_counts, refuse_torch_head_pruning, sync_head_counts_
 from squeezelab.engine.pruning.checks import check_interface, output_shapes, parameter_count
 from squeezelab.engine.core.errors import ConfigError, StructuredPruningError
 from squeezelab.engine.core.inputs import Inputs
@@ -350,6 +352,8 @@ def prune_channels_(
     Returns the groups that lost channels. ``data`` (a ``Samples``) feeds Taylor's gradients.
     """
     layer_sparsity = layer_sparsity or {}
+    if config.heads:  # before any work: Torch-Pruning would narrow a torch MultiheadAttention's heads, not remove them
+        refuse_torch_head_pruning(model, _ignored_modules(model, config, filter_fn))
     before = output_shapes(example.call(model))
     plan = _build(model, example, config, filter_fn, importance, layer_sparsity)
     _check_layer_settings(plan, model, layer_sparsity)

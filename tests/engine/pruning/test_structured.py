@@ -299,3 +299,39 @@ def test_channel_recipes_round_trip_with_their_labels():
         sl.LayerPruning(keep=2, ratio=0.5)
     with pytest.raises(sl.ConfigError, match="not neither"):
         sl.LayerPruning()
+
+
+class TorchEncoder(nn.Module):
+    """Token ids -> PyTorch's own nn.TransformerEncoderLayer (nn.MultiheadAttention, 4 heads of 8) -> 3 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(50, 32)
+        self.enc = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, ids):
+        return self.head(self.enc(self.emb(ids)).mean(1))
+
+
+def test_heads_of_a_torch_multihead_attention_are_refused_not_narrowed():
+    # Torch-Pruning narrows every head of an nn.MultiheadAttention (embed_dim 32 -> 16, still 4 heads):
+    # asked for heads, that would silently halve the model's width instead. It is refused before any work.
+    torch.manual_seed(0)
+    model, ids = TorchEncoder().eval(), torch.randint(0, 50, (2, 5))
+    before = state_hash(model)
+    with pytest.raises(StructuredPruningError) as refused:
+        sl.prune(model, sl.ChannelPruning(ratio=0.5, heads=True), example_inputs=ids)
+    message = str(refused.value)
+    for words in ("'enc.self_attn'", "torch.nn.MultiheadAttention", "4 heads of 8", "embed_dim (32)",
+                  "ignored=['enc.self_attn']", "heads=False"):
+        assert words in message
+    assert state_hash(model) == before
+    # Kept whole, the attention is untouched (4 heads of 8, width 32) and the feed-forward still loses neurons.
+    kept_whole = sl.prune(model, sl.ChannelPruning(ratio=0.5, heads=True, ignored=("enc.self_attn",)), example_inputs=ids)
+    attn = kept_whole.enc.self_attn
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (32, 4, 8) and attn.in_proj_weight.shape == (96, 32)
+    assert kept_whole.enc.linear1.out_features == 32 and kept_whole.emb.weight.shape == (50, 32)
+    # Channels only (heads=False) is what narrows the width: asked for, so allowed (ONNX checked in prune).
+    narrowed = sl.prune(model, sl.ChannelPruning(ratio=0.5), example_inputs=ids)
+    assert narrowed.enc.self_attn.embed_dim == 16 and narrowed(ids).shape == (2, 3)
