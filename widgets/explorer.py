@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.engine.core.errors import SqueezeError
-from squeezelab.engine.explore.evaluation import Evaluator, asked_sparsity, evaluator_settings
+from squeezelab.engine.core.choices import resolve as resolve_choice
+from squeezelab.engine.explore.evaluation import Evaluator, asked_sparsity, check_calibration, evaluator_settings
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.explore.sweep import Sweep
@@ -76,10 +77,13 @@ class Explorer:
             default top-1 accuracy with targets, cosine to the fp32 model without. Every axis,
             hover text and panel of the explorer is named after it.
         output: which model output is evaluated (a key such as ``"pooler_output"``, an index or a callable).
-        calibration_data: inputs for int8 static calibration (default: the first 256 of ``data``).
+        calibration_data: inputs that calibrate static int8, kept apart from ``data``; without them the
+            ``"int8-static"`` choice is refused (``CalibrationError``, shown in the widget when picked
+            later), as ``compress`` refuses it: nothing is calibrated on the samples it then scores.
         bits, sparsity, quantization, pruning, runtime: the starting point (``runtime`` default:
-            ``"simulated"``, or ``"int8-static"`` for an ONNX file, which takes ONNX Runtime's
-            choices only: its sliders and method dropdowns stay disabled).
+            ``"simulated"``; for an ONNX file, which takes ONNX Runtime's choices only (its sliders and
+            method dropdowns stay disabled), ``"int8-static"`` with ``calibration_data``, else
+            ``"int8-dynamic"``).
         cache: as for ``sweep`` (True: ``~/.cache/squeezelab``); slider positions already
             measured by a sweep or an earlier session are drawn without recomputation.
         progress: show a progress bar while a point is measured (the status line always says).
@@ -92,6 +96,7 @@ class Explorer:
             outside the sliders' ranges (2..8, 0..0.95), bad settings (an unknown metric name, a
             negative ``rounds``): before anything is measured.
         DataError: data the engine cannot read, or a metric that needs targets the data lacks.
+        CalibrationError: ``runtime="int8-static"`` without ``calibration_data``.
     """
 
     def __init__(
@@ -116,8 +121,10 @@ class Explorer:
         from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
         self._onnx = is_onnx_model(model)
-        runtime = runtime if runtime is not None else ("int8-static" if self._onnx else "simulated")
+        onnx_default = "int8-static" if calibration_data is not None else "int8-dynamic"
+        runtime = runtime if runtime is not None else (onnx_default if self._onnx else "simulated")
         bits, sparsity, quantization, pruning, runtime = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
+        check_calibration(resolve_choice("recipe" if self._onnx else "runtime", runtime), calibration_data)
         overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})
         settings = evaluator_settings(settings, overrides)  # a bad setting fails here, before the cache is touched
         self.title = title

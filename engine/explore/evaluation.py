@@ -30,17 +30,17 @@ from torch import nn
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.fingerprints import data_fingerprint, fingerprint, model_fingerprint, runtime_fingerprint
 from squeezelab.engine.explore.cache import ResultCache
-from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.errors import CalibrationError, ConfigError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
-from squeezelab.engine.core.runtimes import Int8Static
+from squeezelab.engine.core.runtimes import Int8Static, Runtime
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
 from squeezelab.engine.measurement.timing import active_timer
 
-__all__ = ["Evaluator", "PointTask", "run_point", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
+__all__ = ["Evaluator", "PointTask", "run_point", "check_calibration", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
 def evaluator_settings(settings: Settings | None, overrides: dict[str, Any], *, rounds: int = 20) -> Settings:
     """``settings`` with keyword overrides (older names accepted); sweeps time 20 rounds by default."""
@@ -56,7 +56,7 @@ class PointTask:
     model: nn.Module | bytes  # a PyTorch model, or the bytes of an ONNX model
     recipe: Recipe
     samples: Samples
-    calibration: Inputs
+    calibration: Inputs | None  # None: no calibration inputs (static int8 is then refused)
     settings: Settings
     reference: np.ndarray | None = None  # the baseline's outputs, for metrics that compare with them
     worker_threads: int | None = None  # PyTorch threads while measuring (1 in a pool of processes)
@@ -127,7 +127,9 @@ class Evaluator:
             overrides change single fields (``metric=``, ``rounds=``; the older
             ``latency_batch_size=`` / ``latency_repeats=`` names still work). ``rounds=0``
             skips timing (the metric and size only).
-        calibration_data: inputs for ``Int8Static`` calibration (default: the first 256 of ``data``).
+        calibration_data: inputs that calibrate ``Int8Static`` (``calibration_data=`` in any form
+            ``compress`` takes), kept apart from ``data``. None: a static int8 recipe is refused
+            (``check_calibration``): no entry point calibrates on the samples it then scores.
         cache: True (``~/.cache/squeezelab``), False, a folder, or a ``ResultCache``.
     """
 
@@ -153,16 +155,15 @@ class Evaluator:
         self.metric: Metric = self.settings.resolved_metric(has_targets=self.samples.targets is not None)
         if self.metric is top1_accuracy and isinstance(self.model, nn.Module):
             check_labels_early(self.model, self.samples, self.settings)
-        if calibration_data is None:
-            self.calibration = self.samples.inputs.slice(0, 256)
-        else:
-            self.calibration = read_inputs(calibration_data, self.samples.inputs.spec())
+        self.calibration: Inputs | None = (
+            None if calibration_data is None else read_inputs(calibration_data, self.samples.inputs.spec())
+        )
         self.worker_threads: int | None = None
         self._reference: np.ndarray | None = None
         self._baseline_point: Point | None = None
         self._inputs_key = fingerprint(self.model_key, data_fingerprint(self.samples), runtime_fingerprint())
         # Only static int8 reads the calibration data: other recipes share entries whatever it is.
-        self._calibration_key = fingerprint([*self.calibration.arrays])
+        self._calibration_key = None if self.calibration is None else fingerprint([*self.calibration.arrays])
         self._context = fingerprint(self._inputs_key, self.settings.key_parts())
 
     @property
@@ -193,7 +194,12 @@ class Evaluator:
     def _output(self) -> Any:
         return None if isinstance(self.model, bytes) else self.settings.output
 
+    def check_calibration(self, what: Recipe | Runtime) -> None:
+        """``check_calibration(what, calibration_data)`` with this evaluator's calibration inputs."""
+        check_calibration(what, self.calibration)
+
     def task(self, recipe: Recipe) -> PointTask:
+        self.check_calibration(recipe)
         return PointTask(
             model=self.model, recipe=recipe, samples=self.samples, calibration=self.calibration,
             settings=self.settings, reference=self.reference(), worker_threads=self.worker_threads,
@@ -264,6 +270,24 @@ class Evaluator:
         other._context = fingerprint(other._inputs_key, new.key_parts())  # equal settings, equal keys
         other._baseline_point = None if new.rounds != self.settings.rounds else self._baseline_point
         return other
+
+
+def check_calibration(what: Recipe | Runtime | None, calibration_data: Any) -> None:
+    """Raise ``CalibrationError`` if ``what`` (a recipe or runtime) is static int8 and ``calibration_data`` is None.
+
+    The one rule of every entry point (``sweep``, ``search``, the Explorer, as ``compress`` and the
+    command line): static int8 calibrates on inputs the caller keeps apart from the evaluation data;
+    none is ever split off the data and then scored. Checked before any work.
+    """
+    runtime = what.runtime if isinstance(what, Recipe) else what
+    if isinstance(runtime, Int8Static) and calibration_data is None:
+        label = (what if isinstance(what, Recipe) else Recipe(runtime=runtime)).label
+        raise CalibrationError(
+            f"{label} calibrates activation ranges on real inputs, and calibration_data=None; pass "
+            "calibration_data= (a few hundred inputs kept apart from the evaluation data, e.g. from the "
+            "training split), or use Int8Dynamic() (runtime='int8-dynamic'), which needs none. Static int8 "
+            "is never calibrated on the samples it is then judged on."
+        )
 
 
 def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -> None:

@@ -41,7 +41,7 @@ from squeezelab.engine.core.arguments import count, finite_number, grid_lists
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.quantizers import QuantizationConfig
 from squeezelab.engine.core.runtimes import Runtime
-from squeezelab.engine.explore.evaluation import Evaluator
+from squeezelab.engine.explore.evaluation import Evaluator, check_calibration
 from squeezelab.engine.explore.search_result import Found, SearchResult, _row
 from squeezelab.engine.explore.search_setup import SearchClock, SearchGoal, SearchSpace
 from squeezelab.engine.explore.search_strategies import OBJECTIVES, strategy_for
@@ -93,8 +93,9 @@ def search(
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks
             kept); the result's ``model`` is then the fine-tuned copy the recipe applies to.
         validation_data: measure the final recipe on it as well (``held_out``), calibrated as the search was.
-        calibration_data: inputs that calibrate ``Int8Static`` (default: the first 256 samples of ``data``);
-            keep them apart from ``data`` so the search does not judge int8 on the very images it calibrated on.
+        calibration_data: inputs that calibrate ``Int8Static``, kept apart from ``data`` so the search does
+            not judge int8 on the very inputs it calibrated on; ``runtime=Int8Static()`` without them raises
+            ``CalibrationError`` before any work.
         confidence: a step is kept only if the one-sided upper bound of its accuracy drop
             (paired by sample, at this confidence) is within budget, so the choice does not
             overfit the noise of ``data``; 0 judges the plain measured drop.
@@ -107,6 +108,7 @@ def search(
     goal = _goal(max_accuracy_drop, confidence, time_budget_s, progress)
     space = _space(objective, runtime, bits, sparsity, quantization, train_data, finetune_epochs, seed)
     strategy = strategy_for(model, space)
+    check_calibration(runtime, calibration_data)  # static int8 without calibration_data: refused before any work
     ev = Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache,
                    **{**overrides, "rounds": strategy.rounds})
     baseline = ev.baseline()

@@ -26,7 +26,7 @@ from torch import nn
 from squeezelab.engine.core import choices
 from squeezelab.engine.core.arguments import check_executor, fraction, grid_lists, scalar, width
 from squeezelab.engine.core.errors import CacheError, ConfigError, SqueezeError
-from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, run_point
+from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, check_calibration, run_point
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.explore.pareto import SweepTable
 from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
@@ -267,6 +267,9 @@ def sweep(
             4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config. The names of these three
             arguments, and the old spellings still read, are ``squeezelab.engine.core.choices``'s table.
         recipes: more recipes (or one) to measure alongside the grid.
+        calibration_data: inputs that calibrate static int8 (``runtime="int8-static"``, ``Int8Static``
+            recipes), kept apart from ``data``; without them such points are refused before any work
+            (``CalibrationError``): a sweep never calibrates on the samples it scores.
         executor: any ``concurrent.futures.Executor`` (a process pool, Dask's
             ``Client.get_executor()``); None runs the points here, one by one.
         cache: True (``~/.cache/squeezelab`` or ``$SQUEEZELAB_CACHE``), False, a folder, or a ``ResultCache``.
@@ -277,15 +280,20 @@ def sweep(
 
     Raises:
         ConfigError: bad arguments, before any work.
+        CalibrationError: a static int8 point and no ``calibration_data``, before any work.
         CacheError: the cache folder cannot be written (before any work), or a point could not be
             stored (disk full): ``.sweep`` then holds the points finished so far.
         SweepError: some points failed; ``.sweep`` holds the others.
     """
     grid = _grid(bits, sparsity, recipes, quantization, pruning, runtime)
     check_executor(executor)
+    if evaluator is None:  # before the cache folder is made
+        for recipe, _ in grid:
+            check_calibration(recipe, calibration_data)
     ev = evaluator or Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache, **overrides)
-    for recipe, _ in grid:  # a misspelt layer name fails now, not after the other points ran
+    for recipe, _ in grid:  # a misspelt layer name or missing calibration fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
+        ev.check_calibration(recipe)
     return _SweepRun(ev, grid, _RunOptions(executor=executor, deadline=deadline, progress=progress)).run()
 
 

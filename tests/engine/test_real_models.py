@@ -109,7 +109,9 @@ def test_an_onnx_file_goes_through_compress_measure_and_sweep(bert, tmp_path):
     assert static.executable
     pair = sl.measure_pair(path, int8, (inputs, None), rounds=2)
     assert pair.candidate.value > 0.98
-    s = sl.sweep(path, (inputs, None), bits=[8], sparsity=[0.0], runtime="int8-static", cache=tmp_path, progress=False, rounds=2)
+    calibration = {k: v.numpy() for k, v in tiny_bert_inputs(batch=8, seq=12, seed=2).items()}  # not the scored inputs
+    s = sl.sweep(path, (inputs, None), bits=[8], sparsity=[0.0], runtime="int8-static", calibration_data=calibration,
+                 cache=tmp_path, progress=False, rounds=2)
     assert len(s.table) == 2 and s.table["executable"].all()
     with pytest.raises(sl.ConfigError, match="needs the PyTorch model"):
         sl.compress(path, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()))

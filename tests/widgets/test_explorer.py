@@ -20,7 +20,7 @@ from tests.conftest import state_hash  # noqa: E402
 @pytest.fixture
 def explorer(digits_cnn, tmp_path):
     model, split = digits_cnn
-    ex = Explorer(model, split.test, cache=tmp_path, progress=False, latency_repeats=3)
+    ex = Explorer(model, split.test, cache=tmp_path, progress=False, latency_repeats=3, calibration_data=split.x_train[:64])
     ex.wait()
     yield ex
     ex.close()
@@ -271,3 +271,22 @@ def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_p
     with pytest.raises(sl.ConfigError, match=message):
         Explorer(model, split.test, cache=folder, progress=False, **kwargs)
     assert not folder.exists()  # not even the baseline was looked up
+
+
+def test_static_int8_needs_calibration_data_here_as_everywhere(digits_cnn, tmp_path):
+    import squeezelab as sl
+
+    model, split = digits_cnn
+    folder = tmp_path / "cache"
+    with pytest.raises(sl.CalibrationError, match=r"calibration_data=None; pass calibration_data="):
+        Explorer(model, split.test, cache=folder, progress=False, runtime="int8-static")
+    assert not folder.exists()  # refused before anything was measured
+    ex = Explorer(model, split.test, cache=folder, progress=False, rounds=0)
+    try:
+        ex.wait()
+        ex.runtime.value = "int8-static"  # picked later: the widget shows the refusal, keeps the last point
+        ex.wait()
+        assert "calibration_data=None" in ex.error and "calibration_data=None" in ex.status.value
+        assert ex.current_point.label == "linear8-sym-perchannel (simulated)"
+    finally:
+        ex.close()

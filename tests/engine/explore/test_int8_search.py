@@ -206,7 +206,7 @@ def test_a_cnn_search_verifies_its_probe_answer_on_all_the_data(digits_cnn, tmp_
     model, split = digits_cnn
     data = (split.x_test[:96], split.y_test[:96])
     result = sl.search(model, data, runtime=sl.Int8Static(), objective="size", max_accuracy_drop=0.0, confidence=0,
-                       time_budget_s=120, cache=tmp_path, progress=False)
+                       time_budget_s=120, cache=tmp_path, progress=False, calibration_data=split.x_train[:64])
     trail = result.trail
     assert set(trail["data"]) <= {"all (96)", "probe (32, cosine to fp32)"}  # no subset bisection in 0/1 scores
     if result.recipe != sl.Recipe():
@@ -218,7 +218,8 @@ def test_a_latency_search_under_accuracy_probes_by_cosine_and_decides_on_all_the
     model, split = digits_cnn
     data = (split.x_test[:96], split.y_test[:96])
     result = sl.search(model, data, runtime=sl.Int8Static(), objective="latency", max_accuracy_drop=0.0, confidence=0,
-                       time_budget_s=120, cache=tmp_path, progress=False, rounds=3, warmup=1)
+                       time_budget_s=120, cache=tmp_path, progress=False, rounds=3, warmup=1,
+                       calibration_data=split.x_train[:64])
     trail = result.trail
     # Accuracy scores each digit 0 or 1: the probes rank layers by cosine to fp32, and decide nothing.
     probes = trail[trail["data"] == "probe (32, cosine to fp32)"]

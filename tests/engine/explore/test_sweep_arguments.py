@@ -220,3 +220,35 @@ def test_an_unknown_string_is_refused_with_the_tables_names(kind, value):
         grid_recipe(4, 0.5, **{kind: value})
     allowed = ", ".join(map(repr, choices.names(kind)))
     assert str(caught.value).startswith(f"{kind}={value!r}; use one of {allowed}, or ")
+
+
+@pytest.mark.parametrize(
+    "kind, kwargs",
+    [
+        ("sweep", dict(bits=[8], sparsity=[0.0], runtime="int8-static")),
+        ("sweep", dict(bits=[], sparsity=[], recipes=[sl.Recipe(runtime=sl.Int8Static(calibration="entropy"))])),
+        ("search", dict(runtime=sl.Int8Static(), objective="latency")),
+    ],
+)
+def test_static_int8_without_calibration_data_is_refused_everywhere_before_any_work(small, no_work, kind, kwargs):
+    # One rule on every entry point, as compress and the CLI: static int8 calibrates on inputs kept apart
+    # from the data it is judged on; nothing is split off the evaluation data behind the caller's back.
+    model, data = small
+    with pytest.raises(sl.CalibrationError) as refused:
+        _call(kind, model, data, no_work, **kwargs)
+    message = str(refused.value)
+    assert "int8-static" in message and "calibration_data=None" in message
+    assert "pass calibration_data=" in message and "kept apart from the evaluation data" in message
+    assert "Int8Dynamic()" in message
+
+
+def test_an_evaluator_without_calibration_refuses_static_int8_and_uses_the_inputs_it_is_given(digits_mlp):
+    model, split = digits_mlp
+    data, calibration = (split.x_test[:40], split.y_test[:40]), split.x_train[:16]
+    static = sl.Recipe(runtime=sl.Int8Static())
+    with pytest.raises(sl.CalibrationError, match=r"calibration_data=None"):
+        sl.Evaluator(model, data, cache=False, rounds=0).evaluate(static)
+    ev = sl.Evaluator(model, data, calibration_data=calibration, cache=False, rounds=0)
+    (given,) = ev.task(static).calibration.arrays
+    np.testing.assert_array_equal(given, calibration)  # the caller's inputs, not a slice of the scored data
+    assert ev.evaluate(static).n_samples == 40 and ev.evaluate(static).executable

@@ -222,7 +222,7 @@ def test_int8_search_returns_its_best_measured_result_within_a_tight_budget(digi
     started = time.monotonic()
     result = sl.search(
         model, data, runtime=sl.Int8Static(), objective="latency", max_accuracy_drop=0.02, time_budget_s=20,
-        cache=tmp_path, progress=False,
+        cache=tmp_path, progress=False, calibration_data=split.x_train[:64],
     )
     elapsed = time.monotonic() - started
     assert result.row["drop_bound"] <= 0.02
