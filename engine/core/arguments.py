@@ -16,6 +16,12 @@ same values with the same words, before any work starts:
   numbers in a stated range. NaN compares false with everything, so a NaN budget
   would silently accept or refuse every point; inf is no budget at all.
 - **Executors**: a ``concurrent.futures.Executor`` instance that still accepts work.
+- **Numbers** (``as_integer``, ``as_real``, used by every config too): numpy scalars and 0-d arrays
+  count as the Python numbers they hold (``np.int64(4)`` is 4) and come back as plain ``int`` /
+  ``float``, so a config holding one hashes, compares and serialises like one built from ``4``.
+  Where an integer is meant, a float is refused, ``4.0`` included: a count or width given as a
+  float is usually a computed value that was not meant to be rounded here. Bools are refused as
+  numbers (``True`` is not a width).
 """
 
 from __future__ import annotations
@@ -28,7 +34,18 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
 
-__all__ = ["WIDTHS", "width", "fraction", "scalar", "grid_lists", "finite_number", "count", "check_executor"]
+__all__ = [
+    "WIDTHS",
+    "width",
+    "fraction",
+    "scalar",
+    "as_integer",
+    "as_real",
+    "grid_lists",
+    "finite_number",
+    "count",
+    "check_executor",
+]
 
 WIDTHS = "an integer 1..16 (the quantizer narrows this: linear 2..16, k-means 1..8), or 32 for float weights"
 _FRACTIONS = "a number in [0, 1) (0.9 = 90% pruned)"
@@ -38,28 +55,49 @@ def _item_of(name: str, passed: Any) -> str:
     return "" if passed is None else f" (it is an item of {name}={passed!r})"
 
 
+def scalar(value: Any) -> Any:
+    """A 0-d numpy array, numpy scalar or 0-d tensor as its Python number; anything else as it is."""
+    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+
+
+def as_integer(value: Any) -> int | None:
+    """``value`` as a plain ``int`` when it is an integer (Python or numpy, a 0-d array of one), else None.
+
+    None for bools, floats (``4.0`` too), strings and anything else: the caller refuses it in its own words.
+    """
+    value = scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
+def as_real(value: Any) -> float | None:
+    """``value`` as a plain ``float`` when it is a real number (int, float, numpy, a 0-d array), else None (bools too)."""
+    value = scalar(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def width(value: Any, *, passed: Any = None, name: str = "bits") -> int:
     """One weight width as a plain ``int``; ``passed`` is the whole argument, for the message."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (1 <= value <= 16 or value == 32):
+    number = as_integer(value)
+    if number is None or not (1 <= number <= 16 or number == 32):
         raise ConfigError(
             f"{name}={value!r} is not allowed: each width must be {WIDTHS}{_item_of(name, passed)}; "
             f"e.g. {name}=[8, 4, 2] or {name}=4."
         )
-    return int(value)
+    return number
 
 
 def fraction(value: Any, *, passed: Any = None, name: str = "sparsity") -> float:
     """One sparsity as a plain ``float`` in [0, 1)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= float(value) < 1:
+    number = as_real(value)
+    if number is None or not 0 <= number < 1:
         raise ConfigError(
             f"{name}={value!r} must be {_FRACTIONS}{_item_of(name, passed)}; e.g. {name}=[0.0, 0.5] or {name}=0.5."
         )
-    return float(value)
-
-
-def scalar(value: Any) -> Any:
-    """A 0-d numpy array or tensor as its Python number; anything else as it is."""
-    return value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
+    return number
 
 
 def _values(name: str, values: Any, one: Any) -> tuple:
@@ -112,20 +150,21 @@ def finite_number(name: str, value: Any, *, low: float, high: float = math.inf, 
     """``value`` as a float, refused unless a finite number in the stated range (NaN and inf included)."""
     above = f"> {low:g}" if low_open else f">= {low:g}"
     below = "" if high == math.inf else (f" and < {high:g}" if high_open else f" and <= {high:g}")
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(float(value))
+    v = as_real(value)
+    ok = v is not None and math.isfinite(v)
     if ok:
-        v = float(value)
         ok = (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
     if not ok:
         raise ConfigError(f"{name}={value!r} is not allowed: it must be a finite number {above}{below}{hint}.")
-    return float(value)
+    return v  # type: ignore[return-value]
 
 
 def count(name: str, value: Any, *, low: int, hint: str = "") -> int:
-    """``value`` as an int, refused unless an integer >= ``low`` (bools refused)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+    """``value`` as an int, refused unless an integer >= ``low`` (bools and floats such as 4.0 refused)."""
+    number = as_integer(value)
+    if number is None or number < low:
         raise ConfigError(f"{name}={value!r} is not allowed: it must be an integer >= {low}{hint}.")
-    return int(value)
+    return number
 
 
 def _nothing() -> None:

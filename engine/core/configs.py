@@ -3,6 +3,11 @@
 Every config of ``squeezelab.engine.core`` (``quantizers``, ``pruners``, ``runtimes``, ``recipe``) is a
 frozen, keyword-only dataclass built on ``_Config`` and registered with ``@_register``. Loading only
 accepts registered types, so a dict can never name an arbitrary class to construct.
+
+Number fields go through ``_int_field`` / ``_fraction_field``: numpy scalars and 0-d arrays are
+accepted and stored as the plain ``int`` / ``float`` they hold (so ``bits=np.int64(4)`` makes the
+same config, hash, cache key and TOML as ``bits=4``), and a float where an integer is meant
+(``bits=4.0``) is refused now rather than failing later inside ``compress``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from squeezelab.engine.core.arguments import as_integer, as_real
 from squeezelab.engine.core.errors import ConfigError
 
 __all__: list[str] = []  # the base and the checks serve the config modules of this package
@@ -31,12 +37,32 @@ def _register(cls: type) -> type:
     return cls
 
 
-def _check_int(owner: str, name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def _check_int(owner: str, name: str, value: Any, low: int, high: int, hint: str = "") -> int:
+    """``value`` as a plain ``int`` in ``low..high`` (numpy integers accepted; floats and bools refused)."""
+    number = as_integer(value)
+    if number is None or not low <= number <= high:
         raise ConfigError(
             f"{owner}: {name}={value!r} is not allowed; {name} must be an integer in "
-            f"{low}..{high}."
+            f"{low}..{high}{hint}."
         )
+    return number
+
+
+def _int_field(config: Any, name: str, low: int, high: int, *, owner: str | None = None, hint: str = "") -> int:
+    """Check the integer field ``name`` of a frozen config and store it as a plain ``int``."""
+    number = _check_int(owner or type(config).__name__, name, getattr(config, name), low, high, hint)
+    object.__setattr__(config, name, number)
+    return number
+
+
+def _fraction_field(config: Any, name: str, example: str, *, owner: str | None = None) -> float:
+    """Check the field ``name`` of a frozen config is a number in [0, 1) and store it as a plain ``float``."""
+    value = getattr(config, name)
+    number = as_real(value)
+    if number is None or not 0.0 <= number < 1.0:
+        raise ConfigError(f"{owner or type(config).__name__}: {name}={value!r} must be a number in [0, 1) ({example}).")
+    object.__setattr__(config, name, number)
+    return number
 
 
 def _check_bool(owner: str, name: str, value: Any) -> None:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from squeezelab.engine.core.configs import _check_bool, _check_int, _Config, _register
+from squeezelab.engine.core.configs import _check_bool, _Config, _fraction_field, _int_field, _register
 from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["PruningConfig", "MagnitudePruning", "ChannelPruning", "LayerPruning", "NMPruning"]
@@ -52,11 +52,7 @@ class MagnitudePruning(PruningConfig):
     scope: str = "layer"
 
     def __post_init__(self) -> None:
-        s = self.sparsity
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0:
-            raise ConfigError(
-                f"MagnitudePruning: sparsity={s!r} must be a number in [0, 1) (0.9 = 90% of weights zero)."
-            )
+        _fraction_field(self, "sparsity", "0.9 = 90% of weights zero")
         if self.scope not in _SCOPES:
             raise ConfigError(f"MagnitudePruning: scope={self.scope!r}; use 'layer' or 'global'.")
 
@@ -70,11 +66,6 @@ class MagnitudePruning(PruningConfig):
 
 
 _IMPORTANCES = ("l1", "l2", "taylor")
-
-
-def _check_ratio(owner: str, name: str, value: Any, example: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ConfigError(f"{owner}: {name}={value!r} must be a number in [0, 1) ({example}).")
 
 
 def _names(owner: str, value: Any) -> tuple[str, ...]:
@@ -124,7 +115,7 @@ class ChannelPruning(PruningConfig):
     ignored: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_ratio("ChannelPruning", "ratio", self.ratio, "0.5 = half the channels")
+        _fraction_field(self, "ratio", "0.5 = half the channels")
         if self.importance not in _IMPORTANCES:
             raise ConfigError(
                 f"ChannelPruning: importance={self.importance!r}; use 'l1', 'l2' or 'taylor', or pass a callable "
@@ -133,7 +124,7 @@ class ChannelPruning(PruningConfig):
         if self.scope not in _SCOPES:
             raise ConfigError(f"ChannelPruning: scope={self.scope!r}; use 'layer' (uniform ratio) or 'global'.")
         if self.round_to is not None:
-            _check_int("ChannelPruning", "round_to", self.round_to, 1, 1024)
+            _int_field(self, "round_to", 1, 1024)
         _check_bool("ChannelPruning", "heads", self.heads)
         object.__setattr__(self, "ignored", _names("ChannelPruning", self.ignored))
 
@@ -181,10 +172,14 @@ class LayerPruning(PruningConfig):
                 f"LayerPruning: give keep= (blocks kept, e.g. keep=3) or ratio= (fraction dropped), not "
                 f"{'both' if self.keep is not None else 'neither'}."
             )
-        if self.keep is not None:
-            _check_int("LayerPruning", "keep", self.keep, 0, 10_000)
+        if self.keep is not None:  # keep=0 would remove every block: the network no longer fits together
+            _int_field(
+                self, "keep", 1, 10_000,
+                hint=" (blocks kept: keep=0 would remove every block; keep at least 1, or pass ratio= for the "
+                "fraction of blocks dropped)",
+            )
         if self.ratio is not None:
-            _check_ratio("LayerPruning", "ratio", self.ratio, "0.5 = half the removable blocks")
+            _fraction_field(self, "ratio", "0.5 = half the removable blocks")
         if self.importance != "influence":
             raise ConfigError(
                 f"LayerPruning: importance={self.importance!r}; use 'influence', or pass a callable "
@@ -217,8 +212,8 @@ class NMPruning(PruningConfig):
     m: int = 4
 
     def __post_init__(self) -> None:
-        _check_int("NMPruning", "m", self.m, 1, 1024)
-        _check_int("NMPruning", "n", self.n, 1, 1024)
+        _int_field(self, "m", 1, 1024)
+        _int_field(self, "n", 1, 1024)
         if self.n > self.m:
             raise ConfigError(f"NMPruning: n={self.n} > m={self.m}; keep n of every m weights, n <= m.")
 

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from squeezelab.engine.core.configs import _NESTED, _check_int, _Config, _register
+from squeezelab.engine.core.configs import _NESTED, _Config, _int_field, _register
 from squeezelab.engine.core.errors import ConfigError
 
 __all__ = [
@@ -48,7 +48,7 @@ class PerChannel(_Config):
     axis: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("PerChannel", "axis", self.axis, -8, 8)
+        _int_field(self, "axis", -8, 8)
 
     @property
     def label(self) -> str:
@@ -92,7 +92,7 @@ class LinearQuantization(QuantizationConfig):
     granularity: Granularity = field(default_factory=PerChannel)
 
     def __post_init__(self) -> None:
-        _check_int("LinearQuantization", "bits", self.bits, 2, 16)
+        _int_field(self, "bits", 2, 16)
         if not isinstance(self.symmetric, bool):
             raise ConfigError(f"LinearQuantization: symmetric={self.symmetric!r} must be True or False.")
         if not isinstance(self.granularity, (PerTensor, PerChannel)):
@@ -115,8 +115,8 @@ class KMeansQuantization(QuantizationConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("KMeansQuantization", "bits", self.bits, 1, 8)
-        _check_int("KMeansQuantization", "seed", self.seed, 0, 2**32 - 1)
+        _int_field(self, "bits", 1, 8)
+        _int_field(self, "seed", 0, 2**32 - 1)
 
     @property
     def label(self) -> str:
@@ -136,9 +136,9 @@ class FixedPoint(QuantizationConfig):
     frac_bits: int | None = None
 
     def __post_init__(self) -> None:
-        _check_int("FixedPoint", "total_bits", self.total_bits, 2, 16)
+        _int_field(self, "total_bits", 2, 16)
         if self.frac_bits is not None:
-            _check_int("FixedPoint", "frac_bits", self.frac_bits, -32, 32)
+            _int_field(self, "frac_bits", -32, 32)
 
     @property
     def bits(self) -> int:  # type: ignore[override]

@@ -29,7 +29,8 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
-from squeezelab.engine.core.configs import _NESTED, _check_int, _Config, _from_dict, _register
+from squeezelab.engine.core.arguments import as_integer
+from squeezelab.engine.core.configs import _NESTED, _Config, _fraction_field, _from_dict, _register
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.pruners import ChannelPruning, MagnitudePruning, PruningConfig
 from squeezelab.engine.core.quantizers import FixedPoint, Float16, KMeansQuantization, LinearQuantization, QuantizationConfig
@@ -73,15 +74,19 @@ class LayerSetting(_Config):
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"LayerSetting: name={self.name!r} must be a layer name from model.named_modules().")
-        if self.bits is not None and self.bits != 32:
-            _check_int(f"LayerSetting({self.name!r})", "bits", self.bits, 2, 16)
-        s = self.sparsity
-        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s < 1.0):
-            raise ConfigError(f"LayerSetting({self.name!r}): sparsity={s!r} must be a number in [0, 1).")
+        owner = f"LayerSetting({self.name!r})"
+        if self.bits is not None:
+            bits = as_integer(self.bits)
+            if bits is None or not (2 <= bits <= 16 or bits == 32):
+                raise ConfigError(
+                    f"{owner}: bits={self.bits!r} is not allowed; bits must be an integer in 2..16, or 32 to keep "
+                    "the layer float."
+                )
+            object.__setattr__(self, "bits", bits)
+        if self.sparsity is not None:  # stored as float: 0 and 0.0 are one setting, with one cache key
+            _fraction_field(self, "sparsity", "the fraction of this layer pruned", owner=owner)
         if self.bits is None and self.sparsity is None:
-            raise ConfigError(f"LayerSetting({self.name!r}) sets nothing; give bits= and/or sparsity=.")
-        if s is not None:
-            object.__setattr__(self, "sparsity", float(s))  # 0 and 0.0 are one setting, with one cache key
+            raise ConfigError(f"{owner} sets nothing; give bits= and/or sparsity=.")
 
     @property
     def label(self) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from squeezelab.engine.core.arguments import as_integer, as_real
 from squeezelab.engine.core.configs import _NAMED_FIELDS, _NESTED, _check_bool, _check_optional_bool, _Config, _register
 from squeezelab.engine.core.errors import ConfigError
 
@@ -59,8 +60,13 @@ class Percentile(Calibration):
     percentile: float = 99.999
 
     def __post_init__(self) -> None:
-        if not isinstance(self.percentile, (int, float)) or not 50.0 < self.percentile <= 100.0:
-            raise ConfigError(f"Percentile: percentile={self.percentile!r} must be in (50, 100].")
+        number = as_real(self.percentile)
+        if number is None or not 50.0 < number <= 100.0:
+            raise ConfigError(
+                f"Percentile: percentile={self.percentile!r} must be a number in (50, 100], e.g. 99.999 "
+                "(clip each range at that percentile of |x|)."
+            )
+        object.__setattr__(self, "percentile", number)
 
     @property
     def label(self) -> str:
@@ -283,16 +289,21 @@ class WeightOnly(Runtime):
     compute: str = "float"
 
     def __post_init__(self) -> None:
-        if isinstance(self.bits, bool) or self.bits not in WEIGHT_ONLY_BITS:
+        # 4.0 == 4, so a membership test alone would let floats through to fail inside compress.
+        bits, block_size = as_integer(self.bits), as_integer(self.block_size)
+        if bits not in WEIGHT_ONLY_BITS:
             raise ConfigError(
                 f"WeightOnly: bits={self.bits!r} is not allowed; ONNX Runtime's MatMulNBits runs bits "
-                f"{' or '.join(map(str, WEIGHT_ONLY_BITS))}. Use runtime=Simulated() to study other widths."
+                f"{' or '.join(map(str, WEIGHT_ONLY_BITS))} (an integer). Use runtime=Simulated() to study other widths."
             )
-        if isinstance(self.block_size, bool) or self.block_size not in WEIGHT_ONLY_BLOCK_SIZES:
+        if block_size not in WEIGHT_ONLY_BLOCK_SIZES:
             raise ConfigError(
                 f"WeightOnly: block_size={self.block_size!r} is not allowed; use one of "
-                f"{', '.join(map(str, WEIGHT_ONLY_BLOCK_SIZES))} (weights per scale; smaller is more faithful, larger is smaller)."
+                f"{', '.join(map(str, WEIGHT_ONLY_BLOCK_SIZES))} (an integer: weights per scale; smaller is more "
+                "faithful, larger is smaller)."
             )
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "block_size", block_size)
         self._check_method()
         _check_bool("WeightOnly", "symmetric", self.symmetric)
         if not isinstance(self.compute, str) or self.compute not in WEIGHT_ONLY_COMPUTE:
@@ -316,12 +327,14 @@ class WeightOnly(Runtime):
                 "WeightOnly: method='hqq' optimises a zero point per block, so symmetric=True is not allowed; "
                 "use symmetric=False with 'hqq', or method='rtn' for symmetric weights."
             )
-        if self.embeddings is not None and (isinstance(self.embeddings, bool) or self.embeddings != 4):
+        if self.embeddings is not None and as_integer(self.embeddings) != 4:
             raise ConfigError(
-                f"WeightOnly: embeddings={self.embeddings!r} is not allowed; use None (tables stay float32) or 4 "
+                f"WeightOnly: embeddings={self.embeddings!r} is not allowed; use None (tables stay float32) or the integer 4 "
                 "(GatherBlockQuantized). ONNX Runtime 1.32's quantizer writes embedding tables at 4 bits only; "
                 "Int8Dynamic(op_types=('MatMul', 'Gemm', 'Gather')) stores them in 8 bits."
             )
+        if self.embeddings is not None:
+            object.__setattr__(self, "embeddings", 4)
 
     def _check_method(self) -> None:
         if self.method in WEIGHT_ONLY_METHODS:

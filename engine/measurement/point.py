@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.core.arguments import as_integer, as_real
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.outputs import OutputSelector, check_selector
 from squeezelab.engine.measurement.scoring import Metric, as_metric
@@ -33,11 +34,14 @@ from squeezelab.engine.measurement.stats import DropInterval, RatioInterval
 __all__ = ["Settings", "Point", "pack_scores", "unpack_scores"]
 
 
-def _positive_int(name: str, value: Any, *, zero_ok: bool = False) -> None:
-    low = 0 if zero_ok else 1
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+def _positive_int(settings: Settings, name: str, *, zero_ok: bool = False) -> None:
+    """Check an integer field (numpy integers accepted, floats such as 4.0 refused) and store it as an ``int``."""
+    value = getattr(settings, name)
+    number = as_integer(value)
+    if number is None or number < (0 if zero_ok else 1):
         want = "a non-negative integer" if zero_ok else "a positive integer"
         raise ConfigError(f"{name}={value!r} must be {want}.")
+    object.__setattr__(settings, name, number)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,15 +71,16 @@ class Settings:
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("rounds", self.rounds, zero_ok=True)
-        _positive_int("warmup", self.warmup, zero_ok=True)
-        _positive_int("eval_batch_size", self.eval_batch_size)
+        _positive_int(self, "batch_size")
+        _positive_int(self, "rounds", zero_ok=True)
+        _positive_int(self, "warmup", zero_ok=True)
+        _positive_int(self, "eval_batch_size")
         if self.threads is not None:
-            _positive_int("threads", self.threads)
-        c = self.confidence
-        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < 1:
-            raise ConfigError(f"confidence={c!r} must be a number in (0, 1), e.g. 0.95.")
+            _positive_int(self, "threads")
+        c = as_real(self.confidence)
+        if c is None or not 0 < c < 1:
+            raise ConfigError(f"confidence={self.confidence!r} must be a number in (0, 1), e.g. 0.95.")
+        object.__setattr__(self, "confidence", c)
         check_selector(self.output)
         if self.metric is not None and not isinstance(self.metric, (Metric, str)) and not callable(self.metric):
             raise ConfigError(f"metric={self.metric!r}; pass a Metric, a callable or a metric name.")

@@ -139,6 +139,12 @@ def _chosen(blocks: list[RemovableBlock], config: LayerPruning, model: nn.Module
             f"keep={config.keep} removes none. Pass keep < {n}."
         )
     drop = n - config.keep if config.keep is not None else round(config.ratio * n)
+    if drop >= n:  # a network without its blocks no longer fits together (and the export check would blame coupling)
+        raise ConfigError(
+            f"{config.label}: ratio={config.ratio:g} of {type(model).__name__}'s {n} removable blocks drops all "
+            f"{n} (round({config.ratio:g} x {n}) = {drop}); at least one must stay. Pass a smaller ratio "
+            f"(ratio={(n - 1) / n:.4g} drops {n - 1}) or keep=1."
+        )
     order = sorted(range(n), key=lambda i: (blocks[i].score, i))  # least important first, ties by position
     return [blocks[i] for i in sorted(order[:drop])]
 

@@ -227,3 +227,59 @@ def test_measure_with_data_of_the_wrong_shape_is_explained(digits_mlp, mlp_both_
     x, y = split.test
     with pytest.raises(sl.DataError, match=r"\(\d+, 64\) does not fit.*\(batch, 1, 8, 8\)"):
         sl.measure(mlp_both_kinds[1], (x.reshape(len(x), 64), y), repeats=1)
+
+
+# ---------------------------------------------------------------- numbers and counts (issue #21)
+
+
+def test_settings_take_numpy_numbers_and_refuse_floats_where_counts_are_meant():
+    made = sl.Settings(batch_size=np.int64(8), rounds=np.array(3), warmup=np.int32(0), threads=np.int64(2),
+                       confidence=np.float32(0.5), eval_batch_size=np.int64(64))
+    assert made == sl.Settings(batch_size=8, rounds=3, warmup=0, threads=2, confidence=0.5, eval_batch_size=64)
+    assert all(type(getattr(made, k)) is int for k in ("batch_size", "rounds", "warmup", "threads", "eval_batch_size"))
+    assert type(made.confidence) is float
+    for bad, words in [(dict(rounds=3.0), "rounds=3.0 must be a non-negative integer"),
+                       (dict(batch_size=True), "batch_size=True must be a positive integer"),
+                       (dict(threads=2.0), "threads=2.0 must be a positive integer")]:
+        with pytest.raises(sl.ConfigError, match=re.escape(words)):
+            sl.Settings(**bad)
+
+
+def test_argument_helpers_take_numpy_scalars_and_0d_arrays_as_plain_numbers():
+    from squeezelab.engine.core.arguments import count, finite_number, fraction, grid_lists, width
+
+    assert count("rounds", np.array(3), low=0) == 3 and type(count("rounds", np.int64(3), low=0)) is int
+    assert finite_number("max_accuracy_drop", np.float32(0.25), low=0) == 0.25
+    assert width(np.int8(4)) == 4 and fraction(np.array(0.5)) == 0.5
+    assert grid_lists(np.array([8, 4]), np.float32(0.5), layout="product") == ((8, 4), (0.5,))
+    with pytest.raises(sl.ConfigError, match=r"rounds=4.0 is not allowed: it must be an integer >= 0"):
+        count("rounds", 4.0, low=0)
+    with pytest.raises(sl.ConfigError, match=r"bits=4.0 is not allowed"):
+        width(4.0)
+
+
+class _Block(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + self.fc(x)
+
+
+def test_layer_pruning_that_would_remove_every_block_is_refused_not_blamed_on_coupling():
+    # keep=0, or a ratio that rounds to every block, once ran and failed the export check, whose message
+    # blamed Torch-Pruning's coupling bugs (#481).
+    with pytest.raises(sl.ConfigError, match=r"keep=0 is not allowed.*1\.\.10000.*remove every block"):
+        sl.LayerPruning(keep=0)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), _Block(), _Block(), torch.nn.Linear(8, 2))
+    before = state_hash(model)
+    with pytest.raises(sl.ConfigError) as info:
+        sl.prune(model, sl.LayerPruning(ratio=0.9), example_inputs=torch.randn(2, 4))
+    message = str(info.value)
+    for word in ["ratio=0.9", "2 removable blocks drops all 2", "ratio=0.5 drops 1", "keep=1"]:
+        assert word in message
+    assert "#481" not in message and state_hash(model) == before
+    assert len([m for m in sl.prune(model, sl.LayerPruning(ratio=0.5), example_inputs=torch.randn(2, 4))
+                if isinstance(m, torch.nn.Identity)]) == 1

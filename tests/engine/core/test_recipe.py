@@ -126,8 +126,10 @@ def test_with_amount_changes_only_the_amount_and_round_trips(config, amount, fie
         (sl.MagnitudePruning(sparsity=0.5), True, ["sparsity=True", "[0, 1)"]),
         (sl.ChannelPruning(ratio=0.5), 1.5, ["ratio=1.5", "[0, 1)"]),
         (sl.ChannelPruning(ratio=0.5), "0.5", ["ratio='0.5'", "[0, 1)"]),
-        (sl.LayerPruning(keep=3), 0.5, ["keep=0.5", "0..10000"]),
-        (sl.LayerPruning(keep=3), -1, ["keep=-1", "0..10000"]),
+        (sl.LayerPruning(keep=3), 0.5, ["keep=0.5", "an integer in 1..10000"]),
+        (sl.LayerPruning(keep=3), -1, ["keep=-1", "1..10000"]),
+        (sl.LayerPruning(keep=3), 0, ["keep=0", "1..10000", "remove every block", "ratio="]),
+        (sl.LayerPruning(keep=3), 2.0, ["keep=2.0", "an integer"]),
         (sl.LayerPruning(ratio=0.5), 1, ["ratio=1", "[0, 1)"]),
     ],
 )
@@ -144,3 +146,79 @@ def test_nm_pruning_has_no_continuous_amount():
     message = str(info.value)
     for word in ["NMPruning", "0.75", "no continuous amount", "2:4 = 0.5", "NMPruning(n=..., m=...)", "MagnitudePruning(sparsity=...)"]:
         assert word in message
+
+
+# ---------------------------------------------------------------- numbers: numpy scalars count, integers stay integers
+
+# (config class, the fields given as numbers): each built once from numpy values and once from Python ones.
+NUMBER_FIELDS = [
+    (sl.PerChannel, dict(axis=1)),
+    (sl.LinearQuantization, dict(bits=4)),
+    (sl.KMeansQuantization, dict(bits=3, seed=7)),
+    (sl.FixedPoint, dict(total_bits=8, frac_bits=5)),
+    (sl.MagnitudePruning, dict(sparsity=0.5)),
+    (sl.ChannelPruning, dict(ratio=0.25, round_to=8)),
+    (sl.LayerPruning, dict(keep=2)),
+    (sl.LayerPruning, dict(ratio=0.5)),
+    (sl.NMPruning, dict(n=2, m=4)),
+    (sl.Percentile, dict(percentile=99.5)),
+    (sl.WeightOnly, dict(bits=8, block_size=64, embeddings=4)),
+    (sl.LayerSetting, dict(bits=4, sparsity=0.5)),
+]
+
+
+def _numpy_forms(value):
+    """A numpy scalar and a 0-d array holding ``value`` (float32 only where it is exact, as 0.25 and 0.5 are)."""
+    import numpy as np
+
+    if isinstance(value, int):
+        return [np.int64(value), np.int32(value), np.array(value)]
+    return [np.float64(value), np.array(value)] + ([np.float32(value)] if float(np.float32(value)) == value else [])
+
+
+@pytest.mark.parametrize(("cls", "fields"), NUMBER_FIELDS, ids=lambda v: v.__name__ if isinstance(v, type) else None)
+def test_numpy_numbers_make_the_same_config_as_python_ones(cls, fields):
+    extra = {"name": "fc"} if cls is sl.LayerSetting else {}
+    plain = cls(**extra, **fields)
+    for key, value in fields.items():
+        for form in _numpy_forms(value):
+            made = cls(**extra, **{**fields, key: form})
+            assert made == plain and hash(made) == hash(plain), (key, form)
+            assert type(getattr(made, key)) is type(value)  # stored as the plain Python number
+            assert made.to_dict() == plain.to_dict()
+
+
+def test_a_recipe_of_numpy_numbers_round_trips_through_toml_like_a_plain_one():
+    import numpy as np
+
+    made = sl.Recipe(pruning=sl.MagnitudePruning(sparsity=np.float32(0.5)),
+                     quantization=sl.LinearQuantization(bits=np.int64(4)), runtime=sl.Simulated(),
+                     layers=(sl.LayerSetting(name="fc", bits=np.array(32)),))
+    plain = sl.Recipe(pruning=sl.MagnitudePruning(sparsity=0.5), quantization=sl.LinearQuantization(bits=4),
+                      runtime=sl.Simulated(), layers=(sl.LayerSetting(name="fc", bits=32),))
+    assert made.to_toml() == plain.to_toml() and sl.Recipe.from_toml(made.to_toml()) == plain
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: sl.WeightOnly(bits=4.0), ["bits=4.0", "an integer", "4 or 8"]),
+        (lambda: sl.WeightOnly(block_size=32.0), ["block_size=32.0", "an integer"]),
+        (lambda: sl.WeightOnly(embeddings=4.0), ["embeddings=4.0", "the integer 4"]),
+        (lambda: sl.LinearQuantization(bits=4.0), ["bits=4.0", "an integer in 2..16"]),
+        (lambda: sl.KMeansQuantization(bits=True), ["bits=True", "an integer in 1..8"]),
+        (lambda: sl.FixedPoint(total_bits=8.0), ["total_bits=8.0", "an integer"]),
+        (lambda: sl.NMPruning(n=2.0, m=4), ["n=2.0", "an integer"]),
+        (lambda: sl.ChannelPruning(ratio=0.5, round_to=8.0), ["round_to=8.0", "an integer"]),
+        (lambda: sl.LayerPruning(keep=2.0), ["keep=2.0", "an integer"]),
+        (lambda: sl.LayerSetting(name="fc", bits=8.0), ["bits=8.0", "an integer in 2..16, or 32"]),
+        (lambda: sl.PerChannel(axis=0.0), ["axis=0.0", "an integer"]),
+        (lambda: sl.MagnitudePruning(sparsity=True), ["sparsity=True", "[0, 1)"]),
+        (lambda: sl.Percentile(percentile="99"), ["percentile='99'", "(50, 100]"]),
+    ],
+)
+def test_floats_and_bools_where_integers_are_meant_are_refused_on_construction(make, words):
+    with pytest.raises(ConfigError) as info:
+        make()
+    for word in words:
+        assert word in str(info.value)
