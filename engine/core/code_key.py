@@ -27,13 +27,23 @@ import numpy as np
 __all__ = ["is_simple", "is_versioned", "value_key", "function_key", "class_key"]
 
 # Classes from these packages are keyed by the package version (in the cache's runtime key), not their code.
-_VERSIONED = ("torch.", "builtins")
+_VERSIONED = ("torch", "torch.")
+# CPython's flag for a class created at run time (every class a ``class`` statement makes); the classes
+# of Python itself (object, int, dict, ...) are static types without it.
+_HEAPTYPE = 1 << 9
 
 
 def is_versioned(cls: type) -> bool:
-    """True for ``object`` and classes of torch or Python itself (keyed by their versions, not their code)."""
+    """True for ``object`` and classes of torch or Python itself (keyed by their versions, not their code).
+
+    A module name alone does not say "Python's own": a class made by ``exec(source, {"torch": torch})``
+    has ``__module__ == "builtins"`` (the namespace has no ``__name__``), yet its code is the user's and
+    must be keyed, or an edited class would be served the old class's cached figures.
+    """
     module = getattr(cls, "__module__", "") or ""
-    return cls is object or module == "torch" or module.startswith(_VERSIONED)
+    if cls is object or module == _VERSIONED[0] or module.startswith(_VERSIONED[1]):
+        return True
+    return module == "builtins" and not getattr(cls, "__flags__", 0) & _HEAPTYPE
 
 
 def is_simple(value: Any) -> bool:
@@ -101,6 +111,11 @@ def value_key(value: Any, seen: set[int] | None = None) -> Any:
     return ["repr", type(value).__qualname__, repr(value)]
 
 
+def _module_name(module_globals: dict[str, Any]) -> str:
+    """The ``__module__`` a class defined in these globals gets: ``exec`` without ``__name__`` gives ``builtins``."""
+    return module_globals.get("__name__", "builtins")
+
+
 def function_key(fn: Any, seen: set[int] | None = None) -> list[Any]:
     """A function's code, defaults, closure values and the same-module helpers and constants it uses."""
     seen = set() if seen is None else seen
@@ -130,7 +145,7 @@ def function_key(fn: Any, seen: set[int] | None = None) -> list[Any]:
         target = module_globals.get(global_name)
         if isinstance(target, types.FunctionType) and target.__globals__ is module_globals:
             used.append((global_name, function_key(target, seen)))
-        elif isinstance(target, type) and target.__module__ == module_globals.get("__name__") and not is_versioned(target):
+        elif isinstance(target, type) and target.__module__ == _module_name(module_globals) and not is_versioned(target):
             used.append((global_name, class_key(target, seen)))  # a same-module class it builds or calls
         elif is_simple(target) and global_name in module_globals:
             used.append((global_name, target))

@@ -16,7 +16,11 @@ payload:
 - a truncated, hand-edited or otherwise corrupt entry fails its checksum, is
   reported once (a warning naming the file), deleted and recomputed;
 - a folder that cannot be created, written or read raises ``CacheError``
-  naming it (``check_writable`` probes it before any work starts).
+  naming it (``check_writable`` probes it before any work starts);
+- temporary files a killed process left behind (``.tmp-*.json``, ``.tmp-probe-*``)
+  are removed when the cache is opened for work (``check_writable``), once
+  they are older than ``ORPHAN_AGE_S``: a write takes milliseconds, so an
+  older temporary file belongs to no live writer, and a younger one may.
 
 Entries are independent, which is what makes an interrupted sweep resumable:
 every point finished before the interruption is already on disk.
@@ -29,6 +33,7 @@ import io
 import json
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,9 +42,12 @@ from typing import Any
 
 from squeezelab.engine.core.errors import CacheError, ConfigError
 
-__all__ = ["ResultCache", "default_cache_dir"]
+__all__ = ["ResultCache", "default_cache_dir", "ORPHAN_AGE_S"]
 
-
+# A temporary file older than this belongs to no live writer (an entry is written and renamed in
+# milliseconds); only such files are removed, never one another process may be writing now.
+ORPHAN_AGE_S = 600.0
+_TEMPORARY = (".tmp-probe-*", "??/.tmp-*.json")
 
 def default_cache_dir() -> Path:
     """``$SQUEEZELAB_CACHE``, else ``$XDG_CACHE_HOME/squeezelab``, else ``~/.cache/squeezelab``."""
@@ -94,6 +102,23 @@ class ResultCache:
         except OSError as exc:
             raise self._error("write to", self.root, exc) from exc
         self._writable = True
+        self.remove_orphans()
+
+    def remove_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> list[Path]:
+        """Remove temporary files left by writers that were killed (older than ``older_than_s``); returns them."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        cutoff = time.time() - older_than_s
+        removed = []
+        for pattern in _TEMPORARY:
+            for path in self.root.glob(pattern):
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed.append(path)
+                except OSError:  # removed meanwhile by another process, or not ours to remove: leave it
+                    continue
+        return removed
 
     @classmethod
     def of(cls, cache: Any) -> ResultCache:

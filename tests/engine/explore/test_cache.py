@@ -188,3 +188,51 @@ def test_a_changed_same_module_class_or_constant_changes_the_key():
     assert model_fingerprint(_exec_model(source)) == base
     assert model_fingerprint(_exec_model(source.replace("return x * SCALE", "return -x * SCALE"))) != base
     assert model_fingerprint(_exec_model(source.replace("SCALE = 1.0", "SCALE = 2.0"))) != base
+
+
+def _exec_bare(source: str) -> nn.Module:
+    """``exec(source, {"nn": nn})``: no ``__name__`` in the namespace, so the class's ``__module__`` is "builtins"."""
+    namespace = {"nn": nn}
+    exec(source, namespace)
+    torch.manual_seed(0)
+    return namespace["Net"]()
+
+
+def test_a_class_made_by_exec_without_a_module_name_is_keyed_by_its_code(tmp_path):
+    # Its __module__ is "builtins", which the key once skipped as Python's own: an edited class was served
+    # the old class's cached figures (0.495 against a true 0.005).
+    plain = _exec_bare(_NET)
+    negated = _exec_bare(_NET.replace("return helper(self.fc(x))", "return -helper(self.fc(x))"))
+    assert type(plain).__module__ == "builtins" and torch.equal(plain.fc.weight, negated.fc.weight)
+    data = _labelled_by(plain)
+    key, row = _figures(plain, data, tmp_path)
+    other_key, other_row = _figures(negated, data, tmp_path)
+    assert other_key != key and not other_row.cached
+    assert row.value == 1.0 and other_row.value == 0.0
+    again_key, again_row = _figures(_exec_bare(_NET), data, tmp_path)  # the same code again: a hit
+    assert again_key == key and again_row.cached
+    doubled = _exec_bare(_NET.replace("def helper(x):\n    return x", "def helper(x):\n    return 2 * x"))
+    assert model_fingerprint(doubled) != model_fingerprint(plain)  # its namespace's helpers count too
+
+
+def _aged(path, seconds: float):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{")
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_temporary_files_of_killed_writers_are_removed_when_the_cache_is_opened(tmp_path):
+    from squeezelab.engine.explore.cache import ORPHAN_AGE_S
+
+    cache = ResultCache(tmp_path)
+    cache.put("ab" + "0" * 62, {"value": 1})
+    orphans = [_aged(tmp_path / "ab" / ".tmp-killed.json", ORPHAN_AGE_S + 60),
+               _aged(tmp_path / ".tmp-probe-killed", ORPHAN_AGE_S + 60)]
+    # written just now: maybe by another process that is writing it at this moment
+    live = [_aged(tmp_path / "ab" / ".tmp-writing.json", 1), _aged(tmp_path / ".tmp-probe-writing", 1)]
+    ResultCache(tmp_path).check_writable()  # what every sweep / evaluator does before its first point
+    assert [p.exists() for p in orphans] == [False, False]
+    assert [p.exists() for p in live] == [True, True]
+    assert list(ResultCache(tmp_path).keys()) == ["ab" + "0" * 62]  # entries are never touched
