@@ -36,7 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.errors import ArtifactPathError, ConfigError
+from squeezelab.engine.core.paths import as_path, file_to_write, write_failed
 from squeezelab.widgets._labels import MetricLabels
 from squeezelab.widgets._report_tables import html_table, latency_table
 from squeezelab.widgets.grid_figure import explore_figure, has_grid
@@ -125,13 +126,11 @@ def _exists(path: Path) -> ConfigError:
     )
 
 
-def _check_path(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise ConfigError(f"report path {str(path)!r} is a folder; give a file name such as {str(path / 'report.html')!r}.")
-    if not path.parent.is_dir():
-        raise ConfigError(f"the folder of report path {str(path)!r} does not exist; create {str(path.parent)!r} first.")
-    if path.exists() and not overwrite:
-        raise _exists(path)
+def _check_path(path: Path, overwrite: bool, *, what: str = "report path", overwrite_fix: str | None = None) -> None:
+    """Refuse, before the work, a path that is a folder, lies under a file, has no folder or a read-only one,
+    or exists without ``overwrite`` (``ArtifactPathError``, a ``ConfigError``); the CLI passes its own words."""
+    fix = overwrite_fix or "pass overwrite=True to replace it, or choose another path"
+    file_to_write(path, what=what, overwrite=overwrite, overwrite_fix=fix, example="report.html")
 
 
 def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
@@ -352,10 +351,11 @@ def report(
         plus tens of kilobytes of figures and tables; it fetches nothing.
 
     Raises:
-        ConfigError: ``path`` exists (and ``overwrite=False``), is a folder or has no
-            parent folder; ``current`` is out of range; ``recipe`` is not a ``Recipe``.
+        ArtifactPathError: ``path`` exists (and ``overwrite=False``), is a folder, has no parent
+            folder, lies under a file or cannot be written (a ``ConfigError`` and an ``OSError``).
+        ConfigError: ``current`` is out of range; ``recipe`` is not a ``Recipe``.
     """
-    path = Path(path).absolute()
+    path = as_path(path).absolute()
     _check_path(path, overwrite)  # fail before the work, and again when moving the file into place
     source = getattr(sweep, "table", sweep)
     if not hasattr(source, "columns") or "value" not in source.columns:
@@ -386,5 +386,10 @@ def report(
     parts.append(_table_section(table, labels, current))
     parts.append(f'<section id="environment"><h2>Environment</h2>{_environment_html()}</section>')
     parts.append("</body></html>")
-    _write_atomically(path, "\n".join(parts) + "\n", overwrite)
+    try:
+        _write_atomically(path, "\n".join(parts) + "\n", overwrite)
+    except ArtifactPathError:
+        raise
+    except OSError as exc:  # a full disk, or the folder changed since the check
+        raise write_failed(path, exc, "report path") from exc
     return path

@@ -24,7 +24,8 @@ from torch import nn
 from squeezelab.engine.core.copying import copy_model
 from squeezelab._version import __version__
 from squeezelab.engine.quantization.encoding import Encoded
-from squeezelab.engine.core.errors import ArtifactError
+from squeezelab.engine.core.errors import ArtifactError, ArtifactPathError
+from squeezelab.engine.core.paths import file_to_read
 
 __all__ = ["FORMAT", "pack_encoded", "unpack_encoded", "load_packed", "class_path"]
 
@@ -168,16 +169,27 @@ def load_packed(source: str | Path | bytes, model: nn.Module, *, check_class: bo
     (``Compressed.save`` writes it). ``model`` itself is not changed.
 
     Raises:
+        ArtifactPathError: ``source`` is a missing file, a folder, a path under a file, or neither a
+            path nor bytes.
         ArtifactError: a corrupt or foreign file, a checksum mismatch, or a model of another class
             or architecture than the one compressed.
     """
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        data = path.read_bytes()
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, where = bytes(source), "the packed artifact"
+    else:  # a path: a missing file, a folder or a path under a file is named before anything is read
+        path = file_to_read(
+            source, what="source", wrote_by=" (the packed file Compressed.save wrote)",
+            allowed="the path of the packed file Compressed.save wrote (a str or pathlib.Path), or its bytes",
+        )
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # removed or made unreadable since the check
+            raise ArtifactPathError(
+                f"source {str(path)!r} cannot be read: {exc.strerror or exc}; pass the packed file Compressed.save wrote.",
+                path=path,
+            ) from exc
         _check_sidecar(path, data)
         where = repr(str(path))
-    else:
-        data, where = source, "the packed artifact"
     encoded, metadata = _unpack(data, where)
     out = copy_model(model)
     state = out.state_dict()

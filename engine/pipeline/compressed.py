@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from squeezelab._version import __version__
-from squeezelab.engine.core.errors import ArtifactError, ConfigError, DataError, ProviderFallbackError
+from squeezelab.engine.core.errors import ConfigError, DataError, ProviderFallbackError
 from squeezelab.engine.core.inputs import Inputs, InputSpec
+from squeezelab.engine.core.paths import file_to_write, write_failed
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, selector_name
 from squeezelab.engine.runtime.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.core.recipe import Recipe
@@ -240,12 +241,14 @@ class Compressed:
         n = len(inputs)
         if n == 0:
             raise DataError("predict got an empty batch; pass at least one sample.")
-        step = batch_size or n
+        fixed = self.spec.batch  # an ONNX graph with a fixed batch: batches of that size, the last one padded
+        step = fixed or batch_size or n
         run = self.runner(threads=None)
         outs = []
         for i in range(0, n, step):
-            out = run(self.prepare(inputs.slice(i, i + step)))
-            outs.append(out[0] if isinstance(out, list) else out.detach().float().numpy())
+            part = inputs.slice(i, i + step)
+            out = run(self.prepare(part.tile(fixed) if fixed else part))
+            outs.append((out[0] if isinstance(out, list) else out.detach().float().numpy())[: len(part)])
         return np.concatenate(outs, axis=0)
 
     # ----------------------------------------------------------------- saving
@@ -266,17 +269,19 @@ class Compressed:
         }
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
-        """Write the artifact to ``path`` and its metadata to ``path + '.json'``.
+        """Write the artifact to ``path`` and its metadata to ``path + '.json'``; missing folders are created.
 
-        Refuses to replace existing files unless ``overwrite=True``.
+        Raises:
+            ArtifactPathError: ``path`` (or its ``.json``) exists and ``overwrite`` is False, is a
+                folder, lies under a file, or its folder cannot be written; checked before writing.
         """
-        path = Path(path)
+        example = "model.onnx" if self.onnx_bytes is not None else "model.safetensors"
+        path = file_to_write(path, overwrite=overwrite, create_folders=True, beside=(".json",), example=example)
         meta_path = path.with_name(path.name + ".json")
-        if not overwrite:
-            for p in (path, meta_path):
-                if p.exists():
-                    raise ArtifactError(f"{str(p)!r} exists; pass overwrite=True to replace it.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.artifact_bytes)
-        meta_path.write_text(json.dumps(self.metadata(), indent=2) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(self.artifact_bytes)
+            meta_path.write_text(json.dumps(self.metadata(), indent=2) + "\n")
+        except OSError as exc:  # a full disk, or the folder changed since the check
+            raise write_failed(path, exc) from exc
         return path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 import torch
@@ -110,3 +111,54 @@ def test_a_pruned_models_class_is_its_own_not_pytorchs_parametrized_subclass():
     c = sl.compress(sparse, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()), example_inputs=torch.randn(1, 8))
     assert c.metadata()["model_class"] == "torch.nn.modules.linear.Linear"
     sl.load_packed(c.artifact_bytes, torch.nn.Linear(8, 4))
+
+
+# ---------------------------------------------------------------- paths that cannot be used (issue #21)
+
+
+@pytest.fixture
+def files(tmp_path):
+    """A folder holding a plain file (so ``a-file/x`` is a path under a file)."""
+    (tmp_path / "a-file").write_text("not a folder")
+    return tmp_path
+
+
+def _path_error(call, *words):
+    """``call()`` raises ``ArtifactPathError`` (also a ConfigError and an OSError) whose message holds ``words``."""
+    with pytest.raises(sl.ArtifactError) as info:
+        call()
+    error = info.value
+    assert type(error).__name__ == "ArtifactPathError" and isinstance(error, (OSError)) and isinstance(error, sl.ConfigError)
+    for word in words:
+        assert word in str(error), (word, str(error))
+    return error
+
+
+def test_load_packed_names_a_missing_file_a_folder_and_a_path_under_a_file(files):
+    model = sl.DigitsMLP()
+    _path_error(lambda: sl.load_packed(files / "none.sqz", model), repr(str(files / "none.sqz")), "not found",
+                "Compressed.save")
+    _path_error(lambda: sl.load_packed(files, model), repr(str(files)), "is a folder", "Compressed.save")
+    _path_error(lambda: sl.load_packed(files / "a-file" / "x.sqz", model), "'" + str(files / "a-file") + "' is a file")
+    _path_error(lambda: sl.load_packed(None, model), "source=None is not a file path", "or its bytes")
+
+
+def test_save_refuses_unusable_paths_before_writing_anything(packed, files, monkeypatch):
+    before = sorted(p.name for p in files.iterdir())
+    _path_error(lambda: packed.save(files), "is a folder", str(files / "model.safetensors"))
+    _path_error(lambda: packed.save(files / "a-file" / "m.sqz"), "'" + str(files / "a-file") + "' is a file")
+    _path_error(lambda: packed.save(files / "a-file"), "exists", "overwrite=True")
+    (files / "m.sqz.json").write_text("{}")  # the metadata file beside it counts too
+    _path_error(lambda: packed.save(files / "m.sqz"), "m.sqz.json' exists", "overwrite=True")
+    _path_error(lambda: packed.save(3), "path=3 is not a file path")
+    read_only = files / "read-only"
+    read_only.mkdir()
+    real_access = os.access
+    # Root writes anywhere, so the folder's permission bits cannot make it read-only here: ask os.access.
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(read_only) else real_access(p, mode))
+    error = _path_error(lambda: packed.save(read_only / "sub" / "m.sqz"), "cannot be written", "choose a writable folder")
+    assert error.path == read_only / "sub" / "m.sqz"
+    assert sorted(p.name for p in files.iterdir()) == sorted(before + ["m.sqz.json", "read-only"])
+    assert list(read_only.iterdir()) == []
+    monkeypatch.undo()
+    assert packed.save(read_only / "sub" / "m.sqz").is_file()  # missing folders are created
