@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import threading
 import time
 
@@ -66,19 +65,26 @@ def test_slider_recompresses_and_moves_the_current_point(explorer):
     assert current(ex, "latency")[0] == [ex.current_point.latency_ms]
 
 
-def test_cached_point_updates_synchronously_and_fast(explorer):
+def test_cached_point_updates_synchronously_without_measuring(explorer, monkeypatch):
     ex = explorer
     ex.bits_slider.value = 4
     ex.wait()
     ex.timings.clear()
+
+    def no_measuring(recipe, progress=None):
+        raise AssertionError(f"{recipe.label} is cached: it must be drawn, not measured")
+
+    # What keeps a cached point fast on every machine: no compressing, evaluating or timing, only drawing.
+    # (How fast that is depends on the machine; ``timings`` records it, no test asserts it.)
+    monkeypatch.setattr(ex.evaluator, "evaluate", no_measuring)
     for i in range(20):
         ex.bits_slider.value = 8 if i % 2 == 0 else 4
         # no wait(): a cached point is drawn before the assignment returns
         expected = 8 if i % 2 == 0 else 4
         assert ex.current_point.label == f"linear{expected}-sym-perchannel (simulated)"
         assert current(ex)[0] == [ex.current_point.size_bytes]
-    assert len(ex.timings) == 20
-    assert statistics.median(ex.timings) < 0.5  # generous for CI; the note quotes the measured median
+        assert ex.error is None and "measuring" not in ex.status.value
+    assert len(ex.timings) == 20 and all(t >= 0 for t in ex.timings)
 
 
 def test_latest_choice_wins_and_stale_results_never_overwrite_it(explorer, monkeypatch):
@@ -122,10 +128,18 @@ def test_kernel_stays_free_while_a_point_is_measured(explorer, monkeypatch):
     ex = explorer
     real = ex.evaluator.evaluate
     release = threading.Event()
-    monkeypatch.setattr(ex.evaluator, "evaluate", lambda r, progress=None: (release.wait(10), real(r))[1])
-    t0 = time.perf_counter()
+    finished = threading.Event()
+
+    def blocked(recipe, progress=None):
+        release.wait(10)
+        point = real(recipe)
+        finished.set()
+        return point
+
+    monkeypatch.setattr(ex.evaluator, "evaluate", blocked)
     ex.bits_slider.value = 3
-    assert time.perf_counter() - t0 < 1.0  # returned while the point is still being measured
+    # returned while the point is still being measured (measured here, it would have finished first)
+    assert not finished.is_set()
     assert "measuring" in ex.status.value
     release.set()
     ex.wait()
