@@ -32,7 +32,7 @@ from squeezelab._lazy import lazy_attributes
 
 # Each module (under squeezelab.engine) and the public names it holds: the one list of them.
 _PUBLIC = {
-    "core.errors": ["ArtifactError", "CacheError", "CalibrationError", "ConfigError", "DataError", "ExampleInputError", "ExportError", "InvalidWeightsError", "ModelError", "ProviderError", "ProviderFallbackError", "ProviderUnavailableError", "SqueezeError", "UnexportableLayerError", "StructuredPruningError"],
+    "core.errors": ["ArtifactError", "CacheError", "CalibrationError", "ConfigError", "DataError", "ExampleInputError", "ExportError", "ExportMismatchError", "InvalidWeightsError", "ModelError", "ProviderError", "ProviderFallbackError", "ProviderUnavailableError", "SqueezeError", "UnexportableLayerError", "StructuredPruningError"],
     "core.inputs": ["Inputs"],
     "core.pruners": ["MagnitudePruning", "ChannelPruning", "LayerPruning", "NMPruning"],
     "core.quantizers": ["FixedPoint", "Float16", "KMeansQuantization", "LinearQuantization", "PerChannel", "PerTensor"],
