@@ -55,15 +55,24 @@ class SweepTable:
     half of the timed rounds), ``speedup`` with ``speedup_low`` / ``speedup_high`` and
     ``speed_reading``, ``quantized_weight_fraction``, ``cached`` and ``recipe`` (JSON).
     ``table.attrs`` names the metric: ``metric`` (its name), ``metric_key`` (its column) and
-    ``percent`` (shown in % and pp). ``points`` holds the ``Point`` objects themselves.
+    ``percent`` (shown in % and pp); ``left_out`` (label -> why, when a default grid left points out)
+    and ``calibration`` (where static int8 rows were calibrated) when they apply. ``points`` holds the
+    ``Point`` objects themselves; ``left_out`` the reasons (``grid_defaults.NotApplicable``, with
+    the fix in API and command-line words).
     """
 
-    def __init__(self, table: Any, *, points: list[Any] | None = None, hits: int = 0, misses: int = 0, complete: bool = True) -> None:
+    def __init__(self, table: Any, *, points: list[Any] | None = None, hits: int = 0, misses: int = 0,
+                 complete: bool = True, left_out: list[Any] | None = None, calibration: str | None = None) -> None:
         self.table = table
         self.points = list(points or [])
         self.hits = hits
         self.misses = misses
         self.complete = complete
+        self.left_out = list(left_out or [])
+        if self.left_out:
+            table.attrs["left_out"] = {reason.label: reason.message for reason in self.left_out}
+        if calibration is not None:
+            table.attrs["calibration"] = calibration
 
     @classmethod
     def from_points(cls, points: list[Any], extra: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
@@ -154,9 +163,12 @@ class SweepTable:
 
     def __repr__(self) -> str:
         state = "" if self.complete else ", INCOMPLETE"
+        notes = "".join(f"\nleft out of the default grid: {reason.message}" for reason in self.left_out)
+        if "calibration" in self.table.attrs:
+            notes += f"\n{self.table.attrs['calibration']}"
         return (
             f"{type(self).__name__}({len(self.table)} rows, {self.hits} from cache, {self.misses} measured{state})\n"
-            f"{self.summary().to_string(index=False)}"
+            f"{self.summary().to_string(index=False)}{notes}"
         )
 
     def _repr_html_(self) -> str:

@@ -23,16 +23,16 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.core import choices
-from squeezelab.engine.core.arguments import check_executor, fraction, grid_lists, scalar, width
-from squeezelab.engine.core.errors import CacheError, ConfigError, SqueezeError
-from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, check_calibration, run_point
-from squeezelab.engine.measurement.point import Point, Settings
-from squeezelab.engine.explore.pareto import SweepTable
-from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning, PruningConfig
-from squeezelab.engine.core.quantizers import FixedPoint, Float16, LinearQuantization, QuantizationConfig
+from squeezelab.engine.core.arguments import check_executor
+from squeezelab.engine.core.errors import CacheError, SqueezeError
 from squeezelab.engine.core.recipe import Recipe
-from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runtime, WeightOnly
+from squeezelab.engine.core.runtimes import Int8Static, Runtime
+from squeezelab.engine.core.pruners import PruningConfig
+from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, check_calibration, run_point
+from squeezelab.engine.explore.grid import GridPoint, NotApplicable, build_grid, check_layer_names, grid_recipe, weight_quantizer
+from squeezelab.engine.explore.pareto import SweepTable
+from squeezelab.engine.measurement.point import Point, Settings
 
 __all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "weight_quantizer"]
 
@@ -61,125 +61,6 @@ class SweepError(SqueezeError, RuntimeError):
         self.failures = failures
 
 
-def weight_quantizer(quantization: str | QuantizationConfig, *, width_based: bool = False) -> QuantizationConfig:
-    """The quantizer a name (see ``squeezelab.engine.core.choices.QUANTIZATIONS``) or config stands for.
-
-    ``width_based=True`` refuses float16, whose width cannot be chosen (sensitivity, search).
-    """
-    template = choices.resolve("quantization", quantization)
-    if width_based and isinstance(template, Float16):
-        raise ConfigError(
-            f"quantization={quantization!r} has no width to choose; use a width-based quantizer "
-            f"({', '.join(k for k in choices.names('quantization') if k != 'float16')})."
-        )
-    return template
-
-
-def _quantizer(quantization: str | QuantizationConfig, bits: int) -> QuantizationConfig | None:
-    template = weight_quantizer(quantization)
-    if bits == 32:
-        return None
-    if isinstance(template, Float16):
-        if bits != 16:
-            raise ConfigError(f"float16 stores 16 bits; bits={bits} does not apply (use bits=[16] or 32).")
-        return template
-    if bits == 16 and not isinstance(template, (LinearQuantization, FixedPoint)):
-        raise ConfigError(f"{type(template).__name__} goes up to 8 bits; bits=16 does not apply.")
-    return template.with_bits(bits)
-
-
-def _pruner(pruning: str | PruningConfig, sparsity: float) -> PruningConfig | None:
-    if sparsity == 0:
-        return None
-    template = choices.resolve("pruning", pruning)
-    return _pruning_at(template, sparsity)
-
-
-def _pruning_at(template: PruningConfig, sparsity: float) -> PruningConfig:
-    """``template`` pruning ``sparsity`` of what it prunes (weights, channels, blocks, N of every M)."""
-    if isinstance(template, (MagnitudePruning, ChannelPruning)):
-        return template.with_amount(sparsity)
-    if isinstance(template, LayerPruning):  # the grid's amount is the fraction of removable blocks dropped
-        return dataclasses.replace(template, keep=None, ratio=sparsity)
-    if isinstance(template, NMPruning):  # no continuous amount: the grid's sparsity picks N of M
-        m = template.m
-        n = round((1 - sparsity) * m)
-        if not 1 <= n <= m or abs((m - n) / m - sparsity) > 1e-9:
-            allowed = [f"{(m - k) / m:g}" for k in range(1, m)]
-            raise ConfigError(f"N:M pruning with m={m} gives sparsity {', '.join(allowed)}; got {sparsity}.")
-        return NMPruning(n=n, m=m)
-    raise choices.unknown_choice("pruning", template)
-
-
-def grid_recipe(
-    bits: int,
-    sparsity: float = 0.0,
-    *,
-    quantization: str | QuantizationConfig = "linear-symmetric",
-    pruning: str | PruningConfig = "magnitude",
-    runtime: str | Runtime = "simulated",
-) -> Recipe:
-    """The recipe at one grid point: weights at ``bits`` (32 = float), ``sparsity`` pruned.
-
-    With an int8 runtime the quantizer is ONNX Runtime's, so ``bits`` must be 8
-    (or 32: the float model, pruned, as an ONNX model); with ``WeightOnly`` 4 or 8
-    (a ``WeightOnly`` config given as the runtime is a template: its bits are replaced). Float weights with the
-    simulated runtime are measured as an ONNX model too, so every float point
-    is executable.
-
-    Examples:
-        >>> grid_recipe(4, 0.5).label
-        'magnitude50%-layer + linear4-sym-perchannel (simulated)'
-        >>> grid_recipe(8, 0.0, runtime="int8-dynamic").label
-        'int8-dynamic'
-        >>> grid_recipe(4, 0.0, runtime="weight-only").label
-        'weightonly4-b32-rtn'
-    """
-    # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
-    bits, sparsity = width(scalar(bits)), fraction(scalar(sparsity))
-    rt = choices.resolve("runtime", runtime)
-    prune = _pruner(pruning, sparsity)
-    if isinstance(rt, (Int8Dynamic, Int8Static)):
-        if bits not in (8, 32):
-            raise ConfigError(
-                f"bits={bits} with runtime {type(rt).__name__}: ONNX Runtime's int8 path stores 8 bits. "
-                "Use bits 8 (or 32 for the float model), or runtime='simulated' for other widths."
-            )
-        return Recipe(pruning=prune, runtime=rt if bits == 8 else Onnx())
-    if isinstance(rt, WeightOnly):
-        if bits not in (4, 8, 32):
-            raise ConfigError(
-                f"bits={bits} with runtime WeightOnly: ONNX Runtime's MatMulNBits stores 4 or 8 bits. "
-                "Use bits 4 or 8 (or 32 for the float model), or runtime='simulated' for other widths."
-            )
-        return Recipe(pruning=prune, runtime=dataclasses.replace(rt, bits=bits) if bits != 32 else Onnx())
-    quant = _quantizer(quantization, bits)
-    if quant is None or isinstance(quant, Float16):  # float32 and float16 run for real in ORT
-        return Recipe(pruning=prune, quantization=quant, runtime=Onnx())
-    return Recipe(pruning=prune, quantization=quant, runtime=rt)
-
-
-def check_layer_names(model: nn.Module | bytes, recipe: Recipe) -> None:
-    """Raise ``ConfigError`` when ``recipe.layers`` names a layer without weights in ``model``."""
-    if not recipe.layers:
-        return
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{recipe.label}: per-layer settings need the PyTorch model; an ONNX file has no layers to set.")
-    from squeezelab.engine.core.layers import chosen_layers
-
-    known = [name for name, _ in chosen_layers(model)]
-    if isinstance(recipe.pruning, ChannelPruning):  # an attention module's setting is its fraction of heads
-        from squeezelab.engine.pruning.attention import attention_modules
-
-        known += list(attention_modules(model))
-    unknown = sorted({item.name for item in recipe.layers} - set(known))
-    if unknown:
-        raise ConfigError(
-            f"{recipe.label}: per-layer settings name {unknown}, which are not Linear/Conv layers of "
-            f"{type(model).__name__}; its layers are {known}."
-        )
-
-
 class Sweep(SweepTable):
     """The measured grid: ``table`` (a pandas DataFrame) and its Pareto frontier.
 
@@ -192,39 +73,16 @@ class Sweep(SweepTable):
     """
 
 
-# One grid point: its recipe and the coordinates the table shows for it (bits, sparsity).
-GridPoint = tuple[Recipe, dict[str, Any]]
+def _check_target(model: Any, evaluator: Evaluator | None) -> nn.Module | bytes | None:
+    """What the grid is checked against: the PyTorch model or the ONNX file's bytes (None: neither; the
+    Evaluator then says what was passed)."""
+    if evaluator is not None:
+        return evaluator.model
+    if isinstance(model, nn.Module):
+        return model
+    from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
-
-def _recipe_list(recipes: Any) -> tuple[Recipe, ...]:
-    try:
-        items = tuple(recipes)
-    except TypeError:
-        raise ConfigError(f"recipes={recipes!r}; pass a Recipe or a list of Recipe objects.") from None
-    for recipe in items:
-        if not isinstance(recipe, Recipe):
-            raise ConfigError(f"recipes must hold Recipe objects, got {type(recipe).__name__}.")
-    return items
-
-
-def _grid(bits: Any, sparsity: Any, recipes: Any, quantization: Any, pruning: Any, runtime: Any) -> list[GridPoint]:
-    """The checked grid: the fp32 baseline first, then every (bits, sparsity) recipe, then ``recipes``;
-    each recipe once (grid points that name the same recipe are measured once)."""
-    recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
-    bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
-    points: list[GridPoint] = [(Recipe(), {"bits": 32, "sparsity": 0.0})]
-    seen = {Recipe()}
-    for b in bits:
-        for s in sparsity:
-            recipe = grid_recipe(b, s, quantization=quantization, pruning=pruning, runtime=runtime)
-            if recipe not in seen:
-                seen.add(recipe)
-                points.append((recipe, {"bits": b, "sparsity": float(s)}))
-    for recipe in recipes:
-        if recipe not in seen:
-            seen.add(recipe)
-            points.append((recipe, {"bits": recipe.bits, "sparsity": asked_sparsity(recipe)}))
-    return points
+    return load_onnx_model(model)[0] if is_onnx_model(model) else None
 
 
 def sweep(
@@ -232,11 +90,11 @@ def sweep(
     data: Any,
     settings: Settings | None = None,
     *,
-    bits: int | Sequence[int] = (8, 6, 4, 3, 2),
-    sparsity: float | Sequence[float] = (0.0, 0.5, 0.75, 0.9),
+    bits: int | Sequence[int] | None = None,
+    sparsity: float | Sequence[float] | None = None,
     quantization: str | QuantizationConfig = "linear-symmetric",
     pruning: str | PruningConfig = "magnitude",
-    runtime: str | Runtime = "simulated",
+    runtime: str | Runtime | None = None,
     recipes: Recipe | Iterable[Recipe] = (),
     calibration_data: Any = None,
     executor: cf.Executor | None = None,
@@ -254,19 +112,25 @@ def sweep(
             the uncompressed model); held-out data, not the training set.
         settings: how to measure (``Settings``: metric, output, timing); keyword overrides such
             as ``metric=`` or ``rounds=`` change single fields (20 timing rounds by default).
-        bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one.
+        bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one. None:
+            the widths the runtime stores (8, 6, 4, 3, 2 simulated; 8 for int8; 8 and 4 weight-only).
         sparsity: fractions pruned, in [0, 1); one value means a list of one. ``bits`` and
             ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
+            None: 0, 0.5, 0.75, 0.9 (0 for an ONNX file). Left to their defaults with an ONNX file
+            and no ``runtime``, the three give no grid: ONNX Runtime's recipes that apply are measured
+            instead (``grid_defaults``), and ``Sweep.left_out`` says what was left out and why.
         quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
             ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
         pruning: ``"magnitude"``, ``"structured"`` (channels and neurons removed), ``"structured-heads"``
             (attention heads too), ``"layers"`` (whole blocks removed) or ``"n:m"``, or a config.
-        runtime: ``"simulated"`` (packed codes: pruning does not shrink the file),
+        runtime: ``"simulated"`` (the default; packed codes: pruning does not shrink the file),
             ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
             less), ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"`` (ONNX Runtime's
             4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config. The names of these three
             arguments, and the old spellings still read, are ``squeezelab.engine.core.choices``'s table.
-        recipes: more recipes (or one) to measure alongside the grid.
+        recipes: more recipes (or one) to measure alongside the grid. A point asked for (by these
+            arguments or in ``recipes``) that cannot run on the model (dynamic int8 on a CNN, simulated
+            widths of an ONNX file) is refused before any work.
         calibration_data: inputs that calibrate static int8 (``runtime="int8-static"``, ``Int8Static``
             recipes), kept apart from ``data``; without them such points are refused before any work
             (``CalibrationError``): a sweep never calibrates on the samples it scores.
@@ -285,7 +149,9 @@ def sweep(
             stored (disk full): ``.sweep`` then holds the points finished so far.
         SweepError: some points failed; ``.sweep`` holds the others.
     """
-    grid = _grid(bits, sparsity, recipes, quantization, pruning, runtime)
+    calibrated = (calibration_data if evaluator is None else evaluator.calibration) is not None
+    grid, left_out = build_grid(_check_target(model, evaluator), bits, sparsity, recipes, quantization, pruning, runtime,
+                           calibrated=calibrated)
     check_executor(executor)
     if evaluator is None:  # before the cache folder is made
         for recipe, _ in grid:
@@ -294,7 +160,7 @@ def sweep(
     for recipe, _ in grid:  # a misspelt layer name or missing calibration fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
         ev.check_calibration(recipe)
-    return _SweepRun(ev, grid, _RunOptions(executor=executor, deadline=deadline, progress=progress)).run()
+    return _SweepRun(ev, grid, _RunOptions(executor=executor, deadline=deadline, progress=progress), left_out).run()
 
 
 @dataclass(frozen=True)
@@ -316,8 +182,8 @@ class _SweepRun:
     points still running.
     """
 
-    def __init__(self, ev: Evaluator, grid: list[GridPoint], options: _RunOptions) -> None:
-        self.ev, self.grid, self.options = ev, grid, options
+    def __init__(self, ev: Evaluator, grid: list[GridPoint], options: _RunOptions, left_out: list[NotApplicable]) -> None:
+        self.ev, self.grid, self.options, self.left_out = ev, grid, options, left_out
         self.done: dict[int, Point] = {i: hit for i, (recipe, _) in enumerate(grid) if (hit := ev.cached(recipe)) is not None}
         self.todo = [i for i in range(len(grid)) if i not in self.done]
         self.failures: dict[str, BaseException] = {}
@@ -355,7 +221,16 @@ class _SweepRun:
         order = sorted(self.done) if 0 in self.done else []
         extra = [{"sparsity": asked_sparsity(self.grid[i][0]), **self.grid[i][1]} for i in order]
         return Sweep.from_points([self.done[i] for i in order], extra, hits=len(self.grid) - len(self.todo),
-                                 misses=len(self.todo), complete=len(self.done) == len(self.grid))
+                                 misses=len(self.todo), complete=len(self.done) == len(self.grid),
+                                 left_out=self.left_out, calibration=self._calibration_note())
+
+    def _calibration_note(self) -> str | None:
+        """Where static int8 points were calibrated, for the table and the report; None without such points."""
+        calibration = self.ev.calibration
+        if calibration is None or not any(isinstance(r.runtime, Int8Static) for r, _ in self.grid):
+            return None
+        return (f"static int8 calibrated on the {len(calibration)} calibration_data inputs, kept apart from the "
+                f"{len(self.ev.samples)} samples evaluated")
 
     def _task(self, i: int) -> PointTask:
         task = self.ev.task(self.grid[i][0])

@@ -322,3 +322,77 @@ def test_executable_grids_int8_and_structured(small, tmp_path):
     # every speedup carries the interval of its median (6 rounds: the extremes at 95%)
     assert (s.table["speedup_low"] <= s.table["speedup"]).all() and (s.table["speedup"] <= s.table["speedup_high"]).all()
     assert s.table.iloc[0][["speedup", "speedup_low", "speedup_high"]].tolist() == [1.0, 1.0, 1.0]
+
+
+def conv_net() -> torch.nn.Module:
+    """A CNN whose weights are 94 % convolution: dynamic int8 (MatMul/Gemm/Gather) would leave them float."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10),
+    ).eval()
+
+
+def test_an_onnx_cnns_default_sweep_holds_only_what_applies_and_says_what_it_left_out(digits_cnn, tmp_path):
+    _, split = digits_cnn
+    x, y = split.x_test[:40], split.y_test[:40]
+    path = sl.compress(conv_net(), example_inputs=x[:1]).save(tmp_path / "cnn.onnx")
+    s = sweep(path, (x, y), cache=tmp_path / "cache", progress=False, rounds=0)
+    assert s.table["label"].tolist() == ["fp32", "float16"] and s.table["executable"].all()
+    why = {reason.label: reason for reason in s.left_out}
+    assert set(why) == {"the bits x sparsity grid", "int8-dynamic", "int8-static-minmax-perchannel"}
+    assert "leaves the convolutions float" in why["int8-dynamic"].why and "Conv 94%" in why["int8-dynamic"].why
+    assert "Int8Static() with calibration_data=" in why["int8-dynamic"].fix and "--calibration" in why["int8-dynamic"].cli_fix
+    assert "calibration_data=" in why["int8-static-minmax-perchannel"].fix
+    assert "no PyTorch layers" in why["the bits x sparsity grid"].why
+    assert set(s.table.attrs["left_out"]) == set(why) and "left out of the default grid: int8-dynamic" in repr(s)
+    # With calibration inputs, static int8 applies; the table and its repr say where it was calibrated.
+    calibrated = sweep(path, (x, y), calibration_data=split.x_train[:16], cache=tmp_path / "cache", progress=False, rounds=0)
+    assert calibrated.table["label"].tolist() == ["fp32", "int8-static-minmax-perchannel", "float16"]
+    note = "static int8 calibrated on the 16 calibration_data inputs, kept apart from the 40 samples evaluated"
+    assert calibrated.table.attrs["calibration"] == note and note in repr(calibrated)
+    assert "calibration" not in s.table.attrs
+
+
+def test_an_onnx_mlps_default_sweep_keeps_dynamic_int8(digits_mlp, tmp_path):
+    model, split = digits_mlp
+    path = sl.compress(model, example_inputs=split.x_test[:1]).save(tmp_path / "mlp.onnx")
+    s = sweep(path, (split.x_test[:40], split.y_test[:40]), cache=False, progress=False, rounds=0)
+    assert s.table["label"].tolist() == ["fp32", "int8-dynamic", "float16"]
+    assert [reason.label for reason in s.left_out] == ["the bits x sparsity grid", "int8-static-minmax-perchannel"]
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, words",
+    [
+        ("onnx", dict(bits=[], sparsity=[], recipes=[sl.Recipe(runtime=sl.Int8Dynamic())]), ["Conv 94%", "Int8Static()"]),
+        ("torch", dict(runtime="int8-dynamic"), ["convolutions 94%", "leaves the convolutions float", "Int8Static()"]),
+        ("onnx", dict(bits=[4]), ["no PyTorch layers", "Recipe(runtime=Int8Static())"]),
+    ],
+)
+def test_an_explicit_point_that_cannot_run_is_refused_before_any_work(tmp_path, monkeypatch, source, kwargs, words):
+    import squeezelab.engine.explore.evaluation as evaluation
+    import squeezelab.engine.explore.sweep as sweeping
+
+    def never(*args, **kw):
+        raise AssertionError("a point was measured before the recipe was refused")
+
+    monkeypatch.setattr(evaluation, "run_point", never)
+    monkeypatch.setattr(sweeping, "run_point", never)
+    x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
+    model = conv_net()
+    target = sl.compress(model, example_inputs=x[:1]).save(tmp_path / "cnn.onnx") if source == "onnx" else model
+    with pytest.raises(sl.ConfigError) as refused:
+        sweep(target, (x, None), cache=tmp_path / "cache", progress=False, **kwargs)
+    assert all(w in str(refused.value) for w in words) and "does not apply" in str(refused.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_default_widths_follow_the_runtime(small):
+    from squeezelab.engine.explore.grid import build_grid as _grid
+
+    model, _ = small
+    for runtime, widths in ((None, {8, 6, 4, 3, 2}), ("int8-dynamic", {8}), ("weight-only", {8, 4})):
+        points, left = _grid(model, None, None, (), "linear-symmetric", "magnitude", runtime, calibrated=False)
+        assert {info["bits"] for _, info in points[1:]} == widths and not left
+        assert {info["sparsity"] for _, info in points[1:]} == {0.0, 0.5, 0.75, 0.9}
