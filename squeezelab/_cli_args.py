@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "checked", "positive_int", "port_number", "batch_sizes", "output_folder", "fail"]
+__all__ = ["OneLineParser", "checked", "positive_int", "port_number", "batch_sizes", "output_folder", "fail", "cli_words", "CLI_WORDS"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -29,6 +30,30 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 T = TypeVar("T")
+
+# The engine's errors name the API's arguments (overwrite=True, calibration_data=); a CLI user knows the
+# options. Each entry is an API phrase that an engine error can bring to the CLI, and the same fix in the
+# CLI's words; cli_words applies them where the CLI prints an engine error (tests/test_cli.py tries each).
+CLI_WORDS: tuple[tuple[str, str], ...] = (
+    (r"pass overwrite=True", "pass --overwrite"),
+    (r"\breport path '", "--output '"),
+    (r"--compress-budget=PATH", "--budget PATH"),
+    (r"(?<![\w-])calibration_data=", "--calibration CAL.npz"),
+    (r"\(cache='/a/writable/folder', or set \$SQUEEZELAB_CACHE\), or cache=False",
+     "(--cache FOLDER, or set $SQUEEZELAB_CACHE), or --no-cache"),
+    (r"pass a folder \(or cache=None\)", "pass --cache FOLDER (or --no-cache)"),
+    (r"(?<![\w-])cache='", "--cache '"),
+    (r"runtime=Int8Dynamic\(\)", "--recipe int8-dynamic"),
+    (r"runtime=Int8Static\(\)", "--recipe int8-static"),
+    (r"(?<![\w-])output=", "--output-key "),
+)
+
+
+def cli_words(message: str) -> str:
+    """``message`` with the API's argument names (``CLI_WORDS``) replaced by the CLI's options."""
+    for api, cli in CLI_WORDS:
+        message = re.sub(api, cli, message)
+    return message
 
 
 def fail(prog: str, message: str) -> NoReturn:

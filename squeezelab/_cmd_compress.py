@@ -19,13 +19,12 @@ __all__ = ["run_compress", "check_output_path", "needs_calibration"]
 
 
 def check_output_path(path: Path, overwrite: bool) -> None:
-    """Refuse, before the work, an output that exists (without --overwrite) or whose folder is missing."""
-    if path.is_dir():
-        raise ConfigError(f"--output {str(path)!r} is a folder; give a file name such as {str(path / 'model.onnx')!r}.")
-    if not path.absolute().parent.is_dir():
-        raise ConfigError(f"the folder of --output {str(path)!r} does not exist; create it first.")
-    if not overwrite and (path.exists() or path.with_name(path.name + ".json").exists()):
-        raise ConfigError(f"--output {str(path)!r} (or its .json) exists; pass --overwrite to replace it.")
+    """Refuse, before the work, an --output (or its .json) that exists without --overwrite, is a folder, lies
+    under a file, or whose folder is missing or cannot be written (``ArtifactPathError``, in the CLI's words)."""
+    from squeezelab.engine.core.paths import file_to_write
+
+    file_to_write(path, what="--output", overwrite=overwrite, overwrite_fix="pass --overwrite to replace it",
+                  beside=(".json",))
 
 
 def needs_calibration(recipes: list[Any], calibration: Path | None) -> None:

@@ -54,10 +54,15 @@ def speed_lines(table, env: dict) -> list[str]:
         f"- Speed of the executable rows on this CPU ({env.get('cpu', 'unknown')}, {_cpu_kind(env)}; int8 "
         "speed differs between CPU kinds), read from the 95% interval of each speedup:"
     ]
+    from squeezelab.engine.measurement.stats import min_rounds
+
+    # A speedup without an interval (too few rounds) has no verdict: said so, in the CLI's words.
+    no_verdict = f"no verdict (too few timing rounds for an interval: pass --rounds {min_rounds()} or more)"
     for b in batch_sizes:
-        groups = {reading: [] for reading in ("slower", "about the same", "faster")}
+        groups = {reading: [] for reading in ("slower", "about the same", "faster", no_verdict)}
         for _, row in rows.iterrows():
-            groups[row[f"speedup_b{b}_reading"]].append(row["recipe"])
+            reading = row[f"speedup_b{b}_reading"]
+            groups[reading if reading in groups else no_verdict].append(row["recipe"])
         said = "; ".join(f"{reading}: {', '.join(names)}" for reading, names in groups.items() if names)
         lines.append(f"  - batch {b}: {said or 'no executable rows'}.")
     if batch_sizes == [1]:

@@ -89,7 +89,7 @@ def _selected(model: Any, data: Any, output: str) -> Any:
 def run_gate(args: argparse.Namespace) -> int:
     """Measure baseline and candidate together, judge them, print, write --json/--junit; 0 pass, 1 fail."""
     from squeezelab._cmd_inputs import example_for, load_data, load_model
-    from squeezelab._cmd_output import write_json
+    from squeezelab._cmd_output import write_json, write_text
     from squeezelab.checks.pairing import measured_pair, settings_for, side_label
     from squeezelab.checks.verdict import judge
 
@@ -110,5 +110,5 @@ def run_gate(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, {"budget_source": str(args.budget), **verdict.to_dict()})
     if args.junit is not None:
-        Path(args.junit).write_text(junit_xml(verdict, str(args.budget)), encoding="utf-8")
+        write_text(args.junit, junit_xml(verdict, str(args.budget)), "--junit")
     return 0 if verdict.passed else 1

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["progress_bar", "figure_table", "write_json", "json_target", "file_target"]
+__all__ = ["progress_bar", "figure_table", "write_json", "write_text", "json_target", "file_target"]
 
 
 def progress_bar(total: int, desc: str, quiet: bool) -> Any:
@@ -53,13 +53,19 @@ def figure_table(table: Any) -> str:
 
 
 def file_target(text: str) -> str:
-    """A file path whose folder exists (checked before the work, not after it)."""
+    """A file that can be written: not a folder, in an existing writable folder (checked before the work).
+
+    An existing file is replaced, as pytest's ``--junitxml`` does: these are records of the run.
+    """
     import argparse
 
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text!r} is a folder; pass a file name")
-    if not Path(text).absolute().parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the folder of {text!r} does not exist; create it first")
+    from squeezelab.engine.core.errors import ArtifactPathError
+    from squeezelab.engine.core.paths import file_to_write
+
+    try:
+        file_to_write(text, what="file", overwrite=True, example=None)
+    except ArtifactPathError as exc:  # argparse names the option: "argument --json: file 'x' ..."
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 
@@ -68,10 +74,20 @@ def json_target(text: str) -> str:
     return text if text == "-" else file_target(text)
 
 
+def write_text(target: str, text: str, option: str) -> None:
+    """Write ``text`` to the file ``target`` of ``option``; a failure (a full disk) is a one-line ``SqueezeError``."""
+    from squeezelab.engine.core.paths import write_failed
+
+    try:
+        Path(target).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise write_failed(Path(target), exc, option) from exc
+
+
 def write_json(target: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` as indented JSON to ``target`` (``-``: stdout)."""
     text = json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
     if target == "-":
         sys.stdout.write(text)
     else:
-        Path(target).write_text(text, encoding="utf-8")
+        write_text(target, text, "--json")

@@ -7,7 +7,8 @@
 - ``gate`` (``_cmd_gate``): the budget verdict of ``pytest --compress-budget``, exit status 0 / 1.
 
 Every argument is checked before the work (``_cli_args``, ``_cmd_inputs``): a bad one is one line on
-stderr and exit status 2, never a traceback; so is a ``SqueezeError`` the engine raises on bad input.
+stderr and exit status 2, never a traceback; so is a ``SqueezeError`` the engine raises on bad input,
+its API words (``overwrite=True``, ``calibration_data=``) put in the CLI's (``_cli_args.cli_words``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from squeezelab._cli_args import OneLineParser, batch_sizes, fail, output_folder, port_number, positive_int
+from squeezelab._cli_args import OneLineParser, batch_sizes, cli_words, fail, output_folder, port_number, positive_int
 from squeezelab._cmd_demo import demo_recipes, run_demo, speed_lines
 from squeezelab._cmd_inputs import (
     drop_limit,
@@ -219,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _runner(args.command)(args)
     except SqueezeError as exc:  # bad input found while loading or working: one line, as for arguments
-        fail(f"squeezelab {args.command}", str(exc))
+        fail(f"squeezelab {args.command}", cli_words(str(exc)))
 
 
 if __name__ == "__main__":  # pragma: no cover

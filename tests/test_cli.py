@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import pytest
 
@@ -174,3 +175,77 @@ def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_pa
     assert base.split()[2:4] == ["1.000000", "0.000000"] and 0 < drop < 0.01
     report = _cmd_demo._report(fidelity, env, "mlp", tmp_path / "m.onnx", True)
     assert "cosine to fp32 on the 450 held-out test digits, drop = fp32 minus candidate (in its units)" in report
+
+
+# ---------------------------------------------------------------- engine errors shown in the CLI's words
+
+
+def _engine_messages(tmp_path) -> list[str]:
+    """Messages of errors the engine raises itself with the API's argument names, each one the CLI can show."""
+    import torch
+
+    import squeezelab as sl
+    from squeezelab.checks.budget import load_budgets
+    from squeezelab.engine.explore.cache import ResultCache
+    from squeezelab.widgets.html_report import _check_path
+
+    messages = []
+
+    def caught(call) -> None:
+        with pytest.raises(sl.SqueezeError) as info:
+            call()
+        messages.append(str(info.value))
+
+    linear = torch.nn.Linear(4, 2)
+    (tmp_path / "taken.onnx").write_text("keep me")
+    result = sl.compress(linear, example_inputs=torch.randn(1, 4))
+    caught(lambda: result.save(tmp_path / "taken.onnx"))  # pass overwrite=True
+    caught(lambda: _check_path(tmp_path / "taken.onnx", False))  # report path ..., pass overwrite=True
+    caught(lambda: load_budgets(tmp_path / "none.toml"))  # --compress-budget=PATH
+    caught(lambda: sl.compress(linear, sl.Recipe(runtime=sl.Int8Static()), example_inputs=torch.randn(1, 4)))  # calibration
+    caught(lambda: ResultCache(tmp_path / "taken.onnx"))  # cache='...' is a file; pass a folder (or cache=None)
+    caught(lambda: ResultCache(tmp_path / "taken.onnx" / "sub").check_writable())  # cache='/a/writable/folder' ...
+    conv = torch.nn.Sequential(torch.nn.Conv2d(4, 32, 3), torch.nn.Flatten(), torch.nn.Linear(512, 1))  # mostly Conv
+    caught(lambda: sl.compress(conv, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(1, 4, 6, 6)))
+
+    class Pair(torch.nn.Module):
+        def forward(self, x):
+            return {"scores": x * 2}
+
+    caught(lambda: sl.compress(Pair(), example_inputs=torch.randn(1, 4), output="logits"))  # output='logits' ...
+    return messages
+
+
+def test_engine_errors_the_cli_shows_name_its_options_not_the_apis_arguments(tmp_path):
+    from squeezelab._cli_args import CLI_WORDS, cli_words
+
+    messages = _engine_messages(tmp_path)
+    api = [re.compile(pattern) for pattern, _ in CLI_WORDS]
+    used = {i for i, pattern in enumerate(api) for m in messages if pattern.search(m)}
+    assert used == set(range(len(api))), [CLI_WORDS[i][0] for i in set(range(len(api))) - used]  # each entry is real
+    shown = [cli_words(m) for m in messages]
+    for before, after in zip(messages, shown):
+        assert not any(pattern.search(after) for pattern in api), after
+        assert not re.search(r"overwrite=|calibration_data=|--compress-budget|\bcache=|(?<![\w-])output=", after), after
+    text = "\n".join(shown)
+    for option in ["pass --overwrite", "--output '", "--budget PATH", "pass --calibration CAL.npz", "--recipe int8-dynamic",
+                   "--recipe int8-static", "--cache FOLDER", "--no-cache", "--output-key 'logits'"]:
+        assert option in text, option
+
+
+def test_every_api_fix_in_an_error_message_has_its_cli_words():
+    """A new message naming overwrite=True, calibration_data=, cache=... or --compress-budget=PATH that the
+    CLI could print without translation fails here (the pytest plugin's own messages keep pytest's words)."""
+    from pathlib import Path
+
+    from squeezelab._cli_args import cli_words
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [*root.glob("engine/**/*.py"), root / "checks" / "budget.py", root / "widgets" / "html_report.py"]
+    api = re.compile(r"overwrite=True|calibration_data=|--compress-budget=PATH|cache=False|cache=None|cache='")
+    untranslated = []
+    for source in sources:
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if api.search(line) and '"' in line and not line.lstrip().startswith(("#", ">>>", "def ")) and api.search(cli_words(line)):
+                untranslated.append(f"{source.relative_to(root)}:{number}: {line.strip()}")
+    assert untranslated == []

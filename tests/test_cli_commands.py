@@ -8,6 +8,8 @@ budget, its exit status follows the verdict, and a budget no model can meet fail
 from __future__ import annotations
 
 import json
+import os
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -174,7 +176,17 @@ BAD = [
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}"], ["is a folder"]),
     (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{tmp}/r.html", "--max-drop", "-1"],
      ["--max-drop", "finite number >= 0"]),
-    (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{tmp}/none.toml"], ["budget file", "not found"]),
+    (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{tmp}/none.toml"], ["budget file", "not found", "--budget PATH"]),
+    (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{dir}/settings-only.toml"],
+     ["table holds only confidence, which gate nothing", "every check would pass", "max_accuracy_drop (or max_drop)"]),
+    (["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{dir}/test.npz/o.onnx"],
+     ["--output", "test.npz' is a file, not a folder"]),
+    (["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{tmp}/o.onnx", "--data", "{dir}/test.npz",
+      "--json", "{dir}/test.npz/f.json"], ["--json", "test.npz' is a file, not a folder"]),
+    (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}/test.npz"], ["--output", "exists", "pass --overwrite"]),
+    (["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{dir}/test.npz/r.html"],
+     ["--output", "test.npz' is a file, not a folder"]),
+    (["sweep", "{onnx}", "--data", "{dir}/test.npz", "--csv", "{dir}/test.npz/t.csv"], ["--csv", "is a file, not a folder"]),
     (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{dir}/budget.toml", "--name", "x"],
      ["no budget named 'x'", "default"]),
     (["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--junit", "{tmp}/no/j.xml"], ["--junit", "does not exist"]),
@@ -187,6 +199,7 @@ def test_bad_arguments_are_one_line_exit_2_and_start_no_work(files, argv, words,
     monkeypatch.chdir(_repo())
     np.savez(folder / "both.npz", x=np.zeros((2, 64)), targets=np.zeros(2), labels=np.zeros(2))
     (folder / "budget.toml").write_text("max_accuracy_drop = 0.01\n")
+    (folder / "settings-only.toml").write_text("confidence = 0.9\n")  # gates nothing: every check would pass
     monkeypatch.setattr(sl, "compress", lambda *a, **k: pytest.fail("work started despite a bad argument"))
     monkeypatch.setattr(sl, "sweep", lambda *a, **k: pytest.fail("work started despite a bad argument"))
     filled = [a.format(onnx=onnx, tmp=tmp_path, dir=folder) for a in argv]
@@ -199,6 +212,49 @@ def test_bad_arguments_are_one_line_exit_2_and_start_no_work(files, argv, words,
     assert "Traceback" not in captured.err and captured.out == ""
     for word in words:
         assert word in lines[0], lines[0]
+    assert not API_WORDS.search(lines[0]), lines[0]  # the CLI's options, not the API's arguments
+
+
+# The API's arguments that the CLI has options for, which it must show in its own words (--overwrite, --budget,
+# --calibration, --cache / --no-cache, --output, --output-key). torch.load(weights_only=True) is not one of ours.
+API_WORDS = re.compile(r"\boverwrite=|--compress-budget|calibration_data=|\bcache=|report path|(?<![\w-])output=")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{ro}/o.onnx"],
+        ["compress", "{onnx}", "--recipe", "int8-dynamic", "--output", "{tmp}/o.onnx", "--data", "{dir}/test.npz",
+         "--json", "{ro}/f.json"],
+        ["report", "{onnx}", "--data", "{dir}/test.npz", "--output", "{ro}/r.html"],
+        ["sweep", "{onnx}", "--data", "{dir}/test.npz", "--json", "{ro}/s.json"],
+        ["gate", "{onnx}", "{onnx}", "--data", "{dir}/test.npz", "--budget", "{dir}/budget.toml", "--junit", "{ro}/j.xml"],
+    ],
+    ids=["compress-output", "compress-json", "report-output", "sweep-json", "gate-junit"],
+)
+def test_a_read_only_output_folder_is_one_line_exit_2_before_any_work(files, argv, tmp_path, capsys, monkeypatch):
+    # Once: exit 1 and a 19-line traceback, after compressing and measuring.
+    folder, onnx = files
+    monkeypatch.chdir(_repo())
+    (folder / "budget.toml").write_text("max_accuracy_drop = 0.01\n")
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    real_access = os.access  # root writes anywhere, whatever the folder's mode: os.access decides there
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(read_only) else real_access(p, mode))
+    monkeypatch.setattr(sl, "compress", lambda *a, **k: pytest.fail("work started despite a read-only folder"))
+    monkeypatch.setattr(sl, "sweep", lambda *a, **k: pytest.fail("work started despite a read-only folder"))
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main([a.format(onnx=onnx, tmp=tmp_path, dir=folder, ro=read_only) for a in argv])
+    finally:
+        read_only.chmod(0o700)
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert str(read_only) in lines[0] and "no permission to write" in lines[0] and "choose a writable folder" in lines[0]
+    assert not API_WORDS.search(lines[0]), lines[0]
 
 
 def test_every_new_option_shows_help_and_its_default(capsys):
