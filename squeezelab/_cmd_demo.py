@@ -47,6 +47,8 @@ def speed_lines(table, env: dict) -> list[str]:
     A recipe is called faster or slower only where the whole 95% interval of its speedup
     is on one side of 1.0; nothing is concluded from batch 1 alone.
     """
+    from squeezelab.engine.measurement.stats import min_rounds  # not at start-up: the CLI's help stays light
+
     batch_sizes = list(table.attrs.get("batch_sizes", []))
     rows = table.iloc[1:]
     rows = rows[rows["kind"] == "executable"]
@@ -54,8 +56,6 @@ def speed_lines(table, env: dict) -> list[str]:
         f"- Speed of the executable rows on this CPU ({env.get('cpu', 'unknown')}, {_cpu_kind(env)}; int8 "
         "speed differs between CPU kinds), read from the 95% interval of each speedup:"
     ]
-    from squeezelab.engine.measurement.stats import min_rounds
-
     # A speedup without an interval (too few rounds) has no verdict: said so, in the CLI's words.
     no_verdict = f"no verdict (too few timing rounds for an interval: pass --rounds {min_rounds()} or more)"
     for b in batch_sizes:

@@ -153,6 +153,13 @@ def test_demo_states_per_batch_size_what_each_interval_says():
     assert "No conclusion is drawn from batch 1 alone" in text and "not conclusive" not in text
 
 
+def test_a_speedup_without_an_interval_is_said_to_have_no_verdict():
+    table = _demo_table([1], {"int8-static": {1: (0.7, 0.9)}, "int8-dynamic": {1: (1.2, float("inf"))}})
+    text = "\n".join(speed_lines(table, ENV))
+    assert "batch 1: slower: int8-static; no verdict (too few timing rounds for an interval: pass --rounds 6 or more): " \
+           "int8-dynamic." in text
+
+
 def test_the_demo_table_and_report_are_named_after_the_metric(digits_mlp, tmp_path):
     """Top-1 reads in % and pp; a fidelity metric (no targets: cosine to fp32) by its own name, never as accuracy."""
     import squeezelab as sl
