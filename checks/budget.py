@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from squeezelab.engine.core.arguments import as_integer, as_real
 from squeezelab.engine.core.errors import SqueezeError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ACCURACY_GATES",
     "canonical_keys",
     "valid_keys",
+    "gating_keys",
     "load_budgets",
     "budgets_from_table",
 ]
@@ -93,8 +95,8 @@ class Budget:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            _check_value(f.name, getattr(self, f.name), "Budget(...)")
+        for f in dataclasses.fields(self):  # numbers stored plain: np.float32(0.5) reads and reports as 0.5
+            object.__setattr__(self, f.name, _check_value(f.name, getattr(self, f.name), "Budget(...)"))
 
     def replace(self, source: str = "override", **changes: Any) -> Budget:
         """A copy with ``changes`` validated (unknown keys refused, naming ``source``; aliases accepted)."""
@@ -128,6 +130,7 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "threads": (int, 1, True, None),
 }
 BUDGET_KEYS = tuple(_RULES)
+_SETTING_KEYS = ("accuracy_gate", "confidence", "latency_batch_size", "latency_rounds", "threads")
 # Metric-neutral names: the gated figure is the drop of whatever metric is measured (a cosine, an MSE ...).
 BUDGET_ALIASES = {"max_drop": "max_accuracy_drop", "max_relative_drop": "max_relative_accuracy_drop"}
 _LIMIT_KEYS = (
@@ -166,42 +169,73 @@ def _check_key(key: str, source: str) -> None:
         raise BudgetError(f"{source}: unknown budget key {key!r}; valid keys: {valid_keys()}.")
 
 
-def _check_value(key: str, value: Any, source: str) -> None:
-    kind, low, inclusive, high = _RULES[key]
+def _check_value(key: str, value: Any, source: str) -> Any:
+    """``value`` checked against the key's rule; numbers come back as plain ``float`` / ``int``."""
+    kind = _RULES[key][0]
     if value is None and kind is float:
-        return
+        return None
     if kind is bool:
         if not isinstance(value, bool):
             raise BudgetError(f"{source}: {key} = {value!r} must be true or false.")
-        return
+        return value
     if kind is str:
         if not isinstance(value, str) or value not in ACCURACY_GATES:
             modes = "; ".join(f"{mode!r}: {what}" for mode, what in ACCURACY_GATES.items())
             raise BudgetError(f"{source}: {key} = {value!r} is not a gate mode; valid modes: {modes}.")
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+        return value
+    number = as_real(value) if kind is float else as_integer(value)  # numpy scalars count; 4.0 is no integer
+    if number is None:
         want = "a number" if kind is float else "an integer"
         raise BudgetError(f"{source}: {key} = {value!r} must be {want}, not {type(value).__name__}.")
-    if not math.isfinite(value):
+    _check_range(key, number, value, source)
+    return number
+
+
+def _check_range(key: str, number: float, value: Any, source: str) -> None:
+    """``number`` (``value`` as given, for the message) within the key's bounds."""
+    _, low, inclusive, high = _RULES[key]
+    if not math.isfinite(number):
         raise BudgetError(f"{source}: {key} = {value!r} must be a finite number.")
-    if key == "confidence" and value == 0:
+    if key == "confidence" and number == 0:
         # Before accuracy_gate existed, 0 meant "compare the measured drop": that is the default mode now.
         raise BudgetError(
             f"{source}: confidence = 0 no longer means a point comparison; the default "
             "accuracy_gate = \"measured\" already judges the measured drop. Remove the key, or set "
             "confidence in [0.5, 0.9999] (the two-sided level of the interval shown beside the drop)."
         )
-    if low is not None and (value < low or (value == low and not inclusive)):
+    if low is not None and (number < low or (number == low and not inclusive)):
         sign = ">=" if inclusive else ">"
         raise BudgetError(f"{source}: {key} = {value!r} must be {sign} {low:g}.")
-    if high is not None and value > high:
+    if high is not None and number > high:
         raise BudgetError(f"{source}: {key} = {value!r} must be <= {high:g}.")
 
 
-def budgets_from_table(table: Any, source: str) -> dict[str, Budget]:
+def gating_keys() -> str:
+    """The keys that gate something, in words (for the message refusing a budget that gates nothing)."""
+    alias_of = {key: alias for alias, key in BUDGET_ALIASES.items()}
+    limits = [f"{k} (or {alias_of[k]})" if k in alias_of else k for k in _LIMIT_KEYS]
+    return ", ".join(limits) + ", require_executable = true"
+
+
+def _check_gates_something(budgets: dict[str, Budget], source: str, table_name: str, table: dict[str, Any]) -> None:
+    """Refuse budgets none of which gates anything: every check would pass, whatever it measured."""
+    if any(budget.gates() for budget in budgets.values()):
+        return
+    given = sorted(k for k, v in table.items() if not isinstance(v, dict))
+    what = f"holds only {', '.join(given)}, which gate nothing" if given else "is empty"
+    raise BudgetError(
+        f"{source}: the {table_name} table {what}, so every check would pass whatever it measured. Add at "
+        f"least one limit: {gating_keys()} (e.g. max_accuracy_drop = 0.01); its other keys ({', '.join(_SETTING_KEYS)}) "
+        "only say how figures are measured and judged."
+    )
+
+
+def budgets_from_table(table: Any, source: str, table_name: str = "budget") -> dict[str, Budget]:
     """``{"default": Budget, name: Budget, ...}`` from a ``[...budget]`` table.
 
-    Keys whose values are tables are named budgets; they inherit the default's keys.
+    Keys whose values are tables are named budgets; they inherit the default's keys. A table whose
+    budgets gate nothing (empty, or only settings such as ``confidence``) is refused: it would pass
+    every check silently. ``table_name`` is how messages name the table (``[tool.squeezelab.budget]``).
     """
     if not isinstance(table, dict):
         raise BudgetError(f"{source}: the budget must be a table of keys, got {type(table).__name__}.")
@@ -216,6 +250,7 @@ def budgets_from_table(table: Any, source: str) -> dict[str, Budget]:
         if nested:
             raise BudgetError(f"{source}: budget {name!r} nests tables {nested}; one level of names only.")
         budgets[name] = default.replace(f"{source} [budget.{name}]", **sub)
+    _check_gates_something(budgets, source, table_name, table)
     return budgets
 
 
@@ -240,6 +275,7 @@ def load_budgets(path: str | Path) -> dict[str, Budget]:
             f"{str(path)!r} has no [tool.squeezelab.budget] table; add one (e.g. max_accuracy_drop = 0.01) "
             "or pass --compress-budget=PATH."
         )
+    name = "[tool.squeezelab.budget]"
     if table is None:
-        table = data.get("budget", data)
-    return budgets_from_table(table, str(path))
+        table, name = (data["budget"], "[budget]") if "budget" in data else (data, "top-level")
+    return budgets_from_table(table, str(path), name)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from squeezelab.checks.budget import Budget, BudgetError
+from squeezelab.checks.budget import Budget, BudgetError, gating_keys
 from squeezelab.checks.pairing import measured_pair, points_pair, settings_for, side_label
 from squeezelab.checks.verdict import Verdict, judge
 from squeezelab.engine.core.errors import SqueezeError
@@ -58,7 +58,13 @@ class BudgetGate:
                 f"no budget named {name!r}; defined: {', '.join(sorted(self._budgets))}. "
                 f"Add [tool.squeezelab.budget.{name}] to the budget file."
             )
-        return self._budgets[name].replace("@pytest.mark.compress_budget", **self._overrides)
+        budget = self._budgets[name].replace("@pytest.mark.compress_budget", **self._overrides)
+        if not budget.gates():  # e.g. a marker that set the only limit to None: every check would pass
+            raise BudgetError(
+                f"budget {name!r} with the marker's overrides {self._overrides!r} gates nothing, so the check "
+                f"would pass whatever it measured; keep at least one limit: {gating_keys()}."
+            )
+        return budget
 
     @property
     def budget(self) -> Budget:

@@ -616,3 +616,31 @@ def test_settings_aliases_points_and_refusals(pytester):
             "*could not run: data=, metric= given with two Points, which are judged as measured; leave it out*",
         ]
     )
+
+
+@pytest.mark.parametrize(
+    ("budget", "words"),
+    [
+        ("", "the [[]tool.squeezelab.budget[]] table is empty, so every check would pass whatever it measured"),
+        ("confidence = 0.9\nrequire_executable = false\n",
+         "table holds only confidence, require_executable, which gate nothing"),
+        ("threads = 2\n[tool.squeezelab.budget.encoder]\nlatency_rounds = 5\n", "table holds only threads, which gate nothing"),
+    ],
+    ids=["empty", "settings-only", "named-settings-only"],
+)
+def test_a_budget_that_gates_nothing_is_a_usage_error_not_a_silent_pass(pytester, budget, words):
+    _project(pytester, budget, _check("acc=0.10"))  # a 0.85 drop: it passed when nothing was gated
+    result = pytester.runpytest("--compress-budget")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--compress-budget: *{words}*Add at least one limit: max_accuracy_drop (or max_drop)*"
+                                 "require_executable = true*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
+def test_a_marker_that_unsets_the_only_limit_fails_the_check_instead_of_passing(pytester):
+    test = "@pytest.mark.compress_budget(max_size_mb=None)\n" + _check("size=9_000_000")
+    _project(pytester, "max_size_mb = 1.0\n", "import pytest\n\n" + test)
+    result = pytester.runpytest("--compress-budget")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*compress budget check could not run: budget 'default' with the marker's overrides "
+                                 "{'max_size_mb': None} gates nothing*keep at least one limit*"])

@@ -191,3 +191,16 @@ def test_max_drop_is_the_metric_neutral_name_of_max_accuracy_drop_and_both_are_r
     assert Budget().replace(max_relative_drop=0.01).max_relative_accuracy_drop == 0.01
     with pytest.raises(sl.SqueezeError, match=r"max_drop and max_accuracy_drop are two names of one limit.*set one of them"):
         Budget().replace("budget.toml", max_drop=0.002, max_accuracy_drop=0.01)
+
+
+def test_budget_numbers_may_be_numpy_and_are_stored_plain():
+    from squeezelab.checks.budget import BudgetError
+
+    made = Budget(max_size_mb=np.float32(2.5), latency_rounds=np.int64(10), confidence=np.array(0.9))
+    assert made == Budget(max_size_mb=2.5, latency_rounds=10, confidence=0.9)
+    assert type(made.max_size_mb) is float and type(made.latency_rounds) is int
+    assert made.replace("test", max_drop=np.float64(0.01)).max_accuracy_drop == 0.01
+    with pytest.raises(BudgetError, match=r"latency_rounds = 10.0 must be an integer, not float"):
+        Budget(latency_rounds=10.0)
+    with pytest.raises(BudgetError, match=r"max_size_mb = -1 must be > 0"):
+        Budget(max_size_mb=-1)
