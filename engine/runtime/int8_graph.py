@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.runtime.ort_quantize import _quiet_onnxruntime_tools
 
 __all__ = [
     "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
@@ -294,7 +295,11 @@ def fused_graph(onnx_bytes: bytes, runtime: Any) -> tuple[bytes | None, str]:
 
 @contextlib.contextmanager
 def _quiet_optimizer() -> Iterator[None]:
-    """The optimizer's modules log warnings under their bare module names: raised to ERROR, then restored."""
+    """The optimizer's modules log warnings under their bare module names: raised to ERROR, then restored.
+
+    Its shape inference also ``print()``s its failures on stdout: captured into the debug log with the
+    quantizer's prints (``ort_quantize._quiet_onnxruntime_tools``).
+    """
     import onnxruntime.transformers.optimizer  # noqa: F401 - registers its loggers
 
     prefixes = ("fusion", "onnx_model", "optimizer", "onnxruntime.transformers")
@@ -305,7 +310,8 @@ def _quiet_optimizer() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        yield
+        with _quiet_onnxruntime_tools():
+            yield
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)

@@ -49,16 +49,21 @@ class _DropPreprocessAdvice(logging.Filter):
         return True
 
 
-# Redirecting stdout and filtering the root logger are process-wide: one quantization at a time.
-_TOOLS_LOCK = threading.Lock()
+# Redirecting stdout and filtering the root logger are process-wide: one ONNX Runtime tool at a time.
+# Re-entrant: a tool called inside another's quiet block (the optimizer inside a quantization) nests.
+_TOOLS_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
 def _quiet_onnxruntime_tools() -> Iterator[None]:
-    """Keep ONNX Runtime's quantizer from printing to stdout and advising on the root logger.
+    """Keep ONNX Runtime's Python tools (quantizer, shape inference, transformer optimizer, float16
+    converter) from printing to stdout and advising on the root logger.
 
-    Both are restored on exit; what was printed goes to this module's debug log.
-    Holds a lock meanwhile, so concurrent threads never interleave the redirection.
+    They ``print()`` what they meant as log lines ("failed in shape inference <class 'AssertionError'>"
+    from the optimizer's symbolic shape inference): a user's stdout is theirs (a CLI's JSON goes there).
+    Both are restored on exit; what was printed goes to this module's debug log. Every call of those
+    tools in squeezelab runs inside this block. Holds a lock meanwhile, so concurrent threads never
+    interleave the redirection.
     """
     with _TOOLS_LOCK, _quieted():
         yield
@@ -232,7 +237,8 @@ def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
+    with _quiet_onnxruntime_tools():
+        model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
     return model.SerializeToString()
 
 
