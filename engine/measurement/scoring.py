@@ -83,8 +83,7 @@ class Metric:
 
     def scores(self, outputs: np.ndarray, reference: np.ndarray) -> np.ndarray | float:
         """Per-sample scores (float64, shape (N,)), or a float for a scalar-only metric."""
-        raw = self.fn(outputs, reference)
-        values = np.asarray(raw, dtype=np.float64)
+        values = self._numbers(self.fn(outputs, reference))
         if values.ndim == 0:
             if not np.isfinite(values):
                 raise DataError(f"metric {self.name!r} returned {float(values)!r}; a metric must return finite numbers.")
@@ -97,6 +96,22 @@ class Metric:
         if not np.all(np.isfinite(values)):
             raise DataError(f"metric {self.name!r} returned NaN or Inf scores; a metric must return finite numbers.")
         return values
+
+    def _numbers(self, raw: Any) -> np.ndarray:
+        """``raw`` as float64, or a ``DataError`` naming what the metric returned instead of numbers."""
+        dtype: Any = "object"
+        try:
+            array = np.asarray(raw)
+            dtype = array.dtype
+            if array.dtype.kind in "biufO":
+                return array.astype(np.float64)
+        except (TypeError, ValueError):  # ragged lists, objects that are not numbers
+            pass
+        first = (raw.tolist() if isinstance(raw, np.ndarray) else list(raw))[:3] if isinstance(raw, (list, tuple, np.ndarray)) else raw
+        raise DataError(
+            f"metric {self.name!r} returned {type(raw).__name__} of dtype {dtype} ({repr(first)[:80]}...), not numbers; "
+            "a metric returns one float score per sample (shape (N,), higher is better) or a single float."
+        )
 
     def __call__(self, outputs: np.ndarray, reference: np.ndarray) -> float:
         """The figure: the mean of the per-sample scores."""

@@ -52,6 +52,18 @@ def test_defaults_follow_the_data_and_bad_metrics_are_refused():
         wrong.scores(np.zeros((2, 2)), np.zeros(2))
 
 
+@pytest.mark.parametrize(
+    ("returned", "shown"),
+    [(np.array(["good", "bad"]), r"ndarray of dtype <U4 \(\['good', 'bad'\]"), ("fine", "str of dtype <U4 \\('fine'"),
+     ([0.5, "x"], r"list of dtype <U32"), ({"acc": 1.0}, "dict of dtype object"), ([[1.0], [1.0, 2.0]], "list of dtype object")],
+)
+def test_a_metric_returning_something_else_than_numbers_is_named_with_what_it_returned(returned, shown):
+    metric = Metric(lambda p, t: returned, name="labels as text")
+    with pytest.raises(sl.DataError, match=rf"metric 'labels as text' returned {shown}.*not numbers.*one float score per sample"):
+        metric.scores(np.zeros((2, 2)), np.zeros(2))
+    assert Metric(lambda p, t: [True, False], name="hits").scores(np.zeros((2, 2)), np.zeros(2)).tolist() == [1.0, 0.0]
+
+
 def test_a_custom_per_sample_metric_gets_paired_statistics_and_a_scalar_one_does_not(digits_mlp):
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(quantization=sl.LinearQuantization(bits=2), runtime=sl.Simulated()),
