@@ -304,3 +304,20 @@ def test_static_int8_needs_calibration_data_here_as_everywhere(digits_cnn, tmp_p
         assert ex.current_point.label == "linear8-sym-perchannel (simulated)"
     finally:
         ex.close()
+
+
+def test_the_latency_panel_draws_the_times_it_is_given(digits_cnn, tmp_path, timed_by_size):
+    """An injected cost model reaches the explorer's worker thread: the latency panel shows the modelled times."""
+    model, split = digits_cnn
+    ex = Explorer(model, split.test, cache=tmp_path, progress=False, latency_repeats=3)
+    try:
+        ex.wait()
+        ex.runtime.value = "int8-dynamic"
+        ex.wait()
+        point = ex.current_point
+        assert point.latency_ms == pytest.approx(10.0 * point.size_bytes / 1e6)  # CostModel.by_size(): 10 ms per MB
+        assert point.details["timing"].startswith("cost model") and not point.cached
+        assert current(ex, "latency")[0] == [point.latency_ms]
+        assert ex.baseline.latency_ms == pytest.approx(10.0 * ex.baseline.size_bytes / 1e6)
+    finally:
+        ex.close()

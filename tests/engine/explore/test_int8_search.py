@@ -21,7 +21,8 @@ from squeezelab.engine.explore.int8_probes import (
     bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, probe_evaluator,
     subsample,
 )
-from squeezelab.engine.explore.int8_search import search_int8
+from squeezelab.engine.explore.int8_search import float_layers_recipe, search_int8
+from squeezelab.engine.measurement.timing import CostModel, using_timer
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 from tests.conftest import state_hash
 
@@ -287,3 +288,38 @@ def test_static_int8_search_calibrates_on_the_calibration_data_it_is_given(digit
         assert result.recipe == int8  # all int8 is within a drop of 1.0: the smallest file, nothing kept float
         values[name] = start["value"]
     assert values["squeezed"] < values["train"]  # activations clipped at a tenth of their range
+
+
+# ----------------------------------------------------------------------------- latency, on modelled times
+
+SLOW_IN_INT8 = "net.3"  # the digits MLP's middle Linear
+
+
+def _one_layer_slow_in_int8(c):
+    """fp32 10 ms; int8 5 ms, plus 4 ms while ``SLOW_IN_INT8`` runs in int8 (as a layer can on an AVX2-only CPU)."""
+    if not isinstance(c.recipe.runtime, sl.Int8Dynamic):
+        return 10.0
+    kept_float = {layer.name for layer in c.recipe.layers if layer.bits == 32}
+    return 5.0 + (0.0 if SLOW_IN_INT8 in kept_float else 4.0)
+
+
+@pytest.mark.parametrize("cost", ["by size", "one layer slow in int8"])
+def test_a_latency_search_keeps_the_fastest_measured_point_on_modelled_times(digits_mlp, tmp_path, cost):
+    """Which layers a latency search keeps float follows from the times it is given, on every CPU."""
+    model, split = digits_mlp
+    data = (split.x_test[:120], split.y_test[:120])
+    timer = CostModel.by_size() if cost == "by size" else CostModel(_one_layer_slow_in_int8)
+    with using_timer(timer):
+        result = sl.search(model, data, runtime=sl.Int8Dynamic(), objective="latency", max_accuracy_drop=0.05, confidence=0,
+                           time_budget_s=120, cache=tmp_path, progress=False, rounds=3, warmup=1)
+    trail = result.trail
+    full = trail[trail["data"].str.startswith("all") & trail["accepted"]]
+    assert result.row["speedup"] == full["speedup"].max() > 1  # the fastest point measured on all the data
+    also = trail[trail["move"].str.startswith("also keep")]
+    if cost == "by size":  # every layer kept float adds bytes, so time: all int8 is fastest, nothing is tried float
+        assert result.recipe == sl.Recipe(runtime=sl.Int8Dynamic()) and also.empty
+        assert result.row["speedup"] == pytest.approx(result.baseline["size_bytes"] / result.row["size_bytes"])
+    else:  # the probe with the slow layer float ran faster than all int8: that layer is tried float and kept
+        assert also["move"].tolist() == ["also keep 1 layer(s) float that ran slower in int8"]
+        assert result.recipe == float_layers_recipe(sl.Int8Dynamic(), [SLOW_IN_INT8])
+        assert result.row["speedup"] == pytest.approx(10.0 / 5.0)

@@ -6,6 +6,7 @@ import pytest
 
 import squeezelab as sl
 from squeezelab.engine.measurement.compare import compare, format_table
+from squeezelab.engine.measurement.timing import CostModel, using_timer
 
 
 def test_table_rows_and_ratios(digits_mlp):
@@ -70,3 +71,19 @@ def test_compare_columns_carry_the_interval(digits_mlp):
     assert row["speedup_b2_low"] <= row["speedup_b2"] <= row["speedup_b2_high"]
     assert row["speedup_b2_reading"] in ("faster", "slower", "about the same")
     assert table.iloc[0][["speedup_b2", "speedup_b2_low", "speedup_b2_high"]].tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("int8_ms, reading", [(1.0, "faster"), (4.0, "slower"), (2.0, "about the same")])
+def test_the_reading_follows_the_times_on_modelled_times(digits_mlp, int8_ms, reading):
+    """The reading of a speedup is read off the interval the times give, whichever CPU runs the test."""
+    model, split = digits_mlp
+
+    def cost(c):
+        return int8_ms if isinstance(c.recipe.runtime, sl.Int8Dynamic) else 2.0
+
+    with using_timer(CostModel(cost)):
+        table = compare(model, [sl.Recipe(runtime=sl.Int8Dynamic())], split.test, example_inputs=split.x_test[:1],
+                        batch_sizes=(2,), rounds=6)  # the fewest rounds with an interval at 95%
+    row = table.iloc[1]
+    assert row["speedup_b2"] == row["speedup_b2_low"] == row["speedup_b2_high"] == 2.0 / int8_ms
+    assert row["speedup_b2_reading"] == reading and row["latency_ms_b2"] == int8_ms
