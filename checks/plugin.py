@@ -29,6 +29,8 @@ import pytest
 
 from squeezelab.checks.budget import BUDGET_ALIASES, BUDGET_KEYS, Budget, BudgetError, canonical_keys, load_budgets, valid_keys
 from squeezelab.checks.verdict import figure_detail
+from squeezelab.engine.core.errors import ArtifactPathError
+from squeezelab.engine.core.paths import file_to_write
 
 __all__ = ["SKIP_REASON", "STATE"]
 
@@ -64,6 +66,14 @@ def _report_path(value: str) -> str:
     if not value or value.endswith(("/", "\\")):
         raise pytest.UsageError(f"--compress-budget-report={value!r} must name a file, e.g. budget.json")
     return value
+
+
+def _check_report_path(path: Path) -> None:
+    """The report is written when the session ends: a path that cannot be written is refused now, not then."""
+    try:
+        file_to_write(path, what="--compress-budget-report", overwrite=True, create_folders=True, example="budget.json")
+    except ArtifactPathError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,6 +138,8 @@ def pytest_configure(config: pytest.Config) -> None:
         except BudgetError as exc:
             raise pytest.UsageError(f"--compress-budget: {exc}") from None
         state.enabled, state.source = True, str(path)
+        if state.report_path and not _is_xdist_worker(config):
+            _check_report_path(Path(config.invocation_params.dir) / state.report_path)
     config.stash[STATE] = state
     if not _is_xdist_worker(config):
         config.pluginmanager.register(_Recorder(config, state), "squeezelab-compress-budget-recorder")

@@ -644,3 +644,13 @@ def test_a_marker_that_unsets_the_only_limit_fails_the_check_instead_of_passing(
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*compress budget check could not run: budget 'default' with the marker's overrides "
                                  "{'max_size_mb': None} gates nothing*keep at least one limit*"])
+
+
+def test_a_report_path_that_cannot_be_written_is_a_usage_error_at_start_up(pytester):
+    # It was written when the session ended: a traceback after every gated test had run.
+    _project(pytester, "max_size_mb = 2.0\n", _check("size=1_000_000"))
+    pytester.makefile(".txt", blocker="a file, not a folder")
+    result = pytester.runpytest("--compress-budget", "--compress-budget-report=blocker.txt/r.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--compress-budget-report *r.json' cannot be written: *blocker.txt' is a file, not a folder*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
