@@ -14,7 +14,8 @@ DATA is an ``.npz`` file: a ``targets`` (or ``labels``) array holds the targets,
 them the metric compares with the uncompressed model's outputs); one other array is the model's
 single input, whatever its name; several are inputs by name (an ONNX file's input names, a
 PyTorch model's keyword arguments, e.g. ``input_ids`` and ``attention_mask``). Arrays are read
-with ``allow_pickle=False``.
+with ``allow_pickle=False``; a file that is not an npz (zip) archive, such as a CSV renamed ``.npz``,
+is refused by its first bytes, naming what it looks like.
 """
 
 from __future__ import annotations
@@ -236,6 +237,7 @@ def load_data(path: Path, what: str = "--data") -> tuple[Any, Any]:
     """``(inputs, targets)`` from an ``.npz``: targets under ``targets``/``labels`` (or None), inputs by name."""
     import numpy as np
 
+    _check_npz_magic(path, what)
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
@@ -254,6 +256,28 @@ def load_data(path: Path, what: str = "--data") -> tuple[Any, Any]:
         raise DataError(f"{what} {str(path)!r}: every array needs the same number of samples (first axis); got {lengths}.")
     inputs = next(iter(arrays.values())) if len(arrays) == 1 else arrays
     return inputs, targets
+
+
+def _check_npz_magic(path: Path, what: str) -> None:
+    """An ``.npz`` is a zip archive (``PK\\x03\\x04``); anything else is named for what it looks like,
+    before numpy reads it (it would try pickle and say only that pickles are not allowed)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise DataError(f"{what} {str(path)!r} cannot be read: {exc.strerror or exc}") from None
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):  # a zip, or an empty one (numpy.savez of nothing)
+        return
+    if head.startswith(b"\x93NUMPY"):
+        looks = "a single .npy array"
+    elif head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        looks = f"text (it starts {head[:24].decode('ascii', 'replace')!r}: a CSV?)"
+    else:
+        looks = "not a zip archive" if head else "empty"
+    raise DataError(
+        f"{what} {str(path)!r} is not an .npz archive: it is {looks}. Save the arrays by input name with "
+        "numpy.savez(path, x=inputs, targets=labels)."
+    )
 
 
 def example_for(model: Any, data: tuple[Any, Any] | None, shape: tuple[int, ...] | None) -> Any:
