@@ -33,7 +33,8 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip()  # every example prints what it shows
 
 
-def test_readme_budget_example_passes_under_the_plugin(pytester):
+def test_readme_budget_example_passes_under_the_plugin(pytester, gate_timer):
+    # gate_timer: real timings; under SQUEEZELAB_SCRAMBLE_TIMINGS the speed gates judge a cost model by size
     if BertModel is None:
         pytest.skip('the budget example gates a BERT: pip install "squeezelab[models]"')
     pytester.makepyprojecttoml(TOML[0])
