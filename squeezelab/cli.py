@@ -127,7 +127,8 @@ def _add_compress(sub) -> None:
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
     _add_model_options(p)
     p.add_argument("--data", type=npz_file, required=True, help="evaluation data (.npz): arrays by input name, 'targets'")
-    p.add_argument("--bits", type=width_list, default=None, help="weight widths, e.g. 8,4,2 (None: 8,4,2; not for ONNX files)")
+    p.add_argument("--bits", type=width_list, default=None,
+                   help="weight widths, e.g. 8,4,2 (None: 8,4,2; 8 for int8 runtimes, 8,4 for weight-only; not for ONNX files)")
     p.add_argument("--sparsity", type=fraction_list, default=None,
                    help="sparsities, e.g. 0,0.5 (None: 0,0.5; not for ONNX files)")
     for option, kind, default, what in (
@@ -138,7 +139,7 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(option, type=table_choice(kind), default=default, help=f"{what}: {', '.join(choices.names(kind))}")
     p.add_argument("--recipe", type=recipe_spec, action="append", default=None,
                    help=_RECIPE_HELP + "; repeat for more; measured beside the grid (None: for an ONNX file, "
-                   "int8-dynamic and float16)")
+                   "ONNX Runtime's recipes that apply to it: int8-dynamic, int8-static with --calibration, float16)")
     p.add_argument("--calibration", type=npz_file, default=None, help="calibration inputs (.npz) for int8-static")
     p.add_argument("--cache", type=output_folder, default=None,
                    help="cache folder for measured points (None: ~/.cache/squeezelab or $SQUEEZELAB_CACHE)")
@@ -169,7 +170,11 @@ def _add_sweep_and_report(sub) -> None:
                         help="the rule's largest drop of the metric, in its units (0.01 = one point of top-1 accuracy)")
     report.add_argument("--objective", choices=["size", "latency"], default="size",
                         help="the rule chooses the smallest file or the lowest latency within --max-drop")
-    report.add_argument("--executable-only", action="store_true", help="the rule chooses among executable points only")
+    report.add_argument("--include-simulated", action="store_true",
+                        help="let the rule choose a simulated point too (not a file to ship); by default it chooses "
+                        "among executable points")
+    report.add_argument("--executable-only", action="store_true",
+                        help="deprecated: the rule chooses among executable points by default (accepted, no effect)")
 
 
 def _add_gate(sub) -> None:

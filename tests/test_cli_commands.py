@@ -340,3 +340,75 @@ def test_sweep_and_gate_a_hugging_face_bert_through_a_factory(tmp_path, capsys, 
     assert code == 0, err
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert verdict["metric"] == "cosine to fp32" and [f["name"] for f in verdict["figures"]] == ["cosine_drop", "compression"]
+
+
+# ---------------------------------------------------------------- the newcomer's path: defaults that apply, executable picks
+
+
+@pytest.fixture(scope="module")
+def cnn_files(tmp_path_factory):
+    """A CNN whose weights are 94 % convolution, as an ONNX file, with .npz data and calibration inputs."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10),
+    ).eval()
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("cnn")
+    x = rng.standard_normal((48, 1, 8, 8)).astype(np.float32)
+    onnx = sl.compress(net, example_inputs=x[:1]).save(folder / "cnn.onnx")
+    np.savez(folder / "test.npz", x=x[:32], targets=rng.integers(0, 10, 32))
+    np.savez(folder / "cal.npz", x=x[32:])
+    return folder, onnx
+
+
+def test_a_cnns_onnx_file_sweeps_with_the_defaults_that_apply_and_says_what_it_left_out(cnn_files, tmp_path, capsys):
+    folder, onnx = cnn_files
+    common = [onnx, "--data", folder / "test.npz", "--rounds", 2, "--cache", tmp_path / "cache"]
+    code, printed, err = run(["sweep", *common, "--json", tmp_path / "s.json"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert [p["label"] for p in saved["points"]] == ["fp32", "float16"]  # int8-dynamic would be refused on a CNN
+    assert set(saved["left_out"]) == {"the bits x sparsity grid", "int8-dynamic", "int8-static-minmax-perchannel"}
+    left = [line for line in printed.splitlines() if line.startswith("left out of the default grid: ")]
+    assert len(left) == 3 and not any(API_WORDS.search(line) for line in left)
+    dynamic = next(line for line in left if ": int8-dynamic: " in line)
+    assert "leaves the convolutions float" in dynamic and "use int8-static with --calibration CAL.npz" in dynamic
+    assert any("int8-static" in line and "pass --calibration CAL.npz" in line for line in left)
+    code, printed, err = run(["sweep", *common, "--calibration", folder / "cal.npz", "--json", tmp_path / "c.json"], capsys)
+    assert code == 0, err
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert [p["label"] for p in saved["points"]] == ["fp32", "int8-static-minmax-perchannel", "float16"]
+    assert saved["calibration"] == "static int8 calibrated on the 16 calibration_data inputs, kept apart from the 32 samples evaluated"
+
+
+def test_a_point_asked_for_that_cannot_run_is_refused_in_the_commands_words(cnn_files, tmp_path, capsys, monkeypatch):
+    folder, onnx = cnn_files
+    monkeypatch.setattr(sl, "sweep", lambda *a, **k: pytest.fail("work started despite a point that cannot run"))
+    with pytest.raises(SystemExit) as exc:
+        main([str(a) for a in ["sweep", onnx, "--data", folder / "test.npz", "--recipe", "int8-dynamic"]])
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("squeezelab sweep: error: --recipe int8-dynamic does not apply to ") and "cnn.onnx" in line
+    assert "leaves the convolutions float" in line and "use int8-static with --calibration CAL.npz" in line
+    assert not API_WORDS.search(line) and "Int8Static()" not in line
+
+
+def test_report_recommends_an_executable_recipe_unless_simulated_ones_are_asked_for(files, tmp_path, capsys, monkeypatch):
+    folder, _ = files
+    monkeypatch.chdir(_repo())
+    common = [FACTORY, "--weights", folder / "mlp.safetensors", "--data", folder / "test.npz", "--bits", "8,4",
+              "--sparsity", "0", "--rounds", 3, "--cache", tmp_path / "cache", "--max-drop", "0.05"]
+    code, printed, err = run(["report", *common, "--output", tmp_path / "r.html"], capsys)
+    assert code == 0, err
+    (chosen,) = [line for line in printed.splitlines() if line.startswith("chosen: ")]
+    assert chosen.startswith("chosen: fp32 (") and "among the executable points" in chosen  # the grid is all simulated
+    assert "simulated ones are shown, not chosen" in (tmp_path / "r.html").read_text()
+    code, printed, err = run(["report", *common, "--output", tmp_path / "s.html", "--include-simulated"], capsys)
+    assert code == 0, err
+    (chosen,) = [line for line in printed.splitlines() if line.startswith("chosen: ")]
+    assert "(simulated)" in chosen and "simulated ones included" in chosen
+    code, printed, err = run(["report", *common, "--output", tmp_path / "d.html", "--executable-only"], capsys)
+    assert code == 0 and "chosen: fp32 (" in printed  # the old option still works: it is the default

@@ -159,13 +159,16 @@ def _write_atomically(path: Path, text: str, overwrite: bool) -> None:
 
 
 def choose_point(
-    sweep: SweepTable | pd.DataFrame, *, max_drop: float, objective: str = "size", executable_only: bool = False
+    sweep: SweepTable | pd.DataFrame, *, max_drop: float, objective: str = "size", executable_only: bool = True
 ) -> tuple[int, str]:
     """The row a rule chooses, and the rule in words (what the report's "Chosen recipe" states).
 
     The rule is ``SweepTable.best``'s: the smallest file (``objective="size"``) or the lowest
     median latency (``"latency"``) among rows whose measured drop of the metric is at most
-    ``max_drop`` (in the metric's units: 0.01 is one point of top-1 accuracy).
+    ``max_drop`` (in the metric's units: 0.01 is one point of top-1 accuracy). A recommendation is
+    a file one can ship, so only executable rows are chosen by default; ``executable_only=False``
+    lets a simulated row win too (its size a packed file, its latency PyTorch's: not a deployable
+    model), and the rule then says so.
 
     Returns:
         ``(row position, rule)``, e.g. ``(7, "the smallest file whose top-1 accuracy drop is at most
@@ -180,7 +183,10 @@ def choose_point(
     row = SweepTable(table).best(max_accuracy_drop=max_drop, objective=objective, executable_only=executable_only)
     labels = MetricLabels.of(table)
     what = {"size": "the smallest file", "latency": "the lowest median latency"}[objective]
-    among = "among the executable points" if executable_only else "among all points measured, simulated ones included"
+    among = (
+        "among the executable points (simulated ones are shown, not chosen: they are not files to ship)"
+        if executable_only else "among all points measured, simulated ones included (not files to ship)"
+    )
     rule = (
         f"{what} whose {labels.name} drop (baseline minus candidate, as measured) is at most "
         f"{labels.drop(max_drop)}, {among}"
@@ -311,10 +317,14 @@ def _recipe_section(recipe: Recipe | None, current: int | None, rule: str | None
 
 def _table_section(table: pd.DataFrame, labels: MetricLabels, current: int | None) -> str:
     n_simulated = int(((table["kind"] == "simulated") & ~table["is_baseline"].astype(bool)).sum())
+    # What the sweep states about its points: where static int8 was calibrated, what the defaults left out.
+    notes = [table.attrs["calibration"].capitalize() + "."] if table.attrs.get("calibration") else []
+    notes += [f"Left out of the default grid: {why}." for why in table.attrs.get("left_out", {}).values()]
     return (
         '<section id="table"><h2>All results</h2>'
         f"<p>{len(table)} rows, the fp32 baseline first; {n_simulated} simulated "
         '(<span class="badge simulated">simulated</span>: measured in PyTorch, not as real low-bit kernels).</p>'
+        + "".join(f'<p class="meta">{html.escape(note)}</p>' for note in notes)
         + html_table(table, labels, current_row=current)
         + "</section>"
     )

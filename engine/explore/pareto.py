@@ -135,14 +135,15 @@ class SweepTable:
         column = {"size": "size_bytes", "latency": "latency_ms"}.get(objective)
         if column is None:
             raise ConfigError(f"objective={objective!r}; use 'size' or 'latency'.")
-        table = self.table[self.table["drop"] <= max_accuracy_drop + 1e-12]
-        if executable_only:
-            table = table[table["executable"]]
-        table = table[table[column].notna()]
+        within = self.table[(self.table["drop"] <= max_accuracy_drop + 1e-12) & self.table[column].notna()]
+        table = within[within["executable"].astype(bool)] if executable_only else within
         if table.empty:
+            simulated = within["label"].tolist() if executable_only else []
+            also = (f"; {len(simulated)} simulated row(s) would ({', '.join(simulated[:3])}): executable_only=False "
+                    "lets the rule choose them, though they are not files to ship") if simulated else ""
             raise ConfigError(
                 f"no row has a {self.metric} drop within {max_accuracy_drop} and a measured {column}"
-                + (" among executable rows" if executable_only else "") + "; loosen the budget or sweep more points."
+                + (" among executable rows" if executable_only else "") + f"{also}; loosen the budget or sweep more points."
             )
         return table.sort_values([column, "value"], ascending=[True, False], kind="stable").iloc[0]
 

@@ -287,11 +287,24 @@ def test_the_chosen_recipe_states_its_rule_and_the_latency_table_has_every_execu
 
     result = with_int8
     position, rule = choose_point(result, max_drop=0.05)
-    best = result.best(max_accuracy_drop=0.05)
-    assert result.table.iloc[position]["label"] == best["label"]
+    # A recommendation is a file to ship: an executable row, whatever simulated row is smaller.
+    best = result.best(max_accuracy_drop=0.05, executable_only=True)
+    assert result.table.iloc[position]["label"] == best["label"] and result.table.iloc[position]["executable"]
     assert "smallest file" in rule and "top-1 accuracy drop" in rule and "5.00 pp" in rule
+    assert "among the executable points (simulated ones are shown, not chosen" in rule
+    anything, anything_rule = choose_point(result, max_drop=0.05, executable_only=False)
+    assert result.table.iloc[anything]["label"] == result.best(max_accuracy_drop=0.05)["label"]
+    assert "simulated ones included (not files to ship)" in anything_rule
     text = report(result, tmp_path / "r.html", current=position, rule=rule).read_text()
     assert f"Chosen as {html.escape(rule)}." in text
+    # The static int8 row's calibration is stated: on the calibration inputs, not on the evaluated samples.
+    evaluated = int(result.table.iloc[0]["n_samples"])
+    assert (f"Static int8 calibrated on the 128 calibration_data inputs, kept apart from the {evaluated} samples "
+            "evaluated.") in text
+    noted = result.table.copy()
+    noted.attrs["left_out"] = {"int8-dynamic": "int8-dynamic does not apply: <convolutions> stay float"}
+    assert "Left out of the default grid: int8-dynamic does not apply: &lt;convolutions&gt; stay float." in report(
+        noted, tmp_path / "noted.html").read_text()
     by_latency = text.split("vs latency</h3>")[1].split("</table>")[0]
     executable = result.table[result.table["executable"].astype(bool)]
     assert by_latency.count("<tr") - 1 == len(executable) == 3  # every executable point, not only the frontier
