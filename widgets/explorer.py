@@ -41,6 +41,7 @@ from typing import Any
 from squeezelab.engine.core.errors import SqueezeError
 from squeezelab.engine.core.choices import resolve as resolve_choice
 from squeezelab.engine.explore.evaluation import Evaluator, asked_sparsity, check_calibration, evaluator_settings
+from squeezelab.engine.explore.grid import not_applicable
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.explore.sweep import Sweep
@@ -60,6 +61,17 @@ from squeezelab.widgets._panel import figures_panel
 from squeezelab.widgets._progress import StageProgress
 
 __all__ = ["Explorer"]
+
+def onnx_default_runtime(model: Any, calibrated: bool) -> str:
+    """The first of ONNX Runtime's choices that applies to the ONNX file ``model`` (``grid.not_applicable``)."""
+    from squeezelab.engine.runtime.onnx_files import load_onnx_model
+
+    onnx_bytes = load_onnx_model(model)[0]
+    for name in ("int8-static", "int8-dynamic"):
+        if not_applicable(onnx_bytes, resolve_choice("recipe", name), calibrated=calibrated) is None:
+            return name
+    return "float16"
+
 
 def _recipe_key(point: Point) -> str:
     return json.dumps(point.recipe, sort_keys=True)
@@ -82,8 +94,8 @@ class Explorer:
             later), as ``compress`` refuses it: nothing is calibrated on the samples it then scores.
         bits, sparsity, quantization, pruning, runtime: the starting point (``runtime`` default:
             ``"simulated"``; for an ONNX file, which takes ONNX Runtime's choices only (its sliders and
-            method dropdowns stay disabled), ``"int8-static"`` with ``calibration_data``, else
-            ``"int8-dynamic"``).
+            method dropdowns stay disabled), the first that applies of ``"int8-static"`` (with
+            ``calibration_data``), ``"int8-dynamic"`` (not for a CNN) and ``"float16"``).
         cache: as for ``sweep`` (True: ``~/.cache/squeezelab``); slider positions already
             measured by a sweep or an earlier session are drawn without recomputation.
         progress: show a progress bar while a point is measured (the status line always says).
@@ -121,8 +133,8 @@ class Explorer:
         from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
         self._onnx = is_onnx_model(model)
-        onnx_default = "int8-static" if calibration_data is not None else "int8-dynamic"
-        runtime = runtime if runtime is not None else (onnx_default if self._onnx else "simulated")
+        if runtime is None:
+            runtime = onnx_default_runtime(model, calibration_data is not None) if self._onnx else "simulated"
         bits, sparsity, quantization, pruning, runtime = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
         check_calibration(resolve_choice("recipe" if self._onnx else "runtime", runtime), calibration_data)
         overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})

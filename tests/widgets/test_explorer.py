@@ -321,3 +321,28 @@ def test_the_latency_panel_draws_the_times_it_is_given(digits_cnn, tmp_path, tim
         assert ex.baseline.latency_ms == pytest.approx(10.0 * ex.baseline.size_bytes / 1e6)
     finally:
         ex.close()
+
+
+def test_an_onnx_file_opens_on_the_first_runtime_that_applies_to_it(digits_cnn, digits_mlp, tmp_path):
+    import torch
+
+    import squeezelab as sl
+    from squeezelab.widgets.explorer import onnx_default_runtime
+
+    _, split = digits_cnn
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(  # 94 % of the weights in convolutions: dynamic int8 would leave them float
+        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(32, 10),
+    ).eval()
+    cnn = sl.compress(conv, example_inputs=split.x_test[:1]).save(tmp_path / "cnn.onnx")
+    mlp = sl.compress(digits_mlp[0], example_inputs=split.x_test[:1]).save(tmp_path / "mlp.onnx")
+    assert [onnx_default_runtime(cnn, calibrated) for calibrated in (False, True)] == ["float16", "int8-static"]
+    assert [onnx_default_runtime(mlp, calibrated) for calibrated in (False, True)] == ["int8-dynamic", "int8-static"]
+    ex = Explorer(cnn, (split.x_test[:32], split.y_test[:32]), cache=tmp_path / "cache", progress=False, rounds=0)
+    try:
+        assert ex.runtime.value == "float16"
+        ex.wait()
+        assert ex.error is None and ex.current_point.label == "float16" and ex.current_point.executable
+    finally:
+        ex.close()
