@@ -123,8 +123,8 @@ def grid_recipe(
         'magnitude50%-layer + linear4-sym-perchannel (simulated)'
         >>> grid_recipe(8, 0.0, runtime="int8-dynamic").label
         'int8-dynamic'
-        >>> grid_recipe(4, 0.0, runtime="weight-only").label
-        'weightonly4-b32-rtn'
+        >>> grid_recipe(4, 0.0, runtime="weight-only").runtime.bits
+        4
     """
     # values read back from a table arrive as numpy scalars; recipes hold plain numbers (JSON, TOML)
     bits, sparsity = width(scalar(bits)), fraction(scalar(sparsity))
@@ -293,7 +293,7 @@ def _recipe_list(recipes: Any) -> tuple[Recipe, ...]:
 def _defaults(target: nn.Module | bytes | None, bits: Any, sparsity: Any, runtime: Any, recipes: tuple[Recipe, ...],
               calibrated: bool) -> tuple[Any, Any, Any, tuple[Recipe, ...], list[NotApplicable]]:
     """``bits``, ``sparsity``, ``runtime`` and ``recipes`` with the defaults that apply to ``target`` filled in,
-    and what the defaults left out (see ``grid_defaults``)."""
+    and what the defaults left out (see the module docstring)."""
     left: list[NotApplicable] = []
     onnx = isinstance(target, bytes)
     if onnx and bits is None and sparsity is None and runtime is None:
@@ -312,7 +312,7 @@ def _defaults(target: nn.Module | bytes | None, bits: Any, sparsity: Any, runtim
 
 
 def build_grid(target: nn.Module | bytes | None, bits: Any, sparsity: Any, recipes: Any, quantization: Any, pruning: Any,
-          runtime: Any, *, calibrated: bool) -> tuple[list[GridPoint], list[NotApplicable]]:
+               runtime: Any, *, calibrated: bool) -> tuple[list[GridPoint], list[NotApplicable]]:
     """The checked grid: the fp32 baseline first, then every (bits, sparsity) recipe, then ``recipes``;
     each recipe once (grid points that name the same recipe are measured once); and what the defaults left out.
 

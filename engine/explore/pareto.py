@@ -57,7 +57,7 @@ class SweepTable:
     ``table.attrs`` names the metric: ``metric`` (its name), ``metric_key`` (its column) and
     ``percent`` (shown in % and pp); ``left_out`` (label -> why, when a default grid left points out)
     and ``calibration`` (where static int8 rows were calibrated) when they apply. ``points`` holds the
-    ``Point`` objects themselves; ``left_out`` the reasons (``grid_defaults.NotApplicable``, with
+    ``Point`` objects themselves; ``left_out`` the reasons (``engine.explore.grid.NotApplicable``, with
     the fix in API and command-line words).
     """
 

@@ -118,7 +118,7 @@ def sweep(
             ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
             None: 0, 0.5, 0.75, 0.9 (0 for an ONNX file). Left to their defaults with an ONNX file
             and no ``runtime``, the three give no grid: ONNX Runtime's recipes that apply are measured
-            instead (``grid_defaults``), and ``Sweep.left_out`` says what was left out and why.
+            instead (``engine.explore.grid``), and ``Sweep.left_out`` says what was left out and why.
         quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
             ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
         pruning: ``"magnitude"``, ``"structured"`` (channels and neurons removed), ``"structured-heads"``
