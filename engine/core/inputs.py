@@ -69,12 +69,22 @@ def _to_numpy(value: Any, where: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """The inputs a model takes: form, names, dtypes, and shapes (``None`` marks a dynamic axis)."""
+    """The inputs a model takes: form, names, dtypes, and shapes (``None`` marks a dynamic axis).
+
+    What the model can take beyond shapes, when known (``Inputs.check`` refuses what exceeds it):
+    ``batch``, the fixed batch size of an ONNX graph exported without a batch axis (it runs in
+    batches of that size); ``vocab``, per input, ``(rows, embedding)`` of the embedding table its
+    ids index (ids must lie in ``[0, rows)``); ``positions``, ``(rows, embedding)`` of the position
+    embedding table, the longest sequence the model holds.
+    """
 
     kind: str  # "tensor" | "tuple" | "dict"
     names: tuple[str, ...]
     dtypes: tuple[str, ...]
     shapes: tuple[tuple[int | None, ...], ...]
+    batch: int | None = None
+    vocab: tuple[tuple[int, str] | None, ...] = ()
+    positions: tuple[int, str] | None = None
 
     def axis_names(self, i: int) -> dict[int, str]:
         """The dynamic axes of input ``i``: ``{0: "batch", 1: "sequence"}`` for token ids."""
@@ -90,11 +100,21 @@ class InputSpec:
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "names": list(self.names), "dtypes": list(self.dtypes), "shapes": [list(s) for s in self.shapes]}
+        d: dict[str, Any] = {"kind": self.kind, "names": list(self.names), "dtypes": list(self.dtypes), "shapes": [list(s) for s in self.shapes]}
+        if self.batch is not None:
+            d["batch"] = self.batch
+        if any(self.vocab):
+            d["vocab"] = [list(v) if v else None for v in self.vocab]
+        if self.positions is not None:
+            d["positions"] = list(self.positions)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> InputSpec:
-        return cls(d["kind"], tuple(d["names"]), tuple(d["dtypes"]), tuple(tuple(s) for s in d["shapes"]))
+        vocab = tuple(tuple(v) if v else None for v in d.get("vocab", ()))
+        positions = tuple(d["positions"]) if d.get("positions") else None
+        return cls(d["kind"], tuple(d["names"]), tuple(d["dtypes"]), tuple(tuple(s) for s in d["shapes"]),
+                   d.get("batch"), vocab, positions)  # type: ignore[arg-type]
 
 
 class Inputs:
@@ -196,6 +216,14 @@ class Inputs:
     def check(self, spec: InputSpec, what: str = "inputs") -> Inputs:
         """These inputs, cast to the spec's dtypes, or an ``ExampleInputError`` naming the expected form."""
         expected = spec.describe()
+        unknown = [n for n in self.names if n not in spec.names] if self.kind == "dict" and spec.kind == "dict" else []
+        if unknown:  # (ONNX Runtime would say only "Invalid input name")
+            missing = [n for n in spec.names if n not in self.names]
+            raise ExampleInputError(
+                f"{what} hold the key(s) {unknown}, which are not inputs of the model: the model takes the inputs "
+                f"{list(spec.names)}{f' ({missing} missing)' if missing else ''}. Leave {unknown} out, or rename them to "
+                "the model's input names."
+            )
         if len(self.arrays) != len(spec.names):
             raise ExampleInputError(
                 f"the model takes {len(spec.names)} input(s) shaped {expected}, got {len(self.arrays)} ({self.form()}); "
@@ -219,7 +247,25 @@ class Inputs:
                     "of the example inputs, any batch size); pass inputs of that shape, with the batch dimension first."
                 )
             arrays.append(_cast(a, spec.dtypes[i], spec.names[i], what))
+        _check_limits(arrays, spec, what)
         return Inputs(spec.kind, spec.names, arrays)
+
+    def check_finite(self, what: str = "inputs") -> Inputs:
+        """These inputs, or a ``DataError`` counting the NaN/Inf values of each float input."""
+        for name, a in zip(self.names, self.arrays):
+            if a.dtype.kind != "f" or a.size == 0:
+                continue
+            finite = np.isfinite(a)
+            if finite.all():
+                continue
+            rows = np.flatnonzero(~finite.reshape(len(a), -1).all(axis=1))
+            label = f"{what}" if self.kind == "tensor" else f"{what} input {name!r}"
+            raise DataError(
+                f"{label} holds {int(np.isnan(a).sum())} NaN and {int(np.isinf(a).sum())} Inf value(s) in "
+                f"{len(rows)} of {len(a)} samples (the first: sample {int(rows[0])}); a model's figures on them "
+                "mean nothing. Fix or drop those samples first (e.g. keep x[np.isfinite(x).reshape(len(x), -1).all(1)])."
+            )
+        return self
 
     def feeds(self, names: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """``{graph input name: C-contiguous array}`` for ONNX Runtime (copies, never views of the caller's data)."""
@@ -253,6 +299,32 @@ def _cast(a: np.ndarray, dtype: str, name: str, what: str) -> np.ndarray:
     if want.kind in "iu" and a.dtype.kind == "f" and np.all(np.mod(a, 1) == 0):
         return a.astype(want)  # integer-valued floats (token ids read from a float array)
     raise ExampleInputError(f"{what} {name!r} has dtype {a.dtype}; the model takes {want}.")
+
+
+def _check_limits(arrays: Sequence[np.ndarray], spec: InputSpec, what: str) -> None:
+    """Token ids inside their embedding table, sequences no longer than the position table (``DataError``)."""
+    for i, a in enumerate(arrays):
+        name = what if spec.kind == "tensor" else f"{what} {spec.names[i]!r}"
+        limit = spec.vocab[i] if i < len(spec.vocab) else None
+        if limit is not None and a.size and a.dtype.kind in "iu":
+            rows, table = limit
+            low, high = int(a.min()), int(a.max())
+            if low < 0 or high >= rows:
+                bad = (a < 0) | (a >= rows)
+                raise DataError(
+                    f"{name} hold token ids from {low} to {high} ({int(bad.sum())} outside, in "
+                    f"{int(bad.reshape(len(a), -1).any(axis=1).sum())} of {len(a)} samples); the model's embedding "
+                    f"{table!r} has {rows} rows (ids 0 to {rows - 1}). Tokenize with the model's own tokenizer, or "
+                    "map unknown tokens to its unknown-token id."
+                )
+        sequence = len(spec.shapes[i]) == 2 and spec.shapes[i][1] is None and a.dtype.kind in "iub"
+        if spec.positions is not None and sequence and a.shape[1] > spec.positions[0]:
+            rows, table = spec.positions
+            raise DataError(
+                f"{name} hold sequences of {a.shape[1]} tokens; the model's position embedding {table!r} "
+                f"holds {rows} positions. Truncate the inputs to {rows} tokens (e.g. tokenizer(..., truncation=True, "
+                f"max_length={rows}))."
+            )
 
 
 def _pad_concat(pieces: Sequence[np.ndarray], name: str) -> np.ndarray:

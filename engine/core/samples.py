@@ -71,6 +71,18 @@ class Samples:
         return f"{len(self)} samples: {self.inputs.form()}; {targets}"
 
 
+def _checked(inputs: Inputs, targets: np.ndarray | None, what: str) -> Samples:
+    """``Samples`` whose float inputs and targets are finite (NaN/Inf: a ``DataError`` counting them)."""
+    inputs.check_finite(what)
+    if targets is not None and targets.dtype.kind == "f" and not np.isfinite(targets).all():
+        bad = ~np.isfinite(targets.reshape(len(targets), -1)).all(axis=1)
+        raise DataError(
+            f"the targets of {what} hold NaN or Inf values in {int(bad.sum())} of {len(targets)} samples (the first: "
+            f"sample {int(np.flatnonzero(bad)[0])}); scores against them mean nothing. Fix or drop those samples."
+        )
+    return Samples(inputs, targets)
+
+
 def _targets(value: Any) -> np.ndarray | None:
     if value is None:
         return None
@@ -133,7 +145,7 @@ def read_samples(data: Any, what: str = "the evaluation data") -> Samples:
         raise DataError(f"{what} is None; pass (inputs, targets), or (inputs, None) to compare with the uncompressed model.")
     if isinstance(data, tuple) and len(data) == 2 and is_pair(data) or isinstance(data, Mapping) or is_array(data):
         inputs, targets = one_batch(data, what)
-        return Samples(inputs, targets)
+        return _checked(inputs, targets, what)
     if isinstance(data, tuple):
         raise DataError(
             f"cannot read {what} of the form {describe_form(data)}: a tuple must be (inputs, targets). Several "
@@ -150,7 +162,7 @@ def read_samples(data: Any, what: str = "the evaluation data") -> Samples:
     if len(has_targets) > 1:
         raise DataError(f"some batches of {what} have targets and some do not; give every batch targets, or none.")
     joined = np.concatenate(targets) if True in has_targets else None
-    return Samples(Inputs.concat(parts), joined)
+    return _checked(Inputs.concat(parts), joined, what)
 
 
 def read_inputs(data: Any, spec: InputSpec | None = None, what: str = "calibration_data") -> Inputs:
@@ -158,12 +170,16 @@ def read_inputs(data: Any, spec: InputSpec | None = None, what: str = "calibrati
     if isinstance(data, Inputs):
         return data
     try:
-        if spec is not None and spec.kind != "tensor" and isinstance(data, (tuple, list)) and len(data) == len(spec.names) and all(is_array(v) for v in data):
-            return Inputs.of(tuple(data), what)  # the model's own positional inputs
-        if isinstance(data, list) and data and all(is_array(v) for v in data) and (spec is None or spec.kind == "tensor"):
-            return Inputs.concat([Inputs.of(v, what) for v in data])  # a list of input batches
-        if isinstance(data, (tuple, list)) and data and not is_pair(data) and all(is_array(v) for v in data):
-            return Inputs.of(tuple(data), what)
-        return read_samples(data, what).inputs
+        return _read_inputs(data, spec, what).check_finite(what)
     except DataError as exc:
         raise CalibrationError(str(exc)) from exc
+
+
+def _read_inputs(data: Any, spec: InputSpec | None, what: str) -> Inputs:
+    if spec is not None and spec.kind != "tensor" and isinstance(data, (tuple, list)) and len(data) == len(spec.names) and all(is_array(v) for v in data):
+        return Inputs.of(tuple(data), what)  # the model's own positional inputs
+    if isinstance(data, list) and data and all(is_array(v) for v in data) and (spec is None or spec.kind == "tensor"):
+        return Inputs.concat([Inputs.of(v, what) for v in data])  # a list of input batches
+    if isinstance(data, (tuple, list)) and data and not is_pair(data) and all(is_array(v) for v in data):
+        return Inputs.of(tuple(data), what)
+    return read_samples(data, what).inputs

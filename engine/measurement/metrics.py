@@ -18,6 +18,7 @@ import numpy as np
 from torch import nn
 
 from squeezelab.engine.pipeline.compressed import Compressed
+from squeezelab.engine.pipeline.input_checks import check_output_rows
 from squeezelab.engine.core.errors import ConfigError, DataError, ExampleInputError
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads
 from squeezelab.engine.measurement.point import Point, Settings
@@ -48,7 +49,7 @@ def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Setting
 
 def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, output: Any = None) -> Compressed:
     """A ``Compressed`` result as is; a PyTorch model or an ONNX file as its fp32 ONNX model."""
-    from squeezelab.engine.pipeline.compress import compress
+    from squeezelab.engine.pipeline.compress import compress, compress_for_data
     from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
     if isinstance(target, Compressed):
@@ -59,6 +60,8 @@ def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, out
         example_inputs = samples.inputs.slice(0, 1)
     if example_inputs is None and isinstance(target, nn.Module):
         raise ExampleInputError("measuring a PyTorch model needs example_inputs or data to export it with.")
+    if samples is not None:  # the data is checked before any work, and the export compared with PyTorch on it
+        return compress_for_data(target, Recipe(), samples.inputs, "the evaluation data", example_inputs=example_inputs, output=output)
     return compress(target, Recipe(), example_inputs=example_inputs, output=output)
 
 
@@ -66,14 +69,17 @@ Progress = Callable[[str, float], None]  # progress(stage, fraction done): for a
 
 
 def outputs_of(c: Compressed, samples: Samples, batch_size: int = 256, progress: Progress | None = None) -> np.ndarray:
-    """The selected output of ``c`` over every sample, in order."""
+    """The selected output of ``c`` over every sample, in order (one row per sample, or a ``ModelError``)."""
     if progress is None:
-        return c.predict(samples.inputs, batch_size=batch_size)
-    parts = []
-    for start in range(0, len(samples), batch_size):
-        parts.append(c.predict(samples.inputs.slice(start, start + batch_size)))
-        progress("evaluating", min(start + batch_size, len(samples)) / len(samples))
-    return np.concatenate(parts, axis=0)
+        outputs = c.predict(samples.inputs, batch_size=batch_size)
+    else:
+        parts = []
+        for start in range(0, len(samples), batch_size):
+            parts.append(c.predict(samples.inputs.slice(start, start + batch_size)))
+            progress("evaluating", min(start + batch_size, len(samples)) / len(samples))
+        outputs = np.concatenate(parts, axis=0)
+    check_output_rows(outputs, samples.inputs, c.spec, c.recipe.label)  # never score output elements as samples
+    return outputs
 
 
 def scores_of(metric: Metric, outputs: np.ndarray, samples: Samples, reference: np.ndarray | None) -> tuple[float, np.ndarray | None]:
@@ -91,7 +97,7 @@ def scores_of(metric: Metric, outputs: np.ndarray, samples: Samples, reference: 
 def latency_feeds(c: Compressed, batch_size: int, samples: Samples | None) -> Any:
     """A prepared batch of ``batch_size``: real samples (cycled) when given, else the tiled example inputs."""
     source = samples.inputs if samples is not None else c.example
-    return c.prepare(source.tile(batch_size))
+    return c.prepare(source.tile(c.spec.batch or batch_size))  # a graph with a fixed batch runs that batch
 
 
 def time_together(
@@ -122,7 +128,7 @@ def point_of(
     settings: Settings,
 ) -> Point:
     """The ``Point`` of a measured result (timed by a cost model or a scrambled clock: ``details["timing"]`` says so)."""
-    details = {k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset")}
+    details = {k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset", "fixed_batch")}
     timing = active_timer().describe() if latency else None
     if timing is not None:
         details["timing"] = timing
@@ -144,7 +150,7 @@ def point_of(
         latency_ms=statistics.median(latency) if latency else None,
         latency_p25_ms=float(np.percentile(latency, 25)) if latency else None,
         latency_p75_ms=float(np.percentile(latency, 75)) if latency else None,
-        latency_batch_size=settings.batch_size,
+        latency_batch_size=c.spec.batch or settings.batch_size,
         latency_rounds=len(latency) if latency else 0,
         threads=settings.threads,
         details=details,

@@ -26,6 +26,7 @@ from squeezelab.engine.pipeline.coverage import check_int8_coverage, check_recip
 from squeezelab.engine.core.errors import (
     CalibrationError,
     ConfigError,
+    DataError,
     ExampleInputError,
     ExportError,
     InvalidWeightsError,
@@ -33,19 +34,20 @@ from squeezelab.engine.core.errors import (
     SqueezeError,
 )
 from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
-from squeezelab.engine.core.examples import example_batch, run_example
+from squeezelab.engine.runtime.export_check import check_export
+from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
+from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_output_rows, rows_to_check
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
 from squeezelab.engine.core.layers import FilterFn
 from squeezelab.engine.quantization.simulated import encode_model, load_decoded_
-from squeezelab.engine.pruning.checks import check_onnx_matches
 from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_pruning_, bake_masks_
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 
-__all__ = ["compress", "check_model"]
+__all__ = ["compress", "compress_for_data", "check_model"]
 
 
 def check_model(model: Any) -> None:
@@ -83,19 +85,33 @@ def _equal_batch_size(n: int, cap: int = 64) -> int:
     return max(b for b in range(1, min(cap, n) + 1) if n % b == 0)
 
 
-def _calibration_feeds(data: Any, spec: InputSpec) -> list[dict[str, np.ndarray]]:
+def _calibration_inputs(data: Any, spec: InputSpec, *, required: bool) -> Inputs | None:
+    """``calibration_data`` read and checked against the model's inputs (shapes, token ids, lengths).
+
+    Read even when the recipe does not calibrate: the export is checked on a sample of it.
+    """
     empty = data is None or (isinstance(data, (list, tuple, np.ndarray, torch.Tensor)) and len(data) == 0)
     if empty:
+        if not required:
+            return None
         raise CalibrationError(
             "Int8Static needs calibration data and got none; pass calibration_data= (a few hundred "
             "representative inputs, e.g. a slice of the training set), or use runtime=Int8Dynamic()."
         )
     inputs = read_inputs(data, spec)
     try:
-        inputs = inputs.check(spec, "calibration inputs")
+        return inputs.check(spec, "calibration inputs")
     except ExampleInputError as exc:
         raise CalibrationError(f"{exc} Pass calibration inputs shaped like the example inputs.") from None
-    step = _equal_batch_size(len(inputs))
+
+
+def _calibration_feeds(inputs: Inputs, spec: InputSpec) -> list[dict[str, np.ndarray]]:
+    """Equal batches of ONNX feeds; a graph with a fixed batch ``k`` gets batches of ``k``
+    (the samples cycled to fill the last one, so no sample is left out)."""
+    fixed = spec.batch
+    if fixed:
+        inputs = inputs.tile(-(-len(inputs) // fixed) * fixed)
+    step = fixed or _equal_batch_size(len(inputs))
     return [inputs.slice(i, i + step).feeds(spec.names) for i in range(0, len(inputs), step)]
 
 
@@ -153,37 +169,86 @@ def compress(
         >>> c.executable, c.predict(torch.randn(3, 16).numpy()).shape
         (True, (3, 4))
     """
+    return _compress(model, recipe, example_inputs, calibration_data, output, filter_fn, exporter, opset, None)
+
+
+def compress_for_data(
+    model: nn.Module | Any, recipe: Recipe, data: Inputs, what: str, *, example_inputs: Any = None, output: OutputSelector = None
+) -> Compressed:
+    """``compress`` when the data the result will be measured on is known (``measure``, ``compare``).
+
+    All of ``data`` is checked against the model before any work (input names, shapes, token ids
+    against the vocabulary, sequence lengths against the positions; ``what`` names it in errors),
+    and the fp32 export is compared with PyTorch on a sample of it (``engine.runtime.export_check``).
+    """
+    return _compress(model, recipe, example_inputs, None, output, None, "torchscript", DEFAULT_OPSET, (data, what))
+
+
+def _data_checked(data: tuple[Inputs, str] | None, spec: InputSpec) -> Inputs | None:
+    """The data to measure on, checked against ``spec`` (a ``DataError`` naming ``what``), or None."""
+    if data is None:
+        return None
+    inputs, what = data
+    try:
+        return inputs.check(spec, what)
+    except ExampleInputError as exc:  # the example came from this data: a mismatch is the data's
+        raise DataError(str(exc)) from None
+
+
+def _compress(
+    model: Any, recipe: Any, example_inputs: Any, calibration_data: Any, output: OutputSelector,
+    filter_fn: FilterFn | None, exporter: str, opset: Any, data: tuple[Inputs, str] | None,
+) -> Compressed:
     recipe = _check_arguments(recipe, filter_fn, exporter, opset, output)
     if is_onnx_model(model):
-        return _compress_onnx_file(model, recipe, example_inputs, calibration_data, output)
+        return _compress_onnx_file(model, recipe, example_inputs, calibration_data, output, data)
     check_model(model)
     example = example_batch(example_inputs)
-    spec = example.spec()
     work = copy_model(model).eval()
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
-    raw = run_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
+    if data is not None:
+        check_input_names(work, data[0], data[1])  # before the example (often the data's first row) is run
+    # The one run on the example also learns the vocabulary and positions the embeddings hold.
+    raw, spec = probe_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
     plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
     check_recipe_reaches_layers(work, recipe, filter_fn)
     _check_layer_names(work, recipe)
-    feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
+    measured = _data_checked(data, spec)
+    calibration = _calibration_inputs(calibration_data, spec, required=isinstance(recipe.runtime, Int8Static))
+    feeds = _calibration_feeds(calibration, spec) if isinstance(recipe.runtime, Int8Static) else None
 
     structural = isinstance(recipe.pruning, STRUCTURAL)
     if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
-        data = _importance_samples(calibration_data, spec) if structural else None
-        context = PruneContext(example, filter_fn, recipe.layer_sparsity(), None, data, output)
+        importance = _importance_samples(calibration_data, spec) if structural else None
+        context = PruneContext(example, filter_fn, recipe.layer_sparsity(), None, importance, output)
         apply_pruning_(work, recipe.pruning, context)
         bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
 
     if not recipe.runtime.onnx:
-        return _simulated_result(work, recipe, example, output, filter_fn, model_class=class_path(model))
+        return _simulated_result(work, recipe, example, output, filter_fn, model_class=class_path(model), spec=spec)
     # A model taking positional tensors and returning one is exported as it is (its initializers keep
     # their names); anything else through the wrapper that feeds keywords and selects the output.
     exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
-    onnx_bytes = export_onnx(exported, example, opset=opset, exporter=exporter)
-    if structural:  # Torch-Pruning's result is checked: the export must compute what the pruned model does
-        check_onnx_matches(onnx_bytes, work, example, output, recipe.pruning.label)
-    details = {"exporter": exporter, "model_class": class_path(model)}
-    return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details)
+    notes: list[str] = []  # the tracer's warnings: cited if the export check fails
+    onnx_bytes = export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes)
+    check_graph_inputs(onnx_bytes, spec)
+    # Before anything is quantized or measured: the fp32 export must compute what PyTorch does, on the
+    # example and on real data (a traced `if` answers every other input with the example's branch).
+    sample, label = (measured, data[1]) if measured is not None else (calibration, "calibration_data")
+    pruned = (  # Torch-Pruning's result is checked too: the export must compute what the pruned model does
+        f"{recipe.pruning.label} cut a coupled dimension inconsistently (Torch-Pruning issues #481, #513: exclude "
+        "the group's layers with ignored=/filter_fn)" if structural else None
+    )
+    check_export(onnx_bytes, lambda x: _positional_call(exported, x), example, sample, label=label, notes=notes, also=pruned)
+    details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes)}
+    return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details, spec=spec)
+
+
+def _positional_call(module: nn.Module, inputs: Inputs) -> torch.Tensor:
+    """``module`` (the exported one: positional inputs in the spec's order) on ``inputs``."""
+    args, kwargs = inputs.torch()
+    with torch.no_grad():
+        return module(*args, *kwargs.values())
 
 
 def _check_layer_names(model: nn.Module, recipe: Recipe) -> None:
@@ -201,7 +266,8 @@ def _check_layer_names(model: nn.Module, recipe: Recipe) -> None:
 
 
 def _simulated_result(
-    work: nn.Module, recipe: Recipe, example: Inputs, output: OutputSelector, filter_fn: FilterFn | None, *, model_class: str
+    work: nn.Module, recipe: Recipe, example: Inputs, output: OutputSelector, filter_fn: FilterFn | None, *, model_class: str,
+    spec: InputSpec | None = None,
 ) -> Compressed:
     """Quantized weights packed into the artifact, and loaded back into ``work`` as the floats they decode to."""
     encoded = encode_model(
@@ -211,7 +277,8 @@ def _simulated_result(
     artifact = pack_encoded(encoded, recipe=recipe.to_dict(), model_class=model_class)
     details = {"model_class": model_class, "quantized_weight_fraction": encoded_weight_fraction(encoded)}
     return Compressed(
-        model=work, recipe=recipe, example=example, output=output, onnx_bytes=None, artifact_bytes=artifact, details=details
+        model=work, recipe=recipe, example=example, output=output, onnx_bytes=None, artifact_bytes=artifact,
+        details=details, spec=spec,
     )
 
 
@@ -229,6 +296,8 @@ def _onnx_result(
     """The fp32 graph converted by ONNX Runtime's tools as the recipe says, and checked to run."""
     from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
 
+    spec = spec or example.spec()
+    _check_rows(onnx_bytes, example, spec, output_name, details.get("source") or "the exported model")
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
@@ -262,8 +331,23 @@ def _onnx_result(
     return result
 
 
+def _check_rows(onnx_bytes: bytes, example: Inputs, spec: InputSpec, output_name: str | None, source: str) -> None:
+    """The fp32 graph gives one output row per sample (a graph without a batch axis does not), before any
+    calibration; a graph with a fixed batch is fed batches of that size."""
+    from squeezelab.engine.runtime.providers import make_session
+
+    rows = rows_to_check(example, spec)
+    session = make_session(onnx_bytes, threads=1)
+    try:
+        out = session.run([output_name] if output_name else None, rows.feeds(spec.names))[0]
+    except Exception as exc:  # ONNX Runtime's own message names the input and the dimension
+        raise ExportError(f"{source} does not run in ONNX Runtime on the CPU ({rows.form()}): {exc}") from exc
+    check_output_rows(out, rows, spec, repr(source) if source != "the exported model" else source)
+
+
 def _compress_onnx_file(
-    source: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector
+    source: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector,
+    data: tuple[Inputs, str] | None = None,
 ) -> Compressed:
     """An ONNX model given as a file, bytes or proto: only what ONNX Runtime's tools do to a graph applies."""
     # Layers kept float under int8 (bits=32) are graph nodes excluded by name: that works on a file too.
@@ -277,22 +361,27 @@ def _compress_onnx_file(
             "Recipe(runtime=Int8Dynamic()) or Recipe(runtime=Int8Static())."
         )
     onnx_bytes, label = load_onnx_model(source)
-    spec = spec_of_graph(onnx_bytes)
+    spec = spec_of_graph(onnx_bytes)  # with the fixed batch and the token-id inputs' vocabularies, if any
     output_name = select_graph_output(onnx_bytes, output)
+    _data_checked(data, spec)  # names, shapes, token ids: before anything runs
     if example_inputs is not None:
         example = example_batch(example_inputs).check(spec, "example_inputs")
     else:
         example = _zeros_like_spec(spec)
-    feeds = _calibration_feeds(calibration_data, spec) if isinstance(recipe.runtime, Int8Static) else None
+    static = isinstance(recipe.runtime, Int8Static)
+    calibration = _calibration_inputs(calibration_data, spec, required=static)
+    feeds = _calibration_feeds(calibration, spec) if static else None
     details = {"source": label, "model_class": None}
+    if spec.batch:  # evaluated and timed in batches of that size (predict pads the last one)
+        details["fixed_batch"] = spec.batch
     return _onnx_result(None, recipe, example, None, output_name, onnx_bytes, feeds, details, spec=spec)
 
 
 def _zeros_like_spec(spec: InputSpec) -> Inputs:
-    """One all-zero sample per input (dynamic axes of length 1, sequences of 8): enough to check the graph runs."""
+    """One all-zero sample per input (a fixed batch's rows; sequences of 8): enough to check the graph runs."""
     arrays = []
     for i, (dtype, shape) in enumerate(zip(spec.dtypes, spec.shapes)):
-        dims = [1 if axis == 0 else (s if s is not None else 8) for axis, s in enumerate(shape)]
+        dims = [spec.batch or 1 if axis == 0 else (s if s is not None else 8) for axis, s in enumerate(shape)]
         arrays.append(np.zeros(dims, dtype=np.dtype(dtype)))
     example = Inputs(spec.kind, spec.names, arrays)
     return example

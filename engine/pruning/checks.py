@@ -14,18 +14,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from squeezelab.engine.core.errors import StructuredPruningError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, select_output
+from squeezelab.engine.runtime.export_check import first_difference
 
 __all__ = ["output_shapes", "check_interface", "check_onnx_matches", "verify_export", "parameter_count"]
-
-# ONNX Runtime and PyTorch sum in different orders: differences of ~1e-6 relative are normal.
-_RTOL, _ATOL = 1e-3, 1e-4
 
 
 def output_shapes(out: Any) -> list[tuple[int, ...]]:
@@ -61,21 +58,18 @@ def check_interface(before: list[tuple[int, ...]], model: nn.Module, example: In
 
 
 def check_onnx_matches(onnx_bytes: bytes, model: nn.Module, example: Inputs, output: OutputSelector, what: str) -> None:
-    """Raise unless ONNX Runtime running ``onnx_bytes`` gives what ``model`` gives on ``example``."""
-    from squeezelab.engine.runtime.providers import make_session
+    """Raise unless ONNX Runtime running ``onnx_bytes`` gives what ``model`` gives on ``example``.
 
-    expected = select_output(example.call(model), output).detach().numpy()
-    session = make_session(onnx_bytes, threads=1)
-    names = [i.name for i in session.get_inputs()]
-    got = session.run(None, example.feeds(names))[0]
-    scale = max(1.0, float(np.abs(expected).max(initial=0.0)))
-    if got.shape != expected.shape or not np.allclose(got, expected, rtol=_RTOL, atol=_ATOL * scale):
-        diff = float(np.abs(got - expected).max()) if got.shape == expected.shape else float("nan")
+    The comparison (and its tolerance) is the export check's (``engine.runtime.export_check``);
+    the explanation is pruning's: the model was traced right after a structural step.
+    """
+    found = first_difference(onnx_bytes, lambda x: select_output(x.call(model), output), [("the example inputs", example)])
+    if found is not None:
         raise StructuredPruningError(
             f"after {what} the ONNX export of the pruned model differs from the pruned PyTorch model "
-            f"(shapes {got.shape} vs {expected.shape}, max abs difference {diff:.3g}): a coupled dimension "
-            "was cut inconsistently (cf. Torch-Pruning issues #481 concatenations, #513 residual + "
-            "depthwise). Exclude the layers of the group involved with ignored=/filter_fn."
+            f"({found.describe()}): a coupled dimension was cut inconsistently (cf. Torch-Pruning issues #481 "
+            "concatenations, #513 residual + depthwise). Exclude the layers of the group involved with "
+            "ignored=/filter_fn."
         )
 
 

@@ -53,6 +53,18 @@ def _positional(example: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
 
 
 def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> bytes:
+    return _export_noting(model, example, opset=opset, exporter=exporter)[0]
+
+
+def _tracer_note(record: warnings.WarningMessage) -> str:
+    """``message (file:line)`` of one TracerWarning: where the trace may have frozen a value."""
+    text = " ".join(str(record.message).split())
+    return f"{text} ({Path(record.filename).name}:{record.lineno})"
+
+
+def _export_noting(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> tuple[bytes, list[str]]:
+    """The ONNX bytes, and the TracerWarnings the TorchScript exporter gave (a data-dependent
+    ``if`` shows up there as "Converting a tensor to a Python boolean ...": the export check cites them)."""
     spec = example.spec()
     names = list(spec.names)
     args, _ = _positional(example)
@@ -65,21 +77,28 @@ def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str
             # tracing Hugging Face models warns about Python conditions on shapes it then records.
             warnings.filterwarnings("ignore", message=".*TorchScript-based ONNX export.*")
             warnings.filterwarnings("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
             warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
-            torch.onnx.export(
-                model,
-                args,
-                buffer,
-                dynamo=False,
-                opset_version=opset,
-                input_names=names,
-                output_names=["output"],
-                dynamic_axes=dynamic_axes,
-                do_constant_folding=True,
-            )
-        return _without_empty_trailing_inputs(buffer.getvalue())
+            with warnings.catch_warnings(record=True) as seen:
+                # Recorded, not shown (each record holds its message and source line).
+                warnings.simplefilter("always", torch.jit.TracerWarning)
+                torch.onnx.export(
+                    model,
+                    args,
+                    buffer,
+                    dynamo=False,
+                    opset_version=opset,
+                    input_names=names,
+                    output_names=["output"],
+                    dynamic_axes=dynamic_axes,
+                    do_constant_folding=True,
+                )
+        tracer = [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)]
+        for w in seen:  # anything else is shown as it would have been
+            if w not in tracer:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        notes = list(dict.fromkeys(_tracer_note(w) for w in tracer))
+        return _without_empty_trailing_inputs(buffer.getvalue()), notes
     # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
     import onnx
 
@@ -100,7 +119,7 @@ def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str
             verbose=False,
         )
         proto = onnx.load(str(path))  # pulls external data back in
-        return proto.SerializeToString()
+        return proto.SerializeToString(), []
 
 
 def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:
@@ -168,12 +187,19 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     exporter: str = "torchscript",
+    notes: list[str] | None = None,
 ) -> bytes:
     """ONNX bytes of ``model`` in eval mode, weights embedded, batch (and sequence) axes dynamic.
 
     ``model`` takes its inputs positionally, in the order of ``example.names`` (wrap keyword
     models in ``engine.outputs.SelectedOutput``); the graph's inputs are named after them and
     its one output is named ``output``.
+
+    ``notes``, when given, receives the exporter's TracerWarnings as ``message (file:line)``. A
+    trace records the branch the example took: a note such as "Converting a tensor to a Python
+    boolean might cause the trace to be incorrect" marks a place where another input may take
+    another branch. They are evidence for the export check (``engine.runtime.export_check``), not
+    errors: Hugging Face models give some for conditions on shapes that are correct.
 
     Raises:
         UnexportableLayerError: export failed and a single layer reproduces the failure.
@@ -184,7 +210,10 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        return _export_once(model, example, opset=opset, exporter=exporter)
+        onnx_bytes, seen = _export_noting(model, example, opset=opset, exporter=exporter)
+        if notes is not None:
+            notes.extend(seen)
+        return onnx_bytes
     except Exception as exc:  # torch raises many types here
         culprit = _find_culprit(model, example, opset=opset, exporter=exporter)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

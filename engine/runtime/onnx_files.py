@@ -72,7 +72,7 @@ def spec_of_graph(onnx_bytes: bytes) -> InputSpec:
     inputs = _graph_inputs(proto)
     if not inputs:
         raise ModelError("the ONNX model takes no inputs; nothing to feed it.")
-    names, dtypes, shapes = [], [], []
+    names, dtypes, shapes, fixed = [], [], [], []
     for value in inputs:
         tensor = value.type.tensor_type
         if not value.type.HasField("tensor_type"):
@@ -81,9 +81,29 @@ def spec_of_graph(onnx_bytes: bytes) -> InputSpec:
         dtypes.append(str(tensor_dtype_to_np_dtype(tensor.elem_type)))
         dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tensor.shape.dim)
         shapes.append((None, *dims[1:]) if dims else dims)  # the first axis is the batch axis
+        fixed.append(dims[0] if dims else None)
     kind = "tensor" if len(names) == 1 else "dict"  # one input: an array fits; several: by name (or in order)
     del onnx
-    return InputSpec(kind, tuple(names), tuple(dtypes), tuple(shapes))
+    # A graph exported with a fixed first axis (torch.onnx.export without dynamic_axes: batch 1) runs in
+    # batches of that size; the outputs are checked to follow it (a graph with no batch axis is refused).
+    batch = next((k for k in fixed if k is not None), None)
+    return InputSpec(kind, tuple(names), tuple(dtypes), tuple(shapes), batch, _vocabularies(proto, names))
+
+
+def _vocabularies(proto: Any, names: list[str]) -> tuple[tuple[int, str] | None, ...]:
+    """Per input, ``(rows, table)`` of the embedding table a ``Gather`` indexes with it (directly or
+    through a ``Cast``), so ids outside the table are refused by name instead of by ONNX Runtime."""
+    tables = {i.name: (int(i.dims[0]), i.name) for i in proto.graph.initializer if len(i.dims) == 2}
+    source = {n.output[0]: n.input[0] for n in proto.graph.node if n.op_type == "Cast" and n.input and n.output}
+    found: dict[str, tuple[int, str]] = {}
+    for node in proto.graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if node.op_type != "Gather" or axis != 0 or len(node.input) < 2 or node.input[0] not in tables:
+            continue
+        index = source.get(node.input[1], node.input[1])
+        if index in names and (index not in found or tables[node.input[0]][0] < found[index][0]):
+            found[index] = tables[node.input[0]]
+    return tuple(found.get(n) for n in names) if found else ()
 
 
 def graph_output_names(onnx_bytes: bytes) -> list[str]:
