@@ -42,9 +42,11 @@ def compare(
 ) -> Any:
     """Compress ``model`` with each recipe and compare the results (see ``compare_compressed``).
 
-    The fp32 baseline ``Recipe()`` is added first if it is not among ``recipes``.
+    The fp32 baseline ``Recipe()`` is added first if it is not among ``recipes``; it is made first,
+    with ``data`` checked against the model and its export compared with PyTorch on a sample of
+    ``data`` (``compress_for_data``), so bad data fails before any other recipe is compressed.
     """
-    from squeezelab.engine.pipeline.compress import compress
+    from squeezelab.engine.pipeline.compress import compress, compress_for_data
 
     baseline = Recipe()
     ordered = [baseline, *[r for r in recipes if r != baseline]]
@@ -52,12 +54,14 @@ def compare(
     if len(set(labels)) != len(labels):
         twice = sorted({label for label in labels if labels.count(label) > 1})
         raise ConfigError(f"recipes {twice} appear more than once; each row needs its own recipe.")
-    results = [
+    samples = read_samples(data)  # read once; checked with the baseline, before any recipe's slow work
+    baseline_result = compress_for_data(model, baseline, samples.inputs, "the evaluation data", example_inputs=example_inputs)
+    results = [baseline_result] + [
         compress(model, recipe, example_inputs=example_inputs, calibration_data=calibration_data)
-        for recipe in ordered
+        for recipe in ordered[1:]
     ]
     return compare_compressed(
-        results, data, metric=metric, batch_sizes=batch_sizes, rounds=rounds, threads=threads
+        results, samples, metric=metric, batch_sizes=batch_sizes, rounds=rounds, threads=threads
     )
 
 

@@ -107,3 +107,16 @@ def test_the_exporter_notes_its_tracer_warnings():
     notes: list[str] = []
     export_onnx(Branchy(), Inputs.of(_positive(1)), notes=notes)
     assert len(notes) == 1 and "Python boolean" in notes[0] and "test_export_check.py" in notes[0]
+
+
+def test_compare_checks_the_data_with_the_baseline_before_any_other_recipe(monkeypatch):
+    from squeezelab.engine.measurement.compare import compare
+    import squeezelab.engine.pipeline.compress as compress_module
+
+    made = []
+    original = compress_module.compress
+    monkeypatch.setattr(compress_module, "compress", lambda *a, **k: made.append(a[1]) or original(*a, **k))
+    x = np.concatenate([_positive(1), -_positive(20)])
+    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-7"):
+        compare(Branchy(), [sl.Recipe(runtime=sl.Int8Dynamic())], (x, None), example_inputs=x[:1], rounds=2)
+    assert made == []  # no recipe was compressed before the check failed
