@@ -34,6 +34,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -117,8 +118,9 @@ class CostModel(Timer):
         cost: ``cost(subject) -> ms``, where ``subject`` is what was timed (the ``Compressed`` result
             in ``measure``, ``sweep``, ``search``, the Explorer and the budget gate; the runner's name
             where ``interleaved_latency`` is given no subjects), or a mapping from runner name to ms.
-        name: names the model in cache keys and in ``Point.details["timing"]`` (default: the
-            function's qualified name).
+        name: names the model in ``Point.details["timing"]`` and in cache keys: results timed by
+            cost models of one name share cache entries. Without it, entries are this instance's
+            own (a function's name does not say what a closure or a dict holds).
 
     The warm-up calls of ``interleaved_latency`` still run every runner once or more, so a model
     that fails to run still fails.
@@ -128,8 +130,8 @@ class CostModel(Timer):
         if not callable(cost) and not isinstance(cost, Mapping):
             raise ConfigError(f"CostModel: cost={cost!r}; give a function subject -> milliseconds, or a dict name -> milliseconds.")
         self.cost = cost
-        self.name = name or getattr(cost, "__qualname__", None) or "by name"
-        self.key = ("cost model", f"{getattr(cost, '__module__', '')}.{self.name}")
+        self.name = name or getattr(cost, "__qualname__", None) or "by runner name"
+        self.key = ("cost model", name if name else f"{self.name} {uuid.uuid4().hex}")
 
     @classmethod
     def by_size(cls, ms_per_mb: float = 10.0) -> CostModel:

@@ -171,3 +171,9 @@ def test_cache_entries_of_modelled_times_never_mix_with_measured_ones(int8_pair,
         untimed = ev.with_settings(rounds=0).key(recipe)
     assert ev.with_settings(rounds=0).key(recipe) == untimed  # figures without times share entries
     assert ev.key(recipe) == real_key
+
+
+def test_cost_models_share_cache_entries_only_under_one_name():
+    assert CostModel(lambda c: 1.0, name="flat").key == CostModel(lambda c: 2.0, name="flat").key
+    assert CostModel({"a": 1.0}).key != CostModel({"a": 2.0}).key  # unnamed: each instance its own
+    assert CostModel.by_size(10).key == CostModel.by_size(10).key != CostModel.by_size(20).key
