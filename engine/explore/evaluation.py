@@ -92,16 +92,16 @@ def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = 
 
 
 def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
-    from squeezelab.engine.pipeline.compress import compress
+    from squeezelab.engine.pipeline.compress import compress_for_data
     from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
 
     started = time.perf_counter()
     settings, samples = task.settings, task.samples
     metric = settings.resolved_metric(has_targets=samples.targets is not None)
     progress("compressing", 0.0)
-    c = compress(
-        task.model, task.recipe, example_inputs=samples.inputs.slice(0, 1), calibration_data=task.calibration,
-        output=None if isinstance(task.model, bytes) else settings.output,
+    c = compress_for_data(  # the data checked against the model, the fp32 export compared with PyTorch on it
+        task.model, task.recipe, samples.inputs, "the evaluation data", example_inputs=samples.inputs.slice(0, 1),
+        calibration_data=task.calibration, output=None if isinstance(task.model, bytes) else settings.output,
     )
     outputs = outputs_of(c, samples, settings.eval_batch_size, progress)
     value, scores = scores_of(metric, outputs, samples, outputs if task.reference is None else task.reference)

@@ -34,6 +34,7 @@ from squeezelab.engine.core.errors import (
     SqueezeError,
 )
 from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
+from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
 from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_output_rows, rows_to_check
@@ -173,15 +174,23 @@ def compress(
 
 
 def compress_for_data(
-    model: nn.Module | Any, recipe: Recipe, data: Inputs, what: str, *, example_inputs: Any = None, output: OutputSelector = None
+    model: nn.Module | Any,
+    recipe: Recipe,
+    data: Inputs,
+    what: str,
+    *,
+    example_inputs: Any = None,
+    calibration_data: Any = None,
+    output: OutputSelector = None,
 ) -> Compressed:
-    """``compress`` when the data the result will be measured on is known (``measure``, ``compare``).
+    """``compress`` when the data the result will be measured on is known (``measure``, ``compare``,
+    the sweeps' and searches' evaluator).
 
     All of ``data`` is checked against the model before any work (input names, shapes, token ids
     against the vocabulary, sequence lengths against the positions; ``what`` names it in errors),
     and the fp32 export is compared with PyTorch on a sample of it (``engine.runtime.export_check``).
     """
-    return _compress(model, recipe, example_inputs, None, output, None, "torchscript", DEFAULT_OPSET, (data, what))
+    return _compress(model, recipe, example_inputs, calibration_data, output, None, "torchscript", DEFAULT_OPSET, (data, what))
 
 
 def _data_checked(data: tuple[Inputs, str] | None, spec: InputSpec) -> Inputs | None:
@@ -215,7 +224,9 @@ def _compress(
     _check_layer_names(work, recipe)
     measured = _data_checked(data, spec)
     calibration = _calibration_inputs(calibration_data, spec, required=isinstance(recipe.runtime, Int8Static))
-    feeds = _calibration_feeds(calibration, spec) if isinstance(recipe.runtime, Int8Static) else None
+    check_weight_only_calibration(recipe.runtime, calibration is not None)  # GPTQ: refused without data, before export
+    calibrated = calibration is not None and (isinstance(recipe.runtime, Int8Static) or calibrates(recipe.runtime))
+    feeds = _calibration_feeds(calibration, spec) if calibrated else None
 
     structural = isinstance(recipe.pruning, STRUCTURAL)
     if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
@@ -370,7 +381,8 @@ def _compress_onnx_file(
         example = _zeros_like_spec(spec)
     static = isinstance(recipe.runtime, Int8Static)
     calibration = _calibration_inputs(calibration_data, spec, required=static)
-    feeds = _calibration_feeds(calibration, spec) if static else None
+    check_weight_only_calibration(recipe.runtime, calibration is not None)
+    feeds = _calibration_feeds(calibration, spec) if calibration is not None and (static or calibrates(recipe.runtime)) else None
     details = {"source": label, "model_class": None}
     if spec.batch:  # evaluated and timed in batches of that size (predict pads the last one)
         details["fixed_batch"] = spec.batch

@@ -81,7 +81,7 @@ def test_every_top1_path_refuses_them(digits_mlp, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("a sweep point was compressed before the labels were checked")
 
-    monkeypatch.setattr(compressed_module, "compress", never)
+    monkeypatch.setattr(compressed_module, "_compress", never)  # what compress and compress_for_data both run
     with pytest.raises(sl.DataError, match=WORDS):
         Evaluator(model, bad, cache=False)
     with pytest.raises(sl.DataError, match=WORDS):  # the error itself, not a SweepError per point

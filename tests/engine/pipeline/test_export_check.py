@@ -120,3 +120,12 @@ def test_compare_checks_the_data_with_the_baseline_before_any_other_recipe(monke
     with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-7"):
         compare(Branchy(), [sl.Recipe(runtime=sl.Int8Dynamic())], (x, None), example_inputs=x[:1], rounds=2)
     assert made == []  # no recipe was compressed before the check failed
+
+
+def test_sweeps_and_searches_compare_the_export_on_their_evaluation_data():
+    from squeezelab.engine.explore.evaluation import Evaluator
+
+    x = np.concatenate([_positive(1), -_positive(20)])
+    evaluator = Evaluator(Branchy(), (x, None), cache=False, rounds=0)
+    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-7"):
+        evaluator.evaluate(sl.Recipe())
