@@ -35,6 +35,7 @@ from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Static, Runtime
+from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
@@ -162,7 +163,7 @@ class Evaluator:
         self._reference: np.ndarray | None = None
         self._baseline_point: Point | None = None
         self._inputs_key = fingerprint(self.model_key, data_fingerprint(self.samples), runtime_fingerprint())
-        # Only static int8 reads the calibration data: other recipes share entries whatever it is.
+        # Only static int8 and GPTQ weight-only read the calibration data: other recipes share entries whatever it is.
         self._calibration_key = None if self.calibration is None else fingerprint([*self.calibration.arrays])
         self._context = fingerprint(self._inputs_key, self.settings.key_parts())
 
@@ -173,7 +174,8 @@ class Evaluator:
 
     def key(self, recipe: Recipe) -> str:
         """The cache key of ``recipe`` under this evaluator's model, data and settings."""
-        calibration = self._calibration_key if isinstance(recipe.runtime, Int8Static) else None
+        reads = isinstance(recipe.runtime, Int8Static) or calibrates(recipe.runtime)
+        calibration = self._calibration_key if reads else None
         timing = active_timer().key  # cost-model or scrambled times never share entries with real ones
         if timing is not None and self.settings.rounds:
             return fingerprint(self._context, recipe.to_dict(), calibration, list(timing))
@@ -273,7 +275,8 @@ class Evaluator:
 
 
 def check_calibration(what: Recipe | Runtime | None, calibration_data: Any) -> None:
-    """Raise ``CalibrationError`` if ``what`` (a recipe or runtime) is static int8 and ``calibration_data`` is None.
+    """Raise ``CalibrationError`` if ``what`` (a recipe or runtime) is static int8 (or GPTQ weight-only) and
+    ``calibration_data`` is None.
 
     The one rule of every entry point (``sweep``, ``search``, the Explorer, as ``compress`` and the
     command line): static int8 calibrates on inputs the caller keeps apart from the evaluation data;
@@ -288,6 +291,7 @@ def check_calibration(what: Recipe | Runtime | None, calibration_data: Any) -> N
             "training split), or use Int8Dynamic() (runtime='int8-dynamic'), which needs none. Static int8 "
             "is never calibrated on the samples it is then judged on."
         )
+    check_weight_only_calibration(runtime, calibration_data is not None)  # WeightOnly(method='gptq')
 
 
 def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -> None:

@@ -379,11 +379,10 @@ _CONVERSIONS: dict[type, _Convert] = {
 }
 
 
-def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe) -> tuple[bytes, dict[str, Any]]:
-    from squeezelab.engine.runtime.weight_only import quantize_weight_only_onnx, weight_only_choices
+def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    from squeezelab.engine.runtime.weight_only import quantize_weight_only_onnx
 
-    converted, facts = quantize_weight_only_onnx(onnx_bytes, recipe.runtime)
-    return converted, {**weight_only_choices(recipe.runtime), **facts}
+    return quantize_weight_only_onnx(onnx_bytes, recipe.runtime, feeds)  # its choices, with the reasons
 
 
 def convert_onnx(
@@ -396,7 +395,7 @@ def convert_onnx(
     reports its choices and what it rewrote and quantized (node counts) directly in the details.
     """
     if isinstance(recipe.runtime, WeightOnly):
-        return _convert_weight_only(onnx_bytes, recipe)
+        return _convert_weight_only(onnx_bytes, recipe, feeds)
     converted, choices = _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
     if not choices:
         return converted, {}

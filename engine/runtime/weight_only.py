@@ -12,25 +12,37 @@ the tests check against the original graph's output. Embedding tables
 squeezelab chooses the nodes (every other node is excluded by name, so the
 quantizer never meets a ``Gather`` of shapes or a ``MatMul`` of two
 activations), runs the quantizer, and verifies that the graph really holds
-``MatMulNBits`` nodes before the result may call itself executable.
+``MatMulNBits`` nodes before the result may call itself executable. With
+``method="gptq"`` (or ``"auto"`` given calibration feeds) squeezelab writes the
+``MatMulNBits`` nodes itself from GPTQ's codes (``engine.runtime.gptq_graph``);
+whatever GPTQ does not take (float16 weights) and the tables still go through
+ONNX Runtime's round to nearest. What ``None``/``"auto"`` left open is decided
+here (``resolve_weight_only``) and recorded with the reason.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
-from squeezelab.engine.core.errors import ConfigError, ExportError
+from squeezelab.engine.core.cpu import default_weight_only_compute
+from squeezelab.engine.core.errors import CalibrationError, ConfigError, ExportError
 from squeezelab.engine.core.runtimes import WEIGHT_ONLY_COMPUTE, WeightOnly
+from squeezelab.engine.runtime.gptq import GptqSettings
+from squeezelab.engine.runtime.gptq_graph import gptq_eligible, gptq_matmuls
 
-__all__ = ["gemm_to_matmul", "quantize_weight_only_onnx", "nbits_weight_elements", "weight_only_choices"]
+__all__ = [
+    "gemm_to_matmul", "quantize_weight_only_onnx", "nbits_weight_elements", "weight_only_choices", "resolve_weight_only",
+    "calibrates", "check_weight_only_calibration",
+]
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +199,7 @@ def _eligible(graph: Any, op_type: str) -> list[str]:
 
 
 def _algorithm_config(runtime: WeightOnly) -> Any:
-    """ONNX Runtime's config for ``runtime.method`` over ``MatMul`` nodes."""
+    """ONNX Runtime's config for ``runtime.method`` (resolved: ``"rtn"`` or ``"hqq"``) over ``MatMul`` nodes."""
     ort = _quantizer_module()
     if runtime.method == "hqq":
         return ort.HQQWeightOnlyQuantConfig(block_size=runtime.block_size, bits=runtime.bits, op_types_to_quantize=("MatMul",))
@@ -195,6 +207,47 @@ def _algorithm_config(runtime: WeightOnly) -> Any:
         block_size=runtime.block_size, is_symmetric=runtime.symmetric, bits=runtime.bits, op_types_to_quantize=("MatMul",),
         accuracy_level=WEIGHT_ONLY_COMPUTE[runtime.compute] or None,  # 0: the attribute left out (float compute)
     )
+
+
+def calibrates(runtime: Any) -> bool:
+    """True when ``runtime`` is a ``WeightOnly`` whose result depends on calibration data (GPTQ, or ``"auto"``)."""
+    return isinstance(runtime, WeightOnly) and runtime.reads_calibration
+
+
+def check_weight_only_calibration(runtime: Any, given: bool) -> None:
+    """``CalibrationError`` for ``WeightOnly(method="gptq")`` without calibration data; checked before any export."""
+    if isinstance(runtime, WeightOnly) and runtime.method == "gptq" and not given:
+        raise CalibrationError(
+            f"WeightOnly(method='gptq') ({runtime.label}) fits each layer's weights to calibration inputs, and "
+            "calibration_data=None; pass "
+            "calibration_data= (a hundred or more representative inputs kept apart from the evaluation data), or use "
+            "method='auto' (GPTQ when data is given, round to nearest without) or method='rtn'."
+        )
+
+
+def resolve_weight_only(runtime: WeightOnly, calibration_samples: int, has_tables: bool) -> tuple[WeightOnly, dict[str, str]]:
+    """``runtime`` with what it left open decided, and the reason for each decision.
+
+    ``method="auto"``: GPTQ when there are calibration samples, round to nearest without. ``compute=None``:
+    this CPU's choice (``cpu.default_weight_only_compute``; float for HQQ, which has no int8 kernel).
+    ``embeddings=None``: 4 bits when the graph has embedding tables, float32 (nothing to store) without.
+    """
+    reasons = {"method": "asked for", "compute": "asked for", "embeddings": "asked for"}
+    method = runtime.method
+    if method == "auto":
+        method = "gptq" if calibration_samples else "rtn"
+        reasons["method"] = (
+            f"gptq: calibrated on {calibration_samples} samples" if calibration_samples
+            else "rtn: no calibration data given (pass calibration_data= for GPTQ)"
+        )
+    compute = runtime.compute
+    if compute is None:
+        compute, reasons["compute"] = ("float", "hqq has no int8 kernel") if method == "hqq" else default_weight_only_compute()
+    embeddings = runtime.embeddings
+    if embeddings is None:
+        embeddings = 4 if has_tables else 32
+        reasons["embeddings"] = "the graph has embedding tables" if has_tables else "the graph has no embedding table"
+    return dataclasses.replace(runtime, method=method, compute=compute, embeddings=embeddings), reasons
 
 
 def _embedding_config(runtime: WeightOnly) -> Any:
@@ -226,44 +279,74 @@ def _refuse_nothing_eligible(model: Any, runtime: WeightOnly) -> None:
     )
 
 
-def quantize_weight_only_onnx(onnx_bytes: bytes, runtime: WeightOnly) -> tuple[bytes, dict[str, Any]]:
-    """The fp32 graph with its Linear/MatMul weights (and, if asked, embedding tables) stored at ``runtime.bits``.
+def quantize_weight_only_onnx(
+    onnx_bytes: bytes, runtime: WeightOnly, feeds: Sequence[dict[str, np.ndarray]] | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """The fp32 graph with its Linear/MatMul weights (and embedding tables, as decided) stored at ``runtime.bits``.
+
+    Args:
+        feeds: calibration batches (``{input name: array}``); GPTQ fits the weights to them.
+
+    Returns:
+        The quantized graph and its details: ``weight_only_choices`` (every decision and its reason) and
+        what was rewritten and quantized (node counts).
 
     Raises:
         ConfigError: the graph has no ``MatMul``/``Gemm`` with a constant weight (a CNN), or no embedding
-            table while ``embeddings`` asks for one quantized.
-        ExportError: ONNX Runtime's quantizer wrote no ``MatMulNBits`` node.
+            table while ``embeddings=4`` asks for one quantized.
+        CalibrationError: ``method="gptq"`` and no calibration feeds.
+        ExportError: no ``MatMulNBits`` node was written.
     """
     import onnx
 
+    samples = sum(len(next(iter(f.values()))) for f in feeds) if feeds else 0
+    check_weight_only_calibration(runtime, bool(samples))
     model, rewritten = gemm_to_matmul(onnx.load_from_string(onnx_bytes))
     _name_nodes(model.graph)
     if not _eligible(model.graph, "MatMul"):
         _refuse_nothing_eligible(model, runtime)
-    if runtime.embeddings:
-        if not _eligible(model.graph, "Gather"):
-            raise ConfigError(
-                f"{runtime.label}: embeddings={runtime.embeddings} asks for embedding tables in 4 bits, and the graph "
-                "has none (no Gather of a constant 2-D weight). Drop embeddings=."
-            )
+    has_tables = bool(_eligible(model.graph, "Gather"))
+    if runtime.embeddings == 4 and not has_tables:
+        raise ConfigError(
+            f"{runtime.label}: embeddings=4 asks for embedding tables in 4 bits, and the graph has none (no Gather "
+            "of a constant 2-D weight). Leave embeddings=None (4 bits where there are tables)."
+        )
+    resolved, reasons = resolve_weight_only(runtime, samples, has_tables)
+    if resolved.embeddings == 4:
         model = _at_opset_21(model)
         _name_nodes(model.graph)  # the converter may add nodes (e.g. the axes of a ReduceL2) without names
     matmuls = _eligible(model.graph, "MatMul")
-    tables = _eligible(model.graph, "Gather") if runtime.embeddings else []
+    facts: dict[str, Any] = {}
+    if resolved.method == "gptq":
+        nodes = gptq_eligible(model.graph, matmuls)
+        model, facts = gptq_matmuls(
+            model, nodes, feeds or [], bits=resolved.bits, block_size=resolved.block_size, symmetric=resolved.symmetric,
+            accuracy_level=WEIGHT_ONLY_COMPUTE[resolved.compute], settings=_GPTQ,
+        )
+        facts["gptq_calibration_samples"] = samples
+        taken = {n.name for n in nodes}
+        matmuls = [m for m in matmuls if m not in taken]  # left to round to nearest
+    tables = _eligible(model.graph, "Gather") if resolved.embeddings == 4 else []
     with _quiet_quantizer():
-        model = _run_quantizer(model, _algorithm_config(runtime), "MatMul", matmuls)
+        if matmuls:
+            model = _run_quantizer(model, _algorithm_config(resolved), "MatMul", matmuls)
         if tables:
-            model = _run_quantizer(model, _embedding_config(runtime), "Gather", tables)
+            model = _run_quantizer(model, _embedding_config(resolved), "Gather", tables)
     counts = _op_counts(model)
     if counts.get("MatMulNBits", 0) == 0:
         raise ExportError(f"ONNX Runtime's MatMulNBits quantizer wrote no MatMulNBits node for {runtime.label}.")
-    choices = {
+    eligible = len(matmuls) + facts.get("gptq_matmuls", 0)
+    return model.SerializeToString(), {
+        **weight_only_choices(resolved, reasons, facts),
         "gemm_rewritten_as_matmul": rewritten,
         "matmul_nbits_nodes": counts.get("MatMulNBits", 0),
-        "matmul_left_float": len(matmuls) - counts.get("MatMulNBits", 0),
+        "matmul_left_float": eligible - counts.get("MatMulNBits", 0),
         "embedding_tables_quantized": counts.get("GatherBlockQuantized", 0),
     }
-    return model.SerializeToString(), choices
+
+
+# GPTQ's settings: the paper's (1 % dampening, act-order, lazy batches of 128 rows).
+_GPTQ = GptqSettings()
 
 
 def _at_opset_21(model: Any) -> Any:
@@ -298,16 +381,25 @@ def _op_counts(model: Any) -> dict[str, int]:
     return counts
 
 
-def weight_only_choices(runtime: WeightOnly) -> dict[str, Any]:
-    """What the recipe chose, for the result's details and the saved JSON."""
-    return {
-        "weight_only_bits": runtime.bits,
-        "weight_only_block_size": runtime.block_size,
-        "weight_only_method": runtime.method,
-        "weight_only_symmetric": runtime.symmetric,
-        "weight_only_embeddings": runtime.embeddings,
-        "weight_only_compute": runtime.compute,
+def weight_only_choices(
+    resolved: WeightOnly, reasons: dict[str, str] | None = None, gptq: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the recipe chose (after ``resolve_weight_only``) and why, for the result's details and the saved JSON."""
+    reasons = reasons or {}
+    out = {
+        "weight_only_bits": resolved.bits,
+        "weight_only_block_size": resolved.block_size,
+        "weight_only_method": resolved.method,
+        "weight_only_method_reason": reasons.get("method", "asked for"),
+        "weight_only_symmetric": resolved.symmetric,
+        "weight_only_embeddings": resolved.embeddings,
+        "weight_only_embeddings_reason": reasons.get("embeddings", "asked for"),
+        "weight_only_compute": resolved.compute,
+        "weight_only_compute_reason": reasons.get("compute", "asked for"),
     }
+    if resolved.method == "gptq":
+        out["weight_only_gptq"] = {**dataclasses.asdict(_GPTQ), **(gptq or {})}
+    return out
 
 
 def nbits_weight_elements(graph: Any) -> tuple[dict[int, int], set[str]]:

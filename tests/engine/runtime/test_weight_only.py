@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 import squeezelab as sl
+from squeezelab.engine.core.cpu import default_weight_only_compute
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.runtime.export import export_onnx
 from squeezelab.engine.core.inputs import Inputs
@@ -69,13 +70,15 @@ def bert():
         ({"bits": 3}, ["bits=3", "4 or 8", "Simulated"]),
         ({"bits": True}, ["bits=True", "4 or 8"]),
         ({"block_size": 48}, ["block_size=48", "16, 32, 64, 128"]),
-        ({"method": "gptq"}, ["'gptq'", "Neural Compressor", "calibration", "'rtn', 'hqq'"]),
-        ({"method": "awq"}, ["'awq'", "not supported", "'rtn', 'hqq'"]),
+        ({"method": "k_quant"}, ["'k_quant'", "Neural Compressor", "'auto', 'rtn', 'gptq', 'hqq'"]),
+        ({"method": "awq"}, ["'awq'", "not supported", "'auto', 'rtn', 'gptq', 'hqq'"]),
+        ({"method": None}, ["method=None", "not supported", "'auto'"]),
         ({"method": "hqq", "symmetric": True}, ["hqq", "symmetric=True", "symmetric=False"]),
         ({"method": "hqq", "bits": 8}, ["hqq", "bits=8", "no CPU kernel", "method='rtn'"]),
         ({"symmetric": "yes"}, ["symmetric='yes'", "True or False"]),
-        ({"embeddings": 8}, ["embeddings=8", "4 bits only", "Int8Dynamic"]),
-        ({"compute": "int4"}, ["compute='int4'", "'float'", "'int8'", "accuracy_level=4"]),
+        ({"embeddings": 8}, ["embeddings=8", "4 bits only", "32", "Int8Dynamic"]),
+        ({"embeddings": "float"}, ["embeddings='float'", "None", "32"]),
+        ({"compute": "int4"}, ["compute='int4'", "'float'", "'int8'", "accuracy_level=4", "None"]),
         ({"method": "hqq", "compute": "int8"}, ["hqq", "compute='int8'", "float", "method='rtn'"]),
     ],
 )
@@ -87,13 +90,16 @@ def test_bad_configs_are_refused_naming_what_is_allowed(kwargs, words):
 
 
 def test_config_labels_and_round_trips_through_dict_and_toml():
-    rt = WeightOnly(bits=8, block_size=128, symmetric=True, embeddings=4)
+    rt = WeightOnly(bits=8, block_size=128, method="rtn", symmetric=True, embeddings=4)
     recipe = Recipe(runtime=rt)
     assert recipe.label == "weightonly8-b128-rtn-sym-emb4" and recipe.bits == 8 and recipe.executable
     assert Recipe(runtime=WeightOnly(method="hqq")).label == "weightonly4-b32-hqq"
     int8_compute = Recipe(runtime=WeightOnly(symmetric=True, compute="int8"))
-    assert int8_compute.label == "weightonly4-b32-rtn-sym-int8compute"
+    assert int8_compute.label == "weightonly4-b32-auto-sym-int8compute"
     assert Recipe.from_dict(int8_compute.to_dict()) == int8_compute
+    # what None leaves to the machine and the graph is not in the label; a choice made is
+    floats = Recipe(runtime=WeightOnly(method="gptq", embeddings=32, compute="float"))
+    assert floats.label == "weightonly4-b32-gptq-emb32-floatcompute" and Recipe.from_toml(floats.to_toml()) == floats
     assert Recipe.from_dict(recipe.to_dict()) == recipe
     assert Recipe.from_toml(recipe.to_toml()) == recipe
     with pytest.raises(ConfigError, match="chooses its own weight quantization"):
@@ -136,7 +142,7 @@ def test_gemm_that_is_not_a_linear_layer_stays():
 
 @pytest.mark.parametrize("runtime", [
     WeightOnly(), WeightOnly(method="hqq"), WeightOnly(bits=8, block_size=64, symmetric=True),
-    WeightOnly(compute="int8"), WeightOnly(symmetric=True, compute="int8"), WeightOnly(bits=8, compute="int8"),
+    WeightOnly(compute="int8"), WeightOnly(symmetric=True, compute="float"), WeightOnly(bits=8, compute="int8"),
 ], ids=lambda r: r.label)
 def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
     net, x = _mlp(), _x()
@@ -147,10 +153,15 @@ def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
         attrs = _attrs(node)
         assert attrs["bits"] == runtime.bits and attrs["block_size"] == runtime.block_size
         assert (len(node.input) == 4) == (not runtime.symmetric)  # zero points only when asymmetric
-        assert attrs.get("accuracy_level", 0) == (4 if runtime.compute == "int8" else 0)  # int8 compute, or left out
+        assert attrs.get("accuracy_level", 0) == (4 if c.details["weight_only_compute"] == "int8" else 0)  # int8, or left out
     assert c.details["gemm_rewritten_as_matmul"] == 3 and c.details["matmul_nbits_nodes"] == 3
     assert c.details["nbits_weight_fraction"] == 1.0 and c.details["quantized_weight_fraction"] == 1.0
-    assert c.details["weight_only_method"] == runtime.method and c.details["weight_only_compute"] == runtime.compute
+    # without calibration data "auto" is round to nearest; compute=None is this CPU's choice (either, with its reason)
+    assert c.details["weight_only_method"] == ("rtn" if runtime.method == "auto" else runtime.method)
+    machine = ("float", "hqq has no int8 kernel") if runtime.method == "hqq" else default_weight_only_compute()
+    assert c.details["weight_only_compute"] == (runtime.compute or machine[0])
+    assert c.details["weight_only_compute_reason"] == ("asked for" if runtime.compute else machine[1])
+    assert c.details["weight_only_embeddings"] == 32  # an MLP has no table: None resolves to float32, nothing to store
     with torch.no_grad():
         expected = net(x).numpy()
     cos = _cosine(c.predict(x.numpy()), expected)  # 10 logits of a random 3-layer MLP: 4-bit errors add up
@@ -160,17 +171,19 @@ def test_mlp_runs_as_matmul_nbits_close_to_fp32(runtime):
 def test_tiny_bert_four_bit_is_faithful_and_smaller_than_int8(bert):
     model, inputs, expected = bert
     one = {k: v[:1] for k, v in inputs.items()}
-    c = sl.compress(model, Recipe(runtime=WeightOnly()), example_inputs=one)
+    c = sl.compress(model, Recipe(runtime=WeightOnly(embeddings=32)), example_inputs=one)
     assert len(_nodes(c, "MatMulNBits")) == 12  # q, k, v, output, intermediate, output: 6 Linear x 2 layers
     graph = onnx.load_from_string(c.onnx_bytes).graph
     weights = {i.name for i in graph.initializer}
     assert not [n for n in graph.node if n.op_type == "MatMul" and n.input[1] in weights]  # no eligible MatMul left float
     assert c.details["matmul_left_float"] == 0
     assert _cosine(c.predict(inputs), expected).mean() > 0.99
-    # embeddings stay float unless asked: about half of this tiny model's weights
+    # embeddings=32 keeps the tables float: about half of this tiny model's weights
     assert 0.3 < c.details["nbits_weight_fraction"] < 0.7 and not _nodes(c, "GatherBlockQuantized")
-    emb = sl.compress(model, Recipe(runtime=WeightOnly(embeddings=4)), example_inputs=one)
+    emb = sl.compress(model, Recipe(runtime=WeightOnly()), example_inputs=one)  # the default stores tables at 4 bits
     assert len(_nodes(emb, "GatherBlockQuantized")) == 3 and emb.details["nbits_weight_fraction"] == 1.0
+    assert emb.details["weight_only_embeddings"] == 4
+    assert emb.details["weight_only_embeddings_reason"] == "the graph has embedding tables"
     assert _cosine(emb.predict(inputs), expected).mean() > 0.98
     int8 = sl.compress(model, Recipe(runtime=sl.Int8Dynamic(op_types=("MatMul", "Gemm", "Gather"))), example_inputs=one)
     fp32 = sl.compress(model, Recipe(), example_inputs=one)
@@ -229,7 +242,7 @@ def test_grid_recipe_maps_bits_to_weight_only_widths():
     from squeezelab.engine.explore.sweep import grid_recipe
 
     assert grid_recipe(4, runtime="weight-only").runtime == WeightOnly(bits=4)
-    assert grid_recipe(8, runtime=WeightOnly(block_size=64, method="rtn")).runtime == WeightOnly(bits=8, block_size=64)
+    assert grid_recipe(8, runtime=WeightOnly(block_size=64, method="rtn")).runtime == WeightOnly(bits=8, block_size=64, method="rtn")
     assert grid_recipe(32, runtime="weight-only") == Recipe()
     with pytest.raises(ConfigError, match="bits=3 with runtime WeightOnly.*4 or 8"):
         grid_recipe(3, runtime="weight-only")
@@ -240,10 +253,10 @@ def test_sweep_over_weight_only_widths(digits_mlp, tmp_path):
     x, y = split.test
     s = sl.sweep(model, (x[:100], y[:100]), bits=(8, 4), sparsity=(0.0,), runtime="weight-only", cache=tmp_path, progress=False, rounds=0)
     table = s.table.set_index("label")
-    assert list(table.index) == ["fp32", "weightonly8-b32-rtn", "weightonly4-b32-rtn"]
+    assert list(table.index) == ["fp32", "weightonly8-b32-auto", "weightonly4-b32-auto"]
     assert table["executable"].all()
-    assert table.loc["weightonly4-b32-rtn", "size_bytes"] < table.loc["weightonly8-b32-rtn", "size_bytes"] < table.loc["fp32", "size_bytes"]
-    assert table.loc["weightonly8-b32-rtn", "accuracy_drop"] <= 0.01  # 8-bit blocks: the digits MLP keeps its accuracy
+    assert table.loc["weightonly4-b32-auto", "size_bytes"] < table.loc["weightonly8-b32-auto", "size_bytes"] < table.loc["fp32", "size_bytes"]
+    assert table.loc["weightonly8-b32-auto", "accuracy_drop"] <= 0.01  # 8-bit blocks: the digits MLP keeps its accuracy
 
 
 def test_explorer_offers_weight_only_and_builds_its_recipe():
@@ -251,8 +264,8 @@ def test_explorer_offers_weight_only_and_builds_its_recipe():
 
     # (not offered for an ONNX file: its bit-width slider is disabled, and the width is the choice here)
     assert "weight-only" in [v for _, v in RUNTIME_CHOICES]
-    assert control_recipe(4, 0.0, "linear-symmetric", "magnitude", "weight-only").label == "weightonly4-b32-rtn"
-    assert control_recipe(8, 0.5, "linear-symmetric", "magnitude", "weight-only").label == "magnitude50%-layer + weightonly8-b32-rtn"
+    assert control_recipe(4, 0.0, "linear-symmetric", "magnitude", "weight-only").label == "weightonly4-b32-auto"
+    assert control_recipe(8, 0.5, "linear-symmetric", "magnitude", "weight-only").label == "magnitude50%-layer + weightonly8-b32-auto"
     with pytest.raises(ConfigError, match="4 or 8"):
         control_recipe(3, 0.0, "linear-symmetric", "magnitude", "weight-only")
 
@@ -297,7 +310,8 @@ def test_rtn_error_stays_within_half_a_quantization_step_per_block():
     torch.manual_seed(3)
     layer = nn.Linear(96, 40, bias=False).eval()
     x = torch.randn(16, 96)
-    c = sl.compress(layer, Recipe(runtime=WeightOnly(bits=4, block_size=32)), example_inputs=x[:1])
+    # float compute: int8 compute (accuracy_level=4) would add the activations' own rounding to the bound
+    c = sl.compress(layer, Recipe(runtime=WeightOnly(bits=4, block_size=32, method="rtn", compute="float")), example_inputs=x[:1])
     w = layer.weight.detach().numpy().T.reshape(3, 32, 40)  # (blocks, 32, N): K split into blocks of 32
     half_step = (np.maximum(w.max(1), 0) - np.minimum(w.min(1), 0)) / 15 / 2  # (blocks, N)
     bound = np.abs(x.numpy()).reshape(16, 3, 32).sum(2) @ half_step  # (16, N)
