@@ -48,7 +48,7 @@ def test_calibration_data_that_takes_the_other_branch_fails_before_quantizing(mo
     with pytest.raises(sl.ExportMismatchError) as info:
         sl.compress(Branchy(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=_positive(1), calibration_data=-_positive(20))
     message = str(info.value)
-    assert "calibration_data samples 0-7 (one batch)" in message and info.value.where.startswith("calibration_data")
+    assert "calibration_data samples 0-3 (one batch)" in message and info.value.where.startswith("calibration_data")
     assert "data-dependent control flow" in message and "an `if` on tensor values" in message
     assert "Python boolean" in message  # the exporter's TracerWarning, cited as evidence
     assert "torch.where" in message and "exporter='dynamo'" in message and "torch.cond" in message
@@ -57,7 +57,7 @@ def test_calibration_data_that_takes_the_other_branch_fails_before_quantizing(mo
 
 def test_measure_compares_the_export_with_pytorch_on_the_evaluation_data():
     x = np.concatenate([_positive(1), -_positive(30)])  # the first sample (the example) is positive
-    with pytest.raises(sl.ExportMismatchError, match=r"the evaluation data samples 0-7 .*data-dependent control flow"):
+    with pytest.raises(sl.ExportMismatchError, match=r"the evaluation data samples 0-3 .*data-dependent control flow"):
         sl.measure(Branchy(), (x, None), rounds=0)
 
 
@@ -100,7 +100,9 @@ def test_the_tolerance_allows_float_noise_and_refuses_real_differences():
 def test_check_batches_skip_a_sample_equal_to_the_example():
     x = Inputs.of(np.arange(40, dtype=np.float32).reshape(20, 2))
     labels = [where for where, _ in check_batches(x.slice(0, 1), x, "the data")]
-    assert labels == ["the example inputs (the batch traced)", "the data samples 0-7 (one batch)", "the data sample 1 (alone)"]
+    assert labels == ["the example inputs (the batch traced)", "the data samples 0-3 (one batch)", "the data sample 1 (alone)"]
+    other = [where for where, _ in check_batches(x.slice(5, 6), x, "the data")]
+    assert other[-1] == "the data sample 0 (alone)" and len(other) == 3
 
 
 def test_the_exporter_notes_its_tracer_warnings():
@@ -117,7 +119,7 @@ def test_compare_checks_the_data_with_the_baseline_before_any_other_recipe(monke
     original = compress_module.compress
     monkeypatch.setattr(compress_module, "compress", lambda *a, **k: made.append(a[1]) or original(*a, **k))
     x = np.concatenate([_positive(1), -_positive(20)])
-    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-7"):
+    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-3"):
         compare(Branchy(), [sl.Recipe(runtime=sl.Int8Dynamic())], (x, None), example_inputs=x[:1], rounds=2)
     assert made == []  # no recipe was compressed before the check failed
 
@@ -127,5 +129,5 @@ def test_sweeps_and_searches_compare_the_export_on_their_evaluation_data():
 
     x = np.concatenate([_positive(1), -_positive(20)])
     evaluator = Evaluator(Branchy(), (x, None), cache=False, rounds=0)
-    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-7"):
+    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-3"):
         evaluator.evaluate(sl.Recipe())
