@@ -28,14 +28,21 @@ def check_output_path(path: Path, overwrite: bool) -> None:
 
 
 def needs_calibration(recipes: list[Any], calibration: Path | None) -> None:
-    """int8-static calibrates its activation ranges on real inputs: refuse it without --calibration."""
-    from squeezelab.engine.core.runtimes import Int8Static
+    """int8-static calibrates its activation ranges on real inputs, weight-only GPTQ fits its weights to them:
+    refuse either without --calibration."""
+    from squeezelab.engine.core.runtimes import Int8Static, WeightOnly
 
     static = [r.label for r in recipes if isinstance(r.runtime, Int8Static)]
     if static and calibration is None:
         raise ConfigError(
             f"{static[0]} calibrates activation ranges on real inputs; pass --calibration CAL.npz "
             "(inputs not in --data), or choose int8-dynamic."
+        )
+    gptq = [r.label for r in recipes if isinstance(r.runtime, WeightOnly) and r.runtime.method == "gptq"]
+    if gptq and calibration is None:
+        raise ConfigError(
+            f"{gptq[0]} (method = 'gptq') fits each layer's weights to real inputs; pass --calibration CAL.npz "
+            "(inputs not in --data), or set method = 'auto' or 'rtn' in the recipe file."
         )
 
 

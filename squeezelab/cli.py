@@ -116,7 +116,7 @@ def _add_compress(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.add_argument("--data", type=npz_file, default=None, help="evaluation data (.npz) to measure the result on")
     p.add_argument("--calibration", type=npz_file, default=None,
-                   help="calibration inputs (.npz) for int8-static; keep them apart from --data")
+                   help="calibration inputs (.npz) for int8-static and weight-only GPTQ; keep them apart from --data")
     p.add_argument("--example-shape", type=example_shape, default=None,
                    help="a float32 example batch's shape for a factory without --data/--calibration, e.g. 1,1,8,8")
     p.add_argument("--json", type=json_target, default=None,
@@ -140,7 +140,7 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", type=recipe_spec, action="append", default=None,
                    help=_RECIPE_HELP + "; repeat for more; measured beside the grid (None: for an ONNX file, "
                    "ONNX Runtime's recipes that apply to it: int8-dynamic, int8-static with --calibration, float16)")
-    p.add_argument("--calibration", type=npz_file, default=None, help="calibration inputs (.npz) for int8-static")
+    p.add_argument("--calibration", type=npz_file, default=None, help="calibration inputs (.npz) for int8-static and weight-only GPTQ")
     p.add_argument("--cache", type=output_folder, default=None,
                    help="cache folder for measured points (None: ~/.cache/squeezelab or $SQUEEZELAB_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="measure every point again, store nothing")

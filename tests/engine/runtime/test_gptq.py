@@ -314,3 +314,19 @@ def test_sweeps_refuse_gptq_without_calibration_data_and_key_its_results_by_it(t
     one, other = (Evaluator(net, data, calibration_data=c, cache=tmp_path) for c in (x[16:28], x[28:]))
     for runtime, shared in ((WeightOnly(), False), (WeightOnly(method="gptq"), False), (WeightOnly(method="rtn"), True)):
         assert (one.key(Recipe(runtime=runtime)) == other.key(Recipe(runtime=runtime))) == shared
+
+
+def test_cli_refuses_a_gptq_recipe_without_calibration_in_its_own_words(tmp_path, capsys):
+    from squeezelab.cli import main
+
+    path = tmp_path / "mlp.onnx"
+    sl.compress(_mlp(), example_inputs=_x(1, 0)).save(path)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(Recipe(runtime=WeightOnly(method="gptq")).to_toml())
+    with pytest.raises(SystemExit) as info:
+        main(["compress", str(path), "--recipe", str(recipe), "--output", str(tmp_path / "out.onnx")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and len(err.strip().splitlines()) == 1
+    for word in ("weightonly4-b32-gptq", "--calibration CAL.npz", "method = 'auto'"):
+        assert word in err
+    assert not (tmp_path / "out.onnx").exists()
