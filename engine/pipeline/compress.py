@@ -39,6 +39,7 @@ from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
 from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_output_rows, rows_to_check
 from squeezelab.engine.core.inputs import Inputs, InputSpec
+from squeezelab.engine.runtime.providers import make_session
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
 from squeezelab.engine.core.layers import FilterFn
@@ -345,8 +346,6 @@ def _onnx_result(
 def _check_rows(onnx_bytes: bytes, example: Inputs, spec: InputSpec, output_name: str | None, source: str) -> None:
     """The fp32 graph gives one output row per sample (a graph without a batch axis does not), before any
     calibration; a graph with a fixed batch is fed batches of that size."""
-    from squeezelab.engine.runtime.providers import make_session
-
     rows = rows_to_check(example, spec)
     session = make_session(onnx_bytes, threads=1)
     try:
