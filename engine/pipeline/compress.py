@@ -37,9 +37,8 @@ from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
 from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
-from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_output_rows, rows_to_check
+from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_graph_rows
 from squeezelab.engine.core.inputs import Inputs, InputSpec
-from squeezelab.engine.runtime.providers import make_session
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
 from squeezelab.engine.core.layers import FilterFn
@@ -309,7 +308,7 @@ def _onnx_result(
     from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
 
     spec = spec or example.spec()
-    _check_rows(onnx_bytes, example, spec, output_name, details.get("source") or "the exported model")
+    check_graph_rows(onnx_bytes, example, spec, output_name, details.get("source"))
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
@@ -341,18 +340,6 @@ def _onnx_result(
     except Exception as exc:
         raise ExportError(f"the {recipe.label} ONNX model does not run in ONNX Runtime on the CPU: {exc}") from exc
     return result
-
-
-def _check_rows(onnx_bytes: bytes, example: Inputs, spec: InputSpec, output_name: str | None, source: str) -> None:
-    """The fp32 graph gives one output row per sample (a graph without a batch axis does not), before any
-    calibration; a graph with a fixed batch is fed batches of that size."""
-    rows = rows_to_check(example, spec)
-    session = make_session(onnx_bytes, threads=1)
-    try:
-        out = session.run([output_name] if output_name else None, rows.feeds(spec.names))[0]
-    except Exception as exc:  # ONNX Runtime's own message names the input and the dimension
-        raise ExportError(f"{source} does not run in ONNX Runtime on the CPU ({rows.form()}): {exc}") from exc
-    check_output_rows(out, rows, spec, repr(source) if source != "the exported model" else source)
 
 
 def _compress_onnx_file(

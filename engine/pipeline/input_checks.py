@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from squeezelab.engine.core.errors import DataError, ModelError
+from squeezelab.engine.core.errors import DataError, ExportError, ModelError
 from squeezelab.engine.core.inputs import Inputs, InputSpec
+from squeezelab.engine.runtime.providers import make_session
 
-__all__ = ["check_graph_inputs", "check_output_rows", "rows_to_check"]
+__all__ = ["check_graph_inputs", "check_graph_rows", "check_output_rows", "rows_to_check"]
 
 
 def check_graph_inputs(onnx_bytes: bytes, spec: InputSpec, what: str = "example_inputs") -> None:
@@ -67,3 +68,16 @@ def check_output_rows(out: Any, inputs: Inputs, spec: InputSpec, source: str) ->
         "as the batch) and its outputs cannot be scored per sample. Export it with a leading batch axis on every "
         "input and the output (torch.onnx.export(..., dynamic_axes={'x': {0: 'batch'}, 'output': {0: 'batch'}}))."
     )
+
+
+def check_graph_rows(onnx_bytes: bytes, example: Inputs, spec: InputSpec, output_name: str | None, source: str | None) -> None:
+    """The fp32 graph gives one output row per sample (a graph without a batch axis does not), checked
+    before any calibration; a graph with a fixed batch is fed a batch of that size. ``source`` names an
+    ONNX file (None: the model's own export)."""
+    rows = rows_to_check(example, spec)
+    label = repr(source) if source else "the exported model"
+    try:
+        out = make_session(onnx_bytes, threads=1).run([output_name] if output_name else None, rows.feeds(spec.names))[0]
+    except Exception as exc:  # ONNX Runtime's own message names the input and the dimension
+        raise ExportError(f"{label} does not run in ONNX Runtime on the CPU ({rows.form()}): {exc}") from exc
+    check_output_rows(out, rows, spec, label)
