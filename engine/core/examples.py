@@ -68,7 +68,7 @@ def probe_example(model: nn.Module, example: Inputs, output: OutputSelector) -> 
     """The model's raw output on the example, and the example's spec with the embeddings' limits.
 
     Each ``nn.Embedding`` is watched during the one run: one that is fed a model input directly
-    (the same tensor, or the same values) gives that input's vocabulary size; one fed
+    (the same tensor, or a view of it) gives that input's vocabulary size; one fed
     ``offset + arange(length)`` along the sequence axis is a position table, which holds
     ``rows - offset`` positions. A model input with ids outside its table is named before the
     model's own error (which would not say which input, nor the table's size).
@@ -110,7 +110,9 @@ def probe_example(model: nn.Module, example: Inputs, output: OutputSelector) -> 
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a is b or (a.numel() == b.numel() and a.dtype == b.dtype and torch.equal(a.reshape(-1), b.reshape(-1)))
+    """``a`` is the model input ``b`` or a view of it (``input_ids.view(-1, L)``); a tensor the model
+    computed from it (clamped, remapped) is not, so ids the model maps by itself are never refused."""
+    return a is b or (a.numel() == b.numel() and a.dtype == b.dtype and a.data_ptr() == b.data_ptr())
 
 
 def _position_offset(ids: torch.Tensor) -> int | None:

@@ -155,3 +155,15 @@ def test_predict_names_an_extra_key_and_the_inputs_the_model_takes():
     with pytest.raises(sl.DataError, match=r"inputs hold the key\(s\) \['extra'\], which are not inputs of the model: "
                                            r"the model takes the inputs \['input_ids', 'attention_mask'\]"):
         c.predict({**_ids(2), "extra": np.zeros((2, 10), dtype=np.int64)})
+
+
+def test_ids_the_model_remaps_itself_are_not_refused():
+    class Clamped(Tagger):
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            return super().forward(input_ids.clamp(0, VOCAB - 1), attention_mask)
+
+    c = sl.compress(Clamped(), example_inputs=_ids(1))
+    assert c.spec.vocab in ((), (None, None))  # the table is fed a computed tensor, not the input
+    big = _ids(2)
+    big["input_ids"][0, 0] = 5288  # the model clamps it: a valid input for this model
+    assert c.predict(big).shape == (2, 3)
