@@ -13,9 +13,10 @@ The result is in ``MatMulNBits``' layout: one scale and zero point per (output c
 original consecutive k, as the kernel needs ("static groups"): a block's scale is fixed when its first row
 comes up, from the block's current values (every earlier update applied), and serves all its rows.
 
-Why not ONNX Runtime's bundled GPTQ (``GPTQWeightOnlyQuantConfig``)? Its ``gptq()`` fits each group's
-scale to the original rows, without the updates already made inside a lazy batch, then re-quantizes its
-fake-quantized result with fresh min/max scales; on MiniLM it gave the same cosine as round to nearest.
+Why not ONNX Runtime's bundled GPTQ (``GPTQWeightOnlyQuantConfig``, 1.32's ``neural_compressor/weight_only.py``)?
+It spreads each row's error with ``Hinv1[i:, i]`` and ``Hinv[i2:, i1:i2]``: entries *below* the diagonal of
+the upper Cholesky factor, all zero (the paper uses row ``i``, ``Hinv1[i, i:]``), so no error reaches any
+other row and the result is round to nearest: on MiniLM, block 32, cosine 0.9732 against its RTN's 0.9733.
 """
 
 from __future__ import annotations
