@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -89,6 +90,7 @@ def _ort(fp32: bytes, block: int | None, *, level: int | None, tables: bool, gpt
     from onnx import version_converter
     from onnxruntime.quantization import matmul_nbits_quantizer as q
 
+    logging.getLogger(q.__name__).setLevel(logging.WARNING)  # its INFO line per node (it configures the root logger)
     model = onnx.load_from_string(fp32)
     if tables:  # int4 tables need opset 21; ORT only relabels the opset, the converter rewrites changed ops
         model = version_converter.convert_version(model, 21)
