@@ -37,7 +37,7 @@ from int8_real import BASELINE, _onnx, _predict_all, _print_table, _time, load_a
 from torch import nn
 
 import squeezelab as sl
-from squeezelab.engine.runtime.ort_quantize import _BatchReader
+from squeezelab.engine.runtime.ort_tools import BatchReader as _BatchReader
 from squeezelab.engine.runtime.providers import make_session
 
 # The documented EfficientNet-Lite0 recipe: the stem and the first two blocks (the most sensitive layers, at

@@ -42,7 +42,7 @@ from squeezelab.engine.zoo.digits import LeNet5, train_classifier  # noqa: E402
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
 from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
-from squeezelab.engine.runtime.ort_quantize import _BatchReader  # noqa: E402
+from squeezelab.engine.runtime.ort_tools import BatchReader as _BatchReader  # noqa: E402
 from squeezelab.engine.runtime.providers import make_session  # noqa: E402
 
 BASELINE = "fp32 ONNX Runtime"

@@ -20,6 +20,7 @@ __all__ = [
     "UnexportableLayerError",
     "ExportMismatchError",
     "CalibrationError",
+    "QuantizationError",
     "DataError",
     "ProviderError",
     "ProviderUnavailableError",
@@ -86,6 +87,10 @@ class ExportMismatchError(ExportError):
 
 class CalibrationError(SqueezeError, ValueError):
     """Static quantization was asked for without usable calibration data."""
+
+
+class QuantizationError(SqueezeError, ValueError):
+    """A quantizer wrote a model that must not be returned (e.g. a non-finite scale; the message names the tensor)."""
 
 
 class DataError(SqueezeError, ValueError):

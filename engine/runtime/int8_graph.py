@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.runtime.ort_quantize import _quiet_onnxruntime_tools
+from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
 __all__ = [
     "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
@@ -298,7 +298,7 @@ def _quiet_optimizer() -> Iterator[None]:
     """The optimizer's modules log warnings under their bare module names: raised to ERROR, then restored.
 
     Its shape inference also ``print()``s its failures on stdout: captured into the debug log with the
-    quantizer's prints (``ort_quantize._quiet_onnxruntime_tools``).
+    quantizer's prints (``ort_quantize.quiet_onnxruntime_tools``).
     """
     import onnxruntime.transformers.optimizer  # noqa: F401 - registers its loggers
 
@@ -310,7 +310,7 @@ def _quiet_optimizer() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     try:
-        with _quiet_onnxruntime_tools():
+        with quiet_onnxruntime_tools():
             yield
     finally:
         for lg, level in zip(loggers, levels):

@@ -73,7 +73,7 @@ def _quantizer_module() -> Any:
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
     """Its INFO line per node and its opset-21 warning (expected: int4 tables need opset 21) go to our debug log."""
-    from squeezelab.engine.runtime.ort_quantize import _quiet_onnxruntime_tools
+    from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
     quantizer_log = logging.getLogger(_QUANTIZER_MODULE)
     level = quantizer_log.level
@@ -81,7 +81,7 @@ def _quiet_quantizer() -> Iterator[None]:
     try:
         # Its numpy divides by a zero scale (an all-zero block, e.g. a padding row) before masking the result
         # with np.where, and HQQ wraps a read-only array: warnings about its internals, not the caller's model.
-        with _quiet_onnxruntime_tools(), warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        with quiet_onnxruntime_tools(), warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             yield
     finally:

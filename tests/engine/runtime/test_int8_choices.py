@@ -137,7 +137,7 @@ def test_onnx_runtimes_tools_print_nothing_on_the_users_stdout(capsys, caplog, t
     import logging
 
     monkeypatch.chdir(tmp_path)
-    caplog.set_level(logging.DEBUG, logger="squeezelab.engine.runtime.ort_quantize")
+    caplog.set_level(logging.DEBUG, logger="squeezelab.engine.runtime.ort_tools")
     torch.manual_seed(0)
     model, ids = _TorchEncoder().eval(), torch.randint(0, 50, (8, 7))
     recipes = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.Int8Static()), sl.Recipe(quantization=sl.Float16()),
