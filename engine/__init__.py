@@ -32,11 +32,12 @@ from squeezelab._lazy import lazy_attributes
 
 # Each module (under squeezelab.engine) and the public names it holds: the one list of them.
 _PUBLIC = {
-    "core.errors": ["ArtifactError", "CacheError", "CalibrationError", "ConfigError", "DataError", "ExampleInputError", "ExportError", "ExportMismatchError", "InvalidWeightsError", "ModelError", "ProviderError", "ProviderFallbackError", "ProviderUnavailableError", "SqueezeError", "UnexportableLayerError", "StructuredPruningError"],
+    "core.errors": ["ArtifactError", "CacheError", "CalibrationError", "ConfigError", "DataError", "ExampleInputError", "ExportError", "ExportMismatchError", "InvalidWeightsError", "ModelError", "ProviderError", "ProviderFallbackError", "ProviderUnavailableError", "QuantizationError", "SqueezeError", "UnexportableLayerError", "StructuredPruningError"],
     "core.inputs": ["Inputs"],
     "core.pruners": ["MagnitudePruning", "ChannelPruning", "LayerPruning", "NMPruning"],
     "core.quantizers": ["FixedPoint", "Float16", "KMeansQuantization", "LinearQuantization", "PerChannel", "PerTensor"],
     "core.recipe": ["LayerSetting", "Recipe"],
+    "core.transforms": ["Smoothing", "Equalization", "BiasCorrection"],
     "core.runtimes": ["Entropy", "Int8Dynamic", "Int8Static", "WeightOnly", "MinMax", "Onnx", "Percentile", "Simulated"],
     "quantization.qat": ["prepare_qat", "calibrate_", "export_qat"],
     "quantization.shared_weights": ["share_weights", "bake_shared_weights_"],

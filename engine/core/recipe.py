@@ -34,6 +34,7 @@ from squeezelab.engine.core.configs import _NESTED, _Config, _fraction_field, _f
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.pruners import ChannelPruning, MagnitudePruning, PruningConfig
 from squeezelab.engine.core.quantizers import FixedPoint, Float16, KMeansQuantization, LinearQuantization, QuantizationConfig
+from squeezelab.engine.core.transforms import TRANSFORM_ORDER, Transform
 from squeezelab.engine.core.runtimes import (
     DYNAMIC_OP_TYPES,
     Int8Dynamic,
@@ -107,15 +108,20 @@ class Recipe(_Config):
     ``Recipe()`` is the fp32 baseline: the model exported to ONNX unchanged.
     ``layers`` overrides the width or pruning amount of named layers (see
     ``LayerSetting``); every other layer follows the recipe-wide steps.
+    ``transforms`` are the fidelity steps applied to the float model before an int8
+    runtime quantizes it (``engine.core.transforms``): None lets ``compress`` choose
+    them for the model and runtime (and record what it chose), ``()`` applies none.
     """
 
     pruning: PruningConfig | None = None
     quantization: QuantizationConfig | None = None
     runtime: Runtime = field(default_factory=Onnx)
     layers: tuple[LayerSetting, ...] = ()
+    transforms: tuple[Transform, ...] | None = None
 
     def __post_init__(self) -> None:
         self._check_layers()
+        self._check_transforms()
         if self.pruning is not None and not isinstance(self.pruning, PruningConfig):
             raise ConfigError(f"Recipe: pruning={self.pruning!r} is not a pruning config.")
         q, rt = self.quantization, self.runtime
@@ -188,6 +194,31 @@ class Recipe(_Config):
                 "pruning=MagnitudePruning(sparsity=0.0) (or ChannelPruning(ratio=0.0))."
             )
 
+    def _check_transforms(self) -> None:
+        steps = self.transforms
+        if steps is None:
+            return
+        if isinstance(steps, list):  # from_dict / TOML give lists; the recipe must stay hashable
+            steps = tuple(_from_dict(item, Transform) for item in steps)
+        if isinstance(steps, Transform):
+            steps = (steps,)
+        if not isinstance(steps, tuple) or not all(isinstance(step, Transform) for step in steps):
+            raise ConfigError(
+                f"Recipe: transforms={self.transforms!r} must be a tuple of fidelity steps, e.g. "
+                "transforms=(Smoothing(alpha=0.5),), () for none, or None to let compress choose."
+            )
+        kinds = [type(step) for step in steps]
+        twice = sorted({k.__name__ for k in kinds if kinds.count(k) > 1})
+        if twice:
+            raise ConfigError(f"Recipe: transforms name {', '.join(twice)} twice; give each step once.")
+        if steps and not isinstance(self.runtime, (Int8Dynamic, Int8Static)):
+            raise ConfigError(
+                f"Recipe: transforms={tuple(s.label for s in steps)} prepare a model for int8 and apply with "
+                "runtime=Int8Dynamic() or Int8Static(); with other runtimes use transforms=() (or leave it None)."
+            )
+        # One canonical order (the order the steps must run in), so equal recipes hash and label alike.
+        object.__setattr__(self, "transforms", tuple(sorted(steps, key=lambda step: TRANSFORM_ORDER.index(type(step)))))
+
     def layer_bits(self) -> dict[str, int]:
         """Per-layer widths set by ``layers`` (32 = kept float32)."""
         return {item.name: item.bits for item in self.layers if item.bits is not None}
@@ -218,6 +249,7 @@ class Recipe(_Config):
         parts = []
         if self.pruning is not None:
             parts.append(self.pruning.label)
+        parts.extend(step.label for step in self.transforms or ())
         if self.quantization is not None:
             parts.append(self.quantization.label)
         rt = self.runtime
@@ -253,6 +285,8 @@ class Recipe(_Config):
             out["layers"] = [item.to_dict() for item in self.layers]
         else:
             del out["layers"]
+        if self.transforms is not None:
+            out["transforms"] = [step.to_dict() for step in self.transforms]
         return out
 
     @classmethod

@@ -38,6 +38,7 @@ from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_
 from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
 from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_graph_rows
+from squeezelab.engine.pipeline.prepare import check_no_transforms_for_file, prepare_, resolve_transforms, tidy_export
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
@@ -227,6 +228,7 @@ def _compress(
     check_weight_only_calibration(recipe.runtime, calibration is not None)  # GPTQ: refused without data, before export
     calibrated = calibration is not None and (isinstance(recipe.runtime, Int8Static) or calibrates(recipe.runtime))
     feeds = _calibration_feeds(calibration, spec) if calibrated else None
+    steps, steps_why = resolve_transforms(work, recipe, calibration)  # refused now if they lack calibration data
 
     structural = isinstance(recipe.pruning, STRUCTURAL)
     if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
@@ -240,8 +242,9 @@ def _compress(
     # A model taking positional tensors and returning one is exported as it is (its initializers keep
     # their names); anything else through the wrapper that feeds keywords and selects the output.
     exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
+    transforms = prepare_(work, recipe, steps, steps_why, calibration, output)  # smoothing etc., exact in fp32
     notes: list[str] = []  # the tracer's warnings: cited if the export check fails
-    onnx_bytes = export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes)
+    onnx_bytes = tidy_export(export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes), transforms)
     check_graph_inputs(onnx_bytes, spec)
     # Before anything is quantized or measured: the fp32 export must compute what PyTorch does, on the
     # example and on real data (a traced `if` answers every other input with the example's branch).
@@ -251,7 +254,7 @@ def _compress(
         "the group's layers with ignored=/filter_fn)" if structural else None
     )
     check_export(onnx_bytes, lambda x: _positional_call(exported, x), example, sample, label=label, notes=notes, also=pruned)
-    details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes)}
+    details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes), "transforms": transforms}
     return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details, spec=spec)
 
 
@@ -357,6 +360,7 @@ def _compress_onnx_file(
             "an ONNX file takes the ONNX Runtime recipes: Recipe(), Recipe(quantization=Float16()), "
             "Recipe(runtime=Int8Dynamic()) or Recipe(runtime=Int8Static())."
         )
+    check_no_transforms_for_file(recipe)
     onnx_bytes, label = load_onnx_model(source)
     spec = spec_of_graph(onnx_bytes)  # with the fixed batch and the token-id inputs' vocabularies, if any
     output_name = select_graph_output(onnx_bytes, output)
