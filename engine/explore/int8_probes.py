@@ -28,7 +28,7 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = [
     "bisect_prefix", "block_groups", "candidate_groups", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
-    "prefix_layers", "probe_evaluator", "subsample",
+    "prefix_layers", "prepared_export", "probe_evaluator", "subsample",
 ]
 
 # Metrics whose per-sample scores are 0 or 1: on a few samples they cannot rank layers (see probe_evaluator).
@@ -144,6 +144,15 @@ def fp32_export(ev: Evaluator) -> bytes:
     if isinstance(ev.model, bytes):
         return ev.model
     return compress(ev.model, Recipe(), example_inputs=ev.samples.inputs.slice(0, 1), output=ev.settings.output).onnx_bytes
+
+
+def prepared_export(ev: Evaluator, recipe: Recipe) -> bytes:
+    """The fp32 export of ``ev``'s model with ``recipe``'s fidelity steps applied (smoothing, equalisation),
+    calibrated on ``ev``'s calibration data: what ``recipe``'s runtime quantizes."""
+    from squeezelab.engine.pipeline.compress import prepared_fp32
+
+    return prepared_fp32(ev.model, recipe, example_inputs=ev.samples.inputs.slice(0, 1), calibration_data=ev.calibration,
+                         output=ev.settings.output).onnx_bytes
 
 
 def on_export(ev: Evaluator, onnx_bytes: bytes) -> Evaluator:

@@ -31,15 +31,18 @@ candidate is measured once (later asks reuse it). The trail says what was measur
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.explore.algorithm_stage import AlgorithmChoice, choose_algorithms
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.explore.int8_probes import (
-    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, probe_evaluator,
-    subsample,
+    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, prepared_export,
+    probe_evaluator, subsample,
 )
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
@@ -48,9 +51,10 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 __all__ = ["search_int8", "float_layers_recipe"]
 
 
-def float_layers_recipe(runtime: Int8Dynamic | Int8Static, layers: list[str] | tuple[str, ...]) -> Recipe:
-    """``runtime`` for the whole model except ``layers``, which stay float32."""
-    return Recipe(runtime=runtime, layers=tuple(LayerSetting(name=name, bits=32) for name in layers))
+def float_layers_recipe(runtime: Int8Dynamic | Int8Static | Recipe, layers: list[str] | tuple[str, ...]) -> Recipe:
+    """``runtime`` (or an all-int8 recipe, with its fidelity steps) for the whole model except ``layers``, kept float32."""
+    base = runtime if isinstance(runtime, Recipe) else Recipe(runtime=runtime)
+    return replace(base, layers=tuple(LayerSetting(name=name, bits=32) for name in layers))
 
 
 class _OutOfTime(Exception):
@@ -83,12 +87,17 @@ class _Runner:
     """
 
     def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, probe: tuple[Evaluator, bool], clock: _Clock,
-                 objective: str, max_drop: float, confidence: float) -> None:
+                 objective: str, max_drop: float, confidence: float,
+                 prepared: Callable[[Recipe], dict[str, Evaluator]] | None = None) -> None:
         from squeezelab.engine.explore.search import _row
 
         probe, own_metric = probe
         self.runtime, self.clock, self.objective = runtime, clock, objective
+        self.base = Recipe(runtime=runtime, transforms=())  # the all-int8 recipe layers are kept float from
         self.evs = {"all": full, "subset": sub, "probe": probe}
+        # Fidelity steps rewrite the PyTorch model before export: their evaluators run on that export instead.
+        self.prepared = prepared
+        self._evs_by_steps: dict[tuple, dict[str, Evaluator]] = {(): self.evs}
         self.max_drop, self.confidence = max_drop, confidence
         # Names that measure the same thing: too little data to subsample (the subset is all of it), or
         # probes in the metric itself (they run on the subset).
@@ -107,7 +116,7 @@ class _Runner:
     def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None) -> dict[str, Any]:
         """The row of ``layers`` kept float, measured on ``on`` (``"all"``, ``"subset"`` or ``"probe"``); raises _OutOfTime."""
         on = self.alias.get(on, on)
-        key = (frozenset(layers), on)
+        key = (self.base, frozenset(layers), on)
         if key in self.seen:
             return self.seen[key]
         if not self.clock.fits(on, until):
@@ -115,31 +124,49 @@ class _Runner:
         row = self._evaluate(layers, move, on)
         self.seen[key] = row
         if on == "all" and row["accepted"] and self._score(row) <= self._score(self.best_row):
-            self.best_row, self.best_recipe = row, float_layers_recipe(self.runtime, row["float_layers"])
+            self.best_row, self.best_recipe = row, float_layers_recipe(self.base, row["float_layers"])
         return row
+
+    def measure_recipe(self, recipe: Recipe, move: str, on: str, until: float | None = None) -> dict[str, Any] | None:
+        """The row of the all-int8 ``recipe`` (the algorithm stage), or None when it would not fit in time."""
+        self.base, before = recipe, self.base
+        try:
+            return self.measure((), move, on, until)
+        except _OutOfTime:
+            return None
+        finally:
+            self.base = before
 
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
         from squeezelab.engine.explore.search import _row
 
-        ev = self.evs[on]
+        ev = self._evaluators(self.base)[on]
         if on not in self.bases:
-            self.bases[on] = ev.baseline()
+            self.bases[on] = self.evs[on].baseline()  # drops are against the model as given
         base = self.bases[on]
         data = f"{on} ({len(ev.samples)})" if on != "probe" else f"probe ({len(ev.samples)}, {ev.metric.name})"
-        try:
-            point: Point = self.clock.timed(on, ev.evaluate, float_layers_recipe(self.runtime, layers))
+        recipe = float_layers_recipe(self.base, layers)
+        try:  # the steps are in the export already: the evaluator quantizes it as it is
+            point: Point = self.clock.timed(on, ev.evaluate, replace(recipe, transforms=()))
         except ConfigError:
             if not layers:
                 raise  # the all-int8 model itself is refused: the user's recipe, explained
             # every weight kept float: nothing int8 left, so nothing to measure
             return {"value": float("-inf"), "accepted": False, "speedup": 0.0, "float_layers": list(layers), "move": move}
         row = _row(point, base, move)
-        row["data"] = data
+        row["label"], row["data"] = recipe.label, data
         row["drop_bound"] = paired_drop_bound(base, point, self.confidence)
         row["accepted"] = on != "probe" and row["drop_bound"] <= self.max_drop  # a proxy's drop is in other units
         row["float_layers"] = list(layers)
         self.trail.append(row)
         return row
+
+    def _evaluators(self, recipe: Recipe) -> dict[str, Evaluator]:
+        """The evaluators of ``recipe``'s fidelity steps: over the export they prepare, made once per set of steps."""
+        steps = recipe.transforms or ()
+        if steps not in self._evs_by_steps:
+            self._evs_by_steps[steps] = self.clock.timed("prepare", self.prepared, recipe)
+        return self._evs_by_steps[steps]
 
     def _score(self, row: dict[str, Any]) -> float:
         return row["size_bytes"] if self.objective == "size" else 1.0 / max(row.get("speedup") or 1e-9, 1e-9)
@@ -178,10 +205,18 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
     clock = _Clock(time_budget_s)
     export = fp32_export(ev)
     work = on_export(ev, export)
+
+    def prepared(recipe: Recipe) -> dict[str, Evaluator]:
+        steps = on_export(ev, prepared_export(ev, recipe))
+        probe, _ = probe_evaluator(steps, probe_samples)
+        return {"all": steps, "subset": subsample(steps, probe_samples), "probe": probe}
+
     run = _Runner(runtime, work, subsample(work, probe_samples), probe_evaluator(work, probe_samples), clock, objective,
-                  max_accuracy_drop, confidence)
+                  max_accuracy_drop, confidence, prepared)
     stopped = "converged"
+    choice = AlgorithmChoice(Recipe(runtime=runtime), {}, "not reached: the time budget ran out")
     try:
+        choice = _algorithms(model, run, runtime, ev.calibration is not None)
         start = run.measure((), "start: all int8", "all")
         if not (start["accepted"] and objective == "size"):  # all int8 holding is the smallest file there is
             groups = candidate_groups(model, export, runtime)
@@ -201,7 +236,25 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
         elapsed_s=time.monotonic() - clock.started,
         baseline=_row(base, base, "fp32 baseline"),
         point=run.best_row.get("point"),
+        details={"algorithms": choice.to_dict()},
     )
+
+
+def _algorithms(model: nn.Module, run: _Runner, runtime: Any, has_calibration: bool) -> AlgorithmChoice:
+    """The algorithm stage (``algorithm_stage``), within the first third of the budget; sets where the descent starts."""
+    until = run.clock.started + run.clock.budget_s / 3
+
+    def better(a: dict[str, Any], b: dict[str, Any]) -> bool:  # within budget first, then the metric
+        return (a["accepted"], a["value"]) > (b["accepted"], b["value"])
+
+    choice = choose_algorithms(
+        model, runtime, has_calibration,
+        probe=lambda recipe, move: run.measure_recipe(recipe, move, "probe", until),
+        verify=lambda recipe, move: run.measure_recipe(recipe, move, "all"),
+        better=better,
+    )
+    run.base = choice.recipe
+    return choice
 
 
 def _descend(groups: list[tuple[str, ...]], costs: dict, run: _Runner, start: dict, objective: str, progress: bool) -> str:

@@ -123,6 +123,7 @@ def search(
         baseline=_row(baseline, baseline, "fp32 baseline"),
         held_out=None if validation_data is None else _held_out(model, validation_data, ev, found),
         point=found.row.get("point"),
+        details=found.details,
     )
 
 

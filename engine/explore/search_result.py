@@ -36,6 +36,8 @@ class SearchResult:
         stopped: ``"converged"`` (no move left) or ``"time budget"``.
         elapsed_s: wall time of the search.
         held_out: the recipe measured on ``validation_data``, when given.
+        details: what the strategy chose and why, e.g. ``details["algorithms"]`` for the int8 runtimes
+            (the fidelity steps and calibration tried on the probes, the one chosen, why).
     """
 
     recipe: Recipe
@@ -47,6 +49,7 @@ class SearchResult:
     baseline: dict[str, Any] = field(default_factory=dict)
     held_out: dict[str, Any] | None = None
     point: Point | None = None
+    details: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         r = self.row
@@ -68,6 +71,7 @@ class Found:
     row: dict[str, Any]
     trail: Any
     stopped: str
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _figure(point: Point | None, value: float, drop: float) -> str:

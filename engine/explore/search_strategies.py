@@ -169,7 +169,8 @@ class Int8Search:
             max_accuracy_drop=goal.max_accuracy_drop, time_budget_s=goal.clock.remaining(),
             confidence=goal.confidence, progress=goal.progress,
         )
-        return Found(recipe=result.recipe, model=result.model, row=result.row, trail=result.trail, stopped=result.stopped)
+        return Found(recipe=result.recipe, model=result.model, row=result.row, trail=result.trail, stopped=result.stopped,
+                     details=result.details)
 
 
 # Runtimes that have a search of their own, whatever the objective (keyed by config type) ...

@@ -49,7 +49,7 @@ from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 
-__all__ = ["compress", "compress_for_data", "check_model"]
+__all__ = ["compress", "compress_for_data", "prepared_fp32", "check_model"]
 
 
 def check_model(model: Any) -> None:
@@ -205,9 +205,17 @@ def _data_checked(data: tuple[Inputs, str] | None, spec: InputSpec) -> Inputs | 
         raise DataError(str(exc)) from None
 
 
+def prepared_fp32(model: nn.Module, recipe: Recipe, *, example_inputs: Any, calibration_data: Any,
+                  output: OutputSelector = None) -> Compressed:
+    """The fp32 model ``recipe``'s runtime would quantize: its fidelity steps applied (``Recipe.transforms``),
+    exported and checked, not quantized. A search quantizes this one export many ways."""
+    return _compress(model, recipe, example_inputs, calibration_data, output, None, "torchscript", DEFAULT_OPSET, None,
+                     fp32_only=True)
+
+
 def _compress(
     model: Any, recipe: Any, example_inputs: Any, calibration_data: Any, output: OutputSelector,
-    filter_fn: FilterFn | None, exporter: str, opset: Any, data: tuple[Inputs, str] | None,
+    filter_fn: FilterFn | None, exporter: str, opset: Any, data: tuple[Inputs, str] | None, fp32_only: bool = False,
 ) -> Compressed:
     recipe = _check_arguments(recipe, filter_fn, exporter, opset, output)
     if is_onnx_model(model):
@@ -255,7 +263,8 @@ def _compress(
     )
     check_export(onnx_bytes, lambda x: _positional_call(exported, x), example, sample, label=label, notes=notes, also=pruned)
     details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes), "transforms": transforms}
-    return _onnx_result(work, recipe, example, output, None, onnx_bytes, feeds, details, spec=spec)
+    final = Recipe() if fp32_only else recipe  # prepared_fp32: the export the runtime would quantize, as it is
+    return _onnx_result(work, final, example, output, None, onnx_bytes, feeds, details, spec=spec)
 
 
 def _positional_call(module: nn.Module, inputs: Inputs) -> torch.Tensor:

@@ -25,7 +25,7 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Runtime
 from squeezelab.engine.core.transforms import Smoothing, Transform
 from squeezelab.engine.quantization.smoothing import smooth_
 
-__all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform"]
+__all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform", "has_applier"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ def register_transform(kind: type) -> Callable[[_Applier], _Applier]:
         return fn
 
     return decorate
+
+
+def has_applier(kind: type) -> bool:
+    """Whether steps of type ``kind`` can be applied (an applier is registered)."""
+    return kind in _APPLIERS
 
 
 def apply_transforms_(model: nn.Module, steps: tuple[Transform, ...], context: TransformContext) -> list[dict[str, Any]]:
