@@ -88,7 +88,10 @@ def search(
         runtime: default ``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency.
             ``Int8Dynamic()`` or ``Int8Static()``: real int8 with the sensitive layers kept float
             (``bits``, ``sparsity`` and ``quantization`` do not apply; see ``engine.explore.int8_search``).
-            ``WeightOnly(...)`` with ``objective="latency"`` (channel pruning, then 4/8-bit weights).
+            ``WeightOnly(...)`` with ``objective="latency"`` (channel pruning, then 4/8-bit weights), or with
+            ``objective="size"``: the rounding method (GPTQ with ``calibration_data``, HQQ, round to nearest) at
+            the asked block, then smaller blocks, then 8 bits (``engine.explore.weight_only_search``).
+            The int8 runtimes try their fidelity steps and calibrations first (``details["algorithms"]``).
         train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
             budget is retried after ``finetune_epochs`` of training of the pruned model (masks
             kept); the result's ``model`` is then the fine-tuned copy the recipe applies to.

@@ -12,7 +12,9 @@ so adding an objective is adding a class and a line in that table.
   ``train_data`` is given.
 - ``LatencySearch`` (``objective="latency"``): channels removed per group of
   coupled layers (heads per attention module), run in ONNX Runtime.
-- ``Int8Search``: which layers stay float in real int8 (``int8_search``).
+- ``Int8Search``: which layers stay float in real int8 (``int8_search``), after the algorithms.
+- ``WeightOnlySearch`` (``WeightOnly`` with ``objective="size"``): the rounding method, then the bytes
+  (``weight_only_search``).
 
 The first two share ``GreedyDescent`` (in ``greedy_descent``).
 """
@@ -35,6 +37,7 @@ from squeezelab.engine.explore.greedy_descent import GreedyDescent, Knob, Plan
 from squeezelab.engine.explore.int8_search import search_int8
 from squeezelab.engine.explore.search_result import Found
 from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace
+from squeezelab.engine.explore.weight_only_search import WeightOnlySearch
 from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.pruning.prune import bake_masks_, prune
@@ -58,15 +61,7 @@ class SizeSearch(GreedyDescent):
     rounds = 0  # size needs no timing
 
     def __init__(self, model: nn.Module, space: SearchSpace) -> None:
-        runtime = space.runtime or Simulated(coding="huffman")
-        if isinstance(runtime, WeightOnly):
-            # MatMulNBits takes one width for the whole graph, and a size search chooses a width per layer.
-            raise ConfigError(
-                f"search(runtime={runtime.label}) needs objective='latency' (channels removed per layer, then "
-                "every Linear stored by WeightOnly); objective='size' chooses per-layer widths of a simulated "
-                "quantizer. For one 4-bit model, compress(model, Recipe(runtime=WeightOnly())) or sweep(..., runtime='weight-only')."
-            )
-        super().__init__(model, space, runtime)
+        super().__init__(model, space, space.runtime or Simulated(coding="huffman"))
 
     def plan(self, ev: Evaluator, goal: SearchGoal) -> Plan:
         space = self.space
@@ -182,6 +177,8 @@ OBJECTIVES = tuple(_BY_OBJECTIVE)
 
 def strategy_for(model: nn.Module, space: SearchSpace) -> SearchStrategy:
     """The strategy for ``space``'s runtime and objective; it refuses what it cannot search (``ConfigError``)."""
+    if isinstance(space.runtime, WeightOnly) and space.objective == "size":
+        return WeightOnlySearch(model, space.runtime)  # how the weights are fitted, then how many bytes
     for runtime_type, strategy in _BY_RUNTIME.items():
         if isinstance(space.runtime, runtime_type):
             return strategy(model, space)
