@@ -22,6 +22,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
+from squeezelab.engine.core.arguments import as_integer
 from squeezelab.engine.core.errors import ConfigError, ModelError
 
 __all__ = ["OutputSelector", "select_output", "SelectedOutput", "check_selector", "selector_name"]
@@ -33,7 +34,7 @@ def check_selector(output: Any) -> None:
     """Raise ``ConfigError`` for an ``output=`` that is none of the accepted kinds."""
     if output is None or callable(output) or isinstance(output, str):
         return
-    if isinstance(output, int) and not isinstance(output, bool):
+    if as_integer(output) is not None:  # an index: Python or numpy integers alike
         return
     raise ConfigError(
         f"output={output!r}; pass None (the first tensor), a key such as 'logits', an index such as 0, "
@@ -43,8 +44,8 @@ def check_selector(output: Any) -> None:
 
 def selector_name(output: OutputSelector) -> str | None:
     """A stable, readable name of the selector (for cache keys, labels and metadata)."""
-    if output is None or isinstance(output, (str, int)):
-        return None if output is None else str(output)
+    if output is None or isinstance(output, str) or as_integer(output) is not None:
+        return None if output is None else str(output if isinstance(output, str) else as_integer(output))
     return getattr(output, "__qualname__", type(output).__name__)
 
 
@@ -88,6 +89,7 @@ def _pick(out: Any, output: str | int) -> Any:
             f"output={output!r} is not among the model's outputs ({type(out).__name__} with keys {keys}); "
             "pass one of those keys, an index, or a callable."
         )
+    output = as_integer(output)  # np.int64(0) picks what 0 picks
     items = out.to_tuple() if hasattr(out, "to_tuple") else out
     if isinstance(items, Sequence) and not isinstance(items, (str, bytes)) and -len(items) <= output < len(items):
         return items[output]

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine.core.arguments import as_integer
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.pipeline.artifact import class_path, pack_encoded
 from squeezelab.engine.pipeline.compressed import Compressed
@@ -128,8 +129,8 @@ def _check_arguments(recipe: Any, filter_fn: Any, exporter: str, opset: Any, out
         )
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"exporter={exporter!r}; use 'torchscript' (default) or 'dynamo'.")
-    if isinstance(opset, bool) or not isinstance(opset, int) or not 13 <= opset <= 23:
-        raise ConfigError(f"opset={opset!r}; use an ONNX opset from 13 to 23 (default {DEFAULT_OPSET}).")
+    if as_integer(opset) is None or not 13 <= as_integer(opset) <= 23:
+        raise ConfigError(f"opset={opset!r}; use an ONNX opset from 13 to 23 (an integer; default {DEFAULT_OPSET}).")
     check_selector(output)
     return recipe
 
@@ -218,6 +219,7 @@ def _compress(
     filter_fn: FilterFn | None, exporter: str, opset: Any, data: tuple[Inputs, str] | None, fp32_only: bool = False,
 ) -> Compressed:
     recipe = _check_arguments(recipe, filter_fn, exporter, opset, output)
+    opset = as_integer(opset)  # np.int64(17) exports as 17
     if is_onnx_model(model):
         return _compress_onnx_file(model, recipe, example_inputs, calibration_data, output, data)
     check_model(model)

@@ -283,3 +283,17 @@ def test_layer_pruning_that_would_remove_every_block_is_refused_not_blamed_on_co
     assert "#481" not in message and state_hash(model) == before
     assert len([m for m in sl.prune(model, sl.LayerPruning(ratio=0.5), example_inputs=torch.randn(2, 4))
                 if isinstance(m, torch.nn.Identity)]) == 1
+
+
+def test_numpy_integers_pick_outputs_and_opsets_as_python_ints_do():
+    import numpy as np
+
+    from squeezelab.engine.core.outputs import select_output, selector_name
+
+    out = (torch.zeros(2), torch.ones(3))
+    assert torch.equal(select_output(out, np.int64(1)), out[1]) and selector_name(np.int64(1)) == selector_name(1) == "1"
+    net = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    c = sl.compress(net, example_inputs=torch.randn(1, 4), opset=np.int64(17))
+    assert c.details["opset"] == 17
+    with pytest.raises(sl.ConfigError, match="opset=17.0"):
+        sl.compress(net, example_inputs=torch.randn(1, 4), opset=17.0)
