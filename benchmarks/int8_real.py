@@ -1,16 +1,21 @@
 """int8 on a real transformer, side by side: squeezelab vs ONNX Runtime's own tools (and torch.ao) in one run.
 
-all-MiniLM-L6-v2 (real weights, ``--sentences`` shipped sentences tokenized to 128 tokens). Every ONNX
+all-MiniLM-L6-v2 (real weights, ``--sentences`` shipped sentences tokenized to 128 tokens; static int8,
+smoothing and GPTQ calibrated on the next ``--calibration`` sentences, never evaluated). Every ONNX
 variant is built from the SAME fp32 export (``compress(model, Recipe())``, saved once; ONNX Runtime's
 tools are applied to that saved file) and runs in an ONNX Runtime session with one intra-op thread and
-spinning off; torch.ao runs in PyTorch with one thread. Fidelity: mean cosine of the sentence
-embeddings to fp32 ONNX Runtime. Speed: every variant timed once per round in shuffled order, in the
-same rounds; speedup = median over rounds of fp32_time / variant_time with its 95 % interval. Nothing is
-asserted; the CPU's flags and the load average (start and end) are printed with the figures. The static
-int8 CNNs (ResNet-18, MobileNetV2, EfficientNet-Lite0) are in ``int8_cnn.py``.
+spinning off; torch.ao runs in PyTorch with one thread. Rows: ONNX Runtime's ``quantize_dynamic``
+(defaults; optimizer + per-channel) and ``quantize_static`` (defaults; MatMul/Gemm only; an expert
+setting), torch.ao, and squeezelab's defaults with and without their fidelity steps (smoothing), static
+int8 with each calibration, 4-bit weight-only. Fidelity: mean cosine of the sentence embeddings to fp32
+ONNX Runtime. Speed: every variant timed once per round in shuffled order, in the same rounds; speedup =
+median over rounds of fp32_time / variant_time with its 95 % interval. Nothing is asserted; the CPU's
+flags and the load average (start and end) are printed with the figures. The static int8 CNNs
+(ResNet-18, MobileNetV2, EfficientNet-Lite0) are in ``int8_cnn.py``.
 
-``--tuned-budget S`` adds the "squeezelab tuned" rows: ``search(runtime=Int8Dynamic())`` decided on the
-shipped sentences the table does not evaluate, and the trail point just below its budget.
+``--tuned-budget S`` adds the "squeezelab tuned" rows: ``search(runtime=Int8Static())`` (algorithms first,
+then layers kept float; ``--tuned-runtime dynamic`` for dynamic int8) decided on shipped sentences the
+table does not evaluate, and the trail point just below its budget.
 
     REPO=$PWD; cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --tuned-budget 360   # ~7.5 min
     cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_real.py --rounds 6 --sentences 64
@@ -19,6 +24,7 @@ shipped sentences the table does not evaluate, and the trail point just below it
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
@@ -144,16 +150,19 @@ def minilm(args: argparse.Namespace, tmp: Path) -> None:
         built.append(("ORT optimizer + per-channel quantize_dynamic", (tmp / "minilm_ort_opt_pc.onnx").read_bytes()))
     print(f"  ONNX Runtime variants built in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    t0 = time.perf_counter()
-    dyn = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example)
-    print(f"  squeezelab Int8Dynamic() built in {time.perf_counter() - t0:.0f} s; choices: {dyn.details.get('choices')}", flush=True)
-    t0 = time.perf_counter()
-    w4 = sl.compress(model, sl.Recipe(runtime=sl.WeightOnly(bits=4, block_size=16, embeddings=4)), example_inputs=example)
-    print(f"  squeezelab WeightOnly(4, block 16, embeddings 4) built in {time.perf_counter() - t0:.0f} s", flush=True)
-    built += [("squeezelab Int8Dynamic() default", dyn.onnx_bytes),
-              ("squeezelab WeightOnly(bits=4, block_size=16, embeddings=4)", w4.onnx_bytes)]
+    calibration = tokenize(tokenizer, sentences(253)[args.sentences:args.sentences + args.calibration],
+                           max_length=128, padding="max_length")  # sentences the table never evaluates
+    calib_feeds = {k: v.numpy() for k, v in calibration.items()}
+    built += _ort_static(fp32_path, calib_feeds, tmp)
+    for name, recipe, with_calibration in _squeezelab_recipes():
+        t0 = time.perf_counter()
+        c = sl.compress(model, recipe, example_inputs=example, calibration_data=calibration if with_calibration else None)
+        steps = c.details.get("transforms", {}).get("applied", [])
+        print(f"  {name} built in {time.perf_counter() - t0:.0f} s; steps: {[a['step'] for a in steps]}; "
+              f"choices: {c.details.get('choices', {}).get('why', {}).get('op_types', '')}", flush=True)
+        built.append((name, c.onnx_bytes))
     if args.tuned_budget > 0:
-        built += _tuned_minilm(model, tokenizer, example, args)
+        built += _tuned_minilm(model, tokenizer, example, calibration, args)
 
     variants = [_onnx(name, data) for name, data in built]
 
@@ -184,8 +193,67 @@ def minilm(args: argparse.Namespace, tmp: Path) -> None:
     )
 
 
-def _tuned_minilm(model: nn.Module, tokenizer: Any, example: dict[str, Any], args: argparse.Namespace) -> list[tuple[str, bytes]]:
-    """squeezelab tuned: int8 search for the layers kept float, decided on sentences the table does not evaluate.
+def _squeezelab_recipes() -> list[tuple[str, sl.Recipe, bool]]:
+    """squeezelab's rows: (name, recipe, whether compress gets the calibration sentences)."""
+    static = [(f"squeezelab Int8Static({c!r}) default (smoothing auto)", sl.Recipe(runtime=sl.Int8Static(calibration=c)), True)
+              for c in ("minmax", "percentile", "entropy")]
+    return [
+        ("squeezelab Int8Dynamic() default (no calibration data)", sl.Recipe(runtime=sl.Int8Dynamic()), False),
+        ("squeezelab Int8Dynamic() + calibration data (smoothing auto)", sl.Recipe(runtime=sl.Int8Dynamic()), True),
+        *static,
+        ("squeezelab Int8Static() without smoothing (transforms=())", sl.Recipe(runtime=sl.Int8Static(), transforms=()), True),
+        ("squeezelab Int8Static() + Smoothing(alpha=0.5)",
+         sl.Recipe(runtime=sl.Int8Static(), transforms=(sl.Smoothing(alpha=0.5),)), True),
+        ("squeezelab WeightOnly() default + calibration data (GPTQ)", sl.Recipe(runtime=sl.WeightOnly()), True),
+    ]
+
+
+def _ort_static(fp32_path: Path, calib: dict[str, np.ndarray], tmp: Path) -> list[tuple[str, bytes | None]]:
+    """ONNX Runtime's quantize_static on the same export and calibration sentences: its defaults, MatMul/Gemm
+    only (the usual advice for transformers), and an expert setting (pre-processing, per-channel, U8S8,
+    MatMul inputs only, no MatMul output quantized). A row that fails says so instead of a model."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from squeezelab.engine.runtime.ort_tools import BatchReader
+
+    batches = [{k: v[i:i + 16] for k, v in calib.items()} for i in range(0, len(calib["input_ids"]), 16)]
+    settings = {
+        "ORT quantize_static defaults": {},
+        "ORT quantize_static MatMul+Gemm only": {"op_types_to_quantize": ["MatMul", "Gemm"]},
+        "ORT quantize_static expert (pre-process, per-channel, MatMul inputs only)": {
+            "op_types_to_quantize": ["MatMul", "Gemm"], "per_channel": True, "preprocess": True,
+            "extra_options": {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
+        },
+    }
+    out: list[tuple[str, bytes | None]] = []
+    for name, options in settings.items():
+        options = dict(options)
+        source = fp32_path
+        if options.pop("preprocess", False):
+            try:  # in the temp folder: a failed shape inference leaves its files in the working directory
+                with contextlib.chdir(tmp):
+                    quant_pre_process(str(fp32_path), str(tmp / "pre.onnx"))
+                source = tmp / "pre.onnx"
+            except Exception as exc:  # noqa: BLE001 - a benchmark row: say it and go on
+                print(f"  {name}: quant_pre_process failed ({str(exc)[:80]}); quantizing the export", flush=True)
+        target = tmp / f"ort_static_{len(out)}.onnx"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_static(str(source), str(target), BatchReader(batches), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=CalibrationMethod.MinMax, **options)
+            out.append((name, target.read_bytes()))
+        except Exception as exc:  # noqa: BLE001
+            print(f"  {name}: failed: {str(exc)[:120]}", flush=True)
+    return out
+
+
+def _tuned_minilm(model: nn.Module, tokenizer: Any, example: dict[str, Any], calibration: dict[str, Any],
+                  args: argparse.Namespace) -> list[tuple[str, bytes]]:
+    """squeezelab tuned: the int8 search (algorithms first, then layers kept float), decided on sentences the
+    table does not evaluate and calibrated on the calibration sentences.
 
     Besides the search's answer, the measured point of its trail nearest the budget from below (the
     most layers float that still missed it) is timed too: the two bracket the speed a cosine costs.
@@ -193,26 +261,31 @@ def _tuned_minilm(model: nn.Module, tokenizer: Any, example: dict[str, Any], arg
     from squeezelab.engine.explore.int8_search import float_layers_recipe
     from squeezelab.engine.zoo import sentences, tokenize
 
-    held_out = sentences(253)[args.sentences:] or sentences(64)
+    held_out = sentences(253)[args.sentences + args.calibration:] or sentences(64)
     search_data = (tokenize(tokenizer, held_out, max_length=128), None)  # padded to the longest: fast probes
+    runtime = sl.Int8Static() if args.tuned_runtime == "static" else sl.Int8Dynamic()
     t0 = time.perf_counter()
-    found = sl.search(model, search_data, max_accuracy_drop=args.tuned_drop, runtime=sl.Int8Dynamic(), objective="size",
-                      time_budget_s=args.tuned_budget, settings=sl.Settings(rounds=0, threads=1), cache=False, progress=False)
+    found = sl.search(model, search_data, max_accuracy_drop=args.tuned_drop, runtime=runtime, objective="size",
+                      time_budget_s=args.tuned_budget, calibration_data=calibration, settings=sl.Settings(rounds=0, threads=1),
+                      cache=False, progress=False)
     floats = [s.name for s in found.recipe.layers]
     print(f"  squeezelab tuned: {found} in {time.perf_counter() - t0:.0f} s; kept float: {floats}", flush=True)
+    print(f"  algorithms: {found.details.get('algorithms')}", flush=True)
     columns = [c for c in ("move", "data", "accepted", "value", "drop_bound", "size_bytes") if c in found.trail]
-    print(found.trail[columns].to_string(max_colwidth=60), flush=True)
-    tuned = sl.compress(model, found.recipe, example_inputs=example)
-    out = [(f"squeezelab tuned (search, drop <= {args.tuned_drop}): {found.recipe.label}, {len(floats)} layers float", tuned.onnx_bytes)]
+    print(found.trail[columns].to_string(max_colwidth=70), flush=True)
+    tuned = sl.compress(model, found.recipe, example_inputs=example, calibration_data=calibration)
+    out = [(f"squeezelab tuned (search, drop <= {args.tuned_drop}): {found.recipe.label}, {len(floats)} layers float",
+            tuned.onnx_bytes)]
     trail = found.trail
     missed = trail[trail["data"].str.startswith("all") & ~trail["accepted"].astype(bool)]
-    missed = missed[missed["float_layers"].map(len) > 0]
+    missed = missed[missed["float_layers"].map(lambda f: isinstance(f, list) and len(f) > 0)]
     if len(missed):
         near = missed.loc[missed["float_layers"].map(len).idxmax()]
         layers = list(near["float_layers"])
-        recipe = float_layers_recipe(sl.Int8Dynamic(), layers)
+        base = sl.Recipe(runtime=found.recipe.runtime, transforms=found.recipe.transforms)
         name = f"squeezelab search trail: {len(layers)} layers float (missed drop <= {args.tuned_drop}, bound {near['drop_bound']:.4f})"
-        out.append((name, sl.compress(model, recipe, example_inputs=example).onnx_bytes))
+        out.append((name, sl.compress(model, float_layers_recipe(base, layers), example_inputs=example,
+                                      calibration_data=calibration).onnx_bytes))
     return out
 
 
@@ -238,7 +311,9 @@ def main() -> None:
     parser.add_argument("--tuned-budget", type=float, default=0.0,
                         help="seconds for the 'squeezelab tuned' MiniLM row (int8 search); 0 leaves it out")
     parser.add_argument("--tuned-drop", type=float, default=0.003, help="the tuned search's allowed cosine drop")
+    parser.add_argument("--tuned-runtime", choices=("static", "dynamic"), default="static", help="the tuned search's runtime")
     parser.add_argument("--minilm-batch", type=int, default=32)
+    parser.add_argument("--calibration", type=int, default=64, help="calibration sentences (after the evaluated ones)")
     args = parser.parse_args()
     started = print_environment()
     with tempfile.TemporaryDirectory(prefix="int8_real_") as tmp:
