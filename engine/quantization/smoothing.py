@@ -125,7 +125,7 @@ def find_groups(model: nn.Module, inputs: Inputs, *, batch_size: int = 16, seed:
     linears = _linears(model)
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in linears}
     hooks = [m.register_forward_pre_hook(_recorder(seen[name])) for name, m in linears.items()]
-    stats: dict[str, list[torch.Tensor]] = {}
+    stats: dict[str, list] = {}
     generator = torch.Generator().manual_seed(seed)
     groups: list[tuple[str, ...]] = []
     try:
@@ -141,7 +141,7 @@ def find_groups(model: nn.Module, inputs: Inputs, *, batch_size: int = 16, seed:
     finally:
         for hook in hooks:
             hook.remove()
-    return [_group(model, group, stats[group[0]]) for group in groups]
+    return [_group(model, group, stats[group[0]], generator) for group in groups]
 
 
 def _recorder(store: list[torch.Tensor]):
@@ -153,32 +153,30 @@ def _recorder(store: list[torch.Tensor]):
 
 def _shared_input_groups(seen: dict[str, list[torch.Tensor]]) -> list[tuple[str, ...]]:
     """Names of layers called once with a float input, grouped by the identity of that input."""
-    by_tensor: dict[int, list[str]] = {}
-    tensors: dict[int, torch.Tensor] = {}
+    by_tensor: dict[int, list[str]] = {}  # (``seen`` holds the tensors, so an id is not reused meanwhile)
     for name, items in seen.items():
         if len(items) != 1 or not items[0].is_floating_point() or items[0].dim() < 2:
             continue
-        key = id(items[0])
-        tensors[key] = items[0]
-        by_tensor.setdefault(key, []).append(name)
+        by_tensor.setdefault(id(items[0]), []).append(name)
     return [tuple(names) for names in by_tensor.values()]
 
 
-def _accumulate(stats: dict[str, list[torch.Tensor]], group: tuple[str, ...], x: torch.Tensor, generator: torch.Generator) -> None:
+def _accumulate(stats: dict[str, list], group: tuple[str, ...], x: torch.Tensor, generator: torch.Generator) -> None:
+    """Fold one batch into the group's minimum, maximum and row samples (``_ROWS_KEPT`` from each batch)."""
     rows = x.detach().reshape(-1, x.shape[-1]).float()  # (tokens, C)
     low, high = rows.amin(0), rows.amax(0)
-    take = torch.randperm(len(rows), generator=generator)[:_ROWS_KEPT]
+    sample = rows[torch.randperm(len(rows), generator=generator)[:_ROWS_KEPT]]
     if group[0] not in stats:
-        stats[group[0]] = [low, high, rows[take]]
+        stats[group[0]] = [low, high, [sample]]
         return
-    old_low, old_high, kept = stats[group[0]]
-    merged = torch.cat([kept, rows[take]])
-    keep = torch.randperm(len(merged), generator=generator)[:_ROWS_KEPT]
-    stats[group[0]] = [torch.minimum(old_low, low), torch.maximum(old_high, high), merged[keep]]
+    old_low, old_high, samples = stats[group[0]]
+    stats[group[0]] = [torch.minimum(old_low, low), torch.maximum(old_high, high), [*samples, sample]]
 
 
-def _group(model: nn.Module, layers: tuple[str, ...], stat: list[torch.Tensor]) -> SmoothingGroup:
-    low, high, rows = stat
+def _group(model: nn.Module, layers: tuple[str, ...], stat: list, generator: torch.Generator) -> SmoothingGroup:
+    low, high, samples = stat
+    rows = torch.cat(samples)
+    rows = rows[torch.randperm(len(rows), generator=generator)[:_ROWS_KEPT]]  # every batch equally likely
     return SmoothingGroup(
         layers=layers, fold_into=_value_projection(model, layers), abs_max=torch.maximum(low.abs(), high.abs()),
         low=low, high=high, rows=rows,
