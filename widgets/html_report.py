@@ -296,7 +296,19 @@ def _pareto_section(table: pd.DataFrame, labels: MetricLabels, current: int | No
     )
 
 
-def _recipe_section(recipe: Recipe | None, current: int | None, rule: str | None) -> str:
+def _steps_html(table: pd.DataFrame, current: int | None) -> str:
+    """What compress applied to the chosen row before quantizing (its fidelity steps), and why; or nothing."""
+    if current is None or "details" not in table:
+        return ""
+    details = table["details"].iloc[current]
+    steps = details.get("transforms") if isinstance(details, dict) else None
+    if not steps:
+        return ""
+    return (f'<p class="meta">Fidelity steps applied before quantizing: <b>{html.escape(", ".join(steps["applied"]))}</b> '
+            f'({html.escape(steps.get("why", ""))}).</p>')
+
+
+def _recipe_section(recipe: Recipe | None, current: int | None, rule: str | None, steps: str = "") -> str:
     parts = ['<section id="recipe"><h2>Chosen recipe</h2>']
     if recipe is None:
         parts.append("<p>No recipe chosen (pass <code>recipe=</code> or <code>current=</code>, and <code>rule=</code> to say why).</p>")
@@ -307,7 +319,7 @@ def _recipe_section(recipe: Recipe | None, current: int | None, rule: str | None
         why = html.escape(rule) if rule else "chosen by hand (the point given to the report), not by a rule"
         parts.append(
             f'<p><b>{html.escape(recipe.label)}</b>{where} <span class="badge {kind}">{kind}</span></p>'
-            f'<p class="rule">Chosen as {why}.</p>'
+            f'<p class="rule">Chosen as {why}.</p>{steps}'
             f"<pre><code>{html.escape(toml_text)}</code></pre>"
             "<p class=\"meta\">Load it with <code>Recipe.from_toml(text)</code>.</p>"
         )
@@ -391,7 +403,7 @@ def report(
     parts.append("<nav>" + "".join(f'<a href="#{s}">{html.escape(h)}</a>' for s, h in links) + "</nav></header>")
     parts += [figure_section(*entry) for entry in main_figures]
     parts.append(_pareto_section(table, labels, current))
-    parts.append(_recipe_section(recipe, current, rule))
+    parts.append(_recipe_section(recipe, current, rule, _steps_html(table, current)))
     parts += [figure_section(*entry) for entry in figures if entry not in main_figures]
     parts.append(_table_section(table, labels, current))
     parts.append(f'<section id="environment"><h2>Environment</h2>{_environment_html()}</section>')

@@ -129,6 +129,9 @@ def point_of(
 ) -> Point:
     """The ``Point`` of a measured result (timed by a cost model or a scrambled clock: ``details["timing"]`` says so)."""
     details = {k: v for k, v in c.details.items() if k in ("reduce_range", "exporter", "source", "opset", "fixed_batch")}
+    steps = c.details.get("transforms") or {}
+    if steps.get("applied"):  # the fidelity steps compress applied (a recipe's transforms=None: its default), and why
+        details["transforms"] = {"applied": [step["step"] for step in steps["applied"]], "why": steps.get("why", "")}
     timing = active_timer().describe() if latency else None
     if timing is not None:
         details["timing"] = timing

@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.offline
 import pytest
 
+import squeezelab as sl
+
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.pareto import SweepTable
 from squeezelab.engine.core.quantizers import LinearQuantization
@@ -24,6 +26,7 @@ from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.explore.sweep import sweep
 from squeezelab.widgets.grid_figure import DODGE
 from squeezelab.widgets.html_report import explore_figure, report
+from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 
 EVIL = "<script>alert(1)</script>"
 
@@ -323,3 +326,14 @@ def test_the_links_follow_the_sections_in_the_page_without_a_grid(with_int8, sma
     nav = re.findall(r'<a href="#([\w-]+)">', text.split("<nav>")[1].split("</nav>")[0])
     sections = re.findall(r'<section id="([\w-]+)">', text)
     assert nav == sections and "explore" not in nav and nav.index("sensitivity-bits") > nav.index("recipe")
+
+
+def test_the_chosen_rows_default_fidelity_steps_are_stated(tmp_path):
+    inputs = tiny_bert_inputs(batch=24, seq=8, seed=4)
+    calibration, data = {k: v[:8] for k, v in inputs.items()}, ({k: v[8:] for k, v in inputs.items()}, None)
+    sweep = sl.sweep(tiny_bert(seed=0), data, bits=[8], sparsity=[0.0], runtime="int8-static", calibration_data=calibration,
+                     output="last_hidden_state", cache=False, progress=False, rounds=0)
+    row = sweep.table.index[sweep.table["label"].str.contains("int8-static")][0]
+    assert sweep.table["details"].iloc[row]["transforms"]["applied"] == ["smooth-auto"]
+    text = report(sweep, tmp_path / "r.html", current=int(row)).read_text(encoding="utf-8")
+    assert "Fidelity steps applied before quantizing: <b>smooth-auto</b>" in text and "transformer" in text
