@@ -80,4 +80,6 @@ def test_the_site_builds_strictly(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "site" / "guide" / "fidelity.html").is_file()
-    assert "fonts.googleapis" not in (tmp_path / "site" / "index.html").read_text()  # nothing fetched from a font CDN
+    for page in (tmp_path / "site").rglob("*.html"):  # offline: no script, style sheet or font from elsewhere
+        html = page.read_text()
+        assert not re.findall(r"<script[^>]+src=\"https?:|<link[^>]+href=\"https?:|fonts\.googleapis", html), page
