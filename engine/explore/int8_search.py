@@ -113,8 +113,13 @@ class _Runner:
                          "float_layers": None, "drop_bound": 0.0, "accepted": True, "data": f"all ({len(full.samples)})"}
         self.best_recipe = Recipe()
 
-    def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None) -> dict[str, Any]:
-        """The row of ``layers`` kept float, measured on ``on`` (``"all"``, ``"subset"`` or ``"probe"``); raises _OutOfTime."""
+    def measure(self, layers: tuple[str, ...], move: str, on: str, until: float | None = None, *,
+                compete: bool = True) -> dict[str, Any]:
+        """The row of ``layers`` kept float, measured on ``on`` (``"all"``, ``"subset"`` or ``"probe"``); raises _OutOfTime.
+
+        ``compete=False``: the row does not become the best by itself (the algorithm stage's rows: all int8,
+        they are chosen by fidelity, not by the few bytes a step's constants add, see ``adopt``).
+        """
         on = self.alias.get(on, on)
         key = (self.base, frozenset(layers), on)
         if key in self.seen:
@@ -123,19 +128,30 @@ class _Runner:
             raise _OutOfTime
         row = self._evaluate(layers, move, on)
         self.seen[key] = row
-        if on == "all" and row["accepted"] and self._score(row) <= self._score(self.best_row):
-            self.best_row, self.best_recipe = row, float_layers_recipe(self.base, row["float_layers"])
+        if compete:
+            self._consider(row, self.base)
         return row
+
+    def _consider(self, row: dict[str, Any], base: Recipe) -> None:
+        if row.get("data", "").startswith("all") and row["accepted"] and self._rank(row) < self._rank(self.best_row):
+            self.best_row, self.best_recipe = row, float_layers_recipe(base, row["float_layers"])
 
     def measure_recipe(self, recipe: Recipe, move: str, on: str, until: float | None = None) -> dict[str, Any] | None:
         """The row of the all-int8 ``recipe`` (the algorithm stage), or None when it would not fit in time."""
         self.base, before = recipe, self.base
         try:
-            return self.measure((), move, on, until)
+            return self.measure((), move, on, until, compete=False)
         except _OutOfTime:
             return None
         finally:
             self.base = before
+
+    def adopt(self, recipe: Recipe) -> None:
+        """Start from ``recipe`` (all int8); if it was measured on all the data, it competes for the best now."""
+        self.base = recipe
+        row = self.seen.get((recipe, frozenset(), self.alias.get("all", "all")))
+        if row is not None:
+            self._consider(row, recipe)
 
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
         from squeezelab.engine.explore.search import _row
@@ -170,6 +186,10 @@ class _Runner:
 
     def _score(self, row: dict[str, Any]) -> float:
         return row["size_bytes"] if self.objective == "size" else 1.0 / max(row.get("speedup") or 1e-9, 1e-9)
+
+    def _rank(self, row: dict[str, Any]) -> tuple[float, float, int]:
+        """Best first: the objective, then fidelity (equal files: the algorithm that lost less), then fewer layers float."""
+        return self._score(row), -row["value"], len(row.get("float_layers") or ())
 
 
 def search_int8(
@@ -253,7 +273,7 @@ def _algorithms(model: nn.Module, run: _Runner, runtime: Any, has_calibration: b
         verify=lambda recipe, move: run.measure_recipe(recipe, move, "all"),
         better=better,
     )
-    run.base = choice.recipe
+    run.adopt(choice.recipe)
     return choice
 
 

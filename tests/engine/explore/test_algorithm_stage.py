@@ -94,5 +94,7 @@ def test_an_int8_search_records_the_algorithms_it_tried(tmp_path):
     assert result.trail["move"].str.startswith("algorithms:").sum() >= 6
     chosen = result.recipe
     assert isinstance(chosen.runtime, sl.Int8Static) and chosen.transforms is not None  # explicit steps: reproducible
+    if chosen.layers == ():  # all int8 held: the answer is the algorithm the stage chose, not an equal-size default
+        assert chosen.label == record["chosen"]
     with torch.no_grad():
         assert result.row["value"] > 0.9  # cosine to fp32 of a tiny random BERT in int8

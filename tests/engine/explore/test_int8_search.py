@@ -21,6 +21,7 @@ from squeezelab.engine.explore.int8_probes import (
     bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, prefix_layers, probe_evaluator,
     subsample,
 )
+from squeezelab.engine.explore.algorithm_stage import calibration_options, transform_options
 from squeezelab.engine.explore.int8_search import float_layers_recipe, search_int8
 from squeezelab.engine.measurement.timing import CostModel, using_timer
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
@@ -218,7 +219,9 @@ def test_a_cnn_search_verifies_its_probe_answer_on_all_the_data(digits_cnn, tmp_
     assert stage.iloc[0] and set(trail.loc[stage, "data"]) <= {"probe (32, cosine to fp32)", "all (96)"}
     first_on_all = trail[trail["data"] == "all (96)"].iloc[0]
     assert first_on_all["move"] == "start: all int8" or first_on_all["move"].startswith("algorithms:")
-    assert len(result.details["algorithms"]["tried"]) == 3  # min-max, percentile, entropy
+    steps = transform_options(model, sl.Int8Static(), has_calibration=True)
+    calibrations = calibration_options(sl.Int8Static())
+    assert len(result.details["algorithms"]["tried"]) == len(steps) + len(calibrations) - 1  # one axis at a time
 
 
 def test_a_latency_search_under_accuracy_probes_by_cosine_and_decides_on_all_the_data(digits_cnn, tmp_path):
