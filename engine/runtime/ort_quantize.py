@@ -29,6 +29,7 @@ from squeezelab.engine.runtime.ort_tools import (
     resolve_reduce_range,
 )
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
+from squeezelab.engine.runtime.static_plan import check_quantization_parameters
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "convert_onnx",
            "graph_facts"]
@@ -134,6 +135,7 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
         op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
     excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
     out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
+    check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,
         "per_channel": rt.per_channel,
