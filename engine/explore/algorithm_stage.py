@@ -45,8 +45,8 @@ class AlgorithmChoice:
 
 
 def _transformer_like(model: nn.Module) -> bool:
-    smoothing, _ = default_transforms(model, Int8Static(), True)
-    return bool(smoothing)
+    steps, _ = default_transforms(model, Int8Static(), True)
+    return any(isinstance(step, Smoothing) for step in steps)  # a CNN's default is bias correction
 
 
 def transform_options(model: nn.Module, runtime: Runtime, has_calibration: bool) -> list[tuple[Transform, ...]]:
