@@ -227,9 +227,12 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
     work = on_export(ev, export)
 
     def prepared(recipe: Recipe) -> dict[str, Evaluator]:
-        steps = on_export(ev, prepared_export(ev, recipe))
-        probe, _ = probe_evaluator(steps, probe_samples)
-        return {"all": steps, "subset": subsample(steps, probe_samples), "probe": probe}
+        # Fidelity is to the model as given (for_model keeps its reference outputs): a step need not be
+        # exact in fp32 (bias correction changes the float model on purpose).
+        steps = prepared_export(ev, recipe)
+        probe, _ = probe_evaluator(work, probe_samples)
+        return {"all": work.for_model(steps), "subset": subsample(work, probe_samples).for_model(steps),
+                "probe": probe.for_model(steps)}
 
     run = _Runner(runtime, work, subsample(work, probe_samples), probe_evaluator(work, probe_samples), clock, objective,
                   max_accuracy_drop, confidence, prepared)
