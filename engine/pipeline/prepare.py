@@ -57,7 +57,9 @@ def prepare_(
         return {"applied": [], "why": why}
     runtime = recipe.runtime
     reduce_range = resolve_reduce_range(runtime) if isinstance(runtime, (Int8Dynamic, Int8Static)) else False
-    context = TransformContext(calibration=calibration, runtime=runtime, output=output, reduce_range=reduce_range)
+    keep_float = tuple(item.name for item in recipe.layers if item.bits == 32)
+    context = TransformContext(calibration=calibration, runtime=runtime, output=output, reduce_range=reduce_range,
+                               keep_float=keep_float)
     return {"applied": apply_transforms_(work, steps, context), "why": why}
 
 

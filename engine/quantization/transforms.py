@@ -6,7 +6,9 @@ data for ``Compressed.details["transforms"]`` and the report.
 
 ``default_transforms`` decides what ``Recipe(transforms=None)`` means for a model and runtime, and
 says why: smoothing for a transformer quantized with static int8 (its calibration data is there
-anyway) or with dynamic int8 when calibration data is given; nothing otherwise.
+anyway) or with dynamic int8 when calibration data is given; bias correction for a CNN under static
+int8 (``_cnn_defaults`` gives the measured reason, and why equalisation is not a default); nothing
+otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from squeezelab.engine.core.errors import CalibrationError, ConfigError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import OutputSelector, select_output
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Runtime
-from squeezelab.engine.core.transforms import Smoothing, Transform
+from squeezelab.engine.core.transforms import BiasCorrection, Equalization, Smoothing, Transform
+from squeezelab.engine.quantization.bias_correction import correct_bias_
+from squeezelab.engine.quantization.equalization import equalize_
 from squeezelab.engine.quantization.smoothing import smooth_
 
 __all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform", "has_applier"]
@@ -36,6 +40,7 @@ class TransformContext:
     runtime: Runtime
     output: OutputSelector = None
     reduce_range: bool = False  # the runtime's resolved choice: 7-bit weights (int8 codes up to 63)
+    keep_float: tuple[str, ...] = ()  # modules the runtime keeps float (LayerSetting(bits=32)), children included
 
     def output_of(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
         return select_output(inputs.call(model), self.output)
@@ -90,12 +95,26 @@ def default_transforms(model: nn.Module, runtime: Runtime, has_calibration: bool
     if not isinstance(runtime, (Int8Dynamic, Int8Static)):
         return (), "no int8 runtime: nothing to prepare for"
     if not _transformer_like(model):
-        return (), "not a transformer (no LayerNorm with Linear layers): no smoothing"
+        return _cnn_defaults(model, runtime)
     if isinstance(runtime, Int8Dynamic) and not has_calibration:
         return (), "dynamic int8 without calibration data: smoothing needs activation statistics (pass calibration_data=)"
     return (Smoothing(),), (
         "a transformer: SmoothQuant moves its activation outliers into the weights (alpha chosen per layer group "
         "on the calibration data); on all-MiniLM-L6-v2 static int8 cosine 0.989 -> 0.998"
+    )
+
+
+def _cnn_defaults(model: nn.Module, runtime: Runtime) -> tuple[tuple[Transform, ...], str]:
+    """Bias correction for a CNN under static int8, nothing otherwise; with the measured reason."""
+    if not any(isinstance(m, (nn.Conv1d, nn.Conv2d)) for m in model.modules()):
+        return (), "not a transformer (no LayerNorm with Linear layers) and no convolutions: no smoothing"
+    if not isinstance(runtime, Int8Static):
+        return (), "a CNN under dynamic int8: its convolutions stay float, nothing to correct"
+    return (BiasCorrection(),), (
+        "a CNN under static int8: bias correction takes each layer's mean output shift off its bias (int8 weights "
+        "and activations simulated as ONNX Runtime quantizes them, on the calibration data); EfficientNet-Lite0 "
+        "cosine 0.975 -> 0.995 at the same speed. Not equalisation: exact only through ReLU or nothing, it pairs 2 "
+        "layers of EfficientNet-Lite0 (ReLU6 everywhere) and lowered its cosine (0.975 -> 0.972)"
     )
 
 
@@ -114,4 +133,45 @@ def _smooth(model: nn.Module, step: Smoothing, context: TransformContext) -> dic
         "smoothed": len(smoothed),
         "folded_into_value": sum(g.fold_into is not None for g in smoothed),
         "alphas": {"+".join(g.layers): g.alpha for g in groups},
+    }
+
+
+@register_transform(Equalization)
+def _equalize(model: nn.Module, step: Equalization, context: TransformContext) -> dict[str, Any]:
+    result = equalize_(model, context.require_calibration(step), check_output=context.output_of)
+    return {
+        "pairs": [f"{p.first}->{p.second}" for p in result.pairs],
+        "channels": sum(p.channels for p in result.pairs),
+        "batchnorms_folded": len(result.folded),
+        "rounds": result.rounds,
+        "range_spread": [round(max((p.spread_before for p in result.pairs), default=1.0), 2),
+                         round(max((p.spread_after for p in result.pairs), default=1.0), 2)],
+        "left_alone": result.skipped,
+    }
+
+
+def _quantized_kinds(model: nn.Module, runtime: Runtime) -> tuple[type, ...]:
+    """The layer types ``runtime`` quantizes: its op types, or every Conv and Linear (a transformer's Linear only)."""
+    op_types = runtime.quantized_op_types if isinstance(runtime, Int8Dynamic) else runtime.op_types
+    if op_types is None:
+        return (nn.Linear,) if _transformer_like(model) else (nn.Conv1d, nn.Conv2d, nn.Linear)
+    convs = (nn.Conv1d, nn.Conv2d) if "Conv" in op_types else ()
+    return convs + ((nn.Linear,) if {"MatMul", "Gemm"} & set(op_types) else ())
+
+
+@register_transform(BiasCorrection)
+def _correct_bias(model: nn.Module, step: BiasCorrection, context: TransformContext) -> dict[str, Any]:
+    runtime = context.runtime
+    result = correct_bias_(
+        model, context.require_calibration(step), qmax=64 if context.reduce_range else 127,
+        per_channel=getattr(runtime, "per_channel", True), dynamic=isinstance(runtime, Int8Dynamic),
+        keep_float=context.keep_float, kinds=_quantized_kinds(model, runtime),
+    )
+    largest = max(result.shifts.items(), key=lambda item: float(item[1].abs().max()), default=None)
+    return {
+        "layers": len(result.corrected),
+        "samples": result.samples,
+        "batchnorms_folded": len(result.folded),
+        "largest_shift": [largest[0], round(float(largest[1].abs().max()), 4)] if largest else None,
+        "left_alone": {why: len(names) for why, names in result.skipped.items()},
     }
