@@ -16,6 +16,11 @@ round in shuffled order, in the same rounds; speedup = median over rounds of fp3
 logits. For the random-weight layouts the cosine is the meaningful figure (their top-1 is close to arbitrary).
 Nothing is asserted; the CPU's flags and the load average are printed with the figures.
 
+The fidelity steps (issue #22) get a row each: squeezelab's default (``transforms=None``: bias correction
+for a CNN under static int8), ``transforms=()`` (none), ``Equalization()``, ``BiasCorrection()`` and both;
+what each step did is printed (pairs equalised, BatchNorms folded, the largest shift corrected). The other
+squeezelab rows (``activations="int8"``, entropy, layers float) run with the default steps.
+
     REPO=$PWD; cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py                  # ~6 min on 2 cores
     cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py --models resnet --rounds 6
 """
@@ -156,15 +161,18 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
           f"timing batch {args.batch}, {args.rounds} rounds", flush=True)
     t0 = time.perf_counter()
     fp32 = sl.compress(model, sl.Recipe(), example_inputs=x[:1])
+    built = _fidelity_step_rows(model, x, calibration)
+    default = next(iter(built.values()))
     recipes = {
-        "squeezelab Int8Static() default (uint8 activations)": sl.Recipe(runtime=sl.Int8Static()),
         'squeezelab Int8Static(activations="int8")': sl.Recipe(runtime=sl.Int8Static(activations="int8")),
         **case.extra(model),
     }
     recipes.update(_tuned(case, model, args, calibration))
-    built = {name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()}
-    default = next(iter(built.values()))
+    built.update({name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()})
     print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
+    for name, c in built.items():
+        if c.details.get("transforms", {}).get("applied"):
+            print(f"  {name}: {c.details['transforms']['applied']}", flush=True)
     ort_bytes = _ort_static(fp32, calibration, tmp)
     expert = "ORT quant_pre_process + quantize_static(per_channel, U8S8, reduce_range)"
     variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes),
@@ -185,6 +193,24 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
         graphs = {BASELINE: fp32.onnx_bytes, "ORT quantize_static defaults (QDQ)": ort_bytes,
                   "squeezelab Int8Static() default": default.onnx_bytes}
         _print_profiles(graphs, {input_name: np.ascontiguousarray(x[: args.batch])})
+
+
+def _fidelity_step_rows(model: nn.Module, x: np.ndarray, calibration: np.ndarray) -> dict[str, sl.Compressed]:
+    """squeezelab's default, then ``Int8Static()`` with no fidelity step, each step alone and both (a row the
+    default already is is not built twice: its label says so)."""
+    def build(transforms: tuple | None) -> sl.Compressed:
+        recipe = sl.Recipe(runtime=sl.Int8Static(), transforms=transforms)
+        return sl.compress(model, recipe, example_inputs=x[:1], calibration_data=calibration)
+
+    default = build(None)
+    applied = tuple(step["step"] for step in default.details["transforms"]["applied"])
+    steps = {"Equalization()": (sl.Equalization(),), "BiasCorrection()": (sl.BiasCorrection(),),
+             "Equalization() + BiasCorrection()": (sl.Equalization(), sl.BiasCorrection())}
+    same = next((name for name, s in steps.items() if tuple(step.label for step in s) == applied), None)
+    rows = {f"squeezelab Int8Static() default (uint8 activations{'; = + ' + same if same else ''})": default,
+            "squeezelab Int8Static(), transforms=() (no fidelity step)": build(())}
+    rows.update({f"squeezelab Int8Static() + {name}": build(s) for name, s in steps.items() if name != same})
+    return rows
 
 
 def _print_profiles(graphs: dict[str, bytes], feeds: dict[str, np.ndarray]) -> None:
