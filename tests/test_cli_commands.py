@@ -271,26 +271,6 @@ def test_every_new_option_shows_help_and_its_default(capsys):
         assert "(default: " in shown
 
 
-def test_the_readmes_command_lines_use_real_commands_and_options():
-    import argparse
-    import re
-    import shlex
-    from pathlib import Path
-
-    from squeezelab.cli import build_parser
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("## Command line")[1].split("\n## ")[0]
-    lines = [line for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S) for line in block.splitlines()
-             if line.startswith("squeezelab ")]
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert {shlex.split(line)[1] for line in lines} == {"compress", "sweep", "report", "gate"}
-    for line in lines:
-        words = shlex.split(line)
-        options = sub.choices[words[1]]._option_string_actions
-        assert [w for w in words if w.startswith("--") and w not in options] == [], line
-
-
 def test_a_recipe_toml_and_a_pt_state_dict_without_data(files, digits_mlp, tmp_path, capsys, monkeypatch):
     """A .pt state dict is read with weights_only=True; a pickled object in it is refused, not run."""
     import torch

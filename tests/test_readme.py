@@ -1,49 +1,55 @@
-"""The README's examples run as written: Python blocks as scripts, the budget example under the plugin."""
+"""The README is the front page: its quickstart keeps exactly two commands, its example runs as written,
+its links land on real pages and headings of the documentation site, and its figures are the benchmarks'."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pytest
 
-try:  # The budget example's encoder test builds a Hugging Face BERT. Its ~1,500 modules are loaded here,
-    # outside pytester's run (which unloads what it imports): torch._inductor's operators cannot be
-    # registered twice in one process.
-    from transformers import BertModel
-except ImportError:  # pragma: no cover - the [models] extra is part of [dev]
-    BertModel = None
+from _markdown import DOCS, ROOT, code_blocks, heading_anchors, run_script, scripts
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
-SCRIPTS = [b for b in BLOCKS if "def test_" not in b]
-TEST_BLOCKS = [b for b in BLOCKS if "def test_" in b]
-TOML = re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+README = ROOT / "README.md"
+SCRIPTS = scripts([README])
 
 
-def test_readme_has_examples():
-    assert len(SCRIPTS) >= 3 and len(TEST_BLOCKS) == 1 and len(TOML) == 1
+def _section(path, title: str) -> str:
+    return path.read_text().split(f"\n## {title}\n")[1].split("\n## ")[0]
 
 
-@pytest.mark.parametrize("index", range(len(SCRIPTS)))
-def test_readme_example_runs(index, tmp_path, monkeypatch, capsys):
+def test_the_quickstart_keeps_exactly_two_commands_and_the_docs_show_the_same():
+    block = re.search(r"```bash\n(.*?)```", _section(README, "Quickstart"), flags=re.S).group(1)
+    commands = [line for line in block.splitlines() if line.strip()]
+    assert len(commands) == 2 and all(c.startswith("bash scripts/setup.sh && .venv/bin/") for c in commands)
+    assert "squeezelab demo" in commands[0] and "pytest --compress-budget" in commands[1]
+    assert block in _section(DOCS / "index.md", "Quickstart")
+
+
+def test_the_readme_stays_a_front_page():
+    assert len(README.read_bytes()) < 12_000
+    assert len(SCRIPTS) == 1 and not code_blocks(README, "toml")  # the other examples live in docs/
+
+
+@pytest.mark.parametrize("name", list(SCRIPTS))
+def test_readme_example_runs(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    exec(compile(SCRIPTS[index], f"README.md[python block {index}]", "exec"), {})
-    assert capsys.readouterr().out.strip()  # every example prints what it shows
+    run_script(name, SCRIPTS[name], capsys)
 
 
-def test_readme_budget_example_passes_under_the_plugin(pytester, gate_timer):
-    # gate_timer: real timings; under SQUEEZELAB_SCRAMBLE_TIMINGS the speed gates judge a cost model by size
-    if BertModel is None:
-        pytest.skip('the budget example gates a BERT: pip install "squeezelab[models]"')
-    pytester.makepyprojecttoml(TOML[0])
-    pytester.makepyfile(test_readme_budget=TEST_BLOCKS[0])
-    result = pytester.runpytest("--compress-budget", "--compress-budget-report=r.json")
-    result.assert_outcomes(passed=2)
-    result.stdout.fnmatch_lines(["*digits*speedup*pass", "*digits*latency_ms*pass"])
-    result.stdout.fnmatch_lines(["*encoder*cosine_drop*pass", "*metric cosine to fp32", "*cosine_drop: 95% CI*t on paired*"])
-    checks = {c["test"].split("::")[1]: c for c in json.loads((pytester.path / "r.json").read_text())["checks"]}
-    encoder = checks["test_int8_encoder_keeps_its_embeddings"]
-    assert encoder["metric"] == "cosine to fp32" and encoder["figures"][0]["name"] == "cosine_drop"
-    assert checks["test_int8_model_fits_the_budget"]["figures"][0]["name"] == "accuracy_drop"
+def test_the_readmes_links_land_on_pages_and_headings_of_the_site():
+    pytest.importorskip("markdown", reason='the heading ids are MkDocs\'s: pip install "squeezelab[docs]"')
+    links = re.findall(r"\]\((docs/[^)#\s]+)(?:#([^)\s]+))?\)", README.read_text())
+    assert len(links) >= 10
+    for page, anchor in links:
+        assert (ROOT / page).is_file(), page
+        assert not anchor or anchor in heading_anchors(ROOT / page), f"{page}#{anchor}"
+
+
+def test_the_readmes_figures_are_the_benchmarks_pages():
+    """Every figure of the headline table is on the benchmarks page: moved there, never made up here."""
+    rows = [line for line in _section(README, "Measured").splitlines() if line.startswith("| ") and "---" not in line]
+    figures = [f for row in rows[1:] for f in re.findall(r"\d+\.\d+×|\b0\.\d{3,4}\b|\b\d{1,3}(?:,\d{3})+\b", row)]
+    assert len(rows) >= 4 and len(figures) >= 10
+    benchmarks = (DOCS / "benchmarks.md").read_text()
+    assert [f for f in figures if f not in benchmarks] == []
+    assert all(re.search(r"AVX2|VNNI", row) for row in rows[1:])  # each row names its CPU kind
