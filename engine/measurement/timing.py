@@ -16,7 +16,7 @@ faster recipe, a speed gate, a "faster" reading) must be tested with the times i
   log-uniform in [1/4, 4], drawn per runner per measurement from ``random.Random(seed)``. Runners
   compared in one measurement get independent factors, so a ratio moves by up to 16x either way:
   a test that passes only where one variant happens to be faster fails under it. The whole test
-  suite must pass with it on (README, "Tests"). ONNX Runtime's profiler times (``op_times``) are
+  suite must pass with it on (docs/guide/cpus.md, "Tests on every CPU"). ONNX Runtime's profiler times (``op_times``) are
   scrambled the same way, per op type.
 
 A point timed by anything but the real clock says so in ``Point.details["timing"]``, results timed
