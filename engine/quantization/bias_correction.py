@@ -20,9 +20,10 @@ the layers before it left. Simulated exactly as ONNX Runtime's quantizer compute
   the calibration data (0 included) for static int8, over the batch's own range for dynamic int8;
 - layers kept float (``LayerSetting(bits=32)``) are neither rounded nor corrected.
 
-On EfficientNet-Lite0 (ImageNet weights, 32 calibration images, simulated U8S8 int8) logit cosine to
-fp32 went 0.975 -> 0.9955; correcting only the weights' own shift, ``(W_q - W) E[x]`` with float
-inputs, reached 0.984. The float model changes (that is the point): ``Compressed.model`` holds the
+On EfficientNet-Lite0 (ImageNet weights, 32 calibration images, 64 evaluated) ONNX Runtime's static
+int8 went from logit cosine 0.975 to 0.995 (VNNI; 0.961 -> 0.985 with ``reduce_range``). In the
+simulation, correcting only each layer's own weight shift, ``(W_q - W) E[x]`` with float inputs,
+reached 0.984 where this pass reached 0.9955. The float model changes (that is the point): ``Compressed.model`` holds the
 corrected biases.
 """
 
