@@ -217,7 +217,7 @@ def _fake_int8_error(group: SmoothingGroup, weights: Sequence[torch.Tensor], ref
 
     Activations: one uint8 range for the whole tensor, from the calibration minimum and maximum of
     ``x / s`` (what static int8 calibrates, and about what dynamic int8 sees per batch). Weights:
-    symmetric int8 per output channel, at most ``weight_max`` (127, or 63 where ``reduce_range``).
+    symmetric int8 per output channel, at most ``weight_max`` (127, or 64 where ``reduce_range``: ONNX Runtime's [-64, 64]).
     ``references`` are the fp32 outputs of the sampled rows, one per weight.
     """
     low = min(float((group.low / scale).min()), 0.0)
@@ -268,7 +268,7 @@ def smooth_(
         model: changed in place (``compress`` calls this on its own copy).
         calibration: the inputs whose activation statistics set the scales.
         alpha: a number in [0, 1] for every group, or ``"auto"`` (chosen per group, see the module).
-        weight_max: the largest int8 weight code of the runtime (63 with ``reduce_range``).
+        weight_max: the largest int8 weight code of the runtime (64 with ``reduce_range``).
         check_output: ``callable(model, inputs) -> tensor``, the output to keep unchanged
             (default: the model's first output tensor).
 

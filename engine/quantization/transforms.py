@@ -39,7 +39,7 @@ class TransformContext:
     calibration: Inputs | None
     runtime: Runtime
     output: OutputSelector = None
-    reduce_range: bool = False  # the runtime's resolved choice: 7-bit weights (int8 codes up to 63)
+    reduce_range: bool = False  # the runtime's resolved choice: 7-bit weights (int8 codes up to 64, ONNX Runtime's [-64, 64])
     keep_float: tuple[str, ...] = ()  # modules the runtime keeps float (LayerSetting(bits=32)), children included
 
     def output_of(self, model: nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -124,7 +124,7 @@ def _smooth(model: nn.Module, step: Smoothing, context: TransformContext) -> dic
         model,
         context.require_calibration(step),
         alpha=step.alpha,
-        weight_max=63 if context.reduce_range else 127,
+        weight_max=64 if context.reduce_range else 127,
         check_output=context.output_of,
     )
     smoothed = [g for g in groups if g.alpha]

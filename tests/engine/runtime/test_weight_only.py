@@ -270,12 +270,13 @@ def test_explorer_offers_weight_only_and_builds_its_recipe():
         control_recipe(3, 0.0, "linear-symmetric", "magnitude", "weight-only")
 
 
-def test_search_takes_weight_only_for_latency_and_refuses_it_for_size(digits_mlp, tmp_path):
+def test_search_takes_weight_only_for_latency_and_for_size(digits_mlp, tmp_path):
     model, split = digits_mlp
     x, y = split.test
     data = (x[:120], y[:120])
-    with pytest.raises(ConfigError, match="objective='latency'"):
-        sl.search(model, data, runtime=WeightOnly(), cache=False, progress=False)
+    sized = sl.search(model, data, runtime=WeightOnly(), max_accuracy_drop=0.05, cache=tmp_path, progress=False)
+    assert sized.trail["move"].str.startswith("weight-only:").all()  # the rounding method, then the bytes
+    assert isinstance(sized.recipe.runtime, WeightOnly) or sized.recipe == Recipe()
     result = sl.search(model, data, objective="latency", runtime=WeightOnly(bits=8), sparsity=(0.0, 0.25), max_accuracy_drop=0.05,
                        time_budget_s=60, cache=tmp_path, progress=False)
     assert result.recipe.runtime == WeightOnly(bits=8) or result.recipe == Recipe()
