@@ -256,6 +256,7 @@ def _compress(
     notes: list[str] = []  # the tracer's warnings: cited if the export check fails
     onnx_bytes = tidy_export(export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes), transforms)
     check_graph_inputs(onnx_bytes, spec)
+    check_graph_rows(onnx_bytes, example, spec, None, None)  # one output row per sample, before comparing any
     # Before anything is quantized or measured: the fp32 export must compute what PyTorch does, on the
     # example and on real data (a traced `if` answers every other input with the example's branch).
     sample, label = (measured, data[1]) if measured is not None else (calibration, "calibration_data")
@@ -322,7 +323,6 @@ def _onnx_result(
     from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
 
     spec = spec or example.spec()
-    check_graph_rows(onnx_bytes, example, spec, output_name, details.get("source"))
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
@@ -387,6 +387,7 @@ def _compress_onnx_file(
     details = {"source": label, "model_class": None}
     if spec.batch:  # evaluated and timed in batches of that size (predict pads the last one)
         details["fixed_batch"] = spec.batch
+    check_graph_rows(onnx_bytes, example, spec, output_name, label)
     return _onnx_result(None, recipe, example, None, output_name, onnx_bytes, feeds, details, spec=spec)
 
 

@@ -81,7 +81,14 @@ def export_difference(session: Any, reference: Reference, inputs: Inputs, where:
     """The difference between ``session`` and ``reference`` on ``inputs``, or None within tolerance."""
     names = {i.name for i in session.get_inputs()}
     feeds = {n: a for n, a in inputs.feeds().items() if n in names}  # inputs named as the graph's (the export's spec)
-    got = session.run([output_name] if output_name else None, feeds)[0]
+    try:
+        got = session.run([output_name] if output_name else None, feeds)[0]
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime's own message names the node and the shapes
+        raise ExportMismatchError(
+            f"the ONNX export does not run on {where} ({inputs.form()}), though it ran on the example: {exc}. A shape "
+            "the trace fixed (a reshape to the example's batch or length) is the likely cause: write it with -1 or "
+            "x.shape[...] so it stays symbolic, or export with exporter='dynamo'."
+        ) from exc
     expected = _numpy(reference(inputs))
     scale = max(1.0, float(np.abs(expected).max(initial=0.0))) if expected.dtype.kind == "f" else 1.0
     if got.shape != expected.shape:

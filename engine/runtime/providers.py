@@ -96,6 +96,9 @@ def make_session(
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    # A failed run's error reaches the caller as an exception (squeezelab words it); the C++ logger would print it
+    # to stderr a second time, raw.
+    options.log_severity_level = 4
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     if threads is not None:

@@ -131,3 +131,21 @@ def test_sweeps_and_searches_compare_the_export_on_their_evaluation_data():
     evaluator = Evaluator(Branchy(), (x, None), cache=False, rounds=0)
     with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-3"):
         evaluator.evaluate(sl.Recipe())
+
+
+class _BatchFixedByTheTrace(nn.Module):
+    """Flattens the whole batch into one row: the trace fixes the example's batch of 1 into the graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.reshape(1, -1))
+
+
+def test_an_export_that_cannot_take_another_batch_is_a_clear_error_not_onnx_runtimes(capfd):
+    x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(sl.ExportError, match="does not run in ONNX Runtime"):
+        sl.compress(_BatchFixedByTheTrace(), sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=x[:1], calibration_data=x)
+    assert "onnxruntime" not in capfd.readouterr().err  # no raw C++ log line beside the error
