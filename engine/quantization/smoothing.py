@@ -45,7 +45,7 @@ from squeezelab.engine.core.errors import ModelError
 from squeezelab.engine.core.inputs import Inputs
 
 __all__ = [
-    "SmoothedLinear", "SmoothingGroup", "SmoothingError", "find_groups", "smoothing_scales", "smooth_",
+    "SmoothedLinear", "SmoothingGroup", "SmoothingError", "Int8Arithmetic", "choose_alpha", "find_groups", "smoothing_scales", "smooth_",
     "ALPHA_GRID",
 ]
 
@@ -75,8 +75,9 @@ class SmoothedLinear(nn.Linear):
     """
 
     def __init__(self, linear: nn.Linear, scale: torch.Tensor) -> None:
-        super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
-                         device=linear.weight.device, dtype=linear.weight.dtype)
+        with torch.random.fork_rng(devices=[]):  # nn.Linear draws initial weights; overwritten, and the caller's RNG kept
+            super().__init__(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                             device=linear.weight.device, dtype=linear.weight.dtype)
         with torch.no_grad():
             self.weight.copy_(linear.weight * scale)  # (out, in) * (in,)
             if linear.bias is not None:
@@ -136,6 +137,8 @@ def find_groups(model: nn.Module, inputs: Inputs, *, batch_size: int = 16, seed:
                 batch.call(model)
                 if index == 0:
                     groups = _shared_input_groups(seen)
+                # a layer not called exactly once in this batch (a data-dependent path): not one activation
+                groups = [g for g in groups if all(len(seen[name]) == 1 for name in g)]
                 for group in groups:
                     _accumulate(stats, group, seen[group[0]][0], generator)
     finally:
@@ -211,36 +214,49 @@ def smoothing_scales(group: SmoothingGroup, weights: Sequence[torch.Tensor], alp
     return torch.where(silent, torch.ones_like(scale), scale).clamp(1e-4, 1e4)
 
 
+@dataclass(frozen=True)
+class Int8Arithmetic:
+    """The int8 arithmetic alpha is judged under: the runtime's weight codes and granularity, activation type."""
+
+    weight_max: int = 127  # 64 with reduce_range (ONNX Runtime's [-64, 64])
+    per_channel: bool = True  # one weight scale per output channel (False: one per tensor)
+    signed_activations: bool = False  # int8 activations (S8S8) instead of uint8
+
+
 def _fake_int8_error(group: SmoothingGroup, weights: Sequence[torch.Tensor], references: Sequence[torch.Tensor],
-                     scale: torch.Tensor, weight_max: int) -> float:
+                     scale: torch.Tensor, arithmetic: Int8Arithmetic) -> float:
     """Squared output error of the group under int8 arithmetic with this scale, relative to its fp32 output.
 
-    Activations: one uint8 range for the whole tensor, from the calibration minimum and maximum of
-    ``x / s`` (what static int8 calibrates, and about what dynamic int8 sees per batch). Weights:
-    symmetric int8 per output channel, at most ``weight_max`` (127, or 64 where ``reduce_range``: ONNX Runtime's [-64, 64]).
-    ``references`` are the fp32 outputs of the sampled rows, one per weight.
+    Activations: one 8-bit range for the whole tensor, from the calibration minimum and maximum of ``x / s``
+    (what static int8 calibrates, and about what dynamic int8 sees per batch). Weights: symmetric int8 per
+    output channel (or per tensor), at most ``weight_max``. ``references`` are the fp32 outputs of the rows.
     """
     low = min(float((group.low / scale).min()), 0.0)
     high = max(float((group.high / scale).max()), 0.0)
     step = max((high - low) / 255.0, 1e-12)
-    xq = torch.fake_quantize_per_tensor_affine(group.rows / scale, step, int(round(-low / step)), 0, 255)
+    codes = (-128, 127) if arithmetic.signed_activations else (0, 255)
+    zero = codes[0] + int(round(-low / step))
+    xq = torch.fake_quantize_per_tensor_affine(group.rows / scale, step, zero, *codes)
+    top = arithmetic.weight_max
     error = total = 0.0
     for w, reference in zip(weights, references):
         ws = w.detach().float() * scale  # (out, in)
-        w_step = (ws.abs().amax(1) / weight_max).clamp(min=1e-12)
-        zeros = torch.zeros_like(w_step, dtype=torch.int32)
-        wq = torch.fake_quantize_per_channel_affine(ws, w_step, zeros, 0, -weight_max, weight_max)
+        if arithmetic.per_channel:
+            w_step = (ws.abs().amax(1) / top).clamp(min=1e-12)
+            wq = torch.fake_quantize_per_channel_affine(ws, w_step, torch.zeros_like(w_step, dtype=torch.int32), 0, -top, top)
+        else:
+            wq = torch.fake_quantize_per_tensor_affine(ws, max(float(ws.abs().max()) / top, 1e-12), 0, -top, top)
         error += float((xq @ wq.T - reference).square().sum())
         total += float(reference.square().sum())
     return error / max(total, 1e-30)
 
 
-def choose_alpha(group: SmoothingGroup, weights: Sequence[torch.Tensor], *, weight_max: int = 127,
+def choose_alpha(group: SmoothingGroup, weights: Sequence[torch.Tensor], *, arithmetic: Int8Arithmetic = Int8Arithmetic(),
                  grid: Sequence[float] = ALPHA_GRID) -> float:
     """The alpha of ``grid`` with the smallest simulated int8 output error (ties: the smaller alpha)."""
     references = [group.rows @ w.detach().float().T for w in weights]
     group.errors = {
-        a: _fake_int8_error(group, weights, references, smoothing_scales(group, weights, a), weight_max) for a in grid
+        a: _fake_int8_error(group, weights, references, smoothing_scales(group, weights, a), arithmetic) for a in grid
     }
     return min(grid, key=lambda a: (group.errors[a], a))
 
@@ -253,7 +269,7 @@ def smooth_(
     calibration: Inputs,
     *,
     alpha: float | str = "auto",
-    weight_max: int = 127,
+    arithmetic: Int8Arithmetic = Int8Arithmetic(),
     batch_size: int = 16,
     check_output: Callable[[nn.Module, Inputs], torch.Tensor] | None = None,
 ) -> list[SmoothingGroup]:
@@ -268,7 +284,7 @@ def smooth_(
         model: changed in place (``compress`` calls this on its own copy).
         calibration: the inputs whose activation statistics set the scales.
         alpha: a number in [0, 1] for every group, or ``"auto"`` (chosen per group, see the module).
-        weight_max: the largest int8 weight code of the runtime (64 with ``reduce_range``).
+        arithmetic: the runtime's int8 arithmetic, which ``"auto"`` judges alpha under.
         check_output: ``callable(model, inputs) -> tensor``, the output to keep unchanged
             (default: the model's first output tensor).
 
@@ -287,7 +303,7 @@ def smooth_(
     undos = []
     for group in groups:
         weights = [modules[name].weight for name in group.layers]
-        group.alpha = choose_alpha(group, weights, weight_max=weight_max) if alpha == "auto" else float(alpha)
+        group.alpha = choose_alpha(group, weights, arithmetic=arithmetic) if alpha == "auto" else float(alpha)
         if group.alpha:
             undos.append((group, _apply(model, modules, group, smoothing_scales(group, weights, group.alpha))))
     with torch.no_grad():
@@ -303,7 +319,12 @@ def smooth_(
                     undo()
                     group.exact, group.alpha = False, 0.0
         with torch.no_grad():
-            _check_unchanged(before, run(model, probe), [g for g in groups if g.alpha])
+            still = _changed(before, run(model, probe))
+        if still is not None:
+            for group, undo in reversed(undos):
+                if group.alpha:
+                    undo()  # the model as it came: no half-smoothed model is left behind
+            _raise_changed(still, [g for g, _ in undos if g.alpha])
     return groups
 
 
@@ -353,12 +374,10 @@ def _changed(before: torch.Tensor, after: torch.Tensor) -> str | None:
     return None
 
 
-def _check_unchanged(before: torch.Tensor, after: torch.Tensor, groups: list[SmoothingGroup]) -> None:
-    what = _changed(before, after)
-    if what is not None:
-        names = ", ".join("+".join(g.layers) for g in groups[:4]) + (", ..." if len(groups) > 4 else "")
-        raise SmoothingError(
-            f"smoothing {what} on the calibration samples; smoothed groups: {names}. A layer reused in several "
-            "places or an output projection that is not linear in its value projection breaks the identity "
-            "smoothing relies on. Leave smoothing out of the recipe for this model (transforms=())."
-        )
+def _raise_changed(what: str, groups: list[SmoothingGroup]) -> None:
+    names = ", ".join("+".join(g.layers) for g in groups[:4]) + (", ..." if len(groups) > 4 else "")
+    raise SmoothingError(
+        f"smoothing {what} on the calibration samples; smoothed groups: {names}. A layer reused in several "
+        "places or an output projection that is not linear in its value projection breaks the identity "
+        "smoothing relies on. Leave smoothing out of the recipe for this model (transforms=())."
+    )

@@ -27,7 +27,7 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Runtime
 from squeezelab.engine.core.transforms import BiasCorrection, Equalization, Smoothing, Transform
 from squeezelab.engine.quantization.bias_correction import correct_bias_
 from squeezelab.engine.quantization.equalization import equalize_
-from squeezelab.engine.quantization.smoothing import smooth_
+from squeezelab.engine.quantization.smoothing import Int8Arithmetic, smooth_
 
 __all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform", "has_applier"]
 
@@ -124,7 +124,11 @@ def _smooth(model: nn.Module, step: Smoothing, context: TransformContext) -> dic
         model,
         context.require_calibration(step),
         alpha=step.alpha,
-        weight_max=64 if context.reduce_range else 127,
+        arithmetic=Int8Arithmetic(
+            weight_max=64 if context.reduce_range else 127,
+            per_channel=getattr(context.runtime, "per_channel", True),
+            signed_activations=getattr(context.runtime, "activations", "uint8") == "int8",
+        ),
         check_output=context.output_of,
     )
     smoothed = [g for g in groups if g.alpha]

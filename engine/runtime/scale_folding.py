@@ -109,6 +109,7 @@ def fold_scales_into_layernorm(model: Any) -> int:
 
     graph = model.graph
     constants = _constants(graph)
+    initializers = {init.name for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
     consumers = _consumers(graph)
     outputs = {o.name for o in graph.output}
@@ -118,8 +119,8 @@ def fold_scales_into_layernorm(model: Any) -> int:
         ln = producers.get(pair[0]) if pair else None
         if ln is None or ln.op_type != "LayerNormalization" or {pair[0], node.output[0]} & outputs or len(consumers[pair[0]]) != 1:
             continue
-        if len(ln.input) < 3 or ln.input[1] not in constants or ln.input[2] not in constants:
-            continue
+        if len(ln.input) < 3 or ln.input[1] not in initializers or ln.input[2] not in initializers:
+            continue  # a scale handed out through an Identity is shared with another LayerNorm: left alone
         c = constants[pair[1]]
         gamma, beta = constants[ln.input[1]], constants[ln.input[2]]
         if gamma.shape != c.shape or beta.shape != c.shape or len(consumers[ln.input[1]]) != 1 or len(consumers[ln.input[2]]) != 1:

@@ -13,6 +13,7 @@ from torch import nn
 import squeezelab as sl
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.quantization.smoothing import (
+    Int8Arithmetic,
     SmoothedLinear,
     SmoothingGroup,
     choose_alpha,
@@ -253,3 +254,44 @@ def test_recipe_transforms_are_checked_ordered_and_round_trip():
     with pytest.raises(sl.ConfigError, match="alpha=1.5"):
         sl.Smoothing(alpha=1.5)
     assert sl.Smoothing(alpha=np.float32(0.5)).alpha == 0.5
+
+
+def test_the_arithmetic_alpha_is_judged_under_follows_the_runtime():
+    group, weights = _outlier_group()
+    per_channel = choose_alpha(group, weights, arithmetic=Int8Arithmetic())
+    errors_channel = dict(group.errors)
+    choose_alpha(group, weights, arithmetic=Int8Arithmetic(per_channel=False, weight_max=64))
+    assert group.errors != errors_channel and per_channel in group.errors
+    assert group.errors[0.0] > errors_channel[0.0] * 0.5  # coarser weights: no better without smoothing
+
+
+def test_smoothing_leaves_the_global_random_state_alone():
+    model, inputs = _bert_and_inputs(batch=4, seq=8)
+    before = torch.random.get_rng_state()
+    smooth_(model, Inputs.of(inputs), alpha=0.5)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+class _TwoPreLN(nn.Module):
+    """Two pre-LN blocks with fresh (equal) LayerNorms: the exporter stores their scales once, shared by Identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList([nn.LayerNorm(16), nn.LayerNorm(16)])
+        self.fcs = nn.ModuleList([nn.Linear(16, 16), nn.Linear(16, 16)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, fc in zip(self.norms, self.fcs):
+            x = x + fc(norm(x))
+        return x
+
+
+def test_a_scale_is_not_folded_into_a_layernorm_whose_parameters_another_shares():
+    torch.manual_seed(0)
+    model, x = _TwoPreLN().eval(), torch.randn(32, 16)
+    smoothed = copy.deepcopy(model)
+    smooth_(smoothed, Inputs.of(x), alpha=0.5)
+    tidied, counts = tidy_scales(sl.compress(smoothed, example_inputs=x[:1]).onnx_bytes)
+    session = make_session(tidied)
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=1e-5, rtol=1e-5)
