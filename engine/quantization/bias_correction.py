@@ -120,12 +120,29 @@ def _adds_bias(layer: nn.Module, shape: tuple[int, ...]) -> bool:
             layer.bias.copy_(saved)
 
 
-def _float_statistics(model, layers, inputs, samples, batch_size):
-    """Per layer: the float model's mean output per channel over the first ``samples`` inputs, and the
-    input's min and max over all of them (the calibrated activation range)."""
-    means = {name: torch.zeros(1, dtype=torch.float64) for name in layers}
+def _float_means(model, layers, inputs):
+    """Per layer: the float model's mean output per channel over ``inputs`` (run as one batch: the very rows
+    the correction pass runs, whatever axis a layer's output keeps its samples on)."""
+    means = {}
+
+    def post(name):
+        def hook(module, args, output):
+            means[name] = _channel_mean(output, isinstance(module, nn.Linear))
+        return hook
+
+    hooks = [m.register_forward_hook(post(n)) for n, m in layers.items()]
+    try:
+        with torch.no_grad():
+            inputs.call(model)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return means
+
+
+def _input_ranges(model, layers, inputs, batch_size):
+    """Per layer: its input's min and max over all of ``inputs`` (the calibrated activation range)."""
     ranges = {name: [float("inf"), float("-inf")] for name in layers}
-    seen = [0]
 
     def pre(name):
         def hook(module, args):
@@ -133,24 +150,15 @@ def _float_statistics(model, layers, inputs, samples, batch_size):
             ranges[name][1] = max(ranges[name][1], float(args[0].max()))
         return hook
 
-    def post(name):
-        def hook(module, args, output):
-            take = min(samples - seen[0], output.shape[0])
-            if take > 0:  # the correction pass runs on the first `samples` inputs: the means must too
-                means[name] = means[name] + _channel_mean(output[:take], isinstance(module, nn.Linear)) * take
-        return hook
-
     hooks = [m.register_forward_pre_hook(pre(n)) for n, m in layers.items()]
-    hooks += [m.register_forward_hook(post(n)) for n, m in layers.items()]
     try:
         with torch.no_grad():
             for start in range(0, len(inputs), batch_size):
                 inputs.slice(start, min(start + batch_size, len(inputs))).call(model)
-                seen[0] += min(batch_size, len(inputs) - start)
     finally:
         for hook in hooks:
             hook.remove()
-    return {n: m / samples for n, m in means.items()}, ranges
+    return ranges
 
 
 def correct_bias_(
@@ -189,8 +197,10 @@ def correct_bias_(
     result = BiasCorrectionResult(corrected=owners, skipped=skipped, folded=folded, samples=samples)
     if not layers:
         return result
-    means, ranges = _float_statistics(model, layers, calibration, samples, batch_size)
-    _correct_in_one_pass(model, layers, owners, means, ranges, calibration.slice(0, samples), qmax, per_channel, dynamic, result)
+    rows = calibration.slice(0, samples)
+    means = _float_means(model, layers, rows)
+    ranges = {} if dynamic else _input_ranges(model, layers, calibration, batch_size)  # dynamic: each batch's own
+    _correct_in_one_pass(model, layers, owners, means, ranges, rows, qmax, per_channel, dynamic, result)
     return result
 
 

@@ -187,7 +187,7 @@ def trace(model: nn.Module, inputs: Inputs) -> LayerGraph:
         for key in dict.fromkeys(call.reads):
             readers.setdefault(key, []).append(index)
         if call.name in _LAYER_CALLS or call.name == "batch_norm":
-            weight = call.args[1] if call.name in _LAYER_CALLS else _arg(call.args, call.kwargs, 3, "weight")
+            weight = _arg(call.args, call.kwargs, 1, "weight") if call.name in _LAYER_CALLS else _arg(call.args, call.kwargs, 3, "weight")
             call.owner = owners.get(id(weight)) if isinstance(weight, torch.Tensor) else None
             if call.owner is not None:
                 count[call.owner] = count.get(call.owner, 0) + 1
