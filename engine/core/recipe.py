@@ -216,6 +216,12 @@ class Recipe(_Config):
                 f"Recipe: transforms={tuple(s.label for s in steps)} prepare a model for int8 and apply with "
                 "runtime=Int8Dynamic() or Int8Static(); with other runtimes use transforms=() (or leave it None)."
             )
+        unknown = sorted({type(step).__name__ for step in steps if type(step) not in TRANSFORM_ORDER})
+        if unknown:
+            raise ConfigError(
+                f"Recipe: transforms {unknown} are not squeezelab's fidelity steps; use Smoothing(), Equalization() "
+                "or BiasCorrection()."
+            )
         # One canonical order (the order the steps must run in), so equal recipes hash and label alike.
         object.__setattr__(self, "transforms", tuple(sorted(steps, key=lambda step: TRANSFORM_ORDER.index(type(step)))))
 

@@ -22,6 +22,7 @@ other row and the result is round to nearest: on MiniLM, block 32, cosine 0.9732
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -58,16 +59,21 @@ def _inverse_factor(h: np.ndarray, percdamp: float) -> torch.Tensor:
     raise ValueError("the calibration moments do not factor even with full dampening")  # not reached for X^T X
 
 
+# torch's thread count is process-wide: one GPTQ at a time changes it, so threads cannot restore each other's.
+_THREADS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """The row loop is thousands of small updates: on a busy 2-core machine two threads made each ~40x
     slower (8 ms against 0.2 ms). The caller's thread count is restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 class _Blocks:

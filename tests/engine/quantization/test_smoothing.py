@@ -255,6 +255,14 @@ def test_recipe_transforms_are_checked_ordered_and_round_trip():
         sl.Smoothing(alpha=1.5)
     assert sl.Smoothing(alpha=np.float32(0.5)).alpha == 0.5
 
+    from squeezelab.engine.core.transforms import Transform
+
+    class Mine(Transform):
+        pass
+
+    with pytest.raises(sl.ConfigError, match=r"\['Mine'\] are not squeezelab's fidelity steps"):
+        sl.Recipe(runtime=sl.Int8Static(), transforms=(Mine(),))
+
 
 def test_the_arithmetic_alpha_is_judged_under_follows_the_runtime():
     group, weights = _outlier_group()
