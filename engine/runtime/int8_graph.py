@@ -24,10 +24,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
 __all__ = [
-    "node_layer", "layer_nodes", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
+    "node_layer", "layer_nodes", "kept_float", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
     "fused_holders", "same_layer", "fused_graph", "remembered_fusion", "float_neighbours", "FUSED_OP_TYPES",
 ]
 
@@ -72,6 +73,12 @@ def layer_nodes(onnx_bytes: bytes, names: Sequence[str]) -> dict[str, list[str]]
             "and the default exporter='torchscript' (it names nodes by module)."
         )
     return found
+
+
+def kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
+    """Layer name -> the ONNX nodes kept float for it (``LayerSetting(bits=32)``)."""
+    names = [item.name for item in recipe.layers if item.bits == 32]
+    return layer_nodes(onnx_bytes, names) if names else {}
 
 
 def _scan(graph: Any, names: Sequence[str]) -> dict[str, list[str]]:

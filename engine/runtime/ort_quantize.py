@@ -21,8 +21,8 @@ import numpy as np
 from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, WeightOnly
+from squeezelab.engine.runtime.int8_graph import kept_float
 from squeezelab.engine.runtime.ort_tools import (
-    kept_float,
     preprocessed,
     quiet_onnxruntime_tools,
     reduce_range_why,

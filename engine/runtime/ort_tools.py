@@ -3,8 +3,7 @@
 ONNX Runtime's quantizers print to stdout, advise on the root logger, and leave files in the working
 directory when their shape inference fails; ``quiet_onnxruntime_tools`` and ``preprocessed`` keep all
 of that away from the user. ``resolve_reduce_range`` is this machine's int8 weight range, with its
-reason (``reduce_range_why``); ``kept_float`` maps the layers a recipe keeps float to graph nodes;
-``BatchReader`` feeds calibration batches.
+reason (``reduce_range_why``); ``BatchReader`` feeds calibration batches.
 """
 
 from __future__ import annotations
@@ -20,11 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from squeezelab.engine.core.cpu import default_reduce_range
-from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = [
-    "quiet_onnxruntime_tools", "preprocessed", "resolve_reduce_range", "reduce_range_why", "kept_float", "BatchReader",
+    "quiet_onnxruntime_tools", "preprocessed", "resolve_reduce_range", "reduce_range_why", "BatchReader",
 ]
 
 log = logging.getLogger(__name__)
@@ -141,14 +139,6 @@ def reduce_range_why(runtime: Int8Dynamic | Int8Static) -> str:
     if resolve_reduce_range(runtime):
         return "this CPU has no VNNI: 7-bit weights keep its int16 accumulation from saturating"
     return "this CPU accumulates int8 products exactly (VNNI or ARM): full 8-bit weights"
-
-
-def kept_float(onnx_bytes: bytes, recipe: Recipe) -> dict[str, list[str]]:
-    """Layer name -> the ONNX nodes kept float for it (``LayerSetting(bits=32)``)."""
-    from squeezelab.engine.runtime.int8_graph import layer_nodes
-
-    names = [item.name for item in recipe.layers if item.bits == 32]
-    return layer_nodes(onnx_bytes, names) if names else {}
 
 
 class BatchReader:

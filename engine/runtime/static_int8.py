@@ -18,10 +18,9 @@ import numpy as np
 from squeezelab.engine.core.errors import CalibrationError
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Entropy, Int8Static, MinMax, Percentile
-from squeezelab.engine.runtime.int8_graph import float_neighbours, looks_like_transformer
+from squeezelab.engine.runtime.int8_graph import float_neighbours, kept_float, looks_like_transformer
 from squeezelab.engine.runtime.ort_tools import (
     BatchReader,
-    kept_float,
     preprocessed,
     quiet_onnxruntime_tools,
     reduce_range_why,
