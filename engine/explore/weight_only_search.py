@@ -21,6 +21,7 @@ from torch import nn
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import WEIGHT_ONLY_BLOCK_SIZES, WeightOnly
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
+from squeezelab.engine.explore.int8_probes import fp32_export, on_export
 from squeezelab.engine.explore.search_result import Found, _row, trail_table
 from squeezelab.engine.explore.search_setup import SearchGoal
 from squeezelab.engine.measurement.point import Point
@@ -54,6 +55,7 @@ class WeightOnlySearch:
         self.model, self.runtime = model, runtime
 
     def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found:
+        ev = on_export(ev, fp32_export(ev))  # every candidate quantizes one export: exported (and checked) once
         rows: list[dict[str, Any]] = []
         tried: dict[str, float] = {}
         best, best_row = Recipe(), {**_row(baseline, baseline, "fp32 baseline"), "accepted": True, "drop_bound": 0.0}
