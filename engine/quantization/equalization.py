@@ -41,7 +41,7 @@ from squeezelab.engine.core.errors import ModelError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import select_output
 from squeezelab.engine.quantization.layer_graph import LayerGraph, bias_only_batchnorm, fold_batchnorm_, trace
-from squeezelab.engine.quantization.smoothing import _changed
+from squeezelab.engine.quantization.smoothing import output_changed
 
 __all__ = ["EqualizedPair", "EqualizationResult", "EqualizationError", "find_pairs", "pair_scales", "equalize_"]
 
@@ -191,12 +191,12 @@ def equalize_(
         pair.spread_before = _spread(_out_ranges(modules[pair.first]))
     done = _equalize_rounds(modules, pairs, rounds)
     with torch.no_grad():
-        changed = _changed(before, run(model, probe))
+        changed = output_changed(before, run(model, probe))
     if changed is not None:  # put everything back, then keep only the pairs that leave the output alone
         pairs = _keep_exact_pairs(model, modules, pairs, saved, before, run, probe, skipped)
         done = _equalize_rounds(modules, pairs, rounds)
         with torch.no_grad():
-            if (changed := _changed(before, run(model, probe))) is not None:
+            if (changed := output_changed(before, run(model, probe))) is not None:
                 for pair in pairs:
                     _restore(saved[pair.first])
                 names = ", ".join(f"{p.first}->{p.second}" for p in pairs[:4])
@@ -241,7 +241,7 @@ def _keep_exact_pairs(model, modules, pairs, saved, before, run, probe, skipped)
     for pair in pairs:
         _apply(modules, pair, pair_scales(modules[pair.first], modules[pair.second]))
         with torch.no_grad():
-            exact = _changed(before, run(model, probe)) is None
+            exact = output_changed(before, run(model, probe)) is None
         _restore(saved[pair.first])
         if exact:
             kept.append(pair)

@@ -45,7 +45,7 @@ from squeezelab.engine.core.errors import ModelError
 from squeezelab.engine.core.inputs import Inputs
 
 __all__ = [
-    "SmoothedLinear", "SmoothingGroup", "SmoothingError", "Int8Arithmetic", "choose_alpha", "find_groups", "smoothing_scales", "smooth_",
+    "SmoothedLinear", "SmoothingGroup", "SmoothingError", "Int8Arithmetic", "choose_alpha", "output_changed", "find_groups", "smoothing_scales", "smooth_",
     "ALPHA_GRID",
 ]
 
@@ -307,7 +307,7 @@ def smooth_(
         if group.alpha:
             undos.append((group, _apply(model, modules, group, smoothing_scales(group, weights, group.alpha))))
     with torch.no_grad():
-        exact = _changed(before, run(model, probe)) is None
+        exact = output_changed(before, run(model, probe)) is None
     if not exact:  # find the groups that broke it: put all back, then apply and check one at a time
         for _, undo in reversed(undos):
             undo()
@@ -315,11 +315,11 @@ def smooth_(
             weights = [modules[name].weight for name in group.layers]
             undo = _apply(model, modules, group, smoothing_scales(group, weights, group.alpha))
             with torch.no_grad():
-                if _changed(before, run(model, probe)) is not None:
+                if output_changed(before, run(model, probe)) is not None:
                     undo()
                     group.exact, group.alpha = False, 0.0
         with torch.no_grad():
-            still = _changed(before, run(model, probe))
+            still = output_changed(before, run(model, probe))
         if still is not None:
             for group, undo in reversed(undos):
                 if group.alpha:
@@ -362,7 +362,7 @@ def _replace(model: nn.Module, modules: dict[str, nn.Module], name: str, module:
     modules[name] = module
 
 
-def _changed(before: torch.Tensor, after: torch.Tensor) -> str | None:
+def output_changed(before: torch.Tensor, after: torch.Tensor) -> str | None:
     """None when ``after`` is ``before`` up to float32 rounding, else what differs."""
     a, b = before.float(), after.float()
     if a.shape != b.shape:
