@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from squeezelab.engine.runtime.gptq import GptqSettings, gptq_blocks
+from squeezelab.engine.runtime.graph_tidy import drop_unused_initializers
 from squeezelab.engine.runtime.hessians import collect_hessians
 from squeezelab.engine.runtime.nbits import matmul_nbits_node
 
@@ -72,14 +73,8 @@ def gptq_matmuls(
     out.graph.initializer.extend(initializers)
     if not any(o.domain == "com.microsoft" for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    _drop_unused(out.graph)
+    drop_unused_initializers(out.graph)  # the float weights now held by MatMulNBits
     rows = max((m.rows for m in moments.values()), default=0)
     return out, {"gptq_matmuls": len(nodes), "gptq_calibration_rows": rows, "gptq_padding_mask": mask}
 
 
-def _drop_unused(graph: Any) -> None:
-    """Remove the float weights no node reads any more."""
-    used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    kept = [i for i in graph.initializer if i.name in used]
-    graph.ClearField("initializer")
-    graph.initializer.extend(kept)

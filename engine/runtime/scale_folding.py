@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.graph_tidy import drop_unused_initializers
+
 __all__ = ["merge_twin_scales", "fold_scales_into_layernorm", "tidy_scales"]
 
 
@@ -63,20 +65,18 @@ def _rename_input(graph: Any, old: str, new: str) -> None:
                 node.input[i] = new
 
 
-def _drop_unused_initializers(graph: Any) -> None:
+def _drop_unused_scales(graph: Any) -> None:
     """Remove the initializers, and the ``Identity`` copies of them, that nothing reads any more."""
     initializers = {init.name for init in graph.initializer}
     outputs = {o.name for o in graph.output}
-    while True:
+    while True:  # an Identity copy read by nothing goes first, then what it copied can go
         used = {name for node in graph.node for name in node.input} | outputs
         idle = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in initializers and n.output[0] not in used]
         if not idle:
             break
         for node in idle:
             graph.node.remove(node)
-    keep = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    drop_unused_initializers(graph)
 
 
 def merge_twin_scales(model: Any) -> int:
@@ -99,7 +99,7 @@ def merge_twin_scales(model: Any) -> int:
             first[key] = node
     for node in removed:
         graph.node.remove(node)
-    _drop_unused_initializers(graph)
+    _drop_unused_scales(graph)
     return len(removed)
 
 
@@ -132,7 +132,7 @@ def fold_scales_into_layernorm(model: Any) -> int:
         folded.append(node)
     for node in folded:
         graph.node.remove(node)
-    _drop_unused_initializers(graph)
+    _drop_unused_scales(graph)
     return len(folded)
 
 

@@ -38,6 +38,7 @@ from squeezelab.engine.core.errors import CalibrationError, ConfigError, ExportE
 from squeezelab.engine.core.runtimes import WEIGHT_ONLY_COMPUTE, WeightOnly
 from squeezelab.engine.runtime.gptq import GptqSettings
 from squeezelab.engine.runtime.gptq_graph import gptq_eligible, gptq_matmuls
+from squeezelab.engine.runtime.graph_tidy import drop_unused_initializers
 
 __all__ = [
     "gemm_to_matmul", "quantize_weight_only_onnx", "nbits_weight_elements", "weight_only_choices", "resolve_weight_only",
@@ -155,18 +156,8 @@ def gemm_to_matmul(model: Any) -> tuple[Any, int]:
     graph.ClearField("node")
     graph.node.extend(nodes)
     graph.initializer.extend(added.values())
-    _drop_unused_initializers(graph)
+    drop_unused_initializers(graph)  # the untransposed Linear weights
     return out, rewritten
-
-
-def _drop_unused_initializers(graph: Any) -> None:
-    """Remove initializers no node reads any more (the untransposed Linear weights)."""
-    used = {name for node in graph.node for name in node.input}
-    used |= {o.name for o in graph.output}
-    kept = [init for init in graph.initializer if init.name in used]
-    if len(kept) != len(graph.initializer):
-        graph.ClearField("initializer")
-        graph.initializer.extend(kept)
 
 
 def _name_nodes(graph: Any) -> None:
