@@ -27,7 +27,7 @@ from torch import nn
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Entropy, Int8Dynamic, Int8Static, MinMax, Percentile, Runtime
 from squeezelab.engine.core.transforms import BiasCorrection, Equalization, Smoothing, Transform
-from squeezelab.engine.quantization.transforms import default_transforms, has_applier
+from squeezelab.engine.quantization.transforms import default_transforms, has_applier, transformer_like
 
 __all__ = ["AlgorithmChoice", "transform_options", "calibration_options", "choose_algorithms"]
 
@@ -44,16 +44,11 @@ class AlgorithmChoice:
         return {"chosen": self.recipe.label, "tried": dict(self.tried), "why": self.why}
 
 
-def _transformer_like(model: nn.Module) -> bool:
-    steps, _ = default_transforms(model, Int8Static(), True)
-    return any(isinstance(step, Smoothing) for step in steps)  # a CNN's default is bias correction
-
-
 def transform_options(model: nn.Module, runtime: Runtime, has_calibration: bool) -> list[tuple[Transform, ...]]:
     """The fidelity steps worth trying on ``model``: the default ``compress`` resolves first, then the others."""
     default, _ = default_transforms(model, runtime, has_calibration)
     options: list[tuple[Transform, ...]] = [default]
-    if _transformer_like(model) and (isinstance(runtime, Int8Static) or has_calibration):
+    if transformer_like(model) and (isinstance(runtime, Int8Static) or has_calibration):
         options += [(), (Smoothing(),), (Smoothing(alpha=0.5),), (Smoothing(alpha=0.8),)]
     elif isinstance(runtime, Int8Static):
         cnn = [step for step in (Equalization(), BiasCorrection()) if has_applier(type(step))]

@@ -236,7 +236,8 @@ def _compress(
     measured = _data_checked(data, spec)
     calibration = _calibration_inputs(calibration_data, spec, required=isinstance(recipe.runtime, Int8Static))
     check_weight_only_calibration(recipe.runtime, calibration is not None)  # GPTQ: refused without data, before export
-    calibrated = calibration is not None and (isinstance(recipe.runtime, Int8Static) or calibrates(recipe.runtime))
+    calibrates_runtime = isinstance(recipe.runtime, Int8Static) or calibrates(recipe.runtime)
+    calibrated = calibration is not None and calibrates_runtime and not fp32_only  # prepared_fp32 quantizes nothing
     feeds = _calibration_feeds(calibration, spec) if calibrated else None
     steps, steps_why = resolve_transforms(work, recipe, calibration)  # refused now if they lack calibration data
 

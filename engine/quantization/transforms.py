@@ -29,7 +29,7 @@ from squeezelab.engine.quantization.bias_correction import correct_bias_
 from squeezelab.engine.quantization.equalization import equalize_
 from squeezelab.engine.quantization.smoothing import Int8Arithmetic, smooth_
 
-__all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform", "has_applier"]
+__all__ = ["TransformContext", "apply_transforms_", "default_transforms", "register_transform", "has_applier", "transformer_like"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def apply_transforms_(model: nn.Module, steps: tuple[Transform, ...], context: T
     return done
 
 
-def _transformer_like(model: nn.Module) -> bool:
+def transformer_like(model: nn.Module) -> bool:
     """A LayerNorm and at least two Linear layers: the shape of a transformer block."""
     kinds = [type(m) for m in model.modules()]
     return any(issubclass(k, nn.LayerNorm) for k in kinds) and sum(issubclass(k, nn.Linear) for k in kinds) >= 2
@@ -94,7 +94,7 @@ def default_transforms(model: nn.Module, runtime: Runtime, has_calibration: bool
     """What ``transforms=None`` applies to ``model`` under ``runtime``, and why."""
     if not isinstance(runtime, (Int8Dynamic, Int8Static)):
         return (), "no int8 runtime: nothing to prepare for"
-    if not _transformer_like(model):
+    if not transformer_like(model):
         return _cnn_defaults(model, runtime)
     if isinstance(runtime, Int8Dynamic) and not has_calibration:
         return (), "dynamic int8 without calibration data: smoothing needs activation statistics (pass calibration_data=)"
@@ -158,7 +158,7 @@ def _quantized_kinds(model: nn.Module, runtime: Runtime) -> tuple[type, ...]:
     """The layer types ``runtime`` quantizes: its op types, or every Conv and Linear (a transformer's Linear only)."""
     op_types = runtime.quantized_op_types if isinstance(runtime, Int8Dynamic) else runtime.op_types
     if op_types is None:
-        return (nn.Linear,) if _transformer_like(model) else (nn.Conv1d, nn.Conv2d, nn.Linear)
+        return (nn.Linear,) if transformer_like(model) else (nn.Conv1d, nn.Conv2d, nn.Linear)
     convs = (nn.Conv1d, nn.Conv2d) if "Conv" in op_types else ()
     return convs + ((nn.Linear,) if {"MatMul", "Gemm"} & set(op_types) else ())
 
