@@ -147,6 +147,7 @@ def _variants(args: argparse.Namespace, model: Any, example: Any, calibration: d
 
     for block in (32, 16):
         add(f"squeezelab WeightOnly(block_size={block}, method='rtn')", ours(sl.WeightOnly(block_size=block, method="rtn"), False), block, True)
+        add(f"squeezelab WeightOnly(block_size={block}, method='hqq') (no calibration data)", ours(sl.WeightOnly(block_size=block, method="hqq"), False), block)
         add(f"squeezelab WeightOnly(block_size={block}, method='gptq')", ours(sl.WeightOnly(block_size=block, method="gptq"), True), block)
     add("squeezelab WeightOnly() default, calibration_data given (= gptq, block 32)", ours(sl.WeightOnly(), True), 32)
     add("squeezelab WeightOnly(compute='float'), calibration_data given", ours(sl.WeightOnly(compute="float"), True), 32)
