@@ -83,10 +83,3 @@ def test_no_private_name_is_imported_across_packages(folder):
             crossing += [f"{path.relative_to(ROOT)} imports {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
     assert crossing == []
 
-
-def test_public_names_are_listed_once():
-    import squeezelab.engine as engine
-
-    source = (ROOT / "engine" / "__init__.py").read_text()
-    assert "TYPE_CHECKING" not in source  # a second list of the same names, for static analysers
-    assert [name for name in engine.__all__ if source.count(f'"{name}"') != 1] == []
