@@ -12,6 +12,11 @@ A team writes its budget in ``pyproject.toml``::
     max_drop = 0.002             # metric-neutral name of max_accuracy_drop (e.g. a cosine's drop)
     accuracy_gate = "strict"     # pass only when the whole confidence interval is within the limit
 
+With ``pytest --compress-budget-compare=PATH`` (a run saved by ``--compress-budget-save``) three more
+keys gate the change against that saved run: ``max_regression`` (the candidate's metric may fall by
+this much, in its units), ``max_size_growth`` (fraction: 0.05 = 5 % more bytes) and
+``min_speedup_ratio`` (this run's speedup / the saved speedup).
+
 ``max_accuracy_drop`` is the allowed drop (baseline minus candidate) of the
 metric the check measures, in that metric's units: top-1 accuracy as a
 fraction, a cosine as a cosine. ``max_drop`` / ``max_relative_drop`` are
@@ -40,6 +45,7 @@ __all__ = [
     "BUDGET_KEYS",
     "BUDGET_ALIASES",
     "ACCURACY_GATES",
+    "REGRESSION_KEYS",
     "canonical_keys",
     "valid_keys",
     "gating_keys",
@@ -79,6 +85,10 @@ class Budget:
             <= limit). Every mode shows the interval and says when it contains the limit.
         confidence: two-sided confidence of that interval, in [0.5, 0.9999] (default 0.95).
         latency_batch_size, latency_rounds, threads: how latency is measured.
+        max_regression: largest allowed fall of the candidate's metric against a saved run
+            (``--compress-budget-compare``), in the metric's units, judged in ``accuracy_gate`` mode.
+        max_size_growth: largest allowed growth of the candidate's bytes against a saved run (0.05 = 5 %).
+        min_speedup_ratio: smallest allowed speedup of this run / speedup of the saved run (same CPU only).
     """
 
     max_accuracy_drop: float | None = None
@@ -93,6 +103,9 @@ class Budget:
     latency_batch_size: int = 1
     latency_rounds: int = 30
     threads: int = 1
+    max_regression: float | None = None
+    max_size_growth: float | None = None
+    min_speedup_ratio: float | None = None
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numbers stored plain: np.float32(0.5) reads and reports as 0.5
@@ -128,6 +141,9 @@ _RULES: dict[str, tuple[type, float | None, bool, float | None]] = {
     "latency_batch_size": (int, 1, True, None),
     "latency_rounds": (int, 1, True, None),
     "threads": (int, 1, True, None),
+    "max_regression": (float, 0.0, True, None),
+    "max_size_growth": (float, 0.0, True, None),
+    "min_speedup_ratio": (float, 0.0, False, None),
 }
 BUDGET_KEYS = tuple(_RULES)
 _SETTING_KEYS = ("accuracy_gate", "confidence", "latency_batch_size", "latency_rounds", "threads")
@@ -140,7 +156,12 @@ _LIMIT_KEYS = (
     "min_compression",
     "min_speedup",
     "max_latency_ms",
+    "max_regression",
+    "max_size_growth",
+    "min_speedup_ratio",
 )
+# The limits judged against a saved run (--compress-budget-compare), not against this run's baseline.
+REGRESSION_KEYS = ("max_regression", "max_size_growth", "min_speedup_ratio")
 
 
 def valid_keys() -> str:

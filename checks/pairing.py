@@ -8,6 +8,8 @@
 - Two ``Point``s are compared as given (point comparison, latency ratio of separate runs),
   unless the candidate was measured against exactly this baseline on the same samples (a
   ``measure_pair`` or sweep result): then its recorded pairing is used.
+- A PyTorch baseline's fp32 export and outputs on the data come from the ``BaselineCache``
+  when it holds them (``checks.baseline_cache``): a repeated gate skips that work.
 
 Every refusal here happens before a model is exported or run.
 """
@@ -15,10 +17,14 @@ Every refusal here happens before a model is exported or run.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from torch import nn
+
+from squeezelab.checks.baseline_cache import BaselineCache
 from squeezelab.checks.budget import Budget, BudgetError
 from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import DataError
@@ -62,7 +68,8 @@ def settings_for(budget: Budget, settings: Settings | None = None, *, metric: An
                 f"the gate measures: set {key} in the budget (file or @pytest.mark.compress_budget({key}=...)) "
                 f"and leave {field} out of settings."
             )
-    timed = budget.min_speedup is not None or budget.max_latency_ms is not None
+    # A speedup ratio against a saved run needs this run's speedup (and a saved run needs one to be compared later).
+    timed = budget.min_speedup is not None or budget.max_latency_ms is not None or budget.min_speedup_ratio is not None
     changes: dict[str, Any] = {
         "batch_size": budget.latency_batch_size,
         "rounds": budget.latency_rounds if timed else 0,  # no speed gate: nothing to time
@@ -101,8 +108,16 @@ def _same_output(settings: Settings, sides: dict[str, Any]) -> Settings:
     return settings
 
 
-def measured_pair(baseline: Any, candidate: Any, data: Any, settings: Settings, budget: Budget, example_inputs: Any) -> PairedMetrics:
-    """Baseline and candidate (models, ONNX files or ``Compressed``) measured together; refusals first."""
+def measured_pair(
+    baseline: Any, candidate: Any, data: Any, settings: Settings, budget: Budget, example_inputs: Any,
+    cache: BaselineCache | None = None,
+) -> tuple[PairedMetrics, str]:
+    """Baseline and candidate (models, ONNX files or ``Compressed``) measured together; refusals first.
+
+    Returns the pair and where the baseline's export and outputs came from: ``"hit"`` (``cache``
+    held them: neither exported nor run over the data), ``"stored"`` (measured and cached),
+    ``"off"`` (no cache), or ``"not cached (...)"`` saying why (only PyTorch baselines with data are).
+    """
     if data is None and _drop_gated(budget):
         raise DataError(
             "the budget gates the drop of the measured metric (max_accuracy_drop / max_relative_accuracy_drop) "
@@ -119,14 +134,28 @@ def measured_pair(baseline: Any, candidate: Any, data: Any, settings: Settings, 
                 "(higher is better): a relative drop means nothing there. Gate max_accuracy_drop (absolute, in "
                 "the metric's units) instead."
             )
-    pair = measure_pair(baseline, candidate, samples, settings, example_inputs=example_inputs)
+    pair, status = _measured(baseline, candidate, samples, settings, example_inputs, cache)
     if _drop_gated(budget) and budget.accuracy_gate != "measured" and pair.candidate.drop is None:
         raise DataError(
             f"accuracy_gate = {budget.accuracy_gate!r} judges the confidence interval of the paired drop, which "
             f"needs per-sample scores; metric {pair.candidate.metric!r} returns one number. Return one score per "
             "sample (shape (N,)), or use accuracy_gate = \"measured\"."
         )
-    return pair
+    return pair, status
+
+
+def _measured(baseline: Any, candidate: Any, samples: Any, settings: Settings, example_inputs: Any,
+              cache: BaselineCache | None) -> tuple[PairedMetrics, str]:
+    """``measure_pair``, with the baseline's export and outputs from ``cache`` where it can hold them."""
+    if cache is None or cache.root is None:
+        return measure_pair(baseline, candidate, samples, settings, example_inputs=example_inputs), "off"
+    if not isinstance(baseline, nn.Module) or samples is None:
+        why = "no data" if samples is None else "the baseline is not a PyTorch model: nothing to export"
+        return measure_pair(baseline, candidate, samples, settings, example_inputs=example_inputs), f"not cached ({why})"
+    known = cache.baseline(baseline, samples, example_inputs, settings.output, settings.eval_batch_size)
+    pair = measure_pair(known.compressed, candidate, samples, settings, example_inputs=example_inputs,
+                        baseline_outputs=known.outputs)
+    return pair, known.status
 
 
 def _shared_drop(baseline: Point, candidate: Point, confidence: float) -> Any:
@@ -153,10 +182,6 @@ def points_pair(baseline: Point, candidate: Point, budget: Budget) -> PairedMetr
 
 def side_label(model: Any) -> str:
     """How a baseline or candidate is named in messages."""
-    from pathlib import Path
-
-    from torch import nn
-
     if isinstance(model, nn.Module):
         return f"{type(model).__name__} (fp32 ONNX)"
     if isinstance(model, Point):

@@ -16,11 +16,20 @@ torch): the engine loads when a gated test first measures something.
   samples would; ``--compress-budget-report=PATH`` writes it as JSON; each figure
   (with its mode, interval, method and samples needed) is also a JUnit XML
   property. Works under xdist.
+- ``--compress-budget-save=PATH`` writes every gate's result (both models' per-sample scores, bytes,
+  speedup, the data's fingerprint, the CPU, versions) as one JSON file (``checks.history``);
+  ``--compress-budget-compare=PATH`` judges ``max_regression``, ``max_size_growth`` and
+  ``min_speedup_ratio`` against such a file (``checks.regression``).
+- ``--compress-budget-markdown=PATH`` writes a Markdown summary of every gate, also appended to
+  ``$GITHUB_STEP_SUMMARY`` when that is set (``checks.markdown``).
+- ``--compress-budget-cache=DIR`` (or ``none``) is where the fp32 baselines' exports and outputs are
+  kept between runs (default: ``gate-baselines`` in squeezelab's cache folder; ``checks.baseline_cache``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,8 @@ from typing import Any
 import pytest
 
 from squeezelab.checks.budget import BUDGET_ALIASES, BUDGET_KEYS, Budget, BudgetError, canonical_keys, load_budgets, valid_keys
+from squeezelab.checks.history import SavedResults, SavedResultsError, results_document, write_results
+from squeezelab.checks.markdown import markdown_summary
 from squeezelab.checks.verdict import figure_detail
 from squeezelab.engine.core.errors import ArtifactPathError
 from squeezelab.engine.core.paths import file_to_write
@@ -40,6 +51,9 @@ SKIP_REASON = (
     "compress budget gates are off: run `pytest --compress-budget` (or --compress-budget=PATH) to enable them"
 )
 PROPERTY = "compress_budget"
+RECORD = "compress_budget_record"  # a check's full record (Points, fingerprint), only when results are saved
+SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+NO_CACHE = "none"
 
 
 @dataclass
@@ -51,6 +65,11 @@ class GateState:
     budgets: dict[str, Budget] = field(default_factory=dict)
     report_path: str | None = None
     results: list[dict[str, Any]] = field(default_factory=list)
+    save_path: str | None = None
+    markdown_path: str | None = None
+    compare: SavedResults | None = None
+    cache_dir: str | None = None  # None: the default folder; NO_CACHE: off
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 STATE = pytest.StashKey[GateState]()
@@ -68,10 +87,21 @@ def _report_path(value: str) -> str:
     return value
 
 
-def _check_report_path(path: Path) -> None:
-    """The report is written when the session ends: a path that cannot be written is refused now, not then."""
+def _file_option(option: str, example: str) -> Any:
+    """An option's ``type=``: a file path (not empty, not a folder)."""
+
+    def parse(value: str) -> str:
+        if not value or value.endswith(("/", "\\")):
+            raise pytest.UsageError(f"{option}={value!r} must name a file, e.g. {option}={example}")
+        return value
+
+    return parse
+
+
+def _check_report_path(path: Path, option: str = "--compress-budget-report", example: str = "budget.json") -> None:
+    """A file written when the session ends: a path that cannot be written is refused now, not then."""
     try:
-        file_to_write(path, what="--compress-budget-report", overwrite=True, create_folders=True, example="budget.json")
+        file_to_write(path, what=option, overwrite=True, create_folders=True, example=example)
     except ArtifactPathError as exc:
         raise pytest.UsageError(str(exc)) from None
 
@@ -99,6 +129,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="compress_budget_report",
         help="write every gated figure (value, limit, headroom, verdict) as JSON to PATH.",
     )
+    for option, dest, example, text in _FILE_OPTIONS:
+        group.addoption(option, action="store", default=None, metavar="PATH", dest=dest,
+                        type=_file_option(option, example), help=text)
+    group.addoption(
+        "--compress-budget-cache", action="store", default=None, metavar="DIR", dest="compress_budget_cache",
+        help="where the fp32 baselines' exports and outputs are kept between runs (default: gate-baselines in "
+        f"$SQUEEZELAB_CACHE or ~/.cache/squeezelab); {NO_CACHE!r} turns the cache off.",
+    )
+
+
+_FILE_OPTIONS = (
+    ("--compress-budget-save", "compress_budget_save", "gates.json",
+     "write every gate's result (recipe, per-sample scores, bytes, speedup, data fingerprint, CPU, versions) as JSON to PATH."),
+    ("--compress-budget-compare", "compress_budget_compare", "gates.json",
+     "judge max_regression, max_size_growth and min_speedup_ratio against the results saved in PATH."),
+    ("--compress-budget-markdown", "compress_budget_markdown", "gates.md",
+     f"write a Markdown summary of every gate to PATH (it is also appended to ${SUMMARY_ENV} when that is set)."),
+)
 
 
 @pytest.hookimpl
@@ -120,8 +168,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     state = GateState(report_path=config.getoption("compress_budget_report"))
     value = config.getoption("compress_budget")
-    if value is None and state.report_path:
-        raise pytest.UsageError("--compress-budget-report needs --compress-budget (the gates are off).")
+    extras = [o for o, dest in _EXTRA_OPTIONS if config.getoption(dest) is not None]
+    if value is None and extras:
+        raise pytest.UsageError(f"{extras[0]} needs --compress-budget (the gates are off).")
     if value is not None:
         if value == AUTO:
             path = Path(config.rootpath) / "pyproject.toml"
@@ -138,11 +187,36 @@ def pytest_configure(config: pytest.Config) -> None:
         except BudgetError as exc:
             raise pytest.UsageError(f"--compress-budget: {exc}") from None
         state.enabled, state.source = True, str(path)
-        if state.report_path and not _is_xdist_worker(config):
-            _check_report_path(Path(config.invocation_params.dir) / state.report_path)
+        _configure_history(config, state)
     config.stash[STATE] = state
     if not _is_xdist_worker(config):
         config.pluginmanager.register(_Recorder(config, state), "squeezelab-compress-budget-recorder")
+
+
+_EXTRA_OPTIONS = (("--compress-budget-report", "compress_budget_report"), *((o, d) for o, d, _, _ in _FILE_OPTIONS),
+                  ("--compress-budget-cache", "compress_budget_cache"))
+
+
+def _configure_history(config: pytest.Config, state: GateState) -> None:
+    """Files written at the end checked now; the saved run to compare with read now (a bad one is a usage error)."""
+    here = Path(config.invocation_params.dir)
+    state.save_path = config.getoption("compress_budget_save")
+    state.markdown_path = config.getoption("compress_budget_markdown")
+    state.cache_dir = config.getoption("compress_budget_cache")
+    if state.cache_dir is not None and state.cache_dir != NO_CACHE:
+        state.cache_dir = str(here / state.cache_dir)
+    if not _is_xdist_worker(config):
+        for option, path, example in (("--compress-budget-report", state.report_path, "budget.json"),
+                                      ("--compress-budget-save", state.save_path, "gates.json"),
+                                      ("--compress-budget-markdown", state.markdown_path, "gates.md")):
+            if path:
+                _check_report_path(here / path, option, example)
+    compare = config.getoption("compress_budget_compare")
+    if compare is not None:
+        try:
+            state.compare = SavedResults.load(here / compare)
+        except SavedResultsError as exc:
+            raise pytest.UsageError(f"--compress-budget-compare: {exc}") from None
 
 
 def marker_settings(item: pytest.Item) -> tuple[str | None, dict[str, Any]]:
@@ -208,20 +282,27 @@ def compress_budget(request: pytest.FixtureRequest) -> Any:
     state = request.config.stash[STATE]
     if not state.enabled:
         pytest.skip(SKIP_REASON)
-    from squeezelab.checks.fixture import BudgetGate  # imports the engine (torch) only now
+    from squeezelab.checks.baseline_cache import BaselineCache, default_baseline_dir  # the engine (torch) loads only now
+    from squeezelab.checks.fixture import BudgetGate, gate_record
 
     name, overrides = marker_settings(request.node)
+    nodeid = request.node.nodeid
 
-    def record(verdict: Any) -> None:
-        entry = {"test": request.node.nodeid, **verdict.to_dict()}
-        request.node.user_properties.append((PROPERTY, json.dumps(entry, sort_keys=True)))
+    def record(run: Any, key: str) -> None:
+        verdict = run.verdict
+        entry = {"test": nodeid, "key": key, "baseline_cache": run.baseline_cache, **verdict.to_dict()}
+        request.node.user_properties.append((PROPERTY, json.dumps(entry, sort_keys=True, default=str)))
+        if state.save_path:
+            request.node.user_properties.append((RECORD, json.dumps(gate_record(key, nodeid, run), default=str)))
         for figure in verdict.figures:
             key = f"{PROPERTY}.{verdict.budget_name}.{figure.name}"
             request.node.user_properties.append((key, figure.value))
             for part, value in _statistics(figure).items():
                 request.node.user_properties.append((f"{key}.{part}", value))
 
-    return BudgetGate(state.budgets, name=name, overrides=overrides, record=record)
+    folder = None if state.cache_dir == NO_CACHE else (state.cache_dir or default_baseline_dir())
+    return BudgetGate(state.budgets, name=name, overrides=overrides, record=record, key=nodeid, compare=state.compare,
+                      cache=BaselineCache(folder))
 
 
 def _statistics(figure: Any) -> dict[str, Any]:
@@ -264,6 +345,8 @@ class _Recorder:
         for key, value in report.user_properties:
             if key == PROPERTY:
                 self.state.results.append(json.loads(value))
+            elif key == RECORD:
+                self.state.records.append(json.loads(value))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -273,6 +356,26 @@ class _Recorder:
             path.parent.mkdir(parents=True, exist_ok=True)
             payload = {"budget_source": state.source, "checks": sorted(state.results, key=lambda r: r["test"])}
             path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        if state.enabled:
+            self._write_history(Path(self.config.invocation_params.dir))
+
+    def _write_history(self, here: Path) -> None:
+        """The saved results and the Markdown summary (to its file and to GitHub's step summary)."""
+        state = self.state
+        if state.save_path:
+            write_results(here / state.save_path, results_document(state.records, state.source))
+        summary_file = os.environ.get(SUMMARY_ENV)
+        if not state.markdown_path and not summary_file:
+            return
+        compare = state.compare
+        saved_note = None if compare is None else f"saved {compare.created} with squeezelab {compare.squeezelab}"
+        text = markdown_summary(state.results, budget_source=state.source,
+                                compare_source=None if compare is None else compare.source, saved_note=saved_note)
+        if state.markdown_path:
+            (here / state.markdown_path).write_text(text, encoding="utf-8")
+        if summary_file:
+            with open(summary_file, "a", encoding="utf-8") as f:  # GitHub's convention: each step appends
+                f.write(text + "\n")
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         state = self.state
@@ -313,9 +416,19 @@ class _Recorder:
                 detail = figure_detail(fig)
                 if detail:
                     tr.write_line(f"{'':50s} {detail}", yellow=fig.get("resolved") is False)
+            for reason in result.get("not_judged") or []:
+                tr.write_line(f"{'':50s} not judged: {reason}", yellow=True)
         total = sum(len(r["figures"]) for r in state.results)
         tail = f"; {unresolved} the test set cannot resolve (samples needed above)" if unresolved else ""
         tr.write_line(
             f"{len(state.results)} gated check(s), {total} figure(s): {total - failed} within budget, "
             f"{failed} over{tail}"
         )
+        cached = sum(r.get("baseline_cache") == "hit" for r in state.results)
+        if cached:
+            tr.write_line(f"fp32 baseline read from the cache (export and outputs skipped) for {cached} of "
+                          f"{len(state.results)} check(s)")
+        if state.compare is not None:
+            tr.write_line(f"compared with the saved run {state.compare.source} (saved {state.compare.created})")
+        if state.save_path:
+            tr.write_line(f"results saved to {state.save_path}")

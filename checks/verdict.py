@@ -26,7 +26,7 @@ from squeezelab.engine.core.errors import DataError
 if TYPE_CHECKING:  # importing the engine's measurement pulls in torch; the plugin stays light
     from squeezelab.engine.measurement.paired import PairedMetrics
 
-__all__ = ["Figure", "Verdict", "figure_detail", "judge"]
+__all__ = ["Figure", "Verdict", "figure_detail", "interval_figure", "judge"]
 
 MB = 1_000_000
 
@@ -141,6 +141,8 @@ class Verdict:
     metric: str = "top-1 accuracy"
     metric_key: str = "accuracy"
     percent: bool = True
+    summary: dict[str, Any] = field(default_factory=dict)
+    not_judged: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -154,7 +156,8 @@ class Verdict:
             f"compress budget {self.budget_name!r} broken by {self.candidate} ({kind}) "
             f"vs {self.baseline}: {len(failed)} of {len(self.figures)} gate(s) failed{measured}"
         )
-        return "\n".join([head, *("  " + f.line() for f in failed)])
+        lines = [head, *("  " + f.line() for f in failed)]
+        return "\n".join(lines + [f"  not judged: {reason}" for reason in self.not_judged])
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "passed": self.passed}
@@ -211,14 +214,28 @@ def _finite(x: float) -> float | None:
 
 def _drop_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, scale: float, note: str) -> Figure:
     """Judge the paired drop of the metric (times ``scale``: 1, or 1 / baseline value) in the budget's mode."""
+    metric = pair.candidate.metric
+    relative = name.startswith("relative_")
+    return interval_figure(name, limit, pair.accuracy_drop, pair.drop_interval, budget.accuracy_gate, metric,
+                           scale=scale, note=note, note_in_interval=relative)
+
+
+def interval_figure(
+    name: str, limit: float, drop: float, iv: Any, mode: str, metric: str, *, scale: float = 1.0, note: str = "",
+    note_in_interval: bool = False, unpaired: str = "no interval (no per-sample scores measured together)",
+) -> Figure:
+    """A drop (``drop``, paired interval ``iv`` or None; both times ``scale``) judged against ``limit`` in ``mode``.
+
+    The one reading of a paired drop: the drop of a candidate from its baseline, and the regression of a
+    candidate from a saved run of it (``checks.regression``), are both judged here. Without an interval
+    only the measured value can be judged (callers refuse other modes, or say why there is none:
+    ``unpaired``); ``note_in_interval`` appends ``note`` to the interval's words.
+    """
     from squeezelab.engine.measurement.stats import samples_to_resolve
 
-    value = pair.accuracy_drop * scale
-    mode = budget.accuracy_gate
-    metric = pair.candidate.metric
-    iv = pair.drop_interval
-    if iv is None:  # measured mode only (see _check_inputs)
-        note += "; no interval (no per-sample scores measured together)"
+    value = drop * scale
+    if iv is None:
+        note = f"{note}; {unpaired}" if note else unpaired
         return Figure(name, value, limit, "<=", value <= limit, limit - value, value, note, mode=mode, metric=metric)
     low, high = iv.low * scale, iv.high * scale
     judged = {"measured": value, "lenient": low, "strict": high}[mode]
@@ -230,7 +247,7 @@ def _drop_figure(name: str, limit: float, pair: PairedMetrics, budget: Budget, s
         high=_finite(high),
         confidence=iv.confidence,
         method=iv.method,
-        interval=_interval_text(iv, scale) + (f", {note}" if name.startswith("relative_") else ""),
+        interval=_interval_text(iv, scale) + (f", {note}" if note_in_interval else ""),
         resolved=resolved,
         samples_needed=None if resolved else samples_to_resolve(iv, limit / scale),
         metric=metric,
@@ -339,4 +356,23 @@ def judge(
         metric=cand.metric,
         metric_key=key,
         percent=cand.percent,
+        summary=pair_summary(pair),
     )
+
+
+def pair_summary(pair: PairedMetrics) -> dict[str, Any]:
+    """The measured figures a reader wants beside the gates (the Markdown table): values, drop, bytes, speedup."""
+    base, cand, iv, speed = pair.baseline, pair.candidate, pair.drop_interval, pair.speedup_interval
+    return {
+        "baseline_value": base.value,
+        "candidate_value": cand.value,
+        "drop": pair.accuracy_drop,
+        "drop_low": None if iv is None else _finite(iv.low),
+        "drop_high": None if iv is None else _finite(iv.high),
+        "baseline_bytes": base.size_bytes,
+        "candidate_bytes": cand.size_bytes,
+        "speedup": None if not math.isfinite(pair.speedup) else pair.speedup,
+        "speedup_low": None if speed is None else _finite(speed.low),
+        "speedup_high": None if speed is None else _finite(speed.high),
+        "timing": cand.details.get("timing"),
+    }

@@ -27,6 +27,7 @@ from typing import Any
 
 from squeezelab.engine.measurement.metrics import as_compressed, outputs_of, point_of, scores_of, settings_of, time_together
 from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.core.errors import DataError
 from squeezelab.engine.core.samples import read_samples
 from squeezelab.engine.measurement.stats import DropInterval, RatioInterval, paired_drop_interval, ratio_interval
 
@@ -97,13 +98,16 @@ def measure_pair(
     settings: Settings | None = None,
     *,
     example_inputs: Any = None,
+    baseline_outputs: Any = None,
     **overrides: Any,
 ) -> PairedMetrics:
     """Measure ``baseline`` and ``candidate`` the same way, together.
 
     PyTorch models and ONNX files are measured as their fp32 ONNX model, as
     ``measure`` does. ``settings`` (or keyword overrides such as ``metric=``,
-    ``rounds=``, ``confidence=``) say how.
+    ``rounds=``, ``confidence=``) say how. ``baseline_outputs``: the baseline's
+    selected output on every sample of ``data``, when already known (the budget
+    gate's baseline cache); it is used instead of running the baseline again.
     """
     settings = settings_of(settings, overrides)
     samples = None if data is None else read_samples(data)
@@ -113,7 +117,11 @@ def measure_pair(
     scores: list[Any] = [None, None]
     drop = None
     if samples is not None:
-        outputs = [outputs_of(c, samples, settings.eval_batch_size) for c in pair]
+        if baseline_outputs is not None and len(baseline_outputs) != len(samples):
+            raise DataError(f"baseline_outputs has {len(baseline_outputs)} rows for {len(samples)} samples; pass the "
+                            "baseline's outputs on exactly these samples, or leave it out.")
+        outputs = [outputs_of(pair[0], samples, settings.eval_batch_size) if baseline_outputs is None else baseline_outputs,
+                   outputs_of(pair[1], samples, settings.eval_batch_size)]
         reference = outputs[0] if metric.reference == "baseline" else None
         (values[0], scores[0]), (values[1], scores[1]) = (scores_of(metric, o, samples, reference) for o in outputs)
         if scores[0] is not None and scores[1] is not None:

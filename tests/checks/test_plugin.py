@@ -137,7 +137,8 @@ def test_named_budgets_inherit_and_override(pytester):
             "max_acuracy_drop = 0.01",
             "unknown budget key 'max_acuracy_drop'; valid keys: max_accuracy_drop (or max_drop), "
             "max_relative_accuracy_drop (or max_relative_drop), max_size_mb, min_compression, min_speedup, "
-            "max_latency_ms, require_executable, accuracy_gate, confidence, latency_batch_size, latency_rounds, threads.",
+            "max_latency_ms, require_executable, accuracy_gate, confidence, latency_batch_size, latency_rounds, threads, "
+            "max_regression, max_size_growth, min_speedup_ratio.",
         ),
         ("max_size_mb = 'big'", "max_size_mb = 'big' must be a number, not str"),
         ("max_accuracy_drop = -0.01", "max_accuracy_drop = -0.01 must be >= 0"),

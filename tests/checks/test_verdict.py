@@ -118,7 +118,7 @@ def test_speedup_is_judged_on_its_median_and_shows_its_interval_and_reading():
     ],
 )
 def test_figures_that_cannot_be_judged_are_refused(pair, budget, words):
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         judge(pair, budget)
     assert words in str(info.value)
 
@@ -176,13 +176,13 @@ def test_small_drops_are_shown_with_significant_digits_not_as_zero():
 def test_a_relative_drop_of_a_non_positive_metric_is_refused():
     neg_mse = {"metric": "negative MSE", "metric_key": "neg_mse", "percent": False}
     base, cand = _point([-0.5, -0.5], "fp32", **neg_mse), _point([-0.6, -0.6], "int8", **neg_mse)
-    with pytest.raises(sl.DataError, match=r"the baseline's neg_mse is -0.5: a drop relative to it is undefined"):
+    with pytest.raises(sl.errors.DataError, match=r"the baseline's neg_mse is -0.5: a drop relative to it is undefined"):
         judge(PairedMetrics(baseline=base, candidate=cand), Budget(max_relative_accuracy_drop=0.1))
 
 
 def test_two_metrics_are_not_one_drop():
     base, cand = _point([1.0, 1.0], "fp32", **COSINE), _point([1.0, 0.0], "int8")
-    with pytest.raises(sl.DataError, match=r"baseline was measured with 'cosine to fp32' and the candidate with 'top-1 accuracy'"):
+    with pytest.raises(sl.errors.DataError, match=r"baseline was measured with 'cosine to fp32' and the candidate with 'top-1 accuracy'"):
         judge(PairedMetrics(baseline=base, candidate=cand), Budget(max_accuracy_drop=0.1))
 
 
