@@ -10,16 +10,24 @@ one is over; a bad argument or a budget the data cannot judge is exit 2 with one
 ``--compress-budget-report`` holds); ``--junit PATH`` writes JUnit XML, one test case per gated
 figure, failed ones carrying the figure's line, every figure's value, limit and interval as
 properties, so a CI system without pytest shows the gate as tests.
+
+Over time, as the plugin: ``--save PATH`` writes the gate's result (``checks.history``, under the key
+``squeezelab gate NAME``), ``--compare PATH`` judges ``max_regression`` / ``max_size_growth`` /
+``min_speedup_ratio`` against a saved one (``checks.regression``), ``--markdown PATH`` writes the
+Markdown summary (also appended to ``$GITHUB_STEP_SUMMARY`` when set), and a PyTorch factory's fp32
+export and outputs are cached between runs (``--cache DIR``, ``--no-cache``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_gate", "junit_xml", "verdict_table"]
+__all__ = ["run_gate", "junit_xml", "verdict_table", "gate_key"]
 
 
 def verdict_table(verdict: Any) -> str:
@@ -35,6 +43,7 @@ def verdict_table(verdict: Any) -> str:
             f"{'pass' if f.passed else 'FAIL'}"
         )
     lines += [f"  {f.detail()}" for f in verdict.figures if f.detail()]
+    lines += [f"  not judged: {reason}" for reason in verdict.not_judged]
     failed = sum(not f.passed for f in verdict.figures)
     lines.append(f"{len(verdict.figures)} figure(s): {len(verdict.figures) - failed} within budget, {failed} over")
     return "\n".join(lines)
@@ -86,14 +95,34 @@ def _selected(model: Any, data: Any, output: str) -> Any:
     return sl.compress(model, sl.Recipe(), example_inputs=example_for(model, data, None), output=output).onnx_bytes
 
 
+def gate_key(name: str) -> str:
+    """The key of a ``squeezelab gate`` result in saved results: one per budget name."""
+    return f"squeezelab gate {name}"
+
+
+def _saved(args: argparse.Namespace) -> Any:
+    """The saved run of ``--compare``, read before any work (a bad file: one line, exit 2)."""
+    from squeezelab.checks.history import SavedResults
+
+    return None if args.compare is None else SavedResults.load(args.compare)
+
+
+def _cache(args: argparse.Namespace) -> Any:
+    from squeezelab.checks.baseline_cache import BaselineCache, default_baseline_dir
+
+    return BaselineCache(None if args.no_cache else (args.cache or default_baseline_dir()))
+
+
 def run_gate(args: argparse.Namespace) -> int:
-    """Measure baseline and candidate together, judge them, print, write --json/--junit; 0 pass, 1 fail."""
+    """Measure baseline and candidate together, judge them, print, write --json/--junit/--save/--markdown; 0 pass, 1 fail."""
     from squeezelab._cmd_inputs import example_for, load_data, load_model
     from squeezelab._cmd_output import write_json, write_text
+    from squeezelab.checks.fixture import GateRun, with_regressions
     from squeezelab.checks.pairing import measured_pair, settings_for, side_label
     from squeezelab.checks.verdict import judge
+    from squeezelab.engine.core.fingerprints import data_fingerprint
 
-    budget = _budget(args)
+    budget, saved = _budget(args), _saved(args)
     specs = (args.baseline, args.candidate)
     models = [load_model(spec, args.weights if not spec.is_onnx else None) for spec in specs]
     data = load_data(args.data)
@@ -103,12 +132,46 @@ def run_gate(args: argparse.Namespace) -> int:
         models = [_selected(m, data, output) for m in models]  # one output each; an ONNX file has its own
         output = None
     settings = settings_for(budget, output=output)
-    pair = measured_pair(models[0], models[1], data, settings, budget, example_for(models[0], data, None))
-    verdict = judge(pair, budget, budget_name=args.name, labels=labels)
+    pair, status = measured_pair(models[0], models[1], data, settings, budget, example_for(models[0], data, None), _cache(args))
+    run = GateRun(judge(pair, budget, budget_name=args.name, labels=labels), pair, data_fingerprint(data), status)
+    verdict = with_regressions(run, saved, gate_key(args.name), budget)
+    run = GateRun(verdict, pair, run.data_fingerprint, status)
     shown = sys.stderr if args.json == "-" else sys.stdout
     print(verdict_table(verdict), file=shown)
+    print(f"fp32 baseline: {_BASELINE_WORDS.get(status, status)}", file=shown)
     if args.json is not None:
         write_json(args.json, {"budget_source": str(args.budget), **verdict.to_dict()})
     if args.junit is not None:
         write_text(args.junit, junit_xml(verdict, str(args.budget)), "--junit")
+    _write_history(args, run, saved)
     return 0 if verdict.passed else 1
+
+
+_BASELINE_WORDS = {"hit": "read from the cache (export and outputs skipped)", "stored": "exported and measured, then cached",
+                   "off": "exported and measured (cache off)"}
+
+
+def _write_history(args: argparse.Namespace, run: Any, saved: Any) -> None:
+    """``--save`` (the saved results, this gate under its key) and ``--markdown`` / ``$GITHUB_STEP_SUMMARY``."""
+    from squeezelab._cmd_output import write_text
+    from squeezelab.checks.fixture import gate_record
+    from squeezelab.checks.history import results_document
+    from squeezelab.checks.markdown import markdown_summary
+
+    key = gate_key(args.name)
+    if args.save is not None:
+        document = results_document([gate_record(key, key, run)], str(args.budget))
+        write_text(args.save, json.dumps(document, indent=2, sort_keys=True, default=str) + "\n", "--save")
+    summary_file = os.environ.get("GITHUB_STEP_SUMMARY")
+    if args.markdown is None and not summary_file:
+        return
+    entry = json.loads(json.dumps({"test": key, "key": key, "baseline_cache": run.baseline_cache, **run.verdict.to_dict()},
+                                  default=str))
+    note = None if saved is None else f"saved {saved.created} with squeezelab {saved.squeezelab}"
+    text = markdown_summary([entry], budget_source=str(args.budget), compare_source=None if saved is None else saved.source,
+                            saved_note=note)
+    if args.markdown is not None:
+        write_text(args.markdown, text, "--markdown")
+    if summary_file:
+        with open(summary_file, "a", encoding="utf-8") as f:  # GitHub's convention: each step appends
+            f.write(text + "\n")

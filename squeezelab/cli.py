@@ -192,6 +192,17 @@ def _add_gate(sub) -> None:
     p.add_argument("--name", default="default", help="which budget of the file ([tool.squeezelab.budget.NAME])")
     p.add_argument("--json", type=json_target, default=None, help="write the verdict as JSON to this file, or -")
     p.add_argument("--junit", type=file_target, default=None, help="write JUnit XML (one test case per figure) to this file")
+    p.add_argument("--save", type=file_target, default=None,
+                   help="write this gate's result (per-sample scores, bytes, speedup, data fingerprint, CPU) as JSON, "
+                   "for a later --compare")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="judge max_regression, max_size_growth and min_speedup_ratio against a result saved with --save")
+    p.add_argument("--markdown", type=file_target, default=None,
+                   help="write a Markdown summary to this file (also appended to $GITHUB_STEP_SUMMARY when set)")
+    p.add_argument("--cache", type=output_folder, default=None,
+                   help="where a PyTorch baseline's fp32 export and outputs are kept between runs "
+                   "(default: gate-baselines in $SQUEEZELAB_CACHE or ~/.cache/squeezelab)")
+    p.add_argument("--no-cache", action="store_true", help="export and measure the baseline every time")
 
 
 def build_parser() -> argparse.ArgumentParser:

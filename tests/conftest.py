@@ -91,6 +91,12 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_ci_step_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run gates in-process: on CI, only the session's own gate (the dogfood one) may write the step summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+
+
 # Timing. Which variant runs faster depends on the CPU (int8 on AVX-512 VNNI vs AVX2-only), so no test may
 # assert an outcome that depends on measured time: logic that acts on timings (the latency search, speed
 # gates, "faster" readings) is tested under a cost model. SQUEEZELAB_SCRAMBLE_TIMINGS=<seed> multiplies every
