@@ -1,7 +1,7 @@
 """The ``compress_budget`` fixture object: measure a baseline and a candidate, judge them.
 
     def test_int8_model_fits_the_budget(compress_budget):
-        model, split = squeezelab.default_model("cnn")
+        model, split = squeezelab.models.default_model("cnn")
         int8 = squeezelab.compress(model, squeezelab.Recipe(runtime=squeezelab.Int8Static()), ...)
         compress_budget.check(model, int8, data=split.test)
 

@@ -122,7 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"training the built-in digits {args.model} ...", flush=True)
-    model, split = sl.default_model(args.model)
+    model, split = sl.models.default_model(args.model)
     recipes = [sl.Recipe(), *demo_recipes()]
     print(f"compressing with {len(recipes)} recipes and timing them side by side ...", flush=True)
     results = [
@@ -130,7 +130,7 @@ def run_demo(args: argparse.Namespace) -> int:
         for r in recipes
     ]
     points = compare_points(results, split.test, batch_sizes=args.batch_sizes, rounds=args.rounds, threads=args.threads)
-    table = comparison_table(points, threads=args.threads, rounds=args.rounds)
+    table = comparison_table(points)
     print()
     print(format_table(table))
     env = environment()

@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,6 @@ def verdict_table(verdict: Any) -> str:
 
 def junit_xml(verdict: Any, source: str) -> str:
     """JUnit XML of a verdict: a ``testsuite`` named ``squeezelab gate``, one ``testcase`` per figure."""
-    import xml.etree.ElementTree as ET
-
     failed = sum(not f.passed for f in verdict.figures)
     suite = ET.Element("testsuite", name="squeezelab gate", tests=str(len(verdict.figures)), failures=str(failed),
                        errors="0", skipped="0")

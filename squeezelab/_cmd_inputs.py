@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -169,8 +170,6 @@ def fraction_list(text: str) -> list[float]:
 
 def drop_limit(text: str) -> float:
     """A finite number >= 0: the largest drop of the metric a rule allows, in its units (0.01 = one point)."""
-    import math
-
     return checked(text, float, lambda v: math.isfinite(v) and v >= 0,
                    unreadable="{text} is not a number; pass e.g. 0.01 (one point of top-1 accuracy)",
                    refused="{text} is not allowed; pass a finite number >= 0, e.g. 0.01")

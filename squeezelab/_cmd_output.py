@@ -8,6 +8,7 @@ and reading ("about the same" when the interval includes 1.0).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -57,8 +58,6 @@ def file_target(text: str) -> str:
 
     An existing file is replaced, as pytest's ``--junitxml`` does: these are records of the run.
     """
-    import argparse
-
     from squeezelab.engine.core.errors import ArtifactPathError
     from squeezelab.engine.core.paths import file_to_write
 

@@ -66,7 +66,7 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
         "quantization.shared_weights": ["share_weights", "bake_shared_weights_"],
     },
     "squeezelab.pruning": {
-        "pruning.prune": ["bake_masks_"],
+        "pruning.masks": ["bake_masks_"],
         "pruning.at_init": ["prune_at_init"],
         "pruning.lowrank": ["factorize"],
         "train.lottery": ["find_lottery_ticket"],
@@ -86,7 +86,7 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
 # DeprecationWarning naming the new place. Every name a sub-module shows was top-level in 0.1, except these.
 _NEW_IN_SUBMODULES = {"ArtifactPathError", "SmoothingError", "EqualizationError", "SweepError", "MissingModelPackageError", "BudgetError"}
 # A shim removed outright: its replacement is a call, not a new place.
-_REPLACED = {"prune_channels": ("pruning.structured", "squeezelab.prune(model, squeezelab.ChannelPruning(...))")}
+_REPLACED = {"prune_channels": ("pruning.prune", "squeezelab.prune(model, squeezelab.ChannelPruning(...))")}
 
 
 def holder(where: str) -> str:

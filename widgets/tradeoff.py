@@ -30,6 +30,7 @@ spread of a median is on the page, and the latency axis names the batch size.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from typing import Any
 
@@ -160,8 +161,6 @@ def update_tradeoff(fig: Any, table: Any, current: int | None = None) -> None:
     The y value is the table's ``value`` column (the metric ``table.attrs`` names); the axes are
     titled after that metric. Everything changes inside one ``batch_update`` (one message to the browser).
     """
-    import contextlib
-
     labels = MetricLabels.of(table)
     rows = table.reset_index(drop=True)
     text = [_hover(r, labels) for _, r in rows.iterrows()]

@@ -16,14 +16,14 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
-from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.samples import read_samples
-from squeezelab.engine.measurement.scoring import Metric
-from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
+from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, settings_of, time_together
+from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval, speed_reading
+from squeezelab.engine.pipeline.compress import compress, compress_for_data
+from squeezelab.engine.pipeline.compressed import Compressed
 
 __all__ = ["compare", "compare_compressed", "compare_points", "comparison_table", "format_table"]
 
@@ -35,19 +35,19 @@ def compare(
     *,
     example_inputs: Any,
     calibration_data: Any = None,
-    metric: Metric | None = None,
+    settings: Settings | None = None,
     batch_sizes: Sequence[int] = (1, 32),
-    rounds: int = 30,
-    threads: int | None = 1,
+    **overrides: Any,
 ) -> Any:
     """Compress ``model`` with each recipe and compare the results (see ``compare_compressed``).
+
+    How to measure is ``settings`` (default ``Settings()``), with keyword overrides such as
+    ``metric=``, ``rounds=`` or ``threads=``, as for ``measure``; each of ``batch_sizes`` is timed.
 
     The fp32 baseline ``Recipe()`` is added first if it is not among ``recipes``; it is made first,
     with ``data`` checked against the model and its export compared with PyTorch on a sample of
     ``data`` (``compress_for_data``), so bad data fails before any other recipe is compressed.
     """
-    from squeezelab.engine.pipeline.compress import compress, compress_for_data
-
     baseline = Recipe()
     ordered = [baseline, *[r for r in recipes if r != baseline]]
     labels = [r.label for r in ordered]
@@ -60,19 +60,16 @@ def compare(
         compress(model, recipe, example_inputs=example_inputs, calibration_data=calibration_data)
         for recipe in ordered[1:]
     ]
-    return compare_compressed(
-        results, samples, metric=metric, batch_sizes=batch_sizes, rounds=rounds, threads=threads
-    )
+    return compare_compressed(results, samples, settings=settings_of(settings, overrides), batch_sizes=batch_sizes)
 
 
 def compare_points(
     results: Sequence[Compressed],
     data: Any,
     *,
-    metric: Metric | None = None,
+    settings: Settings | None = None,
     batch_sizes: Sequence[int] = (1, 32),
-    rounds: int = 30,
-    threads: int | None = 1,
+    **overrides: Any,
 ) -> dict[int, list[Point]]:
     """Measure every result once: ``{batch size: [Point, ...]}``, the first result the baseline.
 
@@ -85,7 +82,7 @@ def compare_points(
     if not results:
         raise ConfigError("compare_compressed needs at least one result (the baseline first).")
     samples = read_samples(data)
-    chosen = Settings(metric=metric, rounds=rounds, warmup=3, threads=threads)
+    chosen = settings_of(settings, overrides)
     m = chosen.resolved_metric(has_targets=samples.targets is not None)
     reference = outputs_of(results[0], samples) if m.reference == "baseline" else None
     scored = [scores_of(m, outputs_of(c, samples), samples, reference) for c in results]
@@ -111,10 +108,9 @@ def compare_compressed(
     results: Sequence[Compressed],
     data: Any,
     *,
-    metric: Metric | None = None,
+    settings: Settings | None = None,
     batch_sizes: Sequence[int] = (1, 32),
-    rounds: int = 30,
-    threads: int | None = 1,
+    **overrides: Any,
 ) -> Any:
     """A pandas DataFrame, one row per result; the first result is the baseline.
 
@@ -128,12 +124,13 @@ def compare_compressed(
     and ``speedup_b{b}_reading`` ("faster", "slower" or "about the same": the interval includes
     1.0). ``table.attrs["points"]`` is not set; ``compare_points`` gives the Points themselves.
     """
-    return comparison_table(compare_points(results, data, metric=metric, batch_sizes=batch_sizes, rounds=rounds, threads=threads), threads=threads, rounds=rounds)
+    return comparison_table(compare_points(results, data, settings=settings_of(settings, overrides), batch_sizes=batch_sizes))
 
 
-def comparison_table(points: dict[int, list[Point]], *, threads: int | None, rounds: int) -> Any:
-    """The DataFrame of ``compare_compressed`` from ``compare_points``' Points."""
-    import pandas as pd
+def comparison_table(points: dict[int, list[Point]]) -> Any:
+    """The DataFrame of ``compare_compressed`` from ``compare_points``' Points (its attrs' ``threads`` and
+    ``rounds``: those the Points were measured with)."""
+    import pandas as pd  # heavy: loaded when a table is made
 
     batch_sizes = list(points)
     first = points[batch_sizes[0]]
@@ -156,7 +153,7 @@ def comparison_table(points: dict[int, list[Point]], *, threads: int | None, rou
                 row[f"speedup_b{b}"], row[f"speedup_b{b}_low"], row[f"speedup_b{b}_high"] = speed.median, speed.low, speed.high
                 row[f"speedup_b{b}_reading"] = speed.reading
     table = pd.DataFrame(rows)
-    table.attrs.update({"threads": threads, "rounds": rounds, "batch_sizes": batch_sizes, "name": base.metric,
+    table.attrs.update({"threads": base.threads, "rounds": base.latency_rounds, "batch_sizes": batch_sizes, "name": base.metric,
                         "key": base.metric_key, "percent": bool(base.percent),
                         "metric": base.metric, "metric_key": base.metric_key})  # the names a Sweep table's attrs use
     return table
@@ -183,8 +180,6 @@ def format_table(table: Any) -> str:
     "faster" only when it is above; otherwise "about the same". The baseline row
     (the first) carries no reading.
     """
-    from squeezelab.engine.measurement.stats import speed_reading
-
     batch_sizes = table.attrs.get("batch_sizes", [])
     shown, drop_head, number = _metric_columns(table)
     width = max(8, len(shown))

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from squeezelab.engine.measurement.timing import active_timer
+from squeezelab.engine.measurement.stats import ratio_interval
 
 __all__ = ["interleaved_latency", "ratio_median", "torch_threads"]
 
@@ -82,6 +83,4 @@ def ratio_median(numerator: Sequence[float], denominator: Sequence[float]) -> fl
 
     The median of ``stats.ratio_interval``, which also gives its interval and reading.
     """
-    from squeezelab.engine.measurement.stats import ratio_interval
-
     return ratio_interval(numerator, denominator).median

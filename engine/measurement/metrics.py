@@ -26,6 +26,8 @@ from squeezelab.engine.measurement.timing import active_timer
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.samples import Samples, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
+from squeezelab.engine.pipeline.compress import compress, compress_for_data
+from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
 __all__ = ["Metrics", "measure", "top1_accuracy", "as_compressed", "settings_of", "outputs_of", "scores_of", "time_together", "point_of"]
 
@@ -49,9 +51,6 @@ def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Setting
 
 def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, output: Any = None) -> Compressed:
     """A ``Compressed`` result as is; a PyTorch model or an ONNX file as its fp32 ONNX model."""
-    from squeezelab.engine.pipeline.compress import compress, compress_for_data
-    from squeezelab.engine.runtime.onnx_files import is_onnx_model
-
     if isinstance(target, Compressed):
         return target
     if not isinstance(target, nn.Module) and not is_onnx_model(target):
@@ -182,7 +181,7 @@ def measure(
 
     Examples:
         >>> import squeezelab as sl
-        >>> model, split = sl.default_model("mlp")
+        >>> model, split = sl.models.default_model("mlp")
         >>> p = sl.measure(model, split.test, rounds=3)
         >>> p.metric, p.n_samples, p.executable
         ('top-1 accuracy', 450, True)

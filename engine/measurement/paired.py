@@ -13,7 +13,7 @@ model's outputs (fidelity), the baseline's own outputs are the reference.
 
 Examples:
     >>> import squeezelab as sl
-    >>> model, split = sl.default_model("mlp")
+    >>> model, split = sl.models.default_model("mlp")
     >>> int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
     >>> pair = measure_pair(model, int8, split.test, rounds=3)
     >>> pair.n_samples, pair.baseline.label, pair.candidate.label

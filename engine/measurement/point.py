@@ -27,6 +27,7 @@ import numpy as np
 
 from squeezelab.engine.core.arguments import as_integer, as_real
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.fingerprints import callable_fingerprint
 from squeezelab.engine.core.outputs import OutputSelector, check_selector
 from squeezelab.engine.measurement.scoring import Metric, as_metric
 from squeezelab.engine.measurement.stats import DropInterval, RatioInterval
@@ -56,9 +57,13 @@ class Settings:
         batch_size: batch size of the latency measurement.
         rounds: interleaved timing rounds (0 skips timing: accuracy and size only).
         warmup: untimed runs of each model before the rounds.
-        threads: intra-op threads while timing (recorded); ``None`` = the runtime's default.
+        threads: intra-op threads while timing (recorded). 1 by default: one thread gives the steadiest
+            timings, and ratios that hold on a busy machine; ``None`` = ONNX Runtime's default (all cores).
         confidence: two-sided confidence of every drop and speedup interval.
         eval_batch_size: batch size while evaluating the metric (memory, not results).
+
+    These defaults are the only ones: a verb that measures takes ``settings=`` and reads its keyword
+    arguments (``rounds=``, ``threads=``, ...) as overrides of it (``measurement.metrics.settings_of``).
     """
 
     metric: Metric | Callable[..., Any] | str | None = None
@@ -97,8 +102,6 @@ class Settings:
 
     def key_parts(self) -> list[Any]:
         """What of these settings changes a measured figure (for cache keys)."""
-        from squeezelab.engine.core.fingerprints import callable_fingerprint
-
         metric = self.metric
         metric_key = None if metric is None else (metric if isinstance(metric, str) else callable_fingerprint(
             metric.fn if isinstance(metric, Metric) else metric))

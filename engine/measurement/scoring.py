@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from squeezelab.engine.core.errors import ConfigError, DataError
+from squeezelab.engine.core.labels import as_class_indices
 
 __all__ = [
     "Metric",
@@ -153,8 +154,6 @@ def _check_same_shape(outputs: np.ndarray, reference: np.ndarray, name: str) -> 
 
 
 def _top1_scores(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    from squeezelab.engine.core.labels import as_class_indices
-
     p = np.asarray(outputs)
     t = np.asarray(targets)
     if t.ndim == 2 and t.shape[1] == 1:

@@ -12,7 +12,7 @@ with ``finetune`` keeps pruned connections at zero.
 Examples:
     >>> import torch
     >>> from squeezelab.engine.zoo.digits import DigitsMLP
-    >>> from squeezelab.engine.pruning.prune import weight_sparsity
+    >>> from squeezelab.engine.pruning.masks import weight_sparsity
     >>> net = prune_at_init(DigitsMLP(), "random", sparsity=0.9, seed=0)
     >>> round(weight_sparsity(net), 3)
     0.9
@@ -29,7 +29,7 @@ from torch.nn.utils import parametrize
 
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.errors import ConfigError, DataError
-from squeezelab.engine.pruning.prune import WeightMask, _keep_mask, magnitude_masks
+from squeezelab.engine.pruning.masks import WeightMask, _keep_mask, magnitude_masks
 from squeezelab.engine.core.layers import FilterFn, chosen_layers
 from squeezelab.engine.core.pruners import MagnitudePruning
 

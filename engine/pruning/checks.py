@@ -17,9 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezelab.engine.core.errors import StructuredPruningError
+from squeezelab.engine.core.errors import ExportError, StructuredPruningError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, select_output
+from squeezelab.engine.runtime.export import export_onnx
 from squeezelab.engine.runtime.export_check import first_difference
 
 __all__ = ["output_shapes", "check_interface", "check_onnx_matches", "verify_export", "parameter_count"]
@@ -75,9 +76,6 @@ def check_onnx_matches(onnx_bytes: bytes, model: nn.Module, example: Inputs, out
 
 def verify_export(model: nn.Module, example: Inputs, output: OutputSelector, what: str) -> None:
     """Export ``model`` (fp32, TorchScript exporter) and check the export against it."""
-    from squeezelab.engine.core.errors import ExportError
-    from squeezelab.engine.runtime.export import export_onnx
-
     wrapped = SelectedOutput(model, example.kind, example.names, output)
     try:
         onnx_bytes = export_onnx(wrapped, example)

@@ -42,6 +42,8 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.copying import copy_model
+from squeezelab.engine.core.examples import example_batch
+from squeezelab.engine.core.outputs import select_output
 from squeezelab.engine.pruning.attention import attention_modules, head_counts, refuse_torch_head_pruning, sync_head_counts_
 from squeezelab.engine.pruning.checks import check_interface, output_shapes, parameter_count
 from squeezelab.engine.core.errors import ConfigError, StructuredPruningError
@@ -49,8 +51,9 @@ from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.layers import FilterFn
 from squeezelab.engine.core.pruners import ChannelPruning
 from squeezelab.engine.core.samples import Samples
+from squeezelab.engine.pruning.masks import bake_masks_
 
-__all__ = ["StructuredPruningError", "PrunableGroup", "Importance", "prunable_groups", "importance_criterion", "prune_channels"]
+__all__ = ["StructuredPruningError", "PrunableGroup", "Importance", "prunable_groups", "importance_criterion", "prune_channels_"]
 
 # Torch-Pruning's strategy type: importance(group) -> one score per channel of the group (higher = kept).
 Importance = Callable[[Any], torch.Tensor]
@@ -287,7 +290,6 @@ def _check_all_pruned(plan: _Plan, model: nn.Module, config: ChannelPruning, lay
 
 def _taylor_gradients_(model: nn.Module, data: Any, output: Any) -> None:
     """Gradients of a cross-entropy for ``TaylorImportance``: to the data's targets, else to the model's own top-1."""
-    from squeezelab.engine.core.outputs import select_output
 
     model.zero_grad()
     with torch.enable_grad():
@@ -389,25 +391,7 @@ def prunable_groups(
 
     ``model`` is not changed (a copy is traced). ``config`` supplies ``ignored=`` names.
     """
-    from squeezelab.engine.core.examples import example_batch
-    from squeezelab.engine.pruning.prune import bake_masks_
-
     work = copy_model(model).eval()
     bake_masks_(work)
     plan = _build(work, example_batch(example_inputs), config or ChannelPruning(ratio=0.0), filter_fn, None, {})
     return plan.groups
-
-
-def prune_channels(
-    model: nn.Module,
-    config: ChannelPruning,
-    *,
-    example_inputs: Any,
-    filter_fn: FilterFn | None = None,
-    importance: Importance | None = None,
-    layer_ratios: dict[str, float] | None = None,
-) -> nn.Module:
-    """``squeezelab.prune(model, config, ...)`` for a ``ChannelPruning`` config (the name this function had before)."""
-    from squeezelab.engine.pruning.prune import prune
-
-    return prune(model, config, example_inputs=example_inputs, filter_fn=filter_fn, importance=importance, layer_sparsity=layer_ratios)

@@ -34,6 +34,7 @@ from squeezelab.engine.core.quantizers import (
     PerChannel,
     QuantizationConfig,
 )
+from squeezelab.engine.quantization.huffman import huffman_decode, huffman_encode
 
 __all__ = ["Encoded", "encode_tensor", "encode_float", "encode_huffman"]
 
@@ -154,8 +155,6 @@ def encode_huffman(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
     K-means clusters the nonzero weights alone, as the paper does; linear and
     fixed-point codes come from the usual quantizer (0.0 maps to the zero point).
     """
-    from squeezelab.engine.quantization.huffman import huffman_encode
-
     w = w.detach().to(torch.float32)
     flat = w.reshape(-1)
     nz = torch.nonzero(flat).reshape(-1).numpy()
@@ -184,8 +183,6 @@ def encode_huffman(w: torch.Tensor, config: QuantizationConfig) -> Encoded:
 
 
 def _decode_huffman(enc: Encoded, count: int) -> torch.Tensor:
-    from squeezelab.engine.quantization.huffman import huffman_decode
-
     nnz = enc.meta["nnz"]
     a = enc.arrays
     gaps = huffman_decode(a["gaps_bits"], a["gaps_symbols"], a["gaps_lengths"], nnz)

@@ -29,6 +29,8 @@ from squeezelab.engine.core.copying import copy_model, own_class, replace_module
 from squeezelab.engine.core.cpu import default_reduce_range
 from squeezelab.engine.core.samples import read_inputs
 from squeezelab.engine.core.errors import ConfigError, ModelError
+from squeezelab.engine.core.examples import example_batch
+from squeezelab.engine.runtime.export import export_onnx
 
 __all__ = ["prepare_qat", "calibrate_", "export_qat", "QATLayer", "WeightFakeQuant"]
 
@@ -131,8 +133,6 @@ def export_qat(model: nn.Module, example_inputs: Any) -> bytes:
     import onnx
     from onnx import helper, numpy_helper
 
-    from squeezelab.engine.core.examples import example_batch
-    from squeezelab.engine.runtime.export import export_onnx
 
     layers = [m for m in model.modules() if isinstance(m, QATLayer)]
     if not layers or any(m.qmax_act != 255 for m in layers):

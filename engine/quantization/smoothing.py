@@ -43,6 +43,7 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ModelError
 from squeezelab.engine.core.inputs import Inputs
+from squeezelab.engine.core.outputs import select_output
 
 __all__ = [
     "SmoothedLinear", "SmoothingGroup", "SmoothingError", "Int8Arithmetic", "choose_alpha", "output_changed", "find_groups", "smoothing_scales", "smooth_",
@@ -292,8 +293,6 @@ def smooth_(
         SmoothingError: the smoothed model's output on the calibration samples differs from the
             original's beyond float32 rounding (the message names the groups).
     """
-    from squeezelab.engine.core.outputs import select_output
-
     run = check_output or (lambda m, x: select_output(x.call(m)))
     probe = calibration.slice(0, min(len(calibration), 2))
     with torch.no_grad():

@@ -30,6 +30,7 @@ from squeezelab.engine.runtime.ort_tools import (
 )
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
+from squeezelab.engine.runtime.weight_only import nbits_weight_elements, quantize_weight_only_onnx
 
 __all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "convert_onnx",
            "graph_facts"]
@@ -160,18 +161,27 @@ def _convert_float(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[st
     return (convert_float16_onnx(b) if isinstance(recipe.quantization, Float16) else b), {}
 
 
-# Private registry: runtime type -> conversion of the exported fp32 model, and the choices it made.
+def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+    return quantize_weight_only_onnx(onnx_bytes, recipe.runtime, feeds)  # its choices, with the reasons
+
+
+def _int8(convert: _Convert) -> _Convert:
+    """An int8 conversion whose choices are filed under ``choices``, with ``reduce_range`` beside them."""
+
+    def run(onnx_bytes: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
+        converted, choices = convert(onnx_bytes, recipe, feeds)
+        return converted, {"reduce_range": choices["reduce_range"], "choices": choices}
+
+    return run
+
+
+# Private registry: runtime type -> its own conversion of the exported fp32 model, returning the details to record.
 _CONVERSIONS: dict[type, _Convert] = {
     Onnx: _convert_float,
-    Int8Dynamic: _convert_dynamic,
-    Int8Static: convert_static,
+    Int8Dynamic: _int8(_convert_dynamic),
+    Int8Static: _int8(convert_static),
+    WeightOnly: _convert_weight_only,
 }
-
-
-def _convert_weight_only(onnx_bytes: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
-    from squeezelab.engine.runtime.weight_only import quantize_weight_only_onnx
-
-    return quantize_weight_only_onnx(onnx_bytes, recipe.runtime, feeds)  # its choices, with the reasons
 
 
 def convert_onnx(
@@ -183,12 +193,7 @@ def convert_onnx(
     activation type, reduce_range, fusion, the layers kept float, and why each. ``WeightOnly``
     reports its choices and what it rewrote and quantized (node counts) directly in the details.
     """
-    if isinstance(recipe.runtime, WeightOnly):
-        return _convert_weight_only(onnx_bytes, recipe, feeds)
-    converted, choices = _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
-    if not choices:
-        return converted, {}
-    return converted, {"reduce_range": choices["reduce_range"], "choices": choices}
+    return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
 
 
 def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
@@ -199,8 +204,6 @@ def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:
     scales and zero points not at all); ``nbits_weight_fraction`` is their share.
     """
     import onnx
-
-    from squeezelab.engine.runtime.weight_only import nbits_weight_elements
 
     proto = onnx.load_from_string(onnx_bytes)
     tp = onnx.TensorProto

@@ -19,6 +19,7 @@ from torch import nn
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.data import Split, load_digits_split
 from squeezelab.engine.measurement.latency import torch_threads
+from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["DigitsCNN", "DigitsMLP", "LeNet5", "train_classifier", "default_model"]
 
@@ -143,7 +144,6 @@ def default_model(kind: str = "cnn", *, seed: int = 0) -> tuple[nn.Module, Split
         (450, 1, 8, 8)
     """
     if kind not in ("cnn", "mlp"):
-        from squeezelab.engine.core.errors import ConfigError
 
         raise ConfigError(f"default_model: kind={kind!r}; use 'cnn' or 'mlp'.")
     model, split = _trained(kind, seed)

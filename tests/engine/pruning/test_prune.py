@@ -50,7 +50,7 @@ def test_global_scope_is_exact_overall_and_uneven_per_layer(digits_cnn, sparsity
 def test_prune_copies_prune_underscore_mutates_and_masks_survive_training(digits_mlp):
     model, split = digits_mlp
     before = state_hash(model)
-    net = sl.DigitsMLP()
+    net = sl.models.DigitsMLP()
     net.load_state_dict(model.state_dict())
     assert sl.prune_(net, sl.MagnitudePruning(sparsity=0.8)) is None
     assert state_hash(model) == before
@@ -64,7 +64,7 @@ def test_prune_copies_prune_underscore_mutates_and_masks_survive_training(digits
         opt.step()
     for mask, w in zip(zeros_before, _weights(net)):
         assert (w[mask] == 0).all()
-    sl.bake_masks_(net)
+    sl.pruning.bake_masks_(net)
     assert not parametrize.is_parametrized(net.net[1])
     assert set(net.state_dict()) == set(model.state_dict())
     assert weight_sparsity(net) == pytest.approx(0.8, abs=1e-3)
@@ -104,7 +104,7 @@ def test_n_m_on_convolutions_groups_input_channels_and_skips_indivisible_layers(
 
 def test_repruning_keeps_other_parametrizations(digits_mlp):
     model, split = digits_mlp
-    net = sl.DigitsMLP()
+    net = sl.models.DigitsMLP()
     net.load_state_dict(model.state_dict())
     torch.nn.utils.parametrizations.weight_norm(net.net[3])
     x = torch.from_numpy(split.x_test)
@@ -113,7 +113,7 @@ def test_repruning_keeps_other_parametrizations(digits_mlp):
     assert weight_sparsity(net) == pytest.approx(0.7, abs=1e-3)
     assert len(net.net[3].parametrizations.weight) == 2  # weight_norm and one mask
     out = net(x)
-    sl.bake_masks_(net)
+    sl.pruning.bake_masks_(net)
     torch.testing.assert_close(net(x), out)
 
 
@@ -128,15 +128,15 @@ def test_repruning_keeps_other_parametrizations(digits_mlp):
     ],
 )
 def test_bad_pruning_configs(make, words):
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         make()
     assert words in str(info.value)
 
 
 def test_nothing_to_prune_is_explained():
-    with pytest.raises(sl.ConfigError, match="no layer to prune"):
+    with pytest.raises(sl.errors.ConfigError, match="no layer to prune"):
         sl.prune(torch.nn.Sequential(torch.nn.ReLU()), sl.MagnitudePruning(sparsity=0.5))
-    with pytest.raises(sl.ConfigError, match="multiple of m=4; input counts: \\[1\\]"):
+    with pytest.raises(sl.errors.ConfigError, match="multiple of m=4; input counts: \\[1\\]"):
         sl.prune(torch.nn.Conv2d(1, 4, 3), sl.NMPruning())
 
 
@@ -162,13 +162,13 @@ def test_copies_of_a_pruned_model_are_independent(digits_mlp):
     x = torch.from_numpy(split.x_test)
     expected = pruned(x).detach()
     copy_ = sl.prune(pruned, sl.MagnitudePruning(sparsity=0.7))  # re-prunes a copy: removes/adds parametrizations
-    sl.bake_masks_(copy_)
+    sl.pruning.bake_masks_(copy_)
     c = sl.compress(pruned, sl.Recipe(pruning=sl.MagnitudePruning(sparsity=0.8)), example_inputs=split.x_test[:1])
     tuned = sl.finetune(pruned, split.train, epochs=1)
-    sl.bake_masks_(tuned)
-    small = sl.prune_channels(pruned, sl.ChannelPruning(ratio=0.5), example_inputs=split.x_test[:1])
+    sl.pruning.bake_masks_(tuned)
+    small = sl.prune(pruned, sl.ChannelPruning(ratio=0.5), example_inputs=split.x_test[:1])
     user_copy = copy.deepcopy(pruned)  # a plain deepcopy, made by the user, shares the class
-    sl.bake_masks_(user_copy)
+    sl.pruning.bake_masks_(user_copy)
     torch.testing.assert_close(pruned(x).detach(), expected)  # the caller's model still works, unchanged
     assert parametrize.is_parametrized(pruned.net[1], "weight")
     np.testing.assert_allclose(sl.compress(pruned, example_inputs=split.x_test[:1]).predict(split.x_test), expected.numpy(), atol=1e-4)
