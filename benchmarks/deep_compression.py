@@ -56,11 +56,11 @@ def main() -> None:
     stages = [("fp32 baseline", base)]
 
     pruned = sl.finetune(sl.prune(base, sl.MagnitudePruning(sparsity=SPARSITY, scope="global")), train, epochs=3, **tune)
-    sl.bake_masks_(pruned)
+    sl.pruning.bake_masks_(pruned)
     stages.append((f"pruned {SPARSITY:.0%} + fine-tune", pruned))
 
-    shared = sl.finetune(sl.share_weights(pruned, sl.KMeansQuantization(bits=BITS)), train, epochs=1, **tune)
-    sl.bake_shared_weights_(shared)
+    shared = sl.finetune(sl.quantization.share_weights(pruned, sl.KMeansQuantization(bits=BITS)), train, epochs=1, **tune)
+    sl.quantization.bake_shared_weights_(shared)
     stages.append((f"+ trained k-means {BITS} bits", shared))
     print(f"trained and compressed in {time.perf_counter() - t0:.0f} s")
 

@@ -214,11 +214,11 @@ def _fidelity_step_rows(model: nn.Module, x: np.ndarray, calibration: np.ndarray
 
 
 def _print_profiles(graphs: dict[str, bytes], feeds: dict[str, np.ndarray]) -> None:
-    """Where each graph's time goes (``sl.op_times``: ONNX Runtime's kernel times by op type, 1 thread)."""
+    """Where each graph's time goes (``sl.metrics.op_times``: ONNX Runtime's kernel times by op type, 1 thread)."""
     print("\nwhere the time goes (ONNX Runtime profiler, kernel time per batch, mean of 5 runs after 3 warm-up runs):")
     for name, onnx_bytes in graphs.items():
-        table = sl.op_times(onnx_bytes, feeds)
-        split = sl.time_split(table)
+        table = sl.metrics.op_times(onnx_bytes, feeds)
+        split = sl.metrics.time_split(table)
         top = ", ".join(f"{r.op_type} ({r.kind}) {r.ms:.0f} ms" for r in table.head(4).itertuples())
         print(f"  {name}: {table['ms'].sum():.0f} ms; int8 {split['int8']:.0%}, (de)quantize {split['quantize']:.0%}, "
               f"float {split['float']:.0%}; top: {top}", flush=True)
@@ -262,7 +262,7 @@ def main() -> None:
     parser.add_argument("--search-metric", default="cosine_to_baseline", choices=["cosine_to_baseline", "agreement"])
     parser.add_argument("--search-drop", type=float, default=0.01, help="allowed drop of the search metric (0.01: cosine 0.99)")
     parser.add_argument("--search-objective", default="size", choices=["size", "latency"])
-    parser.add_argument("--profile", action="store_true", help="print where each graph's time goes (sl.op_times)")
+    parser.add_argument("--profile", action="store_true", help="print where each graph's time goes (sl.metrics.op_times)")
     args = parser.parse_args()
     started = print_environment()
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns per bias on the root logger

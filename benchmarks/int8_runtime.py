@@ -227,7 +227,7 @@ def main() -> None:
     results: dict[str, list[Variant]] = {}
     wanted = args.models.split(",")
     if "digits" in wanted:
-        model, split = sl.default_model("cnn")
+        model, split = sl.models.default_model("cnn")
         results["digits_cnn"] = classifier_benchmark(
             "(a) digits CNN (scikit-learn load_digits)", model, split.x_test, split.y_test, split.x_train[:512], args.threads, args.rounds, batches
         )

@@ -43,8 +43,8 @@ def main() -> None:
 
     print(f"  {'quantization':36s} {'accuracy':>9s} {'drop pp':>8s}")
     for bits in (4, 8):
-        ptq = sl.prepare_qat(base, bits=bits)
-        sl.calibrate_(ptq, data.x_train[:1024])
+        ptq = sl.quantization.prepare_qat(base, bits=bits)
+        sl.quantization.calibrate_(ptq, data.x_train[:1024])
         ptq.eval()
         qat = sl.finetune(ptq, sub, epochs=1, **tune)
         for name, model in ((f"{bits}-bit PTQ (calibrated)", ptq), (f"{bits}-bit QAT (1 pass, 20k images)", qat)):
@@ -53,7 +53,7 @@ def main() -> None:
         if bits == 8:
             import onnxruntime as ort
 
-            onnx_bytes = sl.export_qat(qat, x_te[:1])
+            onnx_bytes = sl.quantization.export_qat(qat, x_te[:1])
             session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
             out = np.concatenate([session.run(None, {"input": x_te[i : i + 1000]})[0] for i in range(0, len(x_te), 1000)])
             acc = float((out.argmax(1) == y_te).mean())
@@ -67,7 +67,7 @@ def main() -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1)
             init = LeNet5()
-        sparse = sl.prune_at_init(init, method, sparsity=0.95, data=batch, seed=1)
+        sparse = sl.pruning.prune_at_init(init, method, sparsity=0.95, data=batch, seed=1)
         trained = sl.finetune(sparse, data.train, epochs=1, optimizer=lambda p: torch.optim.Adam(p, lr=2e-3), batch_size=128)
         print(f"  {method + ' (then 1 epoch of training)':36s} {accuracy(trained, x_te, y_te):9.4f}")
 

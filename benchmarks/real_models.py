@@ -111,7 +111,7 @@ def minilm(args: argparse.Namespace) -> None:
     everything = sentences(253)  # all shipped; calibration uses the ones not evaluated (or the first 64)
     rest = everything[args.sentences:] or everything[:64]
     calibration = tokenize(tokenizer, rest, max_length=128)
-    run_model("MiniLM", model, (inputs, None), calibration, [sl.cosine_to_baseline], args)
+    run_model("MiniLM", model, (inputs, None), calibration, [sl.metrics.cosine_to_baseline], args)
 
 
 def efficientnet(args: argparse.Namespace) -> None:
@@ -120,7 +120,7 @@ def efficientnet(args: argparse.Namespace) -> None:
     model = _timed("load EfficientNet-Lite0", lambda: efficientnet_lite0(pretrained=True))
     x, _ = fashion_mnist_images("test", n=args.images, size=224, channels=3, normalize="efficientnet-lite")
     calibration, _ = fashion_mnist_images("train", n=64, size=224, channels=3, normalize="efficientnet-lite")
-    run_model("EfficientNet-Lite0", model, (x, None), calibration, [sl.top1_agreement, sl.kl_to_baseline], args)
+    run_model("EfficientNet-Lite0", model, (x, None), calibration, [sl.metrics.top1_agreement, sl.metrics.kl_to_baseline], args)
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from squeezelab.cli import main
 def test_a_file_that_is_not_an_npz_archive_is_named_for_what_it_is(tmp_path, write, looks):
     path = tmp_path / "test.npz"
     write(path)
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         load_data(path)
     message = str(info.value)
     assert f"--data {str(path)!r} is not an .npz archive" in message and looks in message

@@ -45,7 +45,7 @@ def test_every_runtime_computes_what_the_torch_model_computes(bert):
     assert fp32.predict(longer).shape == (24, 16, 64)
     int8 = sl.compress(model, sl.Recipe(runtime=DYNAMIC), example_inputs=_one(inputs))
     assert int8.executable and int8.details["int8_weight_fraction"] > 0.9
-    cos = sl.cosine_to_baseline.scores(int8.predict(inputs), expected)
+    cos = sl.metrics.cosine_to_baseline.scores(int8.predict(inputs), expected)
     assert cos.mean() > 0.98
     fp16 = sl.compress(model, sl.Recipe(quantization=sl.Float16(), runtime=sl.Simulated()), example_inputs=_one(inputs))
     np.testing.assert_allclose(fp16.predict(inputs), expected, atol=0.02)
@@ -59,7 +59,7 @@ def test_static_int8_calibrates_on_int64_inputs_and_output_selects_the_pooler(be
         pooled = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).pooler_output.numpy()
     out = c.predict(inputs)
     assert out.shape == (24, 64) and c.details["int8_weight_fraction"] > 0.2
-    assert sl.cosine_to_baseline.scores(out, pooled).mean() > 0.95
+    assert sl.metrics.cosine_to_baseline.scores(out, pooled).mean() > 0.95
 
 
 def test_measure_pair_judges_an_embedding_model_by_fidelity_with_a_t_interval(bert):
@@ -70,14 +70,14 @@ def test_measure_pair_judges_an_embedding_model_by_fidelity_with_a_t_interval(be
     interval = pair.drop_interval
     assert interval.method == "t" and interval.n == 24 and interval.low <= interval.drop <= interval.high
     assert 0 < interval.drop < 0.02 and not pair.candidate.percent
-    with pytest.raises(sl.DataError, match="baseline="):
+    with pytest.raises(sl.errors.DataError, match="baseline="):
         sl.measure(int8, (inputs, None), rounds=1)  # fidelity needs the uncompressed model
     alone = sl.measure(int8, (inputs, None), rounds=1, baseline=model)
     assert alone.value == pytest.approx(pair.candidate.value)
     # Reference embeddings as targets: the same figure through cosine_similarity.
     with torch.no_grad():
         reference = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state.numpy()
-    with_targets = sl.measure(int8, (inputs, reference), metric=sl.cosine_similarity, rounds=1)
+    with_targets = sl.measure(int8, (inputs, reference), metric=sl.metrics.cosine_similarity, rounds=1)
     assert with_targets.value == pytest.approx(pair.candidate.value, abs=1e-6)
 
 
@@ -113,11 +113,11 @@ def test_an_onnx_file_goes_through_compress_measure_and_sweep(bert, tmp_path):
     s = sl.sweep(path, (inputs, None), bits=[8], sparsity=[0.0], runtime="int8-static", calibration_data=calibration,
                  cache=tmp_path, progress=False, rounds=2)
     assert len(s.table) == 2 and s.table["executable"].all()
-    with pytest.raises(sl.ConfigError, match="needs the PyTorch model"):
+    with pytest.raises(sl.errors.ConfigError, match="needs the PyTorch model"):
         sl.compress(path, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()))
-    with pytest.raises(sl.ConfigError, match=r"output='logits' is not an output of the ONNX graph.*\['output'\]"):
+    with pytest.raises(sl.errors.ConfigError, match=r"output='logits' is not an output of the ONNX graph.*\['output'\]"):
         sl.compress(path, output="logits")
-    with pytest.raises(sl.ModelError, match="not a readable ONNX model"):
+    with pytest.raises(sl.errors.ModelError, match="not a readable ONNX model"):
         sl.compress(tmp_path / "bert.onnx.json")
 
 

@@ -282,7 +282,7 @@ def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_p
     monkeypatch.setattr(evaluation, "run_point", never)
     model, split = digits_cnn
     folder = tmp_path / "cache"
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         Explorer(model, split.test, cache=folder, progress=False, **kwargs)
     assert not folder.exists()  # not even the baseline was looked up
 
@@ -292,7 +292,7 @@ def test_static_int8_needs_calibration_data_here_as_everywhere(digits_cnn, tmp_p
 
     model, split = digits_cnn
     folder = tmp_path / "cache"
-    with pytest.raises(sl.CalibrationError, match=r"calibration_data=None; pass calibration_data="):
+    with pytest.raises(sl.errors.CalibrationError, match=r"calibration_data=None; pass calibration_data="):
         Explorer(model, split.test, cache=folder, progress=False, runtime="int8-static")
     assert not folder.exists()  # refused before anything was measured
     ex = Explorer(model, split.test, cache=folder, progress=False, rounds=0)

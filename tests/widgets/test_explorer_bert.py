@@ -205,7 +205,7 @@ def test_an_onnx_file_is_explored_with_onnx_runtimes_choices(bert, tmp_path):
         (dict(sparsity=0.5), r"sparsity=0.5 needs the PyTorch model"),
         (dict(quantization="kmeans"), r"quantization='kmeans' needs the PyTorch model"),
     ):
-        with pytest.raises(sl.ConfigError, match=message):
+        with pytest.raises(sl.errors.ConfigError, match=message):
             Explorer(path, data, cache=tmp_path / "refused", **kwargs)
     assert not (tmp_path / "refused").exists()  # refused before the cache or the model was touched
     ex = Explorer(path, data, cache=tmp_path / "cache", rounds=2, runtime="float16")
@@ -233,5 +233,5 @@ def test_a_metric_that_needs_targets_is_refused_before_anything_is_measured(bert
 
     monkeypatch.setattr(evaluation, "run_point", never)
     model, data = bert
-    with pytest.raises(sl.DataError, match=r"metric 'top-1 accuracy' compares with targets, and the data has none.*cosine_to_baseline"):
+    with pytest.raises(sl.errors.DataError, match=r"metric 'top-1 accuracy' compares with targets, and the data has none.*cosine_to_baseline"):
         Explorer(model, data, metric="top1", cache=tmp_path / "cache")

@@ -41,25 +41,25 @@ def test_check_casts_and_refuses_what_does_not_fit():
     assert as_float.arrays[0].dtype == np.int64  # whole-number floats become the model's int64
     in_order = Inputs.of(tuple(_ids().values())).check(spec)  # a tuple in the spec's order is fine
     assert in_order.names == spec.names
-    with pytest.raises(sl.ExampleInputError, match=r"takes the inputs \['input_ids', 'attention_mask'\]"):
+    with pytest.raises(sl.errors.ExampleInputError, match=r"takes the inputs \['input_ids', 'attention_mask'\]"):
         Inputs.of({"input_ids": _ids()["input_ids"], "mask": _ids()["attention_mask"]}).check(spec)
-    with pytest.raises(sl.ExampleInputError, match=r"takes 2 input\(s\) shaped input_ids \(batch, sequence\) int64"):
+    with pytest.raises(sl.errors.ExampleInputError, match=r"takes 2 input\(s\) shaped input_ids \(batch, sequence\) int64"):
         Inputs.of(_ids()["input_ids"]).check(spec)
-    with pytest.raises(sl.ExampleInputError, match="dtype float32; the model takes int64"):
+    with pytest.raises(sl.errors.ExampleInputError, match="dtype float32; the model takes int64"):
         Inputs.of({k: v + 0.5 for k, v in _ids().items()}).check(spec)
     image = Inputs.of(np.zeros((2, 1, 8, 8), np.float32)).spec()
-    with pytest.raises(sl.ExampleInputError, match=r"input of shape \(2, 8, 8\) does not fit the model, which takes \(batch, 1, 8, 8\)"):
+    with pytest.raises(sl.errors.ExampleInputError, match=r"input of shape \(2, 8, 8\) does not fit the model, which takes \(batch, 1, 8, 8\)"):
         Inputs.of(np.zeros((2, 8, 8), np.float32)).check(image)
 
 
 def test_bad_input_forms_are_named():
-    with pytest.raises(sl.DataError, match="different batch sizes"):
+    with pytest.raises(sl.errors.DataError, match="different batch sizes"):
         Inputs.of((np.zeros((3, 2)), np.zeros((4, 2))))
-    with pytest.raises(sl.DataError, match="no batch dimension"):
+    with pytest.raises(sl.errors.DataError, match="no batch dimension"):
         Inputs.of(np.array(1.0, dtype=np.float32))
-    with pytest.raises(sl.DataError, match=r"cannot read inputs of the form str"):
+    with pytest.raises(sl.errors.DataError, match=r"cannot read inputs of the form str"):
         Inputs.of("ids")
-    with pytest.raises(sl.DataError, match="dtype <U1"):
+    with pytest.raises(sl.errors.DataError, match="dtype <U1"):
         Inputs.of(np.array([["a"]]))
 
 
@@ -152,13 +152,13 @@ def test_dict_batches_with_labels_and_inputs_without_targets():
 
 def test_forms_it_cannot_read_are_named():
     x = np.zeros((3, 2), np.float32)
-    with pytest.raises(sl.DataError, match=r"form tuple of 3 .*a tuple must be \(inputs, targets\)"):
+    with pytest.raises(sl.errors.DataError, match=r"form tuple of 3 .*a tuple must be \(inputs, targets\)"):
         read_samples((x, x, x))
-    with pytest.raises(sl.DataError, match=r"the data has 3 input samples but 2 targets"):
+    with pytest.raises(sl.errors.DataError, match=r"the data has 3 input samples but 2 targets"):
         read_samples((x, np.zeros(2)))
-    with pytest.raises(sl.DataError, match="some batches .* have targets and some do not"):
+    with pytest.raises(sl.errors.DataError, match="some batches .* have targets and some do not"):
         read_samples([(x, np.zeros(3)), (x, None)])
-    with pytest.raises(sl.DataError, match="empty"):
+    with pytest.raises(sl.errors.DataError, match="empty"):
         read_samples([])
 
 
@@ -168,7 +168,7 @@ def test_calibration_inputs_follow_the_models_spec():
     assert read_inputs((a, b), two).kind == "tuple"  # the model takes two inputs: these are they
     assert read_inputs((a, np.arange(3)), Inputs.of(a).spec()).kind == "tensor"  # one input: (x, y)
     assert len(read_inputs([a, b], Inputs.of(a).spec())) == 6  # a list of input batches
-    with pytest.raises(sl.CalibrationError, match="cannot read"):
+    with pytest.raises(sl.errors.CalibrationError, match="cannot read"):
         read_inputs(42)
 
 

@@ -34,7 +34,7 @@ def test_measure_refuses_labels_outside_the_outputs(digits_mlp, kind):
     model, split = digits_mlp
     x, _ = split.test
     y = _bad_labels(split)[kind]
-    with pytest.raises(sl.DataError, match=WORDS) as info:
+    with pytest.raises(sl.errors.DataError, match=WORDS) as info:
         sl.measure(model, (x, y), repeats=1)
     message = str(info.value)
     assert "metric=" in message
@@ -72,9 +72,9 @@ def test_every_top1_path_refuses_them(digits_mlp, monkeypatch):
     x, y = split.test
     bad = (x, y + 1)
     c = sl.compress(model, example_inputs=x[:1])
-    with pytest.raises(sl.DataError, match=WORDS):
+    with pytest.raises(sl.errors.DataError, match=WORDS):
         measure_pair(model, c, bad, repeats=1)
-    with pytest.raises(sl.DataError, match=WORDS):
+    with pytest.raises(sl.errors.DataError, match=WORDS):
         compare(model, [sl.Recipe(quantization=sl.Float16())], bad, example_inputs=x[:1], rounds=1, batch_sizes=(1,))
     import squeezelab.engine.pipeline.compress as compressed_module
 
@@ -82,9 +82,9 @@ def test_every_top1_path_refuses_them(digits_mlp, monkeypatch):
         raise AssertionError("a sweep point was compressed before the labels were checked")
 
     monkeypatch.setattr(compressed_module, "_compress", never)  # what compress and compress_for_data both run
-    with pytest.raises(sl.DataError, match=WORDS):
+    with pytest.raises(sl.errors.DataError, match=WORDS):
         Evaluator(model, bad, cache=False)
-    with pytest.raises(sl.DataError, match=WORDS):  # the error itself, not a SweepError per point
+    with pytest.raises(sl.errors.DataError, match=WORDS):  # the error itself, not a SweepError per point
         sl.sweep(model, bad, bits=[8], sparsity=[0.0], cache=False, progress=False)
 
 
@@ -95,7 +95,7 @@ def test_finetune_refuses_labels_outside_the_outputs_before_training(digits_mlp)
     steps = []
     bad = y.copy()
     bad[-1] = 10  # one label out of range, in what would be the last batch
-    with pytest.raises(sl.DataError, match=r"cross-entropy.*" + WORDS + r".*range from 0 to 10.*loss="):
+    with pytest.raises(sl.errors.DataError, match=r"cross-entropy.*" + WORDS + r".*range from 0 to 10.*loss="):
         sl.finetune(model, (x, bad), epochs=1, on_step=lambda step, m: steps.append(step))
     assert steps == []  # no optimizer step was taken
     assert state_hash(model) == before
@@ -105,7 +105,7 @@ def test_finetune_refuses_the_label_pytorch_would_silently_ignore(digits_mlp):
     model, split = digits_mlp
     x, y = split.train
     ignored = np.where(np.arange(len(y)) % 7 == 0, -100, y)  # cross_entropy's default ignore_index
-    with pytest.raises(sl.DataError, match=r"range from -100 to 9"):
+    with pytest.raises(sl.errors.DataError, match=r"range from -100 to 9"):
         sl.finetune(model, (x[:256], ignored[:256]), epochs=1)
 
 
@@ -115,7 +115,7 @@ def test_finetune_checks_batches_from_a_loader(digits_mlp):
     dataset = torch.utils.data.TensorDataset(torch.from_numpy(x[:128]), torch.from_numpy(y[:128] + 5))
     loader = torch.utils.data.DataLoader(dataset, batch_size=32)
     steps = []
-    with pytest.raises(sl.DataError, match=WORDS):
+    with pytest.raises(sl.errors.DataError, match=WORDS):
         sl.finetune(model, loader, on_step=lambda step, m: steps.append(step))
     assert steps == []
 

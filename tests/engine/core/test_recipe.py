@@ -14,7 +14,7 @@ ALL_RECIPES = [
     sl.Recipe(quantization=sl.Float16()),
     sl.Recipe(runtime=sl.Int8Dynamic(per_channel=True)),
     sl.Recipe(runtime=sl.Int8Static(calibration="entropy", per_channel=False, activations="uint8")),
-    sl.Recipe(runtime=sl.Int8Static(calibration=sl.Percentile(percentile=99.9))),
+    sl.Recipe(runtime=sl.Int8Static(calibration=sl.quantization.Percentile(percentile=99.9))),
     sl.Recipe(runtime=sl.Int8Static(op_types=("MatMul", "Gemm"), reduce_range=False)),
     sl.Recipe(quantization=sl.LinearQuantization(bits=3, symmetric=False, granularity=sl.PerTensor()), runtime=sl.Simulated()),
     sl.Recipe(quantization=sl.KMeansQuantization(bits=5, seed=3), runtime=sl.Simulated()),
@@ -55,7 +55,7 @@ def test_configs_are_frozen_and_replaceable():
         (lambda: sl.FixedPoint(total_bits=1), ["total_bits=1"]),
         (lambda: sl.Int8Static(calibration="histogram"), ["'histogram'", "'entropy'"]),
         (lambda: sl.Int8Static(activations="int4"), ["'int4'", "'uint8'"]),
-        (lambda: sl.Percentile(percentile=20), ["percentile=20"]),
+        (lambda: sl.quantization.Percentile(percentile=20), ["percentile=20"]),
         (lambda: sl.Recipe(quantization=sl.LinearQuantization(bits=4)), ["no ONNX Runtime kernel", "Simulated()"]),
         (lambda: sl.Recipe(quantization=sl.LinearQuantization(bits=8), runtime=sl.Int8Static()), ["Int8Static", "Simulated()"]),
         (lambda: sl.Recipe(runtime="int8"), ["runtime='int8'"]),
@@ -72,7 +72,7 @@ def test_bad_values_raise_config_error_naming_value_and_fix(make, words):
 
 def test_hand_written_toml_may_name_calibration_by_string():
     text = '[runtime]\ntype = "Int8Static"\ncalibration = "entropy"\nper_channel = false\n'
-    assert sl.Recipe.from_toml(text) == sl.Recipe(runtime=sl.Int8Static(calibration=sl.Entropy(), per_channel=False))
+    assert sl.Recipe.from_toml(text) == sl.Recipe(runtime=sl.Int8Static(calibration=sl.quantization.Entropy(), per_channel=False))
 
 
 def test_labels_tell_apart_recipes_that_differ():
@@ -161,7 +161,7 @@ NUMBER_FIELDS = [
     (sl.LayerPruning, dict(keep=2)),
     (sl.LayerPruning, dict(ratio=0.5)),
     (sl.NMPruning, dict(n=2, m=4)),
-    (sl.Percentile, dict(percentile=99.5)),
+    (sl.quantization.Percentile, dict(percentile=99.5)),
     (sl.WeightOnly, dict(bits=8, block_size=64, embeddings=4)),
     (sl.LayerSetting, dict(bits=4, sparsity=0.5)),
 ]
@@ -214,7 +214,7 @@ def test_a_recipe_of_numpy_numbers_round_trips_through_toml_like_a_plain_one():
         (lambda: sl.LayerSetting(name="fc", bits=8.0), ["bits=8.0", "an integer in 2..16, or 32"]),
         (lambda: sl.PerChannel(axis=0.0), ["axis=0.0", "an integer"]),
         (lambda: sl.MagnitudePruning(sparsity=True), ["sparsity=True", "[0, 1)"]),
-        (lambda: sl.Percentile(percentile="99"), ["percentile='99'", "(50, 100]"]),
+        (lambda: sl.quantization.Percentile(percentile="99"), ["percentile='99'", "(50, 100]"]),
     ],
 )
 def test_floats_and_bools_where_integers_are_meant_are_refused_on_construction(make, words):

@@ -50,7 +50,7 @@ def _labelled_by(model: nn.Module) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _figures(model: nn.Module, data, cache) -> tuple[str, sl.Point]:
-    ev = sl.Evaluator(model, data, cache=cache, latency_repeats=0)
+    ev = sl.explore.Evaluator(model, data, cache=cache, latency_repeats=0)
     return ev.model_key, ev.evaluate(sl.Recipe())
 
 
@@ -137,7 +137,7 @@ def test_a_cache_folder_that_cannot_be_created_fails_before_any_work(small, tmp_
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     folder = blocker / "cache"
-    with pytest.raises(sl.CacheError, match=r"cannot write to the result cache at .*a-file/cache.*cache=False") as info:
+    with pytest.raises(sl.errors.CacheError, match=r"cannot write to the result cache at .*a-file/cache.*cache=False") as info:
         sweep(model, data, **GRID, cache=folder, progress=False)
     assert isinstance(info.value, sl.SqueezeError) and isinstance(info.value, OSError)
     assert info.value.path == folder
@@ -151,7 +151,7 @@ def test_a_read_only_cache_folder_fails_before_any_work(small, tmp_path, no_work
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        with pytest.raises(sl.CacheError, match=r"read-only.*cache=False"):
+        with pytest.raises(sl.errors.CacheError, match=r"read-only.*cache=False"):
             sweep(model, data, **GRID, cache=folder, progress=False)
     finally:
         folder.chmod(0o700)
@@ -168,7 +168,7 @@ def test_a_full_disk_mid_sweep_raises_cache_error_and_keeps_the_finished_points(
         real(path, entry)
 
     monkeypatch.setattr(ResultCache, "_write", staticmethod(fills_up))
-    with pytest.raises(sl.CacheError, match=r"No space left on device.*another folder.*cache=False") as info:
+    with pytest.raises(sl.errors.CacheError, match=r"No space left on device.*another folder.*cache=False") as info:
         sweep(model, data, **GRID, cache=tmp_path, progress=False, latency_repeats=0)
     partial = info.value.sweep
     assert not partial.complete and len(partial.table) == 3  # two stored, and the one that could not be

@@ -40,13 +40,13 @@ def test_layer_settings_round_trip_and_label():
     ],
 )
 def test_bad_layer_settings(kwargs, message):
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         sl.Recipe(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs, message", [(dict(bits=1), "bits=1"), (dict(bits=17), "bits=17"), (dict(sparsity=1.0), "sparsity=1.0"), (dict(), "sets nothing")])
 def test_bad_layer_setting_values(kwargs, message):
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         LayerSetting(name="fc", **kwargs)
 
 
@@ -83,10 +83,10 @@ def test_per_layer_channel_ratios_remove_real_channels(digits_cnn):
 def test_unknown_layer_names_are_refused(digits_cnn):
     model, split = digits_cnn
     bad_bits = sl.Recipe(quantization=sl.LinearQuantization(), runtime=sl.Simulated(), layers=(LayerSetting(name="fc9", bits=4),))
-    with pytest.raises(sl.ConfigError, match=r"fc9.*known layers"):
+    with pytest.raises(sl.errors.ConfigError, match=r"fc9.*known layers"):
         sl.compress(model, bad_bits, example_inputs=split.x_test[:1])
     bad_prune = sl.Recipe(pruning=sl.MagnitudePruning(sparsity=0.0), layers=(LayerSetting(name="fc9", sparsity=0.5),))
-    with pytest.raises(sl.ConfigError, match=r"fc9.*prunable layers"):
+    with pytest.raises(sl.errors.ConfigError, match=r"fc9.*prunable layers"):
         sl.compress(model, bad_prune, example_inputs=split.x_test[:1])
 
 
@@ -200,5 +200,5 @@ def test_search_for_latency_removes_channels_and_runs_in_onnx_runtime(digits_cnn
 )
 def test_bad_search_arguments(halves, kwargs, message):
     model, search_data, _ = halves
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         sl.search(model, search_data, cache=False, progress=False, **kwargs)

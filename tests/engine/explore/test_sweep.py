@@ -71,20 +71,20 @@ def test_second_run_is_served_from_the_cache(small, tmp_path, monkeypatch):
 
 def test_cache_key_changes_with_weights_data_recipe_and_settings(small, tmp_path):
     model, (x, y) = small
-    ev = sl.Evaluator(model, (x, y), cache=tmp_path)
+    ev = sl.explore.Evaluator(model, (x, y), cache=tmp_path)
     r = grid_recipe(4, 0.0)
     key = ev.key(r)
     changed = type(model)()
     changed.load_state_dict(model.state_dict())
     with torch.no_grad():
         next(changed.parameters())[0, 0] += 1e-3
-    assert sl.Evaluator(changed, (x, y), cache=tmp_path).key(r) != key
-    assert sl.Evaluator(model, (x[:-1], y[:-1]), cache=tmp_path).key(r) != key
-    assert sl.Evaluator(model, (x, y), cache=tmp_path, latency_batch_size=8).key(r) != key
+    assert sl.explore.Evaluator(changed, (x, y), cache=tmp_path).key(r) != key
+    assert sl.explore.Evaluator(model, (x[:-1], y[:-1]), cache=tmp_path).key(r) != key
+    assert sl.explore.Evaluator(model, (x, y), cache=tmp_path, latency_batch_size=8).key(r) != key
     assert ev.key(grid_recipe(3, 0.0)) != key
-    assert sl.Evaluator(model, (x.copy(), y.copy()), cache=tmp_path).key(r) == key  # content, not identity
+    assert sl.explore.Evaluator(model, (x.copy(), y.copy()), cache=tmp_path).key(r) == key  # content, not identity
     # calibration data matters to static int8 only
-    other_calibration = sl.Evaluator(model, (x, y), cache=tmp_path, calibration_data=x[::-1])
+    other_calibration = sl.explore.Evaluator(model, (x, y), cache=tmp_path, calibration_data=x[::-1])
     assert other_calibration.key(r) == key
     static = grid_recipe(8, 0.0, runtime="int8-static")
     assert other_calibration.key(static) != ev.key(static)
@@ -95,7 +95,7 @@ def test_cache_key_covers_the_metric_and_a_model_changed_later(small, tmp_path):
     r = grid_recipe(4, 0.0)
 
     def key(metric):
-        return sl.Evaluator(model, (x, y), cache=tmp_path, metric=metric).key(r)
+        return sl.explore.Evaluator(model, (x, y), cache=tmp_path, metric=metric).key(r)
 
     # two lambdas with one name but different code, or different captured values, never share entries
     assert key(lambda p, t: float((p.argmax(1) == t).mean())) != key(lambda p, t: 0.0)
@@ -103,11 +103,11 @@ def test_cache_key_covers_the_metric_and_a_model_changed_later(small, tmp_path):
     first = key(lambda p, t: scale * float((p.argmax(1) == t).mean()))
     scale = 2.0
     assert key(lambda p, t: scale * float((p.argmax(1) == t).mean())) != first
-    assert key(sl.top1_accuracy) == key(sl.top1_accuracy)
+    assert key(sl.metrics.top1_accuracy) == key(sl.metrics.top1_accuracy)
     # the evaluator keeps its own copy: training the caller's model afterwards cannot poison the cache
     copy = type(model)()
     copy.load_state_dict(model.state_dict())
-    ev = sl.Evaluator(copy, (x, y), cache=tmp_path, latency_repeats=0)
+    ev = sl.explore.Evaluator(copy, (x, y), cache=tmp_path, latency_repeats=0)
     with torch.no_grad():
         for p in copy.parameters():
             p.zero_()
@@ -138,7 +138,7 @@ def test_a_failing_point_keeps_the_others(small, tmp_path, monkeypatch):
 def test_misspelt_layer_names_fail_before_any_point_runs(small, tmp_path):
     model, data = small
     bad = sl.Recipe(quantization=sl.LinearQuantization(), runtime=sl.Simulated(), layers=(sl.LayerSetting(name="fc_typo", bits=4),))
-    with pytest.raises(sl.ConfigError, match="fc_typo"):
+    with pytest.raises(sl.errors.ConfigError, match="fc_typo"):
         sweep(model, data, **GRID, recipes=[bad], cache=tmp_path, progress=False)
     assert len(ResultCache(tmp_path)) == 0
 
@@ -147,7 +147,7 @@ def test_corrupt_entry_is_detected_and_recomputed(small, tmp_path):
     model, data = small
     first = sweep(model, data, bits=(4,), sparsity=(0.0,), cache=tmp_path, progress=False, latency_repeats=3)
     cache = ResultCache(tmp_path)
-    ev = sl.Evaluator(model, data, cache=tmp_path, latency_repeats=3)
+    ev = sl.explore.Evaluator(model, data, cache=tmp_path, latency_repeats=3)
     path = cache.path(ev.key(grid_recipe(4, 0.0)))
     text = path.read_text()
     entry = json.loads(text)
@@ -270,7 +270,7 @@ def test_pareto_on_a_hand_made_table():
     assert pareto_front(t, "latency_ms", "accuracy").index.tolist() == [5, 2, 0]
     dup = pd.DataFrame({"size_bytes": [10, 10], "accuracy": [0.9, 0.9]})
     assert len(pareto_front(dup)) == 2  # equal points do not dominate each other
-    with pytest.raises(sl.ConfigError, match="no column 'bytes'"):
+    with pytest.raises(sl.errors.ConfigError, match="no column 'bytes'"):
         pareto_front(t, "bytes", "accuracy")
 
 
@@ -307,7 +307,7 @@ def test_sweep_never_changes_the_model_or_data(small, tmp_path):
 )
 def test_bad_sweep_arguments_fail_before_any_work(small, kwargs, message):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         sweep(model, data, progress=False, **{"cache": False, **kwargs})
 
 
@@ -382,7 +382,7 @@ def test_an_explicit_point_that_cannot_run_is_refused_before_any_work(tmp_path, 
     x = np.random.default_rng(0).standard_normal((8, 1, 8, 8)).astype(np.float32)
     model = conv_net()
     target = sl.compress(model, example_inputs=x[:1]).save(tmp_path / "cnn.onnx") if source == "onnx" else model
-    with pytest.raises(sl.ConfigError) as refused:
+    with pytest.raises(sl.errors.ConfigError) as refused:
         sweep(target, (x, None), cache=tmp_path / "cache", progress=False, **kwargs)
     assert all(w in str(refused.value) for w in words) and "does not apply" in str(refused.value)
     assert not (tmp_path / "cache").exists()

@@ -80,7 +80,7 @@ def _shut_down(executor: cf.Executor) -> cf.Executor:
 )
 def test_bad_executors_are_refused_before_any_work(small, no_work, kind, make, message):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         _call(kind, model, data, no_work, executor=make(), bits=(4,), sparsity=(0.5,))
 
 
@@ -105,7 +105,7 @@ def test_a_live_executor_of_our_own_kind_runs_the_sweep(small, tmp_path):
 )
 def test_nan_and_inf_budgets_are_refused_by_search(small, no_work, kwargs, message):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         _call("search", model, data, no_work, **kwargs)
 
 
@@ -120,7 +120,7 @@ def _hand_made_sweep() -> Sweep:
 @pytest.mark.parametrize("budget", [NAN, INF, -0.01, "0.01", None])
 def test_best_refuses_a_budget_that_is_not_a_finite_drop(budget):
     s = _hand_made_sweep()
-    with pytest.raises(sl.ConfigError, match=rf"max_accuracy_drop={budget!r}.*finite number >= 0".replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(sl.errors.ConfigError, match=rf"max_accuracy_drop={budget!r}.*finite number >= 0".replace("(", r"\(").replace(")", r"\)")):
         s.best(max_accuracy_drop=budget)
     assert s.best(max_accuracy_drop=0.01)["label"] == "a"  # the oracle: 0.5 pp drop fits, 8 pp does not
     assert s.best(max_accuracy_drop=0.1)["label"] == "b"
@@ -140,7 +140,7 @@ def test_best_refuses_a_budget_that_is_not_a_finite_drop(budget):
 )
 def test_empty_grids_follow_one_rule(small, no_work, kind, kwargs, message):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         _call(kind, model, data, no_work, **kwargs)
 
 
@@ -171,15 +171,15 @@ def test_empty_lists_where_nothing_is_dropped(small, tmp_path):
 )
 def test_bad_widths_and_sparsities_are_refused_everywhere(small, no_work, kind, kwargs, message):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         _call(kind, model, data, no_work, **kwargs)
 
 
 def test_widths_the_quantizer_cannot_take_are_refused_before_the_baseline(small, no_work):
     model, data = small
-    with pytest.raises(sl.ConfigError, match=r"KMeansQuantization: bits=16 is not allowed; bits must be an integer in 1..8"):
+    with pytest.raises(sl.errors.ConfigError, match=r"KMeansQuantization: bits=16 is not allowed; bits must be an integer in 1..8"):
         _call("search", model, data, no_work, bits=(16, 8), quantization="kmeans")
-    with pytest.raises(sl.ConfigError, match=r"LinearQuantization: bits=32"):
+    with pytest.raises(sl.errors.ConfigError, match=r"LinearQuantization: bits=32"):
         _call("layer_sensitivity", model, data, no_work, bits=(32,))
 
 
@@ -200,7 +200,7 @@ def test_one_value_means_a_list_of_one(small, tmp_path, monkeypatch):
 def test_grid_recipe_takes_numpy_scalars_and_refuses_strings_bools_and_nan():
     assert grid_recipe(np.int64(4), np.float64(0.5)) == grid_recipe(4, 0.5)
     for bits, sparsity, message in [("4", 0.0, "bits='4'"), (True, 0.0, "bits=True"), (4, math.nan, "sparsity=nan"), (4, True, "sparsity=True")]:
-        with pytest.raises(sl.ConfigError, match=message):
+        with pytest.raises(sl.errors.ConfigError, match=message):
             grid_recipe(bits, sparsity)
 
 
@@ -216,7 +216,7 @@ def test_the_folded_int8_dynamic_embeddings_choice_is_read_as_int8_dynamic_and_n
 def test_an_unknown_string_is_refused_with_the_tables_names(kind, value):
     from squeezelab.engine.core import choices
 
-    with pytest.raises(sl.ConfigError) as caught:
+    with pytest.raises(sl.errors.ConfigError) as caught:
         grid_recipe(4, 0.5, **{kind: value})
     allowed = ", ".join(map(repr, choices.names(kind)))
     assert str(caught.value).startswith(f"{kind}={value!r}; use one of {allowed}, or ")
@@ -234,7 +234,7 @@ def test_static_int8_without_calibration_data_is_refused_everywhere_before_any_w
     # One rule on every entry point, as compress and the CLI: static int8 calibrates on inputs kept apart
     # from the data it is judged on; nothing is split off the evaluation data behind the caller's back.
     model, data = small
-    with pytest.raises(sl.CalibrationError) as refused:
+    with pytest.raises(sl.errors.CalibrationError) as refused:
         _call(kind, model, data, no_work, **kwargs)
     message = str(refused.value)
     assert "int8-static" in message and "calibration_data=None" in message
@@ -246,9 +246,9 @@ def test_an_evaluator_without_calibration_refuses_static_int8_and_uses_the_input
     model, split = digits_mlp
     data, calibration = (split.x_test[:40], split.y_test[:40]), split.x_train[:16]
     static = sl.Recipe(runtime=sl.Int8Static())
-    with pytest.raises(sl.CalibrationError, match=r"calibration_data=None"):
-        sl.Evaluator(model, data, cache=False, rounds=0).evaluate(static)
-    ev = sl.Evaluator(model, data, calibration_data=calibration, cache=False, rounds=0)
+    with pytest.raises(sl.errors.CalibrationError, match=r"calibration_data=None"):
+        sl.explore.Evaluator(model, data, cache=False, rounds=0).evaluate(static)
+    ev = sl.explore.Evaluator(model, data, calibration_data=calibration, cache=False, rounds=0)
     (given,) = ev.task(static).calibration.arrays
     np.testing.assert_array_equal(given, calibration)  # the caller's inputs, not a slice of the scored data
     assert ev.evaluate(static).n_samples == 40 and ev.evaluate(static).executable

@@ -34,7 +34,7 @@ def test_table_rows_and_ratios(digits_mlp):
 def test_duplicate_recipes_are_refused(digits_mlp):
     model, split = digits_mlp
     twice = [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.Int8Dynamic())]
-    with pytest.raises(sl.ConfigError, match="int8-dynamic.*more than once"):
+    with pytest.raises(sl.errors.ConfigError, match="int8-dynamic.*more than once"):
         compare(model, twice, split.test, example_inputs=split.x_test[:1])
 
 

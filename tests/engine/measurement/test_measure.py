@@ -59,7 +59,7 @@ def test_column_labels_work_and_bad_shapes_are_explained(digits_mlp):
     c = sl.compress(model, example_inputs=split.x_test[:1])
     flat = sl.measure(c, split.test, repeats=1).accuracy
     assert sl.measure(c, (split.x_test, split.y_test[:, None]), repeats=1).accuracy == flat
-    with pytest.raises(sl.DataError, match=r"\(N, classes\) outputs and \(N,\) class labels"):
+    with pytest.raises(sl.errors.DataError, match=r"\(N, classes\) outputs and \(N,\) class labels"):
         sl.measure(c, (split.x_test, np.zeros((len(split.y_test), 3))), repeats=1)
 
 
@@ -70,21 +70,21 @@ def test_bad_measurement_settings_fail_before_export(kwargs, monkeypatch):
     import squeezelab.engine.pipeline.compress as compress_module
 
     monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported before the settings were checked"))
-    with pytest.raises(sl.ConfigError, match="must be a"):
+    with pytest.raises(sl.errors.ConfigError, match="must be a"):
         sl.measure(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), **kwargs)
-    with pytest.raises(sl.ConfigError, match="unknown setting.*'round'"):
+    with pytest.raises(sl.errors.ConfigError, match="unknown setting.*'round'"):
         sl.measure(torch.nn.Linear(4, 2), example_inputs=torch.randn(1, 4), round=3)
 
 
 def test_predict_on_nothing_is_explained(digits_mlp):
     model, split = digits_mlp
     c = sl.compress(model, example_inputs=split.x_test[:1])
-    with pytest.raises(sl.DataError, match="empty batch"):
+    with pytest.raises(sl.errors.DataError, match="empty batch"):
         c.predict(split.x_test[:0])
 
 
 def test_measure_torch_model_needs_inputs():
-    with pytest.raises(sl.ExampleInputError, match="example_inputs or data"):
+    with pytest.raises(sl.errors.ExampleInputError, match="example_inputs or data"):
         sl.measure(torch.nn.Linear(4, 2))
 
 
@@ -101,7 +101,7 @@ def test_measure_torch_model_needs_inputs():
 def test_bad_data_is_explained(digits_mlp, data, words):
     model, split = digits_mlp
     c = sl.compress(model, example_inputs=split.x_test[:1])
-    with pytest.raises(sl.DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(sl.errors.DataError, match=words.replace("(", r"\(").replace(")", r"\)")):
         sl.measure(c, data, repeats=1)
 
 

@@ -46,7 +46,7 @@ def test_speedup_carries_its_interval(pair):
 
 def test_confidence_is_checked_before_measuring(digits_mlp):
     model, split = digits_mlp
-    with pytest.raises(sl.ConfigError, match=r"confidence=1\.5 must be a number in \(0, 1\)"):
+    with pytest.raises(sl.errors.ConfigError, match=r"confidence=1\.5 must be a number in \(0, 1\)"):
         measure_pair(model, model, split.test, confidence=1.5)
 
 

@@ -14,41 +14,41 @@ from squeezelab.engine.measurement.stats import paired_drop_interval
 def test_built_ins_against_hand_computations():
     p = np.array([[1.0, 0.0], [0.2, 0.8], [3.0, 4.0]])
     t = np.array([[1.0, 0.0], [0.8, 0.2], [3.0, 4.0]])
-    np.testing.assert_allclose(sl.top1_accuracy.scores(p, np.array([0, 1, 0])), [1, 1, 0])
+    np.testing.assert_allclose(sl.metrics.top1_accuracy.scores(p, np.array([0, 1, 0])), [1, 1, 0])
     cos = [1.0, (0.16 + 0.16) / (0.68**0.5 * 0.68**0.5), 1.0]
-    np.testing.assert_allclose(sl.cosine_similarity.scores(p, t), cos)
-    np.testing.assert_allclose(sl.negative_mse.scores(p, t), [0.0, -0.36, 0.0])
-    np.testing.assert_allclose(sl.top1_agreement.scores(p, t), [1, 0, 1])
+    np.testing.assert_allclose(sl.metrics.cosine_similarity.scores(p, t), cos)
+    np.testing.assert_allclose(sl.metrics.negative_mse.scores(p, t), [0.0, -0.36, 0.0])
+    np.testing.assert_allclose(sl.metrics.top1_agreement.scores(p, t), [1, 0, 1])
     kl = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(p), 1), torch.log_softmax(torch.tensor(t), 1),
                                     reduction="none", log_target=True).sum(1).numpy()
-    np.testing.assert_allclose(sl.kl_to_baseline.scores(p, t), -kl, rtol=1e-9, atol=1e-12)
-    assert sl.kl_to_baseline.scores(t, t).max() == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(sl.metrics.kl_to_baseline.scores(p, t), -kl, rtol=1e-9, atol=1e-12)
+    assert sl.metrics.kl_to_baseline.scores(t, t).max() == pytest.approx(0.0, abs=1e-12)
 
 
 def test_shapes_and_names_decide_how_a_figure_is_shown():
-    assert sl.top1_accuracy.format_value(0.9812) == "98.12 %" and sl.top1_accuracy.format_drop(0.0123) == "1.23 pp"
-    assert sl.cosine_to_baseline.format_value(0.9912) == "0.9912" and sl.cosine_to_baseline.format_drop(0.0088) == "0.0088"
-    assert (sl.cosine_to_baseline.reference, sl.cosine_similarity.reference) == ("baseline", "targets")
+    assert sl.metrics.top1_accuracy.format_value(0.9812) == "98.12 %" and sl.metrics.top1_accuracy.format_drop(0.0123) == "1.23 pp"
+    assert sl.metrics.cosine_to_baseline.format_value(0.9912) == "0.9912" and sl.metrics.cosine_to_baseline.format_drop(0.0088) == "0.0088"
+    assert (sl.metrics.cosine_to_baseline.reference, sl.metrics.cosine_similarity.reference) == ("baseline", "targets")
     assert set(METRICS) >= {"top1", "cosine", "agreement", "cosine_to_baseline", "kl_to_baseline", "neg_mse"}
-    with pytest.raises(sl.DataError, match="cosine similarity compares outputs .*same shape per sample"):
-        sl.cosine_similarity.scores(np.zeros((3, 4)), np.zeros(3))
+    with pytest.raises(sl.errors.DataError, match="cosine similarity compares outputs .*same shape per sample"):
+        sl.metrics.cosine_similarity.scores(np.zeros((3, 4)), np.zeros(3))
 
 
 def test_defaults_follow_the_data_and_bad_metrics_are_refused():
-    assert as_metric(None, has_targets=True) is sl.top1_accuracy
-    assert as_metric(None, has_targets=False) is sl.cosine_to_baseline
-    assert as_metric("cosine") is sl.cosine_similarity
-    with pytest.raises(sl.DataError, match="compares with targets, and the data has none.*cosine_to_baseline"):
-        as_metric(sl.cosine_similarity, has_targets=False)
-    with pytest.raises(sl.ConfigError, match="metric='cosinus'"):
+    assert as_metric(None, has_targets=True) is sl.metrics.top1_accuracy
+    assert as_metric(None, has_targets=False) is sl.metrics.cosine_to_baseline
+    assert as_metric("cosine") is sl.metrics.cosine_similarity
+    with pytest.raises(sl.errors.DataError, match="compares with targets, and the data has none.*cosine_to_baseline"):
+        as_metric(sl.metrics.cosine_similarity, has_targets=False)
+    with pytest.raises(sl.errors.ConfigError, match="metric='cosinus'"):
         as_metric("cosinus")
-    with pytest.raises(sl.ConfigError, match="reference='labels'"):
+    with pytest.raises(sl.errors.ConfigError, match="reference='labels'"):
         Metric(lambda p, t: 0.0, reference="labels")
     nan = Metric(lambda p, t: np.full(len(p), np.nan), name="broken")
-    with pytest.raises(sl.DataError, match="metric 'broken' returned NaN"):
+    with pytest.raises(sl.errors.DataError, match="metric 'broken' returned NaN"):
         nan.scores(np.zeros((2, 2)), np.zeros(2))
     wrong = Metric(lambda p, t: np.zeros(5), name="wrong")
-    with pytest.raises(sl.DataError, match=r"returned shape \(5,\) for 2 samples"):
+    with pytest.raises(sl.errors.DataError, match=r"returned shape \(5,\) for 2 samples"):
         wrong.scores(np.zeros((2, 2)), np.zeros(2))
 
 
@@ -59,7 +59,7 @@ def test_defaults_follow_the_data_and_bad_metrics_are_refused():
 )
 def test_a_metric_returning_something_else_than_numbers_is_named_with_what_it_returned(returned, shown):
     metric = Metric(lambda p, t: returned, name="labels as text")
-    with pytest.raises(sl.DataError, match=rf"metric 'labels as text' returned {shown}.*not numbers.*one float score per sample"):
+    with pytest.raises(sl.errors.DataError, match=rf"metric 'labels as text' returned {shown}.*not numbers.*one float score per sample"):
         metric.scores(np.zeros((2, 2)), np.zeros(2))
     assert Metric(lambda p, t: [True, False], name="hits").scores(np.zeros((2, 2)), np.zeros(2)).tolist() == [1.0, 0.0]
 

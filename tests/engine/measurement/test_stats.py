@@ -139,11 +139,11 @@ def test_coverage_when_all_disagreements_go_one_way():
 @pytest.mark.parametrize(
     ("base", "cand", "kwargs", "error", "words"),
     [
-        ([1, 0, 1], [1, 0], {}, sl.DataError, "same samples on both sides: got 3 baseline and 2 candidate"),
-        ([], [], {}, sl.DataError, "got 0 baseline"),
-        ([1.0, float("nan")], [1.0, 1.0], {}, sl.DataError, "base_scores holds NaN or Inf"),
-        ([1, 0], [1, 0], {"confidence": 1.0}, sl.ConfigError, "confidence=1.0 must be a number in (0, 1)"),
-        ([1, 0], [1, 0], {"sided": "left"}, sl.ConfigError, "sided='left'; use 'two'"),
+        ([1, 0, 1], [1, 0], {}, sl.errors.DataError, "same samples on both sides: got 3 baseline and 2 candidate"),
+        ([], [], {}, sl.errors.DataError, "got 0 baseline"),
+        ([1.0, float("nan")], [1.0, 1.0], {}, sl.errors.DataError, "base_scores holds NaN or Inf"),
+        ([1, 0], [1, 0], {"confidence": 1.0}, sl.errors.ConfigError, "confidence=1.0 must be a number in (0, 1)"),
+        ([1, 0], [1, 0], {"sided": "left"}, sl.errors.ConfigError, "sided='left'; use 'two'"),
     ],
 )
 def test_bad_input_is_refused_clearly(base, cand, kwargs, error, words):
@@ -211,5 +211,5 @@ def test_speedup_text():
 
 
 def test_ratio_interval_refuses_unpaired_rounds():
-    with pytest.raises(sl.DataError, match="got 3 numerators and 2 denominators"):
+    with pytest.raises(sl.errors.DataError, match="got 3 numerators and 2 denominators"):
         ratio_interval([1.0, 1.0, 1.0], [1.0, 1.0])

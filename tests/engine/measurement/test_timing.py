@@ -71,17 +71,17 @@ def test_injection_is_restored_after_the_block_even_on_error(no_scramble):
     ],
 )
 def test_bad_timers_are_refused(make, message):
-    with pytest.raises(sl.ConfigError, match=message):
+    with pytest.raises(sl.errors.ConfigError, match=message):
         make()
 
 
 @pytest.mark.parametrize("cost", [0.0, float("nan"), -1.0, "fast"])
 def test_a_bad_cost_is_refused_before_any_run(cost):
     runners, calls = _counting_runners(["a"])
-    with using_timer(CostModel(lambda name: cost, name="bad")), pytest.raises(sl.ConfigError, match=f"cost {cost!r} for runner 'a'"):
+    with using_timer(CostModel(lambda name: cost, name="bad")), pytest.raises(sl.errors.ConfigError, match=f"cost {cost!r} for runner 'a'"):
         interleaved_latency(runners, rounds=2, warmup=3)
     assert calls == {"a": 0}
-    with using_timer(CostModel({"b": 1.0})), pytest.raises(sl.ConfigError, match="no cost for runner 'a'"):
+    with using_timer(CostModel({"b": 1.0})), pytest.raises(sl.errors.ConfigError, match="no cost for runner 'a'"):
         interleaved_latency(runners, rounds=2)
 
 
@@ -123,7 +123,7 @@ def test_the_environment_switch_turns_the_scramble_on_at_call_time(monkeypatch, 
     monkeypatch.setenv(SCRAMBLE_ENV, "")
     assert type(active_timer()) is Timer
     monkeypatch.setenv(SCRAMBLE_ENV, "yes")
-    with pytest.raises(sl.ConfigError, match=f"{SCRAMBLE_ENV}='yes'; give an integer seed"):
+    with pytest.raises(sl.errors.ConfigError, match=f"{SCRAMBLE_ENV}='yes'; give an integer seed"):
         interleaved_latency({"a": lambda: None}, rounds=1)
 
 
@@ -155,7 +155,7 @@ def test_a_cost_model_by_size_sets_the_speedup_and_labels_the_points(int8_pair):
     assert p.speedup == pytest.approx(p.baseline.size_bytes / p.candidate.size_bytes)
     assert p.candidate.latency_ms == pytest.approx(10.0 * int8.size_bytes / 1e6)
     assert p.candidate.details["timing"] == "cost model: by_size(10 ms/MB) (not measured)"
-    with pytest.raises(sl.ConfigError, match="has no size_bytes"):
+    with pytest.raises(sl.errors.ConfigError, match="has no size_bytes"):
         with using_timer(CostModel.by_size()):
             interleaved_latency({"a": lambda: None}, rounds=1)
 

@@ -34,14 +34,14 @@ def test_an_intact_file_loads_with_identical_outputs(packed, digits_mlp, tmp_pat
     path = packed.save(tmp_path / "mlp.sqz")
     x = torch.from_numpy(split.x_test)
     for source in (path, str(path), packed.artifact_bytes):
-        assert torch.equal(sl.load_packed(source, sl.DigitsMLP())(x), packed.model(x))
+        assert torch.equal(sl.load_packed(source, sl.models.DigitsMLP())(x), packed.model(x))
 
 
 def test_a_flipped_tensor_byte_fails_the_files_own_checksum(packed):
     bad = _flip_last_byte(packed.artifact_bytes)
-    with pytest.raises(sl.ArtifactError, match=r"the packed artifact is corrupt: its content has sha256 [0-9a-f]{64}, but the file records [0-9a-f]{64}"):
-        sl.load_packed(bad, sl.DigitsMLP())
-    with pytest.raises(sl.ArtifactError, match="corrupt"):
+    with pytest.raises(sl.errors.ArtifactError, match=r"the packed artifact is corrupt: its content has sha256 [0-9a-f]{64}, but the file records [0-9a-f]{64}"):
+        sl.load_packed(bad, sl.models.DigitsMLP())
+    with pytest.raises(sl.errors.ArtifactError, match="corrupt"):
         unpack_encoded(bad)
 
 
@@ -51,14 +51,14 @@ def test_a_flipped_byte_on_disk_fails_against_the_checksum_beside_it(packed, tmp
     path.write_bytes(bad)
     expected = hashlib.sha256(packed.artifact_bytes).hexdigest()
     actual = hashlib.sha256(bad).hexdigest()
-    with pytest.raises(sl.ArtifactError) as info:
-        sl.load_packed(path, sl.DigitsMLP())
+    with pytest.raises(sl.errors.ArtifactError) as info:
+        sl.load_packed(path, sl.models.DigitsMLP())
     message = str(info.value)
     assert str(path) in message and f"expected sha256 {expected}" in message and f"actual {actual}" in message
     # Without the .json beside it, the file's own checksum still catches it, naming the file.
     (tmp_path / "mlp.sqz.json").unlink()
-    with pytest.raises(sl.ArtifactError, match=rf"{path.name}' is corrupt"):
-        sl.load_packed(path, sl.DigitsMLP())
+    with pytest.raises(sl.errors.ArtifactError, match=rf"{path.name}' is corrupt"):
+        sl.load_packed(path, sl.models.DigitsMLP())
 
 
 def test_an_edited_checksum_beside_the_file_is_refused(packed, tmp_path):
@@ -68,13 +68,13 @@ def test_an_edited_checksum_beside_the_file_is_refused(packed, tmp_path):
     assert meta["sha256"] == hashlib.sha256(packed.artifact_bytes).hexdigest()
     meta["sha256"] = "0" * 64
     sidecar.write_text(json.dumps(meta))
-    with pytest.raises(sl.ArtifactError) as info:
-        sl.load_packed(path, sl.DigitsMLP())
+    with pytest.raises(sl.errors.ArtifactError) as info:
+        sl.load_packed(path, sl.models.DigitsMLP())
     actual = hashlib.sha256(packed.artifact_bytes).hexdigest()
     assert f"'{path}' does not match its checksum: expected sha256 {'0' * 64} (from mlp.sqz.json), actual {actual}" in str(info.value)
     sidecar.write_text("{not json")
-    with pytest.raises(sl.ArtifactError, match="mlp.sqz.json.*not readable JSON"):
-        sl.load_packed(path, sl.DigitsMLP())
+    with pytest.raises(sl.errors.ArtifactError, match="mlp.sqz.json.*not readable JSON"):
+        sl.load_packed(path, sl.models.DigitsMLP())
 
 
 class Head(torch.nn.Module):
@@ -97,7 +97,7 @@ def test_a_model_of_another_class_is_refused_even_with_the_same_shapes():
     torch.manual_seed(0)
     c = sl.compress(Head(), sl.Recipe(quantization=sl.KMeansQuantization(bits=3), runtime=sl.Simulated()), example_inputs=torch.randn(1, 8))
     assert c.metadata()["model_class"] == f"{__name__}.Head"
-    with pytest.raises(sl.ArtifactError, match=rf"made from a {__name__}.Head model, but a {__name__}.OtherHead model was passed.*check_class=False"):
+    with pytest.raises(sl.errors.ArtifactError, match=rf"made from a {__name__}.Head model, but a {__name__}.OtherHead model was passed.*check_class=False"):
         sl.load_packed(c.artifact_bytes, OtherHead())
     x = torch.randn(3, 8)
     loaded = sl.load_packed(c.artifact_bytes, OtherHead(), check_class=False)  # the caller vouches for it
@@ -125,17 +125,17 @@ def files(tmp_path):
 
 def _path_error(call, *words):
     """``call()`` raises ``ArtifactPathError`` (also a ConfigError and an OSError) whose message holds ``words``."""
-    with pytest.raises(sl.ArtifactError) as info:
+    with pytest.raises(sl.errors.ArtifactError) as info:
         call()
     error = info.value
-    assert type(error).__name__ == "ArtifactPathError" and isinstance(error, (OSError)) and isinstance(error, sl.ConfigError)
+    assert type(error).__name__ == "ArtifactPathError" and isinstance(error, (OSError)) and isinstance(error, sl.errors.ConfigError)
     for word in words:
         assert word in str(error), (word, str(error))
     return error
 
 
 def test_load_packed_names_a_missing_file_a_folder_and_a_path_under_a_file(files):
-    model = sl.DigitsMLP()
+    model = sl.models.DigitsMLP()
     _path_error(lambda: sl.load_packed(files / "none.sqz", model), repr(str(files / "none.sqz")), "not found",
                 "Compressed.save")
     _path_error(lambda: sl.load_packed(files, model), repr(str(files)), "is a folder", "Compressed.save")

@@ -129,7 +129,7 @@ def test_simulated_artifact_round_trips_to_identical_outputs(digits_mlp, tmp_pat
     assert not c.executable and c.onnx_bytes is None and "(simulated)" in repr(c)
     path = c.save(tmp_path / f"{name}.sqz")
     assert path.stat().st_size == c.size_bytes
-    loaded = sl.load_packed(path, sl.DigitsMLP())
+    loaded = sl.load_packed(path, sl.models.DigitsMLP())
     x = torch.from_numpy(split.x_test)
     torch.testing.assert_close(loaded(x), c.model(x), rtol=0, atol=0)
     np.testing.assert_array_equal(c.predict(split.x_test), c.model(x).detach().numpy())
@@ -182,7 +182,7 @@ def test_quantize_returns_a_copy_and_quantize_underscore_mutates(digits_mlp):
     before = state_hash(model)
     q = sl.quantize(model, sl.LinearQuantization(bits=4))
     assert state_hash(model) == before and state_hash(q) != before
-    target = sl.DigitsMLP()
+    target = sl.models.DigitsMLP()
     target.load_state_dict(model.state_dict())
     assert sl.quantize_(target, sl.LinearQuantization(bits=4)) is None
     assert state_hash(target) == state_hash(q)
@@ -192,7 +192,7 @@ def test_save_refuses_to_overwrite(cnn_results, tmp_path):
     c = cnn_results["static"]
     path = c.save(tmp_path / "m.int8.onnx")
     assert path.read_bytes() == c.onnx_bytes
-    with pytest.raises(sl.ArtifactError, match="overwrite=True"):
+    with pytest.raises(sl.errors.ArtifactError, match="overwrite=True"):
         c.save(path)
     c.save(path, overwrite=True)
     meta = json.loads((tmp_path / "m.int8.onnx.json").read_text())

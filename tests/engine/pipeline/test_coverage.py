@@ -63,7 +63,7 @@ def test_a_model_without_eligible_layers_is_refused_before_export(recipe, step, 
 
     monkeypatch.setattr(compressed_module, "export_onnx", never)
     torch.manual_seed(0)
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         sl.compress(Tokens(), recipe, example_inputs=_ids())
     message = str(info.value)
     assert f"the {step} step" in message and "would change nothing" in message
@@ -81,7 +81,7 @@ def test_a_filter_that_accepts_the_embedding_quantizes_it():
 
 def test_a_filter_that_excludes_every_layer_is_refused(digits_mlp):
     model, split = digits_mlp
-    with pytest.raises(sl.ConfigError, match=r"quantization step linear4.*would change nothing.*filter_fn accepts none of DigitsMLP's layers \(Linear\)"):
+    with pytest.raises(sl.errors.ConfigError, match=r"quantization step linear4.*would change nothing.*filter_fn accepts none of DigitsMLP's layers \(Linear\)"):
         sl.compress(model, Recipe(**SIM4), example_inputs=split.x_test[:1], filter_fn=lambda m, name: False)
 
 
@@ -89,10 +89,10 @@ def test_per_layer_settings_that_exclude_every_layer_are_refused(digits_mlp):
     model, split = digits_mlp
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     all_float = tuple(sl.LayerSetting(name=n, bits=32) for n in names)
-    with pytest.raises(sl.ConfigError, match=r"keeps every quantizable layer .* float32 with bits=32.*Recipe\(\)"):
+    with pytest.raises(sl.errors.ConfigError, match=r"keeps every quantizable layer .* float32 with bits=32.*Recipe\(\)"):
         sl.compress(model, Recipe(layers=all_float, **SIM4), example_inputs=split.x_test[:1])
     all_dense = tuple(sl.LayerSetting(name=n, sparsity=0.0) for n in names)
-    with pytest.raises(sl.ConfigError, match=r"sets sparsity 0 on every prunable layer"):
+    with pytest.raises(sl.errors.ConfigError, match=r"sets sparsity 0 on every prunable layer"):
         sl.compress(model, Recipe(pruning=sl.MagnitudePruning(sparsity=0.5), layers=all_dense), example_inputs=split.x_test[:1])
     # Pruning amount 0 asks for no change (a search starts there): allowed, and it prunes nothing.
     start = sl.compress(model, Recipe(pruning=sl.MagnitudePruning(sparsity=0.0), layers=all_dense[:1], **SIM4), example_inputs=split.x_test[:1])
@@ -110,7 +110,7 @@ def test_int8_dynamic_on_a_cnn_says_what_would_quantize_it_before_quantizing(mon
         raise AssertionError("quantization started before the recipe's reach was checked")
 
     monkeypatch.setattr(ort_quant, "convert_onnx", never)
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         sl.compress(model, Recipe(runtime=sl.Int8Dynamic()), example_inputs=x)
     message = str(info.value)
     for words in (
@@ -139,7 +139,7 @@ def test_explicit_default_op_types_round_trip_and_read_the_same():
         assert Recipe.from_dict(r.to_dict()) == r and Recipe.from_toml(r.to_toml()) == r
         assert r.label == "int8-dynamic"  # the same model either way
     assert Recipe(runtime=default).to_dict() != Recipe(runtime=explicit).to_dict()
-    with pytest.raises(sl.ConfigError, match=r"op_types=\(\) must be None"):
+    with pytest.raises(sl.errors.ConfigError, match=r"op_types=\(\) must be None"):
         sl.Int8Dynamic(op_types=())
 
 

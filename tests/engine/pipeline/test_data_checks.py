@@ -56,14 +56,14 @@ def test_predict_refuses_ids_outside_the_vocabulary_by_name(runtime):
     c = sl.compress(Tagger(), recipe, example_inputs=_ids(1))
     bad = _ids(4)
     bad["input_ids"][2, 3] = 5288
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         c.predict(bad)
     message = str(info.value)
     assert "'input_ids' hold token ids from 0 to 5288 (1 outside, in 1 of 4 samples)" in message
     assert "embedding 'tok' has 50 rows (ids 0 to 49)" in message and "tokenizer" in message
     negative = _ids(4)
     negative["input_ids"][0, 0] = -1
-    with pytest.raises(sl.DataError, match="token ids from -1 to"):
+    with pytest.raises(sl.errors.DataError, match="token ids from -1 to"):
         c.predict(negative)
 
 
@@ -71,23 +71,23 @@ def test_ids_outside_the_vocabulary_are_refused_before_export_in_the_example_the
     _no_export(monkeypatch, "the ids were checked")
     bad = _ids(6)
     bad["input_ids"][1, 0] = VOCAB
-    with pytest.raises(sl.ExampleInputError, match="example_inputs 'input_ids' hold token ids from .* to 50 .* 'tok' has 50 rows"):
+    with pytest.raises(sl.errors.ExampleInputError, match="example_inputs 'input_ids' hold token ids from .* to 50 .* 'tok' has 50 rows"):
         sl.compress(Tagger(), example_inputs={k: v[1:2] for k, v in bad.items()})
-    with pytest.raises(sl.DataError, match="the evaluation data 'input_ids' hold token ids .* in 1 of 6 samples"):
+    with pytest.raises(sl.errors.DataError, match="the evaluation data 'input_ids' hold token ids .* in 1 of 6 samples"):
         sl.measure(Tagger(), (bad, None), example_inputs=_ids(1), rounds=0)
-    with pytest.raises(sl.DataError, match="calibration inputs 'input_ids' hold token ids"):
+    with pytest.raises(sl.errors.DataError, match="calibration inputs 'input_ids' hold token ids"):
         sl.compress(Tagger(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=_ids(1), calibration_data=bad)
 
 
 def test_sequences_longer_than_the_positions_are_refused_before_export(monkeypatch):
     _no_export(monkeypatch, "the lengths were checked")
     long = _ids(8, seq=POSITIONS + 24)
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         sl.compress(Tagger(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=_ids(1), calibration_data=long)
     message = str(info.value)
     assert "sequences of 40 tokens" in message and "position embedding 'pos' holds 16 positions" in message
     assert "truncation=True, max_length=16" in message
-    with pytest.raises(sl.DataError, match="the evaluation data 'input_ids' hold sequences of 40 tokens"):
+    with pytest.raises(sl.errors.DataError, match="the evaluation data 'input_ids' hold sequences of 40 tokens"):
         sl.measure(Tagger(), (long, None), example_inputs=_ids(1), rounds=0)
 
 
@@ -99,7 +99,7 @@ def test_a_hugging_face_bert_gets_its_vocabulary_and_positions():
     assert c.spec.vocab[0] == (1000, "embeddings.word_embeddings")
     assert c.spec.vocab[2] == (2, "embeddings.token_type_embeddings")
     assert c.spec.positions == (64, "embeddings.position_embeddings")
-    with pytest.raises(sl.DataError, match="sequences of 80 tokens; .* holds 64 positions"):
+    with pytest.raises(sl.errors.DataError, match="sequences of 80 tokens; .* holds 64 positions"):
         c.predict({k: v.numpy() for k, v in tiny_bert_inputs(batch=2, seq=80).items()})
 
 
@@ -113,18 +113,18 @@ def test_nan_and_inf_inputs_are_counted_and_refused(monkeypatch, digits_mlp):
     x[3, 0, 2, 2] = np.nan
     x[3, 0, 4, 4] = np.nan
     x[17, 0, 0, 0] = np.inf
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         sl.measure(model, (x, split.y_test[:40]), rounds=0)
     message = str(info.value)
     assert "the evaluation data holds 2 NaN and 1 Inf value(s) in 2 of 40 samples (the first: sample 3)" in message
     assert "drop those samples" in message
-    with pytest.raises(sl.CalibrationError, match="calibration_data holds 2 NaN and 1 Inf"):
+    with pytest.raises(sl.errors.CalibrationError, match="calibration_data holds 2 NaN and 1 Inf"):
         sl.compress(model, sl.Recipe(runtime=sl.Int8Static()), example_inputs=split.x_test[:1], calibration_data=x)
-    with pytest.raises(sl.ExampleInputError, match="example_inputs holds 2 NaN"):
+    with pytest.raises(sl.errors.ExampleInputError, match="example_inputs holds 2 NaN"):
         sl.compress(model, example_inputs=x[3:4])
     y = split.y_test[:40].astype(np.float32)
     y[5] = np.nan
-    with pytest.raises(sl.DataError, match="the targets of the evaluation data hold NaN or Inf values in 1 of 40"):
+    with pytest.raises(sl.errors.DataError, match="the targets of the evaluation data hold NaN or Inf values in 1 of 40"):
         sl.measure(model, (split.x_test[:40], y), rounds=0)
 
 
@@ -134,7 +134,7 @@ def test_nan_and_inf_inputs_are_counted_and_refused(monkeypatch, digits_mlp):
 def test_a_key_the_model_does_not_take_is_named_with_the_models_inputs(monkeypatch):
     _no_export(monkeypatch, "the keys were checked")
     data = {**_ids(4), "labels_mask": np.ones((4, 10), dtype=np.int64)}
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         sl.measure(Tagger(), (data, None), rounds=0)
     message = str(info.value)
     assert "the evaluation data hold the key(s) ['labels_mask'], which Tagger.forward does not take" in message
@@ -143,7 +143,7 @@ def test_a_key_the_model_does_not_take_is_named_with_the_models_inputs(monkeypat
 
 def test_a_key_forward_accepts_but_never_uses_is_named_with_the_graphs_inputs():
     example = {**_ids(1), "token_type_ids": np.zeros((1, 10), dtype=np.int64)}
-    with pytest.raises(sl.DataError) as info:
+    with pytest.raises(sl.errors.DataError) as info:
         sl.compress(Tagger(), example_inputs=example)
     message = str(info.value)
     assert "['token_type_ids'], which the model does not use" in message
@@ -152,7 +152,7 @@ def test_a_key_forward_accepts_but_never_uses_is_named_with_the_graphs_inputs():
 
 def test_predict_names_an_extra_key_and_the_inputs_the_model_takes():
     c = sl.compress(Tagger(), example_inputs=_ids(1))
-    with pytest.raises(sl.DataError, match=r"inputs hold the key\(s\) \['extra'\], which are not inputs of the model: "
+    with pytest.raises(sl.errors.DataError, match=r"inputs hold the key\(s\) \['extra'\], which are not inputs of the model: "
                                            r"the model takes the inputs \['input_ids', 'attention_mask'\]"):
         c.predict({**_ids(2), "extra": np.zeros((2, 10), dtype=np.int64)})
 

@@ -45,19 +45,19 @@ def test_calibration_data_that_takes_the_other_branch_fails_before_quantizing(mo
     import squeezelab.engine.pipeline.compress as compress_module
 
     monkeypatch.setattr(compress_module, "_onnx_result", lambda *a, **k: pytest.fail("converted before the export check"))
-    with pytest.raises(sl.ExportMismatchError) as info:
+    with pytest.raises(sl.errors.ExportMismatchError) as info:
         sl.compress(Branchy(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=_positive(1), calibration_data=-_positive(20))
     message = str(info.value)
     assert "calibration_data samples 0-3 (one batch)" in message and info.value.where.startswith("calibration_data")
     assert "data-dependent control flow" in message and "an `if` on tensor values" in message
     assert "Python boolean" in message  # the exporter's TracerWarning, cited as evidence
     assert "torch.where" in message and "exporter='dynamo'" in message and "torch.cond" in message
-    assert info.value.difference > 0.1 and isinstance(info.value, sl.ExportError)
+    assert info.value.difference > 0.1 and isinstance(info.value, sl.errors.ExportError)
 
 
 def test_measure_compares_the_export_with_pytorch_on_the_evaluation_data():
     x = np.concatenate([_positive(1), -_positive(30)])  # the first sample (the example) is positive
-    with pytest.raises(sl.ExportMismatchError, match=r"the evaluation data samples 0-3 .*data-dependent control flow"):
+    with pytest.raises(sl.errors.ExportMismatchError, match=r"the evaluation data samples 0-3 .*data-dependent control flow"):
         sl.measure(Branchy(), (x, None), rounds=0)
 
 
@@ -70,7 +70,7 @@ def test_a_branch_per_sample_shows_on_a_sample_alone():
 
     x = _positive(8)
     x[1, 0] = -1.0  # sample 1 takes the other branch when it runs alone
-    with pytest.raises(sl.ExportMismatchError, match="calibration_data sample 1 \\(alone\\)"):
+    with pytest.raises(sl.errors.ExportMismatchError, match="calibration_data sample 1 \\(alone\\)"):
         sl.compress(RowBranch(), example_inputs=x[:1], calibration_data=x)
 
 
@@ -93,7 +93,7 @@ def test_the_tolerance_allows_float_noise_and_refuses_real_differences():
     within = ATOL * scale * 0.5
     check_export(onnx_bytes, lambda inputs: net(torch.from_numpy(inputs.arrays[0])) + within, x)  # fp32 noise: fine
     beyond = ATOL * scale + RTOL * float(out.abs().max()) + 1e-3
-    with pytest.raises(sl.ExportMismatchError, match="on the very inputs it was traced with"):
+    with pytest.raises(sl.errors.ExportMismatchError, match="on the very inputs it was traced with"):
         check_export(onnx_bytes, lambda inputs: net(torch.from_numpy(inputs.arrays[0])) + beyond, x)
 
 
@@ -119,7 +119,7 @@ def test_compare_checks_the_data_with_the_baseline_before_any_other_recipe(monke
     original = compress_module.compress
     monkeypatch.setattr(compress_module, "compress", lambda *a, **k: made.append(a[1]) or original(*a, **k))
     x = np.concatenate([_positive(1), -_positive(20)])
-    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-3"):
+    with pytest.raises(sl.errors.ExportMismatchError, match="the evaluation data samples 0-3"):
         compare(Branchy(), [sl.Recipe(runtime=sl.Int8Dynamic())], (x, None), example_inputs=x[:1], rounds=2)
     assert made == []  # no recipe was compressed before the check failed
 
@@ -129,7 +129,7 @@ def test_sweeps_and_searches_compare_the_export_on_their_evaluation_data():
 
     x = np.concatenate([_positive(1), -_positive(20)])
     evaluator = Evaluator(Branchy(), (x, None), cache=False, rounds=0)
-    with pytest.raises(sl.ExportMismatchError, match="the evaluation data samples 0-3"):
+    with pytest.raises(sl.errors.ExportMismatchError, match="the evaluation data samples 0-3"):
         evaluator.evaluate(sl.Recipe())
 
 
@@ -146,6 +146,6 @@ class _BatchFixedByTheTrace(nn.Module):
 
 def test_an_export_that_cannot_take_another_batch_is_a_clear_error_not_onnx_runtimes(capfd):
     x = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(sl.ExportError, match="does not run in ONNX Runtime"):
+    with pytest.raises(sl.errors.ExportError, match="does not run in ONNX Runtime"):
         sl.compress(_BatchFixedByTheTrace(), sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=x[:1], calibration_data=x)
     assert "onnxruntime" not in capfd.readouterr().err  # no raw C++ log line beside the error

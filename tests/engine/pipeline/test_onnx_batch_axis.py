@@ -55,12 +55,12 @@ def test_a_graph_without_a_batch_axis_is_refused_before_anything_is_scored(tmp_p
 
     monkeypatch.setattr(metrics, "scores_of", lambda *a, **k: pytest.fail("scored a graph without a batch axis"))
     x, _ = _data()
-    with pytest.raises(sl.ModelError) as info:
+    with pytest.raises(sl.errors.ModelError) as info:
         sl.measure(path, (x, None), rounds=0)
     message = str(info.value)
     assert "'pooled.onnx' returned an output of shape (10,) for 2 samples" in message
     assert "no batch axis" in message and "'x' (?, 64)" in message and "dynamic_axes" in message
-    with pytest.raises(sl.ModelError, match="no batch axis"):
+    with pytest.raises(sl.errors.ModelError, match="no batch axis"):
         sl.compress(path, sl.Recipe(runtime=sl.Int8Static()), calibration_data=x)
 
 
@@ -98,7 +98,7 @@ def test_ids_are_checked_against_the_onnx_graphs_gather_table(tmp_path):
     assert c.spec.vocab == ((1000, "emb.weight"),)
     bad = ids.numpy().copy()
     bad[1, 2] = 5288
-    with pytest.raises(sl.DataError, match=r"token ids from \d+ to 5288 .* embedding 'emb.weight' has 1000 rows"):
+    with pytest.raises(sl.errors.DataError, match=r"token ids from \d+ to 5288 .* embedding 'emb.weight' has 1000 rows"):
         c.predict(bad)
-    with pytest.raises(sl.DataError, match="the evaluation data hold token ids"):
+    with pytest.raises(sl.errors.DataError, match="the evaluation data hold token ids"):
         sl.measure(path, (bad, None), rounds=0)

@@ -17,7 +17,7 @@ def test_a_rank_3_weight_is_reproduced_exactly_at_rank_3():
     model = nn.Sequential(nn.Linear(32, 40), nn.ReLU(), nn.Linear(40, 5))
     with torch.no_grad():
         model[0].weight.copy_(torch.randn(40, 3) @ torch.randn(3, 32))
-    small = sl.factorize(model, rank=3, filter_fn=lambda m, name: name == "0")
+    small = sl.pruning.factorize(model, rank=3, filter_fn=lambda m, name: name == "0")
     x = torch.randn(16, 32)
     torch.testing.assert_close(small(x), model(x), atol=1e-4, rtol=1e-4)
     assert [tuple(m.weight.shape) for m in small[0]] == [(3, 32), (40, 3)]
@@ -31,7 +31,7 @@ def test_conv_keeps_stride_padding_and_matches_at_its_true_rank():
         conv.weight.copy_((torch.randn(16, 2) @ torch.randn(2, 72)).reshape(16, 8, 3, 3))
     model = nn.Sequential(conv)
     before = state_hash(model)
-    small = sl.factorize(model, rank=2)
+    small = sl.pruning.factorize(model, rank=2)
     x = torch.randn(2, 8, 9, 9)
     torch.testing.assert_close(small(x), model(x), atol=1e-4, rtol=1e-4)
     first, second = small[0]
@@ -48,7 +48,7 @@ def test_energy_picks_the_smallest_rank_that_keeps_it():
 
 def test_digits_mlp_gets_smaller_and_stays_accurate(digits_mlp):
     model, split = digits_mlp
-    small = sl.factorize(model, energy=0.9)
+    small = sl.pruning.factorize(model, energy=0.9)
     params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert params(small) < 0.7 * params(model)
     x = torch.from_numpy(split.x_test)
@@ -61,10 +61,10 @@ def test_digits_mlp_gets_smaller_and_stays_accurate(digits_mlp):
 
 def test_layers_that_would_not_shrink_are_kept_and_bad_arguments_refused():
     model = nn.Sequential(nn.Linear(8, 8))
-    assert isinstance(sl.factorize(model, rank=8)[0], nn.Linear)  # 8 * 16 >= 64: kept
-    with pytest.raises(sl.ConfigError, match="exactly one of rank= .* or energy="):
-        sl.factorize(model)
-    with pytest.raises(sl.ConfigError, match="rank=0"):
-        sl.factorize(model, rank=0)
-    with pytest.raises(sl.ConfigError, match="energy=1.5"):
-        sl.factorize(model, energy=1.5)
+    assert isinstance(sl.pruning.factorize(model, rank=8)[0], nn.Linear)  # 8 * 16 >= 64: kept
+    with pytest.raises(sl.errors.ConfigError, match="exactly one of rank= .* or energy="):
+        sl.pruning.factorize(model)
+    with pytest.raises(sl.errors.ConfigError, match="rank=0"):
+        sl.pruning.factorize(model, rank=0)
+    with pytest.raises(sl.errors.ConfigError, match="energy=1.5"):
+        sl.pruning.factorize(model, energy=1.5)

@@ -228,13 +228,13 @@ def test_one_verb_dispatches_every_pruning_config_through_the_registry():
 
     configs = {cls for cls in config_base._REGISTRY.values() if issubclass(cls, PruningConfig)}
     assert configs == set(_PRUNERS)
-    with pytest.raises(sl.ConfigError, match=r"is not a pruning config; use one of MagnitudePruning\(...\), .*LayerPruning"):
+    with pytest.raises(sl.errors.ConfigError, match=r"is not a pruning config; use one of MagnitudePruning\(...\), .*LayerPruning"):
         sl.prune(nn.Linear(4, 2), sl.LinearQuantization(bits=4))
-    with pytest.raises(sl.ExampleInputError, match="ChannelPruning|channels50%.*example_inputs="):
+    with pytest.raises(sl.errors.ExampleInputError, match="ChannelPruning|channels50%.*example_inputs="):
         sl.prune(nn.Linear(4, 2), sl.ChannelPruning(ratio=0.5))
-    with pytest.raises(sl.ConfigError, match="callable importance applies to ChannelPruning"):
+    with pytest.raises(sl.errors.ConfigError, match="callable importance applies to ChannelPruning"):
         sl.prune(nn.Linear(4, 2), sl.MagnitudePruning(sparsity=0.5), importance=lambda g: g)
-    with pytest.raises(sl.ConfigError, match="per-layer sparsity applies to MagnitudePruning and ChannelPruning"):
+    with pytest.raises(sl.errors.ConfigError, match="per-layer sparsity applies to MagnitudePruning and ChannelPruning"):
         sl.prune(nn.Linear(4, 2), sl.LayerPruning(keep=1), example_inputs=torch.randn(1, 4), layer_sparsity={"a": 0.5})
 
 
@@ -246,9 +246,9 @@ def test_groups_that_cannot_lose_channels_are_named(conv_bn):
         sl.prune(conv_bn, sl.ChannelPruning(ratio=0.0), example_inputs=x, layer_sparsity={"fc2": 0.5})
     with pytest.raises(StructuredPruningError, match=r"group 'conv2' .* 10 channels: ratio 0.5 with round_to=8 would leave none"):
         sl.prune(conv_bn, sl.ChannelPruning(ratio=0.5, round_to=8), example_inputs=x)
-    with pytest.raises(sl.ConfigError, match=r"ignored names 'layer9', which matches no layer"):
+    with pytest.raises(sl.errors.ConfigError, match=r"ignored names 'layer9', which matches no layer"):
         sl.prune(conv_bn, sl.ChannelPruning(ratio=0.5, ignored=("layer9",)), example_inputs=x)
-    with pytest.raises(sl.ConfigError, match=r"'fc9', which belongs to no prunable group; groups: \[.*'conv1'"):
+    with pytest.raises(sl.errors.ConfigError, match=r"'fc9', which belongs to no prunable group; groups: \[.*'conv1'"):
         sl.prune(conv_bn, sl.ChannelPruning(ratio=0.5), example_inputs=x, layer_sparsity={"fc9": 0.5})
 
 
@@ -293,11 +293,11 @@ def test_channel_recipes_round_trip_with_their_labels():
         (dict(ratio=0.5, heads="yes"), "heads='yes' must be True or False"),
         (dict(ratio=0.5, ignored=[3]), "ignored=.*tuple of layer names"),
     ]:
-        with pytest.raises(sl.ConfigError, match=words):
+        with pytest.raises(sl.errors.ConfigError, match=words):
             sl.ChannelPruning(**bad)
-    with pytest.raises(sl.ConfigError, match="give keep= .* or ratio= .*not both"):
+    with pytest.raises(sl.errors.ConfigError, match="give keep= .* or ratio= .*not both"):
         sl.LayerPruning(keep=2, ratio=0.5)
-    with pytest.raises(sl.ConfigError, match="not neither"):
+    with pytest.raises(sl.errors.ConfigError, match="not neither"):
         sl.LayerPruning()
 
 

@@ -80,7 +80,7 @@ def test_layer_pruning_drops_the_least_influential_bert_layers():
     ref = copy.deepcopy(bert)
     ref.encoder.layer = nn.ModuleList([ref.encoder.layer[i] for i in keep])
     torch.testing.assert_close(short(**x).last_hidden_state, ref(**x).last_hidden_state)
-    with pytest.raises(sl.ConfigError, match=r"has 4 removable blocks .*keep=4 removes none. Pass keep < 4"):
+    with pytest.raises(sl.errors.ConfigError, match=r"has 4 removable blocks .*keep=4 removes none. Pass keep < 4"):
         sl.prune(bert, sl.LayerPruning(keep=4), example_inputs=x)
 
 
@@ -117,9 +117,9 @@ def test_distillation_with_dict_inputs_and_no_labels_recovers_the_teacher(bert_a
                         optimizer=lambda p: torch.optim.Adam(p, lr=1e-4))
     assert state_hash(pruned) == start
     assert distance(tuned) < 0.5 * before  # measured: 4.7e-4 -> 1.0e-4
-    with pytest.raises(sl.DataError, match="has no targets.*Distillation\\(teacher=.*alpha=1.0"):
+    with pytest.raises(sl.errors.DataError, match="has no targets.*Distillation\\(teacher=.*alpha=1.0"):
         sl.finetune(pruned, (x, None), epochs=1, output="last_hidden_state")
-    with pytest.raises(sl.ConfigError, match=r"alpha=0.5\) mixes in a task loss.*pass alpha=1.0"):
+    with pytest.raises(sl.errors.ConfigError, match=r"alpha=0.5\) mixes in a task loss.*pass alpha=1.0"):
         sl.finetune(pruned, (x, None), output="last_hidden_state", distill=sl.Distillation(teacher=bert, alpha=0.5))
 
 

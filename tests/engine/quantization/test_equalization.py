@@ -150,6 +150,6 @@ def test_equalization_without_calibration_data_is_refused_before_the_export(monk
     import squeezelab.engine.pipeline.compress as compress_module
 
     monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported"))
-    with pytest.raises(sl.CalibrationError, match="calibration_data="):
+    with pytest.raises(sl.errors.CalibrationError, match="calibration_data="):
         sl.compress(tiny_cnn(), sl.Recipe(runtime=sl.Int8Dynamic(), transforms=(sl.Equalization(),)),
                     example_inputs=images(1, seed=0).numpy())

@@ -50,7 +50,7 @@ def test_deep_compression_file_round_trips_and_keeps_zeros(digits_mlp, tmp_path,
     c = sl.compress(model, recipe, example_inputs=split.x_test[:1])
     path = c.save(tmp_path / "model.dc")
     assert path.stat().st_size == c.size_bytes
-    loaded = sl.load_packed(path, sl.DigitsMLP())
+    loaded = sl.load_packed(path, sl.models.DigitsMLP())
     x = torch.from_numpy(split.x_test)
     torch.testing.assert_close(loaded(x), c.model(x), rtol=0, atol=0)
     for i in (1, 3, 5):
@@ -70,16 +70,16 @@ def test_deep_compression_file_round_trips_and_keeps_zeros(digits_mlp, tmp_path,
 def test_trained_kmeans_on_a_pruned_model_keeps_zeros(digits_mlp):
     model, split = digits_mlp
     pruned = sl.prune(model, sl.MagnitudePruning(sparsity=0.8))
-    sl.bake_masks_(pruned)
-    shared = sl.finetune(sl.share_weights(pruned, sl.KMeansQuantization(bits=3)), split.train, epochs=1)
-    sl.bake_shared_weights_(shared)
+    sl.pruning.bake_masks_(pruned)
+    shared = sl.finetune(sl.quantization.share_weights(pruned, sl.KMeansQuantization(bits=3)), split.train, epochs=1)
+    sl.quantization.bake_shared_weights_(shared)
     for i in (1, 3, 5):
         w = shared.net[i].weight
         assert float((w == 0).float().mean()) >= 0.8 - 1e-3 and len(torch.unique(w[w != 0])) <= 8
 
 
 def test_huffman_needs_a_quantizer():
-    with pytest.raises(sl.ConfigError, match="coding='huffman'\\) codes quantized weights"):
+    with pytest.raises(sl.errors.ConfigError, match="coding='huffman'\\) codes quantized weights"):
         sl.Recipe(runtime=sl.Simulated(coding="huffman"))
-    with pytest.raises(sl.ConfigError, match="coding='zip'"):
+    with pytest.raises(sl.errors.ConfigError, match="coding='zip'"):
         sl.Simulated(coding="zip")

@@ -22,8 +22,8 @@ def qat8(digits_cnn):
     model, split = digits_cnn
     before = state_hash(model)
     # 7-bit weights: the int8 path that is exact on every x86 CPU, so the export test holds on AVX2 and VNNI.
-    prepared = sl.prepare_qat(model, bits=8, reduce_range=True)
-    sl.calibrate_(prepared, split.x_train[:512])
+    prepared = sl.quantization.prepare_qat(model, bits=8, reduce_range=True)
+    sl.quantization.calibrate_(prepared, split.x_train[:512])
     trained = sl.finetune(prepared, split.train, epochs=2, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
     assert state_hash(model) == before
     return trained
@@ -44,8 +44,8 @@ def test_two_bit_qat_recovers_what_two_bit_ptq_loses(digits_cnn):
     # float kernels (0.9778 vs 0.9778 on a VNNI machine). At 2 bits PTQ loses ~43 pp and QAT wins back
     # 30+ pp on AVX2 and on the portable kernels alike (ATEN_CPU_CAPABILITY=default): a margin, not a sign.
     model, split = digits_cnn
-    ptq = sl.prepare_qat(model, bits=2)
-    sl.calibrate_(ptq, split.x_train[:512])
+    ptq = sl.quantization.prepare_qat(model, bits=2)
+    sl.quantization.calibrate_(ptq, split.x_train[:512])
     ptq.eval()
     qat = sl.finetune(ptq, split.train, epochs=3, optimizer=lambda p: torch.optim.Adam(p, lr=5e-4))
     assert _acc(ptq, split) < 0.8  # 2-bit PTQ really loses accuracy (the premise)
@@ -54,7 +54,7 @@ def test_two_bit_qat_recovers_what_two_bit_ptq_loses(digits_cnn):
 
 def test_exported_int8_model_matches_the_qat_model(qat8, digits_cnn):
     model, split = digits_cnn
-    onnx_bytes = sl.export_qat(qat8, split.x_test[:1])
+    onnx_bytes = sl.quantization.export_qat(qat8, split.x_test[:1])
     proto = onnx.load_from_string(onnx_bytes)
     weights = [i for i in proto.graph.initializer if i.name.endswith("_int8")]
     assert len(weights) == 4 and all(i.data_type == onnx.TensorProto.INT8 for i in weights)
@@ -72,9 +72,9 @@ def test_exported_int8_model_matches_the_qat_model(qat8, digits_cnn):
 
 def test_bad_arguments(digits_mlp):
     model, split = digits_mlp
-    with pytest.raises(sl.ConfigError, match="bits=9"):
-        sl.prepare_qat(model, bits=9)
-    with pytest.raises(sl.ConfigError, match="8-bit prepare_qat model"):
-        sl.export_qat(sl.prepare_qat(model, bits=4), split.x_test[:1])
-    with pytest.raises(sl.ConfigError, match="no activation range yet"):
-        sl.export_qat(sl.prepare_qat(model, bits=8), split.x_test[:1])
+    with pytest.raises(sl.errors.ConfigError, match="bits=9"):
+        sl.quantization.prepare_qat(model, bits=9)
+    with pytest.raises(sl.errors.ConfigError, match="8-bit prepare_qat model"):
+        sl.quantization.export_qat(sl.quantization.prepare_qat(model, bits=4), split.x_test[:1])
+    with pytest.raises(sl.errors.ConfigError, match="no activation range yet"):
+        sl.quantization.export_qat(sl.quantization.prepare_qat(model, bits=8), split.x_test[:1])

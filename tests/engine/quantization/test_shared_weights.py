@@ -17,7 +17,7 @@ def _acc(model, split):
 
 def test_centroid_gradient_is_the_sum_of_its_cluster_gradients():
     torch.manual_seed(0)
-    layer = sl.share_weights(torch.nn.Linear(6, 4, bias=False), sl.KMeansQuantization(bits=2))
+    layer = sl.quantization.share_weights(torch.nn.Linear(6, 4, bias=False), sl.KMeansQuantization(bits=2))
     shared = layer.parametrizations.weight[0]
     assert isinstance(shared, SharedWeights)
     x = torch.randn(5, 6)
@@ -34,10 +34,10 @@ def test_training_the_codebook_keeps_sharing_and_beats_untrained_kmeans(digits_m
     model, split = digits_mlp
     before = state_hash(model)
     config = sl.KMeansQuantization(bits=1)
-    shared = sl.share_weights(model, config)
+    shared = sl.quantization.share_weights(model, config)
     untrained_acc = _acc(shared, split)
     tuned = sl.finetune(shared, split.train, epochs=3, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
-    sl.bake_shared_weights_(tuned)
+    sl.quantization.bake_shared_weights_(tuned)
     assert state_hash(model) == before
     for i in (1, 3, 5):
         assert len(torch.unique(tuned.net[i].weight)) <= 2
@@ -49,7 +49,7 @@ def test_training_the_codebook_keeps_sharing_and_beats_untrained_kmeans(digits_m
 
 
 def test_bad_arguments():
-    with pytest.raises(sl.ConfigError, match="KMeansQuantization"):
-        sl.share_weights(torch.nn.Linear(4, 4), sl.LinearQuantization(bits=4))
-    with pytest.raises(sl.ConfigError, match="bake it first"):
-        sl.share_weights(sl.prune(torch.nn.Linear(4, 4), sl.MagnitudePruning(sparsity=0.5)), sl.KMeansQuantization())
+    with pytest.raises(sl.errors.ConfigError, match="KMeansQuantization"):
+        sl.quantization.share_weights(torch.nn.Linear(4, 4), sl.LinearQuantization(bits=4))
+    with pytest.raises(sl.errors.ConfigError, match="bake it first"):
+        sl.quantization.share_weights(sl.prune(torch.nn.Linear(4, 4), sl.MagnitudePruning(sparsity=0.5)), sl.KMeansQuantization())

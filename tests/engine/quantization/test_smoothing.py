@@ -220,7 +220,7 @@ def test_smoothing_without_calibration_data_is_refused_before_the_export(monkeyp
     import squeezelab.engine.pipeline.compress as compress_module
 
     monkeypatch.setattr(compress_module, "export_onnx", lambda *a, **k: pytest.fail("exported"))
-    with pytest.raises(sl.CalibrationError, match="calibration_data="):
+    with pytest.raises(sl.errors.CalibrationError, match="calibration_data="):
         sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(), transforms=(sl.Smoothing(),)), example_inputs=inputs,
                     output="last_hidden_state")
 
@@ -237,7 +237,7 @@ def test_dynamic_int8_smooths_by_default_only_with_calibration_data():
 def test_an_onnx_file_takes_no_transforms(tmp_path):
     model, inputs = _bert_and_inputs(batch=2, seq=8)
     path = sl.compress(model, example_inputs=inputs, output="last_hidden_state").save(tmp_path / "bert.onnx")
-    with pytest.raises(sl.ConfigError, match=r"transforms=\(\)"):
+    with pytest.raises(sl.errors.ConfigError, match=r"transforms=\(\)"):
         sl.compress(path, sl.Recipe(runtime=sl.Int8Dynamic(), transforms=(sl.Smoothing(),)))
 
 
@@ -247,11 +247,11 @@ def test_recipe_transforms_are_checked_ordered_and_round_trip():
     assert r.label.startswith("smooth0.5 + biascorr + int8-static")
     assert sl.Recipe.from_dict(r.to_dict()) == r and sl.Recipe.from_toml(r.to_toml()) == r
     assert sl.Recipe.from_toml(sl.Recipe(runtime=sl.Int8Static(), transforms=()).to_toml()).transforms == ()
-    with pytest.raises(sl.ConfigError, match="runtime=Int8Dynamic"):
+    with pytest.raises(sl.errors.ConfigError, match="runtime=Int8Dynamic"):
         sl.Recipe(transforms=(sl.Smoothing(),))
-    with pytest.raises(sl.ConfigError, match="twice"):
+    with pytest.raises(sl.errors.ConfigError, match="twice"):
         sl.Recipe(runtime=sl.Int8Static(), transforms=(sl.Smoothing(), sl.Smoothing(alpha=0.5)))
-    with pytest.raises(sl.ConfigError, match="alpha=1.5"):
+    with pytest.raises(sl.errors.ConfigError, match="alpha=1.5"):
         sl.Smoothing(alpha=1.5)
     assert sl.Smoothing(alpha=np.float32(0.5)).alpha == 0.5
 
@@ -260,7 +260,7 @@ def test_recipe_transforms_are_checked_ordered_and_round_trip():
     class Mine(Transform):
         pass
 
-    with pytest.raises(sl.ConfigError, match=r"\['Mine'\] are not squeezelab's fidelity steps"):
+    with pytest.raises(sl.errors.ConfigError, match=r"\['Mine'\] are not squeezelab's fidelity steps"):
         sl.Recipe(runtime=sl.Int8Static(), transforms=(Mine(),))
 
 

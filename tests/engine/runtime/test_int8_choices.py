@@ -65,7 +65,7 @@ def test_defaults_are_the_fast_faithful_ones():
     ],
 )
 def test_bad_int8_options_are_refused_with_the_fix(make, words):
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         make()
     for word in words:
         assert word in str(info.value)
@@ -185,7 +185,7 @@ def test_layer_mapping_on_a_cnn_and_an_unknown_layer():
     fp32 = sl.compress(model, example_inputs=torch.randn(1, 3, 32, 32))
     found = layer_nodes(fp32.onnx_bytes, ["layer2.0.downsample.0", "fc"])
     assert found == {"layer2.0.downsample.0": ["/layer2/layer2.0/downsample/downsample.0/Conv"], "fc": ["/fc/Gemm"]}
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         layer_nodes(fp32.onnx_bytes, ["layer9.conv"])
     assert "['layer9.conv']" in str(info.value) and "match no node" in str(info.value)
 
@@ -222,7 +222,7 @@ def test_static_cnn_layer_kept_float(digits_cnn):
 def test_unknown_layer_for_int8_is_refused_before_export(digits_cnn):
     model, split = digits_cnn
     recipe = sl.Recipe(runtime=sl.Int8Static(), layers=(sl.LayerSetting(name="conv99", bits=32),))
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         sl.compress(model, recipe, example_inputs=split.x_test[:1], calibration_data=split.x_test[:8])
     assert "['conv99']" in str(info.value) and "named_modules" in str(info.value)
 
@@ -270,7 +270,7 @@ def test_int8_search_returns_its_best_measured_result_within_a_tight_budget(digi
 
 def test_int8_search_refuses_train_data(digits_cnn):
     model, split = digits_cnn
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         sl.search(model, (split.x_test[:20], split.y_test[:20]), runtime=sl.Int8Dynamic(op_types=("Gemm",)),
                   train_data=(split.x_test[:20], split.y_test[:20]), progress=False, cache=False)
     assert "train_data" in str(info.value) and "does not fine-tune" in str(info.value)
@@ -353,6 +353,6 @@ def test_int8_search_refuses_a_recipe_that_cannot_quantize_the_model(digits_cnn,
         def forward(self, x):
             return self.fc(self.conv(x).mean((2, 3)))
 
-    with pytest.raises(sl.ConfigError) as info:
+    with pytest.raises(sl.errors.ConfigError) as info:
         sl.search(ConvOnly(), (split.x_test[:20], split.y_test[:20] % 2), runtime=sl.Int8Dynamic(), progress=False, cache=tmp_path)
     assert "would quantize only" in str(info.value) and "Int8Static" in str(info.value)

@@ -12,7 +12,7 @@ from squeezelab.engine.runtime.providers import Placement, check_placement, pars
 def test_unavailable_provider_is_refused_with_the_available_list(digits_mlp):
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=split.x_test[:1])
-    with pytest.raises(sl.ProviderUnavailableError, match="'NoSuchExecutionProvider'.*available: .*CPUExecutionProvider"):
+    with pytest.raises(sl.errors.ProviderUnavailableError, match="'NoSuchExecutionProvider'.*available: .*CPUExecutionProvider"):
         c.session(["NoSuchExecutionProvider"])
 
 
@@ -35,7 +35,7 @@ def test_a_provider_that_failed_to_start_is_not_silently_replaced(digits_mlp, mo
             return ["CPUExecutionProvider"]
 
     monkeypatch.setattr(compress_module, "make_session", lambda *a, **k: FellBack())
-    with pytest.raises(sl.ProviderFallbackError, match="asked for CUDAExecutionProvider but .* CPUExecutionProvider"):
+    with pytest.raises(sl.errors.ProviderFallbackError, match="asked for CUDAExecutionProvider but .* CPUExecutionProvider"):
         c.session(["CUDAExecutionProvider"])
     assert isinstance(c.session(["CUDAExecutionProvider"], allow_fallback=True), FellBack)
 
@@ -49,7 +49,7 @@ def test_fallback_of_quantized_nodes_raises_and_names_them():
             "mm_q": ("QLinearMatMul", "CUDAExecutionProvider"),
         }
     )
-    with pytest.raises(sl.ProviderFallbackError) as info:
+    with pytest.raises(sl.errors.ProviderFallbackError) as info:
         check_placement(placement, "CUDAExecutionProvider")
     message = str(info.value)
     assert "conv_q (QLinearConv on CPUExecutionProvider)" in message
@@ -73,5 +73,5 @@ def test_parse_profile_reads_node_events():
 def test_simulated_results_have_no_session(digits_mlp):
     model, split = digits_mlp
     c = sl.compress(model, sl.Recipe(quantization=sl.LinearQuantization(bits=4), runtime=sl.Simulated()), example_inputs=torch.from_numpy(split.x_test[:1]))
-    with pytest.raises(sl.ConfigError, match="simulated"):
+    with pytest.raises(sl.errors.ConfigError, match="simulated"):
         c.session()

@@ -80,6 +80,6 @@ def _qdq_graph(scale: float) -> bytes:
 
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0])
 def test_a_written_model_with_a_bad_scale_is_refused_naming_the_tensor(scale):
-    with pytest.raises(sl.QuantizationError, match="x_scale"):
+    with pytest.raises(sl.errors.QuantizationError, match="x_scale"):
         check_quantization_parameters(_qdq_graph(scale), "int8-static")
     check_quantization_parameters(_qdq_graph(0.1), "int8-static")  # a finite, positive scale passes

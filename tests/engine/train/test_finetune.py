@@ -66,7 +66,7 @@ def test_gradual_pruning_during_training_reaches_the_target_on_schedule(digits_m
     ],
 )
 def test_bad_schedules(kwargs, words):
-    with pytest.raises(sl.ConfigError, match=words):
+    with pytest.raises(sl.errors.ConfigError, match=words):
         sl.GradualPruning(**kwargs)
 
 
@@ -77,15 +77,15 @@ def test_a_schedule_that_does_not_finish_warns(digits_mlp):
 
 
 def test_bad_training_input():
-    with pytest.raises(sl.ConfigError, match="batch_size=0"):
+    with pytest.raises(sl.errors.ConfigError, match="batch_size=0"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), batch_size=0)
-    with pytest.raises(sl.ConfigError, match="schedule=0.5"):
+    with pytest.raises(sl.errors.ConfigError, match="schedule=0.5"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), schedule=0.5)
-    with pytest.raises(sl.ConfigError, match="frequency='10'"):
+    with pytest.raises(sl.errors.ConfigError, match="frequency='10'"):
         sl.GradualPruning(final_sparsity=0.5, end_step=10, frequency="10")
-    with pytest.raises(sl.ConfigError, match="epochs=0"):
+    with pytest.raises(sl.errors.ConfigError, match="epochs=0"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(4, 2), torch.zeros(4)), epochs=0)
-    with pytest.raises(sl.DataError, match="3 inputs and 2 targets"):
+    with pytest.raises(sl.errors.DataError, match="3 inputs and 2 targets"):
         sl.finetune(torch.nn.Linear(2, 2), (torch.zeros(3, 2), torch.zeros(2)))
 
 
@@ -111,9 +111,9 @@ def test_distillation_pulls_the_student_towards_the_teacher(digits_cnn, digits_m
 
     tuned = sl.finetune(student, split.train, epochs=3, distill=sl.Distillation(teacher=teacher, temperature=4.0, alpha=1.0))
     assert gap(tuned) < 0.95 * gap(student)  # measured 0.84x: a margin, not a sign that one CPU could flip
-    with pytest.raises(sl.ConfigError, match="alpha=2"):
+    with pytest.raises(sl.errors.ConfigError, match="alpha=2"):
         sl.Distillation(teacher=teacher, alpha=2)
-    with pytest.raises(sl.ModelError, match="teacher must be a torch.nn.Module"):
+    with pytest.raises(sl.errors.ModelError, match="teacher must be a torch.nn.Module"):
         sl.Distillation(teacher="cnn.pt")
 
 
@@ -148,5 +148,5 @@ def test_every_data_form_trains_the_same_and_output_chooses_what_is_trained():
                          distill=sl.Distillation(teacher=teacher, criterion="mse", alpha=1.0))
     gap = lambda m: ((m(left, right)["hidden"] - teacher(left, right)["hidden"]) ** 2).mean().item()  # noqa: E731
     assert gap(hidden) < gap(model)
-    with pytest.raises(sl.ConfigError, match="criterion='l2'; use 'kl' .*'mse' or 'cosine'"):
+    with pytest.raises(sl.errors.ConfigError, match="criterion='l2'; use 'kl' .*'mse' or 'cosine'"):
         sl.Distillation(teacher=teacher, criterion="l2")
