@@ -11,6 +11,7 @@ cosine error over that of squeezelab's round to nearest at the same block size. 
 CPU's flags and the load average (start and end) are printed with the figures.
 
     REPO=$PWD; cd /tmp && flock /work/bench.lock $REPO/.venv/bin/python $REPO/benchmarks/weight_only.py   # ~12 min on 2 cores
+    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/weight_only.py --markdown $REPO/benchmarks/results/weight_only.md  # the site's table
     cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/weight_only.py --rounds 0 --no-ort-gptq             # fidelity and size only
 """
 
@@ -36,6 +37,8 @@ from squeezelab.engine.measurement.latency import interleaved_latency, torch_thr
 from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 from squeezelab.engine.runtime.providers import make_session  # noqa: E402
+
+from _markdown import Page, add_markdown_option  # noqa: E402  (benchmarks/, beside this script)
 
 BASELINE = "fp32 ONNX Runtime"
 
@@ -179,18 +182,19 @@ def _time(variants: list[Variant], feeds: dict[str, np.ndarray], rounds: int) ->
         v.speed = ratio_interval(samples[BASELINE], samples[v.name])
 
 
-def _print_table(variants: list[Variant], args: argparse.Namespace) -> None:
+def _print_table(variants: list[Variant], args: argparse.Namespace, page: Page) -> None:
     base = variants[0]
     rtn = {v.block: v.cosine for v in variants if v.rtn}
-    print(f"\nMiniLM (all-MiniLM-L6-v2): {args.sentences} sentences evaluated (sequence 128), GPTQ calibrated on "
-          f"{args.calibration} others; batch 32, 1 thread, {args.rounds} interleaved shuffled rounds")
-    print("| variant | mean cosine to fp32 | 1-cos vs RTN | file bytes (x fp32) | speedup vs fp32 (95 % interval) | built |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    page.line(f"MiniLM (all-MiniLM-L6-v2): {args.sentences} sentences evaluated (sequence 128), GPTQ calibrated on "
+              f"{args.calibration} others; batch 32, 1 thread, {args.rounds} interleaved shuffled rounds")
+    page.line()
+    page.line("| variant | mean cosine to fp32 | 1-cos vs RTN | file bytes (x fp32) | speedup vs fp32 (95 % interval) | built |")
+    page.line("| --- | --- | --- | --- | --- | --- |")
     for v in variants:
         ratio = f"{(1 - v.cosine) / (1 - rtn[v.block]):.2f}x" if v.block in rtn and v is not base else ""
         speed = speedup_text(v.speed.median, v.speed.low, v.speed.high) if v.speed is not None else "not timed"
         size = f"{len(v.onnx_bytes):,} ({len(v.onnx_bytes) / len(base.onnx_bytes):.3f}x)"
-        print(f"| {v.name} | {v.cosine:.4f} | {ratio} | {size} | {speed} | {v.built_s:.0f} s |", flush=True)
+        page.line(f"| {v.name} | {v.cosine:.4f} | {ratio} | {size} | {speed} | {v.built_s:.0f} s |")
 
 
 def main() -> None:
@@ -199,7 +203,9 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=125, help="shipped sentences after those, for GPTQ")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds (>= 6 for an interval; 0: none)")
     parser.add_argument("--no-ort-gptq", dest="ort_gptq", action="store_false", help="leave out ONNX Runtime's GPTQ (minutes)")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    page = Page()
     from squeezelab.engine.zoo import SentenceEncoder, load_minilm, sentences, tokenize
 
     started = time.perf_counter()
@@ -218,7 +224,9 @@ def main() -> None:
     _fidelity(variants, evaluation, 32)
     if args.rounds:
         _time(variants, {k: np.ascontiguousarray(v[:32]) for k, v in evaluation.items()}, args.rounds)
-    _print_table(variants, args)
+    print()
+    _print_table(variants, args, page)
+    page.write(args.markdown)
     print(f"\nload average at end: {load_average()}; wall time {time.perf_counter() - started:.0f} s")
 
 

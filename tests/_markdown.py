@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
+RESULTS = ROOT / "benchmarks" / "results"  # the tables benchmarks write (`--markdown`), included by the site
+# pymdownx.snippets' include line, as mkdocs.yml configures it (base path benchmarks/results).
+_SNIPPET = re.compile(r'^--8<-- "([^"]+)"\s*$', flags=re.M)
 # A fence opens at the start of a line with its language and closes at the start of a line.
 _FENCE = re.compile(r"^```([\w-]*)\n(.*?)^```", flags=re.S | re.M)
 
@@ -41,9 +44,19 @@ def run_script(name: str, source: str, capsys) -> None:
     assert capsys.readouterr().out.strip(), f"{name} printed nothing"
 
 
+def included_results(path: Path) -> list[str]:
+    """The benchmark result files ``path`` includes (``--8<-- "name.md"``)."""
+    return _SNIPPET.findall(path.read_text())
+
+
+def page_text(path: Path) -> str:
+    """``path`` as the site shows it: each ``--8<--`` line replaced by the benchmark result file it names."""
+    return _SNIPPET.sub(lambda m: (RESULTS / m.group(1)).read_text(), path.read_text())
+
+
 def heading_anchors(path: Path) -> set[str]:
     """The ids MkDocs gives ``path``'s headings (Python-Markdown's toc slugs), for checking links into it."""
     from markdown.extensions.toc import slugify  # a dependency of mkdocs (the [docs] extra)
 
-    text = _FENCE.sub("", path.read_text())
+    text = _FENCE.sub("", page_text(path))
     return {slugify(h.strip(), "-") for h in re.findall(r"^#{1,6} (.+)$", text, flags=re.M)}

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from _markdown import DOCS, ROOT, code_blocks, doc_pages, run_script, scripts
+from _markdown import DOCS, RESULTS, ROOT, code_blocks, doc_pages, included_results, run_script, scripts
 
 try:  # The budget example's encoder test builds a Hugging Face BERT. Its ~1,500 modules are loaded here,
     # outside pytester's run (which unloads what it imports): torch._inductor's operators cannot be
@@ -32,6 +32,18 @@ def test_every_page_is_in_the_navigation_and_every_python_block_is_an_example():
     assert len(SCRIPTS) >= 15
     test_blocks = {p.name: [b for b in code_blocks(p, "python") if "def test_" in b] for p in doc_pages()}
     assert {name: len(blocks) for name, blocks in test_blocks.items() if blocks} == {"budgets.md": 1}
+
+
+def test_every_benchmark_table_on_the_site_is_a_file_a_benchmark_wrote():
+    """The site's benchmark tables are included from ``benchmarks/results`` (written by ``--markdown``), each
+    once, each with the header that says where, when and by which command it was measured."""
+    included = [name for page in doc_pages() for name in included_results(page)]
+    written = sorted(p.name for p in RESULTS.glob("*.md"))
+    assert sorted(included) == written and written
+    for name in written:
+        head = (RESULTS / name).read_text().splitlines()[:2]
+        assert head[0].startswith("<!-- written by benchmarks/") and "rerun it to refresh" in head[0], name
+        assert head[1].startswith("Measured on 20") and re.search(r"\*\*(AVX-512 VNNI|AVX2 only)", head[1]), name
 
 
 @pytest.mark.parametrize("name", list(SCRIPTS))
