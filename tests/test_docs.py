@@ -34,6 +34,16 @@ def test_every_page_is_in_the_navigation_and_every_python_block_is_an_example():
     assert {name: len(blocks) for name, blocks in test_blocks.items() if blocks} == {"budgets.md": 1}
 
 
+def test_every_notebook_is_a_page_of_the_site():
+    """docs/notebooks/ links each notebook of notebooks/ (rendered as saved by mkdocs-jupyter), and the nav lists it."""
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("*.ipynb"))
+    linked = sorted((DOCS / "notebooks").glob("*.ipynb"))
+    assert [p.name for p in linked] == notebooks and notebooks
+    assert all(p.is_symlink() and p.resolve() == ROOT / "notebooks" / p.name for p in linked)
+    nav = set(re.findall(r"^\s*- [^:\n]+: (notebooks/\S+\.ipynb)\s*$", (ROOT / "mkdocs.yml").read_text(), flags=re.M))
+    assert nav == {f"notebooks/{name}" for name in notebooks}
+
+
 def test_every_benchmark_table_on_the_site_is_a_file_a_benchmark_wrote():
     """The site's benchmark tables are included from ``benchmarks/results`` (written by ``--markdown``), each
     once, each with the header that says where, when and by which command it was measured."""
