@@ -75,7 +75,7 @@ def _size(result: dict[str, Any]) -> str:
     base, cand = s.get("baseline_bytes"), s.get("candidate_bytes")
     if not cand:
         return "n/a"
-    ratio = f" ({base / cand:.2f}x smaller)" if base else ""
+    ratio = f" (compression {base / cand:.2f}x)" if base else ""
     return f"{cand:,} B{ratio}"
 
 

@@ -327,6 +327,16 @@ def _cell(x: float, width: int = 11) -> str:
     return f"{shown:>{width}s}"
 
 
+def _shown_path(path: str | None, here: Path) -> str | None:
+    """``path`` relative to where pytest was started when it lies below it (the summary names files as the job does)."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).relative_to(here))
+    except ValueError:
+        return path
+
+
 def _is_xdist_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
@@ -369,8 +379,9 @@ class _Recorder:
             return
         compare = state.compare
         saved_note = None if compare is None else f"saved {compare.created} with squeezelab {compare.squeezelab}"
-        text = markdown_summary(state.results, budget_source=state.source,
-                                compare_source=None if compare is None else compare.source, saved_note=saved_note)
+        text = markdown_summary(state.results, budget_source=_shown_path(state.source, here),
+                                compare_source=None if compare is None else _shown_path(compare.source, here),
+                                saved_note=saved_note)
         if state.markdown_path:
             (here / state.markdown_path).write_text(text, encoding="utf-8")
         if summary_file:
