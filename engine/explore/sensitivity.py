@@ -14,7 +14,6 @@ changes no kernel in a simulation).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,8 +21,11 @@ from torch import nn
 
 from squeezelab.engine.core.arguments import check_executor, grid_lists
 from squeezelab.engine.core.errors import ConfigError
-from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.measurement.point import Settings
+from squeezelab.engine.explore.evaluation import Evaluator, recipe_of
+from squeezelab.engine.explore.grid import weight_quantizer
+from squeezelab.engine.explore.layer_probes import Planned, Probe, measure_probes, probe_table
+from squeezelab.engine.explore.sensitivity_estimated import estimated_table
+from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.layers import prunable_layers
 from squeezelab.engine.core.pruners import MagnitudePruning
 from squeezelab.engine.core.quantizers import QuantizationConfig
@@ -62,6 +64,8 @@ def layer_sensitivity(
     progress: bool = True,
     evaluator: Evaluator | None = None,
     deadline: float | None = None,
+    method: str = "exact",
+    verify: int = 5,
     **overrides: Any,
 ) -> Any:
     """A pandas DataFrame: one row per (layer, axis, value).
@@ -77,12 +81,17 @@ def layer_sensitivity(
     (a ``time.monotonic()`` value) stops probing; probes not measured by then have no figures (NaN).
 
     ``bits`` and ``sparsity`` take one value or a list each; one of them may be empty (that
-    axis is not probed), not both. ``executor`` is as for ``sweep``.
+    axis is not probed), not both. ``executor`` is as for ``sweep``: each probe is then a full
+    evaluation in a worker; without one, probes run here, re-running only what they change
+    (``layer_probes``: the same figures, the model run from the changed layer's stage onward).
+
+    ``method="estimate"``: every row gets an *estimate* (``sensitivity_estimate``: the layer's output
+    error carried to the model's output, in units of 1 - cosine to fp32, from a few backward passes on
+    16 samples) in the ``estimate`` column, and only the ``verify`` rows of each axis the estimate ranks
+    highest are measured by exact probes. ``estimated`` says which rows were not measured; their
+    metric figure is NaN, and their ``drop`` holds the estimate when the metric is a cosine (else NaN).
+    ``table.attrs["estimate"]`` says what the estimate is.
     """
-    import pandas as pd
-
-    from squeezelab.engine.explore.sweep import sweep, weight_quantizer
-
     bits, sparsity = grid_lists(bits, sparsity, layout="separate")
     check_executor(executor)
     quantizer = weight_quantizer(quantization, width_based=True)
@@ -92,28 +101,39 @@ def layer_sensitivity(
     layers = prunable_layers(model)
     if not layers:
         raise ConfigError("the model has no Linear/Conv layer to probe.")
+    probes = _probes(layers, bits, sparsity, quantizer)
+    if method not in ("exact", "estimate"):
+        raise ConfigError(f"method={method!r}; pass 'exact' (every probe measured) or 'estimate' (estimated, the top "
+                          "rows measured).")
+    ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
+    if method == "estimate":
+        return estimated_table(ev, [name for name, _ in layers], quantizer, probes, verify=verify, progress=progress,
+                               deadline=deadline)
+    if executor is not None:  # probes spread over processes, each a full evaluation
+        points, base = _through_sweep(model, data, ev, probes, executor, progress, deadline)
+    else:
+        points, base = measure_probes(ev, [name for name, _ in layers], quantizer, probes, progress, deadline)
+    return probe_table(probes, points, base, quantizer)
+
+
+def _probes(layers: list[tuple[str, int]], bits: list[int], sparsity: list[float], quantizer: QuantizationConfig) -> list[Planned]:
     names = [name for name, _ in layers]
-    probes: list[tuple[Recipe, dict[str, Any]]] = []
+    out: list[Planned] = []
     for name, count in layers:
         for b in bits:
-            probes.append((bits_probe(quantizer, name, b, names), {"layer": name, "parameters": count, "axis": "bits", "value": b}))
+            out.append((Probe(bits_probe(quantizer, name, b, names), name, "bits", b),
+                        {"layer": name, "parameters": count, "axis": "bits", "value": b}))
         for s in sparsity:
-            probes.append((sparsity_probe(name, s), {"layer": name, "parameters": count, "axis": "sparsity", "value": s}))
-    ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
-    result = sweep(model, data, bits=(), sparsity=(), recipes=[r for r, _ in probes], evaluator=ev, executor=executor,
+            out.append((Probe(sparsity_probe(name, s), name, "sparsity", s),
+                        {"layer": name, "parameters": count, "axis": "sparsity", "value": s}))
+    return out
+
+
+def _through_sweep(model: nn.Module, data: Any, ev: Evaluator, probes: list[Planned], executor: cf.Executor,
+                   progress: bool, deadline: float | None) -> tuple[dict[Recipe, Point], Point]:
+    """Every probe as a full evaluation (compress, run the whole model), through ``sweep``'s executor."""
+    from squeezelab.engine.explore.sweep import sweep
+
+    result = sweep(model, data, bits=(), sparsity=(), recipes=[p.recipe for p, _ in probes], evaluator=ev, executor=executor,
                    progress=progress, deadline=deadline)
-    by_recipe = {row["recipe"]: row for _, row in result.table.iterrows()}
-    key = result.metric_key
-    base = result.baseline["value"]
-    rows = []
-    for recipe, info in probes:
-        row = by_recipe.get(json.dumps(recipe.to_dict(), sort_keys=True))
-        figure = float("nan") if row is None else row["value"]  # not probed before the deadline
-        drop = base - figure
-        size = None if row is None else row["size_bytes"]
-        rows.append({**info, key: figure, "drop": drop, f"{key}_drop": drop, "size_bytes": size})
-    table = pd.DataFrame(rows)
-    table.attrs.update(result.table.attrs)
-    table.attrs["baseline_value"] = float(base)
-    table.attrs["quantization"] = quantizer.label
-    return table
+    return {recipe_of(p): p for p in result.points}, ev.baseline()

@@ -1,0 +1,205 @@
+"""layer_sensitivity's probes re-run only what they change: the same figures as full evaluations.
+
+The oracle is the full evaluation (``sweep``'s path: compress the probe's recipe, run the whole model),
+reached by passing an executor that runs in this process. The estimate is checked for its labels.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from torch import nn
+
+import squeezelab as sl
+from squeezelab.errors import ConfigError
+from squeezelab.engine.core.layers import prunable_layers
+from squeezelab.engine.core.quantizers import LinearQuantization
+from squeezelab.engine.explore import layer_probes
+from squeezelab.engine.explore.evaluation import Evaluator
+from squeezelab.engine.explore.layer_probes import LayerProbes
+from squeezelab.engine.explore.sensitivity import bits_probe, sparsity_probe
+from squeezelab.engine.explore.packed_size import packed_size
+from squeezelab.engine.pipeline.artifact import pack_encoded
+from squeezelab.engine.quantization.simulated import encode_model
+from squeezelab.engine.zoo.bert import tiny_bert, tiny_bert_inputs
+from tests.conftest import state_hash
+
+
+class _Here(cf.Executor):
+    """An executor that runs each task at once in this process: layer_sensitivity's full-evaluation path."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future: cf.Future = cf.Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+class _ClampInPlace(nn.Module):
+    """Edits its input in place; its caller ignores what it returns (replaying it would be wrong)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp_(min=-0.5)
+
+
+class _Block(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x  # in place on the block's output: a replayed input must be a copy
+        return self.relu(out)
+
+
+class _ResidualCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.side = _ClampInPlace()
+        self.blocks = nn.Sequential(_Block(8), _Block(8), _Block(8))
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        self.side(x)  # relies on the in-place edit
+        x = self.blocks(x)
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def _residual_cnn() -> tuple[nn.Module, tuple[np.ndarray, np.ndarray]]:
+    torch.manual_seed(0)
+    model = _ResidualCNN().eval()
+    for m in model.modules():  # BatchNorm statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    x = np.random.default_rng(0).standard_normal((40, 3, 8, 8)).astype(np.float32)
+    with torch.no_grad():
+        labels = model(torch.from_numpy(x)).argmax(dim=1).numpy()
+    labels[::4] = (labels[::4] + 1) % 5  # some samples wrong in fp32 already: accuracy can move both ways
+    return model, (x, labels)
+
+
+def _both(model: nn.Module, data, tmp_path, **kwargs):
+    fast = sl.layer_sensitivity(model, data, cache=tmp_path / "fast", progress=False, **kwargs)
+    full = sl.layer_sensitivity(model, data, cache=tmp_path / "full", progress=False, executor=_Here(), **kwargs)
+    return fast, full
+
+
+def test_tiny_bert_probes_equal_the_full_evaluation(tmp_path):
+    model, x = tiny_bert(), tiny_bert_inputs(batch=12, seq=16)
+    before = state_hash(model)
+    fast, full = _both(model, (x, None), tmp_path, bits=[2, 4], sparsity=[0.75], output="last_hidden_state", eval_batch_size=5)
+    assert fast[["layer", "axis", "value"]].equals(full[["layer", "axis", "value"]])
+    np.testing.assert_allclose(fast["cosine"], full["cosine"], rtol=0, atol=1e-6)
+    assert fast["drop"].max() > 1e-5  # the probes changed something (2 bits on some layer)
+    assert (fast["size_bytes"] == full["size_bytes"]).all()  # the packed file's size, without writing it
+    assert fast.attrs == full.attrs
+    assert state_hash(model) == before
+    # the stored points agree field by field (a later search reads them from the cache)
+    names = [name for name, _ in prunable_layers(model)]
+    for recipe in (bits_probe(LinearQuantization(), names[3], 2, names), sparsity_probe(names[5], 0.75)):
+        a, b = (Evaluator(model, (x, None), cache=tmp_path / kind, rounds=0, output="last_hidden_state", eval_batch_size=5)
+                .cached(recipe) for kind in ("fast", "full"))
+        for field in ("label", "bits", "weight_sparsity", "quantized_weight_fraction", "size_bytes", "n_samples", "runtime"):
+            assert getattr(a, field) == getattr(b, field), field
+        assert a.weight_sparsity > 0
+
+
+def test_tiny_bert_probes_replay_the_layers_before_them():
+    model, x = tiny_bert(), tiny_bert_inputs(batch=6, seq=16)
+    ev = Evaluator(model, (x, None), cache=False, rounds=0, output="last_hidden_state")
+    names = [name for name, _ in prunable_layers(model)]
+    probes = LayerProbes(ev, names, LinearQuantization())
+    stages = [s.name for s in probes.replay.stages]
+    assert "embeddings" in stages and "encoder.layer.1.intermediate" in stages
+    assert [s.name for s in probes.replay.replayed_before("encoder.layer.0.attention.self.query")] == ["embeddings"]
+    replayed = [s.name for s in probes.replay.replayed_before("encoder.layer.1.output.dense")]
+    assert "encoder.layer.0.output" in replayed and "encoder.layer.1.intermediate" in replayed
+    # With no layer changed, a replayed run is the fp32 run.
+    np.testing.assert_array_equal(probes.replay.outputs("encoder.layer.1.output.dense"), probes.replay.fp32)
+
+
+def test_residual_cnn_probes_equal_the_full_evaluation(tmp_path):
+    model, (x, labels) = _residual_cnn()
+    fast, full = _both(model, (x, None), tmp_path, bits=[2, 3], sparsity=[0.9], eval_batch_size=16)
+    np.testing.assert_allclose(fast["cosine"], full["cosine"], rtol=0, atol=1e-6)
+    assert fast["drop"].max() > 1e-4
+    assert (fast["size_bytes"] == full["size_bytes"]).all()
+    top1, top1_full = _both(model, (x, labels), tmp_path / "top1", bits=[2], sparsity=[], eval_batch_size=16)
+    np.testing.assert_array_equal(top1["accuracy"], top1_full["accuracy"])
+
+
+def test_a_module_whose_side_effect_matters_is_recomputed_not_replayed():
+    model, data = _residual_cnn()
+    ev = Evaluator(model, data, cache=False, rounds=0)
+    probes = LayerProbes(ev, [name for name, _ in prunable_layers(model)], LinearQuantization())
+    stages = [s.name for s in probes.replay.stages]
+    assert "side" not in stages  # its replay did not reproduce fp32 on the check samples
+    assert any(s.startswith("blocks.") for s in stages)
+
+
+def test_a_second_call_reads_the_cache_only(tmp_path, monkeypatch):
+    model, data = _residual_cnn()
+    first = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path, progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached table built its probes again")
+
+    monkeypatch.setattr(layer_probes.LayerProbes, "__init__", refuse)
+    again = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path, progress=False)
+    assert again.equals(first)
+
+
+def test_a_deadline_in_the_past_leaves_probes_unmeasured(tmp_path):
+    model, data = _residual_cnn()
+    table = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path, progress=False, deadline=0.0)
+    assert table["accuracy"].isna().all() and not np.isnan(table.attrs["baseline_value"])
+
+
+def test_the_estimate_is_labelled_and_its_top_rows_measured(tmp_path):
+    model, x = tiny_bert(), tiny_bert_inputs(batch=12, seq=16)
+    kwargs = dict(bits=[2, 4], sparsity=[0.75], output="last_hidden_state", progress=False)
+    exact = sl.layer_sensitivity(model, (x, None), cache=tmp_path, **kwargs)
+    est = sl.layer_sensitivity(model, (x, None), cache=tmp_path, method="estimate", verify=2, **kwargs)
+    assert "estimate, not measured" in est.attrs["estimate"] and est.attrs["verified"] == 4
+    measured = est[~est["estimated"]]
+    assert len(measured) == 4 and sorted(measured["axis"]) == ["bits", "bits", "sparsity", "sparsity"]
+    np.testing.assert_allclose(measured["cosine"], exact.loc[measured.index, "cosine"], atol=1e-9)
+    guessed = est[est["estimated"]]
+    assert guessed["cosine"].isna().all()  # no figure that was not measured
+    np.testing.assert_allclose(guessed["drop"], guessed["estimate"])  # a cosine metric: the estimate stands in
+    # the estimate ranks like the measurement (Spearman 0.99 when written; a wrong sign or scale would fail)
+    two = exact["value"].eq(2) & exact["axis"].eq("bits")
+    assert spearmanr(exact.loc[two, "drop"], est.loc[two, "estimate"]).correlation > 0.8
+
+
+def test_an_estimate_of_a_top1_model_gives_no_drop_to_unmeasured_rows(tmp_path):
+    model, data = _residual_cnn()
+    est = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path, progress=False, method="estimate", verify=1)
+    assert est["drop"][est["estimated"]].isna().all() and est["estimate"].notna().all()
+    assert "not a cosine" in est.attrs["estimate"]
+
+
+def test_an_unknown_method_is_refused():
+    model, data = _residual_cnn()
+    with pytest.raises(ConfigError, match="method='fast'"):
+        sl.layer_sensitivity(model, data, method="fast", cache=False, progress=False)
+
+
+@pytest.mark.parametrize("bits", [None, 2, 4])
+def test_packed_size_is_the_packed_files_length(bits):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    config = None if bits is None else LinearQuantization(bits=bits)
+    encoded = encode_model(model, config, layer_bits={"0": 32} if bits == 4 else None)
+    recipe = {"quantization": {"type": "x", "note": 'quotes " and \\ and é'}}
+    assert packed_size(encoded, recipe=recipe, model_class="m.C") == len(pack_encoded(encoded, recipe=recipe, model_class="m.C"))
