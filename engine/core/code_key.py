@@ -21,6 +21,7 @@ its ``repr``; if that holds a memory address, the key simply never repeats
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import types
 from typing import Any
@@ -36,6 +37,8 @@ _VERSIONED = ("torch", "torch.")
 # CPython's flag for a class created at run time (every class a ``class`` statement makes); the classes
 # of Python itself (object, int, dict, ...) are static types without it.
 _HEAPTYPE = 1 << 9
+# What @contextlib.contextmanager returns; CPython's one base class of its sync and async forms.
+_GENERATOR_CONTEXT = contextlib._GeneratorContextManagerBase  # type: ignore[attr-defined]
 
 
 def is_versioned(cls: type) -> bool:
@@ -111,6 +114,10 @@ def value_key(value: Any, seen: set[int] | None = None) -> Any:
             return ["module seen", type(value).__qualname__]
         seen.add(id(value))
         return ["module", model_fingerprint(value)]
+    if isinstance(value, _GENERATOR_CONTEXT):  # a @contextmanager used as a decorator (transformers' init guard):
+        # its generator function and arguments say what it does; its repr holds an address new in every process
+        return ["context manager", function_key(value.func, seen), value_key(list(value.args), seen),
+                sorted((k, value_key(v, seen)) for k, v in value.kwds.items())]
     return ["repr", type(value).__qualname__, repr(value)]
 
 
