@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from squeezelab.engine.core.errors import __all__ as CORE_ERRORS  # a plain module: imports nothing
+from squeezelab.engine.core import errors as core_errors  # a plain module: imports nothing
 
 # Public module -> {module that holds the names (under squeezelab.engine unless it starts with "squeezelab."): names}.
 PUBLIC: dict[str, dict[str, list[str]]] = {
@@ -43,7 +43,7 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
         "explore.search_result": ["SearchResult"],
     },
     "squeezelab.errors": {
-        "core.errors": list(CORE_ERRORS),  # every class of engine/core/errors.py, as it lists them
+        "core.errors": list(core_errors.__all__),  # every class of engine/core/errors.py, as it lists them
         "quantization.smoothing": ["SmoothingError"],
         "quantization.equalization": ["EqualizationError"],
         "explore.sweep": ["SweepError"],
