@@ -28,6 +28,7 @@ __all__ = [
     "ArtifactError",
     "ArtifactPathError",
     "CacheError",
+    "ModelTooLargeError",
 ]
 
 
@@ -141,3 +142,19 @@ class CacheError(SqueezeError, OSError):
         super().__init__(message)
         self.path = path
         self.sweep: object = None
+
+
+class ModelTooLargeError(ExportError):
+    """A step cannot hold the model as one ONNX protobuf (ONNX's 2 GB limit).
+
+    Attributes:
+        step: the step that cannot (``"export"``, ...).
+        size_bytes: the model's size that step would have to hold.
+        limit_bytes: the limit it was checked against.
+    """
+
+    def __init__(self, message: str, step: str = "", size_bytes: int = 0, limit_bytes: int = 0) -> None:
+        super().__init__(message)
+        self.step = step
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes

@@ -35,6 +35,7 @@ from squeezelab.engine.core.errors import (
     SqueezeError,
 )
 from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
+from squeezelab.engine.runtime.stages import is_recording, recording, stage
 from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
@@ -42,7 +43,7 @@ from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_gr
 from squeezelab.engine.pipeline.prepare import check_no_transforms_for_file, prepare_, resolve_transforms, tidy_export
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
-from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector
+from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, check_selector, select_output
 from squeezelab.engine.core.layers import FilterFn
 from squeezelab.engine.quantization.simulated import encode_model, load_decoded_
 from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_pruning_, bake_masks_
@@ -218,10 +219,73 @@ def _compress(
     model: Any, recipe: Any, example_inputs: Any, calibration_data: Any, output: OutputSelector,
     filter_fn: FilterFn | None, exporter: str, opset: Any, data: tuple[Inputs, str] | None, fp32_only: bool = False,
 ) -> Compressed:
+    """``_compress_model`` (or the ONNX file's way), each stage's wall time and peak memory recorded in the details."""
     recipe = _check_arguments(recipe, filter_fn, exporter, opset, output)
     opset = as_integer(opset)  # np.int64(17) exports as 17
-    if is_onnx_model(model):
-        return _compress_onnx_file(model, recipe, example_inputs, calibration_data, output, data)
+    outermost = not is_recording()  # a search that records its own stages keeps them
+    with recording() as stages:
+        if is_onnx_model(model):
+            result = _compress_onnx_file(model, recipe, example_inputs, calibration_data, output, data)
+        else:
+            result = _compress_model(model, recipe, example_inputs, calibration_data, output, filter_fn, exporter,
+                                     opset, data, fp32_only)
+    if outermost:
+        result.details.update(stages.summary())
+    return result
+
+
+def _compress_model(
+    model: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector,
+    filter_fn: FilterFn | None, exporter: str, opset: int, data: tuple[Inputs, str] | None, fp32_only: bool,
+) -> Compressed:
+    with stage("check"):
+        work, example, raw, spec, measured, calibration, feeds, steps, steps_why = _checked_copy(
+            model, recipe, example_inputs, calibration_data, output, filter_fn, data, fp32_only
+        )
+    structural = isinstance(recipe.pruning, STRUCTURAL)
+    if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
+        with stage("prune"):
+            importance = _importance_samples(calibration_data, spec) if structural else None
+            context = PruneContext(example, filter_fn, recipe.layer_sparsity(), None, importance, output)
+            apply_pruning_(work, recipe.pruning, context)
+            bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
+
+    if not recipe.runtime.onnx:
+        return _simulated_result(work, recipe, example, output, filter_fn, model_class=class_path(model), spec=spec)
+    # A model taking positional tensors and returning one is exported as it is (its initializers keep
+    # their names); anything else through the wrapper that feeds keywords and selects the output.
+    plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
+    exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
+    with stage("prepare"):
+        transforms = prepare_(work, recipe, steps, steps_why, calibration, output)  # smoothing etc., exact in fp32
+    notes: list[str] = []  # the tracer's warnings: cited if the export check fails
+    with stage("export"):
+        rank = select_output(raw, output).ndim if raw is not None else None  # saves the exporter a forward pass
+        onnx_bytes = tidy_export(
+            export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes, output_rank=rank), transforms
+        )
+    with stage("check_export"):
+        check_graph_inputs(onnx_bytes, spec)
+        check_graph_rows(onnx_bytes, example, spec, None, None)  # one output row per sample, before comparing any
+        # Before anything is quantized or measured: the fp32 export must compute what PyTorch does, on the
+        # example and on real data (a traced `if` answers every other input with the example's branch).
+        sample, label = (measured, data[1]) if measured is not None else (calibration, "calibration_data")
+        pruned = (  # Torch-Pruning's result is checked too: the export must compute what the pruned model does
+            f"{recipe.pruning.label} cut a coupled dimension inconsistently (Torch-Pruning issues #481, #513: exclude "
+            "the group's layers with ignored=/filter_fn)" if structural else None
+        )
+        check_export(onnx_bytes, lambda x: _positional_call(exported, x), example, sample, label=label, notes=notes,
+                     also=pruned)
+    details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes), "transforms": transforms}
+    final = Recipe() if fp32_only else recipe  # prepared_fp32: the export the runtime would quantize, as it is
+    return _onnx_result(work, final, example, output, None, onnx_bytes, feeds, details, spec=spec)
+
+
+def _checked_copy(
+    model: Any, recipe: Recipe, example_inputs: Any, calibration_data: Any, output: OutputSelector,
+    filter_fn: FilterFn | None, data: tuple[Inputs, str] | None, fp32_only: bool,
+) -> tuple:
+    """Everything checked before slow work, on ``compress``'s own copy of the model."""
     check_model(model)
     example = example_batch(example_inputs)
     work = copy_model(model).eval()
@@ -230,7 +294,6 @@ def _compress(
         check_input_names(work, data[0], data[1])  # before the example (often the data's first row) is run
     # The one run on the example also learns the vocabulary and positions the embeddings hold.
     raw, spec = probe_example(work, example, output)  # (Inputs.call passes copies: a model may edit its input in place)
-    plain = spec.kind != "dict" and output is None and isinstance(raw, torch.Tensor)
     check_recipe_reaches_layers(work, recipe, filter_fn)
     _check_layer_names(work, recipe)
     measured = _data_checked(data, spec)
@@ -240,35 +303,7 @@ def _compress(
     calibrated = calibration is not None and calibrates_runtime and not fp32_only  # prepared_fp32 quantizes nothing
     feeds = _calibration_feeds(calibration, spec) if calibrated else None
     steps, steps_why = resolve_transforms(work, recipe, calibration)  # refused now if they lack calibration data
-
-    structural = isinstance(recipe.pruning, STRUCTURAL)
-    if recipe.pruning is not None:  # one registry for every pruning config (engine.pruning)
-        importance = _importance_samples(calibration_data, spec) if structural else None
-        context = PruneContext(example, filter_fn, recipe.layer_sparsity(), None, importance, output)
-        apply_pruning_(work, recipe.pruning, context)
-        bake_masks_(work)  # plain weights: the export and the packed file see the zeros, not masks
-
-    if not recipe.runtime.onnx:
-        return _simulated_result(work, recipe, example, output, filter_fn, model_class=class_path(model), spec=spec)
-    # A model taking positional tensors and returning one is exported as it is (its initializers keep
-    # their names); anything else through the wrapper that feeds keywords and selects the output.
-    exported = work if plain else SelectedOutput(work, spec.kind, spec.names, output)
-    transforms = prepare_(work, recipe, steps, steps_why, calibration, output)  # smoothing etc., exact in fp32
-    notes: list[str] = []  # the tracer's warnings: cited if the export check fails
-    onnx_bytes = tidy_export(export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes), transforms)
-    check_graph_inputs(onnx_bytes, spec)
-    check_graph_rows(onnx_bytes, example, spec, None, None)  # one output row per sample, before comparing any
-    # Before anything is quantized or measured: the fp32 export must compute what PyTorch does, on the
-    # example and on real data (a traced `if` answers every other input with the example's branch).
-    sample, label = (measured, data[1]) if measured is not None else (calibration, "calibration_data")
-    pruned = (  # Torch-Pruning's result is checked too: the export must compute what the pruned model does
-        f"{recipe.pruning.label} cut a coupled dimension inconsistently (Torch-Pruning issues #481, #513: exclude "
-        "the group's layers with ignored=/filter_fn)" if structural else None
-    )
-    check_export(onnx_bytes, lambda x: _positional_call(exported, x), example, sample, label=label, notes=notes, also=pruned)
-    details = {"exporter": exporter, "model_class": class_path(model), "tracer_warnings": len(notes), "transforms": transforms}
-    final = Recipe() if fp32_only else recipe  # prepared_fp32: the export the runtime would quantize, as it is
-    return _onnx_result(work, final, example, output, None, onnx_bytes, feeds, details, spec=spec)
+    return work, example, raw, spec, measured, calibration, feeds, steps, steps_why
 
 
 def _positional_call(module: nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -321,17 +356,29 @@ def _onnx_result(
     spec: InputSpec | None = None,
 ) -> Compressed:
     """The fp32 graph converted by ONNX Runtime's tools as the recipe says, and checked to run."""
-    from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
+    from squeezelab.engine.runtime.ort_quantize import convert_onnx
 
     spec = spec or example.spec()
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
     try:
-        onnx_bytes, choices = convert_onnx(onnx_bytes, recipe, feeds)
+        with stage("convert"):
+            onnx_bytes, choices = convert_onnx(onnx_bytes, recipe, feeds)
     except SqueezeError:
         raise
     except Exception as exc:  # onnxruntime.quantization raises many types
         raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
+    with stage("verify"):
+        return _checked_result(work, recipe, example, output, output_name, onnx_bytes, details, choices, spec)
+
+
+def _checked_result(
+    work: nn.Module | None, recipe: Recipe, example: Inputs, output: OutputSelector, output_name: str | None,
+    onnx_bytes: bytes, details: dict[str, Any], choices: dict[str, Any], spec: InputSpec,
+) -> Compressed:
+    """The converted model as a ``Compressed``, refused unless it quantized something and runs on the CPU."""
+    from squeezelab.engine.runtime.ort_quantize import graph_facts
+
     facts = graph_facts(onnx_bytes)
     if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:  # ONNX Runtime declined every op
         raise ConfigError(
@@ -373,7 +420,8 @@ def _compress_onnx_file(
             "Recipe(runtime=Int8Dynamic()) or Recipe(runtime=Int8Static())."
         )
     check_no_transforms_for_file(recipe)
-    onnx_bytes, label = load_onnx_model(source)
+    with stage("load"):
+        onnx_bytes, label = load_onnx_model(source)
     spec = spec_of_graph(onnx_bytes)  # with the fixed batch and the token-id inputs' vocabularies, if any
     output_name = select_graph_output(onnx_bytes, output)
     _data_checked(data, spec)  # names, shapes, token ids: before anything runs

@@ -24,26 +24,37 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError, ExportError, UnexportableLayerError
 from squeezelab.engine.core.inputs import BATCH, SEQUENCE, Inputs, InputSpec
+from squeezelab.engine.runtime.size_limit import check_fits_protobuf
 
-__all__ = ["export_onnx", "DEFAULT_OPSET"]
+__all__ = ["export_onnx", "DEFAULT_OPSET", "tensor_bytes"]
 
 log = logging.getLogger(__name__)
 
 # 17 has LayerNormalization and per-channel QDQ; ONNX Runtime's quantizer supports it fully.
 DEFAULT_OPSET = 17
 
+def tensor_bytes(model: nn.Module) -> int:
+    """Bytes of the model's parameters and buffers (each shared tensor once): about its ONNX export's size."""
+    seen: dict[int, int] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        seen[tensor.data_ptr()] = max(seen.get(tensor.data_ptr(), 0), tensor.numel() * tensor.element_size())
+    return sum(seen.values())
 
-def _output_axes(model: nn.Module, example: Inputs, spec: InputSpec) -> dict[int, str]:
+
+def _output_axes(model: nn.Module, example: Inputs, spec: InputSpec, rank: int | None = None) -> dict[int, str]:
     """Dynamic axes of the output: the batch axis, and every axis when an input has a sequence axis.
 
     (An encoder's ``(batch, sequence, hidden)`` output follows the input's length; declaring every
     axis of such an output symbolic is always correct, and leaves plain CNN/MLP graphs unchanged.)
+    ``rank`` is the output's, when the caller ran the model already (a forward pass of a large encoder
+    takes seconds); None runs it once here.
     """
     if not any(SEQUENCE in spec.axis_names(i).values() for i in range(len(spec.names))):
         return {0: BATCH}
-    args, _ = _positional(example)
-    with torch.no_grad():
-        rank = model(*args).ndim
+    if rank is None:
+        args, _ = _positional(example)
+        with torch.no_grad():
+            rank = model(*args).ndim
     return {axis: (BATCH if axis == 0 else f"output_{axis}") for axis in range(rank)}
 
 
@@ -62,7 +73,9 @@ def _tracer_note(record: warnings.WarningMessage) -> str:
     return f"{text} ({Path(record.filename).name}:{record.lineno})"
 
 
-def _export_noting(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> tuple[bytes, list[str]]:
+def _export_noting(
+    model: nn.Module, example: Inputs, *, opset: int, exporter: str, output_rank: int | None = None
+) -> tuple[bytes, list[str]]:
     """The ONNX bytes, and the TracerWarnings the TorchScript exporter gave (a data-dependent
     ``if`` shows up there as "Converting a tensor to a Python boolean ...": the export check cites them)."""
     spec = example.spec()
@@ -71,7 +84,7 @@ def _export_noting(model: nn.Module, example: Inputs, *, opset: int, exporter: s
     if exporter == "torchscript":
         buffer = io.BytesIO()
         dynamic_axes = {name: spec.axis_names(i) for i, name in enumerate(names)}
-        dynamic_axes["output"] = _output_axes(model, example, spec)
+        dynamic_axes["output"] = _output_axes(model, example, spec, output_rank)
         with warnings.catch_warnings():
             # The exporter's deprecation notice is about the default changing, not about this call;
             # tracing Hugging Face models warns about Python conditions on shapes it then records.
@@ -188,6 +201,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     exporter: str = "torchscript",
     notes: list[str] | None = None,
+    output_rank: int | None = None,
 ) -> bytes:
     """ONNX bytes of ``model`` in eval mode, weights embedded, batch (and sequence) axes dynamic.
 
@@ -201,16 +215,25 @@ def export_onnx(
     another branch. They are evidence for the export check (``engine.runtime.export_check``), not
     errors: Hugging Face models give some for conditions on shapes that are correct.
 
+    ``output_rank``, when given, is the rank of the model's output on ``example`` (saves a forward pass).
+
     Raises:
+        ModelTooLargeError: the model's tensors are past ONNX's 2 GB protobuf limit (``protobuf_limit``),
+            checked before tracing.
         UnexportableLayerError: export failed and a single layer reproduces the failure.
         ExportError: export failed for a reason no single layer explains.
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
+    check_fits_protobuf(
+        tensor_bytes(model), "export",
+        "Export it yourself with torch.onnx.export(..., external_data=True) and quantize the file with ONNX "
+        "Runtime's tools, or compress a smaller model (or runtime=Simulated(), which does not export).",
+    )
     was_training = model.training
     model.eval()
     try:
-        onnx_bytes, seen = _export_noting(model, example, opset=opset, exporter=exporter)
+        onnx_bytes, seen = _export_noting(model, example, opset=opset, exporter=exporter, output_rank=output_rank)
         if notes is not None:
             notes.extend(seen)
         return onnx_bytes

@@ -25,6 +25,7 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.runtime.bert_fusion import optimize_bert
 from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
 __all__ = [
@@ -235,6 +236,9 @@ def attention_shape(onnx_bytes: bytes) -> tuple[int, int]:
 def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
     """ONNX Runtime's transformer optimizer on ``onnx_bytes``: the fused graph (or None) and what happened.
 
+    The optimizer is ``optimize_model(model_type="bert", opt_level=0)`` as ``engine.runtime.bert_fusion``
+    runs it (the same fused graph; its shape inference does not copy the weights).
+
     The second value holds ``fused`` (op type -> count) or ``error`` (why the unfused graph is
     used instead). Fusion that fuses no attention counts as a failure: the rest alone is not
     worth a graph that differs from the export.
@@ -243,12 +247,8 @@ def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
 
     heads, hidden = attention_shape(onnx_bytes)
     try:
-        from onnxruntime.transformers.optimizer import optimize_model
-
-        with _quiet_optimizer():
-            optimized = optimize_model(
-                onnx.load_from_string(onnx_bytes), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=0
-            )
+        with _quiet_optimizer():  # optimize_model(..., "bert", opt_level=0), its shape inference without weight copies
+            optimized = optimize_bert(onnx.load_from_string(onnx_bytes), heads, hidden)
         fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     except Exception as exc:  # noqa: BLE001 - the optimizer raises many types; the export is still good
         log.info("transformer fusion failed (%s); quantizing the unfused graph", exc)

@@ -15,6 +15,7 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError, ModelError
 from squeezelab.engine.core.inputs import InputSpec
+from squeezelab.engine.runtime.size_limit import check_fits_protobuf
 
 __all__ = ["is_onnx_model", "load_onnx_model", "spec_of_graph", "select_graph_output", "graph_output_names"]
 
@@ -51,6 +52,11 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         proto, label = source, "onnx ModelProto"
     if not proto.graph.node:
         raise ModelError(f"the ONNX model {label!r} has an empty graph; export the model first.")
+    check_fits_protobuf(  # before onnx.checker, which fails on it with a less useful message
+        sum(len(t.raw_data) for t in proto.graph.initializer), "load",
+        f"{label!r} keeps its weights as external data: quantize it with ONNX Runtime's tools directly "
+        "(quantize_dynamic(..., use_external_data_format=True)), or compress a smaller model.",
+    )
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:

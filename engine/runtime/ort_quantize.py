@@ -21,13 +21,15 @@ import numpy as np
 from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, WeightOnly
+from squeezelab.engine.runtime.dynamic_int8 import quantize_dynamic_file
 from squeezelab.engine.runtime.int8_graph import kept_float
 from squeezelab.engine.runtime.ort_tools import (
-    preprocessed,
+    preprocessed_file,
     quiet_onnxruntime_tools,
     reduce_range_why,
     resolve_reduce_range,
 )
+from squeezelab.engine.runtime.stages import stage
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
 from squeezelab.engine.runtime.weight_only import nbits_weight_elements, quantize_weight_only_onnx
@@ -51,18 +53,21 @@ def quantize_dynamic_onnx(
     inference in the quantizer, hence ``DefaultTensorType``; its shape pre-processing is skipped).
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp, quiet_onnxruntime_tools():
         out = Path(tmp) / "int8.onnx"
-        graph = onnx.load_from_string(onnx_bytes) if fused else preprocessed(onnx_bytes, Path(tmp))
-        quantize_dynamic(
-            graph,
+        if fused:
+            source = Path(tmp) / "fused.onnx"
+            source.write_bytes(onnx_bytes)
+        else:
+            source = preprocessed_file(onnx_bytes, Path(tmp))
+        # ONNX Runtime's quantize_dynamic, per-channel weights quantized per tensor (the same file, faster)
+        quantize_dynamic_file(
+            source,
             out,
-            op_types_to_quantize=list(op_types or runtime.quantized_op_types),
+            op_types=list(op_types or runtime.quantized_op_types),
             per_channel=runtime.per_channel,
             reduce_range=resolve_reduce_range(runtime),
-            weight_type=QuantType.QInt8,
             nodes_to_exclude=list(nodes_to_exclude),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
         )
@@ -130,23 +135,27 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
 
     rt = recipe.runtime
     kept = kept_float(b, recipe)
-    fused, fusion_why = _fusion(b, rt, kept)
+    with stage("fusion"):
+        fused, fusion_why = _fusion(b, rt, kept)
     op_types = list(rt.quantized_op_types)
     if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
         op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
     excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
-    out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=fused is not None)
+    was_fused = fused is not None
+    with stage("quantize"):
+        out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
+    del fused  # the fused fp32 graph (a whole model): not needed past here
     check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,
         "per_channel": rt.per_channel,
         "activations": "uint8",
         "reduce_range": resolve_reduce_range(rt),
-        "fusion": fused is not None,
+        "fusion": was_fused,
         "layers_float": sorted(kept),
         "why": {
             "op_types": ("the recipe's" if rt.op_types is not None else "Linear layers and embedding tables")
-            + (", with the fused attention / embedding ops that now hold those weights" if fused is not None else ""),
+            + (", with the fused attention / embedding ops that now hold those weights" if was_fused else ""),
             "per_channel": "per-channel weight scales (recipe); on a real encoder cosine 0.88 -> 0.99"
             if rt.per_channel else "per-tensor weight scales (recipe)",
             "activations": "dynamic int8 quantizes activations to uint8 at run time (ONNX Runtime's U8S8 path)",

@@ -22,7 +22,7 @@ from squeezelab.engine.core.cpu import default_reduce_range
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = [
-    "quiet_onnxruntime_tools", "preprocessed", "resolve_reduce_range", "reduce_range_why", "BatchReader",
+    "quiet_onnxruntime_tools", "preprocessed", "preprocessed_file", "resolve_reduce_range", "reduce_range_why", "BatchReader",
 ]
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,26 @@ def preprocessed(model_bytes: bytes, tmp: Path) -> object:
         if not had_leftover:
             _remove_shape_inference_leftover(leftover, started)
         return onnx.load_from_string(model_bytes)
+
+
+def preprocessed_file(model_bytes: bytes, tmp: Path) -> Path:
+    """``preprocessed`` written to a file in ``tmp`` (the model as given when pre-processing fails): the
+    file the quantizer reads, so no second copy of the model is held in memory meanwhile."""
+    import onnx  # lazily, with onnxruntime: heavy
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out, raw = tmp / "preprocessed.onnx", tmp / "model.onnx"
+    leftover = Path(_SHAPE_INFERENCE_LEFTOVER)
+    had_leftover, started = leftover.exists(), time.time()
+    try:
+        quant_pre_process(onnx.load_from_string(model_bytes), out)
+        return out
+    except Exception as exc:  # noqa: BLE001 - any failure means: quantize the raw export
+        log.info("quant_pre_process failed (%s); quantizing the model as exported", exc)
+        if not had_leftover:
+            _remove_shape_inference_leftover(leftover, started)
+        raw.write_bytes(model_bytes)
+        return raw
 
 
 # ONNX Runtime's symbolic shape inference saves the half-inferred model under this name in the

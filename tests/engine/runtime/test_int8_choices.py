@@ -158,12 +158,12 @@ def test_fusion_auto_leaves_a_cnn_alone(digits_mlp):
 
 def test_failed_fusion_falls_back_to_the_unfused_graph_and_says_why(bert, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    import onnxruntime.transformers.optimizer as optimizer
+    import squeezelab.engine.runtime.int8_graph as int8_graph
 
     def broken(*args, **kwargs):
         raise RuntimeError("fusion exploded")
 
-    monkeypatch.setattr(optimizer, "optimize_model", broken)
+    monkeypatch.setattr(int8_graph, "optimize_bert", broken)  # ONNX Runtime's optimizer, as fuse_transformer runs it
     model, inputs = bert
     c = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic(fusion=True, reduce_range=True)), example_inputs=_one(inputs))
     why = c.details["choices"]["why"]["fusion"]
