@@ -105,10 +105,13 @@ def _sensitivity_grid(table: Any, axis: str) -> tuple[list[str], list[float], li
                 hover_row.append("")
                 continue
             z_row.append(drop * labels.drop_scale)
+            # layer_sensitivity(method="estimate"): a row not measured holds an estimate, and says so
+            estimated = bool(r.get("estimated", False))
+            figure = f"estimate, not measured: drop {drop:.3g}" if estimated else labels.figure(r[labels.key], drop)
             hover_row.append(
                 f"<b>{html.escape(layer)}</b> ({int(r['parameters']):,} parameters)<br>"
                 f"{axis} {_format_value(axis, value)} on this layer only<br>"
-                f"{html.escape(labels.figure(r[labels.key], drop))}"
+                f"{html.escape(figure)}"
             )
         z.append(z_row)
         hover.append(hover_row)
@@ -138,6 +141,8 @@ def update_heatmap(fig: Any, table: Any, axis: str) -> None:
         yaxis.update(type="category", autorange="reversed", title=dict(text="layer"), automargin=True)
         where = "quantized" if axis == "bits" else "pruned"
         title = f"per-layer sensitivity: {html.escape(labels.drop_title)}, one layer {where} at a time"
+        if table.attrs.get("estimate"):  # some cells are estimates (layer_sensitivity(method="estimate"))
+            title += f" (estimate where not measured: {int(table.attrs.get('verified', 0))} rows measured)"
         set_panel_title(fig, "sensitivity", title if layers else f"no per-layer sensitivity for {axis}")
 
 

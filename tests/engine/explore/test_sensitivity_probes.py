@@ -203,3 +203,15 @@ def test_packed_size_is_the_packed_files_length(bits):
     encoded = encode_model(model, config, layer_bits={"0": 32} if bits == 4 else None)
     recipe = {"quantization": {"type": "x", "note": 'quotes " and \\ and é'}}
     assert packed_size(encoded, recipe=recipe, model_class="m.C") == len(pack_encoded(encoded, recipe=recipe, model_class="m.C"))
+
+
+def test_the_heatmap_says_which_cells_are_estimates(tmp_path):
+    from squeezelab.widgets.heatmap import sensitivity_heatmap
+
+    model, (x, _) = _residual_cnn()
+    est = sl.layer_sensitivity(model, (x, None), bits=[2], sparsity=[], cache=tmp_path, progress=False, method="estimate", verify=1)
+    fig = sensitivity_heatmap(est, "bits")
+    titles = " ".join(a.text for a in fig.layout.annotations) + str(fig.layout.title.text)
+    assert "estimate where not measured: 1 rows measured" in titles
+    hovers = [cell for row in fig.data[0].text for cell in row]
+    assert sum("estimate, not measured" in h for h in hovers) == len(est) - 1
