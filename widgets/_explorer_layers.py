@@ -13,25 +13,42 @@ Layers are the model's ``Linear`` and ``Conv`` layers by their module names
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from squeezelab.engine.core import choices
 
-if TYPE_CHECKING:
-    from squeezelab.widgets.explorer import Explorer
-
-__all__ = ["LayerViews"]
+__all__ = ["ExplorerLink", "LayerViews"]
 
 _TITLE = "per-layer views: sensitivity and weight histograms"
+
+
+@dataclass(frozen=True)
+class ExplorerLink:
+    """What the per-layer views may use of the explorer that shows them, and nothing else.
+
+    The explorer owns its worker thread, its lock and its status line; the views reach them only through
+    these callbacks (so a change inside the explorer cannot silently break them, and the views can be
+    driven by a stand-in in a test).
+    """
+
+    evaluator: Any  # the explorer's Evaluator: its model, samples and on-disk cache
+    quantizer_choice: Callable[[], str]  # the quantization dropdown's value
+    recipe: Callable[[], Any]  # the recipe the controls show now
+    set_status: Callable[..., None]  # (html, busy=False) -> None: the explorer's status line
+    submit: Callable[[Callable[[], None]], None]  # run on the explorer's worker thread (``wait()`` waits for it)
+    draw: Callable[[Callable[[], None]], None]  # run under the explorer's drawing lock, unless it is closed
+    closed: Callable[[], bool]
 
 
 class LayerViews:
     """The accordion (``.accordion``) that holds the per-layer views of one explorer."""
 
-    def __init__(self, explorer: Explorer) -> None:
+    def __init__(self, link: ExplorerLink) -> None:
         import ipywidgets as w
 
-        self._ex = explorer
+        self._ex = link
         self._tables: dict[str, Any] = {}  # quantizer name -> layer sensitivity table
         self._box = w.VBox([])
         self.built = False
@@ -44,7 +61,7 @@ class LayerViews:
 
     def quantizer(self) -> str:
         """The width-based quantizer the sensitivity is measured with (the explorer's, else linear)."""
-        q = self._ex.quantization.value
+        q = self._ex.quantizer_choice()
         return q if q in choices.names("quantization") and q != "float16" else "linear-symmetric"
 
     def table(self, compute: bool) -> Any:
@@ -54,9 +71,9 @@ class LayerViews:
             from squeezelab.engine.explore.sensitivity import layer_sensitivity
 
             ex = self._ex
-            ex._set_status(f"measuring layer sensitivity ({html.escape(q)}) …", busy=True)
+            ex.set_status(f"measuring layer sensitivity ({html.escape(q)}) …", busy=True)
             self._tables[q] = layer_sensitivity(ex.evaluator.model, ex.evaluator.samples, quantization=q, evaluator=ex.evaluator, progress=False)
-            ex._set_status(f"layer sensitivity ({html.escape(q)}) ready")
+            ex.set_status(f"layer sensitivity ({html.escape(q)}) ready")
         return self._tables.get(q)
 
     def _on_open(self, change: Any) -> None:
@@ -91,12 +108,12 @@ class LayerViews:
     def update(self) -> None:
         """Redraw the views; a sensitivity table not yet measured is computed on the explorer's worker."""
         ex = self._ex
-        if self.figure is None or ex._closed:
+        if self.figure is None or ex.closed():
             return
         if self.quantizer() in self._tables:
             self._draw()
         else:
-            ex._pending = ex._pool.submit(self._draw)
+            ex.submit(self._draw)
 
     def _draw(self) -> None:
         from squeezelab.engine.core.quantizers import Float16, LinearQuantization
@@ -108,16 +125,14 @@ class LayerViews:
             table = self.table(True)
             config = ex.recipe().quantization
         except Exception as exc:  # shown, not raised: this may run on the worker thread
-            ex._set_status(f"<span style='color:#b00'>per-layer views: {html.escape(f'{type(exc).__name__}: {exc}')}</span>")
+            ex.set_status(f"<span style='color:#b00'>per-layer views: {html.escape(f'{type(exc).__name__}: {exc}')}</span>")
             return
         layer = self.layer_choice.value
         weight = ex.evaluator.model.get_submodule(layer).weight.detach().cpu().numpy()
         if config is None or isinstance(config, Float16):  # int8 runtimes and float16: show the 8-bit linear grid
             config = LinearQuantization(bits=8)
         levels = quantization_levels(weight, config)
-        with ex._lock:
-            if not ex._closed:
-                update_layer_views(self.figure, table, self.axis_choice.value, weight, levels, layer, config.label)
+        ex.draw(lambda: update_layer_views(self.figure, table, self.axis_choice.value, weight, levels, layer, config.label))
 
     def widgets(self) -> list[Any]:
         """Every widget these views created (for ``Explorer.close``)."""

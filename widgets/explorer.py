@@ -35,6 +35,7 @@ import html
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from squeezelab.widgets._explorer_choices import (
     check_arguments,
     control_recipe,
 )
-from squeezelab.widgets._explorer_layers import LayerViews
+from squeezelab.widgets._explorer_layers import ExplorerLink, LayerViews
 from squeezelab.widgets._labels import MetricLabels
 from squeezelab.widgets._panel import figures_panel
 from squeezelab.widgets._progress import StageProgress
@@ -183,11 +184,27 @@ class Explorer:
         self._show_progress = progress
         self.panel = w.HTML(value="")
         self.figure = tradeoff_figure(widget=True, title=self.title, metric=self.labels)
-        self.layer_views = LayerViews(self)
+        self.layer_views = LayerViews(self._link())
         controls = w.VBox([self.bits_slider, self.sparsity_slider, self.quantization, self.pruning, self.runtime, self.progress, self.status])
         self.widget = w.VBox([w.HBox([controls, self.panel]), self.figure, self.layer_views.accordion])
         for control in (self.bits_slider, self.sparsity_slider, self.quantization, self.pruning, self.runtime):
             control.observe(self._on_change, names="value")
+
+    def _link(self) -> ExplorerLink:
+        """The callbacks the per-layer views use: they never touch this explorer's private state."""
+
+        def submit(work: Callable[[], None]) -> None:
+            self._pending = self._pool.submit(work)
+
+        def draw(paint: Callable[[], None]) -> None:
+            with self._lock:
+                if not self._closed:
+                    paint()
+
+        return ExplorerLink(
+            evaluator=self.evaluator, quantizer_choice=lambda: self.quantization.value, recipe=self.recipe,
+            set_status=self._set_status, submit=submit, draw=draw, closed=lambda: self._closed,
+        )
 
     # ------------------------------------------------------------------ the baseline, then the first point
 

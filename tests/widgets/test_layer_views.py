@@ -242,3 +242,40 @@ def test_layer_figure_updates_in_place_with_a_fixed_set_of_traces(conv_weight, w
         import plotly.graph_objects as go
 
         assert isinstance(fig, go.FigureWidget)
+
+
+def test_layer_views_need_only_their_link_to_the_explorer(digits_cnn):
+    """LayerViews talks to its explorer through ExplorerLink's callbacks: a stand-in link drives it fully
+    (the table measured on the link's worker, drawn under its lock, the status line written), and a closed
+    link draws nothing."""
+    from squeezelab.engine.core.recipe import Recipe
+    from squeezelab.engine.explore.evaluation import Evaluator
+    from squeezelab.engine.measurement.point import Settings
+    from squeezelab.widgets._explorer_layers import ExplorerLink, LayerViews
+
+    model, split = digits_cnn
+    evaluator = Evaluator(model, split.test, Settings(rounds=2, warmup=0), cache=False)
+    calls: dict[str, list] = {"status": [], "submitted": [], "drawn": []}
+    closed = [False]
+
+    def submit(work):
+        calls["submitted"].append(work)
+        work()  # the stand-in's "worker" runs at once
+
+    def draw(paint):
+        if not closed[0]:
+            calls["drawn"].append(paint)
+            paint()
+
+    link = ExplorerLink(evaluator=evaluator, quantizer_choice=lambda: "linear-symmetric", recipe=lambda: Recipe(),
+                        set_status=lambda text, busy=False: calls["status"].append((text, busy)), submit=submit,
+                        draw=draw, closed=lambda: closed[0])
+    views = LayerViews(link)
+    views.accordion.selected_index = 0  # opening the accordion builds and draws
+    assert views.built and len(calls["submitted"]) == 1 and len(calls["drawn"]) == 1
+    assert [busy for _, busy in calls["status"]] == [True, False] and "layer sensitivity" in calls["status"][-1][0]
+    table = views.table(compute=False)  # measured once, on the link's worker
+    assert set(table["layer"]) == set(views.layer_choice.options)
+    closed[0] = True
+    views.axis_choice.value = "sparsity"  # a closed explorer: nothing more is drawn or submitted
+    assert len(calls["drawn"]) == 1 and len(calls["submitted"]) == 1
