@@ -35,7 +35,7 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
         "measurement.metrics": ["measure", "Metrics"],
         "measurement.paired": ["measure_pair", "PairedMetrics"],
         "measurement.point": ["Settings", "Point"],
-        "train.finetune": ["finetune", "GradualPruning", "Distillation"],
+        "train.finetune": ["finetune", "Training", "GradualPruning", "Distillation"],
         "explore.sweep": ["sweep", "Sweep"],
         "explore.pareto": ["pareto_front"],
         "explore.sensitivity": ["layer_sensitivity"],

@@ -19,6 +19,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -39,10 +40,65 @@ from squeezelab.engine.core.layers import FilterFn
 from squeezelab.engine.core.pruners import MagnitudePruning
 from squeezelab.engine.core.samples import Samples, is_pair as _pair_form, one_batch, read_samples
 
-__all__ = ["Distillation", "GradualPruning", "finetune"]
+__all__ = ["Distillation", "GradualPruning", "Training", "finetune"]
 
 OptimizerFactory = Callable[[Any], torch.optim.Optimizer]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Training:
+    """How ``finetune`` trains: one value to keep, share between runs and change with ``replace``.
+
+    Args:
+        epochs: passes over the training data.
+        batch_size: samples per optimizer step.
+        optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; ``None``: Adam, lr 1e-3.
+        loss: ``loss(outputs, targets) -> scalar``; ``None``: cross-entropy on class indices.
+        seed: seeds the shuffling and any randomness in the model (the global RNG state is restored).
+        threads: PyTorch threads while training (restored afterwards); ``None`` leaves them.
+
+    Examples:
+        >>> Training(epochs=3).batch_size
+        64
+        >>> Training(epochs=0)
+        Traceback (most recent call last):
+        ...
+        squeezelab.engine.core.errors.ConfigError: Training: epochs=0 must be a positive integer.
+    """
+
+    epochs: int = 1
+    batch_size: int = 64
+    optimizer: OptimizerFactory | None = None
+    loss: Loss | None = None
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"Training: {name}={value!r} must be a positive integer.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise ConfigError(f"Training: seed={self.seed!r} must be an integer.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer)) or self.threads < 1):
+            raise ConfigError(f"Training: threads={self.threads!r} must be a positive integer, or None to leave PyTorch's.")
+        for name in ("optimizer", "loss"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise ConfigError(f"Training: {name}={getattr(self, name)!r} must be a callable or None.")
+
+
+_TRAINING_FIELDS = tuple(f.name for f in dataclasses.fields(Training))
+
+
+def training_of(training: Training | None, overrides: Mapping[str, Any]) -> Training:
+    """``training`` (default ``Training()``) with keyword overrides; an unknown keyword is a ``ConfigError``."""
+    if training is not None and not isinstance(training, Training):
+        raise ConfigError(f"training={training!r}; pass a Training(...) (or its fields as keywords).")
+    unknown = sorted(set(overrides) - set(_TRAINING_FIELDS))
+    if unknown:
+        raise ConfigError(f"finetune got unknown keyword(s) {unknown}; Training's are {list(_TRAINING_FIELDS)}.")
+    return dataclasses.replace(training or Training(), **overrides)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,33 +251,30 @@ def _forward(model: nn.Module, inputs: Inputs, output: OutputSelector) -> torch.
 def finetune(
     model: nn.Module,
     train_data: Any,
+    training: Training | None = None,
     *,
-    epochs: int = 1,
-    optimizer: OptimizerFactory | None = None,
-    loss: Loss | None = None,
-    batch_size: int = 64,
     schedule: GradualPruning | None = None,
     distill: Distillation | None = None,
     filter_fn: FilterFn | None = None,
-    seed: int = 0,
-    threads: int | None = None,
     progress: bool = False,
     on_step: Callable[[int, nn.Module], None] | None = None,
     output: OutputSelector = None,
+    **overrides: Any,
 ) -> nn.Module:
     """A fine-tuned copy of ``model``; ``model`` itself is unchanged.
 
     Args:
-        train_data: ``(inputs, targets)`` held in memory (shuffled each epoch with ``seed``; inputs a
-            tensor or array, a tuple of them or a dict of keyword inputs; targets ``None`` when
-            distilling without labels), a mapping of inputs with ``"labels"``, a Dataset or a
-            DataLoader yielding any of those forms.
-        optimizer: ``optimizer(parameters) -> torch.optim.Optimizer``; default Adam, lr 1e-3.
-        loss: ``loss(outputs, targets) -> scalar``; default cross-entropy.
+        train_data: ``(inputs, targets)`` held in memory (shuffled each epoch with the training's
+            ``seed``; inputs a tensor or array, a tuple of them or a dict of keyword inputs; targets
+            ``None`` when distilling without labels), a mapping of inputs with ``"labels"``, a Dataset or
+            a DataLoader yielding any of those forms.
+        training: how to train (``Training``: epochs, batch size, optimizer, loss, seed, threads);
+            ``None``: ``Training()``.
+        **overrides: any ``Training`` field as a keyword (``finetune(m, d, epochs=3)`` is
+            ``finetune(m, d, Training(epochs=3))``), applied on top of ``training``.
         schedule: ``GradualPruning`` to raise sparsity during training.
         distill: ``Distillation(teacher, temperature, alpha)`` to learn from a teacher model.
         filter_fn: layers the schedule prunes (default: Linear and Conv layers).
-        threads: PyTorch threads while training (restored afterwards); None leaves them.
         progress: show a tqdm progress bar.
         on_step: ``on_step(step, model)`` after every optimizer step (for logging or tests).
         output: the output trained (and matched to the teacher's): None (the first tensor), a key,
@@ -233,7 +286,9 @@ def finetune(
             all ``(x, y)`` labels; batch by batch for a DataLoader). Whole-number float labels
             are taken as class indices.
     """
-    _check_arguments(model, epochs, batch_size, distill, schedule, output)
+    run = training_of(training, overrides)
+    _check_arguments(model, distill, schedule, output)
+    epochs, batch_size, optimizer, loss, seed, threads = run.epochs, run.batch_size, run.optimizer, run.loss, run.seed, run.threads
     work = copy_model(model)
     # The default cross-entropy takes class indices; the task loss is unused when distilling with alpha=1.
     class_targets = loss is None and not (distill is not None and distill.alpha == 1.0)
@@ -269,15 +324,10 @@ def _default_optimizer(parameters: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=1e-3)
 
 
-def _check_arguments(
-    model: Any, epochs: Any, batch_size: Any, distill: Any, schedule: Any, output: OutputSelector
-) -> None:
-    """``finetune``'s arguments, refused before the model is copied or any data read."""
+def _check_arguments(model: Any, distill: Any, schedule: Any, output: OutputSelector) -> None:
+    """``finetune``'s arguments, refused before the model is copied or any data read (``Training`` checks its own)."""
     if not isinstance(model, nn.Module):
         raise ModelError(f"expected a torch.nn.Module, got {type(model).__name__}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name}={value!r} must be a positive integer.")
     if distill is not None and not isinstance(distill, Distillation):
         raise ConfigError(f"distill={distill!r}; use Distillation(teacher=..., temperature=..., alpha=...).")
     if schedule is not None and not isinstance(schedule, GradualPruning):

@@ -150,3 +150,26 @@ def test_every_data_form_trains_the_same_and_output_chooses_what_is_trained():
     assert gap(hidden) < gap(model)
     with pytest.raises(sl.errors.ConfigError, match="criterion='l2'; use 'kl' .*'mse' or 'cosine'"):
         sl.Distillation(teacher=teacher, criterion="l2")
+
+
+def test_a_training_object_and_keyword_overrides_are_the_same_run():
+    """finetune(m, d, Training(...)) equals the keyword form, keywords override the object's fields, and an
+    unknown keyword or a bad field is refused before any training."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    by_object = sl.finetune(model, (x, y), sl.Training(epochs=2, batch_size=16, seed=3))
+    by_keywords = sl.finetune(model, (x, y), epochs=2, batch_size=16, seed=3)
+    overridden = sl.finetune(model, (x, y), sl.Training(epochs=2, batch_size=16, seed=99), seed=3)
+    other_seed = sl.finetune(model, (x, y), sl.Training(epochs=2, batch_size=16, seed=99))
+    for a, b in zip(by_object.parameters(), by_keywords.parameters()):
+        assert torch.equal(a, b)
+    for a, b in zip(by_object.parameters(), overridden.parameters()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(by_object.parameters(), other_seed.parameters()))
+    with pytest.raises(sl.errors.ConfigError, match=r"unknown keyword.*'epoch'.*'epochs'"):
+        sl.finetune(model, (x, y), epoch=2)
+    with pytest.raises(sl.errors.ConfigError, match="training="):
+        sl.finetune(model, (x, y), {"epochs": 2})
+    with pytest.raises(sl.errors.ConfigError, match="threads=0"):
+        sl.Training(threads=0)
