@@ -13,7 +13,6 @@ gained more from int8 (see FIELD-NOTES). ``exporter="dynamo"`` selects
 
 from __future__ import annotations
 
-import io
 import logging
 import tempfile
 import warnings
@@ -82,7 +81,6 @@ def _export_noting(
     names = list(spec.names)
     args, _ = _positional(example)
     if exporter == "torchscript":
-        buffer = io.BytesIO()
         dynamic_axes = {name: spec.axis_names(i) for i, name in enumerate(names)}
         dynamic_axes["output"] = _output_axes(model, example, spec, output_rank)
         with warnings.catch_warnings():
@@ -92,13 +90,16 @@ def _export_noting(
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*aten::index operator of advanced indexing.*")
             warnings.filterwarnings("ignore", message=".*Only steps=1 can be constant folded.*")
-            with warnings.catch_warnings(record=True) as seen:
+            with warnings.catch_warnings(record=True) as seen, tempfile.TemporaryDirectory() as tmp:
                 # Recorded, not shown (each record holds its message and source line).
                 warnings.simplefilter("always", torch.jit.TracerWarning)
+                # To a file, not a BytesIO: the buffer and its getvalue() were two more copies of the model,
+                # held beside the exporter's own at the export's peak.
+                path = Path(tmp) / "model.onnx"
                 torch.onnx.export(
                     model,
                     args,
-                    buffer,
+                    str(path),
                     dynamo=False,
                     opset_version=opset,
                     input_names=names,
@@ -106,12 +107,13 @@ def _export_noting(
                     dynamic_axes=dynamic_axes,
                     do_constant_folding=True,
                 )
+                onnx_bytes = path.read_bytes()
         tracer = [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)]
         for w in seen:  # anything else is shown as it would have been
             if w not in tracer:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         notes = list(dict.fromkeys(_tracer_note(w) for w in tracer))
-        return _without_empty_trailing_inputs(buffer.getvalue()), notes
+        return _without_empty_trailing_inputs(onnx_bytes), notes
     # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
     import onnx
 

@@ -52,15 +52,29 @@ def quantize_dynamic_onnx(
     graph went through ONNX Runtime's transformer optimizer (its contrib ops have no type
     inference in the quantizer, hence ``DefaultTensorType``; its shape pre-processing is skipped).
     """
+    with tempfile.TemporaryDirectory() as tmp:
+        source = _source_file(onnx_bytes, Path(tmp), fused)
+        return _quantize_dynamic_file(source, runtime, nodes_to_exclude=nodes_to_exclude, op_types=op_types, fused=fused)
+
+
+def _source_file(onnx_bytes: bytes, tmp: Path, fused: bool) -> Path:
+    """The file the quantizer reads: the fused graph as it is, or the export after ``quant_pre_process``."""
+    if not fused:
+        with quiet_onnxruntime_tools():
+            return preprocessed_file(onnx_bytes, tmp)
+    path = tmp / "fused.onnx"
+    path.write_bytes(onnx_bytes)
+    return path
+
+
+def _quantize_dynamic_file(
+    source: Path, runtime: Int8Dynamic, *, nodes_to_exclude: Sequence[str], op_types: Sequence[str] | None, fused: bool
+) -> bytes:
+    """``quantize_dynamic_onnx`` on a model already in a file (the int8 file is written beside it)."""
     import onnx
 
-    with tempfile.TemporaryDirectory() as tmp, quiet_onnxruntime_tools():
-        out = Path(tmp) / "int8.onnx"
-        if fused:
-            source = Path(tmp) / "fused.onnx"
-            source.write_bytes(onnx_bytes)
-        else:
-            source = preprocessed_file(onnx_bytes, Path(tmp))
+    out = source.with_name("int8.onnx")
+    with quiet_onnxruntime_tools():
         # ONNX Runtime's quantize_dynamic, per-channel weights quantized per tensor (the same file, faster)
         quantize_dynamic_file(
             source,
@@ -71,7 +85,7 @@ def quantize_dynamic_onnx(
             nodes_to_exclude=list(nodes_to_exclude),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
         )
-        return out.read_bytes()
+    return out.read_bytes()
 
 
 def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
@@ -142,9 +156,10 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
         op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
     excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
     was_fused = fused is not None
-    with stage("quantize"):
-        out = quantize_dynamic_onnx(fused or b, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
-    del fused  # the fused fp32 graph (a whole model): not needed past here
+    with stage("quantize"), tempfile.TemporaryDirectory() as tmp:
+        source = _source_file(fused or b, Path(tmp), was_fused)
+        del fused  # the fused fp32 graph (a whole model) lives on in the file only, while the quantizer holds its own
+        out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
     check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,

@@ -4,7 +4,8 @@
 ``recording()``, each ``stage(name)`` block logs its start and end on this module's logger (the
 progress of a long run: ``logging.basicConfig(level=logging.INFO)`` shows it) and records
 
-- ``wall_s``: the block's wall time;
+- ``wall_s``: the block's wall time; ``cpu_s``: the process's CPU time meanwhile (all threads; on a
+  shared, loaded machine the wall time grows and the CPU time much less);
 - ``peak_rss_bytes``: the highest resident memory of the process seen while the block ran
   (sampled every ``SAMPLE_S`` seconds by a thread that lives only as long as the recording,
   and at the block's start and end: a spike shorter than the period can be missed);
@@ -52,6 +53,7 @@ def resident_bytes() -> tuple[int, bool]:
 class _Open:
     name: str
     started: float
+    cpu: float
     peak: int
 
 
@@ -134,7 +136,7 @@ def stage(name: str) -> Iterator[None]:
     parent = ".".join(entry.name for entry in stages._open)
     full = f"{parent}.{name}" if parent else name
     rss = stages.sample()
-    entry = _Open(full, time.perf_counter(), rss)
+    entry = _Open(full, time.perf_counter(), time.process_time(), rss)
     with stages._lock:
         stages._open.append(entry)
     log.info("%s: started (resident %.2f GB)", full, rss / 1e9)
@@ -144,8 +146,9 @@ def stage(name: str) -> Iterator[None]:
         end = stages.sample()
         with stages._lock:
             stages._open.remove(entry)
-        wall = time.perf_counter() - entry.started
-        stages.records.append(
-            {"stage": full, "wall_s": round(wall, 3), "peak_rss_bytes": entry.peak, "rss_end_bytes": end}
-        )
+        wall, cpu = time.perf_counter() - entry.started, time.process_time() - entry.cpu
+        stages.records.append({
+            "stage": full, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "peak_rss_bytes": entry.peak,
+            "rss_end_bytes": end,
+        })
         log.info("%s: %.1f s, peak resident %.2f GB", full, wall, entry.peak / 1e9)
