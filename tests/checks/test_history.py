@@ -275,3 +275,37 @@ def test_the_fp32_baseline_comes_from_the_cache_on_a_second_run(project, monkeyp
     third[0].stdout.fnmatch_lines(["*baseline cache entry * is corrupt; it is removed and the baseline measured again*"])
     off = _run(project, monkeypatch, "good", "--compress-budget-cache=none")
     assert off[1]["baseline_cache"] == "off"
+
+
+TWO_TESTS = '''
+import pytest
+
+
+def test_shipped_model(compress_budget, baseline, candidate, data):
+    compress_budget.check(baseline, candidate, data=data)
+
+
+@pytest.mark.compress_budget(accuracy_gate="lenient")
+def test_lenient_twice(compress_budget, baseline, candidate, data):
+    compress_budget.check(baseline, candidate, data=data)
+    compress_budget.check(baseline, candidate, data=data)
+'''
+
+
+def test_under_xdist_every_check_is_saved_under_its_key_and_judged_in_its_gate_mode(project, monkeypatch):
+    project.makepyfile(test_gate=TWO_TESTS)
+    monkeypatch.setenv("CANDIDATE", "good")
+    project.runpytest("--compress-budget", "-n", "2", "--compress-budget-save=gates.json").assert_outcomes(passed=2)
+    lenient = "test_gate.py::test_lenient_twice"
+    assert sorted(json.loads((project.path / "gates.json").read_text())["gates"]) == [lenient, f"{lenient} #2", KEY]
+    monkeypatch.setenv("CANDIDATE", "regressed")
+    result = project.runpytest("--compress-budget", "-n", "2", "--compress-budget-compare=gates.json",
+                               "--compress-budget-report=report.json")
+    result.assert_outcomes(passed=1, failed=1)  # 'measured' fails on 0.03; 'lenient' reads the interval's low end
+    checks = {c["key"]: c for c in json.loads((project.path / "report.json").read_text())["checks"]}
+    assert sorted(checks) == [lenient, f"{lenient} #2", KEY]
+    for key, passed in ((KEY, False), (lenient, True), (f"{lenient} #2", True)):
+        regression = next(f for f in checks[key]["figures"] if f["name"] == "accuracy_regression")
+        assert regression["passed"] is passed and regression["value"] == pytest.approx(0.03)
+        mode = "measured" if key == KEY else "lenient"
+        assert regression["mode"] == mode and regression["judged"] == (0.03 if mode == "measured" else regression["low"])
