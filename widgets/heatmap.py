@@ -30,11 +30,13 @@ __all__ = ["sensitivity_heatmap", "heatmap_trace", "update_heatmap", "SENSITIVIT
 # Plus the metric's own column (``table.attrs["metric_key"]``: "accuracy", "cosine", ...) and its
 # drop ("drop", or "<metric_key>_drop" in tables built by hand).
 SENSITIVITY_COLUMNS = ("layer", "parameters", "axis", "value")
-AXES = ("bits", "sparsity")
+AXES = ("bits", "sparsity", "int8")  # int8: layer_sensitivity(runtime=Int8Dynamic() | Int8Static())
 _COLORSCALE = "RdBu_r"  # diverging around 0: red = the metric lost, blue = the metric gained
 
 
 def _format_value(axis: str, value: float) -> str:
+    if axis == "int8":
+        return "kept float, the rest int8"
     if axis == "bits":
         return f"{int(value)}" if float(value).is_integer() else f"{value:g}"
     return f"{value * 100:g}%"
@@ -139,7 +141,7 @@ def update_heatmap(fig: Any, table: Any, axis: str) -> None:
         xaxis.update(type="category", title=dict(text=f"{axis} (this layer only)"), side="bottom")
         # First layer on top; category type because names such as "0" or "2" would read as numbers.
         yaxis.update(type="category", autorange="reversed", title=dict(text="layer"), automargin=True)
-        where = "quantized" if axis == "bits" else "pruned"
+        where = {"bits": "quantized", "sparsity": "pruned"}.get(axis, "kept float (the rest int8: its gain)")
         title = f"per-layer sensitivity: {html.escape(labels.drop_title)}, one layer {where} at a time"
         if table.attrs.get("estimate"):  # some cells are estimates (layer_sensitivity(method="estimate"))
             title += f" (estimate where not measured: {int(table.attrs.get('verified', 0))} rows measured)"

@@ -242,14 +242,16 @@ def _figures(table: pd.DataFrame, labels: MetricLabels, current: int | None, sen
     if sensitivity is not None:
         present = set(sensitivity["axis"]) if "axis" in getattr(sensitivity, "columns", ()) else {"bits"}
         sens = MetricLabels.of(sensitivity)
-        for axis in [a for a in ("bits", "sparsity") if a in present]:  # a malformed table fails in the heatmap
-            figures.append((
-                f"sensitivity-{axis}", f"Per-layer sensitivity: {axis}",
-                f"Each cell: the drop of {html.escape(sens.name)}{' in percentage points' if sens.percent else ''} "
-                f"(baseline minus this) when only that layer is compressed to that "
-                f"{'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32.",
-                sensitivity_heatmap(sensitivity, axis),
-            ))
+        for axis in [a for a in ("bits", "sparsity", "int8") if a in present]:  # a malformed table fails in the heatmap
+            what = (f"the gain in {html.escape(sens.name)} when only that layer is kept float and the rest runs in "
+                    "ONNX Runtime's int8 kernels (the part of int8's drop it accounts for)" if axis == "int8" else
+                    f"the drop of {html.escape(sens.name)}{' in percentage points' if sens.percent else ''} "
+                    f"(baseline minus this) when only that layer is compressed to that "
+                    f"{'width' if axis == 'bits' else 'sparsity'}; every other layer stays float32")
+            if sensitivity.attrs.get("estimate"):
+                what += f" Cells not measured are estimates ({html.escape(sensitivity.attrs['estimate'])})."
+            figures.append((f"sensitivity-{axis}", f"Per-layer sensitivity: {axis}", f"Each cell: {what}.",
+                            sensitivity_heatmap(sensitivity, axis)))
     return figures
 
 

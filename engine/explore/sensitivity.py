@@ -19,10 +19,12 @@ from typing import Any
 
 from torch import nn
 
+from squeezelab.engine.core import choices
 from squeezelab.engine.core.arguments import check_executor, grid_lists
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, recipe_of
 from squeezelab.engine.explore.grid import weight_quantizer
+from squeezelab.engine.explore.int8_sensitivity import INT8_RUNTIMES, int8_sensitivity
 from squeezelab.engine.explore.layer_probes import Planned, Probe, measure_probes, probe_table
 from squeezelab.engine.explore.sensitivity_estimated import estimated_table
 from squeezelab.engine.measurement.point import Point, Settings
@@ -66,6 +68,7 @@ def layer_sensitivity(
     deadline: float | None = None,
     method: str = "exact",
     verify: int = 5,
+    runtime: Any = None,
     **overrides: Any,
 ) -> Any:
     """A pandas DataFrame: one row per (layer, axis, value).
@@ -91,7 +94,21 @@ def layer_sensitivity(
     highest are measured by exact probes. ``estimated`` says which rows were not measured; their
     metric figure is NaN, and their ``drop`` holds the estimate when the metric is a cosine (else NaN).
     ``table.attrs["estimate"]`` says what the estimate is.
+
+    ``runtime=Int8Dynamic()`` or ``Int8Static()`` (``calibration_data=`` for static): the int8 map
+    instead (``int8_sensitivity``): one row per unit the int8 search keeps float, measured in ONNX
+    Runtime's kernels with that unit alone kept float against the whole model in int8 (``axis="int8"``;
+    ``bits``, ``sparsity`` and ``method`` do not apply).
     """
+    rt = None if runtime is None else choices.resolve("runtime", runtime)
+    if rt is not None and not isinstance(rt, (*INT8_RUNTIMES, Simulated)):
+        raise ConfigError(f"runtime={runtime!r}: layer_sensitivity maps simulated widths (runtime=None) or real int8 "
+                          "(Int8Dynamic(), Int8Static()); a weight-only map is not built yet.")
+    if isinstance(rt, INT8_RUNTIMES):
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"the int8 map needs the PyTorch model (it keeps named layers float); got {type(model).__name__}.")
+        ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
+        return int8_sensitivity(model, ev, rt, progress=progress, deadline=deadline)
     bits, sparsity = grid_lists(bits, sparsity, layout="separate")
     check_executor(executor)
     quantizer = weight_quantizer(quantization, width_based=True)

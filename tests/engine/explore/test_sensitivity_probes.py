@@ -215,3 +215,30 @@ def test_the_heatmap_says_which_cells_are_estimates(tmp_path):
     assert "estimate where not measured: 1 rows measured" in titles
     hovers = [cell for row in fig.data[0].text for cell in row]
     assert sum("estimate, not measured" in h for h in hovers) == len(est) - 1
+
+
+def test_the_int8_map_measures_each_unit_kept_float_in_real_kernels(tmp_path):
+    from dataclasses import replace
+
+    from squeezelab.engine.explore.int8_search import float_layers_recipe
+    from squeezelab.widgets.heatmap import sensitivity_heatmap
+
+    model, x = tiny_bert(), tiny_bert_inputs(batch=12, seq=16)
+    table = sl.layer_sensitivity(model, (x, None), runtime=sl.Int8Dynamic(), cache=tmp_path, progress=False,
+                                 output="last_hidden_state")
+    assert (table["axis"] == "int8").all() and "encoder.layer.0.attention.self.{query,key,value}" in set(table["layer"])
+    assert table.attrs["all_int8"] < table.attrs["baseline_value"]  # int8 loses something to fp32
+    np.testing.assert_allclose(table["gain"], table["cosine"] - table.attrs["all_int8"])
+    # The oracle: the same recipe compressed from the PyTorch model (exported again) and evaluated in full.
+    ev = Evaluator(model, (x, None), cache=False, rounds=0, output="last_hidden_state")
+    row = table.iloc[3]
+    recipe = replace(float_layers_recipe(sl.Recipe(runtime=sl.Int8Dynamic(), transforms=()), tuple(row["layers"])), transforms=())
+    assert ev.evaluate(recipe).value == pytest.approx(row["cosine"], abs=1e-9)
+    fig = sensitivity_heatmap(table, "int8")
+    assert len(fig.data[0].y) == len(table)
+
+
+def test_a_weight_only_map_is_refused_before_any_work():
+    model, data = _residual_cnn()
+    with pytest.raises(ConfigError, match="weight-only map is not built yet"):
+        sl.layer_sensitivity(model, data, runtime=sl.WeightOnly(), cache=False, progress=False)
