@@ -8,8 +8,10 @@ Issue #23's benchmark. For each model, in one process, each with a fresh result 
 - **estimate**: ``method="estimate", verify=0``: the estimate alone (``sensitivity_estimate.py``), no probe;
 - **estimate + verify 5**: the estimate with the 5 highest rows of each axis measured by exact probes;
 - **full evaluation** (``--full-probes N``, default 4): the first N probes measured the way every probe was
-  measured before (compress the probe's recipe, run the whole model: an executor that runs in this process
-  takes that path); its seconds per probe beside the exact path's, and the largest difference in the figure.
+  measured before (compress the probe's recipe, run the whole model); its seconds per probe beside the exact
+  path's, and the largest difference in the figure;
+- **int8 map** (``minilm-int8``): ``runtime=Int8Dynamic()``, each unit the int8 search keeps float measured
+  alone against all int8 in ONNX Runtime's kernels; then again from the cache.
 
 Agreement with the exact table: Spearman's rank correlation over every row's ``drop`` (estimated rows: the
 estimate), and the overlap of the 5 rows with the highest drop. Every figure is one run (a table is not timed
@@ -45,6 +47,8 @@ TARGETS = {
     ("minilm", "again"): "second call from the cache <= 2 s",
     ("minilm", "estimate"): "estimate alone <= 10 s",
     ("minilm", "estimate + verify 5"): "default call <= 30 s with Spearman >= 0.9",
+    ("minilm-int8", "int8 map"): "MiniLM int8 map (Int8Dynamic, 36 layers) <= 60 s",
+    ("minilm-int8", "again"): "second call from the cache <= 2 s",
     ("efficientnet", "exact"): "4-bit sensitivity, 64 images <= 60 s",
     ("efficientnet", "again"): "second call from the cache <= 2 s",
 }
@@ -118,6 +122,20 @@ def run_model(name: str, model: torch.nn.Module, data: Any, title: str, kwargs: 
     print(f"load average at end: {load_average()}", flush=True)
 
 
+def run_int8_map(model: torch.nn.Module, data: Any, title: str) -> None:
+    """The int8 map (``runtime=Int8Dynamic()``): each unit kept float alone, in ONNX Runtime's kernels; then again from the cache."""
+    print(f"\n{title}; the int8 map, runtime=Int8Dynamic()", flush=True)
+    with tempfile.TemporaryDirectory(prefix="maps_int8_") as tmp:
+        table, seconds = timed(lambda: sl.layer_sensitivity(model, data, runtime=sl.Int8Dynamic(), cache=tmp, progress=False))
+        _, again = timed(lambda: sl.layer_sensitivity(model, data, runtime=sl.Int8Dynamic(), cache=tmp, progress=False))
+    print(f"{'call':<22} {'wall s':>8} {'probes':>7}   target (issue #23)")
+    print(f"{'int8 map':<22} {seconds:>8.1f} {len(table) + 1:>7}   {TARGETS[('minilm-int8', 'int8 map')]}")
+    print(f"{'again':<22} {again:>8.1f} {0:>7}   {TARGETS[('minilm-int8', 'again')]}")
+    print(f"all int8: {table.attrs['all_int8']:.4f} {table.attrs['metric']}; the 5 units whose float copy gains most:")
+    print(table.nlargest(5, "gain")[["layer", "parameters", "gain"]].to_string(index=False))
+    print(f"load average at end: {load_average()}", flush=True)
+
+
 def compare_full(model: torch.nn.Module, data: Any, exact: Any, n: int, per_probe: float, tmp: str) -> None:
     """The first ``n`` rows measured by the full evaluation (the path every probe took before), beside the exact path."""
     from squeezelab.engine.explore.evaluation import Evaluator
@@ -140,7 +158,7 @@ def compare_full(model: torch.nn.Module, data: Any, exact: Any, n: int, per_prob
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="minilm,efficientnet")
+    parser.add_argument("--models", default="minilm,minilm-int8,efficientnet")
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--full-probes", type=int, default=4, help="probes also measured by the full evaluation (0: none)")
@@ -151,6 +169,9 @@ def main() -> None:
         "efficientnet": (lambda: efficientnet(args.images), {"bits": [4], "sparsity": []}),
     }
     for name in args.models.split(","):
+        if name == "minilm-int8":
+            run_int8_map(*minilm(args.sentences))
+            continue
         build, kwargs = cases[name]
         model, data, title = build()
         run_model(name, model, data, title, kwargs, args.full_probes)
