@@ -14,7 +14,8 @@ depend on:
 Change any of these and the key changes, so a stale baseline is never read. One entry is a folder
 (``model.onnx``, ``outputs.npy``, ``meta.json`` holding the checksums of both), written in a
 temporary folder and renamed into place, so a killed run leaves a whole entry or none; an entry whose
-checksums fail is reported (a warning naming it), removed, and measured again. Only PyTorch
+checksums fail is reported (a warning naming it), removed, and measured again; a folder that cannot
+be written is reported the same way and the gate goes on uncached (the cache only saves time). Only PyTorch
 baselines measured with data are cached: an ONNX file or a ``Compressed`` result has no export to save.
 """
 
@@ -94,7 +95,11 @@ class BaselineCache:
         outputs = outputs_of(compressed, samples, eval_batch_size)
         if key is None:
             return CachedBaseline(compressed, outputs, "off")
-        self._write(key, compressed, outputs)
+        try:
+            self._write(key, compressed, outputs)
+        except CacheError as exc:  # the cache only saves time: the gate goes on, saying why nothing was kept
+            warnings.warn(str(exc), RuntimeWarning, stacklevel=2)
+            return CachedBaseline(compressed, outputs, "not cached (the cache folder cannot be written)")
         return CachedBaseline(compressed, outputs, "stored")
 
     def _entry(self, key: str) -> Path:

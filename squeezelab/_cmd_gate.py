@@ -106,6 +106,17 @@ def _saved(args: argparse.Namespace) -> Any:
     return None if args.compare is None else SavedResults.load(args.compare)
 
 
+def _check_judges_something(budget: Any, saved: Any, args: argparse.Namespace) -> None:
+    """A budget of regression limits alone judges nothing without ``--compare``: refused before any work."""
+    from squeezelab.checks.budget import REGRESSION_KEYS, BudgetError, gating_keys
+
+    if saved is None and set(budget.gates()) <= set(REGRESSION_KEYS):
+        raise BudgetError(
+            f"budget {args.name!r} sets only limits against a saved run ({', '.join(budget.gates())}) and no --compare "
+            f"was given, so the gate would judge nothing: pass --compare PATH, or add a limit of this run: {gating_keys()}."
+        )
+
+
 def _cache(args: argparse.Namespace) -> Any:
     from squeezelab.checks.baseline_cache import BaselineCache, default_baseline_dir
 
@@ -122,6 +133,7 @@ def run_gate(args: argparse.Namespace) -> int:
     from squeezelab.engine.core.fingerprints import data_fingerprint
 
     budget, saved = _budget(args), _saved(args)
+    _check_judges_something(budget, saved, args)
     specs = (args.baseline, args.candidate)
     models = [load_model(spec, args.weights if not spec.is_onnx else None) for spec in specs]
     data = load_data(args.data)

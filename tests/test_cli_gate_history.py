@@ -130,3 +130,12 @@ def test_a_factory_baseline_comes_from_the_cache_the_second_time(gate_files, tmp
     assert outs[0][1] == outs[1][1]
     assert main([str(a) for a in [*argv, "--no-cache"]]) == 0
     assert "fp32 baseline: exported and measured (cache off)" in capsys.readouterr().out
+
+
+def test_a_budget_of_regression_limits_alone_needs_compare(gate_files, tmp_path, capsys):
+    budget = tmp_path / "only.toml"
+    budget.write_text("max_regression = 0.01\n")
+    with pytest.raises(SystemExit) as exc:
+        _gate(gate_files, "good", "--budget", budget, capsys=capsys)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "sets only limits against a saved run (max_regression) and no --compare was given" in err

@@ -106,3 +106,12 @@ def test_a_file_where_the_folder_should_be_is_refused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(sl.errors.CacheError, match="the baseline cache .* is a file; pass a folder"):
         BaselineCache(tmp_path / "file")
+
+
+def test_a_folder_that_cannot_be_written_warns_and_the_gate_goes_on(net, samples, tmp_path):
+    (tmp_path / "file").write_text("x")
+    cache = BaselineCache(tmp_path / "file" / "below")  # its parent is a file: nothing can be created there
+    with pytest.warns(RuntimeWarning, match="cannot write the gate's baseline cache .*--compress-budget-cache=none"):
+        found = cache.baseline(net, samples, None, None, 256)
+    assert found.status == "not cached (the cache folder cannot be written)"
+    assert np.array_equal(found.outputs, found.compressed.predict(samples.inputs))
