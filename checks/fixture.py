@@ -45,7 +45,7 @@ from squeezelab.engine.core.samples import read_samples
 from squeezelab.engine.measurement.paired import PairedMetrics
 from squeezelab.engine.measurement.point import Point, Settings
 
-__all__ = ["BudgetGate", "GateRun", "gate_record", "with_regressions"]
+__all__ = ["BudgetGate", "CompressBudgetWarning", "GateRun", "gate_record", "with_regressions"]
 
 
 class CompressBudgetWarning(UserWarning):
@@ -85,7 +85,8 @@ def with_regressions(run: GateRun, saved: SavedResults | None, key: str, budget:
     if not asked:
         return run.verdict
     if saved is None:
-        reason = f"{', '.join(asked)}: no saved run to compare with (pass --compress-budget-compare=PATH)"
+        reason = f"{', '.join(asked)}: no saved run to compare with (pytest --compress-budget-compare=PATH, "
+                  "squeezelab gate --compare PATH)"
         return dataclasses.replace(run.verdict, not_judged=(*run.verdict.not_judged, reason))
     figures, not_judged = regression_figures(saved, key, run.pair, run.data_fingerprint, budget)
     return dataclasses.replace(run.verdict, figures=(*run.verdict.figures, *figures),
