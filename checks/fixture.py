@@ -85,8 +85,8 @@ def with_regressions(run: GateRun, saved: SavedResults | None, key: str, budget:
     if not asked:
         return run.verdict
     if saved is None:
-        reason = f"{', '.join(asked)}: no saved run to compare with (pytest --compress-budget-compare=PATH, "
-                  "squeezelab gate --compare PATH)"
+        reason = (f"{', '.join(asked)}: no saved run to compare with (pytest --compress-budget-compare=PATH, "
+                  "squeezelab gate --compare PATH)")
         return dataclasses.replace(run.verdict, not_judged=(*run.verdict.not_judged, reason))
     figures, not_judged = regression_figures(saved, key, run.pair, run.data_fingerprint, budget)
     return dataclasses.replace(run.verdict, figures=(*run.verdict.figures, *figures),
