@@ -210,12 +210,16 @@ def attention_shape(onnx_bytes: bytes) -> tuple[int, int]:
     from onnx import numpy_helper
 
     graph = onnx.load_from_string(onnx_bytes).graph
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    floats = [i for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    sizes = {i.name: int(np.prod(i.dims)) for i in floats}  # the LayerNorm scale's length: its dims suffice
+    # Only scalars are read as values (the attention scale): converting every weight was a model-sized copy.
+    values = {i.name: numpy_helper.to_array(i) for i in floats if sizes[i.name] == 1}
     for node in graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].HasField("t"):
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            sizes[node.output[0]] = int(values[node.output[0]].size)
     norm = next((n for n in graph.node if n.op_type == "LayerNormalization"), None)
-    hidden = int(values[norm.input[1]].size) if norm is not None and norm.input[1] in values else 0
+    hidden = sizes[norm.input[1]] if norm is not None and norm.input[1] in sizes else 0
     producers = {out: node for node in graph.node for out in node.output}
     softmax = next((n for n in graph.node if n.op_type == "Softmax"), None)
     node, head = (producers.get(softmax.input[0]) if softmax is not None else None), 0

@@ -58,12 +58,19 @@ def quantize_dynamic_onnx(
 
 
 def _source_file(onnx_bytes: bytes, tmp: Path, fused: bool) -> Path:
-    """The file the quantizer reads: the fused graph as it is, or the export after ``quant_pre_process``."""
+    """The file the quantizer reads: the fused graph, or the export after ``quant_pre_process``.
+
+    The fused graph is written as ONNX Runtime's ``quantize_dynamic`` writes a model it is given (weights
+    as external data, tensors of 1 kB and more): the quantizer then reads it tensor by tensor, never the
+    whole file's bytes beside the parsed model, and the quantized file is the same.
+    """
+    import onnx
+
     if not fused:
         with quiet_onnxruntime_tools():
             return preprocessed_file(onnx_bytes, tmp)
     path = tmp / "fused.onnx"
-    path.write_bytes(onnx_bytes)
+    onnx.save_model(onnx.load_from_string(onnx_bytes), str(path), save_as_external_data=True)
     return path
 
 
@@ -116,8 +123,8 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     from squeezelab.engine.runtime.int8_graph import fused_graph
 
     fused, why = fused_graph(onnx_bytes, runtime)
-    if fused is None:
-        return None, why
+    if fused is None or not kept:  # nothing kept float: no node to look for (the fused model is not parsed again)
+        return fused, why
     present = {node.name for node in onnx.load_from_string(fused).graph.node}
     absorbed = sorted(layer for layer, nodes in kept.items() if not present.intersection(nodes))
     holders = _holders_of(absorbed, kept, onnx_bytes, fused) if absorbed else {}
