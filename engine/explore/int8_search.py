@@ -40,6 +40,7 @@ from torch import nn
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.algorithm_stage import AlgorithmChoice, choose_algorithms
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
+from squeezelab.engine.explore.search_setup import SearchClock
 from squeezelab.engine.explore.int8_probes import (
     bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, prepared_export,
     probe_evaluator, subsample,
@@ -61,32 +62,13 @@ class _OutOfTime(Exception):
     """The next evaluation would not finish within the time budget."""
 
 
-class _Clock:
-    """The time budget: how long the slowest evaluation of each kind took, and whether another one fits."""
-
-    def __init__(self, budget_s: float) -> None:
-        self.started = time.monotonic()
-        self.budget_s = budget_s
-        self.slowest: dict[str, float] = {}
-
-    def fits(self, kind: str, until: float | None = None) -> bool:
-        end = self.started + self.budget_s if until is None else until
-        return time.monotonic() + self.slowest.get(kind, 0.0) <= end
-
-    def timed(self, kind: str, fn: Any, *args: Any) -> Any:
-        began = time.monotonic()
-        out = fn(*args)
-        self.slowest[kind] = max(self.slowest.get(kind, 0.0), time.monotonic() - began)
-        return out
-
-
 class _Runner:
     """Measures candidates (layers kept float) on the subsample or on all the data, once each.
 
     Keeps the trail, and the best accepted point measured on all the data.
     """
 
-    def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, probe: tuple[Evaluator, bool], clock: _Clock,
+    def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, probe: tuple[Evaluator, bool], clock: SearchClock,
                  objective: str, max_drop: float, confidence: float,
                  prepared: Callable[[Recipe], dict[str, Evaluator]] | None = None) -> None:
         from squeezelab.engine.explore.search import _row
@@ -163,7 +145,7 @@ class _Runner:
         data = f"{on} ({len(ev.samples)})" if on != "probe" else f"probe ({len(ev.samples)}, {ev.metric.name})"
         recipe = float_layers_recipe(self.base, layers)
         try:  # the steps are in the export already: the evaluator quantizes it as it is
-            point: Point = self.clock.timed(on, ev.evaluate, replace(recipe, transforms=()))
+            point: Point = self.clock.timed(ev.evaluate, replace(recipe, transforms=()), kind=on)
         except ConfigError:
             if not layers:
                 raise  # the all-int8 model itself is refused: the user's recipe, explained
@@ -181,7 +163,7 @@ class _Runner:
         """The evaluators of ``recipe``'s fidelity steps: over the export they prepare, made once per set of steps."""
         steps = recipe.transforms or ()
         if steps not in self._evs_by_steps:
-            self._evs_by_steps[steps] = self.clock.timed("prepare", self.prepared, recipe)
+            self._evs_by_steps[steps] = self.clock.timed(self.prepared, recipe, kind="prepare")
         return self._evs_by_steps[steps]
 
     def _score(self, row: dict[str, Any]) -> float:
@@ -222,7 +204,7 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
 
     from squeezelab.engine.explore.search_result import SearchResult, _row
 
-    clock = _Clock(time_budget_s)
+    clock = SearchClock(time_budget_s)
     export = fp32_export(ev)
     work = on_export(ev, export)
 
@@ -265,7 +247,7 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
 
 def _algorithms(model: nn.Module, run: _Runner, runtime: Any, has_calibration: bool) -> AlgorithmChoice:
     """The algorithm stage (``algorithm_stage``), within the first third of the budget; sets where the descent starts."""
-    until = run.clock.started + run.clock.budget_s / 3
+    until = run.clock.at(1 / 3)
 
     def better(a: dict[str, Any], b: dict[str, Any]) -> bool:  # within budget first, then the metric
         return (a["accepted"], a["value"]) > (b["accepted"], b["value"])
@@ -306,12 +288,14 @@ def _probe(groups: list[tuple[str, ...]], run: _Runner, objective: str, progress
     the groups whose probe ran faster than all-int8 (latency: int8 loses to fp32 there); whether all were probed."""
     from tqdm.auto import tqdm
 
-    half = run.clock.started + run.clock.budget_s / 2
+    half = run.clock.halfway
     gains: dict[tuple[str, ...], float] = {}
     faster: set[tuple[str, ...]] = set()
     try:
         base = run.measure((), "probe start: all int8", "probe", until=half)
-        for group in tqdm(groups, desc="int8 sensitivity", disable=not progress, unit="group"):
+        bar = tqdm(groups, desc="int8 sensitivity", disable=not progress, unit="group")
+        for group in bar:
+            bar.set_postfix_str(f"{run.clock.remaining():.0f} s of the budget left", refresh=False)
             row = run.measure(group, f"probe: {group_label(group)} float", "probe", until=half)
             gains[group] = row["value"] - base["value"]
             if objective == "latency" and (row.get("speedup") or 0) > (base.get("speedup") or 0):

@@ -35,32 +35,48 @@ class SearchSpace:
 
 
 class SearchClock:
-    """The time budget: when the search started, and whether the slowest evaluation so far still fits."""
+    """The time budget: when the search started, and whether one more evaluation still fits.
+
+    Evaluations are timed by ``kind`` (the int8 search keeps "probe", "subset", "all" and "prepare" apart:
+    a probe on 32 samples says nothing of a verification on all the data); ``fits(kind)`` asks whether one
+    more evaluation as slow as the slowest of that kind so far ends by ``until`` (default: the budget's end).
+    """
 
     def __init__(self, budget_s: float) -> None:
         self.started = time.monotonic()
         self.budget_s = budget_s
-        self.slowest = 0.0
+        self.slowest_by_kind: dict[str, float] = {}
+
+    @property
+    def slowest(self) -> float:
+        """The slowest evaluation so far, of any kind (0 before the first)."""
+        return max(self.slowest_by_kind.values(), default=0.0)
 
     @property
     def halfway(self) -> float:
         """The ``time.monotonic()`` value at half the budget (where probing stops)."""
         return self.started + self.budget_s / 2
 
+    def at(self, fraction: float) -> float:
+        """The ``time.monotonic()`` value at ``fraction`` of the budget."""
+        return self.started + self.budget_s * fraction
+
     def remaining(self) -> float:
         return max(self.started + self.budget_s - time.monotonic(), 0.0)
 
-    def fits(self) -> bool:
-        """Whether one more evaluation as slow as the slowest so far ends within the budget."""
-        return time.monotonic() - self.started + self.slowest <= self.budget_s
+    def fits(self, kind: str | None = None, until: float | None = None) -> bool:
+        """Whether one more evaluation as slow as the slowest so far (of ``kind``, or of any) ends by ``until``."""
+        end = self.started + self.budget_s if until is None else until
+        slowest = self.slowest if kind is None else self.slowest_by_kind.get(kind, 0.0)
+        return time.monotonic() + slowest <= end
 
     def spent(self) -> bool:
         return time.monotonic() - self.started > self.budget_s
 
-    def timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def timed(self, fn: Callable[..., Any], *args: Any, kind: str = "evaluation") -> Any:
         began = time.monotonic()
         out = fn(*args)
-        self.slowest = max(self.slowest, time.monotonic() - began)
+        self.slowest_by_kind[kind] = max(self.slowest_by_kind.get(kind, 0.0), time.monotonic() - began)
         return out
 
 
