@@ -7,9 +7,9 @@ Issue #23's benchmark. For each model, in one process, each with a fresh result 
 - **again**: the same call a second time, from the cache;
 - **estimate**: ``method="estimate", verify=0``: the estimate alone (``sensitivity_estimate.py``), no probe;
 - **estimate + verify 5**: the estimate with the 5 highest rows of each axis measured by exact probes;
-- **full evaluation** (``--full-probes N``, default 4): the first N probes measured the way every probe was
-  measured before (compress the probe's recipe, run the whole model); its seconds per probe beside the exact
-  path's, and the largest difference in the figure;
+- **side by side** (``--full-probes N``, default 4): N probes spread over the model, each measured in place
+  and then the way every probe was measured before (compress the probe's recipe, run the whole model), in
+  turn, so both see the same load: seconds each, their ratio, and the largest difference in the figure;
 - **int8 map** (``minilm-int8``): ``runtime=Int8Dynamic()``, each unit the int8 search keeps float measured
   alone against all int8 in ONNX Runtime's kernels; then again from the cache.
 
@@ -96,8 +96,13 @@ def timed(call: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - started
 
 
-def run_model(name: str, model: torch.nn.Module, data: Any, title: str, kwargs: dict[str, Any], full_probes: int) -> None:
+def run_model(name: str, model: torch.nn.Module, data: Any, title: str, kwargs: dict[str, Any], full_probes: int,
+              tables: bool = True) -> None:
     print(f"\n{title}; probes: {kwargs}", flush=True)
+    if full_probes:
+        side_by_side(model, data, kwargs, full_probes)
+    if not tables:
+        return
     rows = []
     with tempfile.TemporaryDirectory(prefix="maps_") as tmp:
         def sensitivity(folder: str, **extra: Any) -> Any:
@@ -117,8 +122,6 @@ def run_model(name: str, model: torch.nn.Module, data: Any, title: str, kwargs: 
             shown_rho = "" if rho != rho else f"{rho:.3f}"
             shown_top = "" if top < 0 else f"{top}/5"
             print(f"{label:<22} {seconds:>8.1f} {count:>7} {shown_rho:>9} {shown_top:>6}   {TARGETS.get((name, label), '')}")
-        if full_probes:
-            compare_full(model, data, exact, full_probes, rows[0][1] / max(probes, 1), tmp)
     print(f"load average at end: {load_average()}", flush=True)
 
 
@@ -136,24 +139,34 @@ def run_int8_map(model: torch.nn.Module, data: Any, title: str) -> None:
     print(f"load average at end: {load_average()}", flush=True)
 
 
-def compare_full(model: torch.nn.Module, data: Any, exact: Any, n: int, per_probe: float, tmp: str) -> None:
-    """The first ``n`` rows measured by the full evaluation (the path every probe took before), beside the exact path."""
-    from squeezelab.engine.explore.evaluation import Evaluator
+def side_by_side(model: torch.nn.Module, data: Any, kwargs: dict[str, Any], n: int) -> None:
+    """``n`` probes spread over the model, each measured both ways in turn (same load for both): the in-place
+    probe (``LayerProbes.measure``: the stages before the layer replayed) and the full evaluation
+    (``run_point``: compress the probe's recipe, run the whole model), with the largest difference in the figure."""
+    from squeezelab.engine.core.layers import prunable_layers
+    from squeezelab.engine.explore.evaluation import Evaluator, run_point
     from squeezelab.engine.explore.grid import weight_quantizer
-    from squeezelab.engine.explore.sensitivity import bits_probe, sparsity_probe
+    from squeezelab.engine.explore.layer_probes import LayerProbes, Probe
+    from squeezelab.engine.explore.sensitivity import bits_probe
 
-    ev = Evaluator(model, data, cache=os.path.join(tmp, "full"), rounds=0)
-    ev.baseline()  # measured before the clock starts: the exact path's figure includes its own
+    ev = Evaluator(model, data, cache=False, rounds=0)
+    ev.baseline()
+    names = [name for name, _ in prunable_layers(model)]
     quantizer = weight_quantizer("linear-symmetric", width_based=True)
-    names = list(dict.fromkeys(exact["layer"]))
-    worst, started = 0.0, time.perf_counter()
-    for row in exact.head(n).itertuples():
-        recipe = (bits_probe(quantizer, row.layer, int(row.value), names) if row.axis == "bits"
-                  else sparsity_probe(row.layer, float(row.value)))
-        worst = max(worst, abs(ev.evaluate(recipe).value - getattr(row, exact.attrs["metric_key"])))
-    full = (time.perf_counter() - started) / n
-    print(f"full evaluation of the first {n} probes: {full:.2f} s per probe, against {per_probe:.2f} s per probe for the "
-          f"exact table (setup included): {full / per_probe:.1f}x; largest difference in the figure: {worst:.2e}")
+    bench, setup = timed(lambda: LayerProbes(ev, names, quantizer))
+    bits = kwargs["bits"][0]
+    ratios, worst = [], 0.0
+    print(f"side by side, {n} probes at {bits} bits spread over the model (LayerProbes set up once: {setup:.1f} s):")
+    for index in np.linspace(0, len(names) - 1, n).round().astype(int):
+        name = names[index]
+        probe = Probe(bits_probe(quantizer, name, bits, names), name, "bits", bits)
+        fast, fast_s = timed(lambda probe=probe: bench.measure(probe))
+        full, full_s = timed(lambda probe=probe: run_point(ev.task(probe.recipe), ev.model_key))
+        worst = max(worst, abs(fast.value - full.value))
+        ratios.append(full_s / fast_s)
+        print(f"  {name:<48} replays {bench.replay.share_replayed(name):>4.0%} of the stages: "
+              f"{fast_s:6.2f} s in place, {full_s:6.2f} s full ({full_s / fast_s:4.1f}x)")
+    print(f"  median {float(np.median(ratios)):.1f}x faster in place; largest difference in the figure: {worst:.1e}")
 
 
 def main() -> None:
@@ -161,7 +174,8 @@ def main() -> None:
     parser.add_argument("--models", default="minilm,minilm-int8,efficientnet")
     parser.add_argument("--sentences", type=int, default=64)
     parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--full-probes", type=int, default=4, help="probes also measured by the full evaluation (0: none)")
+    parser.add_argument("--full-probes", type=int, default=4, help="probes measured both ways, side by side (0: none)")
+    parser.add_argument("--no-tables", action="store_true", help="the side-by-side probes only")
     args = parser.parse_args()
     print_environment()
     cases = {
@@ -174,7 +188,7 @@ def main() -> None:
             continue
         build, kwargs = cases[name]
         model, data, title = build()
-        run_model(name, model, data, title, kwargs, args.full_probes)
+        run_model(name, model, data, title, kwargs, args.full_probes, tables=not args.no_tables)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ KNOWN_FUNCTION_IMPORTS: dict[str, set[str]] = {
         "squeezelab.engine.core.layers", "squeezelab.engine.pipeline.coverage", "squeezelab.engine.pruning.attention",
     },
     "squeezelab.engine.explore.int8_probes": {
-        "squeezelab.engine.explore.sensitivity", "squeezelab.engine.pipeline.compress", "squeezelab.engine.runtime.int8_graph",
+        "squeezelab.engine.pipeline.compress", "squeezelab.engine.runtime.int8_graph",
     },
     "squeezelab.engine.explore.int8_search": {
         "squeezelab.engine.explore.search", "squeezelab.engine.explore.search_result",

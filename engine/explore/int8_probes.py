@@ -19,15 +19,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import nn
 
+from squeezelab.engine.core.layers import prunable_layers
+from squeezelab.engine.core.recipe import LayerSetting, Recipe
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = [
-    "bisect_prefix", "block_groups", "candidate_groups", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
+    "bisect_prefix", "block_groups", "candidate_groups", "float_layers_recipe", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
     "prefix_layers", "prepared_export", "probe_evaluator", "subsample",
 ]
 
@@ -41,7 +43,6 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
     ``onnx_bytes`` is the model's fp32 export (``fp32_export``).
     """
     from squeezelab.engine.runtime.int8_graph import fused_holders, layers_in_graph, same_layer
-    from squeezelab.engine.explore.sensitivity import prunable_layers
 
     embeddings = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)] if _quantizes_gather(runtime) else []
     wanted = {name for name, _ in prunable_layers(model)} | set(embeddings)
@@ -65,6 +66,12 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
         if group not in groups:
             groups.append(group)
     return groups
+
+
+def float_layers_recipe(runtime: Int8Dynamic | Int8Static | Recipe, layers: list[str] | tuple[str, ...]) -> Recipe:
+    """``runtime`` (or an all-int8 recipe, with its fidelity steps) for the whole model except ``layers``, kept float32."""
+    base = runtime if isinstance(runtime, Recipe) else Recipe(runtime=runtime)
+    return replace(base, layers=tuple(LayerSetting(name=name, bits=32) for name in layers))
 
 
 def block_groups(model: nn.Module, names: list[str], largest: int = 4) -> dict[str, tuple[str, ...]]:

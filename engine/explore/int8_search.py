@@ -42,20 +42,14 @@ from squeezelab.engine.explore.algorithm_stage import AlgorithmChoice, choose_al
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.explore.search_setup import SearchClock
 from squeezelab.engine.explore.int8_probes import (
-    bisect_prefix, candidate_groups, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, prepared_export,
+    bisect_prefix, candidate_groups, float_layers_recipe, fp32_export, gain_order, group_costs, group_label, on_export, prefix_layers, prepared_export,
     probe_evaluator, subsample,
 )
 from squeezelab.engine.measurement.point import Point
-from squeezelab.engine.core.recipe import LayerSetting, Recipe
+from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
 __all__ = ["search_int8", "float_layers_recipe"]
-
-
-def float_layers_recipe(runtime: Int8Dynamic | Int8Static | Recipe, layers: list[str] | tuple[str, ...]) -> Recipe:
-    """``runtime`` (or an all-int8 recipe, with its fidelity steps) for the whole model except ``layers``, kept float32."""
-    base = runtime if isinstance(runtime, Recipe) else Recipe(runtime=runtime)
-    return replace(base, layers=tuple(LayerSetting(name=name, bits=32) for name in layers))
 
 
 class _OutOfTime(Exception):

@@ -4,7 +4,7 @@
 int8 search's (``int8_probes.candidate_groups``: one Linear/Conv layer, the layers one fused op holds,
 a block under static int8, the embedding tables), and so are the recipes: the whole model in int8
 (``Recipe(runtime=...)``, no fidelity steps) and, per group, the same with that group kept float
-(``int8_search.float_layers_recipe``). Every one quantizes the one fp32 export (``on_export``: exported
+(``int8_probes.float_layers_recipe``). Every one quantizes the one fp32 export (``on_export``: exported
 once, not per probe), with the quantizer's pre-processing, calibration and fusion remembered across
 probes (``remembered_quantization``, ``remembered_fusion``); each is measured on all the data in
 ONNX Runtime and cached under its recipe like any point.
@@ -27,9 +27,10 @@ from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.explore.int8_probes import candidate_groups, fp32_export, group_label, on_export
-from squeezelab.engine.explore.int8_search import float_layers_recipe
+from squeezelab.engine.explore.int8_probes import candidate_groups, float_layers_recipe, fp32_export, group_label, on_export
 from squeezelab.engine.measurement.point import Point
+from squeezelab.engine.runtime.int8_graph import remembered_fusion
+from squeezelab.engine.runtime.quantize_memo import remembered_quantization
 
 __all__ = ["int8_sensitivity", "INT8_RUNTIMES"]
 
@@ -39,9 +40,6 @@ INT8_RUNTIMES = (Int8Dynamic, Int8Static)
 def int8_sensitivity(model: nn.Module, ev: Evaluator, runtime: Int8Dynamic | Int8Static, *, progress: bool,
                      deadline: float | None) -> Any:
     """The int8 map of ``model`` on ``ev``'s data (see the module docstring); a pandas DataFrame."""
-    from squeezelab.engine.runtime.int8_graph import remembered_fusion  # ONNX Runtime: loaded when a map needs it
-    from squeezelab.engine.runtime.quantize_memo import remembered_quantization
-
     if not isinstance(runtime, INT8_RUNTIMES):
         raise ConfigError(f"runtime={runtime!r}: the int8 map takes Int8Dynamic() or Int8Static().")
     ev.check_calibration(Recipe(runtime=runtime))  # static int8 without calibration data: refused before any work
