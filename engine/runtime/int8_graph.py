@@ -30,7 +30,7 @@ from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
 __all__ = [
     "node_layer", "layer_nodes", "kept_float", "looks_like_transformer", "fuse_transformer", "attention_shape", "layers_in_graph",
-    "fused_holders", "same_layer", "fused_graph", "remembered_fusion", "float_neighbours", "FUSED_OP_TYPES",
+    "fused_holders", "same_layer", "fused_graph", "fused_graph_file", "fusion_remembered", "remembered_fusion", "float_neighbours", "FUSED_OP_TYPES",
 ]
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,12 @@ def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
     used instead). Fusion that fuses no attention counts as a failure: the rest alone is not
     worth a graph that differs from the export.
     """
+    proto, info = _fused_model(onnx_bytes)
+    return (proto.SerializeToString() if proto is not None else None), info
+
+
+def _fused_model(onnx_bytes: bytes) -> tuple[Any, dict[str, Any]]:
+    """``fuse_transformer``'s fused graph as the optimizer's ``ModelProto`` (None when fusion failed), and its info."""
     import onnx
 
     heads, hidden = attention_shape(onnx_bytes)
@@ -262,7 +268,38 @@ def fuse_transformer(onnx_bytes: bytes) -> tuple[bytes | None, dict[str, Any]]:
     proto = optimized.model
     if not any(o.domain == "com.microsoft" for o in proto.opset_import):  # the fused ops' domain
         proto.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return proto.SerializeToString(), {"fused": fused, "num_heads": heads, "hidden_size": hidden}
+    return proto, {"fused": fused, "num_heads": heads, "hidden_size": hidden}
+
+
+def _fusion_why(info: dict[str, Any]) -> str:
+    if "error" in info:
+        return f"fusion failed, unfused graph quantized: {info['error']}"
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
+    return f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
+
+
+def _not_fused_why(onnx_bytes: bytes, runtime: Any) -> str | None:
+    """Why ``runtime`` does not fuse this graph at all (None: it tries)."""
+    if runtime.fusion is False:
+        return "off (fusion=False)"
+    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
+        return "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    return None
+
+
+def fused_graph_file(onnx_bytes: bytes, runtime: Any, path: Any) -> tuple[bool, str]:
+    """As ``fused_graph``, the fused graph written to ``path`` (weights as external data beside it, as ONNX
+    Runtime's ``quantize_dynamic`` writes a model it is given) instead of returned: no serialised copy of it
+    is held. Whether it fused, and why. Nothing is remembered (``remembered_fusion`` works on bytes)."""
+    import onnx
+
+    refused = _not_fused_why(onnx_bytes, runtime)
+    if refused is not None:
+        return False, refused
+    proto, info = _fused_model(onnx_bytes)
+    if proto is not None:
+        onnx.save_model(proto, str(path), save_as_external_data=True)
+    return proto is not None, _fusion_why(info)
 
 
 _FUSION_MEMO: list[dict[bytes, tuple[bytes | None, str]]] = []  # set while a search runs (see remembered_fusion)
@@ -286,22 +323,21 @@ def fused_graph(onnx_bytes: bytes, runtime: Any) -> tuple[bytes | None, str]:
     """The transformer-fused graph an ``Int8Dynamic`` ``runtime`` asks for (None: quantize the export as is) and why."""
     import hashlib
 
-    if runtime.fusion is False:
-        return None, "off (fusion=False)"
-    if runtime.fusion == "auto" and not looks_like_transformer(onnx_bytes):
-        return None, "not a transformer graph (no attention with layer normalisation): nothing to fuse"
+    refused = _not_fused_why(onnx_bytes, runtime)
+    if refused is not None:
+        return None, refused
     memo = _FUSION_MEMO[-1] if _FUSION_MEMO else {}
     key = hashlib.sha256(onnx_bytes).digest()
     if key not in memo:
         fused, info = fuse_transformer(onnx_bytes)
-        if fused is None:
-            why = f"fusion failed, unfused graph quantized: {info['error']}"
-        else:
-            ops = ", ".join(f"{op} x{n}" for op, n in sorted(info["fused"].items()))
-            why = f"fused ({ops}): ONNX Runtime's transformer optimizer, before quantization"
         memo.clear()  # one export at a time: a fused MiniLM is ~90 MB
-        memo[key] = (fused, why)
+        memo[key] = (fused, _fusion_why(info))
     return memo[key]
+
+
+def fusion_remembered() -> bool:
+    """Whether a ``remembered_fusion()`` block is active (then fusion goes through ``fused_graph``'s memo)."""
+    return bool(_FUSION_MEMO)
 
 
 @contextlib.contextmanager

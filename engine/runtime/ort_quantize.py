@@ -139,6 +139,22 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     return fused, why
 
 
+def _fused_file(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]], tmp: Path) -> tuple[Path | None, str]:
+    """``_fusion``'s graph in a file for the quantizer (None: quantize the export) and why.
+
+    With no layer kept float and no search remembering fusions, the optimizer's model is written straight
+    to the file (``fused_graph_file``): never serialised to bytes and parsed again, two whole-model copies.
+    """
+    from squeezelab.engine.runtime.int8_graph import fused_graph_file, fusion_remembered
+
+    if not kept and not fusion_remembered():
+        path = tmp / "fused.onnx"
+        fused, why = fused_graph_file(onnx_bytes, runtime, path)
+        return (path if fused else None), why
+    fused_bytes, why = _fusion(onnx_bytes, runtime, kept)
+    return (_source_file(fused_bytes, tmp, True) if fused_bytes is not None else None), why
+
+
 def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: bytes, fused: bytes) -> dict[str, str]:
     """Absorbed layer -> the fused node that holds it, for fused nodes whose layers are all kept float."""
     from squeezelab.engine.runtime.int8_graph import fused_holders, same_layer
@@ -156,17 +172,17 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
 
     rt = recipe.runtime
     kept = kept_float(b, recipe)
-    with stage("fusion"):
-        fused, fusion_why = _fusion(b, rt, kept)
-    op_types = list(rt.quantized_op_types)
-    if fused is not None:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
-        op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
-    excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several layers
-    was_fused = fused is not None
-    with stage("quantize"), tempfile.TemporaryDirectory() as tmp:
-        source = _source_file(fused or b, Path(tmp), was_fused)
-        del fused  # the fused fp32 graph (a whole model) lives on in the file only, while the quantizer holds its own
-        out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
+    with tempfile.TemporaryDirectory() as tmp:
+        with stage("fusion"):
+            fused_file, fusion_why = _fused_file(b, rt, kept, Path(tmp))
+        was_fused = fused_file is not None
+        op_types = list(rt.quantized_op_types)
+        if was_fused:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
+            op_types += [fused_op for fused_op, source in FUSED_OP_TYPES.items() if source in op_types]
+        excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several
+        with stage("quantize"):
+            source = fused_file or _source_file(b, Path(tmp), False)
+            out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
     check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,

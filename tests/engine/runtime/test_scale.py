@@ -133,3 +133,14 @@ def test_the_export_given_the_output_rank_is_the_same_graph(bert_export):
     example = Inputs.of(tiny_bert_inputs(batch=2, seq=8))
     spec = example.spec()
     assert export_onnx(SelectedOutput(tiny_bert(), spec.kind, spec.names), example, output_rank=3) == bert_export
+
+
+def test_fusion_written_straight_to_a_file_quantizes_to_the_same_model_as_through_bytes():
+    from squeezelab.engine.runtime.int8_graph import remembered_fusion
+
+    recipe, example = sl.Recipe(runtime=sl.Int8Dynamic()), tiny_bert_inputs(batch=2, seq=8)
+    direct = sl.compress(tiny_bert(), recipe, example_inputs=example)
+    with remembered_fusion():  # a search's way: the fused graph as bytes, kept for the next quantization
+        through_bytes = sl.compress(tiny_bert(), recipe, example_inputs=example)
+    assert direct.details["choices"]["fusion"] is True
+    assert direct.onnx_bytes == through_bytes.onnx_bytes
