@@ -10,7 +10,7 @@ the export and outputs; the second, on the unchanged model and data, reads them.
 ``check`` is also timed inside the test. Times are wall-clock seconds on this machine, medians over
 ``--pairs`` pairs; nothing is asserted. The CPU's flags and the load average are printed with them.
 
-    flock /work/bench.lock .venv/bin/python benchmarks/gate_repeat.py --pairs 3
+    flock /work/bench.lock .venv/bin/python benchmarks/gate_repeat.py --pairs 3   # ~2.5 min idle, more under load
 """
 
 from __future__ import annotations
