@@ -115,6 +115,7 @@ class LayerProbes:
         finally:
             with torch.no_grad():
                 module.weight.copy_(original)
+            self.replay.refresh()  # the model is fp32 again: a cache a caller edited in place is refilled now
         zeros = sum(self.zeros.values()) - self.zeros[probe.layer] + int((changed == 0).sum())
         point = self._point(probe, outputs, encoded).replace(weight_sparsity=zeros / self.weights if self.weights else 0.0)
         return point.replace(seconds=round(time.perf_counter() - started, 4))

@@ -115,17 +115,30 @@ def find_stages(model: nn.Module, calls: dict[str, _Call], layers: list[str], ca
 
 
 class _Replayed(nn.Module):
-    """Stands in for a stage: returns its cached output for the current batch (a copy: callers may edit it in place)."""
+    """Stands in for a stage: returns its cached output for the current batch.
 
-    def __init__(self, outputs: list[Any], cursor: list[int]) -> None:
+    The cached tensors themselves, not copies (copying MiniLM's stages costs a sixth of a probe): a caller
+    that edits one in place computes what it computed on the module's own output, and ``ActivationReplay``
+    sees the edit (the tensor's version counter), refills the cache and copies that stage's output from then on.
+    """
+
+    def __init__(self, outputs: list[Any], cursor: list[int], copy: bool) -> None:
         super().__init__()
-        self._outputs, self._cursor = outputs, cursor
+        self._outputs, self._cursor, self._copy = outputs, cursor, copy
 
     def forward(self, *_args: Any, **_kwargs: Any) -> Any:
         out = self._outputs[self._cursor[0]]
+        if not self._copy:
+            return out
         if isinstance(out, torch.Tensor):
             return out.clone()
         return type(out)(o.clone() if isinstance(o, torch.Tensor) else o for o in out)
+
+
+def _versions(outputs: list[Any]) -> list[tuple[int, ...]]:
+    """The version counters of each cached output's tensors (an in-place edit bumps them)."""
+    return [tuple(t._version for t in ((out,) if isinstance(out, torch.Tensor) else out) if isinstance(t, torch.Tensor))
+            for out in outputs]
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -137,7 +150,8 @@ class ActivationReplay:
     """The fp32 run of ``runner`` (a ``SelectedOutput`` over ``model``) on ``inputs``, kept at stage boundaries.
 
     ``outputs(layer)`` runs the model as it is now (the caller has changed ``layer``'s weight in place)
-    from ``layer``'s stage onward, batch by batch, and returns the selected output of every sample.
+    from ``layer``'s stage onward, batch by batch, and returns the selected output of every sample; the
+    caller puts the weight back and calls ``refresh()``.
     ``batches``: the sample ranges, in the evaluation's own batch size (the same batches as a full run).
     """
 
@@ -148,13 +162,14 @@ class ActivationReplay:
         self.batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
         self.inputs = inputs
         first = inputs.slice(0, min(check_samples, n))
+        self.copied: set[str] = set()  # stages whose replayed output a caller edited in place: copied from then on
+        self.edited: set[str] = set()  # ... edited by the last run: refresh() refills the cache
         calls = trace_calls(model, lambda: self._forward(first))
         stages = find_stages(model, calls, layers, cap)
         stages = self._checked(stages, first)
         self.stages = stages
         self.layer_start = {layer: calls[layer].start for layer in layers if layer in calls and calls[layer].count == 1}
         self._cursor = [0]
-        self._cache: dict[str, list[Any]] = {s.name: [] for s in stages}
         self.fp32 = self._fill()  # (N, ...) the selected fp32 output, from this PyTorch run
 
     def _forward(self, inputs: Inputs) -> torch.Tensor:
@@ -162,7 +177,8 @@ class ActivationReplay:
             return self.runner(*self.prepare(inputs))
 
     def _fill(self) -> np.ndarray:
-        """Run fp32 once over every batch, keeping each stage's output."""
+        """Run fp32 once over every batch, keeping each stage's output (and its tensors' versions)."""
+        self._cache: dict[str, list[Any]] = {s.name: [] for s in self.stages}
         hooks = [
             self.model.get_submodule(s.name).register_forward_hook(
                 lambda _m, _a, out, name=s.name: self._cache[name].append(_detached(out)))
@@ -173,6 +189,7 @@ class ActivationReplay:
         finally:
             for h in hooks:
                 h.remove()
+        self._versions = {name: _versions(outputs) for name, outputs in self._cache.items()}
         return np.concatenate([o.detach().float().numpy() for o in outs], axis=0)
 
     def _checked(self, stages: list[Stage], first: Inputs) -> list[Stage]:
@@ -203,7 +220,7 @@ class ActivationReplay:
             for stage in stages:
                 parent, child = _parent(self.model, stage.name)
                 originals.append((parent, child, getattr(parent, child)))
-                setattr(parent, child, _Replayed(cache[stage.name], cursor))
+                setattr(parent, child, _Replayed(cache[stage.name], cursor, copy=stage.name in self.copied))
             yield
         finally:
             for parent, child, module in reversed(originals):
@@ -219,11 +236,21 @@ class ActivationReplay:
     def outputs(self, layer: str) -> np.ndarray:
         """The selected output on every sample, the model run from ``layer``'s stage onward."""
         outs = []
-        with self._swapped(self.replayed_before(layer), self._cache):
+        replayed = self.replayed_before(layer)
+        with self._swapped(replayed, self._cache):
             for index, (a, b) in enumerate(self.batches):
                 self._cursor[0] = index
                 outs.append(self._forward(self.inputs.slice(a, b)).detach().float().numpy())
+        # this run computed what the model computes; an edited cache is no longer fp32's: refresh() refills it
+        self.edited |= {s.name for s in replayed if _versions(self._cache[s.name]) != self._versions[s.name]}
         return np.concatenate(outs, axis=0)
+
+    def refresh(self) -> None:
+        """Refill the cache if a run edited a replayed output in place (call with the model back in fp32)."""
+        if self.edited:
+            self.copied |= self.edited
+            self.edited = set()
+            self._fill()
 
     def share_replayed(self, layer: str) -> float:
         """The fraction of stages a probe of ``layer`` replays (0: it runs the whole model)."""

@@ -20,7 +20,7 @@ from squeezelab.engine.core.layers import prunable_layers
 from squeezelab.engine.core.quantizers import LinearQuantization
 from squeezelab.engine.explore import layer_probes
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.explore.layer_probes import LayerProbes
+from squeezelab.engine.explore.layer_probes import LayerProbes, Probe
 from squeezelab.engine.explore.sensitivity import bits_probe, sparsity_probe
 from squeezelab.engine.explore.packed_size import packed_size
 from squeezelab.engine.pipeline.artifact import pack_encoded
@@ -145,6 +145,11 @@ def test_a_module_whose_side_effect_matters_is_recomputed_not_replayed():
     stages = [s.name for s in probes.replay.stages]
     assert "side" not in stages  # its replay did not reproduce fp32 on the check samples
     assert any(s.startswith("blocks.") for s in stages)
+    # The stem's replayed output is edited in place by `side`: seen, the cache refilled, copied from then on.
+    names = [name for name, _ in prunable_layers(model)]
+    probes.measure(Probe(bits_probe(LinearQuantization(), "blocks.1.conv1", 3, names), "blocks.1.conv1", "bits", 3))
+    assert "stem" in probes.replay.copied
+    np.testing.assert_array_equal(probes.replay.outputs("blocks.2.conv1"), probes.replay.fp32)
 
 
 def test_a_second_call_reads_the_cache_only(tmp_path, monkeypatch):
