@@ -6,9 +6,14 @@ is evaluated on ``data``. The result is a table — the data of the explorer's
 heatmap and the map ``search`` plans its moves with.
 
 Each probe is an ordinary ``Recipe`` (``LayerSetting`` keeps the other layers
-float), so probes go through the same cache and executor as ``sweep``: a
-second call costs file reads. Latency is not measured (one layer's width
-changes no kernel in a simulation).
+float), cached under its key like any point: a second call costs file reads.
+Without an executor, probes are measured in place (``layer_probes``: one
+private copy, the model re-run only from the probed layer's stage onward,
+``replay``), with the figures of the full evaluation; with one, each probe is a
+full evaluation in a worker, as ``sweep`` runs points. ``method="estimate"``
+(``sensitivity_estimated``) estimates every row and measures the top ones;
+``runtime=Int8Dynamic()`` maps real int8 instead (``int8_sensitivity``).
+Latency is not measured (one layer's width changes no kernel in a simulation).
 """
 
 from __future__ import annotations
