@@ -17,6 +17,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from _machine import load_average
 from squeezelab.engine.core.cpu import cpu_flags
 from squeezelab.engine.runtime.environment import environment
 
@@ -28,16 +29,12 @@ def add_markdown_option(parser: argparse.ArgumentParser) -> None:
                         help=f"also write the tables as Markdown (the site includes {RESULTS.name}/<benchmark>.md)")
 
 
-def _load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 class Page:
     """The lines of one benchmark run's tables, printed as they come and kept for ``write``."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.load_at_start = _load_average()
+        self.load_at_start = load_average()
         repo = str(RESULTS.parents[1]) + os.sep  # paths inside the checkout are shown from its root
         self.command = " ".join(shlex.quote(a.removeprefix(repo)) for a in ["benchmarks/" + Path(sys.argv[0]).name, *sys.argv[1:]])
 
@@ -51,7 +48,7 @@ class Page:
         kind = "AVX-512 VNNI" if env["vnni"] else "AVX2 only" if env["avx2"] else "neither AVX2 nor VNNI"
         return (f"Measured on {datetime.date.today().isoformat()}: {env['cpu']} ({env['cores']} cores, **{kind}**; "
                 f"flags {' '.join(int8_flags)}), onnxruntime {env['onnxruntime']}, torch {env['torch']}; load average "
-                f"{self.load_at_start} at the start, {_load_average()} at the end. Written by `{self.command}`.")
+                f"{self.load_at_start} at the start, {load_average()} at the end. Written by `{self.command}`.")
 
     def write(self, path: Path | None) -> None:
         if path is None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from squeezelab.engine.core.cpu import cpu_flags, cpu_name  # noqa: E402
+from _machine import cpu_line, load_average  # noqa: E402  (benchmarks/, beside this script)
 
 BUDGET = """[tool.squeezelab.budget]
 max_drop = 0.02          # cosine to fp32 of the sentence embeddings
@@ -64,10 +64,6 @@ def test_minilm_int8_fits_the_budget(compress_budget):
 '''
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def one_run(project: Path, cache: Path, sentences: int) -> dict:
     """One whole ``pytest --compress-budget`` process: its wall time, the check's time, the cache's status."""
     times, report = project / "times.json", project / "report.json"
@@ -91,8 +87,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3, help="pairs of runs (first: empty cache; second: the cache it left)")
     parser.add_argument("--sentences", type=int, default=64)
     args = parser.parse_args()
-    flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")) or "vnni" in f)
-    print(f"CPU: {cpu_name()} ({os.cpu_count()} cores); flags: {' '.join(flags)}")
+    print(cpu_line())
     print(f"load average at start: {load_average()}", flush=True)
     runs: dict[str, list[dict]] = {"first": [], "second": []}
     with tempfile.TemporaryDirectory(prefix="gate_repeat_") as tmp:

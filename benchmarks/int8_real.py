@@ -43,11 +43,12 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.core.cpu import cpu_flags  # noqa: E402
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
 from squeezelab.engine.runtime.providers import make_session  # noqa: E402
 from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
+
+from _machine import cpu_line, load_average  # noqa: E402  (benchmarks/, beside this script)
 
 BASELINE = "fp32 ONNX Runtime"
 
@@ -62,10 +63,6 @@ class Variant:
     speed: Any = None
     speed_ms: float = float("nan")
     extra: str = ""  # the value of the table's extra column, if it has one
-
-
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def _onnx(name: str, onnx_bytes: bytes) -> Variant:
@@ -295,10 +292,7 @@ def print_environment() -> float:
 
     onnxruntime.set_default_logger_severity(3)  # no per-initializer warnings from graph clean-up
     env = environment()
-    flags = cpu_flags()
-    shown = sorted(f for f in flags if f.startswith(("avx", "fma", "f16c", "amx")) or "vnni" in f)
-    print(f"CPU: {env['cpu']} ({env['cores']} cores), avx2={env['avx2']} avx512={env['avx512']} vnni={env['vnni']}; "
-          f"flags: {' '.join(shown)}")
+    print(cpu_line())
     print(f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; int8 defaults: {env['int8_defaults']}")
     print(f"load average at start: {load_average()}", flush=True)
     return time.perf_counter()

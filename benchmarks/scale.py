@@ -155,13 +155,12 @@ def main() -> None:
                   "ort": lambda: child_ort(rest[0])}[kind]()
         print(json.dumps(result))
         return
-    from squeezelab.engine.core.cpu import cpu_flags
+    from _machine import cpu_line, load_average  # benchmarks/, beside this script
     from squeezelab.engine.runtime.environment import environment
 
     env = environment()
-    shown = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")) or "vnni" in f)
-    print(f"CPU: {env['cpu']} ({env['cores']} cores); flags: {' '.join(shown)}")
-    print(f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; load {os.getloadavg()}")
+    print(cpu_line())
+    print(f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; load average at start: {load_average()}")
     for size in args.sizes:
         ours = _run_child("squeezelab", size, str(args.batch))
         with tempfile.TemporaryDirectory(prefix="squeezelab-scale-") as tmp:
@@ -169,7 +168,7 @@ def main() -> None:
             exported = _run_child("export", size, str(args.batch), path)
             ort = exported if "error" in exported else _run_child("ort", path)
         report(size, ours, ort)
-    print(f"\nload at end {os.getloadavg()}")
+    print(f"\nload average at end: {load_average()}")
 
 
 if __name__ == "__main__":

@@ -32,13 +32,14 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 import numpy as np  # noqa: E402
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.core.cpu import cpu_flags, default_weight_only_compute  # noqa: E402
+from squeezelab.engine.core.cpu import default_weight_only_compute  # noqa: E402
 from squeezelab.engine.measurement.latency import interleaved_latency, torch_threads  # noqa: E402
 from squeezelab.engine.measurement.stats import ratio_interval, speedup_text  # noqa: E402
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 from squeezelab.engine.runtime.providers import make_session  # noqa: E402
 
-from _markdown import Page, add_markdown_option  # noqa: E402  (benchmarks/, beside this script)
+from _machine import cpu_line, load_average  # noqa: E402  (benchmarks/, beside this script)
+from _markdown import Page, add_markdown_option  # noqa: E402
 
 BASELINE = "fp32 ONNX Runtime"
 
@@ -55,15 +56,9 @@ class Variant:
     session: Any = None
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def print_environment() -> None:
     env = environment()
-    shown = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")) or "vnni" in f)
-    print(f"CPU: {env['cpu']} ({env['cores']} cores), avx2={env['avx2']} avx512={env['avx512']} vnni={env['vnni']}; "
-          f"flags: {' '.join(shown)}")
+    print(cpu_line())
     compute, why = default_weight_only_compute()
     print(f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, torch {env['torch']}; WeightOnly compute=None -> "
           f"{compute!r} ({why})")
