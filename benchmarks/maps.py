@@ -38,7 +38,7 @@ import torch  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 import squeezelab as sl  # noqa: E402
-from squeezelab.engine.core.cpu import cpu_flags  # noqa: E402
+from _machine import cpu_line, load_average  # noqa: E402  (benchmarks/, beside this script)
 from squeezelab.engine.runtime.environment import environment  # noqa: E402
 
 # The targets on its 2-core machine, printed beside the figures they judge.
@@ -54,15 +54,9 @@ TARGETS = {
 }
 
 
-def load_average() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
-
-
 def print_environment() -> None:
     env = environment()
-    shown = sorted(f for f in cpu_flags() if f.startswith(("avx", "fma", "amx")) or "vnni" in f)
-    print(f"CPU: {env['cpu']} ({env['cores']} cores), avx2={env['avx2']} avx512={env['avx512']} vnni={env['vnni']}; "
-          f"flags: {' '.join(shown)}")
+    print(cpu_line())
     print(f"onnxruntime {env['onnxruntime']}, torch {env['torch']} ({torch.get_num_threads()} threads)")
     print(f"load average at start: {load_average()}", flush=True)
 
