@@ -4,7 +4,8 @@
 int8 search's (``int8_probes.candidate_groups``: one Linear/Conv layer, the layers one fused op holds,
 a block under static int8, the embedding tables), and so are the recipes: the whole model in int8
 (``Recipe(runtime=...)``, no fidelity steps) and, per group, the same with that group kept float
-(``int8_probes.float_layers_recipe``). Every one quantizes the one fp32 export (``on_export``: exported
+(``int8_probes.float_layers_recipe``). A finished map is also stored whole under the PyTorch model's
+key, so a second call reads one file. Every one quantizes the one fp32 export (``on_export``: exported
 once, not per probe), with the quantizer's pre-processing, calibration and fusion remembered across
 probes (``remembered_quantization``, ``remembered_fusion``); each is measured on all the data in
 ONNX Runtime and cached under its recipe like any point.
@@ -24,6 +25,7 @@ from typing import Any
 from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.core.fingerprints import fingerprint
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.explore.evaluation import Evaluator
@@ -35,6 +37,7 @@ from squeezelab.engine.runtime.quantize_memo import remembered_quantization
 __all__ = ["int8_sensitivity", "INT8_RUNTIMES"]
 
 INT8_RUNTIMES = (Int8Dynamic, Int8Static)
+_VERSION = "int8-map/1"  # part of the stored map's key: a change to what a row holds must change it
 
 
 def int8_sensitivity(model: nn.Module, ev: Evaluator, runtime: Int8Dynamic | Int8Static, *, progress: bool,
@@ -43,6 +46,27 @@ def int8_sensitivity(model: nn.Module, ev: Evaluator, runtime: Int8Dynamic | Int
     if not isinstance(runtime, INT8_RUNTIMES):
         raise ConfigError(f"runtime={runtime!r}: the int8 map takes Int8Dynamic() or Int8Static().")
     ev.check_calibration(Recipe(runtime=runtime))  # static int8 without calibration data: refused before any work
+    # A finished map is stored whole, under the torch model's key: a second call needs no export to find it.
+    key = fingerprint(_VERSION, ev.key(Recipe(runtime=runtime, transforms=())))
+    stored = ev.cache.get(key)
+    if stored is not None:
+        return _from_stored(stored)
+    table = _measured(model, ev, runtime, progress, deadline)
+    if table[table.attrs["metric_key"]].notna().all():  # complete (no deadline cut it short)
+        ev.cache.put(key, {"rows": table.to_dict(orient="records"), "columns": list(table.columns), "attrs": dict(table.attrs)})
+    return table
+
+
+def _from_stored(stored: dict[str, Any]) -> Any:
+    import pandas as pd  # lazily: heavy, and import squeezelab stays lean
+
+    table = pd.DataFrame(stored["rows"], columns=stored["columns"])  # the cache sorts keys: the columns' order kept
+    table.attrs.update(stored["attrs"])
+    return table
+
+
+def _measured(model: nn.Module, ev: Evaluator, runtime: Int8Dynamic | Int8Static, progress: bool,
+              deadline: float | None) -> Any:
     with remembered_fusion(), remembered_quantization():
         export = fp32_export(ev)
         work = on_export(ev, export)

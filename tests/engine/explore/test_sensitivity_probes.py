@@ -243,6 +243,21 @@ def test_the_int8_map_measures_each_unit_kept_float_in_real_kernels(tmp_path):
     assert len(fig.data[0].y) == len(table)
 
 
+def test_a_second_int8_map_reads_one_file(tmp_path, monkeypatch):
+    from squeezelab.engine.explore import int8_sensitivity
+
+    model, x = tiny_bert(), tiny_bert_inputs(batch=6, seq=16)
+    kwargs = dict(runtime=sl.Int8Dynamic(), cache=tmp_path, progress=False, output="last_hidden_state")
+    first = sl.layer_sensitivity(model, (x, None), **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stored int8 map exported the model again")
+
+    monkeypatch.setattr(int8_sensitivity, "fp32_export", refuse)
+    again = sl.layer_sensitivity(model, (x, None), **kwargs)
+    assert again.equals(first) and again.attrs == first.attrs
+
+
 def test_a_weight_only_map_is_refused_before_any_work():
     model, data = _residual_cnn()
     with pytest.raises(ConfigError, match="weight-only map is not built yet"):
