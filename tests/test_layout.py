@@ -99,43 +99,13 @@ LAZY_PACKAGES = {
 # squeezelab's engine modules (which load torch) and numpy inside a function.
 LEAN_MODULES = ("squeezelab.cli", "squeezelab._cmd_", "squeezelab.widgets.", "squeezelab.checks.")
 LEAN_LAZY = {"squeezelab", "numpy"}
-# Imports inside functions in modules that other sessions were changing when this list was written (issue #25:
-# engine/explore, engine/runtime and engine/pipeline): a module -> the modules it still imports in a function.
-# Remove an entry when its imports move to the top; the test fails on an entry that is no longer needed.
+# Imports inside functions that are neither heavy nor lean-module lazy loads, each with its reason: a module ->
+# the modules it imports in a function. The test fails on an entry that is no longer needed.
 KNOWN_FUNCTION_IMPORTS: dict[str, set[str]] = {
-    "squeezelab.engine.explore.evaluation": {
-        "squeezelab.engine.core.labels", "squeezelab.engine.core.outputs", "squeezelab.engine.core.pruners",
-        "squeezelab.engine.measurement.latency", "squeezelab.engine.measurement.metrics",
-        "squeezelab.engine.pipeline.compress", "squeezelab.engine.runtime.onnx_files",
-    },
-    "squeezelab.engine.explore.grid": {
-        "squeezelab.engine.core.layers", "squeezelab.engine.pipeline.coverage", "squeezelab.engine.pruning.attention",
-    },
-    "squeezelab.engine.explore.int8_probes": {
-        "squeezelab.engine.pipeline.compress", "squeezelab.engine.runtime.int8_graph",
-    },
-    "squeezelab.engine.explore.int8_search": {
-        "squeezelab.engine.explore.search", "squeezelab.engine.explore.search_result",
-        "squeezelab.engine.runtime.int8_graph", "squeezelab.engine.runtime.quantize_memo",
-    },
-    "squeezelab.engine.explore.pareto": {"squeezelab.engine.explore.evaluation"},
-    "squeezelab.engine.explore.sensitivity": {"squeezelab.engine.explore.sweep"},
-    "squeezelab.engine.explore.sweep": {"squeezelab.engine.runtime.onnx_files"},
-    "squeezelab.engine.pipeline.compress": {"squeezelab.engine.runtime.ort_quantize"},
-    "squeezelab.engine.pipeline.compressed": {
-        "squeezelab.engine.core.errors", "squeezelab.engine.pipeline.artifact", "squeezelab.engine.pipeline.coverage",
-        "squeezelab.engine.pruning.prune", "squeezelab.engine.runtime.ort_quantize",
-    },
-    "squeezelab.engine.pipeline.coverage": {"squeezelab.engine.core.layers"},
-    "squeezelab.engine.runtime.int8_graph": {"hashlib", "numpy"},
-    "squeezelab.engine.runtime.ort_quantize": {"squeezelab.engine.runtime.int8_graph"},
-    "squeezelab.engine.runtime.stages": {"resource"},
-    "squeezelab.engine.runtime.weight_only": {"squeezelab.engine.runtime.ort_tools"},
+    "squeezelab.engine.runtime.stages": {"resource"},  # POSIX only: reached where /proc is missing
 }
-# Cycles in engine/explore, which another session is reworking (issue #25): each the sorted modules in it.
-KNOWN_CYCLES: set[tuple[str, ...]] = {
-    ("squeezelab.engine.explore.int8_search", "squeezelab.engine.explore.search", "squeezelab.engine.explore.search_strategies"),
-}
+# Import cycles allowed, each the sorted modules in it: none.
+KNOWN_CYCLES: set[tuple[str, ...]] = set()
 
 
 def _module_name(path: Path) -> str:

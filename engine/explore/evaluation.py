@@ -40,12 +40,18 @@ from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
 from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.measurement.stats import paired_drop_interval, ratio_interval
 from squeezelab.engine.measurement.timing import active_timer
+from squeezelab.engine.core.labels import as_class_indices
+from squeezelab.engine.core.outputs import select_output
+from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
+from squeezelab.engine.measurement.latency import torch_threads
+from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, settings_of, time_together
+from squeezelab.engine.pipeline.compress import check_model, compress, compress_for_data
+from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
 __all__ = ["Evaluator", "PointTask", "run_point", "check_calibration", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
 def evaluator_settings(settings: Settings | None, overrides: dict[str, Any], *, rounds: int = 20) -> Settings:
     """``settings`` with keyword overrides (older names accepted); sweeps time 20 rounds by default."""
-    from squeezelab.engine.measurement.metrics import settings_of
 
     return settings_of(settings if settings is not None else Settings(rounds=rounds, warmup=3), overrides)
 
@@ -69,8 +75,6 @@ _BASELINES_LOCK = threading.Lock()
 
 
 def _baseline(task: PointTask, key: str) -> Any:
-    from squeezelab.engine.pipeline.compress import compress
-
     with _BASELINES_LOCK:
         if key not in _BASELINES:
             _BASELINES.clear()  # one model at a time is plenty; a sweep never alternates
@@ -85,7 +89,6 @@ def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = 
     ``progress(stage, fraction)`` is told how far the work is ("compressing", "evaluating",
     "timing"), in this process only (a display's hook; it never changes a figure).
     """
-    from squeezelab.engine.measurement.latency import torch_threads
 
     key = baseline_key or (model_fingerprint(task.model) if isinstance(task.model, nn.Module) else fingerprint(task.model))
     with torch_threads(task.worker_threads):
@@ -93,9 +96,6 @@ def run_point(task: PointTask, baseline_key: str | None = None, progress: Any = 
 
 
 def _run_point(task: PointTask, baseline_key: str, progress: Any) -> Point:
-    from squeezelab.engine.pipeline.compress import compress_for_data
-    from squeezelab.engine.measurement.metrics import outputs_of, point_of, scores_of, time_together
-
     started = time.perf_counter()
     settings, samples = task.settings, task.samples
     metric = settings.resolved_metric(has_targets=samples.targets is not None)
@@ -135,9 +135,6 @@ class Evaluator:
     """
 
     def __init__(self, model: Any, data: Any, settings: Settings | None = None, *, calibration_data: Any = None, cache: Any = True, **overrides: Any) -> None:
-        from squeezelab.engine.pipeline.compress import check_model
-        from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
-
         self.settings = evaluator_settings(settings, overrides)
         self.cache = ResultCache.of(cache)
         self.cache.check_writable()  # an unwritable or full folder fails now, not after the first point
@@ -186,9 +183,6 @@ class Evaluator:
         if self.metric.reference != "baseline":
             return None
         if self._reference is None:
-            from squeezelab.engine.pipeline.compress import compress
-            from squeezelab.engine.measurement.metrics import outputs_of
-
             base = compress(self.model, Recipe(), example_inputs=self.samples.inputs.slice(0, 1), output=self._output())
             self._reference = outputs_of(base, self.samples, self.settings.eval_batch_size)
         return self._reference
@@ -300,8 +294,6 @@ def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -
     The same check runs wherever top-1 is computed; here it spares a sweep from failing once
     per point. A model that fails on the first sample is left to ``compress`` to explain.
     """
-    from squeezelab.engine.core.labels import as_class_indices
-    from squeezelab.engine.core.outputs import select_output
 
     labels = samples.targets
     if labels is None:
@@ -317,7 +309,6 @@ def check_labels_early(model: nn.Module, samples: Samples, settings: Settings) -
 
 def asked_sparsity(recipe: Recipe) -> float:
     """The pruning amount a recipe asks for (fraction of weights, channels or blocks; N:M as 1 - n/m)."""
-    from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning, MagnitudePruning, NMPruning
 
     p = recipe.pruning
     if isinstance(p, MagnitudePruning):

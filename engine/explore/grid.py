@@ -38,6 +38,9 @@ from squeezelab.engine.core.quantizers import FixedPoint, Float16, LinearQuantiz
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import DYNAMIC_OP_TYPES, Int8Dynamic, Int8Static, Onnx, Runtime, WeightOnly
 from squeezelab.engine.explore.evaluation import asked_sparsity
+from squeezelab.engine.core.layers import chosen_layers
+from squeezelab.engine.pipeline.coverage import onnx_weight_elements
+from squeezelab.engine.pruning.attention import attention_modules
 
 __all__ = [
     "grid_recipe", "weight_quantizer", "check_layer_names", "build_grid", "GridPoint",
@@ -156,11 +159,9 @@ def check_layer_names(model: nn.Module | bytes, recipe: Recipe) -> None:
         return
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{recipe.label}: per-layer settings need the PyTorch model; an ONNX file has no layers to set.")
-    from squeezelab.engine.core.layers import chosen_layers
 
     known = [name for name, _ in chosen_layers(model)]
     if isinstance(recipe.pruning, ChannelPruning):  # an attention module's setting is its fraction of heads
-        from squeezelab.engine.pruning.attention import attention_modules
 
         known += list(attention_modules(model))
     unknown = sorted({item.name for item in recipe.layers} - set(known))
@@ -205,8 +206,6 @@ def _dynamic_coverage(model: nn.Module | bytes) -> tuple[float, str] | None:
     convolutions hold most weight elements is the answer sure (dynamic int8 leaves them float).
     """
     if isinstance(model, bytes):
-        from squeezelab.engine.pipeline.coverage import onnx_weight_elements
-
         by_op, total = onnx_weight_elements(model)
         covered = sum(n for op, n in by_op.items() if op in DYNAMIC_OP_TYPES)
         shares = ", ".join(f"{op} {n / total:.0%}" for op, n in by_op.most_common())

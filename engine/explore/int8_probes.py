@@ -27,6 +27,8 @@ from squeezelab.engine.core.layers import prunable_layers
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
+from squeezelab.engine.pipeline.compress import compress, prepared_fp32
+from squeezelab.engine.runtime.int8_graph import fused_graph, fused_holders, layers_in_graph, same_layer
 
 __all__ = [
     "bisect_prefix", "block_groups", "candidate_groups", "float_layers_recipe", "fp32_export", "gain_order", "group_costs", "group_label", "on_export",
@@ -42,7 +44,6 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
 
     ``onnx_bytes`` is the model's fp32 export (``fp32_export``).
     """
-    from squeezelab.engine.runtime.int8_graph import fused_holders, layers_in_graph, same_layer
 
     embeddings = [name for name, m in model.named_modules() if isinstance(m, nn.Embedding)] if _quantizes_gather(runtime) else []
     wanted = {name for name, _ in prunable_layers(model)} | set(embeddings)
@@ -50,8 +51,6 @@ def candidate_groups(model: nn.Module, onnx_bytes: bytes, runtime: Int8Dynamic |
     present = layers_in_graph(onnx_bytes, names)
     holders: dict[str, list[str]] = {}
     if isinstance(runtime, Int8Dynamic):
-        from squeezelab.engine.runtime.int8_graph import fused_graph
-
         fused, _ = fused_graph(onnx_bytes, runtime)
         holders = fused_holders(onnx_bytes, fused) if fused is not None else {}
     group_of: dict[str, tuple[str, ...]] = block_groups(model, present) if isinstance(runtime, Int8Static) else {}
@@ -146,7 +145,6 @@ def group_label(group: tuple[str, ...]) -> str:
 
 def fp32_export(ev: Evaluator) -> bytes:
     """The fp32 ONNX export of ``ev``'s model with its selected output (what every int8 recipe quantizes)."""
-    from squeezelab.engine.pipeline.compress import compress
 
     if isinstance(ev.model, bytes):
         return ev.model
@@ -156,7 +154,6 @@ def fp32_export(ev: Evaluator) -> bytes:
 def prepared_export(ev: Evaluator, recipe: Recipe) -> bytes:
     """The fp32 export of ``ev``'s model with ``recipe``'s fidelity steps applied (smoothing, equalisation),
     calibrated on ``ev``'s calibration data: what ``recipe``'s runtime quantizes."""
-    from squeezelab.engine.pipeline.compress import prepared_fp32
 
     return prepared_fp32(ev.model, recipe, example_inputs=ev.samples.inputs.slice(0, 1), calibration_data=ev.calibration,
                          output=ev.settings.output).onnx_bytes

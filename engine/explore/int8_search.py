@@ -48,6 +48,9 @@ from squeezelab.engine.explore.int8_probes import (
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
+from squeezelab.engine.explore.search_result import _row, SearchResult
+from squeezelab.engine.runtime.int8_graph import remembered_fusion
+from squeezelab.engine.runtime.quantize_memo import remembered_quantization
 
 __all__ = ["search_int8", "float_layers_recipe"]
 
@@ -65,8 +68,6 @@ class _Runner:
     def __init__(self, runtime: Any, full: Evaluator, sub: Evaluator, probe: tuple[Evaluator, bool], clock: SearchClock,
                  objective: str, max_drop: float, confidence: float,
                  prepared: Callable[[Recipe], dict[str, Evaluator]] | None = None) -> None:
-        from squeezelab.engine.explore.search import _row
-
         probe, own_metric = probe
         self.runtime, self.clock, self.objective = runtime, clock, objective
         self.base = Recipe(runtime=runtime, transforms=())  # the all-int8 recipe layers are kept float from
@@ -130,8 +131,6 @@ class _Runner:
             self._consider(row, recipe)
 
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
-        from squeezelab.engine.explore.search import _row
-
         ev = self._evaluators(self.base)[on]
         if on not in self.bases:
             self.bases[on] = self.evs[on].baseline()  # drops are against the model as given
@@ -185,8 +184,6 @@ def search_int8(
     ``probe_samples``: how many samples the sensitivity probes and the first bisection run on
     (0: all of them).
     """
-    from squeezelab.engine.runtime.int8_graph import remembered_fusion
-    from squeezelab.engine.runtime.quantize_memo import remembered_quantization
 
     with remembered_fusion(), remembered_quantization():
         return _search(model, ev, runtime, objective, max_accuracy_drop, time_budget_s, confidence, progress, probe_samples)
@@ -196,7 +193,6 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
             time_budget_s: float, confidence: float, progress: bool, probe_samples: int) -> Any:
     import pandas as pd
 
-    from squeezelab.engine.explore.search_result import SearchResult, _row
 
     clock = SearchClock(time_budget_s)
     export = fp32_export(ev)

@@ -13,6 +13,7 @@ import numpy as np
 
 from squeezelab.engine.core.arguments import finite_number
 from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.explore.evaluation import recipe_of
 
 __all__ = ["pareto_front", "SweepTable"]
 
@@ -149,7 +150,6 @@ class SweepTable:
 
     def recipe(self, row: int | Any) -> Any:
         """The ``Recipe`` of a row (by position, or a row of ``table``)."""
-        from squeezelab.engine.explore.evaluation import recipe_of
 
         return recipe_of(self.table.iloc[row] if isinstance(row, (int, np.integer)) else row)
 

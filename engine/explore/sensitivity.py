@@ -38,6 +38,7 @@ from squeezelab.engine.core.pruners import MagnitudePruning
 from squeezelab.engine.core.quantizers import QuantizationConfig
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
 from squeezelab.engine.core.runtimes import Simulated
+from squeezelab.engine.explore.sweep import sweep
 
 __all__ = ["layer_sensitivity", "bits_probe", "sparsity_probe"]
 
@@ -154,7 +155,6 @@ def _probes(layers: list[tuple[str, int]], bits: list[int], sparsity: list[float
 def _through_sweep(model: nn.Module, data: Any, ev: Evaluator, probes: list[Planned], executor: cf.Executor,
                    progress: bool, deadline: float | None) -> tuple[dict[Recipe, Point], Point]:
     """Every probe as a full evaluation (compress, run the whole model), through ``sweep``'s executor."""
-    from squeezelab.engine.explore.sweep import sweep
 
     result = sweep(model, data, bits=(), sparsity=(), recipes=[p.recipe for p, _ in probes], evaluator=ev, executor=executor,
                    progress=progress, deadline=deadline)

@@ -33,6 +33,7 @@ from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_spa
 from squeezelab.engine.explore.grid import GridPoint, NotApplicable, build_grid, check_layer_names, grid_recipe, weight_quantizer
 from squeezelab.engine.explore.pareto import SweepTable
 from squeezelab.engine.measurement.point import Point, Settings
+from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
 __all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "weight_quantizer"]
 
@@ -80,7 +81,6 @@ def _check_target(model: Any, evaluator: Evaluator | None) -> nn.Module | bytes 
         return evaluator.model
     if isinstance(model, nn.Module):
         return model
-    from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
     return load_onnx_model(model)[0] if is_onnx_model(model) else None
 

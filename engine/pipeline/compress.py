@@ -50,6 +50,7 @@ from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_prun
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
+from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
 
 __all__ = ["compress", "compress_for_data", "prepared_fp32", "check_model"]
 
@@ -356,7 +357,6 @@ def _onnx_result(
     spec: InputSpec | None = None,
 ) -> Compressed:
     """The fp32 graph converted by ONNX Runtime's tools as the recipe says, and checked to run."""
-    from squeezelab.engine.runtime.ort_quantize import convert_onnx
 
     spec = spec or example.spec()
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
@@ -377,7 +377,6 @@ def _checked_result(
     onnx_bytes: bytes, details: dict[str, Any], choices: dict[str, Any], spec: InputSpec,
 ) -> Compressed:
     """The converted model as a ``Compressed``, refused unless it quantized something and runs on the CPU."""
-    from squeezelab.engine.runtime.ort_quantize import graph_facts
 
     facts = graph_facts(onnx_bytes)
     if recipe.bits == 8 and facts["int8_weight_fraction"] == 0.0:  # ONNX Runtime declined every op

@@ -20,12 +20,16 @@ import torch
 from torch import nn
 
 from squeezelab._version import __version__
-from squeezelab.engine.core.errors import ConfigError, DataError, ProviderFallbackError
+from squeezelab.engine.core.errors import ConfigError, DataError, ExampleInputError, ProviderFallbackError
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.core.paths import file_to_write, write_failed
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, selector_name
 from squeezelab.engine.runtime.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.core.recipe import Recipe
+from squeezelab.engine.pipeline.artifact import unpack_encoded
+from squeezelab.engine.pipeline.coverage import encoded_weight_fraction
+from squeezelab.engine.pruning.prune import weight_sparsity
+from squeezelab.engine.runtime.ort_quantize import graph_facts
 
 __all__ = ["Compressed"]
 
@@ -110,7 +114,6 @@ class Compressed:
         """Fraction of exact zeros in the Linear/Conv weights (0.0 when the input was an ONNX file)."""
         if self.model is None:
             return 0.0
-        from squeezelab.engine.pruning.prune import weight_sparsity
 
         return weight_sparsity(self.model)
 
@@ -128,14 +131,8 @@ class Compressed:
         """
         if "quantized_weight_fraction" not in self.details:  # made elsewhere than compress()
             if self.onnx_bytes is not None:
-                from squeezelab.engine.runtime.ort_quantize import graph_facts
-
                 fraction = graph_facts(self.onnx_bytes)["quantized_weight_fraction"]
             else:
-                from squeezelab.engine.pipeline.artifact import unpack_encoded
-
-                from squeezelab.engine.pipeline.coverage import encoded_weight_fraction
-
                 fraction = encoded_weight_fraction(unpack_encoded(self.artifact_bytes)[0])
             self.details["quantized_weight_fraction"] = fraction
         return float(self.details["quantized_weight_fraction"])
@@ -193,7 +190,6 @@ class Compressed:
 
     def check(self, x: Any) -> Inputs:
         """``x`` as ``Inputs`` cast to the model's dtypes, or a ``DataError`` naming the expected form."""
-        from squeezelab.engine.core.errors import ExampleInputError
 
         try:
             return Inputs.of(x).check(self.spec)

@@ -22,6 +22,7 @@ from squeezelab.engine.core.pruners import ChannelPruning, LayerPruning
 from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import DYNAMIC_OP_TYPES, Int8Dynamic, Int8Static
+from squeezelab.engine.core.layers import chosen_layers
 
 __all__ = ["check_recipe_reaches_layers", "check_int8_coverage", "onnx_weight_elements", "encoded_weight_fraction"]
 
@@ -36,7 +37,6 @@ def _layer_types(model: nn.Module) -> str:
 
 def _reached(model: nn.Module, recipe: Recipe, filter_fn: Any, step: str) -> tuple[list[str], str]:
     """The layers ``step`` ("quantization" or "pruning") may change, and which kinds are eligible."""
-    from squeezelab.engine.core.layers import chosen_layers
 
     if step == "pruning" and isinstance(recipe.pruning, ChannelPruning):
         kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)

@@ -19,9 +19,12 @@ float together.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.recipe import Recipe
@@ -205,7 +208,6 @@ def attention_shape(onnx_bytes: bytes) -> tuple[int, int]:
     between the scores' MatMul and the Softmax. Exports whose shapes are computed at run time
     (transformers 5) carry no constant head count the optimizer can find by itself.
     """
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -321,7 +323,6 @@ def remembered_fusion() -> Iterator[None]:
 
 def fused_graph(onnx_bytes: bytes, runtime: Any) -> tuple[bytes | None, str]:
     """The transformer-fused graph an ``Int8Dynamic`` ``runtime`` asks for (None: quantize the export as is) and why."""
-    import hashlib
 
     refused = _not_fused_why(onnx_bytes, runtime)
     if refused is not None:

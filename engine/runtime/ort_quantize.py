@@ -22,7 +22,7 @@ from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, WeightOnly
 from squeezelab.engine.runtime.dynamic_int8 import quantize_dynamic_file
-from squeezelab.engine.runtime.int8_graph import kept_float
+from squeezelab.engine.runtime.int8_graph import fused_graph, fused_graph_file, fused_holders, FUSED_OP_TYPES, fusion_remembered, kept_float, same_layer
 from squeezelab.engine.runtime.ort_tools import (
     preprocessed_file,
     quiet_onnxruntime_tools,
@@ -120,7 +120,6 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     """
     import onnx
 
-    from squeezelab.engine.runtime.int8_graph import fused_graph
 
     fused, why = fused_graph(onnx_bytes, runtime)
     if fused is None or not kept:  # nothing kept float: no node to look for (the fused model is not parsed again)
@@ -145,7 +144,6 @@ def _fused_file(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[st
     With no layer kept float and no search remembering fusions, the optimizer's model is written straight
     to the file (``fused_graph_file``): never serialised to bytes and parsed again, two whole-model copies.
     """
-    from squeezelab.engine.runtime.int8_graph import fused_graph_file, fusion_remembered
 
     if not kept and not fusion_remembered():
         path = tmp / "fused.onnx"
@@ -157,7 +155,6 @@ def _fused_file(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[st
 
 def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: bytes, fused: bytes) -> dict[str, str]:
     """Absorbed layer -> the fused node that holds it, for fused nodes whose layers are all kept float."""
-    from squeezelab.engine.runtime.int8_graph import fused_holders, same_layer
 
     out: dict[str, str] = {}
     for node, scopes in fused_holders(onnx_bytes, fused).items():
@@ -168,8 +165,6 @@ def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: byt
 
 
 def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
-    from squeezelab.engine.runtime.int8_graph import FUSED_OP_TYPES
-
     rt = recipe.runtime
     kept = kept_float(b, recipe)
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,6 +39,7 @@ from squeezelab.engine.core.runtimes import WEIGHT_ONLY_COMPUTE, WeightOnly
 from squeezelab.engine.runtime.gptq import GptqSettings
 from squeezelab.engine.runtime.gptq_graph import gptq_eligible, gptq_matmuls
 from squeezelab.engine.runtime.graph_tidy import drop_unused_initializers
+from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
 __all__ = [
     "gemm_to_matmul", "quantize_weight_only_onnx", "nbits_weight_elements", "weight_only_choices", "resolve_weight_only",
@@ -74,7 +75,6 @@ def _quantizer_module() -> Any:
 @contextlib.contextmanager
 def _quiet_quantizer() -> Iterator[None]:
     """Its INFO line per node and its opset-21 warning (expected: int4 tables need opset 21) go to our debug log."""
-    from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 
     quantizer_log = logging.getLogger(_QUANTIZER_MODULE)
     level = quantizer_log.level
