@@ -50,10 +50,9 @@ from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
 __all__ = ["Evaluator", "PointTask", "run_point", "check_calibration", "recipe_of", "paired_drop_bound", "asked_sparsity", "evaluator_settings"]
 
-def evaluator_settings(settings: Settings | None, overrides: dict[str, Any], *, rounds: int = 20) -> Settings:
-    """``settings`` with keyword overrides (older names accepted); sweeps time 20 rounds by default."""
-
-    return settings_of(settings if settings is not None else Settings(rounds=rounds, warmup=3), overrides)
+def evaluator_settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    """``settings`` (default ``Settings.for_sweeps()``) with keyword overrides (older names accepted)."""
+    return settings_of(settings if settings is not None else Settings.for_sweeps(), overrides)
 
 
 @dataclass(frozen=True)

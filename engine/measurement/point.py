@@ -62,8 +62,9 @@ class Settings:
         confidence: two-sided confidence of every drop and speedup interval.
         eval_batch_size: batch size while evaluating the metric (memory, not results).
 
-    These defaults are the only ones: a verb that measures takes ``settings=`` and reads its keyword
-    arguments (``rounds=``, ``threads=``, ...) as overrides of it (``measurement.metrics.settings_of``).
+    These defaults are the only ones (with ``for_sweeps``, the sweeps' fewer rounds): a verb that
+    measures takes ``settings=`` and reads its keyword arguments (``rounds=``, ``threads=``, ...) as
+    overrides of it (``measurement.metrics.settings_of``).
     """
 
     metric: Metric | Callable[..., Any] | str | None = None
@@ -91,6 +92,18 @@ class Settings:
             raise ConfigError(f"metric={self.metric!r}; pass a Metric, a callable or a metric name.")
         if isinstance(self.metric, str):
             as_metric(self.metric)  # an unknown name fails now, not after the first model ran
+
+    @classmethod
+    def for_sweeps(cls) -> Settings:
+        """The defaults of a sweep, the explorer and a search (``Evaluator``): 20 timing rounds after 3
+        warm-up runs. They time many points, each paired round by round with the baseline, so fewer
+        rounds than a single comparison's 30 after 5 still give each speedup its interval.
+
+        Examples:
+            >>> (Settings.for_sweeps().rounds, Settings.for_sweeps().warmup, Settings().rounds)
+            (20, 3, 30)
+        """
+        return cls(rounds=20, warmup=3)
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` (validated)."""
