@@ -194,11 +194,13 @@ def test_search_respects_a_tight_time_budget_and_returns_its_best_measured_resul
     model, inputs = bert
     started = time.monotonic()
     result = sl.search(model, (inputs, None), runtime=sl.Int8Dynamic(reduce_range=True), objective="size",
-                       max_accuracy_drop=0.0, confidence=0, time_budget_s=2, metric="cosine_to_baseline",
+                       max_accuracy_drop=0.0, confidence=0, time_budget_s=0.5, metric="cosine_to_baseline",
                        cache=tmp_path, progress=False)
     elapsed = time.monotonic() - started
-    # 2 s cannot hold the export, the baselines and the probes (which stop at half the budget) on any CPU.
-    assert result.stopped == "time budget" and elapsed < 2 + 10  # + one evaluation started in time
+    # The whole search takes about 1.5 s in a warm process on a 2-core EPYC (it converges within a 2 s budget,
+    # which made this test flaky); 0.5 s cannot hold the export, the baselines and the probes (which stop at
+    # half the budget) on any CPU.
+    assert result.stopped == "time budget" and elapsed < 0.5 + 10  # + one evaluation started in time
     full = result.trail[result.trail["data"].str.startswith("all") & result.trail["accepted"]]
     # Nothing within a zero drop: the measured fp32 baseline, never an unverified subset point.
     assert result.recipe == sl.Recipe() or result.row["size_bytes"] == full["size_bytes"].min()
