@@ -193,7 +193,6 @@ def _search(model: nn.Module, ev: Evaluator, runtime: Any, objective: str, max_a
             time_budget_s: float, confidence: float, progress: bool, probe_samples: int) -> Any:
     import pandas as pd
 
-
     clock = SearchClock(time_budget_s)
     export = fp32_export(ev)
     work = on_export(ev, export)

@@ -120,7 +120,6 @@ def _fusion(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[str]])
     """
     import onnx
 
-
     fused, why = fused_graph(onnx_bytes, runtime)
     if fused is None or not kept:  # nothing kept float: no node to look for (the fused model is not parsed again)
         return fused, why
