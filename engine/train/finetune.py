@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezelab.engine.core.arguments import as_integer
 from squeezelab.engine.core.copying import copy_model
 from squeezelab.engine.core.errors import ConfigError, DataError, ModelError
 from squeezelab.engine.core.inputs import Inputs, is_array
@@ -75,14 +76,20 @@ class Training:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
+        # as_integer: Python or numpy integers, stored as int; bools and floats such as 4.0 refused.
+        for name in ("epochs", "batch_size", "threads"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"Training: {name}={value!r} must be a positive integer.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            number = as_integer(value)
+            if value is None and name == "threads":
+                continue
+            if number is None or number < 1:
+                leave = ", or None to leave PyTorch's" if name == "threads" else ""
+                raise ConfigError(f"Training: {name}={value!r} must be a positive integer{leave}.")
+            object.__setattr__(self, name, number)
+        seed = as_integer(self.seed)
+        if seed is None:
             raise ConfigError(f"Training: seed={self.seed!r} must be an integer.")
-        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, (int, np.integer)) or self.threads < 1):
-            raise ConfigError(f"Training: threads={self.threads!r} must be a positive integer, or None to leave PyTorch's.")
+        object.__setattr__(self, "seed", seed)
         for name in ("optimizer", "loss"):
             if getattr(self, name) is not None and not callable(getattr(self, name)):
                 raise ConfigError(f"Training: {name}={getattr(self, name)!r} must be a callable or None.")
