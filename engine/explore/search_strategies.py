@@ -68,7 +68,7 @@ class SizeSearch(GreedyDescent):
         # Probing gets at most half the time budget; probes not measured by then count as harmless.
         sens = layer_sensitivity(
             self.model, ev.data, bits=space.bits, sparsity=[s for s in space.sparsity if s > 0],
-            quantization=space.quantizer, evaluator=ev, progress=False, deadline=goal.clock.halfway,
+            quantization=space.quantizer, evaluator=ev, progress=False, deadline=goal.clock.halfway, method="exact",
         )
         drop_of = {(r.layer, r.axis, r.value): max(r.drop, 0.0) for r in sens.itertuples() if r.drop == r.drop}
         sizes = dict(prunable_layers(self.model))

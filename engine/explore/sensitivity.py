@@ -12,7 +12,9 @@ private copy, the model re-run only from the probed layer's stage onward,
 ``replay``), with the figures of the full evaluation; with one, each probe is a
 full evaluation in a worker, as ``sweep`` runs points. ``method="estimate"``
 (``sensitivity_estimated``) estimates every row and measures the top ones;
-``runtime=Int8Dynamic()`` maps real int8 instead (``int8_sensitivity``).
+``method="auto"``, the default (``sensitivity_auto``), measures every probe when
+that is little work and estimates otherwise, and the table says which it did
+(``attrs["method"]``). ``runtime=Int8Dynamic()`` maps real int8 instead (``int8_sensitivity``).
 Latency is not measured (one layer's width changes no kernel in a simulation).
 """
 
@@ -31,6 +33,7 @@ from squeezelab.engine.explore.evaluation import Evaluator, recipe_of
 from squeezelab.engine.explore.grid import weight_quantizer
 from squeezelab.engine.explore.int8_sensitivity import INT8_RUNTIMES, int8_sensitivity
 from squeezelab.engine.explore.layer_probes import Planned, Probe, measure_probes, probe_table
+from squeezelab.engine.explore.sensitivity_auto import choose_method, exact_work
 from squeezelab.engine.explore.sensitivity_estimated import estimated_table
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.layers import prunable_layers
@@ -72,7 +75,7 @@ def layer_sensitivity(
     progress: bool = True,
     evaluator: Evaluator | None = None,
     deadline: float | None = None,
-    method: str = "exact",
+    method: str = "auto",
     verify: int = 5,
     runtime: Any = None,
     **overrides: Any,
@@ -93,6 +96,13 @@ def layer_sensitivity(
     axis is not probed), not both. ``executor`` is as for ``sweep``: each probe is then a full
     evaluation in a worker; without one, probes run here, re-running only what they change
     (``layer_probes``: the same figures, the model run from the changed layer's stage onward).
+
+    ``method``: ``"exact"`` measures every probe; ``"estimate"`` estimates every row and measures the top
+    ones (below); ``"auto"`` (the default) is ``"exact"`` when the probes not yet in the cache are little
+    work (``sensitivity_auto``: at most 1e12 multiply-adds of re-run layers, about a minute on 2 cores;
+    counted, not timed, so the choice is the same on every CPU) and ``"estimate"`` otherwise.
+    ``table.attrs["method"]`` says which ran and ``attrs["method_note"]`` why. Callers that read every
+    figure as measured (``search``'s size plan) pass ``method="exact"``.
 
     ``method="estimate"``: every row gets an *estimate* (``sensitivity_estimate``: the layer's output
     error carried to the model's output, in units of 1 - cosine to fp32, from a few backward passes on
@@ -125,18 +135,29 @@ def layer_sensitivity(
     if not layers:
         raise ConfigError("the model has no Linear/Conv layer to probe.")
     probes = _probes(layers, bits, sparsity, quantizer)
-    if method not in ("exact", "estimate"):
-        raise ConfigError(f"method={method!r}; pass 'exact' (every probe measured) or 'estimate' (estimated, the top "
-                          "rows measured).")
+    if method not in ("auto", "exact", "estimate"):
+        raise ConfigError(f"method={method!r}; pass 'auto' (exact when that is little work, else estimated), 'exact' "
+                          "(every probe measured) or 'estimate' (estimated, the top rows measured).")
     ev = (evaluator or Evaluator(model, data, settings, cache=cache, **overrides)).with_settings(rounds=0)
+    return _table(model, data, ev, [name for name, _ in layers], quantizer, probes, method=method, verify=verify,
+                  executor=executor, progress=progress, deadline=deadline)
+
+
+def _table(model: nn.Module, data: Any, ev: Evaluator, names: list[str], quantizer: QuantizationConfig,
+           probes: list[Planned], *, method: str, verify: int, executor: cf.Executor | None, progress: bool,
+           deadline: float | None) -> Any:
+    """The table by ``method`` ("auto" decided here), labelled with the method that ran and why."""
+    note = f"method={method!r}"
+    if method == "auto":
+        method, note = choose_method(*exact_work(model, ev, names, probes))
     if method == "estimate":
-        return estimated_table(ev, [name for name, _ in layers], quantizer, probes, verify=verify, progress=progress,
-                               deadline=deadline)
-    if executor is not None:  # probes spread over processes, each a full evaluation
-        points, base = _through_sweep(model, data, ev, probes, executor, progress, deadline)
+        table = estimated_table(ev, names, quantizer, probes, verify=verify, progress=progress, deadline=deadline)
+    elif executor is not None:  # probes spread over processes, each a full evaluation
+        table = probe_table(probes, *_through_sweep(model, data, ev, probes, executor, progress, deadline), quantizer)
     else:
-        points, base = measure_probes(ev, [name for name, _ in layers], quantizer, probes, progress, deadline)
-    return probe_table(probes, points, base, quantizer)
+        table = probe_table(probes, *measure_probes(ev, names, quantizer, probes, progress, deadline), quantizer)
+    table.attrs.update({"method": method, "method_note": note})
+    return table
 
 
 def _probes(layers: list[tuple[str, int]], bits: list[int], sparsity: list[float], quantizer: QuantizationConfig) -> list[Planned]:

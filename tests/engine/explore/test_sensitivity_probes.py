@@ -18,7 +18,7 @@ import squeezelab as sl
 from squeezelab.errors import ConfigError
 from squeezelab.engine.core.layers import prunable_layers
 from squeezelab.engine.core.quantizers import LinearQuantization
-from squeezelab.engine.explore import layer_probes
+from squeezelab.engine.explore import layer_probes, sensitivity_auto
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.explore.layer_probes import LayerProbes, Probe
 from squeezelab.engine.explore.sensitivity import bits_probe, sparsity_probe
@@ -194,9 +194,51 @@ def test_an_estimate_of_a_top1_model_gives_no_drop_to_unmeasured_rows(tmp_path):
     assert "not a cosine" in est.attrs["estimate"]
 
 
+def test_the_default_measures_a_table_that_is_little_work_and_says_so(tmp_path):
+    model, data = _residual_cnn()
+    auto = sl.layer_sensitivity(model, data, bits=[2], sparsity=[0.5], cache=tmp_path / "auto", progress=False)
+    exact = sl.layer_sensitivity(model, data, bits=[2], sparsity=[0.5], cache=tmp_path / "exact", progress=False, method="exact")
+    assert auto.attrs["method"] == "exact" and "method='auto': exact" in auto.attrs["method_note"]
+    assert "estimated" not in auto.columns and "estimate" not in auto.attrs
+    np.testing.assert_array_equal(auto["accuracy"], exact["accuracy"])
+
+
+def test_the_default_estimates_a_table_that_is_much_work_labelled(tmp_path, monkeypatch):
+    # The choice counts multiply-adds, not seconds: a limit of 1 multiply-add sends any table to the estimate.
+    monkeypatch.setattr(sensitivity_auto, "EXACT_WORK", 1.0)
+    model, x = tiny_bert(), tiny_bert_inputs(batch=12, seq=16)
+    before = state_hash(model)
+    kwargs = dict(bits=[2], sparsity=[0.75], output="last_hidden_state", progress=False, verify=2)
+    auto = sl.layer_sensitivity(model, (x, None), cache=tmp_path / "auto", **kwargs)
+    assert auto.attrs["method"] == "estimate" and "method='exact'" in auto.attrs["method_note"]
+    assert "estimate, not measured" in auto.attrs["estimate"] and auto.attrs["verified"] == 4
+    assert auto["estimated"].sum() == len(auto) - 4 and auto.loc[auto["estimated"], "cosine"].isna().all()
+    assert state_hash(model) == before and not model.training  # counting the work ran it once, changed nothing
+    # measured once exactly, the same call finds no work left and returns the measured table
+    exact = sl.layer_sensitivity(model, (x, None), cache=tmp_path / "exact", method="exact", **kwargs)
+    again = sl.layer_sensitivity(model, (x, None), cache=tmp_path / "exact", **kwargs)
+    assert again.attrs["method"] == "exact" and again["cosine"].equals(exact["cosine"])
+
+
+def test_the_work_a_probe_reruns_falls_along_the_model():
+    model, x = tiny_bert(), tiny_bert_inputs(batch=4, seq=16)
+    model.train()
+    ev = Evaluator(model, (x, None), cache=False, rounds=0, output="last_hidden_state")
+    names = [name for name, _ in prunable_layers(model)]
+    work = sensitivity_auto.layer_work(model, ev, names)
+    assert model.training  # its mode is put back
+    assert names[-1] == "pooler.dense"  # called last, on one token: it re-runs itself only
+    assert work["pooler.dense"] == model.get_submodule("pooler.dense").weight.numel()
+    dense = model.get_submodule("encoder.layer.1.output.dense")  # 16 tokens x its weights, then the pooler's
+    assert work["encoder.layer.1.output.dense"] == 16 * dense.weight.numel() + work["pooler.dense"]
+    assert work["encoder.layer.0.attention.self.query"] > work["encoder.layer.1.attention.self.query"] > work["pooler.dense"]
+    assert sensitivity_auto.choose_method(0.0, 0, limit=0.0)[0] == "exact"
+    assert sensitivity_auto.choose_method(2.0, 1, limit=1.0)[0] == "estimate"
+
+
 def test_an_unknown_method_is_refused():
     model, data = _residual_cnn()
-    with pytest.raises(ConfigError, match="method='fast'"):
+    with pytest.raises(ConfigError, match="method='fast'.*'auto'"):
         sl.layer_sensitivity(model, data, method="fast", cache=False, progress=False)
 
 
