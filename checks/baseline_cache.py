@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from squeezelab.engine.runtime.external_data import model_sha256, read_model, write_model
 from squeezelab.engine.core.errors import CacheError
 from squeezelab.engine.core.examples import example_batch
 from squeezelab.engine.core.fingerprints import callable_fingerprint, data_fingerprint, fingerprint, model_fingerprint, runtime_fingerprint
@@ -112,9 +113,9 @@ class BaselineCache:
             return None
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            onnx_bytes = (folder / "model.onnx").read_bytes()
+            onnx_bytes = read_model(folder / "model.onnx")  # past 2 GB: its weights in model.onnx.data beside it
             raw = (folder / "outputs.npy").read_bytes()
-            ok = meta["key"] == key and meta["onnx_sha256"] == _sha(onnx_bytes) and meta["outputs_sha256"] == _sha(raw)
+            ok = meta["key"] == key and meta["onnx_sha256"] == model_sha256(onnx_bytes) and meta["outputs_sha256"] == _sha(raw)
             outputs = np.load(io.BytesIO(raw), allow_pickle=False) if ok else None
         except (OSError, ValueError, KeyError, TypeError):  # a half-deleted or hand-edited entry
             ok, outputs = False, None
@@ -137,11 +138,11 @@ class BaselineCache:
         buffer = _npy_bytes(outputs)
         details = json.loads(json.dumps(compressed.details, default=str))  # plain JSON values only
         meta = {"key": key, "format": FORMAT, "spec": compressed.spec.to_dict(), "output_name": compressed.output_name,
-                "details": details, "onnx_sha256": _sha(compressed.onnx_bytes or b""), "outputs_sha256": _sha(buffer)}
+                "details": details, "onnx_sha256": model_sha256(compressed.onnx_bytes or b""), "outputs_sha256": _sha(buffer)}
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
-            (tmp / "model.onnx").write_bytes(compressed.onnx_bytes or b"")
+            write_model(compressed.onnx_bytes or b"", tmp / "model.onnx")  # an OnnxFile with its data file
             (tmp / "outputs.npy").write_bytes(buffer)
             (tmp / "meta.json").write_text(json.dumps(meta, sort_keys=True), encoding="utf-8")
             try:

@@ -9,7 +9,6 @@ and returns the one output that ``output=`` selected, as numpy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from squeezelab.engine.core.errors import ConfigError, DataError, ExampleInputEr
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.core.paths import file_to_write, write_failed
 from squeezelab.engine.core.outputs import OutputSelector, SelectedOutput, selector_name
+from squeezelab.engine.runtime.external_data import DATA_SUFFIX, is_file_model, model_sha256, model_size, write_model
 from squeezelab.engine.runtime.providers import CPU, Placement, check_placement, make_session, node_placement
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.pipeline.artifact import unpack_encoded
@@ -59,7 +59,9 @@ class Compressed:
         spec: the inputs the model takes (names, dtypes, shapes with their dynamic axes).
         output: the ``output=`` selector the result evaluates.
         recipe: the recipe applied.
-        onnx_bytes: the ONNX model (``None`` for simulated recipes).
+        onnx_bytes: the ONNX model (``None`` for simulated recipes); past ONNX's 2 GB limit an ``OnnxFile``
+            (``engine.runtime.external_data``): the bytes of its ``.onnx`` file, its weights in a data file
+            beside it, which ``session``, ``save`` and ``size_bytes`` use.
         artifact_bytes: exactly what ``save`` writes and ``size_bytes`` counts:
             the ONNX model, or the packed file for simulated recipes.
         executable: True when the result runs as real low-precision kernels.
@@ -88,6 +90,7 @@ class Compressed:
         self.artifact_bytes = artifact_bytes
         self.details = dict(details or {})  # choices resolved at compress time, e.g. reduce_range
         self._sessions: dict[tuple, Any] = {}
+        self._data_name = "model.onnx" + DATA_SUFFIX  # what metadata() names as the data file before a save
         self._torch: nn.Module | None = None
 
     # ----------------------------------------------------------------- facts
@@ -103,7 +106,8 @@ class Compressed:
 
     @property
     def size_bytes(self) -> int:
-        return len(self.artifact_bytes)
+        """Bytes of the artifact ``save`` writes (for a model past 2 GB, its ``.onnx`` file and data file)."""
+        return model_size(self.artifact_bytes)
 
     @property
     def bits(self) -> int:
@@ -258,7 +262,8 @@ class Compressed:
             "executable": self.executable,
             "format": "onnx" if self.onnx_bytes is not None else "squeezelab.packed (safetensors)",
             "size_bytes": self.size_bytes,
-            "sha256": hashlib.sha256(self.artifact_bytes).hexdigest(),
+            "sha256": model_sha256(self.artifact_bytes),  # a model past 2 GB: its file, then its data
+            **({"external_data": self._data_name} if is_file_model(self.artifact_bytes) else {}),
             "inputs": self.spec.to_dict(),
             "output": selector_name(self.output),
             **self.details,
@@ -267,16 +272,21 @@ class Compressed:
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         """Write the artifact to ``path`` and its metadata to ``path + '.json'``; missing folders are created.
 
+        A model past ONNX's 2 GB limit is written as ``path`` and its weights as ``path + '.data'`` beside it
+        (ONNX external data: ``compress(path, ...)``, ``measure`` and ONNX Runtime read both).
+
         Raises:
             ArtifactPathError: ``path`` (or its ``.json``) exists and ``overwrite`` is False, is a
                 folder, lies under a file, or its folder cannot be written; checked before writing.
         """
         example = "model.onnx" if self.onnx_bytes is not None else "model.safetensors"
-        path = file_to_write(path, overwrite=overwrite, create_folders=True, beside=(".json",), example=example)
+        beside = (".json", DATA_SUFFIX) if is_file_model(self.artifact_bytes) else (".json",)
+        path = file_to_write(path, overwrite=overwrite, create_folders=True, beside=beside, example=example)
         meta_path = path.with_name(path.name + ".json")
+        self._data_name = path.name + DATA_SUFFIX
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(self.artifact_bytes)
+            write_model(self.artifact_bytes, path)  # a model past 2 GB: its weights copied to ``path.name + '.data'``
             meta_path.write_text(json.dumps(self.metadata(), indent=2) + "\n")
         except OSError as exc:  # a full disk, or the folder changed since the check
             raise write_failed(path, exc) from exc

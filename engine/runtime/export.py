@@ -1,7 +1,8 @@
 """Export a PyTorch model to ONNX bytes, naming the layer that cannot be exported.
 
 The result is one self-contained ``ModelProto`` serialisation (no external
-``.onnx.data`` file), so its length is the size a user ships. The batch
+``.onnx.data`` file), so its length is the size a user ships; a model past ONNX's
+2 GB limit is exported as a file with its weights beside it (``OnnxFile``). The batch
 dimension of every input and output is dynamic.
 
 Exporter: the TorchScript exporter (``dynamo=False``) by default. On the small
@@ -23,7 +24,8 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError, ExportError, UnexportableLayerError
 from squeezelab.engine.core.inputs import BATCH, SEQUENCE, Inputs, InputSpec
-from squeezelab.engine.runtime.size_limit import check_fits_protobuf
+from squeezelab.engine.runtime.external_data import OnnxFile, as_file
+from squeezelab.engine.runtime.size_limit import current_limit
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "tensor_bytes"]
 
@@ -63,7 +65,7 @@ def _positional(example: Inputs) -> tuple[tuple[torch.Tensor, ...], dict]:
 
 
 def _export_once(model: nn.Module, example: Inputs, *, opset: int, exporter: str) -> bytes:
-    return _export_noting(model, example, opset=opset, exporter=exporter)[0]
+    return _export_noting(model, example, opset=opset, exporter=exporter, large=False)[0]
 
 
 def _tracer_note(record: warnings.WarningMessage) -> str:
@@ -73,10 +75,11 @@ def _tracer_note(record: warnings.WarningMessage) -> str:
 
 
 def _export_noting(
-    model: nn.Module, example: Inputs, *, opset: int, exporter: str, output_rank: int | None = None
+    model: nn.Module, example: Inputs, *, opset: int, exporter: str, output_rank: int | None = None, large: bool
 ) -> tuple[bytes, list[str]]:
-    """The ONNX bytes, and the TracerWarnings the TorchScript exporter gave (a data-dependent
-    ``if`` shows up there as "Converting a tensor to a Python boolean ...": the export check cites them)."""
+    """The ONNX bytes (an ``OnnxFile`` when ``large``), and the TracerWarnings the TorchScript exporter gave
+    (a data-dependent ``if`` shows up there as "Converting a tensor to a Python boolean ...": the export
+    check cites them)."""
     spec = example.spec()
     names = list(spec.names)
     args, _ = _positional(example)
@@ -107,13 +110,15 @@ def _export_noting(
                     dynamic_axes=dynamic_axes,
                     do_constant_folding=True,
                 )
-                onnx_bytes = path.read_bytes()
+                # Past the limit torch writes the weights as files beside the graph: they are gathered into
+                # one data file in a working folder that lives as long as the model.
+                onnx_bytes = _as_large(path) if large else path.read_bytes()
         tracer = [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)]
         for w in seen:  # anything else is shown as it would have been
             if w not in tracer:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         notes = list(dict.fromkeys(_tracer_note(w) for w in tracer))
-        return _without_empty_trailing_inputs(onnx_bytes), notes
+        return (onnx_bytes if large else _without_empty_trailing_inputs(onnx_bytes)), notes
     # dynamo: export to a temp dir (it writes external data by default), then embed the weights.
     import onnx
 
@@ -133,8 +138,20 @@ def _export_noting(
             dynamic_shapes=tuple({a: dims[n] for a, n in spec.axis_names(i).items()} for i in range(len(names))),
             verbose=False,
         )
+        if large:
+            return _as_large(path), []
         proto = onnx.load(str(path))  # pulls external data back in
         return proto.SerializeToString(), []
+
+
+def _as_large(path: Path) -> OnnxFile:
+    """The export in ``path`` (its weights in it or beside it) as an ``OnnxFile`` in a working folder:
+    the same graph as the bytes path gives (empty trailing inputs dropped), its weights in one data file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    _drop_empty_trailing_inputs(proto)
+    return as_file(proto)
 
 
 def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:
@@ -188,12 +205,17 @@ def _without_empty_trailing_inputs(onnx_bytes: bytes) -> bytes:
     import onnx
 
     model = onnx.load_from_string(onnx_bytes)
+    return model.SerializeToString() if _drop_empty_trailing_inputs(model) else onnx_bytes
+
+
+def _drop_empty_trailing_inputs(model: object) -> int:
+    """Drop every node's trailing empty inputs in place; how many."""
     dropped = 0
     for node in model.graph.node:
         while node.input and node.input[-1] == "":
             node.input.pop()
             dropped += 1
-    return model.SerializeToString() if dropped else onnx_bytes
+    return dropped
 
 
 def export_onnx(
@@ -219,23 +241,22 @@ def export_onnx(
 
     ``output_rank``, when given, is the rank of the model's output on ``example`` (saves a forward pass).
 
+    A model whose tensors are past ONNX's 2 GB protobuf limit (``size_limit.current_limit()``) comes back
+    as an ``OnnxFile`` (``engine.runtime.external_data``): the ``.onnx`` file's bytes, its weights in one
+    data file beside it in a working folder.
+
     Raises:
-        ModelTooLargeError: the model's tensors are past ONNX's 2 GB protobuf limit (``protobuf_limit``),
-            checked before tracing.
         UnexportableLayerError: export failed and a single layer reproduces the failure.
         ExportError: export failed for a reason no single layer explains.
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
-    check_fits_protobuf(
-        tensor_bytes(model), "export",
-        "Export it yourself with torch.onnx.export(..., external_data=True) and quantize the file with ONNX "
-        "Runtime's tools, or compress a smaller model (or runtime=Simulated(), which does not export).",
-    )
+    large = tensor_bytes(model) > current_limit()
     was_training = model.training
     model.eval()
     try:
-        onnx_bytes, seen = _export_noting(model, example, opset=opset, exporter=exporter, output_rank=output_rank)
+        onnx_bytes, seen = _export_noting(model, example, opset=opset, exporter=exporter, output_rank=output_rank,
+                                          large=large)
         if notes is not None:
             notes.extend(seen)
         return onnx_bytes

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import as_file
+from squeezelab.engine.runtime.size_limit import current_limit
 from squeezelab.engine.runtime.providers import make_session
 
 __all__ = ["Moments", "collect_hessians"]
@@ -64,6 +66,8 @@ def _with_outputs(model: Any, names: Sequence[str]) -> bytes:
     probe.CopyFrom(model)
     probe.graph.ClearField("output")
     probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names)
+    if sum(len(t.raw_data) for t in probe.graph.initializer) > current_limit():
+        return as_file(probe)  # past 2 GB: ONNX Runtime opens it from a file with its weights beside it
     return probe.SerializeToString()
 
 

@@ -22,10 +22,12 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import load_proto, write_external, is_file_model
 from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.runtime.bert_fusion import optimize_bert
@@ -260,7 +262,7 @@ def _fused_model(onnx_bytes: bytes) -> tuple[Any, dict[str, Any]]:
     heads, hidden = attention_shape(onnx_bytes)
     try:
         with _quiet_optimizer():  # optimize_model(..., "bert", opt_level=0), its shape inference without weight copies
-            optimized = optimize_bert(onnx.load_from_string(onnx_bytes), heads, hidden)
+            optimized = optimize_bert(load_proto(onnx_bytes), heads, hidden)  # an OnnxFile's weights read from its path
         fused = {op: n for op, n in optimized.get_fused_operator_statistics().items() if n}
     except Exception as exc:  # noqa: BLE001 - the optimizer raises many types; the export is still good
         log.info("transformer fusion failed (%s); quantizing the unfused graph", exc)
@@ -300,7 +302,10 @@ def fused_graph_file(onnx_bytes: bytes, runtime: Any, path: Any) -> tuple[bool, 
         return False, refused
     proto, info = _fused_model(onnx_bytes)
     if proto is not None:
-        onnx.save_model(proto, str(path), save_as_external_data=True)
+        if is_file_model(onnx_bytes):  # past 2 GB: the data in one file, as the export's
+            write_external(proto, Path(path))
+        else:
+            onnx.save_model(proto, str(path), save_as_external_data=True)
     return proto is not None, _fusion_why(info)
 
 

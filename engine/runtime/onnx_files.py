@@ -5,7 +5,8 @@
 element types and shapes (``dim_param`` and unknown dimensions are dynamic)
 become an ``InputSpec``, so inputs are checked and fed exactly as for a
 PyTorch model. Weights kept in external ``.onnx.data`` files are loaded and
-embedded, so the size counted is the size shipped.
+embedded, so the size counted is the size shipped; a model past ONNX's 2 GB
+limit is read in place instead, its weights left beside it (``OnnxFile``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError, ModelError
 from squeezelab.engine.core.inputs import InputSpec
-from squeezelab.engine.runtime.size_limit import check_fits_protobuf
+from squeezelab.engine.runtime.external_data import OnnxFile, as_file
+from squeezelab.engine.runtime.size_limit import current_limit
 
 __all__ = ["is_onnx_model", "load_onnx_model", "spec_of_graph", "select_graph_output", "graph_output_names"]
 
@@ -30,7 +32,11 @@ def is_onnx_model(model: Any) -> bool:
 
 
 def load_onnx_model(source: Any) -> tuple[bytes, str]:
-    """The model's bytes (external data embedded) and a label naming where it came from."""
+    """The model's bytes (external data embedded) and a label naming where it came from.
+
+    A model past the protobuf limit (``size_limit.current_limit()``) is an ``OnnxFile`` instead: a path is
+    read in place (its weights beside it, never written to), a ``ModelProto`` is written to a working folder.
+    """
     import onnx
 
     if isinstance(source, (str, Path)):
@@ -38,10 +44,13 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         if not path.is_file():
             raise ModelError(f"ONNX file {str(path)!r} not found; pass the path of an .onnx file or a PyTorch module.")
         try:
-            proto = onnx.load(str(path))  # pulls a .onnx.data file beside it back in
+            graph = onnx.load(str(path), load_external_data=False)  # the graph: its weights' sizes are known
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
             raise ModelError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}).") from exc
         label = path.name
+        if _tensor_bytes(graph, path.parent) > current_limit():  # read in place, its weights beside it
+            return _checked_file(path, graph, label), label
+        proto = onnx.load(str(path))  # pulls a .onnx.data file beside it back in
     elif isinstance(source, (bytes, bytearray)):
         try:
             proto = onnx.load_from_string(bytes(source))
@@ -50,18 +59,48 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         label = "onnx bytes"
     else:
         proto, label = source, "onnx ModelProto"
+        if _tensor_bytes(proto, None) > current_limit():  # written to a working folder: a copy, the caller's kept
+            copy = onnx.ModelProto()
+            copy.CopyFrom(proto)
+            model = as_file(copy)
+            return _checked_file(model.path, proto, label, model), label
     if not proto.graph.node:
         raise ModelError(f"the ONNX model {label!r} has an empty graph; export the model first.")
-    check_fits_protobuf(  # before onnx.checker, which fails on it with a less useful message
-        sum(len(t.raw_data) for t in proto.graph.initializer), "load",
-        f"{label!r} keeps its weights as external data: quantize it with ONNX Runtime's tools directly "
-        "(quantize_dynamic(..., use_external_data_format=True)), or compress a smaller model.",
-    )
     try:
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise ModelError(f"the ONNX model {label!r} fails onnx.checker: {exc}") from exc
     return proto.SerializeToString(), label
+
+
+def _tensor_bytes(proto: Any, folder: Path | None) -> int:
+    """Bytes of the initializers' data, in the proto or in the external files they name."""
+    import onnx
+
+    total = 0
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            if "length" in info:
+                total += int(info["length"])
+            elif folder is not None and (folder / info.get("location", "")).is_file():
+                total += (folder / info["location"]).stat().st_size
+        else:
+            total += len(tensor.raw_data)
+    return total
+
+
+def _checked_file(path: Path, graph: Any, label: str, model: OnnxFile | None = None) -> OnnxFile:
+    """A model past the protobuf limit as an ``OnnxFile``, checked by ``onnx.checker`` from its path."""
+    import onnx
+
+    if not graph.graph.node:
+        raise ModelError(f"the ONNX model {label!r} has an empty graph; export the model first.")
+    try:
+        onnx.checker.check_model(str(path))  # from the path: the checker reads a model past 2 GB only so
+    except Exception as exc:
+        raise ModelError(f"the ONNX model {label!r} fails onnx.checker: {exc}") from exc
+    return model if model is not None else OnnxFile(path)
 
 
 def _graph_inputs(proto: Any) -> list[Any]:

@@ -18,10 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.core.errors import ModelTooLargeError
 from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, WeightOnly
 from squeezelab.engine.runtime.dynamic_int8 import quantize_dynamic_file
+from squeezelab.engine.runtime.external_data import OnnxFile, is_file_model, load_proto, model_size, same_form, working_folder
 from squeezelab.engine.runtime.int8_graph import fused_graph, fused_graph_file, fused_holders, FUSED_OP_TYPES, fusion_remembered, kept_float, same_layer
 from squeezelab.engine.runtime.ort_tools import (
     preprocessed_file,
@@ -29,6 +31,7 @@ from squeezelab.engine.runtime.ort_tools import (
     reduce_range_why,
     resolve_reduce_range,
 )
+from squeezelab.engine.runtime.size_limit import current_limit
 from squeezelab.engine.runtime.stages import stage
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
@@ -69,18 +72,26 @@ def _source_file(onnx_bytes: bytes, tmp: Path, fused: bool) -> Path:
     if not fused:
         with quiet_onnxruntime_tools():
             return preprocessed_file(onnx_bytes, tmp)
+    if is_file_model(onnx_bytes):  # already a file with its weights beside it
+        return onnx_bytes.path
     path = tmp / "fused.onnx"
     onnx.save_model(onnx.load_from_string(onnx_bytes), str(path), save_as_external_data=True)
     return path
 
 
 def _quantize_dynamic_file(
-    source: Path, runtime: Int8Dynamic, *, nodes_to_exclude: Sequence[str], op_types: Sequence[str] | None, fused: bool
+    source: Path, runtime: Int8Dynamic, *, nodes_to_exclude: Sequence[str], op_types: Sequence[str] | None, fused: bool,
+    large: bool = False,
 ) -> bytes:
-    """``quantize_dynamic_onnx`` on a model already in a file (the int8 file is written beside it)."""
+    """``quantize_dynamic_onnx`` on a model already in a file (the int8 file is written beside it).
+
+    ``large``: the model is past the protobuf limit, and the int8 model is an ``OnnxFile`` in a working folder
+    of its own (weights as external data) instead of bytes.
+    """
     import onnx
 
-    out = source.with_name("int8.onnx")
+    keep = working_folder() if large else None
+    out = Path(keep.name) / "int8.onnx" if keep is not None else source.with_name("int8.onnx")
     with quiet_onnxruntime_tools():
         # ONNX Runtime's quantize_dynamic, per-channel weights quantized per tensor (the same file, faster)
         quantize_dynamic_file(
@@ -91,8 +102,9 @@ def _quantize_dynamic_file(
             reduce_range=resolve_reduce_range(runtime),
             nodes_to_exclude=list(nodes_to_exclude),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT} if fused else {},
+            external_data=large,
         )
-    return out.read_bytes()
+    return OnnxFile(out, keep) if large else out.read_bytes()
 
 
 def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
@@ -101,8 +113,8 @@ def convert_float16_onnx(onnx_bytes: bytes) -> bytes:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     with quiet_onnxruntime_tools():
-        model = convert_float_to_float16(onnx.load_from_string(onnx_bytes), keep_io_types=True)
-    return model.SerializeToString()
+        model = convert_float_to_float16(load_proto(onnx_bytes), keep_io_types=True)
+    return same_form(onnx_bytes, model)
 
 
 # --------------------------------------------------------------------------- dispatch
@@ -144,7 +156,14 @@ def _fused_file(onnx_bytes: bytes, runtime: Int8Dynamic, kept: dict[str, list[st
     to the file (``fused_graph_file``): never serialised to bytes and parsed again, two whole-model copies.
     """
 
-    if not kept and not fusion_remembered():
+    large = is_file_model(onnx_bytes)
+    if large and kept:  # _fusion compares the fused graph's nodes as bytes: past 2 GB it cannot be one protobuf
+        raise ModelTooLargeError(
+            f"fusion: the model is {model_size(onnx_bytes) / 1e9:.2f} GB, and keeping layers float ({sorted(kept)}) "
+            "under fusion reads the fused graph as one protobuf; use Int8Dynamic(fusion=False) to keep them float, "
+            "or keep no layer float.", step="fusion", size_bytes=model_size(onnx_bytes),
+        )
+    if not kept and (large or not fusion_remembered()):  # a search's memo holds bytes: a large model is not remembered
         path = tmp / "fused.onnx"
         fused, why = fused_graph_file(onnx_bytes, runtime, path)
         return (path if fused else None), why
@@ -176,7 +195,8 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
         excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several
         with stage("quantize"):
             source = fused_file or _source_file(b, Path(tmp), False)
-            out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused)
+            out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused,
+                                         large=is_file_model(b))
     check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,
@@ -233,7 +253,18 @@ def convert_onnx(
     For the int8 runtimes the details hold ``reduce_range`` and ``choices``: op types, per-channel,
     activation type, reduce_range, fusion, the layers kept float, and why each. ``WeightOnly``
     reports its choices and what it rewrote and quantized (node counts) directly in the details.
+
+    A model past the protobuf limit (an ``OnnxFile``) comes back as one, except under ``Int8Static``, which
+    raises ``ModelTooLargeError``.
     """
+    if is_file_model(onnx_bytes) and isinstance(recipe.runtime, Int8Static):
+        raise ModelTooLargeError(
+            f"convert ({recipe.label}): the model is {model_size(onnx_bytes) / 1e9:.2f} GB, past the "
+            f"{current_limit() / 1e9:.2f} GB one ONNX protobuf can hold, and static int8's pre-processing and "
+            "calibration keep the model as one protobuf. Use runtime=Int8Dynamic() or WeightOnly() (both take a "
+            "model past 2 GB), or ONNX Runtime's quantize_static(..., use_external_data_format=True) on the file.",
+            step="convert", size_bytes=model_size(onnx_bytes), limit_bytes=current_limit(),
+        )
     return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
 
 

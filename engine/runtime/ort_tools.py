@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import is_file_model, load_proto
 from squeezelab.engine.core.cpu import default_reduce_range
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 
@@ -108,19 +109,21 @@ def preprocessed(model_bytes: bytes, tmp: Path) -> object:
 def preprocessed_file(model_bytes: bytes, tmp: Path) -> Path:
     """``preprocessed`` written to a file in ``tmp`` (the model as given when pre-processing fails): the
     file the quantizer reads, so no second copy of the model is held in memory meanwhile."""
-    import onnx  # lazily, with onnxruntime: heavy
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazily: heavy
 
     out, raw = tmp / "preprocessed.onnx", tmp / "model.onnx"
     leftover = Path(_SHAPE_INFERENCE_LEFTOVER)
     had_leftover, started = leftover.exists(), time.time()
+    large = is_file_model(model_bytes)  # past 2 GB: read with its weights, written with them beside it
     try:
-        quant_pre_process(onnx.load_from_string(model_bytes), out)
+        quant_pre_process(load_proto(model_bytes), out, save_as_external_data=large, all_tensors_to_one_file=large)
         return out
     except Exception as exc:  # noqa: BLE001 - any failure means: quantize the raw export
         log.info("quant_pre_process failed (%s); quantizing the model as exported", exc)
         if not had_leftover:
             _remove_shape_inference_leftover(leftover, started)
+        if large:
+            return model_bytes.path
         raw.write_bytes(model_bytes)
         return raw
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import session_source
 from squeezelab.engine.core.errors import ProviderFallbackError, ProviderUnavailableError
 
 __all__ = [
@@ -87,7 +88,7 @@ def make_session(
     threads: int | None = None,
     profile_dir: str | None = None,
 ) -> Any:
-    """An ``InferenceSession`` over ``onnx_bytes``.
+    """An ``InferenceSession`` over ``onnx_bytes`` (or an ``OnnxFile``: over its path).
 
     Spinning of idle worker threads is turned off: a spinning thread left
     behind by one session slows whatever runs next on a small machine, which
@@ -107,7 +108,8 @@ def make_session(
     if profile_dir is not None:
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(profile_dir) / "squeezelab_profile")
-    return ort.InferenceSession(onnx_bytes, sess_options=options, providers=_normalise(providers))
+    # A model past 2 GB is opened by its path: ONNX Runtime reads the weights beside it (external data).
+    return ort.InferenceSession(session_source(onnx_bytes), sess_options=options, providers=_normalise(providers))
 
 
 @dataclass(frozen=True)

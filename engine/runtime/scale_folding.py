@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import load_proto, same_form
 from squeezelab.engine.runtime.graph_tidy import drop_unused_initializers
 
 __all__ = ["merge_twin_scales", "fold_scales_into_layernorm", "tidy_scales"]
@@ -137,10 +138,9 @@ def fold_scales_into_layernorm(model: Any) -> int:
 
 
 def tidy_scales(onnx_bytes: bytes) -> tuple[bytes, dict[str, int]]:
-    """Both passes on a serialized model; the new bytes and how many ``Mul`` nodes each removed."""
-    import onnx
-
-    model = onnx.load_from_string(onnx_bytes)
+    """Both passes on a serialized model (or an ``OnnxFile``: a new one); the new model and how many ``Mul``
+    nodes each removed."""
+    model = load_proto(onnx_bytes)
     merged = merge_twin_scales(model)
     folded = fold_scales_into_layernorm(model)
-    return model.SerializeToString(), {"scale_muls_merged": merged, "scale_muls_folded_into_layernorm": folded}
+    return same_form(onnx_bytes, model), {"scale_muls_merged": merged, "scale_muls_folded_into_layernorm": folded}

@@ -1,10 +1,11 @@
-"""ONNX's 2 GB limit: where a step holds a model as one protobuf, a model past it is refused by name.
+"""ONNX's 2 GB limit: past it, ``compress`` moves the model between its steps as a file with external data.
 
 One ``ModelProto`` cannot be serialised past 2 GB (protobuf's signed 32-bit sizes); past it ONNX
-keeps weights as external data. The steps of ``compress`` that hold the model as one protobuf
-(the export, an ONNX file read into bytes) check the size first and raise ``ModelTooLargeError``
-naming the step, the size and the limit, before any slow work. ``protobuf_limit`` lowers the
-limit inside a block, so tests reach that path with small models.
+keeps weights as external data. A model whose tensors are past ``current_limit()`` is exported (or
+read) as an ``OnnxFile`` (``engine.runtime.external_data``): the ``.onnx`` file, its weights beside it
+in a working folder. A step that still holds the model as one protobuf (static int8's calibration)
+raises ``ModelTooLargeError`` (``check_fits_protobuf``) naming the step, the size and the limit, before
+any slow work. ``protobuf_limit`` lowers the limit inside a block, so tests take that path with small models.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import weights_folder
 from squeezelab.engine.core.errors import QuantizationError
 
 __all__ = ["StaticPlan", "static_plan", "mask_path", "embedding_gathers", "check_quantization_parameters"]
@@ -159,7 +160,7 @@ def check_quantization_parameters(onnx_bytes: bytes, label: str) -> None:
         for role, name in zip(("scale", "zero point"), node.input[1:3]):
             if name not in values:
                 continue
-            array = numpy_helper.to_array(values[name]).astype(np.float64)
+            array = numpy_helper.to_array(values[name], weights_folder(onnx_bytes)).astype(np.float64)  # may be external
             bad = ~np.isfinite(array) | ((array <= 0) if role == "scale" else False)
             if np.any(bad):
                 raise QuantizationError(

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from squeezelab.engine.runtime.external_data import load_proto, same_form
+from squeezelab.engine.runtime.size_limit import current_limit
 from squeezelab.engine.core.cpu import default_weight_only_compute
 from squeezelab.engine.core.errors import CalibrationError, ConfigError, ExportError
 from squeezelab.engine.core.runtimes import WEIGHT_ONLY_COMPUTE, WeightOnly
@@ -288,11 +290,9 @@ def quantize_weight_only_onnx(
         CalibrationError: ``method="gptq"`` and no calibration feeds.
         ExportError: no ``MatMulNBits`` node was written.
     """
-    import onnx
-
     samples = sum(len(next(iter(f.values()))) for f in feeds) if feeds else 0
     check_weight_only_calibration(runtime, bool(samples))
-    model, rewritten = gemm_to_matmul(onnx.load_from_string(onnx_bytes))
+    model, rewritten = gemm_to_matmul(load_proto(onnx_bytes))  # an OnnxFile's weights read from its path
     _name_nodes(model.graph)
     if not _eligible(model.graph, "MatMul"):
         _refuse_nothing_eligible(model, runtime)
@@ -327,7 +327,7 @@ def quantize_weight_only_onnx(
     if counts.get("MatMulNBits", 0) == 0:
         raise ExportError(f"ONNX Runtime's MatMulNBits quantizer wrote no MatMulNBits node for {runtime.label}.")
     eligible = len(matmuls) + facts.get("gptq_matmuls", 0)
-    return model.SerializeToString(), {
+    return same_form(onnx_bytes, model), {
         **weight_only_choices(resolved, reasons, facts),
         "gemm_rewritten_as_matmul": rewritten,
         "matmul_nbits_nodes": counts.get("MatMulNBits", 0),
@@ -353,6 +353,9 @@ def _at_opset_21(model: Any) -> Any:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is not None and opset >= 21:
         return model
+    # The converter and the checker serialise the model: past 2 GB they see it without its large weights
+    # (graph inputs of the same type and shape), which are put back after.
+    weights = _large_weights_out(model) if _weight_bytes(model) > current_limit() else None
     try:
         converted = version_converter.convert_version(model, 21)
     except Exception as exc:  # the converter raises several types
@@ -362,7 +365,36 @@ def _at_opset_21(model: Any) -> Any:
         ) from exc
     converted.ir_version = max(converted.ir_version, 10)
     onnx.checker.check_model(converted)
+    if weights is not None:
+        _weights_back(converted, weights)
     return converted
+
+
+def _weight_bytes(model: Any) -> int:
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def _large_weights_out(model: Any) -> list[Any]:
+    """Take the initializers of 1 kB and more out of ``model`` (in place), each listed as a graph input of its
+    type and shape instead; returned in their order, for ``_weights_back``."""
+    import onnx
+
+    graph, kept, taken = model.graph, [], []
+    for tensor in graph.initializer:
+        (taken if len(tensor.raw_data) >= 1024 else kept).append(tensor)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in taken)
+    return taken
+
+
+def _weights_back(model: Any, weights: list[Any]) -> None:
+    """Undo ``_large_weights_out`` on the converted ``model``: the inputs dropped, the initializers appended."""
+    names = {t.name for t in weights}
+    inputs = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.graph.initializer.extend(weights)
 
 
 def _op_counts(model: Any) -> dict[str, int]:

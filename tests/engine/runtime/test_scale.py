@@ -1,5 +1,6 @@
 """Cost that grows like the model (issue #24): the faster quantizer and fusion give ONNX Runtime's own files,
-each stage of compress is recorded, and a model past ONNX's 2 GB limit is refused by the step that cannot hold it."""
+each stage of compress is recorded, and a model past ONNX's 2 GB limit is exported as a file with its weights beside
+it (the rest of that path: test_external_data.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from onnxruntime.transformers.optimizer import optimize_model
 
 import squeezelab as sl
-from squeezelab.engine.core.errors import ModelTooLargeError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import SelectedOutput
 from squeezelab.engine.runtime.bert_fusion import optimize_bert, weightless_view
 from squeezelab.engine.runtime.dynamic_int8 import per_channel_int8, quantize_dynamic_file
 from squeezelab.engine.runtime.export import export_onnx
+from squeezelab.engine.runtime.external_data import OnnxFile, load_proto
 from squeezelab.engine.runtime.int8_graph import attention_shape
 from squeezelab.engine.runtime.ort_tools import quiet_onnxruntime_tools
 from squeezelab.engine.runtime.size_limit import protobuf_limit
@@ -112,21 +114,27 @@ def test_stages_outside_a_recording_record_nothing_and_nested_recordings_share_o
     assert inner is outer and [row["stage"] for row in outer.records] == ["a.b", "a"]
 
 
-def test_a_model_past_the_protobuf_limit_is_refused_by_the_export_naming_its_size():
-    net = torch.nn.Sequential(torch.nn.Linear(64, 64))  # 16,640 bytes of weights
-    with protobuf_limit(10_000), pytest.raises(ModelTooLargeError, match=r"export: the model is 0\.00 GB") as caught:
-        sl.compress(net, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(2, 64))
-    assert caught.value.step == "export" and caught.value.size_bytes == 64 * 64 * 4 + 64 * 4
-    assert caught.value.limit_bytes == 10_000 and "external_data" in str(caught.value)
-    assert sl.compress(net, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=torch.randn(2, 64)).executable
+def test_a_model_past_the_protobuf_limit_is_exported_as_a_file_with_the_same_graph_and_weights():
+    net, example = torch.nn.Sequential(torch.nn.Linear(64, 64)), Inputs.of(torch.randn(2, 64))  # 16,640 bytes
+    whole = export_onnx(net, example)
+    with protobuf_limit(10_000):
+        large = export_onnx(net, example)
+    # the weight matrix in the data file; the bias (256 bytes, under the 1 kB threshold) stays in the graph
+    assert isinstance(large, OnnxFile) and (large.path.parent / "model.onnx.data").stat().st_size == 64 * 64 * 4
+    one, other = onnx.load_from_string(whole), load_proto(large)
+    assert [n.SerializeToString() for n in one.graph.node] == [n.SerializeToString() for n in other.graph.node]
+    assert [numpy_helper.to_array(t).tobytes() for t in one.graph.initializer] == [
+        numpy_helper.to_array(t).tobytes() for t in other.graph.initializer]
 
 
-def test_an_onnx_file_past_the_limit_is_refused_by_the_load(tmp_path):
+def test_an_onnx_file_past_the_limit_is_read_in_place(tmp_path):
     path = tmp_path / "net.onnx"
     path.write_bytes(export_onnx(torch.nn.Linear(64, 64), Inputs.of(torch.randn(2, 64))))
-    with protobuf_limit(10_000), pytest.raises(ModelTooLargeError, match="load: the model") as caught:
-        sl.compress(path, sl.Recipe(runtime=sl.Int8Dynamic()))
-    assert caught.value.step == "load"
+    before = path.read_bytes()
+    with protobuf_limit(10_000):
+        result = sl.compress(path, sl.Recipe(runtime=sl.Int8Dynamic()))
+    assert isinstance(result.onnx_bytes, OnnxFile) and result.executable
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
 
 
 def test_the_export_given_the_output_rank_is_the_same_graph(bert_export):

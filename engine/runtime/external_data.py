@@ -1,0 +1,185 @@
+"""Models past ONNX's 2 GB limit: one ``.onnx`` file whose weights lie beside it as external data.
+
+One ``ModelProto`` cannot be serialised past 2 GB (protobuf's signed 32-bit sizes); ONNX keeps the
+weights of such a model in a data file beside the graph. ``compress`` moves a model past the limit
+(``size_limit.current_limit()``, lowered by ``protobuf_limit`` in tests) between its stages as
+``OnnxFile``: the bytes of the ``.onnx`` file (the graph, its small tensors, references to the
+weights), with the path they were read from and the working folder that holds both.
+
+So everything that only reads the graph (input names, op counts, shapes, a layer's nodes, the weight
+fractions) reads an ``OnnxFile`` as it reads any ONNX bytes; what needs the weights' values loads
+them from the path (``load_proto``), ONNX Runtime opens the path (``session_source``), and a step that
+writes a model writes it as a file again (``same_form``). Once a model is a file it stays one, so no
+step holds it as one protobuf, and none holds a second serialised copy beside its parsed model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["OnnxFile", "is_file_model", "load_proto", "same_form", "write_external", "working_folder",
+           "session_source", "model_size", "weights_folder", "write_model", "read_model", "model_sha256",
+           "external_locations"]
+
+DATA_SUFFIX = ".data"  # the data file beside ``model.onnx`` is ``model.onnx.data``
+_THRESHOLD = 1024  # bytes: as ONNX's default, smaller tensors (shape constants, scalars) stay in the graph
+
+
+class OnnxFile(bytes):
+    """The bytes of an ``.onnx`` file whose weights are external data beside it.
+
+    ``path`` is the file; ``keep`` (a ``tempfile.TemporaryDirectory``, or None for a caller's own
+    file) is the working folder, removed when the last ``OnnxFile`` of it is garbage-collected.
+    """
+
+    path: Path
+    keep: Any
+
+    def __new__(cls, path: str | Path, keep: Any = None) -> OnnxFile:
+        self = super().__new__(cls, Path(path).read_bytes())
+        self.path = Path(path)
+        self.keep = keep
+        return self
+
+    def __repr__(self) -> str:
+        return f"OnnxFile({str(self.path)!r}, {model_size(self) / 1e9:.2f} GB)"
+
+    __str__ = __repr__  # never the graph's bytes in a message
+
+    def __reduce__(self) -> tuple:  # a copy (or a pickle) names the same file and keeps its folder alive
+        return (OnnxFile, (str(self.path),))
+
+
+def is_file_model(model: Any) -> bool:
+    """Whether ``model`` is an ``OnnxFile`` (weights beside it) rather than self-contained bytes."""
+    return isinstance(model, OnnxFile)
+
+
+def working_folder() -> tempfile.TemporaryDirectory:
+    """A new folder for a model's file and its data, removed with the last model that uses it."""
+    return tempfile.TemporaryDirectory(prefix="squeezelab-model-")
+
+
+def external_locations(model: bytes) -> list[str]:
+    """The data files an ONNX model's tensors refer to (empty for self-contained bytes)."""
+    import onnx
+
+    proto = onnx.load_from_string(bytes(model))
+    found: dict[str, None] = {}
+    for tensor in _all_tensors(proto):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            found.update({entry.value: None for entry in tensor.external_data if entry.key == "location"})
+    return list(found)
+
+
+def _all_tensors(proto: Any) -> Any:
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(proto)
+
+
+def model_size(model: bytes) -> int:
+    """Bytes the model occupies: the file, and for an ``OnnxFile`` its data files too."""
+    if not is_file_model(model):
+        return len(model)
+    folder = model.path.parent
+    return len(model) + sum((folder / name).stat().st_size for name in external_locations(model))
+
+
+def weights_folder(model: bytes) -> str:
+    """Where a tensor's external data is read from (``numpy_helper.to_array(tensor, base_dir)``)."""
+    return str(model.path.parent) if is_file_model(model) else ""
+
+
+def load_proto(model: bytes, *, weights: bool = True) -> Any:
+    """The ``ModelProto`` of ONNX bytes or of an ``OnnxFile`` (its weights loaded unless ``weights=False``)."""
+    import onnx
+
+    if is_file_model(model):
+        return onnx.load(str(model.path), load_external_data=weights)
+    return onnx.load_from_string(bytes(model))
+
+
+def write_external(proto: Any, path: Path) -> None:
+    """``proto`` saved to ``path`` with its weights in one data file beside it (``path.name + '.data'``).
+
+    The proto's tensors are changed to refer to the file (ONNX's ``save_model`` does that in place).
+    """
+    import onnx
+
+    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=path.name + DATA_SUFFIX, size_threshold=_THRESHOLD)
+
+
+def as_file(proto: Any, name: str = "model.onnx") -> OnnxFile:
+    """``proto`` written to a new working folder with its weights beside it."""
+    keep = working_folder()
+    path = Path(keep.name) / name
+    write_external(proto, path)
+    return OnnxFile(path, keep)
+
+
+def same_form(source: bytes, proto: Any) -> bytes:
+    """A model made from ``source``, in ``source``'s form: an ``OnnxFile`` in a new working folder when
+    ``source`` is one, else serialised bytes."""
+    return as_file(proto) if is_file_model(source) else proto.SerializeToString()
+
+
+def session_source(model: bytes) -> bytes | str:
+    """What ``onnxruntime.InferenceSession`` opens: the path of an ``OnnxFile`` (it reads the data beside
+    it), else the bytes."""
+    return str(model.path) if is_file_model(model) else model
+
+
+def model_sha256(model: bytes) -> str:
+    """SHA-256 of the file, followed by its data files for an ``OnnxFile`` (read in 16 MB pieces)."""
+    digest = hashlib.sha256(bytes(model))
+    if is_file_model(model):
+        for name in external_locations(model):
+            with open(model.path.parent / name, "rb") as f:
+                for piece in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(piece)
+    return digest.hexdigest()
+
+
+def write_model(model: bytes, path: Path) -> list[Path]:
+    """``model`` written to ``path``: the bytes, or an ``OnnxFile``'s graph with its one data file copied to
+    ``path.name + '.data'`` (the graph's references renamed to it; the tensors' offsets are unchanged).
+    The files written."""
+    import onnx
+
+    if not is_file_model(model):
+        path.write_bytes(bytes(model))
+        return [path]
+    locations = external_locations(model)
+    if len(locations) != 1:  # compress writes one data file; a caller's file with several is copied as it is
+        path.write_bytes(bytes(model))
+        written = [path]
+        for name in locations:
+            shutil.copyfile(model.path.parent / name, path.parent / name)
+            written.append(path.parent / name)
+        return written
+    graph = onnx.load_from_string(bytes(model))
+    target = path.name + DATA_SUFFIX
+    for tensor in _all_tensors(graph):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = target
+    path.write_bytes(graph.SerializeToString())
+    shutil.copyfile(model.path.parent / locations[0], path.parent / target)
+    return [path, path.parent / target]
+
+
+def read_model(path: Path) -> bytes:
+    """The model in ``path``: its bytes, or an ``OnnxFile`` of it when its weights are external data
+    (read in place, never written to)."""
+    model = path.read_bytes()
+    try:
+        external = bool(external_locations(model))
+    except Exception:  # noqa: BLE001 - not an ONNX model: the caller's checksum or session says so
+        return model
+    return OnnxFile(path) if external else model
