@@ -29,7 +29,7 @@ from squeezelab.engine.measurement.scoring import Metric, top1_accuracy
 from squeezelab.engine.pipeline.compress import compress, compress_for_data
 from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
-__all__ = ["Metrics", "measure", "top1_accuracy", "as_compressed", "settings_of", "outputs_of", "scores_of", "time_together", "point_of"]
+__all__ = ["Metrics", "measure", "top1_accuracy", "as_compressed", "settings_of", "setting_keywords", "outputs_of", "scores_of", "time_together", "point_of"]
 
 Metrics = Point  # the measured figures of one model: one type everywhere (see engine.point)
 
@@ -47,6 +47,11 @@ def settings_of(settings: Settings | None, overrides: dict[str, Any]) -> Setting
     if unknown:
         raise ConfigError(f"unknown setting(s) {unknown}; settings are {sorted(Settings.__dataclass_fields__)}.")
     return base.replace(**overrides) if overrides else base
+
+
+def setting_keywords() -> frozenset[str]:
+    """Every keyword ``settings_of`` reads: ``Settings``' fields and the older spellings it still takes."""
+    return frozenset(Settings.__dataclass_fields__) | frozenset(_ALIASES)
 
 
 def as_compressed(target: Any, samples: Samples | None, example_inputs: Any, output: Any = None) -> Compressed:
