@@ -25,7 +25,7 @@ from torch import nn
 from squeezelab.engine.core.recipe import LayerSetting, Recipe
 from squeezelab.engine.core.runtimes import Runtime
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
-from squeezelab.engine.explore.search_result import Found, _row, trail_table
+from squeezelab.engine.explore.search_result import SearchResult, _row, trail_table
 from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace
 from squeezelab.engine.measurement.point import Point
 
@@ -81,11 +81,12 @@ class GreedyDescent:
             per_layer.setdefault(layer, {})[axis] = value
         return tuple(LayerSetting(name=name, bits=v.get("bits"), sparsity=v.get("sparsity")) for name, v in per_layer.items())
 
-    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found:
+    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult:
         walk = _Walk(self, ev, baseline, goal, self.plan(ev, goal))
         stopped = walk.descend()
         best_row, best_recipe, best_model = walk.best
-        return Found(recipe=best_recipe, model=best_model, row=best_row, trail=trail_table(walk.trail, baseline), stopped=stopped)
+        return SearchResult(recipe=best_recipe, model=best_model, row=best_row, trail=trail_table(walk.trail, baseline),
+                            stopped=stopped)
 
 
 class _Walk:

@@ -1,4 +1,7 @@
-"""What ``search`` returns (``SearchResult``), what its strategies find (``Found``), and their trail rows.
+"""What ``search`` and each of its strategies return (``SearchResult``: one type), and their trail rows.
+
+A strategy fills in what it found (recipe, model, row, trail, why it stopped, details); ``search`` then adds
+what only it knows (the whole search's time, the baseline row, the held-out check) with ``with_context``.
 
 One trail row per evaluation (``_row``): the point's figures, its drop against
 the search's fp32 baseline, the move that led to it. The strategies in
@@ -8,6 +11,7 @@ this shape, so a result reads the same whatever the objective.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +20,7 @@ from torch import nn
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.measurement.point import Point
 
-__all__ = ["SearchResult", "Found", "trail_table"]
+__all__ = ["SearchResult", "trail_table"]
 
 # The trail's columns in reading order (those a strategy recorded), then the recipe.
 _TRAIL_COLUMNS = ("move", "accepted", "label", "{key}", "{key}_drop", "value", "drop", "drop_bound", "size_bytes",
@@ -34,7 +38,8 @@ class SearchResult:
             own name, ``size_bytes``, ``latency_ms``, ...); ``point`` the measured ``Point``.
         trail: a DataFrame of every evaluation, in order, with ``accepted`` and ``drop_bound``.
         stopped: ``"converged"`` (no move left) or ``"time budget"``.
-        elapsed_s: wall time of the search.
+        elapsed_s: wall time of the search (0 until ``search`` sets it).
+        baseline: the fp32 baseline's row.
         held_out: the recipe measured on ``validation_data``, when given.
         details: what the strategy chose and why, e.g. ``details["algorithms"]`` for the int8 runtimes
             (the fidelity steps and calibration tried on the probes, the one chosen, why).
@@ -45,11 +50,20 @@ class SearchResult:
     row: dict[str, Any]
     trail: Any
     stopped: str
-    elapsed_s: float
+    elapsed_s: float = 0.0
     baseline: dict[str, Any] = field(default_factory=dict)
     held_out: dict[str, Any] | None = None
     point: Point | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.point is None:  # a strategy records the Point in its row; the result shows it as well
+            self.point = self.row.get("point")
+
+    def with_context(self, **changes: Any) -> SearchResult:
+        """A copy with ``changes`` (what ``search`` adds to a strategy's answer: ``elapsed_s``, ``baseline``,
+        ``held_out``); this result is left as it is."""
+        return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
         r = self.row
@@ -61,17 +75,6 @@ class SearchResult:
             f"stopped: {self.stopped}, {self.elapsed_s:.1f} s)"
         )
 
-
-@dataclass
-class Found:
-    """A strategy's answer: the best measured recipe, its model and row, the trail (a DataFrame), why it stopped."""
-
-    recipe: Recipe
-    model: nn.Module
-    row: dict[str, Any]
-    trail: Any
-    stopped: str
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 def _figure(point: Point | None, value: float, drop: float) -> str:

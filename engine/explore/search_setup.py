@@ -1,6 +1,9 @@
-"""What a ``search`` may choose from and what it is held to, as plain data its strategies share.
+"""What a ``search`` may choose from and what it is held to: the caller's ``SearchConfig``, and the plain
+data its strategies share.
 
-``SearchSpace`` holds the checked choices (objective, runtime, widths,
+``SearchConfig`` is what a caller passes (``search(model, data, config=SearchConfig(...))``, or its fields as
+keywords): one frozen value, checked when made, changed with ``dataclasses.replace``. From it ``search``
+builds ``SearchSpace``, which holds the checked choices (objective, runtime, widths,
 sparsities, quantizer, fine-tuning); ``SearchGoal`` the accuracy budget and its
 confidence, with the ``SearchClock`` that keeps the time budget: no evaluation
 starts that the slowest one so far says would not finish in time.
@@ -9,14 +12,104 @@ starts that the slowest one so far says would not finish in time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from squeezelab.engine.core.arguments import as_integer, count, finite_number, grid_lists
+from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core.quantizers import QuantizationConfig
 from squeezelab.engine.core.runtimes import Runtime
+from squeezelab.engine.explore.grid import weight_quantizer
 
-__all__ = ["SearchSpace", "SearchGoal", "SearchClock"]
+__all__ = ["SearchConfig", "SearchSpace", "SearchGoal", "SearchClock", "OBJECTIVES"]
+
+# The objectives a search minimises (``search_strategies._BY_OBJECTIVE`` has one strategy for each).
+OBJECTIVES = ("size", "latency")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """What ``search`` may choose and what it is held to: one value to keep, share and change with ``replace``.
+
+    ``search(model, data, config=SearchConfig(objective="latency"))`` is ``search(model, data, objective="latency")``;
+    keywords given with a config change its fields. Every value is checked when the config is made
+    (``ConfigError`` naming the field and what is allowed), so a bad one fails before any work.
+
+    Args:
+        max_accuracy_drop: allowed drop of the metric below the fp32 baseline (0.01 = 1 point), finite, >= 0.
+        objective: ``"size"`` (bytes of the compressed file) or ``"latency"`` (channel pruning, ONNX Runtime).
+        time_budget_s: wall-clock budget in seconds, finite and > 0; when spent, the best result so far is returned.
+        bits, sparsity: the values each layer may take (``bits`` only for ``"size"``): one value or a non-empty
+            list each; kept widest first and lowest first, each value once.
+        quantization: the weight quantizer whose width is chosen per layer (a name or a config; not float16).
+        runtime: None (``Simulated(coding="huffman")`` for size, ``Onnx()`` for latency), ``Int8Dynamic()`` /
+            ``Int8Static()`` (which layers stay float in real int8) or ``WeightOnly(...)``; see ``search``.
+        finetune_epochs: passes over ``train_data`` when a sparsity step is retried after fine-tuning.
+        confidence: a step is kept only if the one-sided upper bound of its drop (paired by sample, at this
+            confidence) is within budget; 0 judges the plain measured drop.
+        seed: seeds the fine-tuning.
+
+    Examples:
+        >>> SearchConfig(bits=(4, 8, 8), sparsity=0.5).bits
+        (8, 4)
+        >>> SearchConfig(objective="energy")
+        Traceback (most recent call last):
+        ...
+        squeezelab.engine.core.errors.ConfigError: SearchConfig: objective='energy'; use 'size' or 'latency'.
+    """
+
+    max_accuracy_drop: float = 0.01
+    objective: str = "size"
+    time_budget_s: float = 120.0
+    bits: int | Sequence[int] = (8, 6, 5, 4, 3, 2)
+    sparsity: float | Sequence[float] = (0.0, 0.25, 0.5, 0.7, 0.8, 0.9)
+    quantization: str | QuantizationConfig = "linear-symmetric"
+    runtime: Runtime | None = None
+    finetune_epochs: int = 1
+    confidence: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"SearchConfig: objective={self.objective!r}; use {' or '.join(map(repr, OBJECTIVES))}.")
+        if self.runtime is not None and not isinstance(self.runtime, Runtime):
+            raise ConfigError(
+                f"SearchConfig: runtime={self.runtime!r}; pass a runtime config (Int8Dynamic(), Int8Static(), "
+                "WeightOnly(...), Onnx(), Simulated(...)) or None for the objective's default."
+            )
+        checked = {
+            "max_accuracy_drop": finite_number("max_accuracy_drop", self.max_accuracy_drop, low=0, hint=" (0.01 = 1 point)"),
+            "confidence": finite_number("confidence", self.confidence, low=0, high=1, high_open=True,
+                                        hint=" (0.9 = 90% one-sided bound; 0 = plain drop)"),
+            "time_budget_s": finite_number("time_budget_s", self.time_budget_s, low=0, low_open=True, hint=" seconds"),
+            "finetune_epochs": count("finetune_epochs", self.finetune_epochs, low=1, hint=" (passes over train_data)"),
+        }
+        seed = as_integer(self.seed)
+        if seed is None:
+            raise ConfigError(f"SearchConfig: seed={self.seed!r} must be an integer.")
+        checked["seed"] = seed
+        quantizer = weight_quantizer(self.quantization, width_based=True)
+        bits, sparsity = grid_lists(self.bits, self.sparsity, layout="each")
+        for b in bits:  # every width must suit the quantizer: refused now, not after the baseline ran
+            quantizer.with_bits(b)
+        checked["bits"] = tuple(sorted(set(bits), reverse=True))
+        checked["sparsity"] = tuple(sorted(set(sparsity)))
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def space(self, train_data: Any) -> SearchSpace:
+        """The checked choices the strategies read."""
+        return SearchSpace(
+            objective=self.objective, runtime=self.runtime, bits=self.bits, sparsity=self.sparsity,  # type: ignore[arg-type]
+            quantizer=weight_quantizer(self.quantization, width_based=True), train_data=train_data,
+            finetune_epochs=self.finetune_epochs, seed=self.seed,
+        )
+
+    def goal(self, progress: bool) -> SearchGoal:
+        """The budget every strategy is held to; its clock starts now."""
+        return SearchGoal(max_accuracy_drop=self.max_accuracy_drop, confidence=self.confidence,
+                          clock=SearchClock(self.time_budget_s), progress=progress)
 
 
 @dataclass(frozen=True)

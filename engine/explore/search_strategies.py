@@ -2,7 +2,8 @@
 
 Every strategy has the same two parts: ``rounds`` (timing rounds per
 evaluation: 20 where latency is judged, 0 where it is not) and
-``run(ev, baseline, goal) -> Found``. ``strategy_for`` picks one from
+``run(ev, baseline, goal) -> SearchResult`` (what it found; ``search`` adds the
+whole search's time, the baseline row and the held-out check). ``strategy_for`` picks one from
 ``_BY_RUNTIME`` (a runtime with a search of its own) or else ``_BY_OBJECTIVE``,
 so adding an objective is adding a class and a line in that table.
 
@@ -35,8 +36,8 @@ from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, Runti
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.explore.greedy_descent import GreedyDescent, Knob, Plan
 from squeezelab.engine.explore.int8_search import search_int8
-from squeezelab.engine.explore.search_result import Found
-from squeezelab.engine.explore.search_setup import SearchGoal, SearchSpace
+from squeezelab.engine.explore.search_result import SearchResult
+from squeezelab.engine.explore.search_setup import OBJECTIVES, SearchGoal, SearchSpace
 from squeezelab.engine.explore.weight_only_search import WeightOnlySearch
 from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.measurement.point import Point
@@ -52,7 +53,7 @@ class SearchStrategy(Protocol):
 
     rounds: int
 
-    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found: ...
+    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult: ...
 
 
 class SizeSearch(GreedyDescent):
@@ -158,21 +159,19 @@ class Int8Search:
         self.model, self.space = model, space
         self.rounds = 20 if space.objective == "latency" else 0
 
-    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found:
-        result = search_int8(
+    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult:
+        return search_int8(
             self.model, ev, self.space.runtime, objective=self.space.objective,
             max_accuracy_drop=goal.max_accuracy_drop, time_budget_s=goal.clock.remaining(),
             confidence=goal.confidence, progress=goal.progress,
         )
-        return Found(recipe=result.recipe, model=result.model, row=result.row, trail=result.trail, stopped=result.stopped,
-                     details=result.details)
 
 
 # Runtimes that have a search of their own, whatever the objective (keyed by config type) ...
 _BY_RUNTIME: dict[type[Runtime], type[Int8Search]] = {Int8Dynamic: Int8Search, Int8Static: Int8Search}
-# ... and the objectives' strategies for every other runtime.
+# ... and the objectives' strategies for every other runtime: one for each of ``search_setup.OBJECTIVES``
+# (the names ``SearchConfig`` accepts; a new objective is added to both).
 _BY_OBJECTIVE: dict[str, type[GreedyDescent]] = {"size": SizeSearch, "latency": LatencySearch}
-OBJECTIVES = tuple(_BY_OBJECTIVE)
 
 
 def strategy_for(model: nn.Module, space: SearchSpace) -> SearchStrategy:

@@ -22,7 +22,7 @@ from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import WEIGHT_ONLY_BLOCK_SIZES, WeightOnly
 from squeezelab.engine.explore.evaluation import Evaluator, paired_drop_bound
 from squeezelab.engine.explore.int8_probes import fp32_export, on_export
-from squeezelab.engine.explore.search_result import Found, _row, trail_table
+from squeezelab.engine.explore.search_result import SearchResult, _row, trail_table
 from squeezelab.engine.explore.search_setup import SearchGoal
 from squeezelab.engine.measurement.point import Point
 
@@ -54,7 +54,7 @@ class WeightOnlySearch:
     def __init__(self, model: nn.Module, runtime: WeightOnly) -> None:
         self.model, self.runtime = model, runtime
 
-    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> Found:
+    def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult:
         ev = on_export(ev, fp32_export(ev))  # every candidate quantizes one export: exported (and checked) once
         rows: list[dict[str, Any]] = []
         tried: dict[str, float] = {}
@@ -76,8 +76,8 @@ class WeightOnlySearch:
         return self._found(best, best_row, rows, stopped, tried)
 
     def _found(self, recipe: Recipe, row: dict[str, Any], rows: list[dict[str, Any]], stopped: str,
-               tried: dict[str, float]) -> Found:
+               tried: dict[str, float]) -> SearchResult:
         details = {"algorithms": {"chosen": recipe.label, "tried": tried,
                                   "why": "the smallest file whose drop held the budget, most faithful method first"}}
         table = trail_table(rows, row["point"]) if rows else trail_table([row], row["point"])
-        return Found(recipe=recipe, model=self.model, row=row, trail=table, stopped=stopped, details=details)
+        return SearchResult(recipe=recipe, model=self.model, row=row, trail=table, stopped=stopped, details=details)
