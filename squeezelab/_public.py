@@ -69,10 +69,11 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
         "train.lottery": ["find_lottery_ticket"],
     },
     "squeezelab.explore": {
+        "explore.search_setup": ["SearchConfig"],
         "explore.evaluation": ["Evaluator"],
         "explore.cache": ["ResultCache"],
         "explore.sweep": ["SweepInterrupted"],
-        "explore.grid": ["grid_recipe"],
+        "explore.grid": ["Grid", "grid_recipe"],
     },
     "squeezelab.models": {
         "zoo.digits": ["DigitsCNN", "DigitsMLP", "LeNet5", "default_model"],

@@ -16,11 +16,12 @@ from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.core import choices
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
+from squeezelab.engine.explore.grid import Grid
 from squeezelab.engine.explore.sweep import grid_recipe
 
 __all__ = [
     "QUANTIZATION_CHOICES", "PRUNING_CHOICES", "RUNTIME_CHOICES", "ONNX_RUNTIME_CHOICES",
-    "BITS_RANGE", "SPARSITY_RANGE", "check_arguments", "control_recipe",
+    "BITS_RANGE", "SPARSITY_RANGE", "check_arguments", "control_recipe", "start_of",
 ]
 
 # The dropdowns' (label, value) pairs, read from the engine's one table of strings.
@@ -38,6 +39,26 @@ SPARSITY_RANGE = (0.0, 0.95)  # the sparsity slider
 def _choice(kind: choices.Kind, value: Any, options: list[tuple[str, str]]) -> str:
     """The dropdown value ``value`` names (an old spelling read as its choice); the table's error otherwise."""
     return choices.canonical_name(kind, value, allowed=[name for _, name in options], otherwise="")
+
+
+def start_of(grid: Grid) -> tuple[Any, Any, Any, Any, Any]:
+    """Where the controls start: ``(bits, sparsity, quantization, pruning, runtime)`` of a ``Grid`` with one
+    value each (bits 8 and sparsity 0 when left out); a grid of several points or with ``recipes`` is refused."""
+    if grid.recipes:
+        raise ConfigError(
+            f"Grid(recipes=...) has {len(grid.recipes)} recipe(s): the explorer starts from one position of its "
+            "controls; pass bits, sparsity, quantization, pruning and runtime (or sweep the recipes)."
+        )
+    one = {}
+    for name, default in (("bits", 8), ("sparsity", 0.0)):
+        values = getattr(grid, name)
+        if values is not None and len(values) != 1:
+            raise ConfigError(
+                f"{name}={list(values)!r}: the explorer starts at one position of its slider; pass one value "
+                f"(e.g. {name}={values[0]!r}), and sweep to measure several."
+            )
+        one[name] = default if values is None else values[0]
+    return one["bits"], one["sparsity"], grid.quantization, grid.pruning, grid.runtime
 
 
 def check_arguments(

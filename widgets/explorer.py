@@ -42,7 +42,8 @@ from typing import Any
 from squeezelab.engine.core.errors import SqueezeError
 from squeezelab.engine.core.choices import resolve as resolve_choice
 from squeezelab.engine.explore.evaluation import Evaluator, asked_sparsity, check_calibration, evaluator_settings
-from squeezelab.engine.explore.grid import not_applicable
+from squeezelab.engine.explore.grid import Grid, not_applicable
+from squeezelab.engine.explore.overrides import with_overrides
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.explore.sweep import Sweep
@@ -55,6 +56,7 @@ from squeezelab.widgets._explorer_choices import (
     SPARSITY_RANGE,
     check_arguments,
     control_recipe,
+    start_of,
 )
 from squeezelab.widgets._explorer_layers import ExplorerLink, LayerViews
 from squeezelab.widgets._labels import MetricLabels
@@ -85,23 +87,24 @@ class Explorer:
         model: the PyTorch model (never changed), or an ONNX file (ONNX Runtime choices only).
         data: held-out evaluation data, ``(inputs, targets)``: inputs a tensor, a tuple or a dict
             of tensors; targets any array, or ``None`` to measure fidelity to the uncompressed model.
-        settings: how to measure (``squeezelab.Settings``); keyword overrides change single fields.
-        metric: the metric (a ``Metric``, a callable or a name such as ``"cosine_to_baseline"``);
-            default top-1 accuracy with targets, cosine to the fp32 model without. Every axis,
-            hover text and panel of the explorer is named after it.
-        output: which model output is evaluated (a key such as ``"pooler_output"``, an index or a callable).
+        settings: how to measure (``squeezelab.Settings``; default ``Settings.for_sweeps()``).
+        grid: where the controls start (``Grid`` with one value each: ``bits`` default 8, ``sparsity`` 0,
+            ``quantization``, ``pruning``, ``runtime``); None: ``Grid()``. ``runtime`` left out is
+            ``"simulated"``; for an ONNX file, which takes ONNX Runtime's choices only (its sliders and
+            method dropdowns stay disabled), the first that applies of ``"int8-static"`` (with
+            ``calibration_data``), ``"int8-dynamic"`` (not for a CNN) and ``"float16"``.
         calibration_data: inputs that calibrate static int8, kept apart from ``data``; without them the
             ``"int8-static"`` choice is refused (``CalibrationError``, shown in the widget when picked
             later), as ``compress`` refuses it: nothing is calibrated on the samples it then scores.
-        bits, sparsity, quantization, pruning, runtime: the starting point (``runtime`` default:
-            ``"simulated"``; for an ONNX file, which takes ONNX Runtime's choices only (its sliders and
-            method dropdowns stay disabled), the first that applies of ``"int8-static"`` (with
-            ``calibration_data``), ``"int8-dynamic"`` (not for a CNN) and ``"float16"``).
         cache: as for ``sweep`` (True: ``~/.cache/squeezelab``); slider positions already
             measured by a sweep or an earlier session are drawn without recomputation.
         progress: show a progress bar while a point is measured (the status line always says).
         title: the figure's and the report's title.
-        **overrides: other ``Settings`` fields (``rounds=``, ``batch_size=``, ``threads=``; the older
+        **overrides: any ``Grid`` field (``bits=4``, ``runtime="int8-dynamic"``) on top of ``grid``, or any
+            ``Settings`` field: ``metric=`` (a ``Metric``, a callable or a name such as ``"cosine_to_baseline"``;
+            default top-1 accuracy with targets, cosine to the fp32 model without: every axis, hover text and
+            panel is named after it), ``output=`` (which model output is evaluated: a key such as
+            ``"pooler_output"``, an index or a callable), ``rounds=``, ``batch_size=``, ``threads=`` (the older
             ``latency_repeats=`` too). Timing takes 20 rounds per point by default; 0 skips it.
 
     Raises:
@@ -118,14 +121,8 @@ class Explorer:
         data: Any,
         settings: Settings | None = None,
         *,
-        metric: Any = None,
-        output: Any = None,
+        grid: Grid | None = None,
         calibration_data: Any = None,
-        bits: int = 8,
-        sparsity: float = 0.0,
-        quantization: str = "linear-symmetric",
-        pruning: str = "magnitude",
-        runtime: str | None = None,
         cache: Any = True,
         progress: bool = True,
         title: str = "squeezelab explorer",
@@ -133,13 +130,14 @@ class Explorer:
     ) -> None:
         from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
+        grid, measuring = with_overrides("Explorer", Grid, grid, overrides, given_as_settings=settings)
+        bits, sparsity, quantization, pruning, runtime = start_of(grid)
         self._onnx = is_onnx_model(model)
         if runtime is None:
             runtime = onnx_default_runtime(model, calibration_data is not None) if self._onnx else "simulated"
-        bits, sparsity, quantization, pruning, runtime = check_arguments(bits, sparsity, quantization, pruning, runtime, overrides, self._onnx)
+        bits, sparsity, quantization, pruning, runtime = check_arguments(bits, sparsity, quantization, pruning, runtime, measuring, self._onnx)
         check_calibration(resolve_choice("recipe" if self._onnx else "runtime", runtime), calibration_data)
-        overrides.update({k: v for k, v in (("metric", metric), ("output", output)) if v is not None})
-        settings = evaluator_settings(settings, overrides)  # a bad setting fails here, before the cache is touched
+        settings = evaluator_settings(settings, measuring)  # a bad setting fails here, before the cache is touched
         self.title = title
         self.evaluator = Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache)
         self.labels = MetricLabels.of(self.evaluator.metric)

@@ -1,5 +1,7 @@
 """A sweep's grid: the recipe at each (bits, sparsity) point, and the defaults that apply to the model given.
 
+``Grid`` is what a caller passes (``sweep(model, data, grid=Grid(bits=[8, 4]))``, or its fields as keywords;
+the ``Explorer`` starts at a grid's one point): one frozen value, its values checked when it is made.
 ``grid_recipe(bits, sparsity, ...)`` builds one point's recipe (the explorer builds its slider
 positions the same way, so a slider landing on a swept point is a cache hit).
 
@@ -43,7 +45,7 @@ from squeezelab.engine.pipeline.coverage import onnx_weight_elements
 from squeezelab.engine.pruning.attention import attention_modules
 
 __all__ = [
-    "grid_recipe", "weight_quantizer", "check_layer_names", "build_grid", "GridPoint",
+    "Grid", "grid_recipe", "weight_quantizer", "check_layer_names", "build_grid", "GridPoint",
     "DEFAULT_BITS", "DEFAULT_SPARSITY", "DEFAULT_ONNX_RECIPES", "NotApplicable", "default_bits",
     "not_applicable", "check_applicable", "onnx_default_recipes",
 ]
@@ -53,6 +55,62 @@ DEFAULT_SPARSITY = (0.0, 0.5, 0.75, 0.9)
 # ONNX Runtime's recipes tried on an ONNX file, by their names in ``choices.RECIPES``.
 DEFAULT_ONNX_RECIPES = ("int8-dynamic", "int8-static", "float16")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grid:
+    """Which recipes a ``sweep`` measures (every ``bits`` × ``sparsity`` pair, then ``recipes``), or where the
+    ``Explorer``'s controls start (one value each): one value to keep, share and change with ``replace``.
+
+    ``sweep(model, data, grid=Grid(bits=[8, 4]))`` is ``sweep(model, data, bits=[8, 4])``; keywords given with a
+    grid change its fields. Values are checked when the grid is made (``ConfigError`` naming the field and
+    what is allowed); whether a point can run on the model is checked by the verb, before any work.
+
+    Args:
+        bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one. None: the widths
+            the runtime stores (8, 6, 4, 3, 2 simulated; 8 for int8; 8 and 4 weight-only); the explorer: 8.
+        sparsity: fractions pruned, in [0, 1); one value means a list of one. None: 0, 0.5, 0.75, 0.9
+            (0 for an ONNX file); the explorer: 0.
+        quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``, ``"kmeans"``,
+            ``"fixed-point"``, ``"float16"``, or a config used as a template.
+        pruning: ``"magnitude"``, ``"structured"``, ``"structured-heads"``, ``"layers"`` or ``"n:m"``, or a config.
+        runtime: ``"simulated"`` (None: the default; for an ONNX file, ONNX Runtime's recipes that apply),
+            ``"simulated-huffman"``, ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"``, or a Runtime config.
+        recipes: more recipes (or one) to measure alongside the grid (a sweep only).
+
+    Examples:
+        >>> Grid(bits=4, sparsity=[0.0, 0.5]).bits
+        (4,)
+        >>> Grid(bits=[8, 4], sparsity=[])
+        Traceback (most recent call last):
+        ...
+        squeezelab.engine.core.errors.ConfigError: sparsity=[] is empty: sweep measures every bits × sparsity pair, ...
+    """
+
+    bits: int | Sequence[int] | None = None
+    sparsity: float | Sequence[float] | None = None
+    quantization: str | QuantizationConfig = "linear-symmetric"
+    pruning: str | PruningConfig = "magnitude"
+    runtime: str | Runtime | None = None
+    recipes: Recipe | Sequence[Recipe] = ()
+
+    def __post_init__(self) -> None:
+        recipes = (self.recipes,) if isinstance(self.recipes, Recipe) else _recipe_list(self.recipes)
+        object.__setattr__(self, "recipes", recipes)
+        choices.resolve("quantization", self.quantization)  # an unknown name fails now, naming the choices
+        choices.resolve("pruning", self.pruning)
+        if self.runtime is not None and not isinstance(self.runtime, (str, Runtime)):
+            raise ConfigError(f"Grid: runtime={self.runtime!r}; pass a runtime name such as 'int8-dynamic', a Runtime "
+                              "config, or None for the default.")
+        if self.bits is None and self.sparsity is None:
+            return  # the defaults that apply to the model are chosen by the verb
+        # A missing list stands in with one value here: the rule on empty lists is sweep's (grid_lists).
+        bits, sparsity = grid_lists(8 if self.bits is None else self.bits, 0.0 if self.sparsity is None else self.sparsity,
+                                    layout="product", recipes=bool(recipes))
+        if self.bits is not None:
+            object.__setattr__(self, "bits", bits)
+        if self.sparsity is not None:
+            object.__setattr__(self, "sparsity", sparsity)
 
 
 def weight_quantizer(quantization: str | QuantizationConfig, *, width_based: bool = False) -> QuantizationConfig:

@@ -1,5 +1,7 @@
 """``sweep(model, data, bits=[...], sparsity=[...]) -> Sweep``: many recipes, measured and cached.
 
+Which recipes is one ``Grid`` (``sweep(model, data, grid=Grid(bits=[8, 4]))``), or its fields as keywords.
+
 Every grid point is a ``Recipe`` built by ``grid_recipe`` (the JupyterLab
 explorer builds its slider positions the same way, so a slider landing on a
 swept point is a cache hit). Points are measured by an ``Evaluator``: already
@@ -17,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import dataclasses
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,17 +26,16 @@ from torch import nn
 
 from squeezelab.engine.core.arguments import check_executor
 from squeezelab.engine.core.errors import CacheError, SqueezeError
-from squeezelab.engine.core.recipe import Recipe
-from squeezelab.engine.core.runtimes import Int8Static, Runtime
-from squeezelab.engine.core.pruners import PruningConfig
-from squeezelab.engine.core.quantizers import QuantizationConfig
+from squeezelab.engine.core.runtimes import Int8Static
 from squeezelab.engine.explore.evaluation import Evaluator, PointTask, asked_sparsity, check_calibration, run_point
-from squeezelab.engine.explore.grid import GridPoint, NotApplicable, build_grid, check_layer_names, grid_recipe, weight_quantizer
+from squeezelab.engine.explore.grid import (Grid, GridPoint, NotApplicable, build_grid, check_layer_names, grid_recipe,
+                                            weight_quantizer)
+from squeezelab.engine.explore.overrides import with_overrides
 from squeezelab.engine.explore.pareto import SweepTable
 from squeezelab.engine.measurement.point import Point, Settings
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model
 
-__all__ = ["sweep", "Sweep", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "weight_quantizer"]
+__all__ = ["sweep", "Sweep", "Grid", "SweepInterrupted", "SweepError", "check_layer_names", "grid_recipe", "weight_quantizer"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -90,12 +90,7 @@ def sweep(
     data: Any,
     settings: Settings | None = None,
     *,
-    bits: int | Sequence[int] | None = None,
-    sparsity: float | Sequence[float] | None = None,
-    quantization: str | QuantizationConfig = "linear-symmetric",
-    pruning: str | PruningConfig = "magnitude",
-    runtime: str | Runtime | None = None,
-    recipes: Recipe | Iterable[Recipe] = (),
+    grid: Grid | None = None,
     calibration_data: Any = None,
     executor: cf.Executor | None = None,
     cache: Any = True,
@@ -110,27 +105,17 @@ def sweep(
         model: the PyTorch model (never changed), or an ONNX file (int8 / float runtimes only).
         data: evaluation data, ``(inputs, targets)`` in any form (targets ``None``: fidelity to
             the uncompressed model); held-out data, not the training set.
-        settings: how to measure (``Settings``: metric, output, timing); keyword overrides such
-            as ``metric=`` or ``rounds=`` change single fields (20 timing rounds by default).
-        bits: weight widths (2..8, 16; 32 = float weights); one width means a list of one. None:
-            the widths the runtime stores (8, 6, 4, 3, 2 simulated; 8 for int8; 8 and 4 weight-only).
-        sparsity: fractions pruned, in [0, 1); one value means a list of one. ``bits`` and
-            ``sparsity`` both need values, or both be empty when ``recipes`` gives the points.
-            None: 0, 0.5, 0.75, 0.9 (0 for an ONNX file). Left to their defaults with an ONNX file
-            and no ``runtime``, the three give no grid: ONNX Runtime's recipes that apply are measured
-            instead (``engine.explore.grid``), and ``Sweep.left_out`` says what was left out and why.
-        quantization: ``"linear-symmetric"``, ``"linear-affine"``, ``"linear-pertensor"``,
-            ``"kmeans"``, ``"fixed-point"``, ``"float16"``, or a config used as a template.
-        pruning: ``"magnitude"``, ``"structured"`` (channels and neurons removed), ``"structured-heads"``
-            (attention heads too), ``"layers"`` (whole blocks removed) or ``"n:m"``, or a config.
-        runtime: ``"simulated"`` (the default; packed codes: pruning does not shrink the file),
-            ``"simulated-huffman"`` (Deep-Compression coding: zeros and frequent codes cost
-            less), ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"`` (ONNX Runtime's
-            4/8-bit ``MatMulNBits``: bits 4 and 8), or a Runtime config. The names of these three
-            arguments, and the old spellings still read, are ``squeezelab.engine.core.choices``'s table.
-        recipes: more recipes (or one) to measure alongside the grid. A point asked for (by these
-            arguments or in ``recipes``) that cannot run on the model (dynamic int8 on a CNN, simulated
-            widths of an ONNX file) is refused before any work.
+        settings: how to measure (``Settings``: metric, output, timing; default ``Settings.for_sweeps()``,
+            20 timing rounds), the third argument of every verb that measures.
+        grid: which recipes (``Grid``: ``bits``, ``sparsity``, ``quantization``, ``pruning``, ``runtime``,
+            ``recipes``); None: ``Grid()``, the widths and sparsities that apply to the model. Left to their
+            defaults with an ONNX file and no ``runtime``, ``bits`` and ``sparsity`` give no grid: ONNX Runtime's
+            recipes that apply are measured instead (``engine.explore.grid``), and ``Sweep.left_out`` says what
+            was left out and why. A point asked for that cannot run on the model (dynamic int8 on a CNN,
+            simulated widths of an ONNX file) is refused before any work.
+        **overrides: any ``Grid`` field (``bits=[8, 4]``, ``runtime="int8-dynamic"``, ...) applied on top of
+            ``grid``, or any ``Settings`` field (``metric=``, ``rounds=``, ...) applied on top of ``settings``;
+            another keyword is a ``ConfigError`` that names both lists.
         calibration_data: inputs that calibrate static int8 (``runtime="int8-static"``, ``Int8Static``
             recipes), kept apart from ``data``; without them such points are refused before any work
             (``CalibrationError``): a sweep never calibrates on the samples it scores.
@@ -149,18 +134,19 @@ def sweep(
             stored (disk full): ``.sweep`` then holds the points finished so far.
         SweepError: some points failed; ``.sweep`` holds the others.
     """
+    grid, measuring = with_overrides("sweep", Grid, grid, overrides, given_as_settings=settings)
     calibrated = (calibration_data if evaluator is None else evaluator.calibration) is not None
-    grid, left_out = build_grid(_check_target(model, evaluator), bits, sparsity, recipes, quantization, pruning, runtime,
-                           calibrated=calibrated)
+    points, left_out = build_grid(_check_target(model, evaluator), grid.bits, grid.sparsity, grid.recipes,
+                                  grid.quantization, grid.pruning, grid.runtime, calibrated=calibrated)
     check_executor(executor)
     if evaluator is None:  # before the cache folder is made
-        for recipe, _ in grid:
+        for recipe, _ in points:
             check_calibration(recipe, calibration_data)
-    ev = evaluator or Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache, **overrides)
-    for recipe, _ in grid:  # a misspelt layer name or missing calibration fails now, not after the other points ran
+    ev = evaluator or Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache, **measuring)
+    for recipe, _ in points:  # a misspelt layer name or missing calibration fails now, not after the other points ran
         check_layer_names(ev.model, recipe)
         ev.check_calibration(recipe)
-    return _SweepRun(ev, grid, _RunOptions(executor=executor, deadline=deadline, progress=progress), left_out).run()
+    return _SweepRun(ev, points, _RunOptions(executor=executor, deadline=deadline, progress=progress), left_out).run()
 
 
 @dataclass(frozen=True)

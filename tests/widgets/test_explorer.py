@@ -10,6 +10,8 @@ import pytest
 pytest.importorskip("ipywidgets")  # the [widgets] extra; the dev set-up installs it
 pytest.importorskip("plotly")
 
+from squeezelab.engine.core.recipe import Recipe  # noqa: E402
+from squeezelab.engine.explore.grid import Grid  # noqa: E402
 from squeezelab.engine.explore.sweep import grid_recipe, sweep  # noqa: E402
 from squeezelab.widgets import Explorer  # noqa: E402
 from squeezelab.widgets.tradeoff import traces_by_role  # noqa: E402
@@ -199,6 +201,18 @@ def test_swept_points_are_cache_hits(digits_cnn, tmp_path, monkeypatch):
         ex.close()
 
 
+def test_the_controls_start_where_the_grid_says(digits_cnn, tmp_path):
+    model, split = digits_cnn
+    ex = Explorer(model, split.test, grid=Grid(bits=4, sparsity=0.25, quantization="kmeans"), cache=tmp_path,
+                  progress=False, rounds=0)
+    try:
+        ex.wait()
+        assert (ex.bits_slider.value, ex.sparsity_slider.value, ex.quantization.value) == (4, 0.25, "kmeans")
+        assert ex.current_point.recipe == grid_recipe(4, 0.25, quantization="kmeans").to_dict()
+    finally:
+        ex.close()
+
+
 def test_explorer_leaves_model_and_data_alone_and_closes(digits_cnn, tmp_path):
     import ipywidgets as w
 
@@ -262,14 +276,17 @@ def test_save_report_writes_the_explored_points(explorer, tmp_path):
         (dict(runtime="tensorrt"), r"runtime='tensorrt'; use one of 'simulated', 'simulated-huffman', 'int8-dynamic', 'int8-static'"),
         (dict(bits=1), r"bits=1 is outside the bit-width slider's range 2..8; pass one of \[2, 3, 4, 5, 6, 7, 8\]"),
         (dict(bits=16), r"bits=16 is outside the bit-width slider's range 2..8"),
-        (dict(bits="8"), r"bits='8' is not allowed"),
+        (dict(bits="8"), r"bits=.8. is not a number or a list of numbers"),
         (dict(sparsity=0.99), r"sparsity=0.99 is outside the sparsity slider's range 0..0.95"),
+        (dict(grid=Grid(bits=[8, 4])), r"bits=\[8, 4\]: the explorer starts at one position of its slider; pass one value"),
+        (dict(grid=Grid(recipes=[Recipe()])), r"Grid\(recipes=...\) has 1 recipe\(s\): the explorer starts from one position"),
+        (dict(grid=Grid(bits=3), bits=9), r"bits=9 is outside the bit-width slider's range 2..8"),
         (dict(sparsity=float("nan")), r"sparsity=nan must be a number in \[0, 1\)"),
         (dict(latency_repeats=-1), r"latency_repeats=-1 is not allowed: it must be an integer >= 0"),
         (dict(latency_repeats=2.5), r"latency_repeats=2.5 is not allowed"),
         (dict(rounds=-2), r"rounds=-2 is not allowed: it must be an integer >= 0"),
         (dict(metric="cosinus"), r"metric='cosinus'; use one of .*cosine_to_baseline"),
-        (dict(batch_sise=4), r"unknown setting\(s\) \['batch_sise'\]; settings are .*'batch_size'"),
+        (dict(batch_sise=4), r"Explorer got unknown keyword\(s\) \[.batch_sise.\]: Grid.s fields are .*; Settings. \(how to measure\) are .*.batch_size."),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_is_measured(digits_cnn, tmp_path, monkeypatch, kwargs, message):
