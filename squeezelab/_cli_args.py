@@ -15,7 +15,7 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-__all__ = ["OneLineParser", "checked", "positive_int", "port_number", "batch_sizes", "output_folder", "fail", "cli_words", "CLI_WORDS"]
+__all__ = ["OneLineParser", "checked", "positive_int", "timing", "port_number", "batch_sizes", "output_folder", "fail", "cli_words", "CLI_WORDS"]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -82,6 +82,13 @@ def positive_int(text: str) -> int:
     """An integer >= 1 (rounds, threads)."""
     return checked(text, int, lambda v: v >= 1, unreadable="{text} is not an integer; pass a whole number >= 1",
                    refused="{value} is not allowed; pass a whole number >= 1")
+
+
+def timing(args: argparse.Namespace) -> dict[str, int]:
+    """The timing options given on the command line (``--rounds``, ``--batch-size``, ``--threads``) as keyword
+    overrides of ``Settings``; one left out is not passed, so the API's default applies (``Settings`` for
+    ``compress`` and ``demo``, ``Settings.for_sweeps()`` for ``sweep``): the CLI keeps no defaults of its own."""
+    return {name: value for name in ("rounds", "batch_size", "threads") if (value := getattr(args, name, None)) is not None}
 
 
 def port_number(text: str) -> int:

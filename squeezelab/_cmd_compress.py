@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squeezelab._cli_args import timing
 from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["run_compress", "check_output_path", "needs_calibration"]
@@ -71,7 +72,7 @@ def run_compress(args: argparse.Namespace) -> int:
         bar.update()
         if data is not None:
             pair = sl.measure_pair(model, result, data, example_inputs=example, output=args.output_key,
-                                   rounds=args.rounds, batch_size=args.batch_size, threads=args.threads)
+                                   **timing(args))
             bar.update()
     print(f"saved {saved}: {result.recipe.label}, {result.size_bytes:,} bytes, {result.kind}; its recipe in {saved.name}.json",
           file=shown)

@@ -15,6 +15,8 @@ import json
 import os
 from pathlib import Path
 
+from squeezelab._cli_args import timing
+
 __all__ = ["demo_recipes", "run_demo", "speed_lines"]
 
 
@@ -129,7 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
         sl.compress(model, r, example_inputs=split.x_test[:1], calibration_data=split.x_train[:512])
         for r in recipes
     ]
-    points = compare_points(results, split.test, batch_sizes=args.batch_sizes, rounds=args.rounds, threads=args.threads)
+    points = compare_points(results, split.test, batch_sizes=args.batch_sizes, **timing(args))
     table = comparison_table(points)
     print()
     print(format_table(table))

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from squeezelab._cli_args import timing
 from squeezelab.engine.core.errors import ConfigError
 
 __all__ = ["run_sweep", "run_report", "CLI_BITS", "CLI_SPARSITY"]
@@ -92,7 +93,7 @@ def _measured(args: argparse.Namespace) -> Any:
     return sl.sweep(
         model, data, bits=bits, sparsity=sparsity, quantization=args.quantization, pruning=args.pruning,
         runtime=None if args.model.is_onnx else args.runtime, recipes=recipes, calibration_data=calibration, cache=cache, progress=progress,
-        rounds=args.rounds, batch_size=args.batch_size, threads=args.threads, output=args.output_key,
+        output=args.output_key, **timing(args),
     )
 
 

@@ -59,10 +59,11 @@ def _add_demo(sub) -> None:
     demo.add_argument("--model", choices=["cnn", "mlp"], default="cnn", help="which built-in digits model")
     demo.add_argument("--out", type=output_folder, default="squeezelab-demo",
                       help="folder for the report, the figures and the int8 model (created if missing)")
-    demo.add_argument("--rounds", type=positive_int, default=30, help="interleaved timing rounds per batch size")
+    demo.add_argument("--rounds", type=positive_int, default=None,
+                      help="interleaved timing rounds per batch size (default: the API's, squeezelab.Settings().rounds)")
     demo.add_argument("--batch-sizes", type=batch_sizes, default="1,256",
                       help="comma-separated latency batch sizes, e.g. 1,256")
-    demo.add_argument("--threads", type=positive_int, default=1, help="intra-op threads for timing")
+    demo.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
 
 
 def _add_lab(sub) -> None:
@@ -94,10 +95,18 @@ def _add_model_options(parser: argparse.ArgumentParser, *, model: bool = True) -
                         help="which model output is evaluated and exported, e.g. pooler_output; None: the first tensor")
 
 
-def _add_timing_options(parser: argparse.ArgumentParser, rounds: int) -> None:
-    parser.add_argument("--rounds", type=positive_int, default=rounds, help="interleaved timing rounds")
-    parser.add_argument("--batch-size", type=positive_int, default=1, help="latency batch size")
-    parser.add_argument("--threads", type=positive_int, default=1, help="intra-op threads for timing")
+# The timing options default to None: the API's defaults apply (squeezelab.Settings, read where the command measures),
+# so the command line and the API never disagree on how many rounds or threads.
+_THREADS_HELP = ("intra-op threads for timing (default: the API's, squeezelab.Settings().threads: one thread, the "
+                 "steadiest timings and ratios that hold on a busy machine)")
+
+
+def _add_timing_options(parser: argparse.ArgumentParser, rounds_default: str) -> None:
+    parser.add_argument("--rounds", type=positive_int, default=None,
+                        help=f"interleaved timing rounds (default: the API's, {rounds_default})")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="latency batch size (default: the API's, squeezelab.Settings().batch_size)")
+    parser.add_argument("--threads", type=positive_int, default=None, help=_THREADS_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
 
 
@@ -121,7 +130,7 @@ def _add_compress(sub) -> None:
                    help="a float32 example batch's shape for a factory without --data/--calibration, e.g. 1,1,8,8")
     p.add_argument("--json", type=json_target, default=None,
                    help="write the measured figures (Point.to_row() of baseline and result) as JSON to this file, or - for stdout")
-    _add_timing_options(p, rounds=20)
+    _add_timing_options(p, "squeezelab.Settings().rounds, as measure_pair")
 
 
 def _add_grid_options(p: argparse.ArgumentParser) -> None:
@@ -144,7 +153,7 @@ def _add_grid_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=output_folder, default=None,
                    help="cache folder for measured points (None: ~/.cache/squeezelab or $SQUEEZELAB_CACHE)")
     p.add_argument("--no-cache", action="store_true", help="measure every point again, store nothing")
-    _add_timing_options(p, rounds=20)
+    _add_timing_options(p, "squeezelab.Settings.for_sweeps().rounds, as sweep")
 
 
 def _add_sweep_and_report(sub) -> None:

@@ -256,3 +256,19 @@ def test_every_api_fix_in_an_error_message_has_its_cli_words():
             if api.search(line) and '"' in line and not line.lstrip().startswith(("#", ">>>", "def ")) and api.search(cli_words(line)):
                 untranslated.append(f"{source.relative_to(root)}:{number}: {line.strip()}")
     assert untranslated == []
+
+
+def test_timing_options_left_out_take_the_apis_defaults_from_settings(tmp_path):
+    """The CLI keeps no rounds or threads of its own: options left out are not passed, so the API's Settings apply."""
+    from squeezelab._cli_args import timing
+    from squeezelab.engine.measurement.point import Settings
+
+    (tmp_path / "d.npz").write_bytes(b"")
+    (tmp_path / "m.onnx").write_bytes(b"")
+    parser = cli.build_parser()
+    for argv in (["demo"], ["sweep", str(tmp_path / "m.onnx"), "--data", str(tmp_path / "d.npz")]):
+        args = parser.parse_args(argv)
+        assert (args.rounds, args.threads) == (None, None) and timing(args) == {}
+    given = parser.parse_args(["demo", "--rounds", "7", "--threads", "2"])
+    assert timing(given) == {"rounds": 7, "threads": 2}
+    assert Settings().threads == 1 and Settings.for_sweeps().rounds == 20  # what sweep and demo then use
