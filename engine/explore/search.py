@@ -39,12 +39,14 @@ from typing import Any
 
 from torch import nn
 
-from squeezelab.engine.explore.evaluation import Evaluator, check_calibration
+from squeezelab.engine.core.errors import ConfigError
+from squeezelab.engine.explore.evaluation import Evaluator, check_calibration, evaluator_settings
 from squeezelab.engine.explore.overrides import with_overrides
 from squeezelab.engine.explore.search_result import SearchResult, _row
 from squeezelab.engine.explore.search_setup import SearchConfig
 from squeezelab.engine.explore.search_strategies import strategy_for
 from squeezelab.engine.measurement.point import Settings
+from squeezelab.engine.measurement.stats import min_rounds
 
 __all__ = ["search", "SearchConfig"]
 
@@ -104,8 +106,16 @@ def search(
     goal = config.goal(progress)
     strategy = strategy_for(model, config.space(train_data))
     check_calibration(config.runtime, calibration_data)  # static int8 without calibration_data: refused before any work
-    ev = Evaluator(model, data, settings, calibration_data=calibration_data, cache=cache,
-                   **{**measuring, "rounds": strategy.rounds})
+    if not strategy.timed:  # size is judged without timing: no rounds, whatever the settings say
+        measuring = {**measuring, "rounds": 0}
+    measured = evaluator_settings(settings, measuring)  # a bad setting fails here, before the cache is touched
+    if strategy.timed and measured.rounds == 0:  # (fewer than min_rounds give a median speedup, without interval)
+        raise ConfigError(
+            f"objective='latency' ranks points by their measured speedup; rounds=0 times nothing. Leave rounds= out "
+            f"(Settings.for_sweeps(): {Settings.for_sweeps().rounds}) or pass at least {min_rounds(measured.confidence)} "
+            "for an interval."
+        )
+    ev = Evaluator(model, data, measured, calibration_data=calibration_data, cache=cache)
     baseline = ev.baseline()
     found = strategy.run(ev, baseline, goal)
     return found.with_context(

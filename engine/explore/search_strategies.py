@@ -1,7 +1,7 @@
 """The strategies ``search`` runs: one small class per objective (and one for the int8 runtimes).
 
-Every strategy has the same two parts: ``rounds`` (timing rounds per
-evaluation: 20 where latency is judged, 0 where it is not) and
+Every strategy has the same two parts: ``timed`` (whether latency is judged: its evaluations
+then take the settings' timing rounds, ``Settings.for_sweeps()``'s unless the caller says; otherwise none) and
 ``run(ev, baseline, goal) -> SearchResult`` (what it found; ``search`` adds the
 whole search's time, the baseline row and the held-out check). ``strategy_for`` picks one from
 ``_BY_RUNTIME`` (a runtime with a search of its own) or else ``_BY_OBJECTIVE``,
@@ -51,7 +51,7 @@ __all__ = ["SearchStrategy", "strategy_for", "OBJECTIVES", "SizeSearch", "Latenc
 class SearchStrategy(Protocol):
     """What ``search`` asks of a strategy (see the module docstring)."""
 
-    rounds: int
+    timed: bool
 
     def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult: ...
 
@@ -59,7 +59,7 @@ class SearchStrategy(Protocol):
 class SizeSearch(GreedyDescent):
     """Per-layer widths and sparsities of a simulated quantizer, in the smallest file within the budget."""
 
-    rounds = 0  # size needs no timing
+    timed = False  # size needs no timing
 
     def __init__(self, model: nn.Module, space: SearchSpace) -> None:
         super().__init__(model, space, space.runtime or Simulated(coding="huffman"))
@@ -103,7 +103,7 @@ class SizeSearch(GreedyDescent):
 class LatencySearch(GreedyDescent):
     """Channels (or attention heads) physically removed per group, fastest in ONNX Runtime within the budget."""
 
-    rounds = 20  # every point timed against fp32 in the same rounds
+    timed = True  # every point timed against fp32 in the same rounds
 
     def __init__(self, model: nn.Module, space: SearchSpace) -> None:
         if not any(s < 0.95 for s in space.sparsity):
@@ -157,7 +157,7 @@ class Int8Search:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"search needs the PyTorch model (it keeps named layers float); got {type(model).__name__}.")
         self.model, self.space = model, space
-        self.rounds = 20 if space.objective == "latency" else 0
+        self.timed = space.objective == "latency"
 
     def run(self, ev: Evaluator, baseline: Point, goal: SearchGoal) -> SearchResult:
         return search_int8(

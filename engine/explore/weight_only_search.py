@@ -49,7 +49,7 @@ def _compute(runtime: WeightOnly, method: str) -> str | None:
 class WeightOnlySearch:
     """The weight-only size search (see the module docstring) behind the strategy interface."""
 
-    rounds = 0  # size needs no timing
+    timed = False  # size needs no timing
 
     def __init__(self, model: nn.Module, runtime: WeightOnly) -> None:
         self.model, self.runtime = model, runtime

@@ -62,6 +62,8 @@ def test_overrides_change_the_config_fields_and_pass_the_settings_on():
          r"sweep got unknown keyword\(s\) \['bit'\]: Grid's fields are \['bits', "),
         (lambda m, d, c: sl.sweep(m, d, grid=Grid(bits=4), cache=c, progress=False, sparsity=[1.5]),
          r"sparsity=1.5 must be"),
+        (lambda m, d, c: sl.search(m, d, objective="latency", rounds=0, cache=c, progress=False),
+         r"objective='latency' ranks points by their measured speedup; rounds=0 times nothing. Leave rounds= out"),
     ],
 )
 def test_bad_configs_and_keywords_are_refused_before_any_work(small, tmp_path, call, message):
@@ -85,6 +87,7 @@ def test_a_config_and_its_fields_as_keywords_give_the_same_search(small, tmp_pat
     assert tighter.row["drop"] <= 0.0 + 1e-12
     assert by_config.point is by_config.row["point"] and by_config.baseline["move"] == "fp32 baseline"
     assert by_config.elapsed_s > 0
+    assert by_config.point.latency_ms is None  # size is judged without timing, whatever the settings say
 
 
 def test_a_strategy_answer_is_a_search_result_that_search_completes(small):
