@@ -305,9 +305,22 @@ def _steps_html(table: pd.DataFrame, current: int | None) -> str:
     details = table["details"].iloc[current]
     steps = details.get("transforms") if isinstance(details, dict) else None
     if not steps:
-        return ""
+        return _stages_html(details)
     return (f'<p class="meta">Fidelity steps applied before quantizing: <b>{html.escape(", ".join(steps["applied"]))}</b> '
-            f'({html.escape(steps.get("why", ""))}).</p>')
+            f'({html.escape(steps.get("why", ""))}).</p>') + _stages_html(details)
+
+
+def _stages_html(details: Any) -> str:
+    """What compressing the chosen row cost, stage by stage (``details["stages"]``: wall time, peak resident memory)."""
+    stages = details.get("stages") if isinstance(details, dict) else None
+    if not stages:
+        return ""
+    total = sum(row["wall_s"] for row in stages if "." not in row["stage"])  # nested stages are inside their parent
+    rows = "".join(f"<tr><td>{html.escape(str(row['stage']))}</td><td>{row['wall_s']:.2f} s</td>"
+                   f"<td>{row['peak_rss_bytes'] / 1e9:.2f} GB</td></tr>" for row in stages)
+    return (f'<details class="meta"><summary>Compressing it took {total:.1f} s, peak resident memory '
+            f'{details.get("peak_rss_bytes", 0) / 1e9:.2f} GB: by stage</summary><table><tr><th>stage</th><th>wall</th>'
+            f"<th>peak resident</th></tr>{rows}</table></details>")
 
 
 def _recipe_section(recipe: Recipe | None, current: int | None, rule: str | None, steps: str = "") -> str:

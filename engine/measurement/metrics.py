@@ -136,6 +136,8 @@ def point_of(
     steps = c.details.get("transforms") or {}
     if steps.get("applied"):  # the fidelity steps compress applied (a recipe's transforms=None: its default), and why
         details["transforms"] = {"applied": [step["step"] for step in steps["applied"]], "why": steps.get("why", "")}
+    if c.details.get("stages"):  # what compressing it cost, stage by stage (wall time, peak memory): the report shows it
+        details.update({k: c.details[k] for k in ("stages", "peak_rss_bytes", "memory") if k in c.details})
     timing = active_timer().describe() if latency else None
     if timing is not None:
         details["timing"] = timing

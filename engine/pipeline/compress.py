@@ -1,6 +1,7 @@
 """``compress(model, recipe)``: prune, quantize, export — on a copy, checked before the slow work.
 
-The caller's model is deep-copied first and never changed. Everything that
+The caller's model is deep-copied first and never changed (past 1 GiB of weights, when
+nothing will change them, the copy's tensors are the caller's: ``_private_copy``). Everything that
 can be checked cheaply (the model's weights, the example inputs and output,
 calibration data, the recipe) is checked before any slow work starts, so a
 mistake costs seconds, not a finished calibration.
@@ -12,6 +13,7 @@ float16, int8 dynamic and static) and everything measured on them.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.arguments import as_integer
-from squeezelab.engine.core.copying import copy_model
+from squeezelab.engine.core.copying import copy_model, own_class
 from squeezelab.engine.pipeline.artifact import class_path, pack_encoded
 from squeezelab.engine.pipeline.compressed import Compressed
 from squeezelab.engine.pipeline.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
@@ -34,7 +36,11 @@ from squeezelab.engine.core.errors import (
     ModelError,
     SqueezeError,
 )
-from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx
+from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx, tensor_bytes
+from squeezelab.engine.runtime.size_limit import current_file_threshold
+from squeezelab.engine.runtime.external_data import is_file_model
+from squeezelab.engine.quantization.transforms import default_transforms
+from squeezelab.engine.pruning.masks import weight_mask
 from squeezelab.engine.runtime.stages import is_recording, recording, stage
 from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.runtime.export_check import check_export
@@ -289,7 +295,7 @@ def _checked_copy(
     """Everything checked before slow work, on ``compress``'s own copy of the model."""
     check_model(model)
     example = example_batch(example_inputs)
-    work = copy_model(model).eval()
+    work = _private_copy(model, recipe, calibration_data)
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     if data is not None:
         check_input_names(work, data[0], data[1])  # before the example (often the data's first row) is run
@@ -305,6 +311,26 @@ def _checked_copy(
     feeds = _calibration_feeds(calibration, spec) if calibrated else None
     steps, steps_why = resolve_transforms(work, recipe, calibration)  # refused now if they lack calibration data
     return work, example, raw, spec, measured, calibration, feeds, steps, steps_why
+
+
+def _private_copy(model: nn.Module, recipe: Recipe, calibration_data: Any) -> nn.Module:
+    """``compress``'s own copy of ``model``, in eval mode.
+
+    Past the file threshold (1 GiB: BERT-large), when nothing will change the copy's weights (no pruning, no
+    fidelity step, no pruning mask to bake), the copy's modules are its own and its tensors are the caller's:
+    BERT-large's second 1.34 GB was held from the first check to the end for nothing. Neither is changed.
+    """
+    given = calibration_data is not None and not (
+        isinstance(calibration_data, (list, tuple, np.ndarray, torch.Tensor)) and len(calibration_data) == 0)
+    steps = recipe.transforms if recipe.transforms is not None else default_transforms(model, recipe.runtime, given)[0]
+    unchanged = recipe.pruning is None and not steps and not any(weight_mask(m) is not None for m in model.modules())
+    if not unchanged or tensor_bytes(model) <= current_file_threshold():
+        return copy_model(model).eval()
+    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # deepcopy returns these as they are
+    out = copy.deepcopy(model, shared)
+    for module in out.modules():
+        own_class(module)
+    return out.eval()
 
 
 def _positional_call(module: nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -400,6 +426,8 @@ def _checked_result(
         result.predict(example)
     except Exception as exc:
         raise ExportError(f"the {recipe.label} ONNX model does not run in ONNX Runtime on the CPU: {exc}") from exc
+    if is_file_model(onnx_bytes):  # its session holds all its weights: made again when the caller runs it
+        result.close_sessions()
     return result
 
 

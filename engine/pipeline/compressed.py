@@ -186,6 +186,10 @@ class Compressed:
             self._sessions[key] = session
         return self._sessions[key]
 
+    def close_sessions(self) -> None:
+        """Forget the cached ONNX Runtime sessions (each holds the model's weights); ``session`` makes them again."""
+        self._sessions.clear()
+
     def placement(self, providers: Sequence[str | tuple[str, dict]] | None = None) -> Placement:
         """Which provider runs each node, read from a profiled run on the example inputs."""
         if self.onnx_bytes is None:

@@ -24,8 +24,8 @@ from torch import nn
 
 from squeezelab.engine.core.errors import ConfigError, ExportError, UnexportableLayerError
 from squeezelab.engine.core.inputs import BATCH, SEQUENCE, Inputs, InputSpec
-from squeezelab.engine.runtime.external_data import OnnxFile, as_file
-from squeezelab.engine.runtime.size_limit import current_limit
+from squeezelab.engine.runtime.external_data import OnnxFile, gathered
+from squeezelab.engine.runtime.size_limit import current_file_threshold
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "tensor_bytes"]
 
@@ -146,12 +146,13 @@ def _export_noting(
 
 def _as_large(path: Path) -> OnnxFile:
     """The export in ``path`` (its weights in it or beside it) as an ``OnnxFile`` in a working folder:
-    the same graph as the bytes path gives (empty trailing inputs dropped), its weights in one data file."""
+    the same graph as the bytes path gives (empty trailing inputs dropped), its weights in one data file,
+    copied tensor by tensor (never the whole model in memory: torch writes one file per weight past 2 GB)."""
     import onnx
 
-    proto = onnx.load(str(path))
+    proto = onnx.load(str(path), load_external_data=False)
     _drop_empty_trailing_inputs(proto)
-    return as_file(proto)
+    return gathered(proto, path.parent)
 
 
 def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:
@@ -241,7 +242,7 @@ def export_onnx(
 
     ``output_rank``, when given, is the rank of the model's output on ``example`` (saves a forward pass).
 
-    A model whose tensors are past ONNX's 2 GB protobuf limit (``size_limit.current_limit()``) comes back
+    A model whose tensors are past ``size_limit.current_file_threshold()`` (1 GiB; ONNX's protobuf limit is 2 GB) comes back
     as an ``OnnxFile`` (``engine.runtime.external_data``): the ``.onnx`` file's bytes, its weights in one
     data file beside it in a working folder.
 
@@ -251,7 +252,7 @@ def export_onnx(
     """
     if exporter not in ("torchscript", "dynamo"):
         raise ConfigError(f"exporter={exporter!r}; use 'torchscript' or 'dynamo'.")
-    large = tensor_bytes(model) > current_limit()
+    large = tensor_bytes(model) > current_file_threshold()
     was_training = model.training
     model.eval()
     try:

@@ -21,9 +21,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from squeezelab.engine.runtime.size_limit import current_file_threshold, current_limit
+
 __all__ = ["OnnxFile", "is_file_model", "load_proto", "same_form", "write_external", "working_folder",
-           "session_source", "model_size", "weights_folder", "write_model", "read_model", "model_sha256",
-           "external_locations"]
+           "session_source", "whole_if_it_fits", "model_size", "weights_folder", "write_model", "read_model", "model_sha256",
+           "external_locations", "gathered"]
 
 DATA_SUFFIX = ".data"  # the data file beside ``model.onnx`` is ``model.onnx.data``
 _THRESHOLD = 1024  # bytes: as ONNX's default, smaller tensors (shape constants, scalars) stay in the graph
@@ -76,6 +78,12 @@ def external_locations(model: bytes) -> list[str]:
     return list(found)
 
 
+def _initializers(proto: Any) -> Any:
+    from onnx.external_data_helper import _get_initializer_tensors
+
+    return _get_initializer_tensors(proto)
+
+
 def _all_tensors(proto: Any) -> Any:
     from onnx.external_data_helper import _get_all_tensors
 
@@ -99,9 +107,14 @@ def load_proto(model: bytes, *, weights: bool = True) -> Any:
     """The ``ModelProto`` of ONNX bytes or of an ``OnnxFile`` (its weights loaded unless ``weights=False``)."""
     import onnx
 
-    if is_file_model(model):
-        return onnx.load(str(model.path), load_external_data=weights)
-    return onnx.load_from_string(bytes(model))
+    if not is_file_model(model):
+        return onnx.load_from_string(bytes(model))
+    proto = onnx.load(str(model.path), load_external_data=weights)
+    if weights:  # as it was before it was written: ONNX leaves data_location=DEFAULT set, which would serialise
+        for tensor in _all_tensors(proto):
+            if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.DEFAULT:
+                tensor.ClearField("data_location")
+    return proto
 
 
 def write_external(proto: Any, path: Path) -> None:
@@ -123,10 +136,58 @@ def as_file(proto: Any, name: str = "model.onnx") -> OnnxFile:
     return OnnxFile(path, keep)
 
 
+def gathered(graph: Any, folder: Path, name: str = "model.onnx") -> OnnxFile:
+    """``graph`` (loaded without its external data, which lies in ``folder``) written to a new working folder with
+    every tensor of 1 kB and more in one data file, read and written one tensor at a time: what ``as_file`` gives
+    for the loaded model, without holding all its weights at once."""
+    import onnx
+
+    keep = working_folder()
+    path = Path(keep.name) / name
+    location = path.name + DATA_SUFFIX
+    with open(path.with_name(location), "wb") as data:
+        for tensor in _initializers(graph):  # as ONNX's save_model: tensors inside node attributes stay in the graph
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                info = {entry.key: entry.value for entry in tensor.external_data}
+                with open(folder / info["location"], "rb") as f:
+                    f.seek(int(info.get("offset", 0)))
+                    raw = f.read(int(info["length"])) if "length" in info else f.read()
+            elif tensor.HasField("raw_data") and len(tensor.raw_data) >= _THRESHOLD:
+                raw = tensor.raw_data
+            else:
+                continue
+            offset = data.tell()
+            data.write(raw)
+            tensor.ClearField("raw_data")
+            del tensor.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry = tensor.external_data.add()  # as ONNX's set_external_data writes them
+                entry.key, entry.value = key, value
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del raw
+    path.write_bytes(graph.SerializeToString())
+    return OnnxFile(path, keep)
+
+
 def same_form(source: bytes, proto: Any) -> bytes:
-    """A model made from ``source``, in ``source``'s form: an ``OnnxFile`` in a new working folder when
-    ``source`` is one, else serialised bytes."""
-    return as_file(proto) if is_file_model(source) else proto.SerializeToString()
+    """A model made from ``source``: an ``OnnxFile`` in a new working folder when ``source`` is one and the
+    new model's weights are still past the file threshold, else serialised bytes (a 4-bit model of a 1.3 GB
+    one is bytes again)."""
+    large = is_file_model(source) and weight_bytes(proto) > current_file_threshold()
+    return as_file(proto) if large else proto.SerializeToString()
+
+
+def weight_bytes(proto: Any) -> int:
+    """Bytes of a loaded model's initializers."""
+    return sum(len(t.raw_data) for t in proto.graph.initializer)
+
+
+def whole_if_it_fits(model: bytes) -> bytes:
+    """``model`` as one self-contained protobuf when it fits the protobuf limit (for the steps that need one),
+    else as it is."""
+    if is_file_model(model) and model_size(model) <= current_limit():
+        return load_proto(model).SerializeToString()
+    return model
 
 
 def session_source(model: bytes) -> bytes | str:

@@ -17,7 +17,7 @@ from typing import Any
 from squeezelab.engine.core.errors import ConfigError, ModelError
 from squeezelab.engine.core.inputs import InputSpec
 from squeezelab.engine.runtime.external_data import OnnxFile, as_file
-from squeezelab.engine.runtime.size_limit import current_limit
+from squeezelab.engine.runtime.size_limit import current_file_threshold
 
 __all__ = ["is_onnx_model", "load_onnx_model", "spec_of_graph", "select_graph_output", "graph_output_names"]
 
@@ -34,7 +34,7 @@ def is_onnx_model(model: Any) -> bool:
 def load_onnx_model(source: Any) -> tuple[bytes, str]:
     """The model's bytes (external data embedded) and a label naming where it came from.
 
-    A model past the protobuf limit (``size_limit.current_limit()``) is an ``OnnxFile`` instead: a path is
+    A model past the protobuf limit (``size_limit.current_file_threshold()``) is an ``OnnxFile`` instead: a path is
     read in place (its weights beside it, never written to), a ``ModelProto`` is written to a working folder.
     """
     import onnx
@@ -48,7 +48,7 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
             raise ModelError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}).") from exc
         label = path.name
-        if _tensor_bytes(graph, path.parent) > current_limit():  # read in place, its weights beside it
+        if _tensor_bytes(graph, path.parent) > current_file_threshold():  # read in place, its weights beside it
             return _checked_file(path, graph, label), label
         proto = onnx.load(str(path))  # pulls a .onnx.data file beside it back in
     elif isinstance(source, (bytes, bytearray)):
@@ -59,7 +59,7 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         label = "onnx bytes"
     else:
         proto, label = source, "onnx ModelProto"
-        if _tensor_bytes(proto, None) > current_limit():  # written to a working folder: a copy, the caller's kept
+        if _tensor_bytes(proto, None) > current_file_threshold():  # written to a working folder: a copy, the caller's kept
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             model = as_file(copy)

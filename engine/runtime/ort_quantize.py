@@ -23,7 +23,9 @@ from squeezelab.engine.core.quantizers import Float16
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Onnx, WeightOnly
 from squeezelab.engine.runtime.dynamic_int8 import quantize_dynamic_file
-from squeezelab.engine.runtime.external_data import OnnxFile, is_file_model, load_proto, model_size, same_form, working_folder
+from squeezelab.engine.runtime.external_data import (
+    OnnxFile, is_file_model, load_proto, model_size, same_form, whole_if_it_fits, working_folder,
+)
 from squeezelab.engine.runtime.int8_graph import fused_graph, fused_graph_file, fused_holders, FUSED_OP_TYPES, fusion_remembered, kept_float, same_layer
 from squeezelab.engine.runtime.ort_tools import (
     preprocessed_file,
@@ -31,7 +33,7 @@ from squeezelab.engine.runtime.ort_tools import (
     reduce_range_why,
     resolve_reduce_range,
 )
-from squeezelab.engine.runtime.size_limit import current_limit
+from squeezelab.engine.runtime.size_limit import current_file_threshold, current_limit
 from squeezelab.engine.runtime.stages import stage
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
@@ -57,7 +59,8 @@ def quantize_dynamic_onnx(
     """
     with tempfile.TemporaryDirectory() as tmp:
         source = _source_file(onnx_bytes, Path(tmp), fused)
-        return _quantize_dynamic_file(source, runtime, nodes_to_exclude=nodes_to_exclude, op_types=op_types, fused=fused)
+        return _quantize_dynamic_file(source, runtime, nodes_to_exclude=nodes_to_exclude, op_types=op_types, fused=fused,
+                                      out_dir=Path(tmp))
 
 
 def _source_file(onnx_bytes: bytes, tmp: Path, fused: bool) -> Path:
@@ -81,17 +84,17 @@ def _source_file(onnx_bytes: bytes, tmp: Path, fused: bool) -> Path:
 
 def _quantize_dynamic_file(
     source: Path, runtime: Int8Dynamic, *, nodes_to_exclude: Sequence[str], op_types: Sequence[str] | None, fused: bool,
-    large: bool = False,
+    out_dir: Path, large: bool = False,
 ) -> bytes:
-    """``quantize_dynamic_onnx`` on a model already in a file (the int8 file is written beside it).
+    """``quantize_dynamic_onnx`` on a model already in a file (the int8 file is written to ``out_dir``).
 
-    ``large``: the model is past the protobuf limit, and the int8 model is an ``OnnxFile`` in a working folder
-    of its own (weights as external data) instead of bytes.
+    ``large``: the int8 model is still past the file threshold, and is an ``OnnxFile`` in a working folder of its
+    own (weights as external data) instead of bytes.
     """
     import onnx
 
     keep = working_folder() if large else None
-    out = Path(keep.name) / "int8.onnx" if keep is not None else source.with_name("int8.onnx")
+    out = Path(keep.name if keep is not None else out_dir) / "int8.onnx"
     with quiet_onnxruntime_tools():
         # ONNX Runtime's quantize_dynamic, per-channel weights quantized per tensor (the same file, faster)
         quantize_dynamic_file(
@@ -185,6 +188,8 @@ def _holders_of(absorbed: list[str], kept: dict[str, list[str]], onnx_bytes: byt
 def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[str, Any]]:
     rt = recipe.runtime
     kept = kept_float(b, recipe)
+    if kept or fusion_remembered():  # both read the fused graph as bytes: a file under 2 GB is read whole
+        b = whole_if_it_fits(b)
     with tempfile.TemporaryDirectory() as tmp:
         with stage("fusion"):
             fused_file, fusion_why = _fused_file(b, rt, kept, Path(tmp))
@@ -195,8 +200,10 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
         excluded = list(dict.fromkeys(node for nodes in kept.values() for node in nodes))  # a fused op holds several
         with stage("quantize"):
             source = fused_file or _source_file(b, Path(tmp), False)
+            # int8 weights are a quarter of the fp32 ones: a 1.3 GB model's int8 file is bytes again
+            large = is_file_model(b) and model_size(b) // 4 > current_file_threshold()
             out = _quantize_dynamic_file(source, rt, nodes_to_exclude=excluded, op_types=op_types, fused=was_fused,
-                                         large=is_file_model(b))
+                                         out_dir=Path(tmp), large=large)
     check_quantization_parameters(out, recipe.label)  # the weights' scales: never a NaN model returned as executable
     choices = {
         "op_types": op_types,
@@ -257,6 +264,8 @@ def convert_onnx(
     A model past the protobuf limit (an ``OnnxFile``) comes back as one, except under ``Int8Static``, which
     raises ``ModelTooLargeError``.
     """
+    if isinstance(recipe.runtime, Int8Static):  # its calibration holds one protobuf: a file under 2 GB is read whole
+        onnx_bytes = whole_if_it_fits(onnx_bytes)
     if is_file_model(onnx_bytes) and isinstance(recipe.runtime, Int8Static):
         raise ModelTooLargeError(
             f"convert ({recipe.label}): the model is {model_size(onnx_bytes) / 1e9:.2f} GB, past the "

@@ -133,7 +133,7 @@ def stage(name: str) -> Iterator[None]:
         yield
         return
     stages = _ACTIVE.stack[0]
-    parent = ".".join(entry.name for entry in stages._open)
+    parent = stages._open[-1].name if stages._open else ""  # already the full name of the enclosing stage
     full = f"{parent}.{name}" if parent else name
     rss = stages.sample()
     entry = _Open(full, time.perf_counter(), time.process_time(), rss)

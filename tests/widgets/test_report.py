@@ -300,6 +300,9 @@ def test_the_chosen_recipe_states_its_rule_and_the_latency_table_has_every_execu
     assert "simulated ones included (not files to ship)" in anything_rule
     text = report(result, tmp_path / "r.html", current=position, rule=rule).read_text()
     assert f"Chosen as {html.escape(rule)}." in text
+    # What compressing the chosen row cost, by stage (issue #24): its details' stages, in the recipe section.
+    chosen_stages = [row["stage"] for row in result.table.iloc[position]["details"]["stages"]]
+    assert "Compressing it took" in text and all(f"<td>{stage}</td>" in text for stage in chosen_stages)
     # The static int8 row's calibration is stated: on the calibration inputs, not on the evaluated samples.
     evaluated = int(result.table.iloc[0]["n_samples"])
     assert (f"Static int8 calibrated on the 128 calibration_data inputs, kept apart from the {evaluated} samples "

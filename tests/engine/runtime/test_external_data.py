@@ -18,7 +18,7 @@ from squeezelab.checks.baseline_cache import BaselineCache
 from squeezelab.engine.core.errors import ModelTooLargeError
 from squeezelab.engine.core.samples import read_samples
 from squeezelab.engine.runtime.external_data import OnnxFile, is_file_model, load_proto, model_size
-from squeezelab.engine.runtime.size_limit import protobuf_limit
+from squeezelab.engine.runtime.size_limit import file_threshold, protobuf_limit
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 
 SMALL = 10_000  # bytes: every model below is past it
@@ -26,7 +26,7 @@ SMALL = 10_000  # bytes: every model below is past it
 
 def _mlp() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)).eval()
+    return torch.nn.Sequential(torch.nn.Linear(128, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8)).eval()
 
 
 def _weights(model: bytes) -> dict[str, np.ndarray]:
@@ -43,10 +43,10 @@ def _assert_same_model(one: sl.Compressed, other: sl.Compressed, example: object
 
 CASES = {
     "int8 fused BERT": (tiny_bert, lambda: tiny_bert_inputs(batch=2, seq=8), sl.Recipe(runtime=sl.Int8Dynamic())),
-    "int8 MLP (quant_pre_process)": (_mlp, lambda: torch.randn(4, 64), sl.Recipe(runtime=sl.Int8Dynamic())),
+    "int8 MLP (quant_pre_process)": (_mlp, lambda: torch.randn(4, 128), sl.Recipe(runtime=sl.Int8Dynamic())),
     "4-bit BERT, tables at opset 21": (tiny_bert, lambda: tiny_bert_inputs(batch=2, seq=8), sl.Recipe(runtime=sl.WeightOnly())),
     "fp32": (tiny_bert, lambda: tiny_bert_inputs(batch=2, seq=8), sl.Recipe()),
-    "float16": (_mlp, lambda: torch.randn(4, 64), sl.Recipe(quantization=sl.Float16())),
+    "float16": (_mlp, lambda: torch.randn(4, 128), sl.Recipe(quantization=sl.Float16())),
 }
 
 
@@ -88,7 +88,7 @@ def test_a_large_result_saves_beside_its_data_and_loads_back_in_both_forms(tmp_p
 
 def test_a_large_model_is_measured_and_gated_with_the_same_figures(tmp_path):
     torch.manual_seed(2)
-    inputs = torch.randn(32, 64)
+    inputs = torch.randn(32, 128)
     data = (inputs, None)
     recipe = sl.Recipe(runtime=sl.Int8Dynamic())
     whole = sl.compress(_mlp(), recipe, example_inputs=inputs[:4])
@@ -110,7 +110,7 @@ def test_a_large_model_is_measured_and_gated_with_the_same_figures(tmp_path):
 
 
 def test_static_int8_past_the_limit_is_refused_naming_the_step_and_the_size():
-    calibration = torch.randn(16, 64)
+    calibration = torch.randn(16, 128)
     with protobuf_limit(SMALL), pytest.raises(ModelTooLargeError, match=r"convert \(int8-static") as caught:
         sl.compress(_mlp(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=calibration[:4],
                     calibration_data=calibration)
@@ -123,3 +123,36 @@ def test_layers_kept_float_under_fusion_past_the_limit_are_refused_naming_fusion
     with protobuf_limit(SMALL), pytest.raises(ModelTooLargeError, match="fusion") as caught:
         sl.compress(tiny_bert(), recipe, example_inputs=tiny_bert_inputs(batch=2, seq=8))
     assert caught.value.step == "fusion" and "fusion=False" in str(caught.value)
+
+
+BETWEEN = 300_000  # bytes: tiny BERT's fp32 weights (~0.58 MB) are past it, its int8 and 4-bit ones are not
+
+
+@pytest.mark.parametrize("recipe", [sl.Recipe(runtime=sl.Int8Dynamic()), sl.Recipe(runtime=sl.WeightOnly()),
+                                    sl.Recipe(runtime=sl.Int8Static())], ids=["int8", "4-bit", "static int8"])
+def test_a_model_moved_as_a_file_gives_the_same_file_byte_for_byte_when_the_result_fits(recipe):
+    # Past the file threshold (1 GiB by default: BERT-large) the export is a file from step to step; a result
+    # below it (its int8 or 4-bit file) is bytes again, and the very bytes the one-protobuf path writes.
+    example = tiny_bert_inputs(batch=2, seq=8)
+    calibration = tiny_bert_inputs(batch=8, seq=8)
+    whole = sl.compress(tiny_bert(), recipe, example_inputs=example, calibration_data=calibration)
+    with file_threshold(BETWEEN):
+        moved = sl.compress(tiny_bert(), recipe, example_inputs=example, calibration_data=calibration)
+        fp32 = sl.compress(tiny_bert(), sl.Recipe(), example_inputs=example)
+    assert is_file_model(fp32.onnx_bytes) and not is_file_model(moved.onnx_bytes)
+    assert moved.onnx_bytes == whole.onnx_bytes
+
+
+def test_past_the_file_threshold_compress_shares_the_callers_weights_only_when_nothing_changes_them():
+    model, example = tiny_bert(), tiny_bert_inputs(batch=2, seq=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with file_threshold(BETWEEN):
+        shared = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example)
+        pruned = sl.compress(model, sl.Recipe(pruning=sl.MagnitudePruning(sparsity=0.5), runtime=sl.Int8Dynamic()),
+                             example_inputs=example)
+    mine, theirs = dict(model.named_parameters()), dict(shared.model.named_parameters())
+    assert shared.model is not model and all(theirs[k] is mine[k] for k in mine)  # modules copied, tensors shared
+    assert all(p.data_ptr() != mine[k].data_ptr() for k, p in pruned.model.named_parameters())  # pruning: a copy
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the caller's model unchanged
+    assert model.training == tiny_bert().training and np.array_equal(
+        shared.predict(example), sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example).predict(example))

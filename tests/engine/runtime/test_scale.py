@@ -109,9 +109,9 @@ def test_stages_outside_a_recording_record_nothing_and_nested_recordings_share_o
     with stage("alone"):
         pass
     with recording() as outer:
-        with recording() as inner, stage("a"), stage("b"):
+        with recording() as inner, stage("a"), stage("b"), stage("c"):
             pass
-    assert inner is outer and [row["stage"] for row in outer.records] == ["a.b", "a"]
+    assert inner is outer and [row["stage"] for row in outer.records] == ["a.b.c", "a.b", "a"]
 
 
 def test_a_model_past_the_protobuf_limit_is_exported_as_a_file_with_the_same_graph_and_weights():
@@ -132,8 +132,10 @@ def test_an_onnx_file_past_the_limit_is_read_in_place(tmp_path):
     path.write_bytes(export_onnx(torch.nn.Linear(64, 64), Inputs.of(torch.randn(2, 64))))
     before = path.read_bytes()
     with protobuf_limit(10_000):
+        fp32 = sl.compress(path, sl.Recipe())
         result = sl.compress(path, sl.Recipe(runtime=sl.Int8Dynamic()))
-    assert isinstance(result.onnx_bytes, OnnxFile) and result.executable
+    assert isinstance(fp32.onnx_bytes, OnnxFile) and fp32.onnx_bytes.path == path  # the caller's file, read in place
+    assert result.executable and not isinstance(result.onnx_bytes, OnnxFile)  # 4 kB of int8 weights: bytes again
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]
 
 
