@@ -14,13 +14,20 @@ whose caller relies on a side effect, such as an in-place edit of its input) is 
 of replayed. A layer called more than once per forward (shared weights) or outside every stage
 runs the whole model.
 
-Memory: one output per stage per sample (MiniLM at 128 tokens: about 1.5 MB per sample for its
-18 stages).
+Memory: one output per stage per sample (MiniLM at 128 tokens: about 7 MB per sample for its
+19 stages). Past ``memory_budget`` bytes (default ``MEMORY_BUDGET``, 1 GiB) the outputs are spilled, batch
+by batch as they are computed, to memory-mapped files in a private temporary folder: resident memory
+stays about one batch's outputs, and a probe reads from disk (or the page cache) only what it uses,
+since a replayed stage's output is consumed only by the first stage that runs after it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +39,9 @@ from torch import nn
 
 from squeezelab.engine.core.inputs import Inputs
 
-__all__ = ["ActivationReplay", "Stage", "find_stages"]
+__all__ = ["ActivationReplay", "Stage", "find_stages", "MEMORY_BUDGET"]
+
+MEMORY_BUDGET = 1 << 30  # bytes of cached stage outputs kept in memory; past it they are spilled to disk
 
 # Activations whose callers may rely on their in-place edit of the input: never replayed.
 _INPLACE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid,
@@ -156,8 +165,13 @@ class ActivationReplay:
     """
 
     def __init__(self, model: nn.Module, runner: nn.Module, prepare: Any, inputs: Inputs, layers: list[str],
-                 batch_size: int, cap: int | None = None, check_samples: int = 2) -> None:
+                 batch_size: int, cap: int | None = None, check_samples: int = 2,
+                 memory_budget: int | None = None) -> None:
         self.model, self.runner, self.prepare = model, runner, prepare
+        self.memory_budget = MEMORY_BUDGET if memory_budget is None else memory_budget
+        self.spilled = False  # whether the cached outputs live in memory-mapped files (see the module docstring)
+        self._folder: str | None = None
+        self._names = itertools.count()
         n = len(inputs)
         self.batches = [(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
         self.inputs = inputs
@@ -184,13 +198,37 @@ class ActivationReplay:
                 lambda _m, _a, out, name=s.name: self._cache[name].append(_detached(out)))
             for s in self.stages
         ]
+        outs = []
         try:
-            outs = [self._forward(self.inputs.slice(a, b)) for a, b in self.batches]
+            for index, (a, b) in enumerate(self.batches):
+                outs.append(self._forward(self.inputs.slice(a, b)))
+                if index == 0:  # the first batch's outputs, times the batches: what the whole cache would hold
+                    first = sum(_nbytes(outputs[0]) for outputs in self._cache.values())
+                    self.spilled = first * len(self.batches) > self.memory_budget
+                if self.spilled:
+                    for outputs in self._cache.values():
+                        outputs[-1] = self._spill(outputs[-1])
         finally:
             for h in hooks:
                 h.remove()
         self._versions = {name: _versions(outputs) for name, outputs in self._cache.items()}
         return np.concatenate([o.detach().float().numpy() for o in outs], axis=0)
+
+    def _spill(self, out: Any) -> Any:
+        """``out`` with each tensor replaced by one over a memory-mapped file (copy-on-write: an in-place edit
+        stays in memory and bumps the version counter, as on a tensor in memory)."""
+        if self._folder is None:
+            self._folder = tempfile.mkdtemp(prefix="squeezelab_replay_")
+            weakref.finalize(self, shutil.rmtree, self._folder, True)  # the files go with the replay
+
+        def one(t: Any) -> Any:
+            if not isinstance(t, torch.Tensor) or t.dtype == torch.bfloat16:  # numpy has no bfloat16: kept in memory
+                return t
+            path = f"{self._folder}/{next(self._names)}.npy"
+            np.save(path, t.contiguous().numpy())
+            return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+        return one(out) if isinstance(out, torch.Tensor) else type(out)(one(o) for o in out)
 
     def _checked(self, stages: list[Stage], first: Inputs) -> list[Stage]:
         """The stages whose replay reproduces the fp32 output on ``first`` exactly (see the module docstring)."""
@@ -255,6 +293,11 @@ class ActivationReplay:
     def share_replayed(self, layer: str) -> float:
         """The fraction of stages a probe of ``layer`` replays (0: it runs the whole model)."""
         return len(self.replayed_before(layer)) / len(self.stages) if self.stages else 0.0
+
+
+def _nbytes(out: Any) -> int:
+    tensors = (out,) if isinstance(out, torch.Tensor) else out
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
 def _detached(out: Any) -> Any:

@@ -7,6 +7,8 @@ reached by passing an executor that runs in this process. The estimate is checke
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ import squeezelab as sl
 from squeezelab.errors import ConfigError
 from squeezelab.engine.core.layers import prunable_layers
 from squeezelab.engine.core.quantizers import LinearQuantization
-from squeezelab.engine.explore import layer_probes, sensitivity_auto
+from squeezelab.engine.explore import layer_probes, replay, sensitivity_auto
 from squeezelab.engine.explore.evaluation import Evaluator
 from squeezelab.engine.explore.layer_probes import LayerProbes, Probe
 from squeezelab.engine.explore.sensitivity import bits_probe, sparsity_probe
@@ -150,6 +152,22 @@ def test_a_module_whose_side_effect_matters_is_recomputed_not_replayed():
     probes.measure(Probe(bits_probe(LinearQuantization(), "blocks.1.conv1", 3, names), "blocks.1.conv1", "bits", 3))
     assert "stem" in probes.replay.copied
     np.testing.assert_array_equal(probes.replay.outputs("blocks.2.conv1"), probes.replay.fp32)
+
+
+def test_a_cache_past_its_memory_budget_is_spilled_to_disk_with_the_same_figures(tmp_path, monkeypatch):
+    monkeypatch.setattr(replay, "MEMORY_BUDGET", 0)  # every stage output spilled, batch by batch
+    model, (x, _) = _residual_cnn()
+    fast, full = _both(model, (x, None), tmp_path, bits=[2, 3], sparsity=[0.9], eval_batch_size=16)
+    np.testing.assert_allclose(fast["cosine"], full["cosine"], rtol=0, atol=1e-6)
+    assert fast["drop"].max() > 1e-4
+    probes = LayerProbes(Evaluator(model, (x, None), cache=False, rounds=0, eval_batch_size=16),
+                         [name for name, _ in prunable_layers(model)], LinearQuantization())
+    folder = probes.replay._folder
+    assert probes.replay.spilled and folder is not None and any(p.suffix == ".npy" for p in Path(folder).iterdir())
+    np.testing.assert_array_equal(probes.replay.outputs("blocks.2.conv1"), probes.replay.fp32)
+    del probes
+    gc.collect()
+    assert not Path(folder).exists()  # the files go with the replay
 
 
 def test_a_second_call_reads_the_cache_only(tmp_path, monkeypatch):
