@@ -20,7 +20,8 @@ assignment to the figure holding the new point.
 
 Times depend on the machine and on what else runs on it; nothing here is asserted.
 
-Run: ``.venv/bin/python benchmarks/explorer.py`` (``--skip-digits`` / ``--skip-minilm`` for one part).
+Run: ``.venv/bin/python benchmarks/explorer.py`` (``--skip-digits`` / ``--skip-minilm`` for one part);
+``--markdown benchmarks/results/explorer.md`` also writes the tables the site includes (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from squeezelab.widgets import Explorer
+
+from _machine import cpu_line, load_average  # benchmarks/, beside this script
+from _markdown import Page, add_markdown_option
 
 
 def _row(name: str, values: list[float]) -> str:
@@ -50,7 +54,7 @@ def _cached_changes(ex: Explorer, positions: list[tuple[int, float]], changes: i
     return ex.timings[-changes:]
 
 
-def digits(folder: Path, changes: int) -> None:
+def digits(folder: Path, changes: int, page: Page) -> None:
     from squeezelab.engine.zoo.digits import default_model
 
     model, split = default_model("cnn")
@@ -70,11 +74,16 @@ def digits(folder: Path, changes: int) -> None:
         uncached.append(time.perf_counter() - t)
     cached = _cached_changes(ex, points, changes)
     report = ex.save_report(folder / "report.html")
-    print(f"## digits CNN ({ex.labels.name}); explorer opened (first FigureWidget, baseline measured) in {created:.2f} s")
-    print("\n| slider -> figure | median | p90 | n |\n|---|---|---|---|")
-    print(_row("cached point", cached))
-    print(_row("uncached point (compress + measure)", uncached))
-    print(f"\nreport: {report.stat().st_size:,} bytes ({len(ex.sweep())} points)\n")
+    page.line(f"**The digits CNN** ({ex.labels.name}): the explorer opened (first FigureWidget, baseline measured) in "
+              f"{created:.2f} s.")
+    page.line()
+    page.line("| slider -> figure | median | p90 | n |")
+    page.line("| --- | --- | --- | --- |")
+    page.line(_row("cached point", cached))
+    page.line(_row("uncached point (compress + measure)", uncached))
+    page.line()
+    page.line(f"The saved report: {report.stat().st_size:,} bytes ({len(ex.sweep())} points).")
+    page.line()
     ex.close()
 
 
@@ -104,7 +113,7 @@ class StageClock:
         return point
 
 
-def minilm(folder: Path, changes: int, n_sentences: int, max_length: int, rounds: int) -> None:
+def minilm(folder: Path, changes: int, n_sentences: int, max_length: int, rounds: int, page: Page) -> None:
     from squeezelab.engine.zoo import SentenceEncoder, load_minilm, sentences, tokenize
 
     bert, tokenizer = load_minilm()
@@ -116,9 +125,12 @@ def minilm(folder: Path, changes: int, n_sentences: int, max_length: int, rounds
     ex.wait()
     first = time.perf_counter() - t0
     clock = StageClock(ex)
-    print(f"## all-MiniLM-L6-v2, {n_sentences} sentences, max_length {max_length}, {rounds} timing rounds ({ex.labels.name})")
-    print(f"explorer returned in {opened:.2f} s; fp32 baseline and {ex.current_point.label} drawn after {first:.1f} s\n")
-    print("| uncached point | slider -> figure | compressing | evaluating | timing | figure |\n|---|---|---|---|---|---|")
+    page.line(f"**all-MiniLM-L6-v2**, {n_sentences} sentences, max_length {max_length}, {rounds} timing rounds "
+              f"({ex.labels.name}): the explorer returned in {opened:.2f} s; the fp32 baseline and {ex.current_point.label} "
+              f"were drawn after {first:.1f} s.")
+    page.line()
+    page.line("| uncached point | slider -> figure | compressing | evaluating | timing | figure |")
+    page.line("| --- | --- | --- | --- | --- | --- |")
     for control, value in ((ex.bits_slider, 4), (ex.runtime, "int8-dynamic")):
         t = time.perf_counter()
         control.value = value
@@ -127,11 +139,14 @@ def minilm(folder: Path, changes: int, n_sentences: int, max_length: int, rounds
         stages = " | ".join(f"{clock.stages.get(s, 0.0):.1f} s" for s in ("compressing", "evaluating", "timing"))
         point = ex.current_point
         figure = ex.labels.figure(point.value, point.drop.drop if point.drop else None)
-        print(f"| {point.label} | {total:.1f} s | {stages} | {figure} |")
+        page.line(f"| {point.label} | {total:.1f} s | {stages} | {figure} |")
     ex.runtime.value = "simulated"  # both points are cached now: 8 and 4 bits
     cached = _cached_changes(ex, [(8, 0.0), (4, 0.0)], changes)
-    print("\n| slider -> figure | median | p90 | n |\n|---|---|---|---|")
-    print(_row("cached point", cached) + "\n")
+    page.line()
+    page.line("| slider -> figure | median | p90 | n |")
+    page.line("| --- | --- | --- | --- |")
+    page.line(_row("cached point", cached))
+    page.line()
     ex.close()
 
 
@@ -143,12 +158,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10, help="timing rounds per MiniLM point")
     parser.add_argument("--skip-digits", action="store_true")
     parser.add_argument("--skip-minilm", action="store_true")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    page = Page()
+    print(cpu_line(), f"load average {load_average()}")
     with tempfile.TemporaryDirectory() as d:
         if not args.skip_digits:
-            digits(Path(d), args.changes)
+            digits(Path(d), args.changes, page)
         if not args.skip_minilm:
-            minilm(Path(d), args.changes, args.sentences, args.max_length, args.rounds)
+            minilm(Path(d), args.changes, args.sentences, args.max_length, args.rounds, page)
+    page.write(args.markdown)
 
 
 if __name__ == "__main__":
