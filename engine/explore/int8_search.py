@@ -130,12 +130,23 @@ class _Runner:
         if row is not None:
             self._consider(row, recipe)
 
+    def cached(self, layers: tuple[str, ...], move: str) -> dict[str, Any] | None:
+        """The row of ``layers`` kept float on all the data when its point is in the cache already (the int8 map,
+        ``layer_sensitivity(runtime=...)``, measures the same recipes on the same export), else None: no evaluation."""
+        on = self.alias.get("all", "all")
+        key = (self.base, frozenset(layers), on)
+        if key in self.seen:
+            return self.seen[key]
+        point = self._evaluators(self.base)[on].cached(replace(float_layers_recipe(self.base, layers), transforms=()))
+        if point is None:
+            return None
+        row = self._row_of(point, layers, move, on, "from the cache")
+        self.seen[key] = row
+        self._consider(row, self.base)
+        return row
+
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
         ev = self._evaluators(self.base)[on]
-        if on not in self.bases:
-            self.bases[on] = self.evs[on].baseline()  # drops are against the model as given
-        base = self.bases[on]
-        data = f"{on} ({len(ev.samples)})" if on != "probe" else f"probe ({len(ev.samples)}, {ev.metric.name})"
         recipe = float_layers_recipe(self.base, layers)
         try:  # the steps are in the export already: the evaluator quantizes it as it is
             point: Point = self.clock.timed(ev.evaluate, replace(recipe, transforms=()), kind=on)
@@ -144,8 +155,18 @@ class _Runner:
                 raise  # the all-int8 model itself is refused: the user's recipe, explained
             # every weight kept float: nothing int8 left, so nothing to measure
             return {"value": float("-inf"), "accepted": False, "speedup": 0.0, "float_layers": list(layers), "move": move}
+        return self._row_of(point, layers, move, on)
+
+    def _row_of(self, point: Point, layers: tuple[str, ...], move: str, on: str, how: str = "") -> dict[str, Any]:
+        """The trail row of ``point`` (``layers`` kept float, measured on ``on``), appended to the trail."""
+        ev = self._evaluators(self.base)[on]
+        if on not in self.bases:
+            self.bases[on] = self.evs[on].baseline()  # drops are against the model as given
+        base = self.bases[on]
+        data = f"{on} ({len(ev.samples)})" if on != "probe" else f"probe ({len(ev.samples)}, {ev.metric.name})"
+        recipe = float_layers_recipe(self.base, layers)
         row = _row(point, base, move)
-        row["label"], row["data"] = recipe.label, data
+        row["label"], row["data"] = recipe.label, data + (f", {how}" if how else "")
         row["drop_bound"] = paired_drop_bound(base, point, self.confidence)
         row["accepted"] = on != "probe" and row["drop_bound"] <= self.max_drop  # a proxy's drop is in other units
         row["float_layers"] = list(layers)
@@ -277,6 +298,9 @@ def _probe(groups: list[tuple[str, ...]], run: _Runner, objective: str, progress
     the groups whose probe ran faster than all-int8 (latency: int8 loses to fp32 there); whether all were probed."""
     from tqdm.auto import tqdm
 
+    shared = _from_map(groups, run)
+    if shared is not None:
+        return shared, set(), True
     half = run.clock.halfway
     gains: dict[tuple[str, ...], float] = {}
     faster: set[tuple[str, ...]] = set()
@@ -292,6 +316,25 @@ def _probe(groups: list[tuple[str, ...]], run: _Runner, objective: str, progress
     except _OutOfTime:
         return gains, faster, False
     return gains, faster, True
+
+
+def _from_map(groups: list[tuple[str, ...]], run: _Runner) -> dict[tuple[str, ...], float] | None:
+    """Each group's gain from the int8 map's points, measured on all the data and cached (one implementation:
+    ``int8_sensitivity`` measures exactly these recipes on this export), or None when any is missing.
+
+    Better than the subsample's probes (all the data, the metric itself) and free; the rows join the trail as
+    ``all (N), from the cache``. Only the runtime's plain all-int8 recipe has a map: after the algorithm stage
+    chose fidelity steps, the probes run as usual. Under ``objective="latency"`` the map has no timings: probed.
+    """
+    if run.objective == "latency" or run.base.transforms:
+        return None
+    ev = run._evaluators(run.base)[run.alias.get("all", "all")]
+    recipes = [replace(float_layers_recipe(run.base, g), transforms=()) for g in [(), *groups]]
+    if any(ev.cached(r) is None for r in recipes):
+        return None
+    base = run.cached((), "probe start: all int8 (int8 map)")
+    assert base is not None  # checked above
+    return {g: run.cached(g, f"probe: {group_label(g)} float (int8 map)")["value"] - base["value"] for g in groups}
 
 
 def _bisect(order: list[tuple[str, ...]], run: _Runner) -> tuple[int | None, bool]:

@@ -190,6 +190,26 @@ def test_the_searched_recipe_reproduces_its_figures(bert_search, bert):
     assert again.value == pytest.approx(result.row["value"], abs=1e-6)
 
 
+def test_a_search_after_the_int8_map_ranks_by_the_maps_points_and_probes_nothing(bert, tmp_path):
+    model, inputs = bert
+    runtime = sl.Int8Dynamic(reduce_range=True)
+    ev = Evaluator(model, (inputs, None), cache=tmp_path, metric="cosine_to_baseline", rounds=0)
+    table = sl.layer_sensitivity(model, (inputs, None), runtime=runtime, evaluator=ev, progress=False)
+    budget = (table.attrs["baseline_value"] - table.attrs["all_int8"]) / 2
+    result = search_int8(model, ev, runtime, objective="size", max_accuracy_drop=budget, time_budget_s=300,
+                         confidence=0, progress=False, probe_samples=16)
+    trail = result.trail
+    probes = trail[trail["move"].str.startswith("probe:")]
+    assert len(probes) == len(table) and set(probes["data"]) == {"all (48), from the cache"}
+    # the map's gains are the probes' gains: the same points
+    (start,) = trail.loc[trail["move"] == "start: all int8", "value"]
+    gains = dict(zip(probes["move"], probes["value"] - start))
+    for row in table.itertuples():
+        assert gains[f"probe: {row.layer} float (int8 map)"] == pytest.approx(row.gain, abs=1e-12)
+    assert not trail["data"].str.startswith(("probe", "subset (16), ")).any()  # nothing probed: the map's points stood in
+    assert result.row["data"].startswith("all (48)") and result.row["drop_bound"] <= budget
+
+
 def test_search_respects_a_tight_time_budget_and_returns_its_best_measured_result(bert, tmp_path):
     model, inputs = bert
     started = time.monotonic()
