@@ -43,7 +43,7 @@ from squeezelab.engine.explore.sensitivity import layer_sensitivity
 from squeezelab.engine.measurement.point import Point
 from squeezelab.engine.pruning.prune import bake_masks_, prune
 from squeezelab.engine.pruning.structured import prunable_groups
-from squeezelab.engine.train.finetune import finetune
+from squeezelab.engine.train.finetune import Training, finetune
 
 __all__ = ["SearchStrategy", "strategy_for", "OBJECTIVES", "SizeSearch", "LatencySearch", "Int8Search"]
 
@@ -95,7 +95,7 @@ class SizeSearch(GreedyDescent):
         """``model`` pruned to the trial's per-layer sparsities (masks kept) and trained briefly."""
         amounts = {layer: value for (layer, axis), value in state.items() if axis == "sparsity" and value > 0}
         pruned = prune(model, MagnitudePruning(sparsity=0.0), layer_sparsity=amounts)
-        tuned = finetune(pruned, self.space.train_data, epochs=self.space.finetune_epochs, seed=self.space.seed)
+        tuned = finetune(pruned, self.space.train_data, Training(epochs=self.space.finetune_epochs, seed=self.space.seed))
         bake_masks_(tuned)
         return tuned
 
