@@ -43,7 +43,7 @@ from squeezelab.engine.core.errors import ConfigError
 from squeezelab.engine.explore.evaluation import Evaluator, check_calibration, evaluator_settings
 from squeezelab.engine.explore.overrides import with_overrides
 from squeezelab.engine.explore.search_result import SearchResult, _row
-from squeezelab.engine.explore.search_setup import SearchConfig
+from squeezelab.engine.explore.search_setup import SearchConfig, goal_of, space_of
 from squeezelab.engine.explore.search_strategies import strategy_for
 from squeezelab.engine.measurement.point import Settings
 from squeezelab.engine.measurement.stats import min_rounds
@@ -103,8 +103,8 @@ def search(
         squeezelab.engine.core.errors.ConfigError: search got unknown keyword(s) ['objectve']: SearchConfig's fields are [...].
     """
     config, measuring = with_overrides("search", SearchConfig, config, overrides, given_as_settings=settings)
-    goal = config.goal(progress)
-    strategy = strategy_for(model, config.space(train_data))
+    goal = goal_of(config, progress)
+    strategy = strategy_for(model, space_of(config, train_data))
     check_calibration(config.runtime, calibration_data)  # static int8 without calibration_data: refused before any work
     if not strategy.timed:  # size is judged without timing: no rounds, whatever the settings say
         measuring = {**measuring, "rounds": 0}

@@ -22,7 +22,7 @@ from squeezelab.engine.core.quantizers import QuantizationConfig
 from squeezelab.engine.core.runtimes import Runtime
 from squeezelab.engine.explore.grid import weight_quantizer
 
-__all__ = ["SearchConfig", "SearchSpace", "SearchGoal", "SearchClock", "OBJECTIVES"]
+__all__ = ["SearchConfig", "SearchSpace", "SearchGoal", "SearchClock", "OBJECTIVES", "space_of", "goal_of"]
 
 # The objectives a search minimises (``search_strategies._BY_OBJECTIVE`` has one strategy for each).
 OBJECTIVES = ("size", "latency")
@@ -98,19 +98,6 @@ class SearchConfig:
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
-    def space(self, train_data: Any) -> SearchSpace:
-        """The checked choices the strategies read."""
-        return SearchSpace(
-            objective=self.objective, runtime=self.runtime, bits=self.bits, sparsity=self.sparsity,  # type: ignore[arg-type]
-            quantizer=weight_quantizer(self.quantization, width_based=True), train_data=train_data,
-            finetune_epochs=self.finetune_epochs, seed=self.seed,
-        )
-
-    def goal(self, progress: bool) -> SearchGoal:
-        """The budget every strategy is held to; its clock starts now."""
-        return SearchGoal(max_accuracy_drop=self.max_accuracy_drop, confidence=self.confidence,
-                          clock=SearchClock(self.time_budget_s), progress=progress)
-
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -181,3 +168,18 @@ class SearchGoal:
     confidence: float
     clock: SearchClock
     progress: bool = True
+
+
+def space_of(config: SearchConfig, train_data: Any) -> SearchSpace:
+    """The checked choices the strategies read."""
+    return SearchSpace(
+        objective=config.objective, runtime=config.runtime, bits=config.bits, sparsity=config.sparsity,  # type: ignore[arg-type]
+        quantizer=weight_quantizer(config.quantization, width_based=True), train_data=train_data,
+        finetune_epochs=config.finetune_epochs, seed=config.seed,
+    )
+
+
+def goal_of(config: SearchConfig, progress: bool) -> SearchGoal:
+    """The budget every strategy is held to; its clock starts now."""
+    return SearchGoal(max_accuracy_drop=config.max_accuracy_drop, confidence=config.confidence,
+                      clock=SearchClock(config.time_budget_s), progress=progress)
