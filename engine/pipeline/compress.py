@@ -1,7 +1,7 @@
 """``compress(model, recipe)``: prune, quantize, export — on a copy, checked before the slow work.
 
 The caller's model is deep-copied first and never changed (past 1 GiB of weights, when
-nothing will change them, the copy's tensors are the caller's: ``_private_copy``). Everything that
+nothing will change them, the copy's tensors are the caller's: ``export_memo.private_copy``). Everything that
 can be checked cheaply (the model's weights, the example inputs and output,
 calibration data, the recipe) is checked before any slow work starts, so a
 mistake costs seconds, not a finished calibration.
@@ -13,7 +13,6 @@ float16, int8 dynamic and static) and everything measured on them.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ import torch
 from torch import nn
 
 from squeezelab.engine.core.arguments import as_integer
-from squeezelab.engine.core.copying import copy_model, own_class
 from squeezelab.engine.pipeline.artifact import class_path, pack_encoded
 from squeezelab.engine.pipeline.compressed import Compressed
+from squeezelab.engine.pipeline.export_memo import export_once, private_copy
 from squeezelab.engine.pipeline.coverage import check_int8_coverage, check_recipe_reaches_layers, encoded_weight_fraction
 from squeezelab.engine.core.errors import (
     CalibrationError,
@@ -37,15 +36,12 @@ from squeezelab.engine.core.errors import (
     SqueezeError,
 )
 from squeezelab.engine.runtime.export import DEFAULT_OPSET, export_onnx, tensor_bytes
-from squeezelab.engine.runtime.size_limit import current_file_threshold
 from squeezelab.engine.runtime.external_data import is_file_model
-from squeezelab.engine.quantization.transforms import default_transforms
-from squeezelab.engine.pruning.masks import weight_mask
-from squeezelab.engine.runtime.stages import is_recording, recording, stage
+from squeezelab.engine.runtime.stages import is_recording, recording, release_memory, stage
 from squeezelab.engine.runtime.weight_only import calibrates, check_weight_only_calibration
 from squeezelab.engine.runtime.export_check import check_export
 from squeezelab.engine.core.examples import check_input_names, example_batch, probe_example
-from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_graph_rows
+from squeezelab.engine.pipeline.input_checks import check_graph_inputs, check_graph_rows, zeros_like_spec
 from squeezelab.engine.pipeline.prepare import check_no_transforms_for_file, prepare_, resolve_transforms, tidy_export
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.runtime.onnx_files import is_onnx_model, load_onnx_model, spec_of_graph, select_graph_output
@@ -56,7 +52,7 @@ from squeezelab.engine.pruning.prune import STRUCTURAL, PruneContext, apply_prun
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.core.samples import Samples, read_inputs, read_samples
-from squeezelab.engine.runtime.ort_quantize import convert_onnx, graph_facts
+from squeezelab.engine.runtime.ort_quantize import check_convertible, convert_onnx, graph_facts
 
 __all__ = ["compress", "compress_for_data", "prepared_fp32", "check_model"]
 
@@ -268,8 +264,11 @@ def _compress_model(
     notes: list[str] = []  # the tracer's warnings: cited if the export check fails
     with stage("export"):
         rank = select_output(raw, output).ndim if raw is not None else None  # saves the exporter a forward pass
-        onnx_bytes = tidy_export(
-            export_onnx(exported, example, opset=opset, exporter=exporter, notes=notes, output_rank=rank), transforms
+
+        onnx_bytes = export_once(  # a large model nothing changed: the export of the last call on it, if any
+            work, model, (example, opset, exporter, output, plain), notes,
+            lambda seen: tidy_export(export_onnx(exported, example, opset=opset, exporter=exporter, notes=seen,
+                                                 output_rank=rank), transforms),
         )
     with stage("check_export"):
         check_graph_inputs(onnx_bytes, spec)
@@ -294,8 +293,9 @@ def _checked_copy(
 ) -> tuple:
     """Everything checked before slow work, on ``compress``'s own copy of the model."""
     check_model(model)
+    check_convertible(tensor_bytes(model), recipe)  # a conversion that cannot take the model's size: before any work
     example = example_batch(example_inputs)
-    work = _private_copy(model, recipe, calibration_data)
+    work = private_copy(model, recipe, calibration_data)
     bake_masks_(work)  # a model pruned with masks is exported as the plain weights it computes with
     if data is not None:
         check_input_names(work, data[0], data[1])  # before the example (often the data's first row) is run
@@ -311,26 +311,6 @@ def _checked_copy(
     feeds = _calibration_feeds(calibration, spec) if calibrated else None
     steps, steps_why = resolve_transforms(work, recipe, calibration)  # refused now if they lack calibration data
     return work, example, raw, spec, measured, calibration, feeds, steps, steps_why
-
-
-def _private_copy(model: nn.Module, recipe: Recipe, calibration_data: Any) -> nn.Module:
-    """``compress``'s own copy of ``model``, in eval mode.
-
-    Past the file threshold (1 GiB: BERT-large), when nothing will change the copy's weights (no pruning, no
-    fidelity step, no pruning mask to bake), the copy's modules are its own and its tensors are the caller's:
-    BERT-large's second 1.34 GB was held from the first check to the end for nothing. Neither is changed.
-    """
-    given = calibration_data is not None and not (
-        isinstance(calibration_data, (list, tuple, np.ndarray, torch.Tensor)) and len(calibration_data) == 0)
-    steps = recipe.transforms if recipe.transforms is not None else default_transforms(model, recipe.runtime, given)[0]
-    unchanged = recipe.pruning is None and not steps and not any(weight_mask(m) is not None for m in model.modules())
-    if not unchanged or tensor_bytes(model) <= current_file_threshold():
-        return copy_model(model).eval()
-    shared = {id(t): t for t in [*model.parameters(), *model.buffers()]}  # deepcopy returns these as they are
-    out = copy.deepcopy(model, shared)
-    for module in out.modules():
-        own_class(module)
-    return out.eval()
 
 
 def _positional_call(module: nn.Module, inputs: Inputs) -> torch.Tensor:
@@ -387,6 +367,7 @@ def _onnx_result(
     spec = spec or example.spec()
     if isinstance(recipe.runtime, (Int8Dynamic, Int8Static)):
         check_int8_coverage(onnx_bytes, recipe)  # before quantizing: calibration is the slow part
+    large = is_file_model(onnx_bytes)
     try:
         with stage("convert"):
             onnx_bytes, choices = convert_onnx(onnx_bytes, recipe, feeds)
@@ -394,6 +375,8 @@ def _onnx_result(
         raise
     except Exception as exc:  # onnxruntime.quantization raises many types
         raise ExportError(f"ONNX Runtime could not make the {recipe.label} model: {exc}") from exc
+    if large:  # the converters freed several model-sized copies the C heap keeps
+        release_memory()
     with stage("verify"):
         return _checked_result(work, recipe, example, output, output_name, onnx_bytes, details, choices, spec)
 
@@ -455,7 +438,7 @@ def _compress_onnx_file(
     if example_inputs is not None:
         example = example_batch(example_inputs).check(spec, "example_inputs")
     else:
-        example = _zeros_like_spec(spec)
+        example = zeros_like_spec(spec)
     static = isinstance(recipe.runtime, Int8Static)
     calibration = _calibration_inputs(calibration_data, spec, required=static)
     check_weight_only_calibration(recipe.runtime, calibration is not None)
@@ -465,13 +448,3 @@ def _compress_onnx_file(
         details["fixed_batch"] = spec.batch
     check_graph_rows(onnx_bytes, example, spec, output_name, label)
     return _onnx_result(None, recipe, example, None, output_name, onnx_bytes, feeds, details, spec=spec)
-
-
-def _zeros_like_spec(spec: InputSpec) -> Inputs:
-    """One all-zero sample per input (a fixed batch's rows; sequences of 8): enough to check the graph runs."""
-    arrays = []
-    for i, (dtype, shape) in enumerate(zip(spec.dtypes, spec.shapes)):
-        dims = [spec.batch or 1 if axis == 0 else (s if s is not None else 8) for axis, s in enumerate(shape)]
-        arrays.append(np.zeros(dims, dtype=np.dtype(dtype)))
-    example = Inputs(spec.kind, spec.names, arrays)
-    return example

@@ -18,7 +18,7 @@ from squeezelab.engine.core.errors import DataError, ExportError, ModelError
 from squeezelab.engine.core.inputs import Inputs, InputSpec
 from squeezelab.engine.runtime.providers import make_session
 
-__all__ = ["check_graph_inputs", "check_graph_rows", "check_output_rows", "rows_to_check"]
+__all__ = ["check_graph_inputs", "check_graph_rows", "check_output_rows", "rows_to_check", "zeros_like_spec"]
 
 
 def check_graph_inputs(onnx_bytes: bytes, spec: InputSpec, what: str = "example_inputs") -> None:
@@ -81,3 +81,13 @@ def check_graph_rows(onnx_bytes: bytes, example: Inputs, spec: InputSpec, output
     except Exception as exc:  # ONNX Runtime's own message names the input and the dimension
         raise ExportError(f"{label} does not run in ONNX Runtime on the CPU ({rows.form()}): {exc}") from exc
     check_output_rows(out, rows, spec, label)
+
+
+def zeros_like_spec(spec: InputSpec) -> Inputs:
+    """One all-zero sample per input (a fixed batch's rows; sequences of 8): enough to check the graph runs."""
+    arrays = []
+    for i, (dtype, shape) in enumerate(zip(spec.dtypes, spec.shapes)):
+        dims = [spec.batch or 1 if axis == 0 else (s if s is not None else 8) for axis, s in enumerate(shape)]
+        arrays.append(np.zeros(dims, dtype=np.dtype(dtype)))
+    example = Inputs(spec.kind, spec.names, arrays)
+    return example

@@ -26,6 +26,7 @@ from squeezelab.engine.core.errors import ConfigError, ExportError, Unexportable
 from squeezelab.engine.core.inputs import BATCH, SEQUENCE, Inputs, InputSpec
 from squeezelab.engine.runtime.external_data import OnnxFile, gathered
 from squeezelab.engine.runtime.size_limit import current_file_threshold
+from squeezelab.engine.runtime.stages import release_memory
 
 __all__ = ["export_onnx", "DEFAULT_OPSET", "tensor_bytes"]
 
@@ -152,7 +153,9 @@ def _as_large(path: Path) -> OnnxFile:
 
     proto = onnx.load(str(path), load_external_data=False)
     _drop_empty_trailing_inputs(proto)
-    return gathered(proto, path.parent)
+    model = gathered(proto, path.parent)
+    release_memory()  # the exporter's folded weights and serialisation buffers, freed, kept by the C heap
+    return model
 
 
 def _leaf_inputs(model: nn.Module, example: Inputs) -> dict[str, tuple]:

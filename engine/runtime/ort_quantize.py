@@ -39,7 +39,7 @@ from squeezelab.engine.runtime.static_int8 import convert_static, quantize_stati
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
 from squeezelab.engine.runtime.weight_only import nbits_weight_elements, quantize_weight_only_onnx
 
-__all__ = ["resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "convert_onnx",
+__all__ = ["check_convertible", "resolve_reduce_range", "quantize_dynamic_onnx", "quantize_static_onnx", "convert_float16_onnx", "convert_onnx",
            "graph_facts"]
 
 
@@ -266,15 +266,22 @@ def convert_onnx(
     """
     if isinstance(recipe.runtime, Int8Static):  # its calibration holds one protobuf: a file under 2 GB is read whole
         onnx_bytes = whole_if_it_fits(onnx_bytes)
-    if is_file_model(onnx_bytes) and isinstance(recipe.runtime, Int8Static):
+        if is_file_model(onnx_bytes):
+            check_convertible(model_size(onnx_bytes), recipe)
+    return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
+
+
+def check_convertible(size_bytes: int, recipe: Recipe) -> None:
+    """``ModelTooLargeError`` (step ``"convert"``) when ``recipe``'s conversion must hold a model of ``size_bytes``
+    as one protobuf past the limit: ``Int8Static``. ``compress`` asks before the export, from the weights' size."""
+    if isinstance(recipe.runtime, Int8Static) and size_bytes > current_limit():
         raise ModelTooLargeError(
-            f"convert ({recipe.label}): the model is {model_size(onnx_bytes) / 1e9:.2f} GB, past the "
+            f"convert ({recipe.label}): the model is {size_bytes / 1e9:.2f} GB, past the "
             f"{current_limit() / 1e9:.2f} GB one ONNX protobuf can hold, and static int8's pre-processing and "
             "calibration keep the model as one protobuf. Use runtime=Int8Dynamic() or WeightOnly() (both take a "
             "model past 2 GB), or ONNX Runtime's quantize_static(..., use_external_data_format=True) on the file.",
-            step="convert", size_bytes=model_size(onnx_bytes), limit_bytes=current_limit(),
+            step="convert", size_bytes=size_bytes, limit_bytes=current_limit(),
         )
-    return _CONVERSIONS[type(recipe.runtime)](onnx_bytes, recipe, feeds)
 
 
 def graph_facts(onnx_bytes: bytes) -> dict[str, Any]:

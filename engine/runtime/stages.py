@@ -20,6 +20,9 @@ process peak so far, and says so (``"memory": "process peak so far"``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import logging
 import os
 import threading
@@ -28,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["recording", "is_recording", "stage", "StageLog", "resident_bytes", "SAMPLE_S"]
+__all__ = ["recording", "is_recording", "stage", "StageLog", "resident_bytes", "release_memory", "SAMPLE_S"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,21 @@ def resident_bytes() -> tuple[int, bool]:
 
         scale = 1 if os.uname().sysname == "Darwin" else 1024  # macOS reports bytes, Linux kilobytes
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, False
+
+
+def release_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's ``malloc_trim``).
+
+    ONNX Runtime's quantizer and the protobuf models it builds free gigabytes on a large model that glibc keeps
+    for the process: on a 2.9 GB encoder the resident memory stayed ~6 GB above the model after the int8
+    conversion, and the next step started there. Where ``malloc_trim`` is missing (not glibc) only the
+    collection runs.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
 
 
 @dataclass

@@ -17,8 +17,10 @@ from squeezelab.checks import Budget, judge
 from squeezelab.checks.baseline_cache import BaselineCache
 from squeezelab.engine.core.errors import ModelTooLargeError
 from squeezelab.engine.core.samples import read_samples
+from squeezelab.engine.pipeline.export_memo import forget_exports
 from squeezelab.engine.runtime.external_data import OnnxFile, is_file_model, load_proto, model_size
 from squeezelab.engine.runtime.size_limit import file_threshold, protobuf_limit
+from squeezelab.engine.runtime.stages import recording
 from squeezelab.engine.zoo import tiny_bert, tiny_bert_inputs
 
 SMALL = 10_000  # bytes: every model below is past it
@@ -111,10 +113,11 @@ def test_a_large_model_is_measured_and_gated_with_the_same_figures(tmp_path):
 
 def test_static_int8_past_the_limit_is_refused_naming_the_step_and_the_size():
     calibration = torch.randn(16, 128)
-    with protobuf_limit(SMALL), pytest.raises(ModelTooLargeError, match=r"convert \(int8-static") as caught:
+    with recording() as log, protobuf_limit(SMALL), pytest.raises(ModelTooLargeError, match=r"convert \(int8-static") as caught:
         sl.compress(_mlp(), sl.Recipe(runtime=sl.Int8Static()), example_inputs=calibration[:4],
                     calibration_data=calibration)
     assert caught.value.step == "convert" and caught.value.size_bytes > SMALL and "Int8Dynamic" in str(caught.value)
+    assert [row["stage"] for row in log.records] == ["check"]  # refused in the first checks: nothing exported
 
 
 def test_layers_kept_float_under_fusion_past_the_limit_are_refused_naming_fusion():
@@ -156,3 +159,20 @@ def test_past_the_file_threshold_compress_shares_the_callers_weights_only_when_n
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the caller's model unchanged
     assert model.training == tiny_bert().training and np.array_equal(
         shared.predict(example), sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example).predict(example))
+
+
+def test_a_large_models_export_is_reused_by_its_next_compress_until_the_model_changes():
+    model, example = tiny_bert(), tiny_bert_inputs(batch=2, seq=8)
+    forget_exports()
+    with file_threshold(BETWEEN):
+        fp32 = sl.compress(model, sl.Recipe(), example_inputs=example)
+        int8 = sl.compress(model, sl.Recipe(runtime=sl.Int8Dynamic()), example_inputs=example)
+        same = sl.compress(model, sl.Recipe(), example_inputs=example)
+        other_example = sl.compress(model, sl.Recipe(), example_inputs=tiny_bert_inputs(batch=3, seq=8))
+        with torch.no_grad():
+            model.embeddings.LayerNorm.bias.add_(1.0)  # the caller changes the model: exported again
+        changed = sl.compress(model, sl.Recipe(), example_inputs=example)
+    forget_exports()
+    assert same.onnx_bytes.path == fp32.onnx_bytes.path and int8.executable  # the int8 call used that export too
+    assert other_example.onnx_bytes.path != fp32.onnx_bytes.path != changed.onnx_bytes.path
+    assert not np.array_equal(changed.predict(example), fp32.predict(example))
