@@ -130,7 +130,8 @@ class Explorer:
     ) -> None:
         from squeezelab.engine.runtime.onnx_files import is_onnx_model
 
-        grid, measuring = with_overrides("Explorer", Grid, grid, overrides, given_as_settings=settings)
+        grid, measuring = with_overrides("Explorer", Grid, grid, overrides, keyword="grid",
+                                           given_as_settings=settings)
         bits, sparsity, quantization, pruning, runtime = start_of(grid)
         self._onnx = is_onnx_model(model)
         if runtime is None:

@@ -23,33 +23,31 @@ Config = TypeVar("Config")
 
 
 def with_overrides(verb: str, cls: type[Config], config: Config | None, overrides: Mapping[str, Any], *,
-                   settings: bool = True, given_as_settings: Any = None) -> tuple[Config, dict[str, Any]]:
+                   keyword: str, given_as_settings: Any = None) -> tuple[Config, dict[str, Any]]:
     """``(config with its fields from overrides, the rest: Settings overrides)``.
 
-    ``config`` None is ``cls()``; a config of another type, or a keyword that is neither a field of ``cls`` nor
-    (with ``settings``) of ``Settings``, raises ``ConfigError`` naming it and the keywords allowed. The config
-    is validated again with its new fields (its ``__post_init__``), so a bad value is refused here too.
-    ``given_as_settings`` is what the caller passed as ``settings``: a ``cls`` there (the third argument of
-    every verb that measures is its ``Settings``) is refused with the keyword to use.
+    ``config`` (the verb's ``keyword=`` argument) None is ``cls()``; a config of another type, or a keyword
+    that is neither a field of ``cls`` nor of ``Settings``, raises ``ConfigError`` naming it and the keywords
+    allowed. The config is validated again with its new fields (its ``__post_init__``), so a bad value is
+    refused here too. ``given_as_settings`` is what the caller passed as ``settings``: a ``cls`` there (the
+    third argument of every verb that measures is its ``Settings``) is refused with the keyword to use.
     """
     if isinstance(given_as_settings, cls):
-        keyword = "config" if cls.__name__.endswith("Config") else cls.__name__.lower()
         raise ConfigError(
             f"{verb} got a {cls.__name__} where its Settings go (the third argument is how to measure); pass it as "
             f"{keyword}={given_as_settings!r}."
         )
     if config is not None and not isinstance(config, cls):
         raise ConfigError(
-            f"{verb} got {type(config).__name__} {config!r} where a {cls.__name__} goes; pass "
-            f"{cls.__name__}(...) (or its fields as keywords)."
+            f"{verb} got {keyword}={config!r}, a {type(config).__name__} where a {cls.__name__} goes; pass "
+            f"{keyword}={cls.__name__}(...) (or its fields as keywords)."
         )
     own = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    measurement = setting_keywords() if settings else frozenset()
-    unknown = sorted(set(overrides) - own - measurement)
+    unknown = sorted(set(overrides) - own - setting_keywords())
     if unknown:
-        also = f"; Settings' (how to measure) are {sorted(Settings.__dataclass_fields__)}" if settings else ""
         raise ConfigError(
-            f"{verb} got unknown keyword(s) {unknown}: {cls.__name__}'s fields are {sorted(own)}{also}."
+            f"{verb} got unknown keyword(s) {unknown}: {cls.__name__}'s fields are {sorted(own)}; Settings' "
+            f"(how to measure) are {sorted(Settings.__dataclass_fields__)}."
         )
     mine = {k: v for k, v in overrides.items() if k in own}
     base = config if config is not None else cls()

@@ -102,7 +102,8 @@ def search(
         ...
         squeezelab.engine.core.errors.ConfigError: search got unknown keyword(s) ['objectve']: SearchConfig's fields are [...].
     """
-    config, measuring = with_overrides("search", SearchConfig, config, overrides, given_as_settings=settings)
+    config, measuring = with_overrides("search", SearchConfig, config, overrides, keyword="config",
+                                        given_as_settings=settings)
     goal = goal_of(config, progress)
     strategy = strategy_for(model, space_of(config, train_data))
     check_calibration(config.runtime, calibration_data)  # static int8 without calibration_data: refused before any work

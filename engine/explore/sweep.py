@@ -134,7 +134,7 @@ def sweep(
             stored (disk full): ``.sweep`` then holds the points finished so far.
         SweepError: some points failed; ``.sweep`` holds the others.
     """
-    grid, measuring = with_overrides("sweep", Grid, grid, overrides, given_as_settings=settings)
+    grid, measuring = with_overrides("sweep", Grid, grid, overrides, keyword="grid", given_as_settings=settings)
     calibrated = (calibration_data if evaluator is None else evaluator.calibration) is not None
     points, left_out = build_grid(_check_target(model, evaluator), grid.bits, grid.sparsity, grid.recipes,
                                   grid.quantization, grid.pruning, grid.runtime, calibrated=calibrated)

@@ -40,10 +40,11 @@ def test_search_config_checks_and_normalises_its_fields():
 
 def test_overrides_change_the_config_fields_and_pass_the_settings_on():
     base = SearchConfig(objective="latency", sparsity=(0.0, 0.5))
-    config, rest = with_overrides("search", SearchConfig, base, {"max_accuracy_drop": 0.02, "rounds": 3, "metric": "top1"})
+    config, rest = with_overrides("search", SearchConfig, base, {"max_accuracy_drop": 0.02, "rounds": 3, "metric": "top1"},
+                                  keyword="config")
     assert config == dataclasses.replace(base, max_accuracy_drop=0.02) and base.max_accuracy_drop == 0.01  # base unchanged
     assert rest == {"rounds": 3, "metric": "top1"}
-    assert with_overrides("sweep", Grid, None, {}) == (Grid(), {})
+    assert with_overrides("sweep", Grid, None, {}, keyword="grid") == (Grid(), {})
 
 
 @pytest.mark.parametrize(
@@ -53,7 +54,7 @@ def test_overrides_change_the_config_fields_and_pass_the_settings_on():
          r"search got unknown keyword\(s\) \['max_acuracy_drop'\]: SearchConfig's fields are .*'max_accuracy_drop'.*; "
          r"Settings' \(how to measure\) are .*'rounds'"),
         (lambda m, d, c: sl.search(m, d, cache=c, progress=False, config=Grid()),
-         r"search got Grid .* where a SearchConfig goes; pass SearchConfig\(...\)"),
+         r"search got config=Grid\(.*\), a Grid where a SearchConfig goes; pass config=SearchConfig\(...\)"),
         (lambda m, d, c: sl.search(m, d, SearchConfig(), cache=c, progress=False),
          r"search got a SearchConfig where its Settings go .*; pass it as config=SearchConfig\("),
         (lambda m, d, c: sl.sweep(m, d, Grid(bits=4), cache=c, progress=False),
