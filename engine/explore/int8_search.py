@@ -46,6 +46,7 @@ from squeezelab.engine.explore.int8_probes import (
     probe_evaluator, subsample,
 )
 from squeezelab.engine.measurement.point import Point
+from squeezelab.engine.measurement.stats import paired_drop_interval
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static
 from squeezelab.engine.explore.search_result import _row, SearchResult
@@ -144,6 +145,21 @@ class _Runner:
         self.seen[key] = row
         self._consider(row, self.base)
         return row
+
+    def fails_on_subset(self, layers: tuple[str, ...], move: str) -> bool:
+        """The sequential test's first step: ``layers`` kept float measured on the subset (or read from the trail),
+        and whether its paired drop is *clearly* over the budget there: the one-sided lower bound at the search's
+        confidence above ``max_drop``. Then no full evaluation is needed to reject it; anything else (a pass, or a
+        fail the subset cannot tell from a pass) is decided on all the data. No decision without a confidence."""
+        if self.confidence <= 0:
+            return False
+        row = self.measure(layers, move, "subset")
+        base, point = self.bases["subset"], row.get("point")
+        if point is None or base.scores is None or point.scores is None or len(base.scores) != len(point.scores):
+            return False
+        low = paired_drop_interval(base.scores, point.scores, self.confidence, sided="lower").low
+        row["sequential"] = f"lower bound {low:.4g} > {self.max_drop:g}: rejected on the subset" if low > self.max_drop else ""
+        return bool(low > self.max_drop)
 
     def _evaluate(self, layers: tuple[str, ...], move: str, on: str) -> dict[str, Any]:
         ev = self._evaluators(self.base)[on]
@@ -347,6 +363,8 @@ def _bisect(order: list[tuple[str, ...]], run: _Runner) -> tuple[int | None, boo
             layers = prefix_layers(order, k)
             try:
                 move = f"bisect: first {k} of {len(order)} groups float ({len(layers)} layers)"
+                if on == "all" and run.subset_bisection and run.fails_on_subset(layers, move):
+                    return False  # decided on the subset: the paired test says it fails, no full evaluation
                 return bool(run.measure(layers, move, on)["accepted"])
             except _OutOfTime:
                 return None

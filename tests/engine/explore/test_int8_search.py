@@ -210,6 +210,38 @@ def test_a_search_after_the_int8_map_ranks_by_the_maps_points_and_probes_nothing
     assert result.row["data"].startswith("all (48)") and result.row["drop_bound"] <= budget
 
 
+def test_the_bisection_on_all_the_data_takes_the_subsets_clear_rejections_without_measuring_them(bert, tmp_path, monkeypatch):
+    # The paired test's verdict is replaced by a fixed rule, so what is checked is what the bisection does with
+    # it, on any CPU: every candidate rejected on the subset is never measured on all the data; none rejected,
+    # the bisection measures on all the data as before.
+    from squeezelab.engine.explore import int8_search
+
+    model, inputs = bert
+    for reject in (True, False):
+        asked = []
+        monkeypatch.setattr(int8_search._Runner, "fails_on_subset", lambda self, layers, move: asked.append(layers) or reject)
+        ev = Evaluator(model, (inputs, None), cache=tmp_path / str(reject), metric="cosine_to_baseline", rounds=0)
+        result = search_int8(model, ev, sl.Int8Dynamic(reduce_range=True), objective="size", max_accuracy_drop=1e-9,
+                             time_budget_s=300, confidence=0.9, progress=False, probe_samples=16)
+        trail = result.trail
+        on_all = trail[trail["move"].str.startswith("bisect") & (trail["data"] == "all (48)")]
+        assert asked and on_all.empty == reject
+        assert result.row["data"].startswith("all (48)")  # the answer is measured on all the data (here fp32)
+
+
+def test_a_clear_failure_on_the_subset_is_one_whose_paired_lower_bound_exceeds_the_budget(bert, tmp_path):
+    model, inputs = bert
+    ev = Evaluator(model, (inputs, None), cache=tmp_path, metric="cosine_to_baseline", rounds=0)
+    result = search_int8(model, ev, sl.Int8Dynamic(reduce_range=True), objective="size", max_accuracy_drop=0.0,
+                         time_budget_s=300, confidence=0.9, progress=False, probe_samples=16)
+    trail = result.trail
+    rejected = trail[trail.get("sequential", "").astype(str).str.startswith("lower bound")] if "sequential" in trail else trail[:0]
+    for row in rejected.itertuples():  # a positive lower bound, so a positive mean drop, on the subset
+        assert row.data == "subset (16)" and float(row.sequential.split()[2]) > 0.0 and row.drop > 0.0
+        assert not any(set(r.float_layers) == set(row.float_layers) for r in trail.itertuples() if r.data == "all (48)")
+    assert result.row["data"].startswith("all (48)")  # never a subset point
+
+
 def test_search_respects_a_tight_time_budget_and_returns_its_best_measured_result(bert, tmp_path):
     model, inputs = bert
     started = time.monotonic()
