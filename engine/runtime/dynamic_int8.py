@@ -16,8 +16,10 @@ the copy before its shape inference; here the caller's file is read once, and a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,33 @@ def _quantizer_class() -> type:
 _QUANTIZER: type | None = None
 
 
+@contextlib.contextmanager
+def _reload_without_copy() -> Iterator[None]:
+    """While a dynamic ``ONNXQuantizer`` is made: its ``save_and_reload_model_with_shape_infer`` without the deep copy.
+
+    Its constructor (dynamic mode) deep-copies the model it was given, saves the copy and loads it back with
+    shapes inferred: three whole models held at once, 8.7 GB of the 15.8 GB peak on a 2.9 GB encoder. The model
+    given here is ``quantize_dynamic_file``'s own, which the quantizer replaces by the reload: it is saved itself
+    (ONNX moves its weights to the file) and the same file is loaded back, so the reload is the same model.
+    """
+    import onnx
+    from onnxruntime.quantization import onnx_quantizer
+    from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+
+    def reload(model: Any) -> Any:
+        with tempfile.TemporaryDirectory(prefix="ort.quant.") as tmp:
+            path = Path(tmp) / "model.onnx"
+            onnx.save_model(model, path.as_posix(), save_as_external_data=True)
+            return load_model_with_shape_infer(path)
+
+    original = onnx_quantizer.save_and_reload_model_with_shape_infer
+    onnx_quantizer.save_and_reload_model_with_shape_infer = reload
+    try:
+        yield
+    finally:
+        onnx_quantizer.save_and_reload_model_with_shape_infer = original
+
+
 def quantize_dynamic_file(
     model_path: Path,
     out_path: Path,
@@ -153,20 +182,21 @@ def quantize_dynamic_file(
     options = {"MatMulConstBOnly": True, **(extra_options or {})}
     model = load_model_with_shape_infer(Path(model_path))  # onnx's shape inference, on the file
     model = update_opset_version(model, QuantType.QInt8)
-    quantizer = _quantizer_class()(
-        model,
-        per_channel,
-        reduce_range,
-        QuantizationMode.IntegerOps,
-        False,  # dynamic: no static activation ranges
-        QuantType.QInt8,
-        QuantType.QUInt8,  # dynamic activations are uint8 (ONNX Runtime's only choice)
-        None,
-        [],
-        list(nodes_to_exclude),
-        list(op_types),
-        options,
-    )
-    del model  # the quantizer holds it
+    with _reload_without_copy():
+        quantizer = _quantizer_class()(
+            model,
+            per_channel,
+            reduce_range,
+            QuantizationMode.IntegerOps,
+            False,  # dynamic: no static activation ranges
+            QuantType.QInt8,
+            QuantType.QUInt8,  # dynamic activations are uint8 (ONNX Runtime's only choice)
+            None,
+            [],
+            list(nodes_to_exclude),
+            list(op_types),
+            options,
+        )
+    del model  # the quantizer holds its own reload of it
     quantizer.quantize_model()
     quantizer.model.save_model_to_file(str(out_path), external_data)

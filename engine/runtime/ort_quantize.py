@@ -34,7 +34,7 @@ from squeezelab.engine.runtime.ort_tools import (
     resolve_reduce_range,
 )
 from squeezelab.engine.runtime.size_limit import current_file_threshold, current_limit
-from squeezelab.engine.runtime.stages import stage
+from squeezelab.engine.runtime.stages import release_memory, stage
 from squeezelab.engine.runtime.static_int8 import convert_static, quantize_static_onnx
 from squeezelab.engine.runtime.static_plan import check_quantization_parameters
 from squeezelab.engine.runtime.weight_only import nbits_weight_elements, quantize_weight_only_onnx
@@ -193,6 +193,8 @@ def _convert_dynamic(b: bytes, recipe: Recipe, feeds: Any) -> tuple[bytes, dict[
     with tempfile.TemporaryDirectory() as tmp:
         with stage("fusion"):
             fused_file, fusion_why = _fused_file(b, rt, kept, Path(tmp))
+        if is_file_model(b):  # the optimizer's model, freed, kept by the C heap: handed back before quantizing
+            release_memory()
         was_fused = fused_file is not None
         op_types = list(rt.quantized_op_types)
         if was_fused:  # the fused ops now hold the MatMul (attention) and Gather (embedding) weights
