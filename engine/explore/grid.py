@@ -54,6 +54,10 @@ DEFAULT_BITS = (8, 6, 4, 3, 2)
 DEFAULT_SPARSITY = (0.0, 0.5, 0.75, 0.9)
 # ONNX Runtime's recipes tried on an ONNX file, by their names in ``choices.RECIPES``.
 DEFAULT_ONNX_RECIPES = ("int8-dynamic", "int8-static", "float16")
+# A runtime name a Grid takes: the runtimes', and the whole recipes the explorer of an ONNX file starts at
+# (float16); fp32 is the baseline, measured anyway.
+_RUNTIME_NAMES = tuple(dict.fromkeys(choices.names("runtime") + [n for n in choices.names("recipe") if n != "fp32"]))
+_RUNTIME_OTHERWISE = "'float16' (the explorer of an ONNX file), a Runtime config, or None for the default"
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
@@ -75,7 +79,8 @@ class Grid:
             ``"fixed-point"``, ``"float16"``, or a config used as a template.
         pruning: ``"magnitude"``, ``"structured"``, ``"structured-heads"``, ``"layers"`` or ``"n:m"``, or a config.
         runtime: ``"simulated"`` (None: the default; for an ONNX file, ONNX Runtime's recipes that apply),
-            ``"simulated-huffman"``, ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"``, or a Runtime config.
+            ``"simulated-huffman"``, ``"int8-dynamic"``, ``"int8-static"``, ``"weight-only"``, or a Runtime config;
+            the explorer of an ONNX file also starts at ``"float16"``. An unknown name is refused when the grid is made.
         recipes: more recipes (or one) to measure alongside the grid (a sweep only).
 
     Examples:
@@ -102,6 +107,8 @@ class Grid:
         if self.runtime is not None and not isinstance(self.runtime, (str, Runtime)):
             raise ConfigError(f"Grid: runtime={self.runtime!r}; pass a runtime name such as 'int8-dynamic', a Runtime "
                               "config, or None for the default.")
+        if isinstance(self.runtime, str) and choices.ALIASES.get(self.runtime, self.runtime) not in _RUNTIME_NAMES:
+            raise choices.unknown_choice("runtime", self.runtime, otherwise=_RUNTIME_OTHERWISE)  # a typo fails now
         if self.bits is None and self.sparsity is None:
             return  # the defaults that apply to the model are chosen by the verb
         # A missing list stands in with one value here: the rule on empty lists is sweep's (grid_lists).

@@ -113,6 +113,8 @@ def test_sweep_takes_a_grid_or_its_fields(small, tmp_path):
 def test_grid_checks_its_fields():
     assert Grid(recipes=sl.Recipe(runtime=sl.Int8Dynamic())).recipes == (sl.Recipe(runtime=sl.Int8Dynamic()),)
     assert Grid(bits=4, sparsity=[0.0, 0.5]).bits == (4,)
+    # a runtime name is checked when the grid is made; float16 is the explorer's choice for an ONNX file
+    assert [Grid(runtime=name).runtime for name in ("int8-dynamic-embeddings", "float16")] == ["int8-dynamic-embeddings", "float16"]
     for kwargs, message in (
         (dict(bits="8"), r"bits='8' is not a number or a list of numbers"),
         (dict(bits=[8], sparsity=[]), r"sparsity=\[\] is empty"),
@@ -120,6 +122,7 @@ def test_grid_checks_its_fields():
         (dict(pruning="random"), r"pruning='random'; use one of"),
         (dict(recipes=["int8"]), r"recipes must hold Recipe objects"),
         (dict(runtime=8), r"Grid: runtime=8; pass a runtime name"),
+        (dict(runtime="int8-dynamc"), r"runtime='int8-dynamc'; use one of 'simulated', .*'weight-only', or 'float16'"),
     ):
         with pytest.raises(sl.errors.ConfigError, match=message):
             Grid(**kwargs)
