@@ -31,6 +31,8 @@ def with_overrides(verb: str, cls: type[Config], config: Config | None, override
     allowed. The config is validated again with its new fields (its ``__post_init__``), so a bad value is
     refused here too. ``given_as_settings`` is what the caller passed as ``settings``: a ``cls`` there (the
     third argument of every verb that measures is its ``Settings``) is refused with the keyword to use.
+    A keyword that names a field of both goes to the config (``search``'s ``confidence=``); the ``Settings``
+    field of that name is then set through ``settings`` only.
     """
     if isinstance(given_as_settings, cls):
         raise ConfigError(

@@ -70,7 +70,8 @@ def search(
         model: the PyTorch model (never changed).
         data: the data every decision is measured on (keep a separate test set for the final check).
         settings: how to measure (``Settings``; default ``Settings.for_sweeps()``), the third argument of every
-            verb that measures.
+            verb that measures. A size search is never timed (its points take 0 rounds, whatever the settings
+            say); a latency search times every point with the settings' rounds, and refuses ``rounds=0``.
         config: what may be chosen and the budget (``SearchConfig``: ``max_accuracy_drop`` 0.01, ``objective``
             ``"size"``, ``time_budget_s`` 120, ``bits``, ``sparsity``, ``quantization``, ``runtime``,
             ``finetune_epochs``, ``confidence`` 0.9, ``seed``); None: ``SearchConfig()``. The runtime decides
@@ -93,6 +94,8 @@ def search(
         **overrides: any ``SearchConfig`` field (``max_accuracy_drop=0.02``, ``objective="latency"``, ...),
             applied on top of ``config``, or any ``Settings`` field (``metric=``: any per-sample metric,
             ``cosine_to_baseline`` for an embedding model); another keyword is a ``ConfigError`` naming both lists.
+            ``confidence=`` is ``SearchConfig``'s (the one-sided bound a step is judged by); the two-sided
+            confidence of the reported intervals is ``Settings``' and is passed in ``settings``.
 
     Examples:
         >>> import squeezelab as sl

@@ -45,6 +45,9 @@ def test_overrides_change_the_config_fields_and_pass_the_settings_on():
     assert config == dataclasses.replace(base, max_accuracy_drop=0.02) and base.max_accuracy_drop == 0.01  # base unchanged
     assert rest == {"rounds": 3, "metric": "top1"}
     assert with_overrides("sweep", Grid, None, {}, keyword="grid") == (Grid(), {})
+    # confidence is a field of both: it is the search's bound, as search's own keyword always was
+    config, rest = with_overrides("search", SearchConfig, None, {"confidence": 0.5}, keyword="config")
+    assert config.confidence == 0.5 and rest == {}
 
 
 @pytest.mark.parametrize(
