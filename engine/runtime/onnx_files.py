@@ -39,6 +39,8 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
     """
     import onnx
 
+    if isinstance(source, OnnxFile):  # a large model compress made (e.g. the gate's fp32 export): already a file
+        return source, source.path.name
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():

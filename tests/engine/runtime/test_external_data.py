@@ -176,3 +176,14 @@ def test_a_large_models_export_is_reused_by_its_next_compress_until_the_model_ch
     assert same.onnx_bytes.path == fp32.onnx_bytes.path and int8.executable  # the int8 call used that export too
     assert other_example.onnx_bytes.path != fp32.onnx_bytes.path != changed.onnx_bytes.path
     assert not np.array_equal(changed.predict(example), fp32.predict(example))
+
+
+def test_a_large_export_passed_on_as_onnx_bytes_is_read_as_its_file():
+    # squeezelab gate hands the fp32 export's onnx_bytes to measure: an OnnxFile stays one (its weights beside it)
+    example = torch.randn(4, 128)
+    with protobuf_limit(SMALL):
+        fp32 = sl.compress(_mlp(), sl.Recipe(), example_inputs=example)
+        again = sl.compress(fp32.onnx_bytes, sl.Recipe(runtime=sl.Int8Dynamic()))
+        point = sl.measure(fp32.onnx_bytes, (example, None), rounds=0)
+    assert again.executable and point.size_bytes == fp32.size_bytes
+    assert np.allclose(again.predict(example), fp32.predict(example), atol=0.1)
