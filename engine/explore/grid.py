@@ -375,21 +375,20 @@ def _defaults(target: nn.Module | bytes | None, bits: Any, sparsity: Any, runtim
     return bits, sparsity, runtime, recipes, left
 
 
-def build_grid(target: nn.Module | bytes | None, bits: Any, sparsity: Any, recipes: Any, quantization: Any, pruning: Any,
-               runtime: Any, *, calibrated: bool) -> tuple[list[GridPoint], list[NotApplicable]]:
-    """The checked grid: the fp32 baseline first, then every (bits, sparsity) recipe, then ``recipes``;
+def build_grid(target: nn.Module | bytes | None, grid: Grid, *, calibrated: bool) -> tuple[list[GridPoint], list[NotApplicable]]:
+    """The checked grid: the fp32 baseline first, then every (bits, sparsity) recipe, then ``grid.recipes``;
     each recipe once (grid points that name the same recipe are measured once); and what the defaults left out.
 
     Defaults (None) are the ones that apply to ``target`` (the PyTorch model or the ONNX bytes); a point the
     caller asked for that cannot run on it is refused here, before any work."""
-    recipes = (recipes,) if isinstance(recipes, Recipe) else _recipe_list(recipes)
-    bits, sparsity, runtime, recipes, left = _defaults(target, bits, sparsity, runtime, recipes, calibrated)
+    bits, sparsity, runtime, recipes, left = _defaults(target, grid.bits, grid.sparsity, grid.runtime, grid.recipes,
+                                                       calibrated)
     bits, sparsity = grid_lists(bits, sparsity, layout="product", recipes=bool(recipes))
     points: list[GridPoint] = [(Recipe(), {"bits": 32, "sparsity": 0.0})]
     seen = {Recipe()}
     for b in bits:
         for s in sparsity:
-            recipe = grid_recipe(b, s, quantization=quantization, pruning=pruning, runtime=runtime)
+            recipe = grid_recipe(b, s, quantization=grid.quantization, pruning=grid.pruning, runtime=runtime)
             if recipe not in seen:
                 seen.add(recipe)
                 points.append((recipe, {"bits": b, "sparsity": float(s)}))

@@ -136,8 +136,7 @@ def sweep(
     """
     grid, measuring = with_overrides("sweep", Grid, grid, overrides, keyword="grid", given_as_settings=settings)
     calibrated = (calibration_data if evaluator is None else evaluator.calibration) is not None
-    points, left_out = build_grid(_check_target(model, evaluator), grid.bits, grid.sparsity, grid.recipes,
-                                  grid.quantization, grid.pruning, grid.runtime, calibrated=calibrated)
+    points, left_out = build_grid(_check_target(model, evaluator), grid, calibrated=calibrated)
     check_executor(executor)
     if evaluator is None:  # before the cache folder is made
         for recipe, _ in points:

@@ -389,10 +389,10 @@ def test_an_explicit_point_that_cannot_run_is_refused_before_any_work(tmp_path, 
 
 
 def test_default_widths_follow_the_runtime(small):
-    from squeezelab.engine.explore.grid import build_grid as _grid
+    from squeezelab.engine.explore.grid import Grid, build_grid as _grid
 
     model, _ = small
     for runtime, widths in ((None, {8, 6, 4, 3, 2}), ("int8-dynamic", {8}), ("weight-only", {8, 4})):
-        points, left = _grid(model, None, None, (), "linear-symmetric", "magnitude", runtime, calibrated=False)
+        points, left = _grid(model, Grid(runtime=runtime), calibrated=False)
         assert {info["bits"] for _, info in points[1:]} == widths and not left
         assert {info["sparsity"] for _, info in points[1:]} == {0.0, 0.5, 0.75, 0.9}
