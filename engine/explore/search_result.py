@@ -76,7 +76,6 @@ class SearchResult:
         )
 
 
-
 def _figure(point: Point | None, value: float, drop: float) -> str:
     """``97.78 % (drop 0.22 pp)`` for a percentage metric, ``0.9912 (drop 0.0088)`` otherwise: one unit each."""
     if point is not None and not point.percent:
