@@ -46,7 +46,7 @@ from squeezelab.engine.pruning.prune import bake_masks_, magnitude_masks
 from squeezelab.engine.quantization.encoding import encode_float, encode_tensor
 from squeezelab.engine.quantization.simulated import encode_model
 
-__all__ = ["LayerProbes", "Probe", "Planned", "measure_probes", "probe_table"]
+__all__ = ["LayerProbes", "Probe", "Planned", "layer_work", "measure_probes", "probe_table"]
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,44 @@ class LayerProbes:
         return point.replace(size_bytes=self.sizes.size(encoded, probe.recipe.to_dict(), self.model_class))
 
 
+def layer_work(model: nn.Module, ev: Evaluator, names: list[str]) -> dict[str, float]:
+    """Per sample, the multiply-adds a probe of each layer re-runs: its own and those of every layer called after it.
+
+    One forward pass on the first sample (a batch of one), in eval mode (restored after), hooks removed: the caller's model is
+    left as it was. A layer called more than once counts each call, from its first one.
+    """
+    wanted = set(names)
+    order: list[str] = []
+    macs: dict[str, float] = {}
+
+    def hook(name: str) -> Any:
+        def count(module: nn.Module, _args: Any, out: Any) -> None:
+            if isinstance(out, torch.Tensor) and getattr(module, "weight", None) is not None:
+                # out elements x weights per output channel: Linear (out, in), Conv (out, in / groups, k...)
+                macs[name] = macs.get(name, 0.0) + out.numel() * module.weight[0].numel()
+                if name not in order:
+                    order.append(name)
+        return count
+
+    training = [m for m in model.modules() if m.training]
+    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in wanted]
+    try:
+        model.eval()
+        args, kwargs = ev.samples.inputs.slice(0, 1).torch()
+        with torch.no_grad():
+            model(*args, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m in training:
+            m.train(True)
+    suffix, after = {}, 0.0
+    for name in reversed(order):
+        after += macs[name]
+        suffix[name] = after
+    return {name: suffix.get(name, 0.0) for name in names}
+
+
 def measure_probes(ev: Evaluator, names: list[str], quantizer: QuantizationConfig, probes: list[Planned], progress: bool,
                    deadline: float | None) -> tuple[dict[Recipe, Point], Point]:
     """Every probe from the cache, or measured by ``LayerProbes`` (built only when one is missing: a second call
@@ -143,14 +181,20 @@ def measure_probes(ev: Evaluator, names: list[str], quantizer: QuantizationConfi
     base = ev.baseline()  # measured whatever the deadline: every drop needs it
     points: dict[Recipe, Point] = {}
     bench: LayerProbes | None = None
-    for probe, _ in tqdm(probes, desc="layer sensitivity", disable=not progress, unit="probe"):
-        point = ev.cached(probe.recipe)
-        if point is None:
-            if deadline is not None and time.monotonic() > deadline:
-                continue  # not probed before the deadline: no figures
-            bench = bench or LayerProbes(ev, names, quantizer)
-            point = ev.store(probe.recipe, bench.measure(probe))
-        points[probe.recipe] = point
+    # The bar counts the multiply-adds each probe re-runs (an early layer's probe runs most of the model, the
+    # last one's almost nothing), so the time left it shows follows the work left, not the probes left.
+    work = layer_work(ev.model, ev, names) if progress and isinstance(ev.model, nn.Module) else {}
+    total = sum(work.get(p.layer, 0.0) * len(ev.samples) for p, _ in probes)
+    with tqdm(total=total or len(probes), desc="layer sensitivity", disable=not progress, unit="MAC" if total else "probe",
+              unit_scale=bool(total)) as bar:
+        for probe, _ in probes:
+            point = ev.cached(probe.recipe)
+            if point is None and (deadline is None or time.monotonic() <= deadline):  # else not probed: no figures
+                bench = bench or LayerProbes(ev, names, quantizer)
+                point = ev.store(probe.recipe, bench.measure(probe))
+            if point is not None:
+                points[probe.recipe] = point
+            bar.update(work.get(probe.layer, 0.0) * len(ev.samples) if total else 1)
     return points, base
 
 

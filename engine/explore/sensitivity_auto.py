@@ -3,7 +3,7 @@
 The exact table's cost is predicted from work, not from a clock: each probe re-runs the model from
 the probed layer onward (``replay``), so its cost is about the multiply-adds of the Linear/Conv
 layers called from that layer's first call on, times the samples. One forward pass on one sample
-(hooks on the prunable layers) gives each layer's multiply-adds and call order; probes already in
+(``layer_probes.layer_work``: hooks on the prunable layers) gives each layer's multiply-adds and call order; probes already in
 the cache cost nothing. At most ``EXACT_WORK`` multiply-adds: every probe is measured (``"exact"``);
 above it: every row estimated and the top rows of each axis measured (``"estimate"``, labelled).
 
@@ -18,55 +18,14 @@ minute or less exact and sends larger ones to the estimate.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
 from torch import nn
 
 from squeezelab.engine.explore.evaluation import Evaluator
-from squeezelab.engine.explore.layer_probes import Planned
+from squeezelab.engine.explore.layer_probes import Planned, layer_work
 
 __all__ = ["EXACT_WORK", "choose_method", "exact_work", "layer_work"]
 
 EXACT_WORK = 1.0e12  # multiply-adds: at most this left to measure, the default measures every probe
-
-
-def layer_work(model: nn.Module, ev: Evaluator, names: list[str]) -> dict[str, float]:
-    """Per sample, the multiply-adds a probe of each layer re-runs: its own and those of every layer called after it.
-
-    One forward pass on the first sample (a batch of one), in eval mode (restored after), hooks removed: the caller's model is
-    left as it was. A layer called more than once counts each call, from its first one.
-    """
-    wanted = set(names)
-    order: list[str] = []
-    macs: dict[str, float] = {}
-
-    def hook(name: str) -> Any:
-        def count(module: nn.Module, _args: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and getattr(module, "weight", None) is not None:
-                # out elements x weights per output channel: Linear (out, in), Conv (out, in / groups, k...)
-                macs[name] = macs.get(name, 0.0) + out.numel() * module.weight[0].numel()
-                if name not in order:
-                    order.append(name)
-        return count
-
-    training = [m for m in model.modules() if m.training]
-    hooks = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in wanted]
-    try:
-        model.eval()
-        args, kwargs = ev.samples.inputs.slice(0, 1).torch()
-        with torch.no_grad():
-            model(*args, **kwargs)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m in training:
-            m.train(True)
-    suffix, after = {}, 0.0
-    for name in reversed(order):
-        after += macs[name]
-        suffix[name] = after
-    return {name: suffix.get(name, 0.0) for name in names}
 
 
 def exact_work(model: nn.Module, ev: Evaluator, names: list[str], probes: list[Planned]) -> tuple[float, int]:

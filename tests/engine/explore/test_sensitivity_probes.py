@@ -170,6 +170,15 @@ def test_a_cache_past_its_memory_budget_is_spilled_to_disk_with_the_same_figures
     assert not Path(folder).exists()  # the files go with the replay
 
 
+def test_the_progress_bar_counts_the_work_each_probe_reruns(tmp_path, capsys):
+    model, data = _residual_cnn()
+    shown = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path / "a", progress=True)
+    quiet = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path / "b", progress=False)
+    assert shown["accuracy"].equals(quiet["accuracy"])
+    bar = capsys.readouterr().err
+    assert "layer sensitivity" in bar and "MAC" in bar  # multiply-adds, so the time left follows the work left
+
+
 def test_a_second_call_reads_the_cache_only(tmp_path, monkeypatch):
     model, data = _residual_cnn()
     first = sl.layer_sensitivity(model, data, bits=[2], sparsity=[], cache=tmp_path, progress=False)
