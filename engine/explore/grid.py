@@ -64,7 +64,8 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d
 @dataclass(frozen=True, kw_only=True)
 class Grid:
     """Which recipes a ``sweep`` measures (every ``bits`` × ``sparsity`` pair, then ``recipes``), or where the
-    ``Explorer``'s controls start (one value each): one value to keep, share and change with ``replace``.
+    ``Explorer``'s controls start (one value each): one value to keep, share and change with
+    ``dataclasses.replace`` (which checks the new values again).
 
     ``sweep(model, data, grid=Grid(bits=[8, 4]))`` is ``sweep(model, data, bits=[8, 4])``; keywords given with a
     grid change its fields. Values are checked when the grid is made (``ConfigError`` naming the field and

@@ -30,7 +30,8 @@ OBJECTIVES = ("size", "latency")
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
-    """What ``search`` may choose and what it is held to: one value to keep, share and change with ``replace``.
+    """What ``search`` may choose and what it is held to: one value to keep, share and change with
+    ``dataclasses.replace`` (which checks the new values again).
 
     ``search(model, data, config=SearchConfig(objective="latency"))`` is ``search(model, data, objective="latency")``;
     keywords given with a config change its fields. Every value is checked when the config is made
