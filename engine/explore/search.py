@@ -69,8 +69,8 @@ def search(
     Args:
         model: the PyTorch model (never changed).
         data: the data every decision is measured on (keep a separate test set for the final check).
-        settings: how to measure (``Settings``; default ``Settings.for_sweeps()``), the third argument of every
-            verb that measures. A size search is never timed (its points take 0 rounds, whatever the settings
+        settings: how to measure (``Settings``; default ``Settings.for_sweeps()``), the argument after the data,
+            as in ``measure``. A size search is never timed (its points take 0 rounds, whatever the settings
             say); a latency search times every point with the settings' rounds, and refuses ``rounds=0``.
         config: what may be chosen and the budget (``SearchConfig``: ``max_accuracy_drop`` 0.01, ``objective``
             ``"size"``, ``time_budget_s`` 120, ``bits``, ``sparsity``, ``quantization``, ``runtime``,

@@ -106,7 +106,7 @@ def sweep(
         data: evaluation data, ``(inputs, targets)`` in any form (targets ``None``: fidelity to
             the uncompressed model); held-out data, not the training set.
         settings: how to measure (``Settings``: metric, output, timing; default ``Settings.for_sweeps()``,
-            20 timing rounds), the third argument of every verb that measures.
+            20 timing rounds), the argument after the data, as in ``measure``.
         grid: which recipes (``Grid``: ``bits``, ``sparsity``, ``quantization``, ``pruning``, ``runtime``,
             ``recipes``); None: ``Grid()``, the widths and sparsities that apply to the model. Left to their
             defaults with an ONNX file and no ``runtime``, ``bits`` and ``sparsity`` give no grid: ONNX Runtime's
