@@ -82,9 +82,10 @@ def search(
             ``objective="size"``: the rounding method (GPTQ with ``calibration_data``, HQQ, round to nearest) at
             the asked block, then smaller blocks, then 8 bits (``engine.explore.weight_only_search``).
             The int8 runtimes try their fidelity steps and calibrations first (``details["algorithms"]``).
-        train_data: enables fine-tuning (objective ``"size"``): a sparsity step that breaks the
-            budget is retried after ``finetune_epochs`` of training of the pruned model (masks
-            kept); the result's ``model`` is then the fine-tuned copy the recipe applies to.
+        train_data: enables fine-tuning (objective ``"size"``, a simulated quantizer): a sparsity step that breaks
+            the budget is retried after ``finetune_epochs`` of training of the pruned model (masks
+            kept); the result's ``model`` is then the fine-tuned copy the recipe applies to. The other
+            strategies do not fine-tune and refuse it (``ConfigError``) rather than ignore it.
         validation_data: measure the final recipe on it as well (``held_out``), calibrated as the search was.
         calibration_data: inputs that calibrate ``Int8Static``, kept apart from ``data`` so the search does
             not judge int8 on the very inputs it calibrated on; ``runtime=Int8Static()`` without them raises

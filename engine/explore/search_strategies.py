@@ -175,7 +175,20 @@ _BY_OBJECTIVE: dict[str, type[GreedyDescent]] = {"size": SizeSearch, "latency": 
 
 
 def strategy_for(model: nn.Module, space: SearchSpace) -> SearchStrategy:
-    """The strategy for ``space``'s runtime and objective; it refuses what it cannot search (``ConfigError``)."""
+    """The strategy for ``space``'s runtime and objective; it refuses what it cannot search (``ConfigError``),
+    ``train_data`` included where nothing would read it (only the size search fine-tunes)."""
+    strategy = _strategy(model, space)
+    if space.train_data is not None and not isinstance(strategy, SizeSearch):
+        runtime = "" if space.runtime is None else f" and runtime={space.runtime!r}"
+        raise ConfigError(
+            f"search with objective={space.objective!r}{runtime} does not fine-tune: train_data= is read only by the "
+            "size search of a simulated quantizer (runtime=None), which retries a sparsity step after fine-tuning. "
+            "Drop train_data=, or fine-tune the result's model with finetune()."
+        )
+    return strategy
+
+
+def _strategy(model: nn.Module, space: SearchSpace) -> SearchStrategy:
     if isinstance(space.runtime, WeightOnly) and space.objective == "size":
         return WeightOnlySearch(model, space.runtime)  # how the weights are fitted, then how many bytes
     for runtime_type, strategy in _BY_RUNTIME.items():

@@ -68,6 +68,11 @@ def test_overrides_change_the_config_fields_and_pass_the_settings_on():
          r"sparsity=1.5 must be"),
         (lambda m, d, c: sl.search(m, d, objective="latency", rounds=0, cache=c, progress=False),
          r"objective='latency' ranks points by their measured speedup; rounds=0 times nothing. Leave rounds= out"),
+        # train_data is read only by the size search of a simulated quantizer: elsewhere refused, never ignored
+        (lambda m, d, c: sl.search(m, d, objective="latency", train_data=d, cache=c, progress=False),
+         r"search with objective='latency' does not fine-tune: train_data= is read only by the size search"),
+        (lambda m, d, c: sl.search(m, d, runtime=sl.WeightOnly(), train_data=d, cache=c, progress=False),
+         r"search with objective='size' and runtime=WeightOnly\(.*\) does not fine-tune"),
     ],
 )
 def test_bad_configs_and_keywords_are_refused_before_any_work(small, tmp_path, call, message):
