@@ -59,6 +59,7 @@ PUBLIC: dict[str, dict[str, list[str]]] = {
     },
     "squeezelab.quantization": {
         "core.runtimes": ["MinMax", "Percentile", "Entropy"],
+        "core.transforms": ["AdaRound"],
         "quantization.qat": ["prepare_qat", "calibrate_", "export_qat"],
         "quantization.shared_weights": ["share_weights", "bake_shared_weights_"],
     },

@@ -219,8 +219,8 @@ class Recipe(_Config):
         unknown = sorted({type(step).__name__ for step in steps if type(step) not in TRANSFORM_ORDER})
         if unknown:
             raise ConfigError(
-                f"Recipe: transforms {unknown} are not squeezelab's fidelity steps; use Smoothing(), Equalization() "
-                "or BiasCorrection()."
+                f"Recipe: transforms {unknown} are not squeezelab's fidelity steps; use Smoothing(), Equalization(), "
+                "AdaRound() or BiasCorrection()."
             )
         # One canonical order (the order the steps must run in), so equal recipes hash and label alike.
         object.__setattr__(self, "transforms", tuple(sorted(steps, key=lambda step: TRANSFORM_ORDER.index(type(step)))))

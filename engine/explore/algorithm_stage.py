@@ -7,7 +7,9 @@ cost nothing at run time, so the search tries them first, every layer in int8:
 - the fidelity steps (``Recipe.transforms``): for a transformer, smoothing off, chosen per group
   ("auto"), or at a fixed strength 0.5 / 0.8 (dynamic int8 only when calibration data is given:
   smoothing measures activations); for a CNN under static int8, cross-layer equalisation and bias
-  correction, alone and together, where their appliers are registered;
+  correction, alone and together, and AdaRound with bias correction (the best all-int8 steps measured
+  on the ResNet-18 layout and EfficientNet-Lite0, ``benchmarks/int8_cnn.py``), where their appliers
+  are registered;
 - static int8's calibration: min-max, percentile (99.999) and entropy.
 
 ``algorithm_candidates`` lists them, the runtime's own default first. The search varies one axis at a
@@ -26,7 +28,7 @@ from torch import nn
 
 from squeezelab.engine.core.recipe import Recipe
 from squeezelab.engine.core.runtimes import Entropy, Int8Dynamic, Int8Static, MinMax, Percentile, Runtime
-from squeezelab.engine.core.transforms import BiasCorrection, Equalization, Smoothing, Transform
+from squeezelab.engine.core.transforms import AdaRound, BiasCorrection, Equalization, Smoothing, Transform
 from squeezelab.engine.quantization.transforms import default_transforms, has_applier, transformer_like
 
 __all__ = ["AlgorithmChoice", "transform_options", "calibration_options", "choose_algorithms"]
@@ -53,6 +55,8 @@ def transform_options(model: nn.Module, runtime: Runtime, has_calibration: bool)
     elif isinstance(runtime, Int8Static):
         cnn = [step for step in (Equalization(), BiasCorrection()) if has_applier(type(step))]
         options += [()] + [(step,) for step in cnn] + ([tuple(cnn)] if len(cnn) > 1 else [])
+        if has_applier(AdaRound) and has_applier(BiasCorrection):
+            options.append((AdaRound(), BiasCorrection()))
     return list(dict.fromkeys(options))
 
 

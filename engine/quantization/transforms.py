@@ -24,7 +24,8 @@ from squeezelab.engine.core.errors import CalibrationError, ConfigError
 from squeezelab.engine.core.inputs import Inputs
 from squeezelab.engine.core.outputs import OutputSelector, select_output
 from squeezelab.engine.core.runtimes import Int8Dynamic, Int8Static, Runtime
-from squeezelab.engine.core.transforms import BiasCorrection, Equalization, Smoothing, Transform
+from squeezelab.engine.core.transforms import AdaRound, BiasCorrection, Equalization, Smoothing, Transform
+from squeezelab.engine.quantization.adaround import adaround_
 from squeezelab.engine.quantization.bias_correction import correct_bias_
 from squeezelab.engine.quantization.equalization import equalize_
 from squeezelab.engine.quantization.smoothing import Int8Arithmetic, smooth_
@@ -177,5 +178,30 @@ def _correct_bias(model: nn.Module, step: BiasCorrection, context: TransformCont
         "samples": result.samples,
         "batchnorms_folded": len(result.folded),
         "largest_shift": [largest[0], round(float(largest[1].abs().max()), 4)] if largest else None,
+        "left_alone": {why: len(names) for why, names in result.skipped.items()},
+    }
+
+
+@register_transform(AdaRound)
+def _adaround(model: nn.Module, step: AdaRound, context: TransformContext) -> dict[str, Any]:
+    runtime = context.runtime
+    if isinstance(runtime, Int8Dynamic):
+        raise ConfigError(
+            f"{step.label} is a step for static int8 (a CNN's convolutions; Int8Dynamic() keeps them float and was "
+            "not measured with it). Use runtime=Int8Static(), or leave AdaRound() out."
+        )
+    result = adaround_(
+        model, context.require_calibration(step), qmax=64 if context.reduce_range else 127,
+        per_channel=getattr(runtime, "per_channel", True), keep_float=context.keep_float,
+        kinds=_quantized_kinds(model, runtime), iterations=step.relaxation,
+    )
+    ratios = sorted(result.error.values())
+    return {
+        "layers": len(result.rounded),
+        "samples": result.samples,
+        "batchnorms_folded": len(result.folded),
+        "flipped": round(sum(result.flipped.values()) / max(len(result.flipped), 1), 4),
+        "error_vs_nearest": round(ratios[len(ratios) // 2], 3) if ratios else None,  # median over layers
+        "seconds": round(result.seconds, 1),
         "left_alone": {why: len(names) for why, names in result.skipped.items()},
     }
