@@ -109,8 +109,9 @@ class Explorer:
 
     Raises:
         ConfigError: a dropdown value that is not one of its choices, ``bits`` or ``sparsity``
-            outside the sliders' ranges (2..8, 0..0.95), bad settings (an unknown metric name, a
-            negative ``rounds``): before anything is measured.
+            outside the sliders' ranges (2..8, 0..0.95), a ``Grid`` of several points or with ``recipes``,
+            a keyword that is neither a ``Grid`` nor a ``Settings`` field, bad settings (an unknown metric
+            name, a negative ``rounds``): before anything is measured.
         DataError: data the engine cannot read, or a metric that needs targets the data lacks.
         CalibrationError: ``runtime="int8-static"`` without ``calibration_data``.
     """
