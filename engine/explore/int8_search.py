@@ -12,12 +12,16 @@
    the errors the other int8 layers feed into it. Probing stops at half the time budget. Under a
    0/1 metric (accuracy, agreement) the probes measure cosine to fp32 instead (``probe_evaluator``):
    a few samples of 0/1 scores cannot rank layers. Static int8 pre-processes and calibrates the
-   export once for all candidates (``remembered_quantization``); dynamic int8 fuses it once.
+   export once for all candidates (``remembered_quantization``); dynamic int8 fuses it once. When the
+   int8 map (``layer_sensitivity(runtime=...)``) of the same model and data is cached, its points (the
+   same recipes on the same export, all the data) rank the groups instead and nothing is probed.
 4. Groups are kept float in order of gain per weight kept float (``gain_order``: the bytes a
    group adds, or its share of the int8 multiply-adds; an embedding table costs no speed). The
    fewest that meet the budget are found by bisection over that order, first on the subsample
-   (when the probes measured the metric itself), then on all the data starting from its answer. Only points measured on all the
-   data are ever returned.
+   (when the probes measured the metric itself), then on all the data starting from its answer. That
+   second bisection is a sequential paired test: a candidate is measured on the subsample first and
+   rejected there when its paired drop's lower bound is over the budget; only the others are measured on
+   all the data. Only points measured on all the data are ever returned.
 5. With ``objective="latency"`` every point is timed against fp32 in the same rounds, and the groups
    whose probe ran faster float than in int8 (int8 slower than fp32 there on this CPU) are tried
    float as well.
