@@ -17,12 +17,14 @@ logits. For the random-weight layouts the cosine is the meaningful figure (their
 Nothing is asserted; the CPU's flags and the load average are printed with the figures.
 
 The fidelity steps (issue #22) get a row each: squeezelab's default (``transforms=None``: bias correction
-for a CNN under static int8), ``transforms=()`` (none), ``Equalization()``, ``BiasCorrection()`` and both;
-what each step did is printed (pairs equalised, BatchNorms folded, the largest shift corrected). The other
+for a CNN under static int8), ``transforms=()`` (none), ``Equalization()``, ``BiasCorrection()`` and both,
+``AdaRound()`` alone and with ``BiasCorrection()``; what each step did is printed (pairs equalised,
+BatchNorms folded, the largest shift corrected, AdaRound's layers, flipped codes and seconds). The other
 squeezelab rows (``activations="int8"``, entropy, layers float) run with the default steps.
 
     REPO=$PWD; cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py                  # ~6 min on 2 cores
     cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py --models resnet --rounds 6
+    cd /tmp && $REPO/.venv/bin/python $REPO/benchmarks/int8_cnn.py --images 256 --markdown $REPO/benchmarks/results/int8_cnn.md  # the site's table
 """
 
 from __future__ import annotations
@@ -38,11 +40,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from int8_real import BASELINE, _onnx, _predict_all, _print_table, _time, load_average, print_environment
+from _markdown import Page, add_markdown_option
+from int8_real import BASELINE, _onnx, _predict_all, _time, load_average, print_environment
 from torch import nn
 
 import squeezelab as sl
+from squeezelab.quantization import AdaRound
 from squeezelab.engine.runtime.ort_tools import BatchReader as _BatchReader
+from squeezelab.engine.measurement.stats import speedup_text
 from squeezelab.engine.runtime.providers import make_session
 
 # The documented EfficientNet-Lite0 recipe: the stem and the first two blocks (the most sensitive layers, at
@@ -151,7 +156,7 @@ def _ort_static(fp32: sl.Compressed, calibration: np.ndarray, tmp: Path, *, expe
     return (tmp / f"ort_{name}.onnx").read_bytes()
 
 
-def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
+def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path, page: Page) -> None:
     from squeezelab.engine.zoo import fashion_mnist_images
 
     model = case.build()
@@ -170,9 +175,6 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
     recipes.update(_tuned(case, model, args, calibration))
     built.update({name: sl.compress(model, r, example_inputs=x[:1], calibration_data=calibration) for name, r in recipes.items()})
     print(f"  built in {time.perf_counter() - t0:.0f} s; default choices: {default.details.get('choices')}", flush=True)
-    for name, c in built.items():
-        if c.details.get("transforms", {}).get("applied"):
-            print(f"  {name}: {c.details['transforms']['applied']}", flush=True)
     ort_bytes = _ort_static(fp32, calibration, tmp)
     expert = "ORT quant_pre_process + quantize_static(per_channel, U8S8, reduce_range)"
     variants = [_onnx(BASELINE, fp32.onnx_bytes), _onnx("ORT quantize_static defaults (QDQ)", ort_bytes),
@@ -187,12 +189,30 @@ def cnn_table(case: CnnCase, args: argparse.Namespace, tmp: Path) -> None:
         v.fidelity = float((out.argmax(1) == reference.argmax(1)).mean() * 100)
         v.extra = f"{cosine.mean():.4f}"
     _time(variants, {input_name: np.ascontiguousarray(x[: args.batch])}, args.rounds)
-    _print_table(f"{case.title}; batch {args.batch}, 1 thread, {args.rounds} interleaved shuffled rounds",
-                 variants, "top-1 agreement", lambda a: f"{a:.1f} %", extra_column="logit cosine")
+    _table(page, f"{case.title}: {args.images} test images, calibration on 32 train images; batch {args.batch}, "
+           f"1 thread, {args.rounds} interleaved shuffled rounds", variants, built)
     if args.profile:
         graphs = {BASELINE: fp32.onnx_bytes, "ORT quantize_static defaults (QDQ)": ort_bytes,
                   "squeezelab Int8Static() default": default.onnx_bytes}
         _print_profiles(graphs, {input_name: np.ascontiguousarray(x[: args.batch])})
+
+
+def _table(page: Page, title: str, variants: list, built: dict[str, sl.Compressed]) -> None:
+    """One model's table (printed, and kept for ``--markdown``), then what each fidelity step did and took."""
+    base = variants[0]
+    page.line(f"\n**{title}**\n")
+    page.line("| variant | top-1 agreement | logit cosine | file bytes (x fp32) | median ms | speedup vs fp32 (95 % interval) |")
+    page.line("| --- | --- | --- | --- | --- | --- |")
+    for v in variants:
+        speed = speedup_text(v.speed.median, v.speed.low, v.speed.high)
+        page.line(f"| {v.name} | {v.fidelity:.1f} % | {v.extra} | {v.size:,} ({v.size / base.size:.3f}x) | "
+                  f"{v.speed_ms:.1f} | {speed} |")
+    steps = {name: c.details["transforms"]["applied"] for name, c in built.items() if c.details.get("transforms", {}).get("applied")}
+    if steps:
+        page.line()
+    for name, applied in steps.items():
+        done = "; ".join(", ".join(f"{k} {v}" for k, v in step.items()) for step in applied)
+        page.line(f"- {name}: {done}")
 
 
 def _fidelity_step_rows(model: nn.Module, x: np.ndarray, calibration: np.ndarray) -> dict[str, sl.Compressed]:
@@ -205,7 +225,8 @@ def _fidelity_step_rows(model: nn.Module, x: np.ndarray, calibration: np.ndarray
     default = build(None)
     applied = tuple(step["step"] for step in default.details["transforms"]["applied"])
     steps = {"Equalization()": (sl.Equalization(),), "BiasCorrection()": (sl.BiasCorrection(),),
-             "Equalization() + BiasCorrection()": (sl.Equalization(), sl.BiasCorrection())}
+             "Equalization() + BiasCorrection()": (sl.Equalization(), sl.BiasCorrection()),
+             "AdaRound()": (AdaRound(),), "AdaRound() + BiasCorrection()": (AdaRound(), sl.BiasCorrection())}
     same = next((name for name, s in steps.items() if tuple(step.label for step in s) == applied), None)
     rows = {f"squeezelab Int8Static() default (uint8 activations{'; = + ' + same if same else ''})": default,
             "squeezelab Int8Static(), transforms=() (no fidelity step)": build(())}
@@ -263,14 +284,17 @@ def main() -> None:
     parser.add_argument("--search-drop", type=float, default=0.01, help="allowed drop of the search metric (0.01: cosine 0.99)")
     parser.add_argument("--search-objective", default="size", choices=["size", "latency"])
     parser.add_argument("--profile", action="store_true", help="print where each graph's time goes (sl.metrics.op_times)")
+    add_markdown_option(parser)
     args = parser.parse_args()
+    page = Page()
     started = print_environment()
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer warns per bias on the root logger
     known = cases()
     with tempfile.TemporaryDirectory(prefix="int8_cnn_") as tmp:
         for name in args.models.split(","):
             (Path(tmp) / name).mkdir()
-            cnn_table(known[name], args, Path(tmp) / name)
+            cnn_table(known[name], args, Path(tmp) / name, page)
+    page.write(args.markdown)
     print(f"\nload average at end: {load_average()}; wall time {time.perf_counter() - started:.0f} s")
 
 
