@@ -83,6 +83,7 @@ def test_compress_with_adaround_writes_its_weights_on_the_grid_and_composes_with
     x = images(32, seed=1).numpy()
     steps = (sl.BiasCorrection(), AdaRound())  # any order: AdaRound runs first
     recipe = sl.Recipe(runtime=sl.Int8Static(reduce_range=reduce_range), transforms=steps)
+    assert sl.Recipe.from_dict(recipe.to_dict()) == recipe  # the step round-trips as plain data
     c = sl.compress(model, recipe, example_inputs=x[:1], calibration_data=x)
     assert state_hash(model) == before  # the caller's model is untouched
     applied = c.details["transforms"]["applied"]
