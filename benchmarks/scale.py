@@ -109,6 +109,7 @@ def child_large(size: str, batch: int, samples: int, rounds: int, limit: int) ->
     from squeezelab.checks import Budget, judge
     from squeezelab.checks.pairing import measured_pair, settings_for
     from squeezelab.engine.core.samples import read_samples
+    from squeezelab.engine.runtime.external_data import is_file_model
     from squeezelab.engine.runtime.size_limit import protobuf_limit
     from squeezelab.engine.runtime.stages import recording, release_memory, stage
 
@@ -130,7 +131,8 @@ def child_large(size: str, batch: int, samples: int, rounds: int, limit: int) ->
                 result = sl.compress(model, recipe, example_inputs=example)
             result.model = None  # compress's private copy of the PyTorch model (2.9 GB) is not needed past here
             out[f"stages {name}"] = log.records[before:]  # compress's own stages, nested under this step
-            out[f"{name} file"] = repr(result.onnx_bytes)
+            # what the result holds: a file (weights beside it) or bytes; never the bytes themselves (a 730 MB repr)
+            out[f"{name} file"] = repr(result.onnx_bytes) if is_file_model(result.onnx_bytes) else "bytes"
             out[f"{name} size_bytes"] = result.size_bytes
             results[name] = result
         del model  # the gate below compares ONNX files: no PyTorch model is held
