@@ -83,8 +83,8 @@ class Equalization(Transform):
 @dataclass(frozen=True, kw_only=True)
 class AdaRound(Transform):
     """Adaptive rounding (Nagel et al., 2020): per weight, up or down, whichever moves the layer's output least
-    on the calibration data, layer by layer from the inputs of the layers already rounded; the weights are
-    written on the grid ONNX Runtime's quantizer computes, so its rounding reproduces every choice.
+    on the calibration data (each layer's inputs taken from the float model); the weights are written on the
+    grid ONNX Runtime's quantizer computes, so its rounding reproduces every choice.
 
     Args:
         relaxation: steps of the paper's continuous relaxation (Adam on a rectified sigmoid, annealed
