@@ -97,6 +97,11 @@ def choose_algorithms(
     if best == default:
         return AlgorithmChoice(default, tried, "the default measured best on the probes")
     mine, theirs = verify(best, f"algorithms: {best.label} (best probe), all the data"), verify(default, "start: all int8")
+    if mine is not None and theirs is None and mine["accepted"]:
+        # The default could not be measured in time, the best probe was and holds: starting from the default
+        # would leave the search nothing measured to return (the fp32 baseline) though an int8 answer is known.
+        return AlgorithmChoice(best, tried, "the time budget ran out before the default was measured on all the "
+                                            "data; the best probe was, within the drop budget")
     if mine is None or theirs is None:
         return AlgorithmChoice(default, tried, "the time budget ran out before the best probe was verified")
     if better(mine, theirs):

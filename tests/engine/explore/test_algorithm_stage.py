@@ -38,6 +38,8 @@ def _stage(values: dict[str, float], verified: dict[str, tuple[bool, float]]):
 
     def verify(recipe, move):
         checks.append(recipe.label)
+        if verified[recipe.label] is None:  # the time budget ran out before this one
+            return None
         accepted, value = verified[recipe.label]
         return {"accepted": accepted, "value": value}
 
@@ -80,6 +82,19 @@ def test_the_default_is_kept_when_the_best_probe_does_not_hold_on_all_the_data()
     verified = {names["s05"]: (True, 0.97), names["auto"]: (True, 0.98)}
     choice, _, _ = _stage(values, verified)
     assert choice.recipe.label == names["auto"] and "not on all the data" in choice.why
+
+
+def test_a_verified_best_probe_is_kept_when_the_default_ran_out_of_time():
+    """The search must return an accepted int8 row it measured, not fall back to fp32 (seen under load)."""
+    names = _labels()
+    values = {names["auto"]: 0.90, names["off"]: 0.80, names["s05"]: 0.95, names["s08"]: 0.91,
+              names["s05-pct"]: 0.94, names["s05-ent"]: 0.93}
+    verified = {names["s05"]: (True, 0.97), names["auto"]: None}
+    choice, _, _ = _stage(values, verified)
+    assert choice.recipe.label == names["s05"] and "time budget" in choice.why
+    verified[names["s05"]] = (False, 0.97)  # measured but over the drop budget: the default stays
+    choice, _, _ = _stage(values, verified)
+    assert choice.recipe.label == names["auto"] and "time budget" in choice.why
 
 
 def test_an_int8_search_records_the_algorithms_it_tried(tmp_path):
