@@ -21,18 +21,7 @@ from squeezelab.engine.quantization.adaround import adaround_, grid_scale
 from squeezelab.engine.quantization.bias_correction import int8_weight
 from squeezelab.engine.quantization.layer_graph import fold_batchnorm_, trace
 from tests.conftest import state_hash
-from tests.engine.quantization.tiny_cnn import images, tiny_cnn
-
-
-
-def _plain_cnn() -> nn.Module:
-    """No BatchNorm: the exported initializers are these very weights, found by name."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
-    with torch.no_grad():
-        model[0].weight.mul_(torch.logspace(-2, 1, 8).view(-1, 1, 1, 1))  # channel ranges over 1000x
-    return model.eval()
+from tests.engine.quantization.tiny_cnn import images, plain_cnn, tiny_cnn
 
 
 def _onnx_weights(onnx_bytes: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -50,7 +39,7 @@ def _onnx_weights(onnx_bytes: bytes) -> dict[str, tuple[np.ndarray, np.ndarray]]
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_onnx_runtime_rounds_to_exactly_the_codes_adaround_chose(per_channel, reduce_range):
-    model = _plain_cnn()
+    model = plain_cnn()
     x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
     qmax = 64 if reduce_range else 127
     rounded = copy.deepcopy(model)
@@ -137,12 +126,12 @@ def test_bad_input_is_refused_with_a_squeeze_error():
     with pytest.raises(ConfigError, match="relaxation"):
         AdaRound(relaxation=-1)
     with pytest.raises(ConfigError, match="qmax"):
-        adaround_(_plain_cnn(), Inputs.of(np.zeros((2, 3, 8, 8), np.float32)), qmax=200)
+        adaround_(plain_cnn(), Inputs.of(np.zeros((2, 3, 8, 8), np.float32)), qmax=200)
     x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     with pytest.raises(CalibrationError, match="calibration"):
-        sl.compress(_plain_cnn(), sl.Recipe(runtime=sl.Int8Static(), transforms=(AdaRound(),)), example_inputs=x[:1])
+        sl.compress(plain_cnn(), sl.Recipe(runtime=sl.Int8Static(), transforms=(AdaRound(),)), example_inputs=x[:1])
     with pytest.raises(SqueezeError, match="Int8Static"):
-        sl.compress(_plain_cnn(), sl.Recipe(runtime=sl.Int8Dynamic(), transforms=(AdaRound(),)),
+        sl.compress(plain_cnn(), sl.Recipe(runtime=sl.Int8Dynamic(), transforms=(AdaRound(),)),
                     example_inputs=x[:1], calibration_data=x)
 
 

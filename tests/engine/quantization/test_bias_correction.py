@@ -15,23 +15,13 @@ from squeezelab.engine.quantization.bias_correction import _fake_activation, cor
 from squeezelab.engine.quantization.transforms import default_transforms
 from squeezelab.engine.runtime.providers import make_session
 from tests.conftest import state_hash
-from tests.engine.quantization.tiny_cnn import images, tiny_cnn
-
-
-def _plain_cnn() -> nn.Module:
-    """No BatchNorm: the weights ONNX Runtime rounds are these, with nothing folded in."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
-                          nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
-    with torch.no_grad():
-        model[0].weight.mul_(torch.logspace(-2, 1, 8).view(-1, 1, 1, 1))  # channel ranges over 1000x
-    return model.eval()
+from tests.engine.quantization.tiny_cnn import images, plain_cnn, tiny_cnn
 
 
 @pytest.mark.parametrize("per_channel", [True, False])
 @pytest.mark.parametrize("reduce_range", [False, True])
 def test_int8_weight_is_what_onnx_runtime_writes(per_channel, reduce_range):
-    model = _plain_cnn()
+    model = plain_cnn()
     x = np.random.default_rng(0).standard_normal((8, 3, 8, 8)).astype(np.float32)
     runtime = sl.Int8Static(per_channel=per_channel, reduce_range=reduce_range)
     c = sl.compress(model, sl.Recipe(runtime=runtime, transforms=()), example_inputs=x[:1], calibration_data=x)

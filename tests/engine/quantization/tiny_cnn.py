@@ -64,3 +64,14 @@ def tiny_cnn(act: type[nn.Module] = nn.ReLU, seed: int = 0) -> TinyCNN:
 
 def images(n: int, seed: int) -> torch.Tensor:
     return torch.randn(n, 3, 16, 16, generator=torch.Generator().manual_seed(seed))  # (n, 3, 16, 16)
+
+
+def plain_cnn() -> nn.Module:
+    """A seeded conv -> depthwise conv -> Linear model with no BatchNorm, so the weights ONNX Runtime rounds (and the
+    exported initializers, found by name) are these very weights; the stem's channel ranges span 1000x."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 8 * 8, 5))
+    with torch.no_grad():
+        model[0].weight.mul_(torch.logspace(-2, 1, 8).view(-1, 1, 1, 1))  # channel ranges over 1000x
+    return model.eval()
