@@ -24,13 +24,18 @@ _LIMITS: list[int] = []  # set by protobuf_limit (tests force the large-model pa
 
 
 @contextlib.contextmanager
-def protobuf_limit(limit_bytes: int) -> Iterator[None]:
-    """Within the block, models past ``limit_bytes`` count as past ONNX's 2 GB limit."""
-    _LIMITS.append(int(limit_bytes))
+def _pushed(stack: list[int], limit_bytes: int) -> Iterator[None]:
+    """``limit_bytes`` on top of ``stack`` within the block (blocks nest; the innermost wins)."""
+    stack.append(int(limit_bytes))
     try:
         yield
     finally:
-        _LIMITS.pop()
+        stack.pop()
+
+
+def protobuf_limit(limit_bytes: int) -> contextlib.AbstractContextManager[None]:
+    """Within the block, models past ``limit_bytes`` count as past ONNX's 2 GB limit."""
+    return _pushed(_LIMITS, limit_bytes)
 
 
 def current_limit() -> int:
@@ -44,14 +49,9 @@ FILE_THRESHOLD_BYTES = 2**30  # 1 GiB: BERT-large (1.34 GB fp32) goes as a file,
 _FILE_THRESHOLDS: list[int] = []  # set by file_threshold (tests take the file path with small models)
 
 
-@contextlib.contextmanager
-def file_threshold(limit_bytes: int) -> Iterator[None]:
+def file_threshold(limit_bytes: int) -> contextlib.AbstractContextManager[None]:
     """Within the block, models past ``limit_bytes`` move between compress's steps as files."""
-    _FILE_THRESHOLDS.append(int(limit_bytes))
-    try:
-        yield
-    finally:
-        _FILE_THRESHOLDS.pop()
+    return _pushed(_FILE_THRESHOLDS, limit_bytes)
 
 
 def current_file_threshold() -> int:
