@@ -25,7 +25,7 @@ from squeezelab.engine.runtime.size_limit import current_file_threshold, current
 
 __all__ = ["OnnxFile", "is_file_model", "load_proto", "same_form", "write_external", "working_folder",
            "session_source", "whole_if_it_fits", "model_size", "weights_folder", "write_model", "read_model", "model_sha256",
-           "external_locations", "gathered"]
+           "external_locations", "gathered", "initializer_bytes"]
 
 DATA_SUFFIX = ".data"  # the data file beside ``model.onnx`` is ``model.onnx.data``
 _THRESHOLD = 1024  # bytes: as ONNX's default, smaller tensors (shape constants, scalars) stay in the graph
@@ -173,13 +173,26 @@ def same_form(source: bytes, proto: Any) -> bytes:
     """A model made from ``source``: an ``OnnxFile`` in a new working folder when ``source`` is one and the
     new model's weights are still past the file threshold, else serialised bytes (a 4-bit model of a 1.3 GB
     one is bytes again)."""
-    large = is_file_model(source) and weight_bytes(proto) > current_file_threshold()
+    large = is_file_model(source) and initializer_bytes(proto) > current_file_threshold()
     return as_file(proto) if large else proto.SerializeToString()
 
 
-def weight_bytes(proto: Any) -> int:
-    """Bytes of a loaded model's initializers."""
-    return sum(len(t.raw_data) for t in proto.graph.initializer)
+def initializer_bytes(proto: Any, folder: Path | None = None) -> int:
+    """Bytes of the initializers' data: in the proto, or (not loaded) the length its external entry gives, else
+    the size of the file it names in ``folder``."""
+    import onnx
+
+    total = 0
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {entry.key: entry.value for entry in tensor.external_data}
+            if "length" in info:
+                total += int(info["length"])
+            elif folder is not None and (folder / info.get("location", "")).is_file():
+                total += (folder / info["location"]).stat().st_size
+        else:
+            total += len(tensor.raw_data)
+    return total
 
 
 def whole_if_it_fits(model: bytes) -> bytes:

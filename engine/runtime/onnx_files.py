@@ -16,7 +16,7 @@ from typing import Any
 
 from squeezelab.engine.core.errors import ConfigError, ModelError
 from squeezelab.engine.core.inputs import InputSpec
-from squeezelab.engine.runtime.external_data import OnnxFile, as_file
+from squeezelab.engine.runtime.external_data import OnnxFile, as_file, initializer_bytes
 from squeezelab.engine.runtime.size_limit import current_file_threshold
 
 __all__ = ["is_onnx_model", "load_onnx_model", "spec_of_graph", "select_graph_output", "graph_output_names"]
@@ -50,7 +50,7 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
             raise ModelError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}).") from exc
         label = path.name
-        if _tensor_bytes(graph, path.parent) > current_file_threshold():  # read in place, its weights beside it
+        if initializer_bytes(graph, path.parent) > current_file_threshold():  # read in place, its weights beside it
             return _checked_file(path, graph, label), label
         proto = onnx.load(str(path))  # pulls a .onnx.data file beside it back in
     elif isinstance(source, (bytes, bytearray)):
@@ -61,7 +61,7 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         label = "onnx bytes"
     else:
         proto, label = source, "onnx ModelProto"
-        if _tensor_bytes(proto, None) > current_file_threshold():  # written to a working folder: a copy, the caller's kept
+        if initializer_bytes(proto, None) > current_file_threshold():  # written to a working folder: a copy, the caller's kept
             copy = onnx.ModelProto()
             copy.CopyFrom(proto)
             model = as_file(copy)
@@ -74,22 +74,6 @@ def load_onnx_model(source: Any) -> tuple[bytes, str]:
         raise ModelError(f"the ONNX model {label!r} fails onnx.checker: {exc}") from exc
     return proto.SerializeToString(), label
 
-
-def _tensor_bytes(proto: Any, folder: Path | None) -> int:
-    """Bytes of the initializers' data, in the proto or in the external files they name."""
-    import onnx
-
-    total = 0
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            info = {entry.key: entry.value for entry in tensor.external_data}
-            if "length" in info:
-                total += int(info["length"])
-            elif folder is not None and (folder / info.get("location", "")).is_file():
-                total += (folder / info["location"]).stat().st_size
-        else:
-            total += len(tensor.raw_data)
-    return total
 
 
 def _checked_file(path: Path, graph: Any, label: str, model: OnnxFile | None = None) -> OnnxFile:

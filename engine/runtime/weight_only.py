@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from squeezelab.engine.runtime.external_data import load_proto, same_form
+from squeezelab.engine.runtime.external_data import initializer_bytes, load_proto, same_form
 from squeezelab.engine.runtime.size_limit import current_limit
 from squeezelab.engine.core.cpu import default_weight_only_compute
 from squeezelab.engine.core.errors import CalibrationError, ConfigError, ExportError
@@ -355,7 +355,7 @@ def _at_opset_21(model: Any) -> Any:
         return model
     # The converter and the checker serialise the model: past 2 GB they see it without its large weights
     # (graph inputs of the same type and shape), which are put back after.
-    weights = _large_weights_out(model) if _weight_bytes(model) > current_limit() else None
+    weights = _large_weights_out(model) if initializer_bytes(model) > current_limit() else None
     try:
         converted = version_converter.convert_version(model, 21)
     except Exception as exc:  # the converter raises several types
@@ -368,10 +368,6 @@ def _at_opset_21(model: Any) -> Any:
     if weights is not None:
         _weights_back(converted, weights)
     return converted
-
-
-def _weight_bytes(model: Any) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
 
 
 def _large_weights_out(model: Any) -> list[Any]:
